@@ -1,0 +1,382 @@
+//===- ModelToMoma.cpp - Model description to moma IR ---------------------===//
+//
+// A direct transcription of MODEL_SPEC sections 3 to 6. Each layer gets a
+// name location ("layers.3.moe.image"), so diagnostics and dumps point at the
+// part of the model they concern.
+//
+// The front end emits one moma.modality_partition per MoE layer on purpose:
+// sharing partitions is a decision for -moma-reuse-modality-partition, which
+// knows when token sets are equal.
+//
+//===----------------------------------------------------------------------===//
+
+#include "compiler/Frontend/ModelToMoma.h"
+
+#include "dialects/moma/IR/MomaOps.h"
+#include "lib/config/Parameters.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinAttributes.h"
+#include "llvm/ADT/StringMap.h"
+
+#include <cmath>
+
+using namespace mlir;
+using namespace momac;
+
+namespace {
+
+/// The tokens a block sees: all of the micro-batch, or the subset a MoD
+/// router selected. Every field has one row per token.
+struct TokenSet {
+  Value hidden;      // [n, d] f32
+  Value ids;         // [n] i32, input token ids
+  Value positions;   // [n] i32
+  Value sequenceIds; // [n] i32
+};
+
+/// Token ranges as the flat "lo, hi, lo, hi" lists the routing ops take.
+ArrayAttr rangeLists(Builder &b, ArrayRef<std::vector<TokenRange>> lists) {
+  SmallVector<Attribute> attrs;
+  for (const std::vector<TokenRange> &list : lists) {
+    SmallVector<int64_t> bounds;
+    for (const TokenRange &range : list) {
+      bounds.push_back(range.lo);
+      bounds.push_back(range.hi);
+    }
+    attrs.push_back(b.getDenseI64ArrayAttr(bounds));
+  }
+  return b.getArrayAttr(attrs);
+}
+
+class ForwardBuilder {
+public:
+  ForwardBuilder(MLIRContext &context, const ModelConfig &config,
+                 StringRef sourceName)
+      : config(config), b(&context), sourceName(sourceName.str()),
+        f32(b.getF32Type()), i32(b.getI32Type()) {}
+
+  OwningOpRef<ModuleOp> build();
+
+private:
+  // Types.
+  RankedTensorType tensor(ArrayRef<int64_t> shape, Type element) {
+    return RankedTensorType::get(shape, element);
+  }
+  RankedTensorType scalar() { return tensor({}, f32); }
+  /// [rows of `like`, features] with `like`'s (possibly dynamic) row count.
+  RankedTensorType rowsLike(Value like, int64_t features) {
+    int64_t rows = cast<RankedTensorType>(like.getType()).getDimSize(0);
+    return tensor({rows, features}, f32);
+  }
+
+  Location loc(const Twine &name) {
+    return NameLoc::get(b.getStringAttr(name),
+                        FileLineColLoc::get(b.getStringAttr(sourceName), 0, 0));
+  }
+  Value param(const std::string &name) { return params.lookup(name); }
+
+  Value rmsNorm(Location at, Value x, const std::string &weight) {
+    return moma::RMSNormOp::create(b, at, x.getType(), x, param(weight),
+                                   b.getF64FloatAttr(config.normEps));
+  }
+  Value linear(Location at, Value x, const std::string &weight) {
+    auto w = cast<RankedTensorType>(param(weight).getType());
+    auto xt = cast<RankedTensorType>(x.getType());
+    SmallVector<int64_t> shape(xt.getShape());
+    shape.back() = w.getDimSize(w.getRank() - 2);
+    return moma::LinearOp::create(b, at, tensor(shape, f32), x, param(weight));
+  }
+  Value add(Location at, Value x, Value y) {
+    return arith::AddFOp::create(b, at, x, y);
+  }
+  Value gather(Location at, Value source, Value indices) {
+    auto src = cast<RankedTensorType>(source.getType());
+    auto idx = cast<RankedTensorType>(indices.getType());
+    SmallVector<int64_t> shape(idx.getShape());
+    llvm::append_range(shape, src.getShape().drop_front());
+    return moma::GatherTokensOp::create(
+        b, at, tensor(shape, src.getElementType()), source, indices);
+  }
+  Value zerosLike(Location at, Value like) {
+    Value zero = arith::ConstantOp::create(b, at, b.getF32FloatAttr(0.0f));
+    auto type = cast<RankedTensorType>(like.getType());
+    SmallVector<Value> dynamicSizes;
+    if (type.isDynamicDim(0))
+      dynamicSizes.push_back(tensor::DimOp::create(b, at, like, 0));
+    return tensor::SplatOp::create(b, at, zero, type, dynamicSizes);
+  }
+  void addAuxLoss(Value loss) {
+    auxLoss = auxLoss ? add(loss.getLoc(), auxLoss, loss) : loss;
+  }
+
+  Value attention(const std::string &layer, const TokenSet &tokens, Value x);
+  Value feedForward(const std::string &layer, int64_t l, const TokenSet &tokens,
+                    Value v);
+  Value momaModule(const std::string &layer, const TokenSet &tokens, Value v);
+  Value block(const std::string &layer, int64_t l, const TokenSet &tokens);
+  Value modLayer(const std::string &layer, int64_t l, const TokenSet &tokens);
+
+  const ModelConfig &config;
+  OpBuilder b;
+  std::string sourceName;
+  Type f32, i32;
+  llvm::StringMap<Value> params;
+  Value auxLoss;
+};
+
+Value ForwardBuilder::attention(const std::string &layer,
+                                const TokenSet &tokens, Value x) {
+  std::string prefix = layer + "attention.";
+  Location at = loc(layer + "attention");
+  Value q = linear(at, x, prefix + "wq.weight");
+  Value k = linear(at, x, prefix + "wk.weight");
+  Value v = linear(at, x, prefix + "wv.weight");
+  if (config.qkNorm) {
+    auto eps = b.getF64FloatAttr(config.normEps);
+    q = moma::HeadLayerNormOp::create(b, at, q.getType(), q,
+                                      param(prefix + "q_norm.weight"),
+                                      param(prefix + "q_norm.bias"), eps);
+    k = moma::HeadLayerNormOp::create(b, at, k.getType(), k,
+                                      param(prefix + "k_norm.weight"),
+                                      param(prefix + "k_norm.bias"), eps);
+  }
+  auto heads = b.getI64IntegerAttr(config.nHeads);
+  auto theta = b.getF64FloatAttr(config.ropeTheta);
+  q = moma::RopeOp::create(b, at, q.getType(), q, tokens.positions, heads,
+                           theta);
+  k = moma::RopeOp::create(b, at, k.getType(), k, tokens.positions, heads,
+                           theta);
+  auto scale = b.getF64FloatAttr(1.0 / std::sqrt(double(config.headDim())));
+  Value o =
+      moma::AttentionOp::create(b, at, q.getType(), q, k, v, tokens.positions,
+                                tokens.sequenceIds, heads, scale);
+  return linear(at, o, prefix + "wo.weight");
+}
+
+Value ForwardBuilder::momaModule(const std::string &layer,
+                                 const TokenSet &tokens, Value v) {
+  const MoeConfig &moe = *config.moe;
+  Location at = loc(layer + "moe");
+  SmallVector<StringRef> names;
+  SmallVector<std::vector<TokenRange>> ranges;
+  for (const ExpertGroup &group : moe.groups) {
+    names.push_back(group.name);
+    ranges.push_back(config.groupRanges(group));
+  }
+  SmallVector<Type> indexTypes(moe.groups.size(),
+                               tensor({ShapedType::kDynamic}, i32));
+  auto partition = moma::ModalityPartitionOp::create(
+      b, at, indexTypes, tokens.ids, b.getStrArrayAttr(names),
+      rangeLists(b, ranges));
+
+  Value combined = zerosLike(at, v);
+  for (auto [g, group] : llvm::enumerate(moe.groups)) {
+    std::string prefix = layer + "moe." + group.name + ".";
+    Location groupAt = loc(layer + "moe." + group.name);
+    Value rows = partition.getIndices()[g];
+    Value groupInput = gather(groupAt, v, rows);
+    const int64_t experts = group.experts;
+
+    if (experts == 1) {
+      // One expert takes every token of its group: no router, no gate.
+      SmallVector<ReassociationIndices> dropExpertDim = {{0, 1}, {2}};
+      auto squeeze = [&](const std::string &name) -> Value {
+        auto type = cast<RankedTensorType>(param(name).getType());
+        return tensor::CollapseShapeOp::create(
+            b, groupAt, tensor(type.getShape().drop_front(), f32), param(name),
+            dropExpertDim);
+      };
+      // Named, so the ops come out in w1, w3, w2 order.
+      Value w1 = squeeze(prefix + "w1");
+      Value w3 = squeeze(prefix + "w3");
+      Value w2 = squeeze(prefix + "w2");
+      Value out = moma::SwiGLUOp::create(b, groupAt, groupInput.getType(),
+                                         groupInput, w1, w3, w2);
+      combined = moma::ScatterAddTokensOp::create(
+          b, groupAt, combined.getType(), out, combined, rows, Value());
+      continue;
+    }
+
+    Value scores = moma::RouterOp::create(
+        b, groupAt, rowsLike(groupInput, experts), groupInput,
+        param(prefix + "router.weight"), moe.gumbel);
+    auto choice = moma::ExpertChoiceOp::create(
+        b, groupAt, tensor({experts, ShapedType::kDynamic}, i32),
+        tensor({experts, ShapedType::kDynamic}, f32), scores,
+        b.getF64FloatAttr(moe.capacityFactor));
+    Value expertInput = gather(groupAt, groupInput, choice.getIndices());
+    Value expertOutput = moma::SwiGLUOp::create(
+        b, groupAt, expertInput.getType(), expertInput, param(prefix + "w1"),
+        param(prefix + "w3"), param(prefix + "w2"));
+    // Expert e's j-th token is row rows[indices[e, j]] of the module input.
+    Value moduleRows = gather(groupAt, rows, choice.getIndices());
+    combined = moma::ScatterAddTokensOp::create(b, groupAt, combined.getType(),
+                                                expertOutput, combined,
+                                                moduleRows, choice.getGates());
+
+    if (config.auxRouters) {
+      Value predicted = moma::AuxRouterOp::create(
+          b, groupAt, rowsLike(groupInput, experts), groupInput,
+          param(prefix + "aux_router.w1.weight"),
+          param(prefix + "aux_router.w2.weight"));
+      addAuxLoss(moma::AuxRouterLossOp::create(b, groupAt, scalar(), predicted,
+                                               choice.getIndices()));
+    }
+  }
+  return combined;
+}
+
+Value ForwardBuilder::feedForward(const std::string &layer, int64_t l,
+                                  const TokenSet &tokens, Value v) {
+  if (config.isMoeLayer(l))
+    return momaModule(layer, tokens, v);
+  std::string prefix = layer + "feed_forward.";
+  return moma::SwiGLUOp::create(b, loc(layer + "feed_forward"), v.getType(), v,
+                                param(prefix + "w1.weight"),
+                                param(prefix + "w3.weight"),
+                                param(prefix + "w2.weight"));
+}
+
+Value ForwardBuilder::block(const std::string &layer, int64_t l,
+                            const TokenSet &tokens) {
+  Value x = tokens.hidden;
+  Location at = loc(layer + "residual");
+  if (config.norm == NormOrder::Swin) {
+    // Chameleon's res-post-norm: normalize each sub-layer's output.
+    Value a = add(at, x,
+                  rmsNorm(at, attention(layer, tokens, x),
+                          layer + "attention_norm.weight"));
+    return add(at, a,
+               rmsNorm(at, feedForward(layer, l, tokens, a),
+                       layer + "ffn_norm.weight"));
+  }
+  Value a = add(at, x,
+                attention(layer, tokens,
+                          rmsNorm(at, x, layer + "attention_norm.weight")));
+  return add(
+      at, a,
+      feedForward(layer, l, tokens, rmsNorm(at, a, layer + "ffn_norm.weight")));
+}
+
+Value ForwardBuilder::modLayer(const std::string &layer, int64_t l,
+                               const TokenSet &tokens) {
+  Location at = loc(layer + "mod");
+  Value x = tokens.hidden;
+  Value scores = moma::RouterOp::create(b, at, rowsLike(x, 1), x,
+                                        param(layer + "mod.router.weight"),
+                                        /*gumbel=*/false);
+  // MoD layers see the whole micro-batch, so k_d = ceil(c_d N) is static.
+  int64_t rowsIn = cast<RankedTensorType>(x.getType()).getDimSize(0);
+  int64_t kept = int64_t(std::ceil(config.mod->capacity * double(rowsIn)));
+  auto select = moma::ModSelectOp::create(
+      b, at, tensor({kept}, i32), tensor({kept}, f32), scores,
+      b.getF64FloatAttr(config.mod->capacity));
+  Value rows = select.getIndices();
+  TokenSet selected{gather(at, x, rows), gather(at, tokens.ids, rows),
+                    gather(at, tokens.positions, rows),
+                    gather(at, tokens.sequenceIds, rows)};
+  if (config.auxRouters) {
+    Value predicted = moma::AuxRouterOp::create(
+        b, at, rowsLike(x, 1), x, param(layer + "mod.aux_router.w1.weight"),
+        param(layer + "mod.aux_router.w2.weight"));
+    addAuxLoss(moma::AuxRouterLossOp::create(b, at, scalar(), predicted, rows));
+  }
+  Value processed = block(layer, l, selected);
+  return moma::ModMergeOp::create(b, at, x.getType(), x, processed, rows,
+                                  select.getGates());
+}
+
+OwningOpRef<ModuleOp> ForwardBuilder::build() {
+  const int64_t batch = config.train.batchSize, seq = config.seqLen;
+  const int64_t tokens = batch * seq;
+  Location moduleLoc = FileLineColLoc::get(b.getStringAttr(sourceName), 0, 0);
+  OwningOpRef<ModuleOp> module = ModuleOp::create(moduleLoc);
+  module->getOperation()->setAttr("moma.model", b.getStringAttr(config.name));
+  b.setInsertionPointToEnd(module->getBody());
+
+  std::vector<ParameterSpec> specs = listParameters(config);
+  SmallVector<Type> argTypes = {tensor({batch, seq + 1}, i32)};
+  for (const ParameterSpec &spec : specs)
+    argTypes.push_back(tensor(spec.shape, f32));
+
+  SmallVector<std::string> resultNames = {"loss"};
+  for (const Modality &modality : config.modalities)
+    resultNames.push_back("loss." + modality.name);
+  bool hasAuxRouters = llvm::any_of(
+      specs, [](const ParameterSpec &spec) { return spec.auxRouter; });
+  if (hasAuxRouters)
+    resultNames.push_back("aux_loss");
+  SmallVector<Type> resultTypes(resultNames.size(), scalar());
+
+  auto func = func::FuncOp::create(b, moduleLoc, kForwardFunctionName,
+                                   b.getFunctionType(argTypes, resultTypes));
+  func.setArgAttr(0, kParamAttrName, b.getStringAttr("tokens"));
+  for (auto [i, spec] : llvm::enumerate(specs))
+    func.setArgAttr(i + 1, kParamAttrName, b.getStringAttr(spec.name));
+  for (auto [i, name] : llvm::enumerate(resultNames))
+    func.setResultAttr(i, kResultAttrName, b.getStringAttr(name));
+
+  Block *entry = func.addEntryBlock();
+  b.setInsertionPointToStart(entry);
+  for (auto [i, spec] : llvm::enumerate(specs))
+    params[spec.name] = entry->getArgument(i + 1);
+
+  Location inputAt = loc("inputs");
+  auto shift =
+      moma::ShiftTokensOp::create(b, inputAt, tensor({tokens}, i32),
+                                  tensor({tokens}, i32), entry->getArgument(0));
+  auto layout = moma::TokenPositionsOp::create(
+      b, inputAt, tensor({tokens}, i32), tensor({tokens}, i32),
+      b.getI64IntegerAttr(seq));
+  Value hidden = moma::EmbedOp::create(
+      b, loc("tok_embeddings"), tensor({tokens, config.dModel}, f32),
+      param("tok_embeddings.weight"), shift.getInputs());
+
+  for (int64_t l = 0; l < config.nLayers; ++l) {
+    std::string layer = "layers." + std::to_string(l) + ".";
+    TokenSet all{hidden, shift.getInputs(), layout.getPositions(),
+                 layout.getSequenceIds()};
+    hidden =
+        config.isModLayer(l) ? modLayer(layer, l, all) : block(layer, l, all);
+  }
+
+  Location outputAt = loc("output");
+  Value logits = linear(outputAt, rmsNorm(outputAt, hidden, "norm.weight"),
+                        "output.weight");
+  SmallVector<StringRef> modalityNames;
+  SmallVector<std::vector<TokenRange>> modalityRanges;
+  for (const Modality &modality : config.modalities) {
+    modalityNames.push_back(modality.name);
+    modalityRanges.push_back(modality.ranges);
+  }
+  auto loss = moma::CrossEntropyOp::create(
+      b, outputAt, scalar(),
+      SmallVector<Type>(config.modalities.size(), scalar()), logits,
+      shift.getTargets(), b.getF64FloatAttr(config.zLoss),
+      b.getStrArrayAttr(modalityNames), rangeLists(b, modalityRanges));
+
+  SmallVector<Value> results = {loss.getLoss()};
+  llvm::append_range(results, loss.getModalityLosses());
+  if (hasAuxRouters)
+    results.push_back(auxLoss);
+  func::ReturnOp::create(b, outputAt, results);
+  return module;
+}
+
+} // namespace
+
+void momac::loadFrontendDialects(MLIRContext &context) {
+  context.loadDialect<moma::MomaDialect, func::FuncDialect, arith::ArithDialect,
+                      tensor::TensorDialect>();
+}
+
+OwningOpRef<ModuleOp> momac::buildForwardModule(MLIRContext &context,
+                                                const ModelConfig &config,
+                                                StringRef sourceName) {
+  loadFrontendDialects(context);
+  return ForwardBuilder(context, config, sourceName).build();
+}

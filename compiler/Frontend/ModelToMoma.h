@@ -1,0 +1,40 @@
+//===- ModelToMoma.h - Model description to moma IR -------------*- C++ -*-===//
+//
+// Builds the forward pass of a model as one function in the moma dialect:
+//
+//   func.func @forward(%tokens: tensor<B x (S+1) x i32>,
+//                      %p0: tensor<...> {moma.param = "tok_embeddings.weight"},
+//                      ...) -> (loss, loss.<modality>..., [aux_loss])
+//
+// Parameters follow listParameters() order and carry their checkpoint names;
+// results carry `moma.result` names. B is train.batch_size (one micro-batch).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOMAC_COMPILER_FRONTEND_MODELTOMOMA_H
+#define MOMAC_COMPILER_FRONTEND_MODELTOMOMA_H
+
+#include "lib/config/ModelConfig.h"
+
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/OwningOpRef.h"
+
+namespace momac {
+
+/// The attribute names the front end puts on the forward function.
+constexpr llvm::StringLiteral kParamAttrName = "moma.param";
+constexpr llvm::StringLiteral kResultAttrName = "moma.result";
+constexpr llvm::StringLiteral kForwardFunctionName = "forward";
+
+/// Loads the dialects the forward pass uses into `context`.
+void loadFrontendDialects(mlir::MLIRContext &context);
+
+/// Builds the module holding @forward. `sourceName` names the description in
+/// locations (usually its path).
+mlir::OwningOpRef<mlir::ModuleOp>
+buildForwardModule(mlir::MLIRContext &context, const ModelConfig &config,
+                   llvm::StringRef sourceName);
+
+} // namespace momac
+
+#endif // MOMAC_COMPILER_FRONTEND_MODELTOMOMA_H

@@ -1,0 +1,482 @@
+//===- MomaOps.td - moma dialect operations ----------------*- tablegen -*-===//
+
+#ifndef MOMA_OPS_TD
+#define MOMA_OPS_TD
+
+include "dialects/moma/IR/MomaDialect.td"
+include "mlir/IR/CommonAttrConstraints.td"
+include "mlir/Interfaces/SideEffectInterfaces.td"
+
+//===----------------------------------------------------------------------===//
+// Type constraints
+//===----------------------------------------------------------------------===//
+
+def Moma_Activations : RankedTensorOf<[F32]>;
+def Moma_FloatMatrix : TensorRankOf<[F32], [2]>;
+def Moma_FloatVector : TensorRankOf<[F32], [1]>;
+def Moma_FloatScalar : TensorRankOf<[F32], [0]>;
+def Moma_TokenIndices : RankedTensorOf<[I32]>;
+def Moma_TokenVector : TensorRankOf<[I32], [1]>;
+
+def Moma_PositiveF64 : ConfinedAttr<F64Attr, [
+    AttrConstraint<CPred<"::llvm::cast<::mlir::FloatAttr>($_self).getValueAsDouble() > 0">,
+                   "whose value is > 0">]>;
+def Moma_NonNegativeF64 : ConfinedAttr<F64Attr, [
+    AttrConstraint<CPred<"::llvm::cast<::mlir::FloatAttr>($_self).getValueAsDouble() >= 0">,
+                   "whose value is >= 0">]>;
+def Moma_PositiveI64 : ConfinedAttr<I64Attr, [IntPositive]>;
+
+//===----------------------------------------------------------------------===//
+// Token layout
+//===----------------------------------------------------------------------===//
+
+def Moma_ShiftTokensOp : Moma_Op<"shift_tokens",
+    [Pure, AllTypesMatch<["inputs", "targets"]>]> {
+  let summary = "split a [B, S+1] batch into flat inputs and next-token targets";
+  let description = [{
+    Given token ids `T` of shape [B, S+1], yields the flat inputs
+    `x[b*S + s] = T[b, s]` and targets `y[b*S + s] = T[b, s + 1]`.
+
+    ```mlir
+    %x, %y = moma.shift_tokens %tokens : tensor<2x9xi32> -> tensor<16xi32>
+    ```
+  }];
+  let arguments = (ins TensorRankOf<[I32], [2]>:$tokens);
+  let results = (outs Moma_TokenVector:$inputs, Moma_TokenVector:$targets);
+  let assemblyFormat = [{
+    $tokens attr-dict `:` type($tokens) `->` type($inputs)
+  }];
+  let hasVerifier = 1;
+}
+
+def Moma_TokenPositionsOp : Moma_Op<"token_positions",
+    [Pure, AllTypesMatch<["positions", "sequence_ids"]>]> {
+  let summary = "position and sequence id of every flat token";
+  let description = [{
+    For N = B * seq_len flat tokens, `positions[n] = n mod seq_len` and
+    `sequence_ids[n] = n div seq_len`. Attention and RoPE read these, so token
+    subsets (Mixture-of-Depths) keep each token's place by gathering them.
+
+    ```mlir
+    %pos, %seq = moma.token_positions seq_len = 8 : tensor<16xi32>
+    ```
+  }];
+  let arguments = (ins Moma_PositiveI64:$seq_len);
+  let results = (outs Moma_TokenVector:$positions,
+                      Moma_TokenVector:$sequence_ids);
+  let assemblyFormat = [{
+    `seq_len` `=` $seq_len attr-dict `:` type($positions)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Routing
+//===----------------------------------------------------------------------===//
+
+def Moma_ModalityPartitionOp : Moma_Op<"modality_partition", [Pure]> {
+  let summary = "split tokens into modality groups by token id";
+  let description = [{
+    Result `g` holds, in ascending order, the positions i in `token_ids` whose
+    id lies in one of group g's half-open ranges. `group_ranges[g]` lists
+    `lo0, hi0, lo1, hi1, ...`; the ranges of all groups are disjoint, so each
+    token lands in at most one group. The partition depends only on the ids,
+    so layers that see the same tokens can share one partition
+    (`-moma-reuse-modality-partition`).
+
+    ```mlir
+    %text, %image = moma.modality_partition %ids
+        groups ["text", "image"] ranges [array<i64: 0, 4, 8196, 65536>, array<i64: 4, 8196>]
+        : tensor<16xi32> -> tensor<?xi32>, tensor<?xi32>
+    ```
+  }];
+  let arguments = (ins Moma_TokenVector:$token_ids,
+                       StrArrayAttr:$group_names,
+                       TypedArrayAttrBase<DenseI64ArrayAttr,
+                           "array of token-range lists">:$group_ranges);
+  let results = (outs Variadic<Moma_TokenVector>:$indices);
+  let assemblyFormat = [{
+    $token_ids `groups` $group_names `ranges` $group_ranges attr-dict
+    `:` type($token_ids) `->` type($indices)
+  }];
+  let hasVerifier = 1;
+}
+
+def Moma_RouterOp : Moma_Op<"router", [Pure]> {
+  let summary = "sigmoid router scores";
+  let description = [{
+    `scores = sigmoid(input weight^T)`, shape [n, E]. With `gumbel`, training
+    adds G' - G'' (two standard Gumbel samples) to the logits before the
+    sigmoid (MODEL_SPEC section 4); evaluation never does.
+
+    ```mlir
+    %s = moma.router %x, %w : tensor<?x64xf32>, tensor<4x64xf32> -> tensor<?x4xf32>
+    ```
+  }];
+  let arguments = (ins Moma_FloatMatrix:$input, Moma_FloatMatrix:$weight,
+                       UnitAttr:$gumbel);
+  let results = (outs Moma_FloatMatrix:$scores);
+  let assemblyFormat = [{
+    $input `,` $weight (`gumbel` $gumbel^)? attr-dict
+    `:` type($input) `,` type($weight) `->` type($scores)
+  }];
+  let hasVerifier = 1;
+}
+
+def Moma_ExpertChoiceOp : Moma_Op<"expert_choice", [Pure]> {
+  let summary = "each expert takes its top-k tokens";
+  let description = [{
+    For scores [n, E], each expert e takes the k = min(n, ceil(c * n / E))
+    tokens with the highest `scores[:, e]` (ties to the lower index),
+    computed in IEEE double. `indices[e]` lists the chosen rows in descending
+    score order and `gates[e]` their scores. Routing is not differentiated;
+    the gates are.
+
+    ```mlir
+    %idx, %gate = moma.expert_choice %s capacity_factor = 1.0
+        : tensor<?x4xf32> -> tensor<4x?xi32>, tensor<4x?xf32>
+    ```
+  }];
+  let arguments = (ins Moma_FloatMatrix:$scores,
+                       Moma_PositiveF64:$capacity_factor);
+  let results = (outs TensorRankOf<[I32], [2]>:$indices,
+                      TensorRankOf<[F32], [2]>:$gates);
+  let assemblyFormat = [{
+    $scores `capacity_factor` `=` $capacity_factor attr-dict
+    `:` type($scores) `->` type($indices) `,` type($gates)
+  }];
+  let hasVerifier = 1;
+}
+
+def Moma_ModSelectOp : Moma_Op<"mod_select", [Pure]> {
+  let summary = "Mixture-of-Depths token selection";
+  let description = [{
+    For router scores [N, 1], selects the k = ceil(capacity * N) tokens with
+    the highest score (ties to the lower index) and returns them in
+    ascending index order with their scores as gates.
+
+    ```mlir
+    %idx, %r = moma.mod_select %s capacity = 0.25
+        : tensor<16x1xf32> -> tensor<?xi32>, tensor<?xf32>
+    ```
+  }];
+  let arguments = (ins Moma_FloatMatrix:$scores,
+                       ConfinedAttr<F64Attr, [
+                         AttrConstraint<CPred<
+                           "::llvm::cast<::mlir::FloatAttr>($_self).getValueAsDouble() > 0 && "
+                           "::llvm::cast<::mlir::FloatAttr>($_self).getValueAsDouble() <= 1">,
+                           "whose value is in (0, 1]">]>:$capacity);
+  let results = (outs Moma_TokenVector:$indices, Moma_FloatVector:$gates);
+  let assemblyFormat = [{
+    $scores `capacity` `=` $capacity attr-dict
+    `:` type($scores) `->` type($indices) `,` type($gates)
+  }];
+  let hasVerifier = 1;
+}
+
+def Moma_ModMergeOp : Moma_Op<"mod_merge",
+    [Pure, AllTypesMatch<["input", "result"]>]> {
+  let summary = "merge a Mixture-of-Depths block's output into the stream";
+  let description = [{
+    For each selected token j with row i = indices[j]:
+    `result[i] = input[i] + gates[j] * (block[j] - input[i])`; every other
+    row is `input[i]` (MODEL_SPEC section 5).
+
+    ```mlir
+    %out = moma.mod_merge %x, %y[%idx] gates %r
+        : tensor<16x64xf32>, tensor<?x64xf32>, tensor<?xi32>, tensor<?xf32>
+    ```
+  }];
+  let arguments = (ins Moma_FloatMatrix:$input, Moma_FloatMatrix:$block,
+                       Moma_TokenVector:$indices, Moma_FloatVector:$gates);
+  let results = (outs Moma_FloatMatrix:$result);
+  let assemblyFormat = [{
+    $input `,` $block `[` $indices `]` `gates` $gates attr-dict
+    `:` type($input) `,` type($block) `,` type($indices) `,` type($gates)
+  }];
+  let hasVerifier = 1;
+}
+
+def Moma_AuxRouterOp : Moma_Op<"aux_router", [Pure]> {
+  let summary = "auxiliary router for causal inference";
+  let description = [{
+    `sigmoid(silu(input w1^T) w2^T)`, shape [n, E]: predicts, from one
+    token's hidden state alone, whether the batch router would choose it
+    (MODEL_SPEC section 6). Its input carries no gradient: the predictor is
+    trained with the main model frozen.
+
+    ```mlir
+    %p = moma.aux_router %x, %w1, %w2
+        : tensor<?x64xf32>, tensor<32x64xf32>, tensor<4x32xf32> -> tensor<?x4xf32>
+    ```
+  }];
+  let arguments = (ins Moma_FloatMatrix:$input, Moma_FloatMatrix:$w1,
+                       Moma_FloatMatrix:$w2);
+  let results = (outs Moma_FloatMatrix:$scores);
+  let assemblyFormat = [{
+    $input `,` $w1 `,` $w2 attr-dict
+    `:` type($input) `,` type($w1) `,` type($w2) `->` type($scores)
+  }];
+  let hasVerifier = 1;
+}
+
+def Moma_AuxRouterLossOp : Moma_Op<"aux_router_loss", [Pure]> {
+  let summary = "binary cross-entropy of an auxiliary router";
+  let description = [{
+    Mean over all [n, E] entries of the binary cross-entropy between
+    `predictions` and the batch router's choice: 1 where token i is among
+    `indices[e]` (or among `indices` for a single-output MoD router), else 0.
+
+    ```mlir
+    %l = moma.aux_router_loss %p, %idx : tensor<?x4xf32>, tensor<4x?xi32> -> tensor<f32>
+    ```
+  }];
+  let arguments = (ins Moma_FloatMatrix:$predictions,
+                       Moma_TokenIndices:$indices);
+  let results = (outs Moma_FloatScalar:$loss);
+  let assemblyFormat = [{
+    $predictions `,` $indices attr-dict
+    `:` type($predictions) `,` type($indices) `->` type($loss)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Data movement
+//===----------------------------------------------------------------------===//
+
+def Moma_GatherTokensOp : Moma_Op<"gather_tokens", [Pure]> {
+  let summary = "dispatch: gather token rows";
+  let description = [{
+    `result[j..., :] = source[indices[j...], :]`: the result's shape is the
+    indices' shape followed by the source's trailing dimensions. Gathers
+    hidden states for a group or an expert, and ids or positions (rank 1
+    sources) for a token subset.
+
+    ```mlir
+    %xe = moma.gather_tokens %x[%idx] : tensor<?x64xf32>, tensor<4x?xi32> -> tensor<4x?x64xf32>
+    ```
+  }];
+  let arguments = (ins AnyRankedTensor:$source, Moma_TokenIndices:$indices);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = [{
+    $source `[` $indices `]` attr-dict
+    `:` type($source) `,` type($indices) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def Moma_ScatterAddTokensOp : Moma_Op<"scatter_add_tokens",
+    [Pure, AllTypesMatch<["dest", "result"]>]> {
+  let summary = "combine: scatter-add token rows, optionally weighted";
+  let description = [{
+    `result = dest`, then for every index tuple j:
+    `result[indices[j], :] += weights[j] * source[j, :]` (weight 1 without
+    `weights`). Combines expert outputs with their gates.
+
+    ```mlir
+    %out = moma.scatter_add_tokens %ye into %acc[%idx] weights %gates
+        : tensor<4x?x64xf32>, tensor<4x?xi32>, tensor<4x?xf32> into tensor<16x64xf32>
+    ```
+  }];
+  let arguments = (ins Moma_Activations:$source, Moma_FloatMatrix:$dest,
+                       Moma_TokenIndices:$indices,
+                       Optional<RankedTensorOf<[F32]>>:$weights);
+  let results = (outs Moma_FloatMatrix:$result);
+  let assemblyFormat = [{
+    $source `into` $dest `[` $indices `]` (`weights` $weights^)? attr-dict
+    `:` type($source) `,` type($indices) (`,` type($weights)^)?
+    `into` type($dest)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Transformer compute
+//===----------------------------------------------------------------------===//
+
+def Moma_EmbedOp : Moma_Op<"embed", [Pure]> {
+  let summary = "token embedding lookup";
+  let description = [{
+    `result[n] = table[token_ids[n]]`.
+
+    ```mlir
+    %h = moma.embed %table[%ids] : tensor<512x64xf32>, tensor<16xi32> -> tensor<16x64xf32>
+    ```
+  }];
+  let arguments = (ins Moma_FloatMatrix:$table, Moma_TokenVector:$token_ids);
+  let results = (outs Moma_FloatMatrix:$result);
+  let assemblyFormat = [{
+    $table `[` $token_ids `]` attr-dict
+    `:` type($table) `,` type($token_ids) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def Moma_LinearOp : Moma_Op<"linear", [Pure]> {
+  let summary = "x weight^T, plain or stacked per expert";
+  let description = [{
+    Rank 2: input [n, in], weight [out, in] -> [n, out]. Rank 3 (stacked
+    experts): input [E, k, in], weight [E, out, in] -> [E, k, out], one GEMM
+    per expert.
+
+    ```mlir
+    %q = moma.linear %x, %wq : tensor<16x64xf32>, tensor<64x64xf32> -> tensor<16x64xf32>
+    ```
+  }];
+  let arguments = (ins Moma_Activations:$input, Moma_Activations:$weight);
+  let results = (outs Moma_Activations:$result);
+  let assemblyFormat = [{
+    $input `,` $weight attr-dict
+    `:` type($input) `,` type($weight) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def Moma_RMSNormOp : Moma_Op<"rms_norm",
+    [Pure, AllTypesMatch<["input", "result"]>]> {
+  let summary = "RMSNorm over the last dimension";
+  let description = [{
+    `input / sqrt(mean(input^2) + epsilon) * weight`, per row.
+
+    ```mlir
+    %y = moma.rms_norm %x, %w epsilon = 1.0e-05 : tensor<16x64xf32>, tensor<64xf32>
+    ```
+  }];
+  let arguments = (ins Moma_FloatMatrix:$input, Moma_FloatVector:$weight,
+                       Moma_PositiveF64:$epsilon);
+  let results = (outs Moma_FloatMatrix:$result);
+  let assemblyFormat = [{
+    $input `,` $weight `epsilon` `=` $epsilon attr-dict
+    `:` type($input) `,` type($weight)
+  }];
+  let hasVerifier = 1;
+}
+
+def Moma_HeadLayerNormOp : Moma_Op<"head_layer_norm",
+    [Pure, AllTypesMatch<["input", "result"]>,
+     AllTypesMatch<["weight", "bias"]>]> {
+  let summary = "LayerNorm over each head of q or k (qk-norm)";
+  let description = [{
+    The input [n, H * hd] is read as H heads of hd features; each head is
+    normalized with its biased variance and scaled and shifted by its row of
+    `weight` and `bias` ([H, hd]).
+
+    ```mlir
+    %qn = moma.head_layer_norm %q, %w, %b epsilon = 1.0e-05
+        : tensor<16x64xf32>, tensor<4x16xf32>
+    ```
+  }];
+  let arguments = (ins Moma_FloatMatrix:$input, Moma_FloatMatrix:$weight,
+                       Moma_FloatMatrix:$bias, Moma_PositiveF64:$epsilon);
+  let results = (outs Moma_FloatMatrix:$result);
+  let assemblyFormat = [{
+    $input `,` $weight `,` $bias `epsilon` `=` $epsilon attr-dict
+    `:` type($input) `,` type($weight)
+  }];
+  let hasVerifier = 1;
+}
+
+def Moma_RopeOp : Moma_Op<"rope",
+    [Pure, AllTypesMatch<["input", "result"]>]> {
+  let summary = "rotary position embedding per head";
+  let description = [{
+    Each head of hd features is rotated by its token's position s:
+    `x cos(phi) + rotate_half(x) sin(phi)`, phi_j = s * theta^(-2 (j mod hd/2) / hd).
+
+    ```mlir
+    %qr = moma.rope %q, %pos heads = 4 theta = 1.0e+04 : tensor<16x64xf32>, tensor<16xi32>
+    ```
+  }];
+  let arguments = (ins Moma_FloatMatrix:$input, Moma_TokenVector:$positions,
+                       Moma_PositiveI64:$num_heads, Moma_PositiveF64:$theta);
+  let results = (outs Moma_FloatMatrix:$result);
+  let assemblyFormat = [{
+    $input `,` $positions `heads` `=` $num_heads `theta` `=` $theta attr-dict
+    `:` type($input) `,` type($positions)
+  }];
+  let hasVerifier = 1;
+}
+
+def Moma_AttentionOp : Moma_Op<"attention",
+    [Pure, AllTypesMatch<["query", "key", "value", "result"]>,
+     AllTypesMatch<["positions", "sequence_ids"]>]> {
+  let summary = "causal multi-head attention over packed token sets";
+  let description = [{
+    Query token i attends to key token j iff `sequence_ids[j] ==
+    sequence_ids[i]` and `positions[j] <= positions[i]`, with softmax scale
+    `scale`. Tokens may be any subset of the batch (Mixture-of-Depths), so
+    the mask comes from the operands, not from the layout.
+
+    ```mlir
+    %o = moma.attention %q, %k, %v, %pos, %seq heads = 4 scale = 0.25
+        : tensor<16x64xf32>, tensor<16xi32>
+    ```
+  }];
+  let arguments = (ins Moma_FloatMatrix:$query, Moma_FloatMatrix:$key,
+                       Moma_FloatMatrix:$value, Moma_TokenVector:$positions,
+                       Moma_TokenVector:$sequence_ids,
+                       Moma_PositiveI64:$num_heads, Moma_PositiveF64:$scale);
+  let results = (outs Moma_FloatMatrix:$result);
+  let assemblyFormat = [{
+    $query `,` $key `,` $value `,` $positions `,` $sequence_ids
+    `heads` `=` $num_heads `scale` `=` $scale attr-dict
+    `:` type($query) `,` type($positions)
+  }];
+  let hasVerifier = 1;
+}
+
+def Moma_SwiGLUOp : Moma_Op<"swiglu",
+    [Pure, AllTypesMatch<["input", "result"]>, AllTypesMatch<["w1", "w3"]>]> {
+  let summary = "SwiGLU feed-forward, dense or stacked experts";
+  let description = [{
+    `w2(silu(w1 x) * (w3 x))`. Rank 2: input [n, d], w1 and w3 [f, d], w2
+    [d, f]. Rank 3 (stacked experts): input [E, k, d], w1 and w3 [E, f, d],
+    w2 [E, d, f]; expert e applies its own weights to its k tokens.
+
+    ```mlir
+    %y = moma.swiglu %x, %w1, %w3, %w2
+        : tensor<4x?x64xf32>, tensor<4x176x64xf32>, tensor<4x64x176xf32>
+    ```
+  }];
+  let arguments = (ins Moma_Activations:$input, Moma_Activations:$w1,
+                       Moma_Activations:$w3, Moma_Activations:$w2);
+  let results = (outs Moma_Activations:$result);
+  let assemblyFormat = [{
+    $input `,` $w1 `,` $w3 `,` $w2 attr-dict
+    `:` type($input) `,` type($w1) `,` type($w2)
+  }];
+  let hasVerifier = 1;
+}
+
+def Moma_CrossEntropyOp : Moma_Op<"cross_entropy", [Pure]> {
+  let summary = "next-token loss with z-loss and per-modality means";
+  let description = [{
+    `loss = mean_n CE(logits[n], targets[n]) + z_loss * mean_n lse(logits[n])^2`.
+    For each modality m (names and id ranges as in `moma.modality_partition`),
+    `modality_losses[m]` is the plain mean cross-entropy over the targets whose
+    id is m's (0 when there are none). Only `loss` is differentiated.
+
+    ```mlir
+    %loss, %text, %image = moma.cross_entropy %logits, %y z_loss = 1.0e-05
+        modalities ["text", "image"] ranges [array<i64: 0, 256>, array<i64: 256, 512>]
+        : tensor<16x512xf32>, tensor<16xi32> -> tensor<f32>, tensor<f32>, tensor<f32>
+    ```
+  }];
+  let arguments = (ins Moma_FloatMatrix:$logits, Moma_TokenVector:$targets,
+                       Moma_NonNegativeF64:$z_loss,
+                       StrArrayAttr:$modality_names,
+                       TypedArrayAttrBase<DenseI64ArrayAttr,
+                           "array of token-range lists">:$modality_ranges);
+  let results = (outs Moma_FloatScalar:$loss,
+                      Variadic<Moma_FloatScalar>:$modality_losses);
+  let assemblyFormat = [{
+    $logits `,` $targets `z_loss` `=` $z_loss
+    `modalities` $modality_names `ranges` $modality_ranges attr-dict
+    `:` type($logits) `,` type($targets) `->` type($loss)
+    (`,` type($modality_losses)^)?
+  }];
+  let hasVerifier = 1;
+}
+
+#endif // MOMA_OPS_TD

@@ -1,0 +1,17 @@
+# lit configuration for momac's tool tests (moma-opt, momac).
+import os
+
+import lit.formats
+
+config.name = "momac"
+config.test_format = lit.formats.ShTest(execute_external=False)
+config.suffixes = [".mlir", ".test"]
+config.test_source_root = os.path.dirname(__file__)
+config.test_exec_root = os.path.join(config.momac_obj_root, "test")
+config.excludes = ["unit", "e2e", "Inputs", "CMakeLists.txt", "lit.cfg.py"]
+
+config.environment["PATH"] = os.pathsep.join(
+    [os.path.join(config.momac_obj_root, "bin"), config.llvm_tools_dir,
+     config.environment.get("PATH", os.environ.get("PATH", ""))])
+config.substitutions.append(
+    ("%examples", os.path.join(config.momac_src_root, "examples")))
