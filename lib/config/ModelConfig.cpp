@@ -579,6 +579,35 @@ void readTrain(DescriptionReader &reader, const Value &value,
   }
 }
 
+/// Sizes that are each in range can still overflow together: token indices
+/// are i32 in the IR, and element counts are int64 everywhere.
+void checkSizes(DescriptionReader &reader, const ModelConfig &config) {
+  const int64_t tokens = config.train.batchSize * config.seqLen;
+  if (tokens > kMaxInt) {
+    reader.fail("train.batch_size",
+                llvm::formatv("expected batch_size * seq_len <= {0} (token "
+                              "indices are 32-bit), got {1} * {2}",
+                              kMaxInt, config.train.batchSize, config.seqLen));
+    return;
+  }
+  // Estimated in double, so that the estimate itself cannot overflow.
+  const double d = double(config.dModel), f = double(config.ffnHidden);
+  double experts = 1;
+  if (config.moe) {
+    experts = 0;
+    for (const ExpertGroup &group : config.moe->groups)
+      experts += double(group.experts);
+  }
+  double perLayer = 4 * d * d + 3 * d * f * experts + (experts + 8) * d;
+  double total =
+      2 * double(config.vocabSize) * d + double(config.nLayers) * perLayer;
+  constexpr double kMaxParameters = 1e15;
+  if (total > kMaxParameters)
+    reader.fail("", llvm::formatv("expected at most {0} parameters, got {1}",
+                                  llvm::format("%.2g", kMaxParameters),
+                                  llvm::format("%.2g", total)));
+}
+
 /// Turns llvm::json's "[3:14, byte=40]: Expected ..." into "line 3, column 14:
 /// ...", the form people read in editors.
 std::string describeSyntaxError(llvm::Error error) {
@@ -732,6 +761,9 @@ llvm::Expected<ModelConfig> momac::parseModelConfig(llvm::StringRef jsonText) {
     readMod(reader, *mod, config);
   if (const Value *train = reader.field(*top, "", "train", false))
     readTrain(reader, *train, config);
+  if (reader.failed())
+    return reader.takeError();
+  checkSizes(reader, config);
   if (reader.failed())
     return reader.takeError();
   return config;

@@ -7,6 +7,8 @@
 
 #include "lib/config/ModelConfig.h"
 
+#include "llvm/Support/MemoryBuffer.h"
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -436,6 +438,75 @@ TEST(ModelConfig, MissingFileNamesTheProblem) {
   ASSERT_FALSE(bool(config));
   EXPECT_THAT(llvm::toString(config.takeError()),
               testing::HasSubstr("cannot read the model description"));
+}
+
+} // namespace
+
+namespace {
+
+/// Every prefix of a real description, and every scalar in it replaced by
+/// values of other types and extremes, is either accepted or rejected with a
+/// one-line message: nothing crashes, asserts or hangs.
+TEST(ModelConfig, MutatedDescriptionsNeverCrash) {
+  std::string path = std::string(MOMAC_SOURCE_DIR) +
+                     "/examples/models/tiny/mod_moe_4t4i_aux.json";
+  llvm::ErrorOr<std::unique_ptr<llvm::MemoryBuffer>> file =
+      llvm::MemoryBuffer::getFile(path);
+  ASSERT_TRUE(bool(file)) << path;
+  std::string text = (*file)->getBuffer().str();
+
+  auto expectOneLine = [](const std::string &json) {
+    llvm::Expected<ModelConfig> config = parseModelConfig(json);
+    if (!config) {
+      std::string message = llvm::toString(config.takeError());
+      EXPECT_FALSE(message.empty());
+      EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+    }
+  };
+  for (size_t length = 0; length < text.size(); ++length)
+    expectOneLine(text.substr(0, length));
+
+  const char *replacements[] = {"0",
+                                "-1",
+                                "2147483647",
+                                "1e999",
+                                "-0.0",
+                                "0.5",
+                                "\"x\"",
+                                "[]",
+                                "{}",
+                                "null",
+                                "true",
+                                "[[1, 0]]",
+                                "9223372036854775808"};
+  // Replace each number, string or literal that follows a ": " or "[".
+  for (size_t at = 0; at < text.size(); ++at) {
+    if (!(std::isdigit(static_cast<unsigned char>(text[at])) ||
+          text[at] == '"' || text[at] == 't' || text[at] == 'f') ||
+        at == 0 || !(text[at - 1] == ' ' || text[at - 1] == '['))
+      continue;
+    size_t end = at + 1;
+    if (text[at] == '"')
+      end = text.find('"', at + 1) + 1;
+    else
+      while (end < text.size() &&
+             (std::isalnum(static_cast<unsigned char>(text[end])) ||
+              text[end] == '.' || text[end] == '-'))
+        ++end;
+    for (const char *replacement : replacements)
+      expectOneLine(text.substr(0, at) + replacement + text.substr(end));
+  }
+}
+
+TEST(ModelConfig, SizesThatOverflowAreErrors) {
+  EXPECT_EQ(errorOf(describe({{"seq_len", "2147483647"},
+                              {"train", R"({"batch_size": 2})"}})),
+            "train.batch_size: expected batch_size * seq_len <= 2147483647 "
+            "(token indices are 32-bit), got 2 * 2147483647");
+  EXPECT_EQ(errorOf(describe({{"d_model", "2147483646"},
+                              {"n_heads", "1"},
+                              {"ffn_hidden", "2147483647"}})),
+            "(top level): expected at most 1e+15 parameters, got 6.5e+19");
 }
 
 } // namespace
