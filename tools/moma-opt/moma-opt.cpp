@@ -5,6 +5,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "compiler/Conversion/Passes.h"
 #include "dialects/moma/IR/MomaDialect.h"
 #include "dialects/moma/Transforms/Passes.h"
 
@@ -18,8 +19,11 @@
 int main(int argc, char **argv) {
   mlir::DialectRegistry registry;
   registry.insert<mlir::moma::MomaDialect, mlir::func::FuncDialect,
-                  mlir::arith::ArithDialect, mlir::tensor::TensorDialect>();
+                  mlir::arith::ArithDialect, mlir::tensor::TensorDialect,
+                  mlir::linalg::LinalgDialect, mlir::math::MathDialect,
+                  mlir::scf::SCFDialect>();
   mlir::moma::registerMomaPasses();
+  momac::registerMomacConversionPasses();
   // Upstream clean-ups that moma pipelines use (canonicalize, cse, ...).
   mlir::registerTransformsPasses();
   return mlir::asMainReturnCode(mlir::MlirOptMain(

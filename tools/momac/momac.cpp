@@ -3,6 +3,9 @@
 //   momac MODEL.json                      validate the description
 //   momac MODEL.json --report [--json]    sizes, FLOPs and memory
 //   momac MODEL.json --emit=moma          the forward pass in the moma dialect
+//   momac MODEL.json -o OUT/              compile the artifact (CPU):
+//   OUT/model.so,
+//                                         OUT/manifest.json, OUT/model.json
 //
 // A bad description is reported as one line, "FILE: error: PATH: MESSAGE",
 // with exit code 1. Internal errors (IR that fails to verify) exit with 2.
@@ -11,6 +14,7 @@
 
 #include "compiler/Frontend/ModelToMoma.h"
 #include "compiler/Pipelines/Pipelines.h"
+#include "compiler/Target/CPU/CpuTarget.h"
 #include "lib/config/ModelConfig.h"
 #include "lib/config/ModelStats.h"
 #include "lib/config/Parameters.h"
@@ -23,6 +27,7 @@
 #include "mlir/Support/FileUtilities.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Support/WithColor.h"
 
@@ -58,13 +63,48 @@ cl::opt<EmitKind> emit(
                           "any pass")),
     cl::cat(momacCategory));
 
-cl::opt<std::string> outputPath("o", cl::desc("Output file (default: stdout)"),
-                                cl::value_desc("file"), cl::init("-"),
-                                cl::cat(momacCategory));
+cl::opt<std::string>
+    outputPath("o",
+               cl::desc("With --report or --emit: the output file (default: "
+                        "stdout). Alone: the artifact directory to compile "
+                        "into (model.so, manifest.json, model.json)"),
+               cl::value_desc("path"), cl::init("-"), cl::cat(momacCategory));
+
+cl::opt<bool> keepLLVMIR("keep-llvm-ir",
+                         cl::desc("With an artifact: also write the optimized "
+                                  "LLVM IR as model.ll"),
+                         cl::cat(momacCategory));
 
 int fail(const llvm::Twine &message, int code = 1) {
   llvm::WithColor::error(llvm::errs(), inputPath) << message << "\n";
   return code;
+}
+
+/// Compiles the forward pass into a CPU artifact in the -o directory.
+int compileArtifact(const ModelConfig &config) {
+  auto description = llvm::MemoryBuffer::getFileOrSTDIN(inputPath);
+  if (!description)
+    return fail("cannot read the model description");
+  mlir::MLIRContext context;
+  mlir::OwningOpRef<mlir::ModuleOp> module =
+      buildForwardModule(context, config, inputPath);
+  if (mlir::failed(mlir::verify(*module)))
+    return fail("internal error: the front end built invalid IR", 2);
+  mlir::PassManager pm(&context);
+  if (mlir::failed(mlir::applyPassManagerCLOptions(pm)))
+    return fail("invalid pass manager options", 1);
+  buildMomaOptimizationPipeline(pm);
+  if (mlir::failed(pm.run(*module)))
+    return fail("internal error: a moma pass failed", 2);
+  CpuArtifactOptions options;
+  options.outputDir = outputPath;
+  options.keepLLVMIR = keepLLVMIR;
+  if (mlir::failed(buildCpuArtifact(*module, config,
+                                    (*description)->getBuffer(), options)))
+    return fail("compiling the artifact failed", 2);
+  llvm::outs() << "wrote " << outputPath << "/model.so, manifest.json, "
+               << "model.json\n";
+  return 0;
 }
 
 } // namespace
@@ -92,6 +132,9 @@ int main(int argc, char **argv) {
   llvm::Expected<ModelConfig> config = loadModelConfig(inputPath);
   if (!config)
     return fail(llvm::toString(config.takeError()));
+
+  if (!report && emit == EmitKind::None && outputPath != "-")
+    return compileArtifact(*config);
 
   std::string error;
   std::unique_ptr<llvm::ToolOutputFile> output =

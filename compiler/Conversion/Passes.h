@@ -1,0 +1,24 @@
+//===- Passes.h - momac conversion passes -----------------------*- C++ -*-===//
+
+#ifndef MOMAC_COMPILER_CONVERSION_PASSES_H
+#define MOMAC_COMPILER_CONVERSION_PASSES_H
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/Pass/Pass.h"
+
+namespace momac {
+
+#define GEN_PASS_DECL
+#include "compiler/Conversion/Passes.h.inc"
+
+#define GEN_PASS_REGISTRATION
+#include "compiler/Conversion/Passes.h.inc"
+
+} // namespace momac
+
+#endif // MOMAC_COMPILER_CONVERSION_PASSES_H

@@ -1,0 +1,41 @@
+//===- CpuTarget.h - Compile moma modules into CPU artifacts ----*- C++ -*-===//
+//
+// An artifact is a directory:
+//   model.so        the compiled entry points (void momac_<name>(void **))
+//   manifest.json   parameters, entry points and their buffers
+//   model.json      the model description it was compiled from
+// momarun dlopens model.so; nothing is compiled at run time.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOMAC_COMPILER_TARGET_CPU_CPUTARGET_H
+#define MOMAC_COMPILER_TARGET_CPU_CPUTARGET_H
+
+#include "lib/config/ModelConfig.h"
+
+#include "mlir/IR/BuiltinOps.h"
+
+namespace momac {
+
+struct CpuArtifactOptions {
+  std::string outputDir;
+  /// Also write model.ll (optimized LLVM IR), for inspection.
+  bool keepLLVMIR = false;
+};
+
+/// Lowers `module` (moma dialect, entry points named by `moma.param` and
+/// `moma.result` attributes) to native code and writes the artifact.
+/// Diagnostics go to the module's context.
+mlir::LogicalResult buildCpuArtifact(mlir::ModuleOp module,
+                                     const ModelConfig &config,
+                                     llvm::StringRef descriptionText,
+                                     const CpuArtifactOptions &options);
+
+/// The pass pipeline from the moma dialect to the LLVM dialect, as the
+/// textual pass list of a builtin.module pass manager (for debugging:
+/// moma-opt --pass-pipeline="builtin.module(<this>)").
+std::string cpuLoweringPipeline();
+
+} // namespace momac
+
+#endif // MOMAC_COMPILER_TARGET_CPU_CPUTARGET_H

@@ -1,0 +1,150 @@
+//===- Manifest.cpp - The manifest of a compiled artifact -----------------===//
+
+#include "lib/artifact/Manifest.h"
+
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/MemoryBuffer.h"
+
+using namespace momac;
+using llvm::json::Array;
+using llvm::json::Object;
+using llvm::json::Value;
+
+static int64_t product(const std::vector<int64_t> &shape) {
+  int64_t n = 1;
+  for (int64_t d : shape)
+    n *= d;
+  return n;
+}
+
+int64_t BufferSpec::numElements() const { return product(shape); }
+int64_t ManifestParameter::numElements() const { return product(shape); }
+
+const EntryPointSpec *Manifest::findEntryPoint(llvm::StringRef name) const {
+  for (const EntryPointSpec &entry : entryPoints)
+    if (entry.name == name)
+      return &entry;
+  return nullptr;
+}
+
+static Array shapeJSON(const std::vector<int64_t> &shape) {
+  Array array;
+  for (int64_t d : shape)
+    array.push_back(d);
+  return array;
+}
+
+static Value bufferJSON(const BufferSpec &spec) {
+  return Object{{"name", spec.name},
+                {"dtype", spec.dtype},
+                {"shape", shapeJSON(spec.shape)}};
+}
+
+Value momac::toJSON(const Manifest &manifest) {
+  Array parameters;
+  for (const ManifestParameter &p : manifest.parameters)
+    parameters.push_back(Object{{"name", p.name},
+                                {"shape", shapeJSON(p.shape)},
+                                {"init", p.init},
+                                {"weight_decay", p.weightDecay},
+                                {"aux_router", p.auxRouter}});
+  Array entryPoints;
+  for (const EntryPointSpec &entry : manifest.entryPoints) {
+    Array arguments, results;
+    for (const BufferSpec &spec : entry.arguments)
+      arguments.push_back(bufferJSON(spec));
+    for (const BufferSpec &spec : entry.results)
+      results.push_back(bufferJSON(spec));
+    entryPoints.push_back(Object{{"name", entry.name},
+                                 {"symbol", entry.symbol},
+                                 {"arguments", std::move(arguments)},
+                                 {"results", std::move(results)}});
+  }
+  return Object{{"format", "momac-artifact"},
+                {"version", Manifest::kVersion},
+                {"target", manifest.target},
+                {"model", manifest.model},
+                {"library", manifest.library},
+                {"description", manifest.description},
+                {"batch_size", manifest.batchSize},
+                {"seq_len", manifest.seqLen},
+                {"vocab_size", manifest.vocabSize},
+                {"parameters", std::move(parameters)},
+                {"entry_points", std::move(entryPoints)}};
+}
+
+namespace momac {
+// llvm::json::ObjectMapper hooks; errors carry the JSON path.
+static bool fromJSON(const Value &value, BufferSpec &spec,
+                     llvm::json::Path path) {
+  llvm::json::ObjectMapper mapper(value, path);
+  return mapper && mapper.map("name", spec.name) &&
+         mapper.map("dtype", spec.dtype) && mapper.map("shape", spec.shape);
+}
+static bool fromJSON(const Value &value, EntryPointSpec &entry,
+                     llvm::json::Path path) {
+  llvm::json::ObjectMapper mapper(value, path);
+  return mapper && mapper.map("name", entry.name) &&
+         mapper.map("symbol", entry.symbol) &&
+         mapper.map("arguments", entry.arguments) &&
+         mapper.map("results", entry.results);
+}
+static bool fromJSON(const Value &value, ManifestParameter &param,
+                     llvm::json::Path path) {
+  llvm::json::ObjectMapper mapper(value, path);
+  return mapper && mapper.map("name", param.name) &&
+         mapper.map("shape", param.shape) && mapper.map("init", param.init) &&
+         mapper.map("weight_decay", param.weightDecay) &&
+         mapper.map("aux_router", param.auxRouter);
+}
+static bool fromJSON(const Value &value, Manifest &manifest,
+                     llvm::json::Path path) {
+  llvm::json::ObjectMapper mapper(value, path);
+  std::string format;
+  int64_t version = 0;
+  if (!mapper || !mapper.map("format", format) ||
+      !mapper.map("version", version))
+    return false;
+  if (format != "momac-artifact") {
+    path.field("format").report("expected \"momac-artifact\"");
+    return false;
+  }
+  if (version != Manifest::kVersion) {
+    path.field("version").report("unsupported manifest version");
+    return false;
+  }
+  return mapper.map("target", manifest.target) &&
+         mapper.map("model", manifest.model) &&
+         mapper.map("library", manifest.library) &&
+         mapper.map("description", manifest.description) &&
+         mapper.map("batch_size", manifest.batchSize) &&
+         mapper.map("seq_len", manifest.seqLen) &&
+         mapper.map("vocab_size", manifest.vocabSize) &&
+         mapper.map("parameters", manifest.parameters) &&
+         mapper.map("entry_points", manifest.entryPoints);
+}
+} // namespace momac
+
+llvm::Expected<Manifest> momac::readManifest(llvm::StringRef path) {
+  auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/true);
+  if (!buffer)
+    return llvm::createStringError(buffer.getError(), "%s: cannot read: %s",
+                                   path.str().c_str(),
+                                   buffer.getError().message().c_str());
+  llvm::Expected<Value> json = llvm::json::parse((*buffer)->getBuffer());
+  if (!json)
+    return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                   "%s: invalid JSON: %s", path.str().c_str(),
+                                   llvm::toString(json.takeError()).c_str());
+  Manifest manifest;
+  llvm::json::Path::Root root("manifest");
+  if (!fromJSON(*json, manifest, root)) {
+    std::string context;
+    llvm::raw_string_ostream os(context);
+    root.printErrorContext(*json, os);
+    return llvm::createStringError(llvm::inconvertibleErrorCode(), "%s: %s",
+                                   path.str().c_str(),
+                                   llvm::toString(root.getError()).c_str());
+  }
+  return manifest;
+}

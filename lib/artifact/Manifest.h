@@ -1,0 +1,68 @@
+//===- Manifest.h - The manifest of a compiled artifact ---------*- C++ -*-===//
+//
+// manifest.json describes what model.so computes: the parameters (names,
+// shapes, init, optimizer treatment) and each entry point's buffers. An entry
+// point is called as `void symbol(void **buffers)` with one pointer per
+// argument followed by one per result, each a dense row-major buffer of the
+// listed dtype and shape; results are written in place.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOMAC_LIB_ARTIFACT_MANIFEST_H
+#define MOMAC_LIB_ARTIFACT_MANIFEST_H
+
+#include "llvm/ADT/StringRef.h"
+#include "llvm/Support/Error.h"
+#include "llvm/Support/JSON.h"
+
+#include <string>
+#include <vector>
+
+namespace momac {
+
+struct BufferSpec {
+  std::string name;
+  std::string dtype; // "F32" or "I32", as in safetensors
+  std::vector<int64_t> shape;
+  int64_t numElements() const;
+};
+
+struct EntryPointSpec {
+  std::string name;   // "forward"
+  std::string symbol; // "momac_forward"
+  std::vector<BufferSpec> arguments;
+  std::vector<BufferSpec> results;
+};
+
+struct ManifestParameter {
+  std::string name;
+  std::vector<int64_t> shape;
+  std::string init; // "normal" (N(0, 0.02)), "ones" or "zeros"
+  bool weightDecay = false;
+  bool auxRouter = false;
+  int64_t numElements() const;
+};
+
+struct Manifest {
+  static constexpr int kVersion = 1;
+  std::string target = "cpu";
+  std::string model;
+  std::string library = "model.so";
+  std::string description = "model.json";
+  int64_t batchSize = 0;
+  int64_t seqLen = 0;
+  int64_t vocabSize = 0;
+  std::vector<ManifestParameter> parameters;
+  std::vector<EntryPointSpec> entryPoints;
+
+  const EntryPointSpec *findEntryPoint(llvm::StringRef name) const;
+};
+
+llvm::json::Value toJSON(const Manifest &manifest);
+
+/// Reads and checks manifest.json; errors name the file and the JSON path.
+llvm::Expected<Manifest> readManifest(llvm::StringRef path);
+
+} // namespace momac
+
+#endif // MOMAC_LIB_ARTIFACT_MANIFEST_H

@@ -1,0 +1,77 @@
+//===- LoadedArtifact.cpp - A compiled artifact, ready to call ------------===//
+
+#include "runtime/artifact/LoadedArtifact.h"
+
+#include "lib/config/Parameters.h"
+
+#include "llvm/Support/DynamicLibrary.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/Path.h"
+
+using namespace momac;
+
+static llvm::Error artifactError(const llvm::Twine &message) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), message.str());
+}
+
+llvm::Expected<LoadedArtifact> LoadedArtifact::open(llvm::StringRef directory) {
+  LoadedArtifact artifact;
+  artifact.dir = directory.str();
+  if (!llvm::sys::fs::is_directory(directory))
+    return artifactError(directory + ": not an artifact directory (compile "
+                                     "one with `momac MODEL.json -o DIR`)");
+  llvm::SmallString<256> manifestPath(directory);
+  llvm::sys::path::append(manifestPath, "manifest.json");
+  llvm::Expected<Manifest> manifest = readManifest(manifestPath);
+  if (!manifest)
+    return manifest.takeError();
+  artifact.manifestData = std::move(*manifest);
+
+  llvm::SmallString<256> descriptionPath(directory);
+  llvm::sys::path::append(descriptionPath, artifact.manifestData.description);
+  llvm::Expected<ModelConfig> config = loadModelConfig(descriptionPath);
+  if (!config)
+    return artifactError(descriptionPath + ": " +
+                         llvm::toString(config.takeError()));
+  artifact.configData = std::move(*config);
+
+  // The description and the manifest must name the same parameters.
+  std::vector<ParameterSpec> expected = listParameters(artifact.configData);
+  const auto &listed = artifact.manifestData.parameters;
+  if (expected.size() != listed.size())
+    return artifactError(llvm::formatv("{0}: lists {1} parameters, but its "
+                                       "model description has {2}",
+                                       manifestPath, listed.size(),
+                                       expected.size()));
+  for (size_t i = 0; i < listed.size(); ++i)
+    if (expected[i].name != listed[i].name ||
+        expected[i].shape != listed[i].shape)
+      return artifactError(manifestPath + ": parameter " + listed[i].name +
+                           " does not match the model description");
+
+  llvm::SmallString<256> libraryPath(directory);
+  llvm::sys::path::append(libraryPath, artifact.manifestData.library);
+  std::string error;
+  if (llvm::sys::DynamicLibrary::getPermanentLibrary(libraryPath.c_str(),
+                                                     &error)
+          .isValid() == false)
+    return artifactError(libraryPath + ": cannot load: " + error);
+  artifact.libraryPath = libraryPath.str().str();
+  return artifact;
+}
+
+llvm::Expected<std::pair<const EntryPointSpec *, LoadedArtifact::EntryFunction>>
+LoadedArtifact::entryPoint(llvm::StringRef name) const {
+  const EntryPointSpec *spec = manifestData.findEntryPoint(name);
+  if (!spec)
+    return artifactError(dir + ": the artifact has no entry point '" + name +
+                         "'");
+  std::string error;
+  auto library = llvm::sys::DynamicLibrary::getPermanentLibrary(
+      libraryPath.c_str(), &error);
+  void *address = library.getAddressOfSymbol(spec->symbol.c_str());
+  if (!address)
+    return artifactError(libraryPath + ": no symbol " + spec->symbol);
+  return std::make_pair(spec, reinterpret_cast<EntryFunction>(address));
+}

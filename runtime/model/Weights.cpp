@@ -1,0 +1,82 @@
+//===- Weights.cpp - A model's parameters in memory -----------------------===//
+
+#include "runtime/model/Weights.h"
+
+#include "lib/safetensors/Safetensors.h"
+
+#include "llvm/ADT/StringSet.h"
+#include "llvm/Support/FormatVariadic.h"
+
+#include <random>
+
+using namespace momac;
+
+Weights Weights::initialize(const Manifest &manifest, uint64_t seed) {
+  Weights weights;
+  weights.params = manifest.parameters;
+  std::mt19937_64 generator(seed);
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  for (const ManifestParameter &param : weights.params) {
+    std::vector<float> values(param.numElements());
+    if (param.init == "ones")
+      std::fill(values.begin(), values.end(), 1.0f);
+    else if (param.init == "zeros")
+      std::fill(values.begin(), values.end(), 0.0f);
+    else
+      for (float &v : values)
+        v = normal(generator);
+    weights.values.push_back(std::move(values));
+  }
+  return weights;
+}
+
+llvm::Expected<Weights> Weights::load(const Manifest &manifest,
+                                      llvm::StringRef path) {
+  llvm::Expected<SafetensorsFile> file = SafetensorsFile::open(path);
+  if (!file)
+    return file.takeError();
+  Weights weights;
+  weights.params = manifest.parameters;
+  llvm::StringSet<> expected;
+  for (const ManifestParameter &param : weights.params) {
+    expected.insert(param.name);
+    const TensorInfo *tensor = file->find(param.name);
+    if (!tensor)
+      return llvm::createStringError(
+          llvm::inconvertibleErrorCode(),
+          llvm::formatv("{0}: missing parameter '{1}'", path, param.name));
+    if (tensor->shape != param.shape)
+      return llvm::createStringError(
+          llvm::inconvertibleErrorCode(),
+          llvm::formatv("{0}: parameter '{1}' has shape {2}, expected {3}",
+                        path, param.name, formatShape(tensor->shape),
+                        formatShape(param.shape)));
+    llvm::Expected<std::vector<float>> values = file->readFloats(param.name);
+    if (!values)
+      return values.takeError();
+    weights.values.push_back(std::move(*values));
+  }
+  for (llvm::StringRef name : file->names())
+    if (!expected.contains(name))
+      return llvm::createStringError(
+          llvm::inconvertibleErrorCode(),
+          llvm::formatv("{0}: '{1}' is not a parameter of this model", path,
+                        name));
+  return weights;
+}
+
+llvm::Error
+Weights::save(llvm::StringRef path,
+              const std::map<std::string, std::string> &metadata) const {
+  SafetensorsWriter writer;
+  for (size_t i = 0; i < values.size(); ++i) {
+    llvm::ArrayRef<char> bytes(reinterpret_cast<const char *>(values[i].data()),
+                               values[i].size() * sizeof(float));
+    if (llvm::Error error = writer.addBorrowed(params[i].name, DType::F32,
+                                               params[i].shape, bytes))
+      return error;
+  }
+  for (const auto &[key, value] : metadata)
+    writer.setMetadata(key, value);
+  return writer.write(path);
+}

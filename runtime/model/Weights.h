@@ -1,0 +1,44 @@
+//===- Weights.h - A model's parameters in memory ---------------*- C++ -*-===//
+
+#ifndef MOMAC_RUNTIME_MODEL_WEIGHTS_H
+#define MOMAC_RUNTIME_MODEL_WEIGHTS_H
+
+#include "lib/artifact/Manifest.h"
+
+#include "llvm/Support/Error.h"
+
+#include <map>
+#include <vector>
+
+namespace momac {
+
+/// One fp32 buffer per parameter, in manifest order.
+class Weights {
+public:
+  /// MODEL_SPEC section 2: matrices N(0, 0.02), norm weights 1, biases 0,
+  /// from momarun's own generator (a 64-bit Mersenne Twister seeded with
+  /// `seed`, parameters drawn in manifest order).
+  static Weights initialize(const Manifest &manifest, uint64_t seed);
+
+  /// Loads F32 tensors named as the manifest's parameters; a missing, extra,
+  /// misshapen or non-F32 tensor is an error naming it.
+  static llvm::Expected<Weights> load(const Manifest &manifest,
+                                      llvm::StringRef path);
+
+  llvm::Error
+  save(llvm::StringRef path,
+       const std::map<std::string, std::string> &metadata = {}) const;
+
+  size_t size() const { return values.size(); }
+  const ManifestParameter &spec(size_t i) const { return params[i]; }
+  std::vector<float> &operator[](size_t i) { return values[i]; }
+  const std::vector<float> &operator[](size_t i) const { return values[i]; }
+
+private:
+  std::vector<ManifestParameter> params;
+  std::vector<std::vector<float>> values;
+};
+
+} // namespace momac
+
+#endif // MOMAC_RUNTIME_MODEL_WEIGHTS_H

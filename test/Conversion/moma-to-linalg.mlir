@@ -1,0 +1,112 @@
+// RUN: moma-opt %s -split-input-file -convert-moma-to-linalg | FileCheck %s
+// The numerics of these kernels are checked end to end against the PyTorch
+// reference (test/e2e); here, the structure each op lowers to.
+
+// A linear map is a contraction x w^T: parallel rows and outputs, reduced
+// features, so the GEMM library rewrite can recognize it.
+// CHECK-DAG: #[[X:.*]] = affine_map<(d0, d1, d2) -> (d0, d2)>
+// CHECK-DAG: #[[W:.*]] = affine_map<(d0, d1, d2) -> (d1, d2)>
+// CHECK-DAG: #[[Y:.*]] = affine_map<(d0, d1, d2) -> (d0, d1)>
+// CHECK-LABEL: func.func @linear
+// CHECK: %[[ZERO:.*]] = linalg.fill
+// CHECK: linalg.generic {indexing_maps = [#[[X]], #[[W]], #[[Y]]], iterator_types = ["parallel", "parallel", "reduction"]}
+// CHECK-SAME: ins(%{{.*}}, %{{.*}} : tensor<?x64xf32>, tensor<32x64xf32>) outs(%[[ZERO]] : tensor<?x32xf32>)
+// CHECK: arith.mulf
+// CHECK: arith.addf
+// CHECK-NOT: moma.
+func.func @linear(%x: tensor<?x64xf32>, %w: tensor<32x64xf32>) -> tensor<?x32xf32> {
+  %y = moma.linear %x, %w : tensor<?x64xf32>, tensor<32x64xf32> -> tensor<?x32xf32>
+  return %y : tensor<?x32xf32>
+}
+
+// -----
+
+// Expert choice ranks every token against every other token of its expert
+// (ties to the lower index) and drops token i into slot rank[e, i] < k, with
+// k = min(n, ceil(c n / E)) computed in double.
+// CHECK-LABEL: func.func @expert_choice
+// CHECK: %[[N:.*]] = tensor.dim %{{.*}}, %c0
+// CHECK: arith.mulf %{{.*}} : f64
+// CHECK: arith.divf %{{.*}} : f64
+// CHECK: math.ceil %{{.*}} : f64
+// CHECK: %[[K:.*]] = arith.minui %[[N]]
+// CHECK: %[[RANKS:.*]] = linalg.generic {{.*}} iterator_types = ["parallel", "parallel", "reduction"]
+// CHECK: arith.cmpf ogt
+// CHECK: arith.cmpf oeq
+// CHECK: arith.cmpi ult
+// CHECK: tensor.empty(%[[K]]) : tensor<4x?xi32>
+// CHECK: tensor.empty(%[[K]]) : tensor<4x?xf32>
+// CHECK: scf.for
+// CHECK: scf.for
+// CHECK: tensor.extract %[[RANKS]]
+// CHECK: scf.if
+// CHECK: tensor.insert
+// CHECK-NOT: moma.
+func.func @expert_choice(%s: tensor<?x4xf32>) -> (tensor<4x?xi32>, tensor<4x?xf32>) {
+  %i, %g = moma.expert_choice %s capacity_factor = 1.0 : tensor<?x4xf32> -> tensor<4x?xi32>, tensor<4x?xf32>
+  return %i, %g : tensor<4x?xi32>, tensor<4x?xf32>
+}
+
+// -----
+
+// A partition counts each group's tokens, then lists them in ascending order.
+// CHECK-LABEL: func.func @partition
+// CHECK: %[[COUNT:.*]] = scf.for
+// CHECK: arith.cmpi sge
+// CHECK: arith.cmpi slt
+// CHECK: tensor.empty(%[[COUNT]]) : tensor<?xi32>
+// CHECK: scf.for
+// CHECK: scf.if
+// CHECK: tensor.empty(%{{.*}}) : tensor<?xi32>
+// CHECK-NOT: moma.
+func.func @partition(%ids: tensor<16xi32>) -> (tensor<?xi32>, tensor<?xi32>) {
+  %t, %i = moma.modality_partition %ids groups ["text", "image"]
+      ranges [array<i64: 0, 256>, array<i64: 256, 512>] : tensor<16xi32> -> tensor<?xi32>, tensor<?xi32>
+  return %t, %i : tensor<?xi32>, tensor<?xi32>
+}
+
+// -----
+
+// Attention masks by the tokens' own sequence ids and positions.
+// CHECK-LABEL: func.func @attention
+// CHECK: tensor.expand_shape %{{.*}} {{\[\[}}0], [1, 2]] output_shape [16, 4, 16]
+// CHECK: linalg.generic
+// CHECK: arith.cmpi eq
+// CHECK: arith.cmpi sle
+// CHECK: arith.select
+// CHECK: arith.maximumf
+// CHECK: math.exp
+// CHECK: arith.divf
+// CHECK: tensor.collapse_shape %{{.*}} {{\[\[}}0], [1, 2]] : tensor<16x4x16xf32> into tensor<16x64xf32>
+func.func @attention(%x: tensor<16x64xf32>, %p: tensor<16xi32>) -> tensor<16x64xf32> {
+  %o = moma.attention %x, %x, %x, %p, %p heads = 4 scale = 0.25 : tensor<16x64xf32>, tensor<16xi32>
+  return %o : tensor<16x64xf32>
+}
+
+// -----
+
+// Cross-entropy yields the loss and one plain mean per modality.
+// CHECK-LABEL: func.func @cross_entropy
+// CHECK-COUNT-3: tensor.from_elements
+// CHECK-NOT: moma.
+func.func @cross_entropy(%l: tensor<16x512xf32>, %t: tensor<16xi32>) -> (tensor<f32>, tensor<f32>, tensor<f32>) {
+  %loss, %a, %b = moma.cross_entropy %l, %t z_loss = 1.0e-5 modalities ["text", "image"]
+      ranges [array<i64: 0, 256>, array<i64: 256, 512>] : tensor<16x512xf32>, tensor<16xi32> -> tensor<f32>, tensor<f32>, tensor<f32>
+  return %loss, %a, %b : tensor<f32>, tensor<f32>, tensor<f32>
+}
+
+// -----
+
+// Every op of a whole model lowers (the MoD + 4t4i tiny example's ops).
+// CHECK-LABEL: func.func @mixture_of_depths
+// CHECK-NOT: moma.
+func.func @mixture_of_depths(%x: tensor<16x64xf32>, %w: tensor<1x64xf32>, %ids: tensor<16xi32>,
+                             %w1: tensor<32x64xf32>, %w2: tensor<1x32xf32>) -> (tensor<16x64xf32>, tensor<f32>) {
+  %r = moma.router %x, %w : tensor<16x64xf32>, tensor<1x64xf32> -> tensor<16x1xf32>
+  %sel, %g = moma.mod_select %r capacity = 0.25 : tensor<16x1xf32> -> tensor<4xi32>, tensor<4xf32>
+  %xs = moma.gather_tokens %x[%sel] : tensor<16x64xf32>, tensor<4xi32> -> tensor<4x64xf32>
+  %out = moma.mod_merge %x, %xs[%sel] gates %g : tensor<16x64xf32>, tensor<4x64xf32>, tensor<4xi32>, tensor<4xf32>
+  %p = moma.aux_router %x, %w1, %w2 : tensor<16x64xf32>, tensor<32x64xf32>, tensor<1x32xf32> -> tensor<16x1xf32>
+  %l = moma.aux_router_loss %p, %sel : tensor<16x1xf32>, tensor<4xi32> -> tensor<f32>
+  return %out, %l : tensor<16x64xf32>, tensor<f32>
+}

@@ -1,0 +1,168 @@
+"""End-to-end: momac compiles tiny models, momarun evaluates them, and every
+number agrees with the PyTorch reference of MODEL_SPEC (moma_reference.py).
+
+Needs the build (momac, momarun): MOMAC_BUILD_DIR, default ./build.
+Run: /usr/bin/python3 -m unittest discover -s test/e2e -p 'test_momarun.py'
+"""
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, HERE)
+import moma_reference as R  # noqa: E402
+
+BUILD = os.environ.get("MOMAC_BUILD_DIR", os.path.join(ROOT, "build"))
+MOMAC = os.path.join(BUILD, "bin", "momac")
+MOMARUN = os.path.join(BUILD, "bin", "momarun")
+TINY = os.path.join(ROOT, "examples", "models", "tiny")
+
+# The compiled forward pass is fp32; the reference runs in float64.
+RELATIVE_TOLERANCE = 1e-4
+
+
+def write_indexed_dataset(prefix, documents):
+    """A Megatron-LM MMIDIDX v1 dataset (uint16 ids), as Megatron writes it."""
+    with open(prefix + ".bin", "wb") as f:
+        for doc in documents:
+            f.write(np.asarray(doc, dtype=np.uint16).tobytes())
+    sizes = np.array([len(d) for d in documents], dtype=np.int32)
+    pointers = np.concatenate([[0], np.cumsum(sizes[:-1]) * 2]).astype(np.int64)
+    doc_idx = np.arange(len(documents) + 1, dtype=np.int64)
+    with open(prefix + ".idx", "wb") as f:
+        f.write(b"MMIDIDX\x00\x00")
+        f.write(struct.pack("<Q", 1))
+        f.write(struct.pack("<B", 8))  # uint16
+        f.write(struct.pack("<Q", len(sizes)))
+        f.write(struct.pack("<Q", len(doc_idx)))
+        f.write(sizes.tobytes())
+        f.write(pointers.tobytes())
+        f.write(doc_idx.tobytes())
+
+
+def run(*args):
+    result = subprocess.run(args, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed:\n{result.stderr}")
+    return result.stdout
+
+
+class CompiledForwardMatchesReference(unittest.TestCase):
+    """momarun eval of compiled tiny models against the reference forward."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def compile(self, variant, **overrides):
+        with open(os.path.join(TINY, variant + ".json")) as f:
+            desc = json.load(f)
+        desc.update(overrides)
+        # Two sequences per batch keep the tests fast.
+        desc.setdefault("train", {})["batch_size"] = 2
+        tag = variant + "".join(f"_{k}_{v}" for k, v in overrides.items())
+        path = os.path.join(self.tmp.name, tag + ".json")
+        with open(path, "w") as f:
+            json.dump(desc, f)
+        artifact = os.path.join(self.tmp.name, tag)
+        run(MOMAC, path, "-o", artifact)
+        return artifact, R.load_config(path)
+
+    def check(self, variant, batches=1, **overrides):
+        artifact, cfg = self.compile(variant, **overrides)
+        params = R.init_params(cfg, seed=7)
+        weights = os.path.join(self.tmp.name, variant + ".safetensors")
+        R.write_safetensors(weights, {k: v.float() for k, v in params.items()})
+
+        # One document whose packing gives exactly the batches we check.
+        batch, seq = cfg["train"]["batch_size"], cfg["seq_len"]
+        rng = np.random.default_rng(3)
+        stream = rng.integers(0, cfg["vocab_size"], size=batches * batch * seq + 1)
+        prefix = os.path.join(self.tmp.name, variant + "-data")
+        write_indexed_dataset(prefix, [stream])
+
+        out = json.loads(run(MOMARUN, "eval", artifact, "--weights", weights,
+                             "--data", prefix, "--batches", str(batches),
+                             "--json"))
+
+        names = R.modality_names(cfg)
+        losses, sums, counts = [], {m: 0.0 for m in names}, {m: 0 for m in names}
+        modality_of = R.modality_of_id(cfg)
+        with torch.no_grad():
+            for b in range(batches):
+                rows = [stream[(b * batch + r) * seq:(b * batch + r) * seq + seq + 1]
+                        for r in range(batch)]
+                tokens = torch.tensor(np.stack(rows), dtype=torch.long)
+                loss, per = R.forward(cfg, {k: v.double() for k, v in params.items()},
+                                      tokens)
+                losses.append(float(loss))
+                target_modality = modality_of[tokens[:, 1:].reshape(-1)]
+                for index, m in enumerate(names):
+                    n = int((target_modality == index).sum())
+                    sums[m] += float(per[m]) * n
+                    counts[m] += n
+        self.assertAlmostEqual(out["loss"], np.mean(losses),
+                               delta=RELATIVE_TOLERANCE * abs(np.mean(losses)))
+        for m in names:
+            expected = sums[m] / counts[m] if counts[m] else 0.0
+            self.assertEqual(out["targets." + m], counts[m])
+            self.assertAlmostEqual(out["loss." + m], expected,
+                                   delta=RELATIVE_TOLERANCE * abs(expected) + 1e-7,
+                                   msg=f"loss.{m}")
+        return out
+
+    def test_dense(self):
+        self.check("dense")
+
+    def test_dense_pre_norm(self):
+        self.check("dense", norm="pre")
+
+    def test_moe_1t1i(self):
+        self.check("moe_1t1i")
+
+    def test_moe_4t4i(self):
+        self.check("moe_4t4i")
+
+    def test_moe_4t4i_pre_norm(self):
+        self.check("moe_4t4i", norm="pre")
+
+    def test_moe_8x(self):
+        self.check("moe_8x")
+
+    def test_moe_7t1i_without_qk_norm(self):
+        self.check("moe_7t1i", qk_norm=False)
+
+    def test_mod_moe_4t4i(self):
+        self.check("mod_moe_4t4i")
+
+    def test_mod_moe_4t4i_with_aux_routers_pre_norm(self):
+        self.check("mod_moe_4t4i_aux", norm="pre")
+
+    def test_per_modality_losses_pool_over_batches(self):
+        out = self.check("moe_1t1i", batches=3)
+        self.assertEqual(out["batches"], 3)
+        self.assertEqual(out["sequences"], 6)
+
+
+class MomarunErrors(unittest.TestCase):
+    def test_missing_artifact_is_a_clear_error(self):
+        result = subprocess.run([MOMARUN, "init", "/nonexistent", "-o", "/tmp/x"],
+                                capture_output=True, text=True)
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("not an artifact directory", result.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
