@@ -5,6 +5,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "compiler/Autodiff/Passes.h"
 #include "compiler/Conversion/Passes.h"
 #include "dialects/moma/IR/MomaDialect.h"
 #include "dialects/moma/Transforms/Passes.h"
@@ -24,6 +25,8 @@ int main(int argc, char **argv) {
                   mlir::scf::SCFDialect>();
   mlir::moma::registerMomaPasses();
   momac::registerMomacConversionPasses();
+  momac::registerMomacAutodiffPasses();
+  momac::registerUpstreamVJPModels(registry);
   // Upstream clean-ups that moma pipelines use (canonicalize, cse, ...).
   mlir::registerTransformsPasses();
   return mlir::asMainReturnCode(mlir::MlirOptMain(

@@ -12,6 +12,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "compiler/Autodiff/Passes.h"
 #include "compiler/Frontend/ModelToMoma.h"
 #include "compiler/Pipelines/Pipelines.h"
 #include "compiler/Target/CPU/CpuTarget.h"
@@ -85,15 +86,19 @@ int compileArtifact(const ModelConfig &config) {
   auto description = llvm::MemoryBuffer::getFileOrSTDIN(inputPath);
   if (!description)
     return fail("cannot read the model description");
-  mlir::MLIRContext context;
+  mlir::DialectRegistry registry;
+  registerUpstreamVJPModels(registry);
+  mlir::MLIRContext context(registry);
   mlir::OwningOpRef<mlir::ModuleOp> module =
       buildForwardModule(context, config, inputPath);
   if (mlir::failed(mlir::verify(*module)))
     return fail("internal error: the front end built invalid IR", 2);
+  // The artifact holds @forward and its gradient @grad.
   mlir::PassManager pm(&context);
   if (mlir::failed(mlir::applyPassManagerCLOptions(pm)))
     return fail("invalid pass manager options", 1);
   buildMomaOptimizationPipeline(pm);
+  pm.addPass(createMomaSynthesizeGrad());
   if (mlir::failed(pm.run(*module)))
     return fail("internal error: a moma pass failed", 2);
   CpuArtifactOptions options;

@@ -10,6 +10,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "compiler/Conversion/Passes.h"
+#include "compiler/Conversion/MomaToLinalg/KernelBuilder.h"
 
 #include "dialects/moma/IR/MomaOps.h"
 
@@ -31,266 +32,10 @@ namespace momac {
 
 using namespace mlir;
 namespace moma = mlir::moma;
-using utils::IteratorType;
+
+using namespace momac::lowering;
 
 namespace {
-
-constexpr IteratorType kPar = IteratorType::parallel;
-constexpr IteratorType kRed = IteratorType::reduction;
-
-//===----------------------------------------------------------------------===//
-// Building blocks
-//===----------------------------------------------------------------------===//
-
-/// A small builder for the kernels below: index and float constants, empty
-/// and filled tensors, generic ops and loop nests, all at one location.
-class KernelBuilder {
-public:
-  KernelBuilder(PatternRewriter &rewriter, Location loc)
-      : b(rewriter), loc(loc), f32(rewriter.getF32Type()),
-        i32(rewriter.getI32Type()) {}
-
-  PatternRewriter &b;
-  Location loc;
-  Type f32, i32;
-
-  Value index(int64_t value) {
-    return arith::ConstantIndexOp::create(b, loc, value);
-  }
-  Value f32Const(double value) {
-    return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(value));
-  }
-  Value f64Const(double value) {
-    return arith::ConstantOp::create(b, loc, b.getF64FloatAttr(value));
-  }
-  Value i32Const(int32_t value) {
-    return arith::ConstantOp::create(b, loc, b.getI32IntegerAttr(value));
-  }
-
-  /// The size of dimension `d` of `tensor` as an index value.
-  Value dim(Value tensor, int64_t d) {
-    return tensor::DimOp::create(b, loc, tensor, d);
-  }
-  /// Index values for the dynamic dimensions of `shape` taken from `sizes`.
-  SmallVector<Value> dynamicOf(ArrayRef<int64_t> shape, ValueRange sizes) {
-    SmallVector<Value> dynamic;
-    for (auto [extent, size] : llvm::zip(shape, sizes))
-      if (ShapedType::isDynamic(extent))
-        dynamic.push_back(size);
-    return dynamic;
-  }
-
-  Value empty(ArrayRef<int64_t> shape, Type element, ValueRange dynamic = {}) {
-    return tensor::EmptyOp::create(b, loc, shape, element, dynamic);
-  }
-  Value filled(ArrayRef<int64_t> shape, Type element, Value value,
-               ValueRange dynamic = {}) {
-    Value init = empty(shape, element, dynamic);
-    return linalg::FillOp::create(b, loc, ValueRange{value}, ValueRange{init})
-        .getResult(0);
-  }
-  Value zeros(ArrayRef<int64_t> shape, Type element, ValueRange dynamic = {}) {
-    Value zero = arith::ConstantOp::create(b, loc, b.getZeroAttr(element));
-    return filled(shape, element, zero, dynamic);
-  }
-
-  AffineMap map(unsigned numDims, ArrayRef<unsigned> results) {
-    SmallVector<AffineExpr> exprs;
-    for (unsigned r : results)
-      exprs.push_back(b.getAffineDimExpr(r));
-    return AffineMap::get(numDims, 0, exprs, b.getContext());
-  }
-  AffineMap identity(unsigned numDims) {
-    return b.getMultiDimIdentityMap(numDims);
-  }
-
-  using Body =
-      function_ref<SmallVector<Value>(OpBuilder &, Location, ValueRange)>;
-  /// A linalg.generic; `body` returns the values to yield.
-  ValueRange generic(ValueRange inputs, ValueRange outputs,
-                     ArrayRef<AffineMap> maps, ArrayRef<IteratorType> iterators,
-                     Body body) {
-    auto op = linalg::GenericOp::create(
-        b, loc, ValueRange(outputs).getTypes(), inputs, outputs, maps,
-        iterators, [&](OpBuilder &nested, Location at, ValueRange args) {
-          linalg::YieldOp::create(nested, at, body(nested, at, args));
-        });
-    return op.getResults();
-  }
-
-  /// An element-wise map of same-shape tensors into a new tensor of
-  /// `element` type.
-  Value elementwise(ValueRange inputs, Type element, Body body) {
-    auto type = cast<RankedTensorType>(inputs.front().getType());
-    SmallVector<Value> sizes = dims(inputs.front());
-    Value init =
-        empty(type.getShape(), element, dynamicOf(type.getShape(), sizes));
-    SmallVector<AffineMap> maps(inputs.size() + 1, identity(type.getRank()));
-    SmallVector<IteratorType> iterators(type.getRank(), kPar);
-    return generic(inputs, init, maps, iterators, body).front();
-  }
-
-  SmallVector<Value> dims(Value tensor) {
-    SmallVector<Value> sizes;
-    auto type = cast<RankedTensorType>(tensor.getType());
-    for (int64_t d = 0; d < type.getRank(); ++d)
-      sizes.push_back(type.isDynamicDim(d) ? dim(tensor, d)
-                                           : index(type.getDimSize(d)));
-    return sizes;
-  }
-
-  /// scf.for loops from 0 to each of `upper` carrying `state`; returns the
-  /// final state.
-  SmallVector<Value>
-  loops(ValueRange upper, ValueRange state,
-        function_ref<SmallVector<Value>(OpBuilder &, Location, ValueRange,
-                                        ValueRange)>
-            body) {
-    SmallVector<Value> lower(upper.size(), index(0)),
-        steps(upper.size(), index(1));
-    scf::LoopNest nest = scf::buildLoopNest(
-        b, loc, lower, upper, steps, state,
-        [&](OpBuilder &nested, Location at, ValueRange ivs, ValueRange args) {
-          return scf::ValueVector(body(nested, at, ivs, args));
-        });
-    return SmallVector<Value>(nest.results);
-  }
-
-  /// x w^T over the last dimension, with an optional leading expert
-  /// dimension: [.., m, k] x [.., n, k] -> [.., m, n], accumulated in f32.
-  Value contractTransposed(Value x, Value w) {
-    auto xType = cast<RankedTensorType>(x.getType());
-    auto wType = cast<RankedTensorType>(w.getType());
-    int64_t rank = xType.getRank();
-    SmallVector<int64_t> shape(xType.getShape());
-    shape.back() = wType.getDimSize(rank - 2);
-    SmallVector<Value> sizes = dims(x);
-    sizes.back() = dim(w, rank - 2);
-    Value init = zeros(shape, f32, dynamicOf(shape, sizes));
-    // Loops: [e,] m, n, k.
-    unsigned loopsCount = rank + 1;
-    SmallVector<AffineMap> maps;
-    if (rank == 2)
-      maps = {map(3, {0, 2}), map(3, {1, 2}), map(3, {0, 1})};
-    else
-      maps = {map(4, {0, 1, 3}), map(4, {0, 2, 3}), map(4, {0, 1, 2})};
-    SmallVector<IteratorType> iterators(loopsCount, kPar);
-    iterators.back() = kRed;
-    return generic({x, w}, init, maps, iterators,
-                   [](OpBuilder &nb, Location at, ValueRange args) {
-                     Value product =
-                         arith::MulFOp::create(nb, at, args[0], args[1]);
-                     return SmallVector<Value>{
-                         arith::AddFOp::create(nb, at, args[2], product)};
-                   })
-        .front();
-  }
-
-  /// [n, H * hd] -> [n, H, hd] and back, for per-head kernels.
-  Value splitHeads(Value x, int64_t heads) {
-    auto type = cast<RankedTensorType>(x.getType());
-    int64_t headDim = type.getDimSize(1) / heads;
-    auto split = RankedTensorType::get({type.getDimSize(0), heads, headDim},
-                                       type.getElementType());
-    SmallVector<OpFoldResult> shape = {
-        type.isDynamicDim(0) ? OpFoldResult(dim(x, 0))
-                             : OpFoldResult(b.getIndexAttr(type.getDimSize(0))),
-        b.getIndexAttr(heads), b.getIndexAttr(headDim)};
-    return tensor::ExpandShapeOp::create(
-        b, loc, split, x, SmallVector<ReassociationIndices>{{0}, {1, 2}},
-        shape);
-  }
-  Value joinHeads(Value x, RankedTensorType type) {
-    return tensor::CollapseShapeOp::create(
-        b, loc, type, x, SmallVector<ReassociationIndices>{{0}, {1, 2}});
-  }
-};
-
-Value sigmoid(OpBuilder &b, Location loc, Value x) {
-  Value one = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(1.0f));
-  Value negated = arith::NegFOp::create(b, loc, x);
-  Value denominator =
-      arith::AddFOp::create(b, loc, one, math::ExpOp::create(b, loc, negated));
-  return arith::DivFOp::create(b, loc, one, denominator);
-}
-
-Value silu(OpBuilder &b, Location loc, Value x) {
-  return arith::MulFOp::create(b, loc, x, sigmoid(b, loc, x));
-}
-
-Value toIndex(OpBuilder &b, Location loc, Value i32Value) {
-  return arith::IndexCastOp::create(b, loc, b.getIndexType(), i32Value);
-}
-Value toI32(OpBuilder &b, Location loc, Value indexValue) {
-  return arith::IndexCastOp::create(b, loc, b.getI32Type(), indexValue);
-}
-
-/// True when `id` lies in one of the half-open ranges "lo0, hi0, lo1, ...".
-Value inRanges(OpBuilder &b, Location loc, Value id, ArrayRef<int64_t> bounds) {
-  Value result = arith::ConstantOp::create(b, loc, b.getBoolAttr(false));
-  for (size_t r = 0; r < bounds.size(); r += 2) {
-    Value lo = arith::ConstantOp::create(
-        b, loc, b.getI32IntegerAttr(int32_t(bounds[r])));
-    Value hi = arith::ConstantOp::create(
-        b, loc, b.getI32IntegerAttr(int32_t(bounds[r + 1])));
-    Value above =
-        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, id, lo);
-    Value below =
-        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, id, hi);
-    result = arith::OrIOp::create(b, loc, result,
-                                  arith::AndIOp::create(b, loc, above, below));
-  }
-  return result;
-}
-
-/// rank[e, i] = #{j : s[j, e] > s[i, e] or (s[j, e] == s[i, e] and j < i)}:
-/// the slot of token i in expert e's descending order, ties to the lower
-/// index (MODEL_SPEC sections 4 and 5). scores: [n, E] -> ranks [E, n] i32.
-Value rankTokens(KernelBuilder &kb, Value scores) {
-  auto type = cast<RankedTensorType>(scores.getType());
-  Value n = kb.dim(scores, 0);
-  int64_t experts = type.getDimSize(1);
-  SmallVector<int64_t> shape = {experts, type.getDimSize(0)};
-  Value init = kb.zeros(shape, kb.i32,
-                        type.isDynamicDim(0) ? ValueRange{n} : ValueRange{});
-  // Loops (e, i, j); inputs s[j, e] and s[i, e].
-  return kb
-      .generic(
-          {scores, scores}, init,
-          {kb.map(3, {2, 0}), kb.map(3, {1, 0}), kb.map(3, {0, 1})},
-          {kPar, kPar, kRed},
-          [](OpBuilder &b, Location loc, ValueRange args) {
-            Value i = linalg::IndexOp::create(b, loc, 1);
-            Value j = linalg::IndexOp::create(b, loc, 2);
-            Value higher = arith::CmpFOp::create(
-                b, loc, arith::CmpFPredicate::OGT, args[0], args[1]);
-            Value equal = arith::CmpFOp::create(
-                b, loc, arith::CmpFPredicate::OEQ, args[0], args[1]);
-            Value earlier =
-                arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, j, i);
-            Value before = arith::OrIOp::create(
-                b, loc, higher, arith::AndIOp::create(b, loc, equal, earlier));
-            Value one = arith::ExtUIOp::create(b, loc, b.getI32Type(), before);
-            return SmallVector<Value>{
-                arith::AddIOp::create(b, loc, args[2], one)};
-          })
-      .front();
-}
-
-/// ceil(fraction * count) in IEEE double, as an index (MODEL_SPEC 4 and 5).
-Value ceilFraction(KernelBuilder &kb, Value count, double numerator,
-                   double denominator) {
-  OpBuilder &b = kb.b;
-  Value asInt = arith::IndexCastUIOp::create(b, kb.loc, b.getI64Type(), count);
-  Value asDouble = arith::UIToFPOp::create(b, kb.loc, b.getF64Type(), asInt);
-  Value scaled =
-      arith::MulFOp::create(b, kb.loc, kb.f64Const(numerator), asDouble);
-  Value divided =
-      arith::DivFOp::create(b, kb.loc, scaled, kb.f64Const(denominator));
-  Value ceiled = math::CeilOp::create(b, kb.loc, divided);
-  Value back = arith::FPToUIOp::create(b, kb.loc, b.getI64Type(), ceiled);
-  return arith::IndexCastUIOp::create(b, kb.loc, b.getIndexType(), back);
-}
 
 //===----------------------------------------------------------------------===//
 // Token layout
@@ -526,6 +271,8 @@ struct LowerRope : OpRewritePattern<moma::RopeOp> {
     int64_t headDim = type.getDimSize(1) / heads;
     int64_t half = headDim / 2;
     double logTheta = std::log(op.getTheta().convertToDouble());
+    // The inverse rotation (the gradient) turns by -phi.
+    double direction = op.getInverse() ? -1.0 : 1.0;
     Value x = kb.splitHeads(op.getInput(), heads);
     Value init = kb.empty(
         cast<RankedTensorType>(x.getType()).getShape(), kb.f32,
@@ -565,7 +312,11 @@ struct LowerRope : OpRewritePattern<moma::RopeOp> {
                 Value frequency = math::ExpOp::create(b, loc, exponent);
                 Value position =
                     arith::SIToFPOp::create(b, loc, b.getF64Type(), args[1]);
-                Value phi = arith::MulFOp::create(b, loc, position, frequency);
+                Value phi = arith::MulFOp::create(
+                    b, loc,
+                    arith::MulFOp::create(b, loc, position, frequency),
+                    arith::ConstantOp::create(b, loc,
+                                              b.getF64FloatAttr(direction)));
                 Value cosine = arith::TruncFOp::create(
                     b, loc, b.getF32Type(), math::CosOp::create(b, loc, phi));
                 Value sine = arith::TruncFOp::create(
@@ -591,89 +342,13 @@ struct LowerAttention : OpRewritePattern<moma::AttentionOp> {
     Value q = kb.splitHeads(op.getQuery(), heads);
     Value k = kb.splitHeads(op.getKey(), heads);
     Value v = kb.splitHeads(op.getValue(), heads);
-    Value n = kb.dim(q, 0);
-    int64_t rows = type.getDimSize(0);
-    SmallVector<int64_t> scoreShape = {heads, rows, rows};
-    SmallVector<Value> scoreDyn =
-        type.isDynamicDim(0) ? SmallVector<Value>{n, n} : SmallVector<Value>{};
-    SmallVector<int64_t> rowShape = {heads, rows};
-    SmallVector<Value> rowDyn =
-        type.isDynamicDim(0) ? SmallVector<Value>{n} : SmallVector<Value>{};
+    SmallVector<Value> rowDyn = type.isDynamicDim(0)
+                                    ? SmallVector<Value>{kb.dim(q, 0)}
+                                    : SmallVector<Value>{};
 
-    // scores[h, i, j] = q[i, h, :] . k[j, h, :]; loops (h, i, j, c).
-    Value scores =
-        kb.generic({q, k}, kb.zeros(scoreShape, kb.f32, scoreDyn),
-                   {kb.map(4, {1, 0, 3}), kb.map(4, {2, 0, 3}),
-                    kb.map(4, {0, 1, 2})},
-                   {kPar, kPar, kPar, kRed},
-                   [](OpBuilder &b, Location loc, ValueRange args) {
-                     Value product =
-                         arith::MulFOp::create(b, loc, args[0], args[1]);
-                     return SmallVector<Value>{
-                         arith::AddFOp::create(b, loc, args[2], product)};
-                   })
-            .front();
-    // Scale and mask: key j is visible from query i in the same sequence at
-    // an earlier or equal position.
-    Value scale = kb.f32Const(op.getScale().convertToDouble());
-    Value minusInf = kb.f32Const(-std::numeric_limits<double>::infinity());
-    Value positions = op.getPositions(), sequences = op.getSequenceIds();
-    Value masked =
-        kb.generic({scores, positions, positions, sequences, sequences},
-                   kb.empty(scoreShape, kb.f32, scoreDyn),
-                   {kb.identity(3), kb.map(3, {1}), kb.map(3, {2}),
-                    kb.map(3, {1}), kb.map(3, {2}), kb.identity(3)},
-                   {kPar, kPar, kPar},
-                   [&](OpBuilder &b, Location loc, ValueRange args) {
-                     Value sameSequence = arith::CmpIOp::create(
-                         b, loc, arith::CmpIPredicate::eq, args[3], args[4]);
-                     Value notLater = arith::CmpIOp::create(
-                         b, loc, arith::CmpIPredicate::sle, args[2], args[1]);
-                     Value visible =
-                         arith::AndIOp::create(b, loc, sameSequence, notLater);
-                     Value scaled =
-                         arith::MulFOp::create(b, loc, args[0], scale);
-                     return SmallVector<Value>{arith::SelectOp::create(
-                         b, loc, visible, scaled, minusInf)};
-                   })
-            .front();
-    // Softmax over j. Every row sees at least its own key, so the max is
-    // finite.
-    Value rowMax =
-        kb.generic({masked}, kb.filled(rowShape, kb.f32, minusInf, rowDyn),
-                   {kb.identity(3), kb.map(3, {0, 1})}, {kPar, kPar, kRed},
-                   [](OpBuilder &b, Location loc, ValueRange args) {
-                     return SmallVector<Value>{
-                         arith::MaximumFOp::create(b, loc, args[0], args[1])};
-                   })
-            .front();
-    Value exps =
-        kb.generic(
-              {masked, rowMax}, kb.empty(scoreShape, kb.f32, scoreDyn),
-              {kb.identity(3), kb.map(3, {0, 1}), kb.identity(3)},
-              {kPar, kPar, kPar},
-              [](OpBuilder &b, Location loc, ValueRange args) {
-                Value shifted = arith::SubFOp::create(b, loc, args[0], args[1]);
-                return SmallVector<Value>{math::ExpOp::create(b, loc, shifted)};
-              })
-            .front();
-    Value rowSum =
-        kb.generic({exps}, kb.zeros(rowShape, kb.f32, rowDyn),
-                   {kb.identity(3), kb.map(3, {0, 1})}, {kPar, kPar, kRed},
-                   [](OpBuilder &b, Location loc, ValueRange args) {
-                     return SmallVector<Value>{
-                         arith::AddFOp::create(b, loc, args[0], args[1])};
-                   })
-            .front();
-    Value probabilities =
-        kb.generic({exps, rowSum}, kb.empty(scoreShape, kb.f32, scoreDyn),
-                   {kb.identity(3), kb.map(3, {0, 1}), kb.identity(3)},
-                   {kPar, kPar, kPar},
-                   [](OpBuilder &b, Location loc, ValueRange args) {
-                     return SmallVector<Value>{
-                         arith::DivFOp::create(b, loc, args[0], args[1])};
-                   })
-            .front();
+    Value probabilities = attentionProbabilities(
+        kb, q, k, op.getPositions(), op.getSequenceIds(),
+        op.getScale().convertToDouble());
     // out[i, h, c] = sum_j p[h, i, j] v[j, h, c]; loops (i, h, c, j).
     auto splitType = cast<RankedTensorType>(q.getType());
     Value out =
@@ -1070,43 +745,19 @@ struct LowerCrossEntropy : OpRewritePattern<moma::CrossEntropyOp> {
                                      ? SmallVector<Value>{kb.dim(logits, 0)}
                                      : SmallVector<Value>{};
     SmallVector<int64_t> rowShape = {type.getDimSize(0)};
-    Value minusInf = kb.f32Const(-std::numeric_limits<double>::infinity());
-    Value rowMax =
-        kb.generic({logits}, kb.filled(rowShape, kb.f32, minusInf, rowsDyn),
-                   {kb.identity(2), kb.map(2, {0})}, {kPar, kRed},
-                   [](OpBuilder &b, Location loc, ValueRange args) {
+    Value lse = rowLogSumExp(kb, logits);
+    Value crossEntropy =
+        kb.generic({lse, targets}, kb.empty(rowShape, kb.f32, rowsDyn),
+                   {kb.identity(1), kb.identity(1), kb.identity(1)}, {kPar},
+                   [&](OpBuilder &b, Location loc, ValueRange args) {
+                     Value i = linalg::IndexOp::create(b, loc, 0);
+                     Value target = tensor::ExtractOp::create(
+                         b, loc, logits, ValueRange{i, toIndex(b, loc, args[1])});
                      return SmallVector<Value>{
-                         arith::MaximumFOp::create(b, loc, args[0], args[1])};
+                         arith::SubFOp::create(b, loc, args[0], target)};
                    })
             .front();
-    Value sumExp =
-        kb.generic(
-              {logits, rowMax}, kb.zeros(rowShape, kb.f32, rowsDyn),
-              {kb.identity(2), kb.map(2, {0}), kb.map(2, {0})}, {kPar, kRed},
-              [](OpBuilder &b, Location loc, ValueRange args) {
-                Value e = math::ExpOp::create(
-                    b, loc, arith::SubFOp::create(b, loc, args[0], args[1]));
-                return SmallVector<Value>{
-                    arith::AddFOp::create(b, loc, args[2], e)};
-              })
-            .front();
-    // lse and the cross-entropy of each row.
-    ValueRange perRow = kb.generic(
-        {rowMax, sumExp, targets},
-        {kb.empty(rowShape, kb.f32, rowsDyn),
-         kb.empty(rowShape, kb.f32, rowsDyn)},
-        {kb.identity(1), kb.identity(1), kb.identity(1), kb.identity(1),
-         kb.identity(1)},
-        {kPar}, [&](OpBuilder &b, Location loc, ValueRange args) {
-          Value lse = arith::AddFOp::create(
-              b, loc, args[0], math::LogOp::create(b, loc, args[1]));
-          Value i = linalg::IndexOp::create(b, loc, 0);
-          Value target = tensor::ExtractOp::create(
-              b, loc, logits, ValueRange{i, toIndex(b, loc, args[2])});
-          return SmallVector<Value>{lse,
-                                    arith::SubFOp::create(b, loc, lse, target)};
-        });
-    Value lse = perRow[0], crossEntropy = perRow[1];
+
     Value lseSquared = kb.elementwise(
         {lse}, kb.f32, [](OpBuilder &b, Location loc, ValueRange args) {
           return SmallVector<Value>{
@@ -1235,6 +886,7 @@ struct ConvertMomaToLinalgPass
                  LowerModalityPartition, LowerExpertChoice, LowerModSelect,
                  LowerModMerge, LowerGatherTokens, LowerScatterAddTokens,
                  LowerCrossEntropy, LowerAuxRouterLoss>(context);
+    populateGradientLoweringPatterns(patterns);
     ConversionTarget target(*context);
     target.addIllegalDialect<moma::MomaDialect>();
     target.markUnknownOpDynamicallyLegal([](Operation *) { return true; });

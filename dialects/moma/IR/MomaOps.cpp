@@ -18,6 +18,7 @@ using namespace mlir;
 using namespace mlir::moma;
 
 #include "dialects/moma/IR/MomaDialect.cpp.inc"
+#include "dialects/moma/IR/MomaInterfaces.cpp.inc"
 
 void MomaDialect::initialize() {
   addOperations<
@@ -429,5 +430,27 @@ LogicalResult CrossEntropyOp::verify() {
       if (bound > vocab)
         return emitOpError() << "has a token range beyond the vocabulary ("
                              << bound << " > " << vocab << ")";
+  return success();
+}
+
+LogicalResult MatmulOp::verify() {
+  int64_t r = rank(getLhs());
+  if ((r != 2 && r != 3) || rank(getRhs()) != r || rank(getResult()) != r)
+    return emitOpError() << "expects operands and result of rank 2, or 3 "
+                            "(stacked experts)";
+  if (r == 3 && failed(expectSameExperts(
+                    *this, {getLhs(), getRhs(), getResult()})))
+    return failure();
+  int64_t rows = dim(getLhs(), getTransposeLhs() ? r - 1 : r - 2);
+  int64_t inner = dim(getLhs(), getTransposeLhs() ? r - 2 : r - 1);
+  int64_t rhsInner = dim(getRhs(), getTransposeRhs() ? r - 1 : r - 2);
+  int64_t cols = dim(getRhs(), getTransposeRhs() ? r - 2 : r - 1);
+  if (failed(expectSameDim(*this, rhsInner, "the right operand's inner size",
+                           inner, "the left operand's")) ||
+      failed(expectSameDim(*this, dim(getResult(), r - 2), "result rows",
+                           rows, "the left operand's rows")) ||
+      failed(expectSameDim(*this, dim(getResult(), r - 1), "result columns",
+                           cols, "the right operand's columns")))
+    return failure();
   return success();
 }

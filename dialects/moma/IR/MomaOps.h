@@ -10,6 +10,8 @@
 #include "mlir/IR/OpImplementation.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 
+#include "dialects/moma/IR/MomaInterfaces.h.inc"
+
 #define GET_OP_CLASSES
 #include "dialects/moma/IR/MomaOps.h.inc"
 

@@ -4,6 +4,7 @@
 #define MOMA_OPS_TD
 
 include "dialects/moma/IR/MomaDialect.td"
+include "dialects/moma/IR/MomaInterfaces.td"
 include "mlir/IR/CommonAttrConstraints.td"
 include "mlir/Interfaces/SideEffectInterfaces.td"
 
@@ -102,7 +103,7 @@ def Moma_ModalityPartitionOp : Moma_Op<"modality_partition", [Pure]> {
   let hasVerifier = 1;
 }
 
-def Moma_RouterOp : Moma_Op<"router", [Pure]> {
+def Moma_RouterOp : Moma_Op<"router", [Pure, DeclareOpInterfaceMethods<Moma_DifferentiableOpInterface>]> {
   let summary = "sigmoid router scores";
   let description = [{
     `scores = sigmoid(input weight^T)`, shape [n, E]. With `gumbel`, training
@@ -123,7 +124,7 @@ def Moma_RouterOp : Moma_Op<"router", [Pure]> {
   let hasVerifier = 1;
 }
 
-def Moma_ExpertChoiceOp : Moma_Op<"expert_choice", [Pure]> {
+def Moma_ExpertChoiceOp : Moma_Op<"expert_choice", [Pure, DeclareOpInterfaceMethods<Moma_DifferentiableOpInterface>]> {
   let summary = "each expert takes its top-k tokens";
   let description = [{
     For scores [n, E], each expert e takes the k = min(n, ceil(c * n / E))
@@ -148,7 +149,7 @@ def Moma_ExpertChoiceOp : Moma_Op<"expert_choice", [Pure]> {
   let hasVerifier = 1;
 }
 
-def Moma_ModSelectOp : Moma_Op<"mod_select", [Pure]> {
+def Moma_ModSelectOp : Moma_Op<"mod_select", [Pure, DeclareOpInterfaceMethods<Moma_DifferentiableOpInterface>]> {
   let summary = "Mixture-of-Depths token selection";
   let description = [{
     For router scores [N, 1], selects the k = ceil(capacity * N) tokens with
@@ -175,7 +176,7 @@ def Moma_ModSelectOp : Moma_Op<"mod_select", [Pure]> {
 }
 
 def Moma_ModMergeOp : Moma_Op<"mod_merge",
-    [Pure, AllTypesMatch<["input", "result"]>]> {
+    [Pure, AllTypesMatch<["input", "result"]>, DeclareOpInterfaceMethods<Moma_DifferentiableOpInterface>]> {
   let summary = "merge a Mixture-of-Depths block's output into the stream";
   let description = [{
     For each selected token j with row i = indices[j]:
@@ -245,7 +246,7 @@ def Moma_AuxRouterLossOp : Moma_Op<"aux_router_loss", [Pure]> {
 // Data movement
 //===----------------------------------------------------------------------===//
 
-def Moma_GatherTokensOp : Moma_Op<"gather_tokens", [Pure]> {
+def Moma_GatherTokensOp : Moma_Op<"gather_tokens", [Pure, DeclareOpInterfaceMethods<Moma_DifferentiableOpInterface>]> {
   let summary = "dispatch: gather token rows";
   let description = [{
     `result[j..., :] = source[indices[j...], :]`: the result's shape is the
@@ -267,7 +268,7 @@ def Moma_GatherTokensOp : Moma_Op<"gather_tokens", [Pure]> {
 }
 
 def Moma_ScatterAddTokensOp : Moma_Op<"scatter_add_tokens",
-    [Pure, AllTypesMatch<["dest", "result"]>]> {
+    [Pure, AllTypesMatch<["dest", "result"]>, DeclareOpInterfaceMethods<Moma_DifferentiableOpInterface>]> {
   let summary = "combine: scatter-add token rows, optionally weighted";
   let description = [{
     `result = dest`, then for every index tuple j:
@@ -295,7 +296,7 @@ def Moma_ScatterAddTokensOp : Moma_Op<"scatter_add_tokens",
 // Transformer compute
 //===----------------------------------------------------------------------===//
 
-def Moma_EmbedOp : Moma_Op<"embed", [Pure]> {
+def Moma_EmbedOp : Moma_Op<"embed", [Pure, DeclareOpInterfaceMethods<Moma_DifferentiableOpInterface>]> {
   let summary = "token embedding lookup";
   let description = [{
     `result[n] = table[token_ids[n]]`.
@@ -313,7 +314,7 @@ def Moma_EmbedOp : Moma_Op<"embed", [Pure]> {
   let hasVerifier = 1;
 }
 
-def Moma_LinearOp : Moma_Op<"linear", [Pure]> {
+def Moma_LinearOp : Moma_Op<"linear", [Pure, DeclareOpInterfaceMethods<Moma_DifferentiableOpInterface>]> {
   let summary = "x weight^T, plain or stacked per expert";
   let description = [{
     Rank 2: input [n, in], weight [out, in] -> [n, out]. Rank 3 (stacked
@@ -334,7 +335,7 @@ def Moma_LinearOp : Moma_Op<"linear", [Pure]> {
 }
 
 def Moma_RMSNormOp : Moma_Op<"rms_norm",
-    [Pure, AllTypesMatch<["input", "result"]>]> {
+    [Pure, AllTypesMatch<["input", "result"]>, DeclareOpInterfaceMethods<Moma_DifferentiableOpInterface>]> {
   let summary = "RMSNorm over the last dimension";
   let description = [{
     `input / sqrt(mean(input^2) + epsilon) * weight`, per row.
@@ -355,7 +356,7 @@ def Moma_RMSNormOp : Moma_Op<"rms_norm",
 
 def Moma_HeadLayerNormOp : Moma_Op<"head_layer_norm",
     [Pure, AllTypesMatch<["input", "result"]>,
-     AllTypesMatch<["weight", "bias"]>]> {
+     AllTypesMatch<["weight", "bias"]>, DeclareOpInterfaceMethods<Moma_DifferentiableOpInterface>]> {
   let summary = "LayerNorm over each head of q or k (qk-norm)";
   let description = [{
     The input [n, H * hd] is read as H heads of hd features; each head is
@@ -378,29 +379,32 @@ def Moma_HeadLayerNormOp : Moma_Op<"head_layer_norm",
 }
 
 def Moma_RopeOp : Moma_Op<"rope",
-    [Pure, AllTypesMatch<["input", "result"]>]> {
+    [Pure, AllTypesMatch<["input", "result"]>, DeclareOpInterfaceMethods<Moma_DifferentiableOpInterface>]> {
   let summary = "rotary position embedding per head";
   let description = [{
     Each head of hd features is rotated by its token's position s:
     `x cos(phi) + rotate_half(x) sin(phi)`, phi_j = s * theta^(-2 (j mod hd/2) / hd).
+    With `inverse` the rotation is by -phi: the transpose, which is the
+    rotation's gradient.
 
     ```mlir
     %qr = moma.rope %q, %pos heads = 4 theta = 1.0e+04 : tensor<16x64xf32>, tensor<16xi32>
     ```
   }];
   let arguments = (ins Moma_FloatMatrix:$input, Moma_TokenVector:$positions,
-                       Moma_PositiveI64:$num_heads, Moma_PositiveF64:$theta);
+                       Moma_PositiveI64:$num_heads, Moma_PositiveF64:$theta,
+                       UnitAttr:$inverse);
   let results = (outs Moma_FloatMatrix:$result);
   let assemblyFormat = [{
-    $input `,` $positions `heads` `=` $num_heads `theta` `=` $theta attr-dict
-    `:` type($input) `,` type($positions)
+    $input `,` $positions `heads` `=` $num_heads `theta` `=` $theta
+    (`inverse` $inverse^)? attr-dict `:` type($input) `,` type($positions)
   }];
   let hasVerifier = 1;
 }
 
 def Moma_AttentionOp : Moma_Op<"attention",
     [Pure, AllTypesMatch<["query", "key", "value", "result"]>,
-     AllTypesMatch<["positions", "sequence_ids"]>]> {
+     AllTypesMatch<["positions", "sequence_ids"]>, DeclareOpInterfaceMethods<Moma_DifferentiableOpInterface>]> {
   let summary = "causal multi-head attention over packed token sets";
   let description = [{
     Query token i attends to key token j iff `sequence_ids[j] ==
@@ -427,7 +431,8 @@ def Moma_AttentionOp : Moma_Op<"attention",
 }
 
 def Moma_SwiGLUOp : Moma_Op<"swiglu",
-    [Pure, AllTypesMatch<["input", "result"]>, AllTypesMatch<["w1", "w3"]>]> {
+    [Pure, AllTypesMatch<["input", "result"]>, AllTypesMatch<["w1", "w3"]>,
+     DeclareOpInterfaceMethods<Moma_DifferentiableOpInterface>]> {
   let summary = "SwiGLU feed-forward, dense or stacked experts";
   let description = [{
     `w2(silu(w1 x) * (w3 x))`. Rank 2: input [n, d], w1 and w3 [f, d], w2
@@ -449,7 +454,7 @@ def Moma_SwiGLUOp : Moma_Op<"swiglu",
   let hasVerifier = 1;
 }
 
-def Moma_CrossEntropyOp : Moma_Op<"cross_entropy", [Pure]> {
+def Moma_CrossEntropyOp : Moma_Op<"cross_entropy", [Pure, DeclareOpInterfaceMethods<Moma_DifferentiableOpInterface>]> {
   let summary = "next-token loss with z-loss and per-modality means";
   let description = [{
     `loss = mean_n CE(logits[n], targets[n]) + z_loss * mean_n lse(logits[n])^2`.
@@ -477,6 +482,181 @@ def Moma_CrossEntropyOp : Moma_Op<"cross_entropy", [Pure]> {
     (`,` type($modality_losses)^)?
   }];
   let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Gradients (built by -moma-synthesize-grad from the VJP rules)
+//===----------------------------------------------------------------------===//
+
+def Moma_MatmulOp : Moma_Op<"matmul", [Pure]> {
+  let summary = "matrix product with optional transposes, plain or stacked";
+  let description = [{
+    `op(a) op(b)` where op transposes the last two dimensions when the
+    matching flag is set; rank 3 operands are stacked per expert. The
+    gradients of `moma.linear` are `dy w` and `dy^T x`.
+  }];
+  let arguments = (ins Moma_Activations:$lhs, Moma_Activations:$rhs,
+                       UnitAttr:$transpose_lhs, UnitAttr:$transpose_rhs);
+  let results = (outs Moma_Activations:$result);
+  let assemblyFormat = [{
+    $lhs (`transposed` $transpose_lhs^)? `,` $rhs
+    (`transposed` $transpose_rhs^)? attr-dict
+    `:` type($lhs) `,` type($rhs) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def Moma_RMSNormGradOp : Moma_Op<"rms_norm_grad",
+    [Pure, AllTypesMatch<["input", "output_grad", "input_grad"]>,
+     AllTypesMatch<["weight", "weight_grad"]>]> {
+  let summary = "gradient of moma.rms_norm";
+  let arguments = (ins Moma_FloatMatrix:$input, Moma_FloatVector:$weight,
+                       Moma_FloatMatrix:$output_grad,
+                       Moma_PositiveF64:$epsilon);
+  let results = (outs Moma_FloatMatrix:$input_grad,
+                      Moma_FloatVector:$weight_grad);
+  let assemblyFormat = [{
+    $input `,` $weight `,` $output_grad `epsilon` `=` $epsilon attr-dict
+    `:` type($input) `,` type($weight)
+  }];
+}
+
+def Moma_HeadLayerNormGradOp : Moma_Op<"head_layer_norm_grad",
+    [Pure, AllTypesMatch<["input", "output_grad", "input_grad"]>,
+     AllTypesMatch<["weight", "weight_grad", "bias_grad"]>]> {
+  let summary = "gradient of moma.head_layer_norm";
+  let arguments = (ins Moma_FloatMatrix:$input, Moma_FloatMatrix:$weight,
+                       Moma_FloatMatrix:$output_grad,
+                       Moma_PositiveF64:$epsilon);
+  let results = (outs Moma_FloatMatrix:$input_grad,
+                      Moma_FloatMatrix:$weight_grad,
+                      Moma_FloatMatrix:$bias_grad);
+  let assemblyFormat = [{
+    $input `,` $weight `,` $output_grad `epsilon` `=` $epsilon attr-dict
+    `:` type($input) `,` type($weight)
+  }];
+}
+
+def Moma_AttentionGradOp : Moma_Op<"attention_grad",
+    [Pure, AllTypesMatch<["query", "key", "value", "output_grad",
+                          "query_grad", "key_grad", "value_grad"]>,
+     AllTypesMatch<["positions", "sequence_ids"]>]> {
+  let summary = "gradient of moma.attention (recomputes the probabilities)";
+  let arguments = (ins Moma_FloatMatrix:$query, Moma_FloatMatrix:$key,
+                       Moma_FloatMatrix:$value, Moma_TokenVector:$positions,
+                       Moma_TokenVector:$sequence_ids,
+                       Moma_FloatMatrix:$output_grad,
+                       Moma_PositiveI64:$num_heads, Moma_PositiveF64:$scale);
+  let results = (outs Moma_FloatMatrix:$query_grad, Moma_FloatMatrix:$key_grad,
+                      Moma_FloatMatrix:$value_grad);
+  let assemblyFormat = [{
+    $query `,` $key `,` $value `,` $positions `,` $sequence_ids `,`
+    $output_grad `heads` `=` $num_heads `scale` `=` $scale attr-dict
+    `:` type($query) `,` type($positions)
+  }];
+}
+
+def Moma_SwiGLUGradOp : Moma_Op<"swiglu_grad",
+    [Pure, AllTypesMatch<["input", "output_grad", "input_grad"]>,
+     AllTypesMatch<["w1", "w3", "w1_grad", "w3_grad"]>,
+     AllTypesMatch<["w2", "w2_grad"]>]> {
+  let summary = "gradient of moma.swiglu, dense or stacked";
+  let arguments = (ins Moma_Activations:$input, Moma_Activations:$w1,
+                       Moma_Activations:$w3, Moma_Activations:$w2,
+                       Moma_Activations:$output_grad);
+  let results = (outs Moma_Activations:$input_grad,
+                      Moma_Activations:$w1_grad, Moma_Activations:$w3_grad,
+                      Moma_Activations:$w2_grad);
+  let assemblyFormat = [{
+    $input `,` $w1 `,` $w3 `,` $w2 `,` $output_grad attr-dict
+    `:` type($input) `,` type($w1) `,` type($w2)
+  }];
+}
+
+def Moma_RouterGradOp : Moma_Op<"router_grad",
+    [Pure, AllTypesMatch<["input", "input_grad"]>,
+     AllTypesMatch<["weight", "weight_grad"]>,
+     AllTypesMatch<["scores", "scores_grad"]>]> {
+  let summary = "gradient of moma.router through the sigmoid";
+  let arguments = (ins Moma_FloatMatrix:$input, Moma_FloatMatrix:$weight,
+                       Moma_FloatMatrix:$scores, Moma_FloatMatrix:$scores_grad);
+  let results = (outs Moma_FloatMatrix:$input_grad,
+                      Moma_FloatMatrix:$weight_grad);
+  let assemblyFormat = [{
+    $input `,` $weight `,` $scores `,` $scores_grad attr-dict
+    `:` type($input) `,` type($weight) `,` type($scores)
+  }];
+}
+
+def Moma_GateGradOp : Moma_Op<"gate_grad",
+    [Pure, AllTypesMatch<["scores", "scores_grad"]>]> {
+  let summary = "gradient of routing gates with respect to the scores";
+  let description = [{
+    Gates are the scores of the chosen tokens: `gates[e, j] =
+    scores[indices[e, j], e]` (expert choice) or `gates[j] =
+    scores[indices[j], 0]` (MoD). The scores' gradient is the gates'
+    gradient at the chosen entries and zero elsewhere.
+  }];
+  let arguments = (ins Moma_FloatMatrix:$scores, Moma_TokenIndices:$indices,
+                       RankedTensorOf<[F32]>:$gates_grad);
+  let results = (outs Moma_FloatMatrix:$scores_grad);
+  let assemblyFormat = [{
+    $scores `,` $indices `,` $gates_grad attr-dict
+    `:` type($scores) `,` type($indices) `,` type($gates_grad)
+  }];
+}
+
+def Moma_ScatterAddTokensGradOp : Moma_Op<"scatter_add_tokens_grad",
+    [Pure, AllTypesMatch<["source", "source_grad"]>]> {
+  let summary = "gradient of moma.scatter_add_tokens for source and weights";
+  let description = [{
+    `source_grad[j] = weights[j] * output_grad[indices[j]]` and
+    `weights_grad[j] = output_grad[indices[j]] . source[j]` (the latter only
+    with weights).
+  }];
+  let arguments = (ins Moma_Activations:$source, Moma_TokenIndices:$indices,
+                       Optional<RankedTensorOf<[F32]>>:$weights,
+                       Moma_FloatMatrix:$output_grad);
+  let results = (outs Moma_Activations:$source_grad,
+                      Optional<RankedTensorOf<[F32]>>:$weights_grad);
+  let assemblyFormat = [{
+    $source `,` $indices (`weights` $weights^)? `,` $output_grad attr-dict
+    `:` type($source) `,` type($indices) (`,` type($weights)^)?
+    `,` type($output_grad) (`->` type($weights_grad)^)?
+  }];
+}
+
+def Moma_ModMergeGradOp : Moma_Op<"mod_merge_grad",
+    [Pure, AllTypesMatch<["input", "output_grad", "input_grad"]>,
+     AllTypesMatch<["block", "block_grad"]>,
+     AllTypesMatch<["gates", "gates_grad"]>]> {
+  let summary = "gradient of moma.mod_merge";
+  let arguments = (ins Moma_FloatMatrix:$input, Moma_FloatMatrix:$block,
+                       Moma_TokenVector:$indices, Moma_FloatVector:$gates,
+                       Moma_FloatMatrix:$output_grad);
+  let results = (outs Moma_FloatMatrix:$input_grad,
+                      Moma_FloatMatrix:$block_grad,
+                      Moma_FloatVector:$gates_grad);
+  let assemblyFormat = [{
+    $input `,` $block `[` $indices `]` `gates` $gates `,` $output_grad attr-dict
+    `:` type($input) `,` type($block) `,` type($indices) `,` type($gates)
+  }];
+}
+
+def Moma_CrossEntropyGradOp : Moma_Op<"cross_entropy_grad",
+    [Pure, AllTypesMatch<["logits", "logits_grad"]>]> {
+  let summary = "gradient of the loss of moma.cross_entropy";
+  let description = [{
+    `loss_grad * (softmax(l) - onehot(y) + 2 z lse(l) softmax(l)) / N`.
+  }];
+  let arguments = (ins Moma_FloatMatrix:$logits, Moma_TokenVector:$targets,
+                       Moma_FloatScalar:$loss_grad,
+                       Moma_NonNegativeF64:$z_loss);
+  let results = (outs Moma_FloatMatrix:$logits_grad);
+  let assemblyFormat = [{
+    $logits `,` $targets `,` $loss_grad `z_loss` `=` $z_loss attr-dict
+    `:` type($logits) `,` type($targets) `,` type($loss_grad)
+  }];
 }
 
 #endif // MOMA_OPS_TD

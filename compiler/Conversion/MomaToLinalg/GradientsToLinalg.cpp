@@ -1,0 +1,623 @@
+//===- GradientsToLinalg.cpp - moma gradient ops to structured code -------===//
+//
+// The backward kernels of the ops in MomaVJP.cpp. Each comment states the
+// derivative it computes; the end-to-end tests compare every parameter's
+// gradient with PyTorch autograd of the reference model.
+//
+//===----------------------------------------------------------------------===//
+
+#include "compiler/Conversion/MomaToLinalg/KernelBuilder.h"
+
+#include "dialects/moma/IR/MomaOps.h"
+
+using namespace mlir;
+using namespace momac::lowering;
+namespace moma = mlir::moma;
+
+namespace {
+
+SmallVector<Value> rowsOf(KernelBuilder &kb, Value x) {
+  auto type = cast<RankedTensorType>(x.getType());
+  return type.isDynamicDim(0) ? SmallVector<Value>{kb.dim(x, 0)}
+                              : SmallVector<Value>{};
+}
+
+Value addTensors(KernelBuilder &kb, Value x, Value y) {
+  return kb.elementwise({x, y}, kb.f32,
+                        [](OpBuilder &b, Location loc, ValueRange args) {
+                          return SmallVector<Value>{
+                              arith::AddFOp::create(b, loc, args[0], args[1])};
+                        });
+}
+
+struct LowerMatmul : OpRewritePattern<moma::MatmulOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(moma::MatmulOp op,
+                                PatternRewriter &rewriter) const override {
+    KernelBuilder kb(rewriter, op.getLoc());
+    rewriter.replaceOp(op, kb.matmul(op.getLhs(), op.getRhs(),
+                                     op.getTransposeLhs(),
+                                     op.getTransposeRhs()));
+    return success();
+  }
+};
+
+struct LowerRMSNormGrad : OpRewritePattern<moma::RMSNormGradOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(moma::RMSNormGradOp op,
+                                PatternRewriter &rewriter) const override {
+    // y = x r w with r = (mean(x^2) + eps)^-1/2:
+    //   dw[c] = sum_i dy x r;  dx = r w dy - r^3 x (sum_c w dy x) / d.
+    KernelBuilder kb(rewriter, op.getLoc());
+    Value x = op.getInput(), w = op.getWeight(), dy = op.getOutputGrad();
+    auto type = cast<RankedTensorType>(x.getType());
+    SmallVector<Value> rows = rowsOf(kb, x);
+    SmallVector<int64_t> rowShape = {type.getDimSize(0)};
+    double features = double(type.getDimSize(1));
+    double eps = op.getEpsilon().convertToDouble();
+    Value sumSquares =
+        kb.generic({x}, kb.zeros(rowShape, kb.f32, rows),
+                   {kb.identity(2), kb.map(2, {0})}, {kPar, kRed},
+                   [](OpBuilder &b, Location loc, ValueRange args) {
+                     return SmallVector<Value>{arith::AddFOp::create(
+                         b, loc, args[1],
+                         arith::MulFOp::create(b, loc, args[0], args[0]))};
+                   })
+            .front();
+    Value scale = kb.elementwise(
+        {sumSquares}, kb.f32, [&](OpBuilder &b, Location loc, ValueRange args) {
+          Value mean = arith::DivFOp::create(
+              b, loc, args[0],
+              arith::ConstantOp::create(b, loc, b.getF32FloatAttr(features)));
+          return SmallVector<Value>{math::RsqrtOp::create(
+              b, loc,
+              arith::AddFOp::create(
+                  b, loc, mean,
+                  arith::ConstantOp::create(b, loc, b.getF32FloatAttr(eps))))};
+        });
+    Value dot =
+        kb.generic({w, dy, x}, kb.zeros(rowShape, kb.f32, rows),
+                   {kb.map(2, {1}), kb.identity(2), kb.identity(2),
+                    kb.map(2, {0})},
+                   {kPar, kRed},
+                   [](OpBuilder &b, Location loc, ValueRange args) {
+                     Value t = arith::MulFOp::create(
+                         b, loc, arith::MulFOp::create(b, loc, args[0], args[1]),
+                         args[2]);
+                     return SmallVector<Value>{
+                         arith::AddFOp::create(b, loc, args[3], t)};
+                   })
+            .front();
+    Value dx =
+        kb.generic({x, w, dy, scale, dot},
+                   kb.empty(type.getShape(), kb.f32, rows),
+                   {kb.identity(2), kb.map(2, {1}), kb.identity(2),
+                    kb.map(2, {0}), kb.map(2, {0}), kb.identity(2)},
+                   {kPar, kPar},
+                   [&](OpBuilder &b, Location loc, ValueRange args) {
+                     Value r = args[3];
+                     Value first = arith::MulFOp::create(
+                         b, loc, r, arith::MulFOp::create(b, loc, args[1],
+                                                          args[2]));
+                     Value r3 = arith::MulFOp::create(
+                         b, loc, r, arith::MulFOp::create(b, loc, r, r));
+                     Value second = arith::DivFOp::create(
+                         b, loc,
+                         arith::MulFOp::create(
+                             b, loc, r3,
+                             arith::MulFOp::create(b, loc, args[0], args[4])),
+                         arith::ConstantOp::create(b, loc,
+                                                   b.getF32FloatAttr(features)));
+                     return SmallVector<Value>{
+                         arith::SubFOp::create(b, loc, first, second)};
+                   })
+            .front();
+    Value dw =
+        kb.generic({dy, x, scale}, kb.zeros({type.getDimSize(1)}, kb.f32),
+                   {kb.identity(2), kb.identity(2), kb.map(2, {0}),
+                    kb.map(2, {1})},
+                   {kRed, kPar},
+                   [](OpBuilder &b, Location loc, ValueRange args) {
+                     Value t = arith::MulFOp::create(
+                         b, loc, arith::MulFOp::create(b, loc, args[0], args[1]),
+                         args[2]);
+                     return SmallVector<Value>{
+                         arith::AddFOp::create(b, loc, args[3], t)};
+                   })
+            .front();
+    rewriter.replaceOp(op, {dx, dw});
+    return success();
+  }
+};
+
+struct LowerHeadLayerNormGrad : OpRewritePattern<moma::HeadLayerNormGradOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(moma::HeadLayerNormGradOp op,
+                                PatternRewriter &rewriter) const override {
+    // Per head: xhat = (x - mean) r, y = xhat w + b, g = dy w:
+    //   dx = r (g - mean(g) - xhat mean(g xhat)); dw = sum_i dy xhat;
+    //   db = sum_i dy.
+    KernelBuilder kb(rewriter, op.getLoc());
+    auto type = cast<RankedTensorType>(op.getInput().getType());
+    auto weightType = cast<RankedTensorType>(op.getWeight().getType());
+    int64_t heads = weightType.getDimSize(0);
+    double headDim = double(weightType.getDimSize(1));
+    Value x = kb.splitHeads(op.getInput(), heads);
+    Value dy = kb.splitHeads(op.getOutputGrad(), heads);
+    Value w = op.getWeight();
+    SmallVector<Value> rows = rowsOf(kb, x);
+    auto splitShape = cast<RankedTensorType>(x.getType()).getShape();
+    SmallVector<int64_t> statShape = {type.getDimSize(0), heads};
+    Value divisor = kb.f32Const(headDim);
+    // Mean over each head of f(inputs).
+    auto headMean = [&](ValueRange inputs,
+                        function_ref<Value(OpBuilder &, Location, ValueRange)>
+                            term) {
+      SmallVector<AffineMap> maps;
+      for (Value input : inputs)
+        maps.push_back(cast<RankedTensorType>(input.getType()).getRank() == 3
+                           ? kb.identity(3)
+                           : kb.map(3, {0, 1}));
+      maps.push_back(kb.map(3, {0, 1}));
+      Value sum =
+          kb.generic(inputs, kb.zeros(statShape, kb.f32, rows), maps,
+                     {kPar, kPar, kRed},
+                     [&](OpBuilder &b, Location loc, ValueRange args) {
+                       Value t = term(b, loc, args.drop_back());
+                       return SmallVector<Value>{
+                           arith::AddFOp::create(b, loc, args.back(), t)};
+                     })
+              .front();
+      return kb.elementwise({sum}, kb.f32,
+                            [&](OpBuilder &b, Location loc, ValueRange args) {
+                              return SmallVector<Value>{
+                                  arith::DivFOp::create(b, loc, args[0],
+                                                        divisor)};
+                            });
+    };
+    Value mean = headMean({x}, [](OpBuilder &, Location, ValueRange args) {
+      return args[0];
+    });
+    Value variance =
+        headMean({x, mean}, [](OpBuilder &b, Location loc, ValueRange args) {
+          Value d = arith::SubFOp::create(b, loc, args[0], args[1]);
+          return Value(arith::MulFOp::create(b, loc, d, d));
+        });
+    Value eps = kb.f32Const(op.getEpsilon().convertToDouble());
+    Value scale = kb.elementwise(
+        {variance}, kb.f32, [&](OpBuilder &b, Location loc, ValueRange args) {
+          return SmallVector<Value>{math::RsqrtOp::create(
+              b, loc, arith::AddFOp::create(b, loc, args[0], eps))};
+        });
+    Value xhat =
+        kb.generic({x, mean, scale}, kb.empty(splitShape, kb.f32, rows),
+                   {kb.identity(3), kb.map(3, {0, 1}), kb.map(3, {0, 1}),
+                    kb.identity(3)},
+                   {kPar, kPar, kPar},
+                   [](OpBuilder &b, Location loc, ValueRange args) {
+                     return SmallVector<Value>{arith::MulFOp::create(
+                         b, loc, arith::SubFOp::create(b, loc, args[0], args[1]),
+                         args[2])};
+                   })
+            .front();
+    Value g = kb.generic({dy, w}, kb.empty(splitShape, kb.f32, rows),
+                         {kb.identity(3), kb.map(3, {1, 2}), kb.identity(3)},
+                         {kPar, kPar, kPar},
+                         [](OpBuilder &b, Location loc, ValueRange args) {
+                           return SmallVector<Value>{
+                               arith::MulFOp::create(b, loc, args[0], args[1])};
+                         })
+                  .front();
+    Value meanG = headMean({g}, [](OpBuilder &, Location, ValueRange args) {
+      return args[0];
+    });
+    Value meanGX =
+        headMean({g, xhat}, [](OpBuilder &b, Location loc, ValueRange args) {
+          return Value(arith::MulFOp::create(b, loc, args[0], args[1]));
+        });
+    Value dx =
+        kb.generic({g, xhat, scale, meanG, meanGX},
+                   kb.empty(splitShape, kb.f32, rows),
+                   {kb.identity(3), kb.identity(3), kb.map(3, {0, 1}),
+                    kb.map(3, {0, 1}), kb.map(3, {0, 1}), kb.identity(3)},
+                   {kPar, kPar, kPar},
+                   [](OpBuilder &b, Location loc, ValueRange args) {
+                     Value centered =
+                         arith::SubFOp::create(b, loc, args[0], args[3]);
+                     Value projected =
+                         arith::MulFOp::create(b, loc, args[1], args[4]);
+                     return SmallVector<Value>{arith::MulFOp::create(
+                         b, loc, args[2],
+                         arith::SubFOp::create(b, loc, centered, projected))};
+                   })
+            .front();
+    ValueRange sums = kb.generic(
+        {dy, xhat},
+        {kb.zeros(weightType.getShape(), kb.f32),
+         kb.zeros(weightType.getShape(), kb.f32)},
+        {kb.identity(3), kb.identity(3), kb.map(3, {1, 2}), kb.map(3, {1, 2})},
+        {kRed, kPar, kPar}, [](OpBuilder &b, Location loc, ValueRange args) {
+          Value dwTerm = arith::MulFOp::create(b, loc, args[0], args[1]);
+          return SmallVector<Value>{
+              arith::AddFOp::create(b, loc, args[2], dwTerm),
+              arith::AddFOp::create(b, loc, args[3], args[0])};
+        });
+    rewriter.replaceOp(op, {kb.joinHeads(dx, type), sums[0], sums[1]});
+    return success();
+  }
+};
+
+struct LowerAttentionGrad : OpRewritePattern<moma::AttentionGradOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(moma::AttentionGradOp op,
+                                PatternRewriter &rewriter) const override {
+    // o = p v with p = softmax(scale q k^T, masked):
+    //   dv = p^T do; dp = do v^T; ds = p (dp - rowsum(p dp)) scale;
+    //   dq = ds k; dk = ds^T q.
+    KernelBuilder kb(rewriter, op.getLoc());
+    auto type = cast<RankedTensorType>(op.getQuery().getType());
+    int64_t heads = op.getNumHeads();
+    double scale = op.getScale().convertToDouble();
+    Value q = kb.splitHeads(op.getQuery(), heads);
+    Value k = kb.splitHeads(op.getKey(), heads);
+    Value v = kb.splitHeads(op.getValue(), heads);
+    Value dout = kb.splitHeads(op.getOutputGrad(), heads);
+    Value p = attentionProbabilities(kb, q, k, op.getPositions(),
+                                     op.getSequenceIds(), scale);
+    SmallVector<Value> rows = rowsOf(kb, q);
+    auto splitShape = cast<RankedTensorType>(q.getType()).getShape();
+    auto pType = cast<RankedTensorType>(p.getType());
+    SmallVector<Value> pDyn =
+        type.isDynamicDim(0) ? SmallVector<Value>{rows[0], rows[0]}
+                             : SmallVector<Value>{};
+    auto multiplyAdd = [](OpBuilder &b, Location loc, ValueRange args) {
+      Value product = arith::MulFOp::create(b, loc, args[0], args[1]);
+      return SmallVector<Value>{arith::AddFOp::create(b, loc, args[2], product)};
+    };
+    SmallVector<IteratorType> contract = {kPar, kPar, kPar, kRed};
+    // dv[j, h, c] = sum_i p[h, i, j] do[i, h, c]; loops (j, h, c, i).
+    Value dv = kb.generic({p, dout}, kb.zeros(splitShape, kb.f32, rows),
+                          {kb.map(4, {1, 3, 0}), kb.map(4, {3, 1, 2}),
+                           kb.map(4, {0, 1, 2})},
+                          contract, multiplyAdd)
+                   .front();
+    // dp[h, i, j] = sum_c do[i, h, c] v[j, h, c]; loops (h, i, j, c).
+    Value dp = kb.generic({dout, v},
+                          kb.zeros(pType.getShape(), kb.f32, pDyn),
+                          {kb.map(4, {1, 0, 3}), kb.map(4, {2, 0, 3}),
+                           kb.map(4, {0, 1, 2})},
+                          contract, multiplyAdd)
+                   .front();
+    SmallVector<int64_t> rowShape = {heads, type.getDimSize(0)};
+    Value rowDot = kb.generic({p, dp}, kb.zeros(rowShape, kb.f32, rows),
+                              {kb.identity(3), kb.identity(3),
+                               kb.map(3, {0, 1})},
+                              {kPar, kPar, kRed}, multiplyAdd)
+                       .front();
+    Value scaleValue = kb.f32Const(scale);
+    Value ds =
+        kb.generic({p, dp, rowDot}, kb.empty(pType.getShape(), kb.f32, pDyn),
+                   {kb.identity(3), kb.identity(3), kb.map(3, {0, 1}),
+                    kb.identity(3)},
+                   {kPar, kPar, kPar},
+                   [&](OpBuilder &b, Location loc, ValueRange args) {
+                     Value centered =
+                         arith::SubFOp::create(b, loc, args[1], args[2]);
+                     return SmallVector<Value>{arith::MulFOp::create(
+                         b, loc,
+                         arith::MulFOp::create(b, loc, args[0], centered),
+                         scaleValue)};
+                   })
+            .front();
+    // dq[i, h, c] = sum_j ds[h, i, j] k[j, h, c]; loops (i, h, c, j).
+    Value dq = kb.generic({ds, k}, kb.zeros(splitShape, kb.f32, rows),
+                          {kb.map(4, {1, 0, 3}), kb.map(4, {3, 1, 2}),
+                           kb.map(4, {0, 1, 2})},
+                          contract, multiplyAdd)
+                   .front();
+    // dk[j, h, c] = sum_i ds[h, i, j] q[i, h, c]; loops (j, h, c, i).
+    Value dk = kb.generic({ds, q}, kb.zeros(splitShape, kb.f32, rows),
+                          {kb.map(4, {1, 3, 0}), kb.map(4, {3, 1, 2}),
+                           kb.map(4, {0, 1, 2})},
+                          contract, multiplyAdd)
+                   .front();
+    rewriter.replaceOp(op, {kb.joinHeads(dq, type), kb.joinHeads(dk, type),
+                            kb.joinHeads(dv, type)});
+    return success();
+  }
+};
+
+struct LowerSwiGLUGrad : OpRewritePattern<moma::SwiGLUGradOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(moma::SwiGLUGradOp op,
+                                PatternRewriter &rewriter) const override {
+    // h1 = x w1^T, h3 = x w3^T, g = silu(h1) h3, y = g w2^T:
+    //   dg = dy w2, dw2 = dy^T g, dh1 = dg h3 silu'(h1), dh3 = dg silu(h1),
+    //   dx = dh1 w1 + dh3 w3, dw1 = dh1^T x, dw3 = dh3^T x,
+    //   silu'(z) = s (1 + z (1 - s)) with s = sigmoid(z).
+    KernelBuilder kb(rewriter, op.getLoc());
+    Value x = op.getInput(), dy = op.getOutputGrad();
+    Value h1 = kb.contractTransposed(x, op.getW1());
+    Value h3 = kb.contractTransposed(x, op.getW3());
+    Value g = kb.elementwise({h1, h3}, kb.f32,
+                             [](OpBuilder &b, Location loc, ValueRange args) {
+                               return SmallVector<Value>{arith::MulFOp::create(
+                                   b, loc, silu(b, loc, args[0]), args[1])};
+                             });
+    Value dg = kb.matmul(dy, op.getW2(), false, false);
+    Value dw2 = kb.matmul(dy, g, true, false);
+    Value dh1 = kb.elementwise(
+        {dg, h1, h3}, kb.f32, [](OpBuilder &b, Location loc, ValueRange args) {
+          Value s = sigmoid(b, loc, args[1]);
+          Value one = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(1.0f));
+          Value derivative = arith::MulFOp::create(
+              b, loc, s,
+              arith::AddFOp::create(
+                  b, loc, one,
+                  arith::MulFOp::create(b, loc, args[1],
+                                        arith::SubFOp::create(b, loc, one, s))));
+          return SmallVector<Value>{arith::MulFOp::create(
+              b, loc, arith::MulFOp::create(b, loc, args[0], args[2]),
+              derivative)};
+        });
+    Value dh3 = kb.elementwise({dg, h1}, kb.f32,
+                               [](OpBuilder &b, Location loc, ValueRange args) {
+                                 return SmallVector<Value>{arith::MulFOp::create(
+                                     b, loc, args[0], silu(b, loc, args[1]))};
+                               });
+    Value dx = addTensors(kb, kb.matmul(dh1, op.getW1(), false, false),
+                          kb.matmul(dh3, op.getW3(), false, false));
+    Value dw1 = kb.matmul(dh1, x, true, false);
+    Value dw3 = kb.matmul(dh3, x, true, false);
+    rewriter.replaceOp(op, {dx, dw1, dw3, dw2});
+    return success();
+  }
+};
+
+struct LowerRouterGrad : OpRewritePattern<moma::RouterGradOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(moma::RouterGradOp op,
+                                PatternRewriter &rewriter) const override {
+    // s = sigmoid(x w^T): dz = ds s (1 - s), dx = dz w, dw = dz^T x.
+    KernelBuilder kb(rewriter, op.getLoc());
+    Value dz = kb.elementwise(
+        {op.getScoresGrad(), op.getScores()}, kb.f32,
+        [](OpBuilder &b, Location loc, ValueRange args) {
+          Value one = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(1.0f));
+          Value slope = arith::MulFOp::create(
+              b, loc, args[1], arith::SubFOp::create(b, loc, one, args[1]));
+          return SmallVector<Value>{
+              arith::MulFOp::create(b, loc, args[0], slope)};
+        });
+    rewriter.replaceOp(op, {kb.matmul(dz, op.getWeight(), false, false),
+                            kb.matmul(dz, op.getInput(), true, false)});
+    return success();
+  }
+};
+
+struct LowerGateGrad : OpRewritePattern<moma::GateGradOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(moma::GateGradOp op,
+                                PatternRewriter &rewriter) const override {
+    // gates[e, j] = scores[indices[e, j], e] (or [indices[j], 0]): the
+    // scores' gradient is the gates' at the chosen entries.
+    KernelBuilder kb(rewriter, op.getLoc());
+    Value scores = op.getScores(), indices = op.getIndices();
+    Value dg = op.getGatesGrad();
+    auto type = cast<RankedTensorType>(scores.getType());
+    bool perExpert = cast<RankedTensorType>(indices.getType()).getRank() == 2;
+    Value init = kb.zeros(type.getShape(), kb.f32,
+                          kb.dynamicOf(type.getShape(), kb.dims(scores)));
+    Value result =
+        kb.loops(kb.dims(indices), {init},
+                 [&](OpBuilder &b, Location loc, ValueRange ivs,
+                     ValueRange state) {
+                   Value row = toIndex(
+                       b, loc, tensor::ExtractOp::create(b, loc, indices, ivs));
+                   Value column = perExpert
+                                      ? ivs[0]
+                                      : arith::ConstantIndexOp::create(b, loc, 0);
+                   Value old = tensor::ExtractOp::create(b, loc, state[0],
+                                                         ValueRange{row, column});
+                   Value add = tensor::ExtractOp::create(b, loc, dg, ivs);
+                   return SmallVector<Value>{tensor::InsertOp::create(
+                       b, loc, arith::AddFOp::create(b, loc, old, add), state[0],
+                       ValueRange{row, column})};
+                 })
+            .front();
+    rewriter.replaceOp(op, result);
+    return success();
+  }
+};
+
+struct LowerScatterAddTokensGrad
+    : OpRewritePattern<moma::ScatterAddTokensGradOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(moma::ScatterAddTokensGradOp op,
+                                PatternRewriter &rewriter) const override {
+    // result[indices[j]] += w[j] source[j]:
+    //   dsource[j] = w[j] dy[indices[j]]; dw[j] = dy[indices[j]] . source[j].
+    KernelBuilder kb(rewriter, op.getLoc());
+    Value source = op.getSource(), indices = op.getIndices();
+    Value weights = op.getWeights(), dy = op.getOutputGrad();
+    auto type = cast<RankedTensorType>(source.getType());
+    unsigned rank = type.getRank();
+    SmallVector<unsigned> leading;
+    for (unsigned d = 0; d + 1 < rank; ++d)
+      leading.push_back(d);
+    SmallVector<Value> inputs = {indices};
+    SmallVector<AffineMap> maps = {kb.map(rank, leading)};
+    if (weights) {
+      inputs.push_back(weights);
+      maps.push_back(kb.map(rank, leading));
+    }
+    maps.push_back(kb.identity(rank));
+    Value init = kb.empty(type.getShape(), kb.f32,
+                          kb.dynamicOf(type.getShape(), kb.dims(source)));
+    Value dsource =
+        kb.generic(inputs, init, maps, SmallVector<IteratorType>(rank, kPar),
+                   [&](OpBuilder &b, Location loc, ValueRange args) {
+                     Value row = toIndex(b, loc, args[0]);
+                     Value c = linalg::IndexOp::create(b, loc, rank - 1);
+                     Value value = tensor::ExtractOp::create(
+                         b, loc, dy, ValueRange{row, c});
+                     if (weights)
+                       value = arith::MulFOp::create(b, loc, value, args[1]);
+                     return SmallVector<Value>{value};
+                   })
+            .front();
+    SmallVector<Value> results = {dsource};
+    if (weights) {
+      auto weightType = cast<RankedTensorType>(weights.getType());
+      SmallVector<IteratorType> iterators(rank, kPar);
+      iterators.back() = kRed;
+      Value dw =
+          kb.generic({source, indices},
+                     kb.zeros(weightType.getShape(), kb.f32,
+                              kb.dynamicOf(weightType.getShape(),
+                                           kb.dims(weights))),
+                     {kb.identity(rank), kb.map(rank, leading),
+                      kb.map(rank, leading)},
+                     iterators,
+                     [&](OpBuilder &b, Location loc, ValueRange args) {
+                       Value row = toIndex(b, loc, args[1]);
+                       Value c = linalg::IndexOp::create(b, loc, rank - 1);
+                       Value upstream = tensor::ExtractOp::create(
+                           b, loc, dy, ValueRange{row, c});
+                       Value product =
+                           arith::MulFOp::create(b, loc, upstream, args[0]);
+                       return SmallVector<Value>{
+                           arith::AddFOp::create(b, loc, args[2], product)};
+                     })
+              .front();
+      results.push_back(dw);
+    }
+    rewriter.replaceOp(op, results);
+    return success();
+  }
+};
+
+struct LowerModMergeGrad : OpRewritePattern<moma::ModMergeGradOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(moma::ModMergeGradOp op,
+                                PatternRewriter &rewriter) const override {
+    // out[i] = x[i] + g (y[j] - x[i]) for i = indices[j], else x[i]:
+    //   dx = dy, scaled by (1 - g) on selected rows; dy_block[j] = g dy[i];
+    //   dg[j] = dy[i] . (y[j] - x[i]).
+    KernelBuilder kb(rewriter, op.getLoc());
+    Value x = op.getInput(), block = op.getBlock();
+    Value indices = op.getIndices(), gates = op.getGates();
+    Value dy = op.getOutputGrad();
+    auto blockType = cast<RankedTensorType>(block.getType());
+    SmallVector<Value> blockRows = rowsOf(kb, block);
+    Value dblock =
+        kb.generic({indices, gates},
+                   kb.empty(blockType.getShape(), kb.f32, blockRows),
+                   {kb.map(2, {0}), kb.map(2, {0}), kb.identity(2)},
+                   {kPar, kPar},
+                   [&](OpBuilder &b, Location loc, ValueRange args) {
+                     Value row = toIndex(b, loc, args[0]);
+                     Value c = linalg::IndexOp::create(b, loc, 1);
+                     Value upstream = tensor::ExtractOp::create(
+                         b, loc, dy, ValueRange{row, c});
+                     return SmallVector<Value>{
+                         arith::MulFOp::create(b, loc, args[1], upstream)};
+                   })
+            .front();
+    Value dgates =
+        kb.generic({block, indices},
+                   kb.zeros({blockType.getDimSize(0)}, kb.f32, blockRows),
+                   {kb.identity(2), kb.map(2, {0}), kb.map(2, {0})},
+                   {kPar, kRed},
+                   [&](OpBuilder &b, Location loc, ValueRange args) {
+                     Value row = toIndex(b, loc, args[1]);
+                     Value c = linalg::IndexOp::create(b, loc, 1);
+                     Value upstream = tensor::ExtractOp::create(
+                         b, loc, dy, ValueRange{row, c});
+                     Value old = tensor::ExtractOp::create(
+                         b, loc, x, ValueRange{row, c});
+                     Value delta = arith::SubFOp::create(b, loc, args[0], old);
+                     return SmallVector<Value>{arith::AddFOp::create(
+                         b, loc, args[2],
+                         arith::MulFOp::create(b, loc, upstream, delta))};
+                   })
+            .front();
+    Value one = kb.f32Const(1.0);
+    Value dx =
+        kb.loops({kb.dim(indices, 0), kb.dim(x, 1)}, {dy},
+                 [&](OpBuilder &b, Location loc, ValueRange ivs,
+                     ValueRange state) {
+                   Value row = toIndex(b, loc,
+                                       tensor::ExtractOp::create(
+                                           b, loc, indices, ValueRange{ivs[0]}));
+                   Value gate = tensor::ExtractOp::create(b, loc, gates,
+                                                          ValueRange{ivs[0]});
+                   Value upstream = tensor::ExtractOp::create(
+                       b, loc, dy, ValueRange{row, ivs[1]});
+                   Value kept = arith::MulFOp::create(
+                       b, loc, upstream, arith::SubFOp::create(b, loc, one, gate));
+                   return SmallVector<Value>{tensor::InsertOp::create(
+                       b, loc, kept, state[0], ValueRange{row, ivs[1]})};
+                 })
+            .front();
+    rewriter.replaceOp(op, {dx, dblock, dgates});
+    return success();
+  }
+};
+
+struct LowerCrossEntropyGrad : OpRewritePattern<moma::CrossEntropyGradOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(moma::CrossEntropyGradOp op,
+                                PatternRewriter &rewriter) const override {
+    // loss = mean(lse - l[y]) + z mean(lse^2):
+    //   dl = dloss / N (p - onehot(y) + 2 z lse p), p = exp(l - lse).
+    KernelBuilder kb(rewriter, op.getLoc());
+    Value logits = op.getLogits(), targets = op.getTargets();
+    auto type = cast<RankedTensorType>(logits.getType());
+    SmallVector<Value> rows = rowsOf(kb, logits);
+    Value lse = rowLogSumExp(kb, logits);
+    Value count = arith::UIToFPOp::create(
+        rewriter, op.getLoc(), kb.f32,
+        arith::IndexCastUIOp::create(rewriter, op.getLoc(),
+                                     rewriter.getI64Type(), kb.dim(logits, 0)));
+    Value upstream = tensor::ExtractOp::create(rewriter, op.getLoc(),
+                                               op.getLossGrad(), ValueRange{});
+    Value factor = arith::DivFOp::create(rewriter, op.getLoc(), upstream, count);
+    Value twoZ = kb.f32Const(2.0 * op.getZLoss().convertToDouble());
+    Value result =
+        kb.generic({logits, lse, targets},
+                   kb.empty(type.getShape(), kb.f32, rows),
+                   {kb.identity(2), kb.map(2, {0}), kb.map(2, {0}),
+                    kb.identity(2)},
+                   {kPar, kPar},
+                   [&](OpBuilder &b, Location loc, ValueRange args) {
+                     Value p = math::ExpOp::create(
+                         b, loc, arith::SubFOp::create(b, loc, args[0], args[1]));
+                     Value v = linalg::IndexOp::create(b, loc, 1);
+                     Value isTarget = arith::CmpIOp::create(
+                         b, loc, arith::CmpIPredicate::eq, v,
+                         toIndex(b, loc, args[2]));
+                     Value onehot = arith::UIToFPOp::create(
+                         b, loc, b.getF32Type(), isTarget);
+                     Value zTerm = arith::MulFOp::create(
+                         b, loc, arith::MulFOp::create(b, loc, twoZ, args[1]), p);
+                     Value g = arith::AddFOp::create(
+                         b, loc, arith::SubFOp::create(b, loc, p, onehot), zTerm);
+                     return SmallVector<Value>{
+                         arith::MulFOp::create(b, loc, g, factor)};
+                   })
+            .front();
+    rewriter.replaceOp(op, result);
+    return success();
+  }
+};
+
+} // namespace
+
+void momac::lowering::populateGradientLoweringPatterns(
+    RewritePatternSet &patterns) {
+  patterns.add<LowerMatmul, LowerRMSNormGrad, LowerHeadLayerNormGrad,
+               LowerAttentionGrad, LowerSwiGLUGrad, LowerRouterGrad,
+               LowerGateGrad, LowerScatterAddTokensGrad, LowerModMergeGrad,
+               LowerCrossEntropyGrad>(patterns.getContext());
+}

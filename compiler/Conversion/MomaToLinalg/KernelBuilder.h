@@ -1,0 +1,438 @@
+//===- KernelBuilder.h - Building blocks of the moma lowering ---*- C++ -*-===//
+//
+// Shared by the forward (MomaToLinalg.cpp) and gradient (GradientsToLinalg.cpp)
+// patterns: constants, empty and filled tensors, linalg.generic and scf.for
+// nests, contractions, and the routing helpers.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOMAC_COMPILER_CONVERSION_MOMATOLINALG_KERNELBUILDER_H
+#define MOMAC_COMPILER_CONVERSION_MOMATOLINALG_KERNELBUILDER_H
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/PatternMatch.h"
+
+#include <cmath>
+#include <limits>
+
+namespace momac::lowering {
+
+using namespace mlir;
+using utils::IteratorType;
+
+constexpr IteratorType kPar = IteratorType::parallel;
+constexpr IteratorType kRed = IteratorType::reduction;
+
+//===----------------------------------------------------------------------===//
+// Building blocks
+//===----------------------------------------------------------------------===//
+
+/// A small builder for the kernels below: index and float constants, empty
+/// and filled tensors, generic ops and loop nests, all at one location.
+class KernelBuilder {
+public:
+  KernelBuilder(PatternRewriter &rewriter, Location loc)
+      : b(rewriter), loc(loc), f32(rewriter.getF32Type()),
+        i32(rewriter.getI32Type()) {}
+
+  PatternRewriter &b;
+  Location loc;
+  Type f32, i32;
+
+  Value index(int64_t value) {
+    return arith::ConstantIndexOp::create(b, loc, value);
+  }
+  Value f32Const(double value) {
+    return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(value));
+  }
+  Value f64Const(double value) {
+    return arith::ConstantOp::create(b, loc, b.getF64FloatAttr(value));
+  }
+  Value i32Const(int32_t value) {
+    return arith::ConstantOp::create(b, loc, b.getI32IntegerAttr(value));
+  }
+
+  /// The size of dimension `d` of `tensor` as an index value.
+  Value dim(Value tensor, int64_t d) {
+    return tensor::DimOp::create(b, loc, tensor, d);
+  }
+  /// Index values for the dynamic dimensions of `shape` taken from `sizes`.
+  SmallVector<Value> dynamicOf(ArrayRef<int64_t> shape, ValueRange sizes) {
+    SmallVector<Value> dynamic;
+    for (auto [extent, size] : llvm::zip(shape, sizes))
+      if (ShapedType::isDynamic(extent))
+        dynamic.push_back(size);
+    return dynamic;
+  }
+
+  Value empty(ArrayRef<int64_t> shape, Type element, ValueRange dynamic = {}) {
+    return tensor::EmptyOp::create(b, loc, shape, element, dynamic);
+  }
+  Value filled(ArrayRef<int64_t> shape, Type element, Value value,
+               ValueRange dynamic = {}) {
+    Value init = empty(shape, element, dynamic);
+    return linalg::FillOp::create(b, loc, ValueRange{value}, ValueRange{init})
+        .getResult(0);
+  }
+  Value zeros(ArrayRef<int64_t> shape, Type element, ValueRange dynamic = {}) {
+    Value zero = arith::ConstantOp::create(b, loc, b.getZeroAttr(element));
+    return filled(shape, element, zero, dynamic);
+  }
+
+  AffineMap map(unsigned numDims, ArrayRef<unsigned> results) {
+    SmallVector<AffineExpr> exprs;
+    for (unsigned r : results)
+      exprs.push_back(b.getAffineDimExpr(r));
+    return AffineMap::get(numDims, 0, exprs, b.getContext());
+  }
+  AffineMap identity(unsigned numDims) {
+    return b.getMultiDimIdentityMap(numDims);
+  }
+
+  using Body =
+      function_ref<SmallVector<Value>(OpBuilder &, Location, ValueRange)>;
+  /// A linalg.generic; `body` returns the values to yield.
+  ValueRange generic(ValueRange inputs, ValueRange outputs,
+                     ArrayRef<AffineMap> maps, ArrayRef<IteratorType> iterators,
+                     Body body) {
+    auto op = linalg::GenericOp::create(
+        b, loc, ValueRange(outputs).getTypes(), inputs, outputs, maps,
+        iterators, [&](OpBuilder &nested, Location at, ValueRange args) {
+          linalg::YieldOp::create(nested, at, body(nested, at, args));
+        });
+    return op.getResults();
+  }
+
+  /// An element-wise map of same-shape tensors into a new tensor of
+  /// `element` type.
+  Value elementwise(ValueRange inputs, Type element, Body body) {
+    auto type = cast<RankedTensorType>(inputs.front().getType());
+    SmallVector<Value> sizes = dims(inputs.front());
+    Value init =
+        empty(type.getShape(), element, dynamicOf(type.getShape(), sizes));
+    SmallVector<AffineMap> maps(inputs.size() + 1, identity(type.getRank()));
+    SmallVector<IteratorType> iterators(type.getRank(), kPar);
+    return generic(inputs, init, maps, iterators, body).front();
+  }
+
+  SmallVector<Value> dims(Value tensor) {
+    SmallVector<Value> sizes;
+    auto type = cast<RankedTensorType>(tensor.getType());
+    for (int64_t d = 0; d < type.getRank(); ++d)
+      sizes.push_back(type.isDynamicDim(d) ? dim(tensor, d)
+                                           : index(type.getDimSize(d)));
+    return sizes;
+  }
+
+  /// scf.for loops from 0 to each of `upper` carrying `state`; returns the
+  /// final state.
+  SmallVector<Value>
+  loops(ValueRange upper, ValueRange state,
+        function_ref<SmallVector<Value>(OpBuilder &, Location, ValueRange,
+                                        ValueRange)>
+            body) {
+    SmallVector<Value> lower(upper.size(), index(0)),
+        steps(upper.size(), index(1));
+    scf::LoopNest nest = scf::buildLoopNest(
+        b, loc, lower, upper, steps, state,
+        [&](OpBuilder &nested, Location at, ValueRange ivs, ValueRange args) {
+          return scf::ValueVector(body(nested, at, ivs, args));
+        });
+    return SmallVector<Value>(nest.results);
+  }
+
+  /// op(lhs) op(rhs), where op transposes the last two dimensions when
+  /// asked, with an optional leading expert dimension; accumulated in f32.
+  Value matmul(Value lhs, Value rhs, bool transposeLhs, bool transposeRhs) {
+    auto lhsType = cast<RankedTensorType>(lhs.getType());
+    auto rhsType = cast<RankedTensorType>(rhs.getType());
+    int64_t rank = lhsType.getRank();
+    int64_t rowDim = transposeLhs ? rank - 1 : rank - 2;
+    int64_t colDim = transposeRhs ? rank - 2 : rank - 1;
+    SmallVector<int64_t> shape;
+    SmallVector<Value> sizes;
+    if (rank == 3) {
+      shape.push_back(lhsType.getDimSize(0));
+      sizes.push_back(dim(lhs, 0));
+    }
+    shape.push_back(lhsType.getDimSize(rowDim));
+    sizes.push_back(dim(lhs, rowDim));
+    shape.push_back(rhsType.getDimSize(colDim));
+    sizes.push_back(dim(rhs, colDim));
+    Value init = zeros(shape, f32, dynamicOf(shape, sizes));
+    // Loops: [e,] m, n, k.
+    unsigned o = rank - 2, numLoops = rank + 1;
+    SmallVector<unsigned> prefix;
+    if (rank == 3)
+      prefix.push_back(0);
+    auto with = [&](std::initializer_list<unsigned> dims) {
+      SmallVector<unsigned> all(prefix);
+      all.append(dims.begin(), dims.end());
+      return map(numLoops, all);
+    };
+    unsigned m = o, n = o + 1, k = o + 2;
+    SmallVector<AffineMap> maps = {
+        transposeLhs ? with({k, m}) : with({m, k}),
+        transposeRhs ? with({n, k}) : with({k, n}), with({m, n})};
+    SmallVector<IteratorType> iterators(numLoops, kPar);
+    iterators.back() = kRed;
+    return generic({lhs, rhs}, init, maps, iterators,
+                   [](OpBuilder &nb, Location at, ValueRange args) {
+                     Value product =
+                         arith::MulFOp::create(nb, at, args[0], args[1]);
+                     return SmallVector<Value>{
+                         arith::AddFOp::create(nb, at, args[2], product)};
+                   })
+        .front();
+  }
+
+  /// x w^T: [.., m, k] x [.., n, k] -> [.., m, n] (linear maps, routers).
+  Value contractTransposed(Value x, Value w) {
+    return matmul(x, w, false, true);
+  }
+
+  /// [n, H * hd] -> [n, H, hd] and back, for per-head kernels.
+  Value splitHeads(Value x, int64_t heads) {
+    auto type = cast<RankedTensorType>(x.getType());
+    int64_t headDim = type.getDimSize(1) / heads;
+    auto split = RankedTensorType::get({type.getDimSize(0), heads, headDim},
+                                       type.getElementType());
+    SmallVector<OpFoldResult> shape = {
+        type.isDynamicDim(0) ? OpFoldResult(dim(x, 0))
+                             : OpFoldResult(b.getIndexAttr(type.getDimSize(0))),
+        b.getIndexAttr(heads), b.getIndexAttr(headDim)};
+    return tensor::ExpandShapeOp::create(
+        b, loc, split, x, SmallVector<ReassociationIndices>{{0}, {1, 2}},
+        shape);
+  }
+  Value joinHeads(Value x, RankedTensorType type) {
+    return tensor::CollapseShapeOp::create(
+        b, loc, type, x, SmallVector<ReassociationIndices>{{0}, {1, 2}});
+  }
+};
+
+inline Value sigmoid(OpBuilder &b, Location loc, Value x) {
+  Value one = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(1.0f));
+  Value negated = arith::NegFOp::create(b, loc, x);
+  Value denominator =
+      arith::AddFOp::create(b, loc, one, math::ExpOp::create(b, loc, negated));
+  return arith::DivFOp::create(b, loc, one, denominator);
+}
+
+inline Value silu(OpBuilder &b, Location loc, Value x) {
+  return arith::MulFOp::create(b, loc, x, sigmoid(b, loc, x));
+}
+
+inline Value toIndex(OpBuilder &b, Location loc, Value i32Value) {
+  return arith::IndexCastOp::create(b, loc, b.getIndexType(), i32Value);
+}
+inline Value toI32(OpBuilder &b, Location loc, Value indexValue) {
+  return arith::IndexCastOp::create(b, loc, b.getI32Type(), indexValue);
+}
+
+/// True when `id` lies in one of the half-open ranges "lo0, hi0, lo1, ...".
+inline Value inRanges(OpBuilder &b, Location loc, Value id, ArrayRef<int64_t> bounds) {
+  Value result = arith::ConstantOp::create(b, loc, b.getBoolAttr(false));
+  for (size_t r = 0; r < bounds.size(); r += 2) {
+    Value lo = arith::ConstantOp::create(
+        b, loc, b.getI32IntegerAttr(int32_t(bounds[r])));
+    Value hi = arith::ConstantOp::create(
+        b, loc, b.getI32IntegerAttr(int32_t(bounds[r + 1])));
+    Value above =
+        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, id, lo);
+    Value below =
+        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, id, hi);
+    result = arith::OrIOp::create(b, loc, result,
+                                  arith::AndIOp::create(b, loc, above, below));
+  }
+  return result;
+}
+
+/// rank[e, i] = #{j : s[j, e] > s[i, e] or (s[j, e] == s[i, e] and j < i)}:
+/// the slot of token i in expert e's descending order, ties to the lower
+/// index (MODEL_SPEC sections 4 and 5). scores: [n, E] -> ranks [E, n] i32.
+inline Value rankTokens(KernelBuilder &kb, Value scores) {
+  auto type = cast<RankedTensorType>(scores.getType());
+  Value n = kb.dim(scores, 0);
+  int64_t experts = type.getDimSize(1);
+  SmallVector<int64_t> shape = {experts, type.getDimSize(0)};
+  Value init = kb.zeros(shape, kb.i32,
+                        type.isDynamicDim(0) ? ValueRange{n} : ValueRange{});
+  // Loops (e, i, j); inputs s[j, e] and s[i, e].
+  return kb
+      .generic(
+          {scores, scores}, init,
+          {kb.map(3, {2, 0}), kb.map(3, {1, 0}), kb.map(3, {0, 1})},
+          {kPar, kPar, kRed},
+          [](OpBuilder &b, Location loc, ValueRange args) {
+            Value i = linalg::IndexOp::create(b, loc, 1);
+            Value j = linalg::IndexOp::create(b, loc, 2);
+            Value higher = arith::CmpFOp::create(
+                b, loc, arith::CmpFPredicate::OGT, args[0], args[1]);
+            Value equal = arith::CmpFOp::create(
+                b, loc, arith::CmpFPredicate::OEQ, args[0], args[1]);
+            Value earlier =
+                arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, j, i);
+            Value before = arith::OrIOp::create(
+                b, loc, higher, arith::AndIOp::create(b, loc, equal, earlier));
+            Value one = arith::ExtUIOp::create(b, loc, b.getI32Type(), before);
+            return SmallVector<Value>{
+                arith::AddIOp::create(b, loc, args[2], one)};
+          })
+      .front();
+}
+
+/// ceil(fraction * count) in IEEE double, as an index (MODEL_SPEC 4 and 5).
+inline Value ceilFraction(KernelBuilder &kb, Value count, double numerator,
+                   double denominator) {
+  OpBuilder &b = kb.b;
+  Value asInt = arith::IndexCastUIOp::create(b, kb.loc, b.getI64Type(), count);
+  Value asDouble = arith::UIToFPOp::create(b, kb.loc, b.getF64Type(), asInt);
+  Value scaled =
+      arith::MulFOp::create(b, kb.loc, kb.f64Const(numerator), asDouble);
+  Value divided =
+      arith::DivFOp::create(b, kb.loc, scaled, kb.f64Const(denominator));
+  Value ceiled = math::CeilOp::create(b, kb.loc, divided);
+  Value back = arith::FPToUIOp::create(b, kb.loc, b.getI64Type(), ceiled);
+  return arith::IndexCastUIOp::create(b, kb.loc, b.getIndexType(), back);
+}
+
+
+
+/// Masked softmax attention probabilities p[h, i, j] for per-head q and k of
+/// shape [n, H, hd]: key j is visible from query i when both are in the same
+/// sequence and j's position is not later. Every row sees its own key, so the
+/// row maximum is finite.
+inline Value attentionProbabilities(KernelBuilder &kb, Value q, Value k,
+                                  Value positions, Value sequences,
+                                  double scaleValue) {
+  auto type = cast<RankedTensorType>(q.getType());
+  int64_t heads = type.getDimSize(1), rows = type.getDimSize(0);
+  Value n = kb.dim(q, 0);
+  SmallVector<int64_t> scoreShape = {heads, rows, rows};
+  SmallVector<Value> scoreDyn =
+    type.isDynamicDim(0) ? SmallVector<Value>{n, n} : SmallVector<Value>{};
+  SmallVector<int64_t> rowShape = {heads, rows};
+  SmallVector<Value> rowDyn =
+    type.isDynamicDim(0) ? SmallVector<Value>{n} : SmallVector<Value>{};
+  // scores[h, i, j] = q[i, h, :] . k[j, h, :]; loops (h, i, j, c).
+  Value scores =
+      kb.generic({q, k}, kb.zeros(scoreShape, kb.f32, scoreDyn),
+                 {kb.map(4, {1, 0, 3}), kb.map(4, {2, 0, 3}),
+                  kb.map(4, {0, 1, 2})},
+                 {kPar, kPar, kPar, kRed},
+                 [](OpBuilder &b, Location loc, ValueRange args) {
+                   Value product =
+                       arith::MulFOp::create(b, loc, args[0], args[1]);
+                   return SmallVector<Value>{
+                       arith::AddFOp::create(b, loc, args[2], product)};
+                 })
+          .front();
+  // Scale and mask: key j is visible from query i in the same sequence at
+  // an earlier or equal position.
+  Value scale = kb.f32Const(scaleValue);
+  Value minusInf = kb.f32Const(-std::numeric_limits<double>::infinity());
+  Value masked =
+      kb.generic({scores, positions, positions, sequences, sequences},
+                 kb.empty(scoreShape, kb.f32, scoreDyn),
+                 {kb.identity(3), kb.map(3, {1}), kb.map(3, {2}),
+                  kb.map(3, {1}), kb.map(3, {2}), kb.identity(3)},
+                 {kPar, kPar, kPar},
+                 [&](OpBuilder &b, Location loc, ValueRange args) {
+                   Value sameSequence = arith::CmpIOp::create(
+                       b, loc, arith::CmpIPredicate::eq, args[3], args[4]);
+                   Value notLater = arith::CmpIOp::create(
+                       b, loc, arith::CmpIPredicate::sle, args[2], args[1]);
+                   Value visible =
+                       arith::AndIOp::create(b, loc, sameSequence, notLater);
+                   Value scaled =
+                       arith::MulFOp::create(b, loc, args[0], scale);
+                   return SmallVector<Value>{arith::SelectOp::create(
+                       b, loc, visible, scaled, minusInf)};
+                 })
+          .front();
+  // Softmax over j. Every row sees at least its own key, so the max is
+  // finite.
+  Value rowMax =
+      kb.generic({masked}, kb.filled(rowShape, kb.f32, minusInf, rowDyn),
+                 {kb.identity(3), kb.map(3, {0, 1})}, {kPar, kPar, kRed},
+                 [](OpBuilder &b, Location loc, ValueRange args) {
+                   return SmallVector<Value>{
+                       arith::MaximumFOp::create(b, loc, args[0], args[1])};
+                 })
+          .front();
+  Value exps =
+      kb.generic(
+            {masked, rowMax}, kb.empty(scoreShape, kb.f32, scoreDyn),
+            {kb.identity(3), kb.map(3, {0, 1}), kb.identity(3)},
+            {kPar, kPar, kPar},
+            [](OpBuilder &b, Location loc, ValueRange args) {
+              Value shifted = arith::SubFOp::create(b, loc, args[0], args[1]);
+              return SmallVector<Value>{math::ExpOp::create(b, loc, shifted)};
+            })
+          .front();
+  Value rowSum =
+      kb.generic({exps}, kb.zeros(rowShape, kb.f32, rowDyn),
+                 {kb.identity(3), kb.map(3, {0, 1})}, {kPar, kPar, kRed},
+                 [](OpBuilder &b, Location loc, ValueRange args) {
+                   return SmallVector<Value>{
+                       arith::AddFOp::create(b, loc, args[0], args[1])};
+                 })
+          .front();
+  Value probabilities =
+      kb.generic({exps, rowSum}, kb.empty(scoreShape, kb.f32, scoreDyn),
+                 {kb.identity(3), kb.map(3, {0, 1}), kb.identity(3)},
+                 {kPar, kPar, kPar},
+                 [](OpBuilder &b, Location loc, ValueRange args) {
+                   return SmallVector<Value>{
+                       arith::DivFOp::create(b, loc, args[0], args[1])};
+                 })
+          .front();
+  return probabilities;
+}
+
+/// lse[i] = log(sum_v exp(logits[i, v])), computed stably from the row max.
+inline Value rowLogSumExp(KernelBuilder &kb, Value logits) {
+  auto type = cast<RankedTensorType>(logits.getType());
+  SmallVector<Value> rowsDyn =
+      type.isDynamicDim(0) ? SmallVector<Value>{kb.dim(logits, 0)}
+                           : SmallVector<Value>{};
+  SmallVector<int64_t> rowShape = {type.getDimSize(0)};
+  Value minusInf = kb.f32Const(-std::numeric_limits<double>::infinity());
+  Value rowMax =
+      kb.generic({logits}, kb.filled(rowShape, kb.f32, minusInf, rowsDyn),
+                 {kb.identity(2), kb.map(2, {0})}, {kPar, kRed},
+                 [](OpBuilder &b, Location loc, ValueRange args) {
+                   return SmallVector<Value>{
+                       arith::MaximumFOp::create(b, loc, args[0], args[1])};
+                 })
+          .front();
+  Value sumExp =
+      kb.generic({logits, rowMax}, kb.zeros(rowShape, kb.f32, rowsDyn),
+                 {kb.identity(2), kb.map(2, {0}), kb.map(2, {0})},
+                 {kPar, kRed},
+                 [](OpBuilder &b, Location loc, ValueRange args) {
+                   Value e = math::ExpOp::create(
+                       b, loc, arith::SubFOp::create(b, loc, args[0], args[1]));
+                   return SmallVector<Value>{
+                       arith::AddFOp::create(b, loc, args[2], e)};
+                 })
+          .front();
+  return kb.elementwise({rowMax, sumExp}, kb.f32,
+                        [](OpBuilder &b, Location loc, ValueRange args) {
+                          return SmallVector<Value>{arith::AddFOp::create(
+                              b, loc, args[0],
+                              math::LogOp::create(b, loc, args[1]))};
+                        });
+}
+
+/// Registers the gradient ops' patterns (GradientsToLinalg.cpp).
+void populateGradientLoweringPatterns(RewritePatternSet &patterns);
+
+} // namespace momac::lowering
+
+#endif // MOMAC_COMPILER_CONVERSION_MOMATOLINALG_KERNELBUILDER_H
