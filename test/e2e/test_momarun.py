@@ -55,6 +55,22 @@ def run(*args):
     return result.stdout
 
 
+def compile_variant(directory, variant, **overrides):
+    """Compiles examples/models/tiny/<variant>.json with `overrides` and a
+    batch of two sequences; returns (artifact directory, reference config)."""
+    with open(os.path.join(TINY, variant + ".json")) as f:
+        desc = json.load(f)
+    desc.update(overrides)
+    desc.setdefault("train", {})["batch_size"] = 2
+    tag = variant + "".join(f"_{k}_{v}" for k, v in overrides.items())
+    path = os.path.join(directory, tag + ".json")
+    with open(path, "w") as f:
+        json.dump(desc, f)
+    artifact = os.path.join(directory, tag)
+    run(MOMAC, path, "-o", artifact)
+    return artifact, R.load_config(path)
+
+
 class CompiledForwardMatchesReference(unittest.TestCase):
     """momarun eval of compiled tiny models against the reference forward."""
 
@@ -66,22 +82,8 @@ class CompiledForwardMatchesReference(unittest.TestCase):
     def tearDownClass(cls):
         cls.tmp.cleanup()
 
-    def compile(self, variant, **overrides):
-        with open(os.path.join(TINY, variant + ".json")) as f:
-            desc = json.load(f)
-        desc.update(overrides)
-        # Two sequences per batch keep the tests fast.
-        desc.setdefault("train", {})["batch_size"] = 2
-        tag = variant + "".join(f"_{k}_{v}" for k, v in overrides.items())
-        path = os.path.join(self.tmp.name, tag + ".json")
-        with open(path, "w") as f:
-            json.dump(desc, f)
-        artifact = os.path.join(self.tmp.name, tag)
-        run(MOMAC, path, "-o", artifact)
-        return artifact, R.load_config(path)
-
     def check(self, variant, batches=1, **overrides):
-        artifact, cfg = self.compile(variant, **overrides)
+        artifact, cfg = compile_variant(self.tmp.name, variant, **overrides)
         params = R.init_params(cfg, seed=7)
         weights = os.path.join(self.tmp.name, variant + ".safetensors")
         R.write_safetensors(weights, {k: v.float() for k, v in params.items()})
@@ -156,12 +158,131 @@ class CompiledForwardMatchesReference(unittest.TestCase):
         self.assertEqual(out["sequences"], 6)
 
 
+class CompiledGradMatchesReference(unittest.TestCase):
+    """momarun grad against PyTorch autograd of the reference (float64)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def check(self, variant, make_tokens=None, edit_params=None, **overrides):
+        artifact, cfg = compile_variant(self.tmp.name, variant, **overrides)
+        params = R.init_params(cfg, seed=11)
+        if edit_params:
+            edit_params(params)
+        weights = os.path.join(artifact, "w.safetensors")
+        R.write_safetensors(weights, {k: v.float() for k, v in params.items()})
+        batch, seq = cfg["train"]["batch_size"], cfg["seq_len"]
+        rng = np.random.default_rng(5)
+        tokens = (make_tokens(cfg, rng, batch, seq) if make_tokens else
+                  rng.integers(0, cfg["vocab_size"], size=(batch, seq + 1)))
+        token_file = os.path.join(artifact, "tokens.bin")
+        R.write_tokens(token_file, torch.tensor(np.asarray(tokens), dtype=torch.int32))
+        out = os.path.join(artifact, "grad.safetensors")
+        run(MOMARUN, "grad", artifact, "--weights", weights, "--tokens",
+            token_file, "--out", out)
+
+        got = R.read_safetensors(out)
+        expected = R.grad(cfg, params, torch.tensor(np.asarray(tokens), dtype=torch.long))
+        self.assertEqual(sorted(got), sorted(expected))
+        for name, value in expected.items():
+            value = value.double()
+            scale = float(value.abs().max()) if value.numel() else 0.0
+            error = float((got[name].double() - value).abs().max()) if value.numel() else 0.0
+            if scale == 0.0:
+                self.assertLessEqual(error, 1e-7, name)
+            else:
+                self.assertLessEqual(error / scale, RELATIVE_TOLERANCE, name)
+        return got
+
+    def test_dense(self):
+        self.check("dense")
+
+    def test_dense_pre_norm(self):
+        self.check("dense", norm="pre")
+
+    def test_moe_1t1i(self):
+        self.check("moe_1t1i")
+
+    def test_moe_1t1i_pre_norm(self):
+        self.check("moe_1t1i", norm="pre")
+
+    def test_moe_4t4i(self):
+        self.check("moe_4t4i")
+
+    def test_moe_4t4i_pre_norm(self):
+        self.check("moe_4t4i", norm="pre")
+
+    def test_moe_8x(self):
+        self.check("moe_8x")
+
+    def test_moe_8x_pre_norm(self):
+        self.check("moe_8x", norm="pre")
+
+    def test_mod_moe_4t4i_with_aux_routers(self):
+        got = self.check("mod_moe_4t4i_aux")
+        # Auxiliary routers are not in the loss: exactly zero gradients.
+        aux = [n for n in got if "aux_router" in n]
+        self.assertTrue(aux)
+        for name in aux:
+            self.assertEqual(float(got[name].abs().max()), 0.0, name)
+
+    def test_group_with_no_tokens(self):
+        # Only text ids (< 256): the image group is empty in every layer.
+        got = self.check("moe_4t4i", make_tokens=lambda cfg, rng, b, s:
+                         rng.integers(0, 256, size=(b, s + 1)))
+        self.assertEqual(float(got["grad.layers.0.moe.image.w1"].abs().max()), 0.0)
+
+    def test_group_with_fewer_tokens_than_experts(self):
+        def few_image_tokens(cfg, rng, b, s):
+            tokens = rng.integers(0, 256, size=(b, s + 1))
+            tokens[0, 3] = 300  # two image inputs for four image experts
+            tokens[1, 7] = 400
+            return tokens
+        self.check("moe_4t4i", make_tokens=few_image_tokens)
+
+    def test_ties_go_to_the_lower_index(self):
+        def zero_routers(params):
+            for name in params:
+                if name.endswith("router.weight"):
+                    params[name].zero_()  # every score is exactly 0.5
+        self.check("mod_moe_4t4i", edit_params=zero_routers)
+
+
 class MomarunErrors(unittest.TestCase):
     def test_missing_artifact_is_a_clear_error(self):
         result = subprocess.run([MOMARUN, "init", "/nonexistent", "-o", "/tmp/x"],
                                 capture_output=True, text=True)
         self.assertEqual(result.returncode, 1)
         self.assertIn("not an artifact directory", result.stderr)
+
+    def test_bad_token_files_are_clear_errors(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            artifact, cfg = compile_variant(tmp, "dense")
+            weights = os.path.join(tmp, "w.safetensors")
+            run(MOMARUN, "init", artifact, "-o", weights)
+            seq = cfg["seq_len"]
+            cases = {
+                "ragged": (np.zeros(2 * (seq + 1) - 1, "<i4"),
+                           "is not a whole number of sequences"),
+                "batch": (np.zeros(3 * (seq + 1), "<i4"),
+                          "compiled for batch_size 2"),
+                "range": (np.full(2 * (seq + 1), 512, "<i4"),
+                          "outside [0, 512)"),
+            }
+            for name, (tokens, message) in cases.items():
+                path = os.path.join(tmp, name + ".bin")
+                tokens.tofile(path)
+                result = subprocess.run(
+                    [MOMARUN, "grad", artifact, "--weights", weights, "--tokens",
+                     path, "--out", os.path.join(tmp, "o.safetensors")],
+                    capture_output=True, text=True)
+                self.assertEqual(result.returncode, 1, name)
+                self.assertIn(message, result.stderr, name)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 //
 //   momarun init ARTIFACT -o W.safetensors [--seed N]
 //   momarun eval ARTIFACT --weights W.safetensors --data PREFIX [--batches N]
+//   momarun grad ARTIFACT --weights W.safetensors --tokens T.bin --out
+//   O.safetensors
 //
 // ARTIFACT is a directory written by `momac MODEL.json -o ARTIFACT`. momarun
 // dlopens its model.so and calls the compiled entry points; it compiles
@@ -14,14 +16,18 @@
 #include "runtime/data/SequenceStream.h"
 #include "runtime/model/Weights.h"
 
+#include "lib/safetensors/Safetensors.h"
+
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/JSON.h"
+#include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/WithColor.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <chrono>
+#include <cstring>
 
 using namespace momac;
 namespace cl = llvm::cl;
@@ -35,26 +41,36 @@ cl::SubCommand initCommand("init", "Write randomly initialized weights "
 cl::SubCommand evalCommand("eval", "Mean loss, overall and per modality, of "
                                    "weights on held-out data");
 
+cl::SubCommand gradCommand("grad",
+                           "Loss, per-modality losses and the gradient of "
+                           "every parameter for one batch (MODEL_SPEC "
+                           "section 8)");
+
 cl::opt<std::string> initArtifact(cl::Positional, cl::Required,
                                   cl::desc("<artifact directory>"),
-                                  cl::sub(initCommand), cl::cat(momarunCategory));
+                                  cl::sub(initCommand),
+                                  cl::cat(momarunCategory));
 cl::opt<std::string> initOutput("o", cl::Required,
                                 cl::desc("Weights to write (.safetensors)"),
-                                cl::value_desc("file"), cl::sub(initCommand), cl::cat(momarunCategory));
+                                cl::value_desc("file"), cl::sub(initCommand),
+                                cl::cat(momarunCategory));
 cl::opt<uint64_t> initSeed("seed", cl::init(0),
                            cl::desc("Seed of momarun's generator (default 0)"),
                            cl::sub(initCommand), cl::cat(momarunCategory));
 
 cl::opt<std::string> evalArtifact(cl::Positional, cl::Required,
                                   cl::desc("<artifact directory>"),
-                                  cl::sub(evalCommand), cl::cat(momarunCategory));
+                                  cl::sub(evalCommand),
+                                  cl::cat(momarunCategory));
 cl::opt<std::string> evalWeights("weights", cl::Required,
                                  cl::desc("Weights (.safetensors)"),
-                                 cl::value_desc("file"), cl::sub(evalCommand), cl::cat(momarunCategory));
+                                 cl::value_desc("file"), cl::sub(evalCommand),
+                                 cl::cat(momarunCategory));
 cl::opt<std::string> evalData("data", cl::Required,
                               cl::desc("Megatron indexed dataset prefix "
                                        "(PREFIX.bin, PREFIX.idx)"),
-                              cl::value_desc("prefix"), cl::sub(evalCommand), cl::cat(momarunCategory));
+                              cl::value_desc("prefix"), cl::sub(evalCommand),
+                              cl::cat(momarunCategory));
 cl::opt<unsigned> evalBatches(
     "batches", cl::init(0),
     cl::desc("Batches to evaluate (default: one pass over the data, at least "
@@ -62,6 +78,84 @@ cl::opt<unsigned> evalBatches(
     cl::sub(evalCommand), cl::cat(momarunCategory));
 cl::opt<bool> evalJson("json", cl::desc("Print the result as one JSON object"),
                        cl::sub(evalCommand), cl::cat(momarunCategory));
+
+cl::opt<std::string> gradArtifact(cl::Positional, cl::Required,
+                                  cl::desc("<artifact directory>"),
+                                  cl::sub(gradCommand),
+                                  cl::cat(momarunCategory));
+cl::opt<std::string> gradWeights("weights", cl::Required,
+                                 cl::desc("Weights (.safetensors)"),
+                                 cl::value_desc("file"), cl::sub(gradCommand),
+                                 cl::cat(momarunCategory));
+cl::opt<std::string>
+    gradTokens("tokens", cl::Required,
+               cl::desc("Token ids: raw little-endian int32, [B, S+1]"),
+               cl::value_desc("file"), cl::sub(gradCommand),
+               cl::cat(momarunCategory));
+cl::opt<std::string> gradOutput("out", cl::Required,
+                                cl::desc("Where to write loss, loss.<modality> "
+                                         "and grad.<name> (.safetensors)"),
+                                cl::value_desc("file"), cl::sub(gradCommand),
+                                cl::cat(momarunCategory));
+
+llvm::Error runtimeError(const llvm::Twine &message) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), message.str());
+}
+
+/// One buffer per result of `entry`, sized from the manifest.
+std::vector<std::vector<float>> allocateResults(const EntryPointSpec &entry) {
+  std::vector<std::vector<float>> results;
+  for (const BufferSpec &spec : entry.results)
+    results.emplace_back(spec.numElements());
+  return results;
+}
+
+/// The buffer array of an entry-point call: tokens, parameters, results.
+llvm::Expected<std::vector<void *>>
+entryBuffers(const EntryPointSpec &entry, std::vector<int32_t> &tokens,
+             Weights &weights, std::vector<std::vector<float>> &results) {
+  std::vector<void *> buffers = {tokens.data()};
+  for (size_t i = 0; i < weights.size(); ++i)
+    buffers.push_back(weights[i].data());
+  for (std::vector<float> &result : results)
+    buffers.push_back(result.data());
+  if (buffers.size() != entry.arguments.size() + entry.results.size())
+    return runtimeError("the '" + entry.name +
+                        "' entry point does not match the manifest's "
+                        "parameters");
+  return buffers;
+}
+
+/// Reads a [B, S+1] int32 token file for the artifact's batch.
+llvm::Expected<std::vector<int32_t>> readTokenFile(llvm::StringRef path,
+                                                   const Manifest &manifest) {
+  auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/false,
+                                            /*RequiresNullTerminator=*/false);
+  if (!buffer)
+    return runtimeError(path + ": cannot read: " + buffer.getError().message());
+  llvm::StringRef bytes = (*buffer)->getBuffer();
+  const uint64_t rowBytes = 4 * uint64_t(manifest.seqLen + 1);
+  if (bytes.empty() || bytes.size() % rowBytes != 0)
+    return runtimeError(llvm::formatv(
+        "{0}: {1} bytes is not a whole number of sequences of {2} int32 "
+        "tokens (seq_len + 1)",
+        path, bytes.size(), manifest.seqLen + 1));
+  uint64_t rows = bytes.size() / rowBytes;
+  if (int64_t(rows) != manifest.batchSize)
+    return runtimeError(llvm::formatv(
+        "{0}: holds {1} sequences, but the artifact was compiled for "
+        "batch_size {2} (train.batch_size in the model description)",
+        path, rows, manifest.batchSize));
+  std::vector<int32_t> tokens(bytes.size() / 4);
+  std::memcpy(tokens.data(), bytes.data(), bytes.size());
+  for (size_t i = 0; i < tokens.size(); ++i)
+    if (tokens[i] < 0 || tokens[i] >= manifest.vocabSize)
+      return runtimeError(llvm::formatv(
+          "{0}: token {1} of sequence {2} is {3}, outside [0, {4})", path,
+          i % (manifest.seqLen + 1), i / (manifest.seqLen + 1), tokens[i],
+          manifest.vocabSize));
+  return tokens;
+}
 
 int fail(llvm::Error error) {
   llvm::WithColor::error(llvm::errs(), "momarun")
@@ -113,20 +207,12 @@ int runEval() {
                          ? evalBatches
                          : std::max<uint64_t>(1, sequencesPerPass / batch);
 
-  // Buffers in entry-point order: tokens, parameters, then the results
-  // (loss, loss.<modality>..., and aux_loss with auxiliary routers).
+  // Results: loss, loss.<modality>..., and aux_loss with auxiliary routers.
   std::vector<int32_t> tokens(batch * (seqLen + 1));
-  std::vector<void *> buffers = {tokens.data()};
-  for (size_t i = 0; i < weights->size(); ++i)
-    buffers.push_back((*weights)[i].data());
-  std::vector<float> results(spec->results.size());
-  for (float &result : results)
-    buffers.push_back(&result);
-  if (buffers.size() != spec->arguments.size() + spec->results.size())
-    return fail(llvm::createStringError(
-        llvm::inconvertibleErrorCode(),
-        "%s: the forward entry point does not match the manifest's parameters",
-        evalArtifact.c_str()));
+  std::vector<std::vector<float>> resultBuffers = allocateResults(*spec);
+  auto buffers = entryBuffers(*spec, tokens, *weights, resultBuffers);
+  if (!buffers)
+    return fail(buffers.takeError());
 
   // Per-modality losses are pooled over every target of the modality.
   size_t modalities = config.modalities.size();
@@ -137,14 +223,14 @@ int runEval() {
   for (uint64_t b = 0; b < batches; ++b) {
     if (llvm::Error error = stream->next(batch, tokens))
       return fail(std::move(error));
-    forward(buffers.data());
-    lossSum += results[0];
+    forward(buffers->data());
+    lossSum += resultBuffers[0][0];
     std::vector<uint64_t> counts(modalities, 0);
     for (int64_t row = 0; row < batch; ++row)
       for (int64_t s = 1; s <= seqLen; ++s)
         ++counts[config.modalityOf(tokens[row * (seqLen + 1) + s])];
     for (size_t m = 0; m < modalities; ++m) {
-      modalitySum[m] += double(results[1 + m]) * double(counts[m]);
+      modalitySum[m] += double(resultBuffers[1 + m][0]) * double(counts[m]);
       modalityCount[m] += counts[m];
     }
   }
@@ -183,6 +269,41 @@ int runEval() {
   return 0;
 }
 
+int runGrad() {
+  llvm::Expected<LoadedArtifact> artifact = LoadedArtifact::open(gradArtifact);
+  if (!artifact)
+    return fail(artifact.takeError());
+  const Manifest &manifest = artifact->manifest();
+  auto entry = artifact->entryPoint("grad");
+  if (!entry)
+    return fail(entry.takeError());
+  auto [spec, gradient] = *entry;
+  llvm::Expected<Weights> weights = Weights::load(manifest, gradWeights);
+  if (!weights)
+    return fail(weights.takeError());
+  llvm::Expected<std::vector<int32_t>> tokens =
+      readTokenFile(gradTokens, manifest);
+  if (!tokens)
+    return fail(tokens.takeError());
+  std::vector<std::vector<float>> results = allocateResults(*spec);
+  auto buffers = entryBuffers(*spec, *tokens, *weights, results);
+  if (!buffers)
+    return fail(buffers.takeError());
+  gradient(buffers->data());
+
+  SafetensorsWriter writer;
+  for (size_t i = 0; i < results.size(); ++i) {
+    const BufferSpec &result = spec->results[i];
+    if (llvm::Error error = writer.add(result.name, result.shape, results[i]))
+      return fail(std::move(error));
+  }
+  if (llvm::Error error = writer.write(gradOutput))
+    return fail(std::move(error));
+  llvm::outs() << llvm::formatv("loss {0:F6}; wrote {1} tensors to {2}\n",
+                                results[0][0], results.size(), gradOutput);
+  return 0;
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -193,11 +314,15 @@ int main(int argc, char **argv) {
       argc, argv,
       "momarun: runs MoMa models compiled by momac\n\n"
       "  momarun init ARTIFACT -o W.safetensors [--seed N]\n"
-      "  momarun eval ARTIFACT --weights W.safetensors --data PREFIX\n");
+      "  momarun eval ARTIFACT --weights W.safetensors --data PREFIX\n"
+      "  momarun grad ARTIFACT --weights W.safetensors --tokens T.bin --out "
+      "O.safetensors\n");
   if (initCommand)
     return runInit();
   if (evalCommand)
     return runEval();
+  if (gradCommand)
+    return runGrad();
   cl::PrintHelpMessage();
   return 1;
 }
