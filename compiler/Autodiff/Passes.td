@@ -33,4 +33,38 @@ def MomaSynthesizeGrad : Pass<"moma-synthesize-grad", "::mlir::ModuleOp"> {
   ];
 }
 
+def MomaSynthesizeOptimizerStep
+    : Pass<"moma-synthesize-optimizer-step", "::mlir::ModuleOp"> {
+  let summary = "Add @optimizer_step: clipping and AdamW for every parameter";
+  let description = [{
+    Adds @optimizer_step, the update of MODEL_SPEC section 7 for the trained
+    parameters of @forward (all but the auxiliary routers, which section 6
+    trains separately). Arguments: each parameter `<name>`, its gradient
+    `grad.<name>`, its moments `optim.m.<name>` and `optim.v.<name>`, and
+    `schedule` = [lr(t), 1 - beta1^t, 1 - beta2^t], which the runtime computes
+    from the step number. Results: the updated parameters and moments under
+    the same names, and `grad_norm`, the global norm before clipping. Each
+    update is element-wise, so the runtime passes the same buffers for a
+    tensor and its update.
+
+    Weight decay follows the name rule of section 7 (lib/config).
+  }];
+  let options = [
+    Option<"beta1", "beta1", "double", "0.9", "AdamW beta1">,
+    Option<"beta2", "beta2", "double", "0.95", "AdamW beta2">,
+    Option<"eps", "eps", "double", "1e-5", "AdamW epsilon">,
+    Option<"weightDecay", "weight-decay", "double", "0.1",
+           "Decoupled weight decay of the decayed parameters">,
+    Option<"gradClip", "grad-clip", "double", "1.0",
+           "Global-norm clipping threshold (0 disables clipping)">,
+    Option<"forwardName", "forward", "std::string", "\"forward\"",
+           "The function whose parameters are trained">
+  ];
+  let dependentDialects = [
+    "::mlir::arith::ArithDialect",
+    "::mlir::moma::MomaDialect",
+    "::mlir::tensor::TensorDialect"
+  ];
+}
+
 #endif // MOMAC_AUTODIFF_PASSES_TD

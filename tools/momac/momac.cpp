@@ -93,12 +93,19 @@ int compileArtifact(const ModelConfig &config) {
       buildForwardModule(context, config, inputPath);
   if (mlir::failed(mlir::verify(*module)))
     return fail("internal error: the front end built invalid IR", 2);
-  // The artifact holds @forward and its gradient @grad.
+  // The artifact holds @forward, its gradient @grad and @optimizer_step.
   mlir::PassManager pm(&context);
   if (mlir::failed(mlir::applyPassManagerCLOptions(pm)))
     return fail("invalid pass manager options", 1);
   buildMomaOptimizationPipeline(pm);
   pm.addPass(createMomaSynthesizeGrad());
+  MomaSynthesizeOptimizerStepOptions optimizer;
+  optimizer.beta1 = config.train.beta1;
+  optimizer.beta2 = config.train.beta2;
+  optimizer.eps = config.train.eps;
+  optimizer.weightDecay = config.train.weightDecay;
+  optimizer.gradClip = config.train.gradClip;
+  pm.addPass(createMomaSynthesizeOptimizerStep(optimizer));
   if (mlir::failed(pm.run(*module)))
     return fail("internal error: a moma pass failed", 2);
   CpuArtifactOptions options;

@@ -15,6 +15,7 @@
 #include "runtime/data/IndexedDataset.h"
 #include "runtime/data/SequenceStream.h"
 #include "runtime/model/Weights.h"
+#include "runtime/train/Trainer.h"
 
 #include "lib/safetensors/Safetensors.h"
 
@@ -45,6 +46,10 @@ cl::SubCommand gradCommand("grad",
                            "Loss, per-modality losses and the gradient of "
                            "every parameter for one batch (MODEL_SPEC "
                            "section 8)");
+
+cl::SubCommand trainCommand("train",
+                            "Train with the compiled gradient and AdamW "
+                            "steps (MODEL_SPEC section 7)");
 
 cl::opt<std::string> initArtifact(cl::Positional, cl::Required,
                                   cl::desc("<artifact directory>"),
@@ -97,6 +102,43 @@ cl::opt<std::string> gradOutput("out", cl::Required,
                                          "and grad.<name> (.safetensors)"),
                                 cl::value_desc("file"), cl::sub(gradCommand),
                                 cl::cat(momarunCategory));
+
+cl::opt<std::string> trainArtifact(cl::Positional, cl::Required,
+                                   cl::desc("<artifact directory>"),
+                                   cl::sub(trainCommand),
+                                   cl::cat(momarunCategory));
+cl::opt<std::string> trainData("data", cl::Required,
+                               cl::desc("Megatron indexed dataset prefix"),
+                               cl::value_desc("prefix"), cl::sub(trainCommand),
+                               cl::cat(momarunCategory));
+cl::opt<int64_t> trainSteps("steps", cl::Required,
+                            cl::desc("Steps to run (the schedule still spans "
+                                     "train.total_steps)"),
+                            cl::sub(trainCommand), cl::cat(momarunCategory));
+cl::opt<std::string> trainOut("out", cl::Required,
+                              cl::desc("Run directory: metrics.jsonl, "
+                                       "checkpoint.safetensors"),
+                              cl::value_desc("dir"), cl::sub(trainCommand),
+                              cl::cat(momarunCategory));
+cl::opt<std::string> trainInit("init",
+                               cl::desc("Initial weights (default: momarun "
+                                        "init with --seed)"),
+                               cl::value_desc("file"), cl::sub(trainCommand),
+                               cl::cat(momarunCategory));
+cl::opt<uint64_t> trainSeed("seed", cl::init(0),
+                            cl::desc("Seed of the initial weights"),
+                            cl::sub(trainCommand), cl::cat(momarunCategory));
+cl::opt<bool> trainResume("resume",
+                          cl::desc("Continue from RUN/checkpoint.safetensors"),
+                          cl::sub(trainCommand), cl::cat(momarunCategory));
+cl::opt<int64_t> trainCheckpointEvery(
+    "checkpoint-every", cl::init(100),
+    cl::desc("Steps between checkpoints (one is always written at the end)"),
+    cl::sub(trainCommand), cl::cat(momarunCategory));
+cl::opt<int64_t> trainLogEvery(
+    "log-every", cl::init(10),
+    cl::desc("Steps between progress lines when not on a terminal"),
+    cl::sub(trainCommand), cl::cat(momarunCategory));
 
 llvm::Error runtimeError(const llvm::Twine &message) {
   return llvm::createStringError(llvm::inconvertibleErrorCode(), message.str());
@@ -304,6 +346,25 @@ int runGrad() {
   return 0;
 }
 
+int runTrain() {
+  if (trainSteps < 1 || trainCheckpointEvery < 1 || trainLogEvery < 1)
+    return fail(runtimeError(
+        "--steps, --checkpoint-every and --log-every must be at least 1"));
+  TrainOptions options;
+  options.artifact = trainArtifact;
+  options.dataPrefix = trainData;
+  options.runDirectory = trainOut;
+  options.initWeights = trainInit;
+  options.seed = trainSeed;
+  options.steps = trainSteps;
+  options.resume = trainResume;
+  options.checkpointEvery = trainCheckpointEvery;
+  options.logEvery = trainLogEvery;
+  if (llvm::Error error = train(options))
+    return fail(std::move(error));
+  return 0;
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -316,13 +377,17 @@ int main(int argc, char **argv) {
       "  momarun init ARTIFACT -o W.safetensors [--seed N]\n"
       "  momarun eval ARTIFACT --weights W.safetensors --data PREFIX\n"
       "  momarun grad ARTIFACT --weights W.safetensors --tokens T.bin --out "
-      "O.safetensors\n");
+      "O.safetensors\n"
+      "  momarun train ARTIFACT --data PREFIX --steps N --out RUN/ [--init W] "
+      "[--resume]\n");
   if (initCommand)
     return runInit();
   if (evalCommand)
     return runEval();
   if (gradCommand)
     return runGrad();
+  if (trainCommand)
+    return runTrain();
   cl::PrintHelpMessage();
   return 1;
 }

@@ -35,9 +35,9 @@ struct LowerMatmul : OpRewritePattern<moma::MatmulOp> {
   LogicalResult matchAndRewrite(moma::MatmulOp op,
                                 PatternRewriter &rewriter) const override {
     KernelBuilder kb(rewriter, op.getLoc());
-    rewriter.replaceOp(op, kb.matmul(op.getLhs(), op.getRhs(),
-                                     op.getTransposeLhs(),
-                                     op.getTransposeRhs()));
+    rewriter.replaceOp(op,
+                       kb.matmul(op.getLhs(), op.getRhs(), op.getTransposeLhs(),
+                                 op.getTransposeRhs()));
     return success();
   }
 };
@@ -76,54 +76,53 @@ struct LowerRMSNormGrad : OpRewritePattern<moma::RMSNormGradOp> {
                   arith::ConstantOp::create(b, loc, b.getF32FloatAttr(eps))))};
         });
     Value dot =
-        kb.generic({w, dy, x}, kb.zeros(rowShape, kb.f32, rows),
-                   {kb.map(2, {1}), kb.identity(2), kb.identity(2),
-                    kb.map(2, {0})},
-                   {kPar, kRed},
-                   [](OpBuilder &b, Location loc, ValueRange args) {
-                     Value t = arith::MulFOp::create(
-                         b, loc, arith::MulFOp::create(b, loc, args[0], args[1]),
-                         args[2]);
-                     return SmallVector<Value>{
-                         arith::AddFOp::create(b, loc, args[3], t)};
-                   })
+        kb.generic(
+              {w, dy, x}, kb.zeros(rowShape, kb.f32, rows),
+              {kb.map(2, {1}), kb.identity(2), kb.identity(2), kb.map(2, {0})},
+              {kPar, kRed},
+              [](OpBuilder &b, Location loc, ValueRange args) {
+                Value t = arith::MulFOp::create(
+                    b, loc, arith::MulFOp::create(b, loc, args[0], args[1]),
+                    args[2]);
+                return SmallVector<Value>{
+                    arith::AddFOp::create(b, loc, args[3], t)};
+              })
             .front();
     Value dx =
-        kb.generic({x, w, dy, scale, dot},
-                   kb.empty(type.getShape(), kb.f32, rows),
-                   {kb.identity(2), kb.map(2, {1}), kb.identity(2),
-                    kb.map(2, {0}), kb.map(2, {0}), kb.identity(2)},
-                   {kPar, kPar},
-                   [&](OpBuilder &b, Location loc, ValueRange args) {
-                     Value r = args[3];
-                     Value first = arith::MulFOp::create(
-                         b, loc, r, arith::MulFOp::create(b, loc, args[1],
-                                                          args[2]));
-                     Value r3 = arith::MulFOp::create(
-                         b, loc, r, arith::MulFOp::create(b, loc, r, r));
-                     Value second = arith::DivFOp::create(
-                         b, loc,
-                         arith::MulFOp::create(
-                             b, loc, r3,
-                             arith::MulFOp::create(b, loc, args[0], args[4])),
-                         arith::ConstantOp::create(b, loc,
-                                                   b.getF32FloatAttr(features)));
-                     return SmallVector<Value>{
-                         arith::SubFOp::create(b, loc, first, second)};
-                   })
+        kb.generic(
+              {x, w, dy, scale, dot}, kb.empty(type.getShape(), kb.f32, rows),
+              {kb.identity(2), kb.map(2, {1}), kb.identity(2), kb.map(2, {0}),
+               kb.map(2, {0}), kb.identity(2)},
+              {kPar, kPar},
+              [&](OpBuilder &b, Location loc, ValueRange args) {
+                Value r = args[3];
+                Value first = arith::MulFOp::create(
+                    b, loc, r, arith::MulFOp::create(b, loc, args[1], args[2]));
+                Value r3 = arith::MulFOp::create(
+                    b, loc, r, arith::MulFOp::create(b, loc, r, r));
+                Value second = arith::DivFOp::create(
+                    b, loc,
+                    arith::MulFOp::create(
+                        b, loc, r3,
+                        arith::MulFOp::create(b, loc, args[0], args[4])),
+                    arith::ConstantOp::create(b, loc,
+                                              b.getF32FloatAttr(features)));
+                return SmallVector<Value>{
+                    arith::SubFOp::create(b, loc, first, second)};
+              })
             .front();
     Value dw =
-        kb.generic({dy, x, scale}, kb.zeros({type.getDimSize(1)}, kb.f32),
-                   {kb.identity(2), kb.identity(2), kb.map(2, {0}),
-                    kb.map(2, {1})},
-                   {kRed, kPar},
-                   [](OpBuilder &b, Location loc, ValueRange args) {
-                     Value t = arith::MulFOp::create(
-                         b, loc, arith::MulFOp::create(b, loc, args[0], args[1]),
-                         args[2]);
-                     return SmallVector<Value>{
-                         arith::AddFOp::create(b, loc, args[3], t)};
-                   })
+        kb.generic(
+              {dy, x, scale}, kb.zeros({type.getDimSize(1)}, kb.f32),
+              {kb.identity(2), kb.identity(2), kb.map(2, {0}), kb.map(2, {1})},
+              {kRed, kPar},
+              [](OpBuilder &b, Location loc, ValueRange args) {
+                Value t = arith::MulFOp::create(
+                    b, loc, arith::MulFOp::create(b, loc, args[0], args[1]),
+                    args[2]);
+                return SmallVector<Value>{
+                    arith::AddFOp::create(b, loc, args[3], t)};
+              })
             .front();
     rewriter.replaceOp(op, {dx, dw});
     return success();
@@ -150,34 +149,33 @@ struct LowerHeadLayerNormGrad : OpRewritePattern<moma::HeadLayerNormGradOp> {
     SmallVector<int64_t> statShape = {type.getDimSize(0), heads};
     Value divisor = kb.f32Const(headDim);
     // Mean over each head of f(inputs).
-    auto headMean = [&](ValueRange inputs,
-                        function_ref<Value(OpBuilder &, Location, ValueRange)>
-                            term) {
-      SmallVector<AffineMap> maps;
-      for (Value input : inputs)
-        maps.push_back(cast<RankedTensorType>(input.getType()).getRank() == 3
-                           ? kb.identity(3)
-                           : kb.map(3, {0, 1}));
-      maps.push_back(kb.map(3, {0, 1}));
-      Value sum =
-          kb.generic(inputs, kb.zeros(statShape, kb.f32, rows), maps,
-                     {kPar, kPar, kRed},
-                     [&](OpBuilder &b, Location loc, ValueRange args) {
-                       Value t = term(b, loc, args.drop_back());
-                       return SmallVector<Value>{
-                           arith::AddFOp::create(b, loc, args.back(), t)};
-                     })
-              .front();
-      return kb.elementwise({sum}, kb.f32,
-                            [&](OpBuilder &b, Location loc, ValueRange args) {
-                              return SmallVector<Value>{
-                                  arith::DivFOp::create(b, loc, args[0],
-                                                        divisor)};
-                            });
-    };
-    Value mean = headMean({x}, [](OpBuilder &, Location, ValueRange args) {
-      return args[0];
-    });
+    auto headMean =
+        [&](ValueRange inputs,
+            function_ref<Value(OpBuilder &, Location, ValueRange)> term) {
+          SmallVector<AffineMap> maps;
+          for (Value input : inputs)
+            maps.push_back(cast<RankedTensorType>(input.getType()).getRank() ==
+                                   3
+                               ? kb.identity(3)
+                               : kb.map(3, {0, 1}));
+          maps.push_back(kb.map(3, {0, 1}));
+          Value sum =
+              kb.generic(inputs, kb.zeros(statShape, kb.f32, rows), maps,
+                         {kPar, kPar, kRed},
+                         [&](OpBuilder &b, Location loc, ValueRange args) {
+                           Value t = term(b, loc, args.drop_back());
+                           return SmallVector<Value>{
+                               arith::AddFOp::create(b, loc, args.back(), t)};
+                         })
+                  .front();
+          return kb.elementwise(
+              {sum}, kb.f32, [&](OpBuilder &b, Location loc, ValueRange args) {
+                return SmallVector<Value>{
+                    arith::DivFOp::create(b, loc, args[0], divisor)};
+              });
+        };
+    Value mean = headMean(
+        {x}, [](OpBuilder &, Location, ValueRange args) { return args[0]; });
     Value variance =
         headMean({x, mean}, [](OpBuilder &b, Location loc, ValueRange args) {
           Value d = arith::SubFOp::create(b, loc, args[0], args[1]);
@@ -196,7 +194,8 @@ struct LowerHeadLayerNormGrad : OpRewritePattern<moma::HeadLayerNormGradOp> {
                    {kPar, kPar, kPar},
                    [](OpBuilder &b, Location loc, ValueRange args) {
                      return SmallVector<Value>{arith::MulFOp::create(
-                         b, loc, arith::SubFOp::create(b, loc, args[0], args[1]),
+                         b, loc,
+                         arith::SubFOp::create(b, loc, args[0], args[1]),
                          args[2])};
                    })
             .front();
@@ -208,9 +207,8 @@ struct LowerHeadLayerNormGrad : OpRewritePattern<moma::HeadLayerNormGradOp> {
                                arith::MulFOp::create(b, loc, args[0], args[1])};
                          })
                   .front();
-    Value meanG = headMean({g}, [](OpBuilder &, Location, ValueRange args) {
-      return args[0];
-    });
+    Value meanG = headMean(
+        {g}, [](OpBuilder &, Location, ValueRange args) { return args[0]; });
     Value meanGX =
         headMean({g, xhat}, [](OpBuilder &b, Location loc, ValueRange args) {
           return Value(arith::MulFOp::create(b, loc, args[0], args[1]));
@@ -267,12 +265,13 @@ struct LowerAttentionGrad : OpRewritePattern<moma::AttentionGradOp> {
     SmallVector<Value> rows = rowsOf(kb, q);
     auto splitShape = cast<RankedTensorType>(q.getType()).getShape();
     auto pType = cast<RankedTensorType>(p.getType());
-    SmallVector<Value> pDyn =
-        type.isDynamicDim(0) ? SmallVector<Value>{rows[0], rows[0]}
-                             : SmallVector<Value>{};
+    SmallVector<Value> pDyn = type.isDynamicDim(0)
+                                  ? SmallVector<Value>{rows[0], rows[0]}
+                                  : SmallVector<Value>{};
     auto multiplyAdd = [](OpBuilder &b, Location loc, ValueRange args) {
       Value product = arith::MulFOp::create(b, loc, args[0], args[1]);
-      return SmallVector<Value>{arith::AddFOp::create(b, loc, args[2], product)};
+      return SmallVector<Value>{
+          arith::AddFOp::create(b, loc, args[2], product)};
     };
     SmallVector<IteratorType> contract = {kPar, kPar, kPar, kRed};
     // dv[j, h, c] = sum_i p[h, i, j] do[i, h, c]; loops (j, h, c, i).
@@ -282,18 +281,17 @@ struct LowerAttentionGrad : OpRewritePattern<moma::AttentionGradOp> {
                           contract, multiplyAdd)
                    .front();
     // dp[h, i, j] = sum_c do[i, h, c] v[j, h, c]; loops (h, i, j, c).
-    Value dp = kb.generic({dout, v},
-                          kb.zeros(pType.getShape(), kb.f32, pDyn),
+    Value dp = kb.generic({dout, v}, kb.zeros(pType.getShape(), kb.f32, pDyn),
                           {kb.map(4, {1, 0, 3}), kb.map(4, {2, 0, 3}),
                            kb.map(4, {0, 1, 2})},
                           contract, multiplyAdd)
                    .front();
     SmallVector<int64_t> rowShape = {heads, type.getDimSize(0)};
-    Value rowDot = kb.generic({p, dp}, kb.zeros(rowShape, kb.f32, rows),
-                              {kb.identity(3), kb.identity(3),
-                               kb.map(3, {0, 1})},
-                              {kPar, kPar, kRed}, multiplyAdd)
-                       .front();
+    Value rowDot =
+        kb.generic({p, dp}, kb.zeros(rowShape, kb.f32, rows),
+                   {kb.identity(3), kb.identity(3), kb.map(3, {0, 1})},
+                   {kPar, kPar, kRed}, multiplyAdd)
+            .front();
     Value scaleValue = kb.f32Const(scale);
     Value ds =
         kb.generic({p, dp, rowDot}, kb.empty(pType.getShape(), kb.f32, pDyn),
@@ -339,32 +337,33 @@ struct LowerSwiGLUGrad : OpRewritePattern<moma::SwiGLUGradOp> {
     Value x = op.getInput(), dy = op.getOutputGrad();
     Value h1 = kb.contractTransposed(x, op.getW1());
     Value h3 = kb.contractTransposed(x, op.getW3());
-    Value g = kb.elementwise({h1, h3}, kb.f32,
-                             [](OpBuilder &b, Location loc, ValueRange args) {
-                               return SmallVector<Value>{arith::MulFOp::create(
-                                   b, loc, silu(b, loc, args[0]), args[1])};
-                             });
+    Value g = kb.elementwise(
+        {h1, h3}, kb.f32, [](OpBuilder &b, Location loc, ValueRange args) {
+          return SmallVector<Value>{
+              arith::MulFOp::create(b, loc, silu(b, loc, args[0]), args[1])};
+        });
     Value dg = kb.matmul(dy, op.getW2(), false, false);
     Value dw2 = kb.matmul(dy, g, true, false);
     Value dh1 = kb.elementwise(
         {dg, h1, h3}, kb.f32, [](OpBuilder &b, Location loc, ValueRange args) {
           Value s = sigmoid(b, loc, args[1]);
-          Value one = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(1.0f));
+          Value one =
+              arith::ConstantOp::create(b, loc, b.getF32FloatAttr(1.0f));
           Value derivative = arith::MulFOp::create(
               b, loc, s,
               arith::AddFOp::create(
                   b, loc, one,
-                  arith::MulFOp::create(b, loc, args[1],
-                                        arith::SubFOp::create(b, loc, one, s))));
+                  arith::MulFOp::create(
+                      b, loc, args[1], arith::SubFOp::create(b, loc, one, s))));
           return SmallVector<Value>{arith::MulFOp::create(
               b, loc, arith::MulFOp::create(b, loc, args[0], args[2]),
               derivative)};
         });
-    Value dh3 = kb.elementwise({dg, h1}, kb.f32,
-                               [](OpBuilder &b, Location loc, ValueRange args) {
-                                 return SmallVector<Value>{arith::MulFOp::create(
-                                     b, loc, args[0], silu(b, loc, args[1]))};
-                               });
+    Value dh3 = kb.elementwise(
+        {dg, h1}, kb.f32, [](OpBuilder &b, Location loc, ValueRange args) {
+          return SmallVector<Value>{
+              arith::MulFOp::create(b, loc, args[0], silu(b, loc, args[1]))};
+        });
     Value dx = addTensors(kb, kb.matmul(dh1, op.getW1(), false, false),
                           kb.matmul(dh3, op.getW3(), false, false));
     Value dw1 = kb.matmul(dh1, x, true, false);
@@ -383,7 +382,8 @@ struct LowerRouterGrad : OpRewritePattern<moma::RouterGradOp> {
     Value dz = kb.elementwise(
         {op.getScoresGrad(), op.getScores()}, kb.f32,
         [](OpBuilder &b, Location loc, ValueRange args) {
-          Value one = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(1.0f));
+          Value one =
+              arith::ConstantOp::create(b, loc, b.getF32FloatAttr(1.0f));
           Value slope = arith::MulFOp::create(
               b, loc, args[1], arith::SubFOp::create(b, loc, one, args[1]));
           return SmallVector<Value>{
@@ -414,15 +414,15 @@ struct LowerGateGrad : OpRewritePattern<moma::GateGradOp> {
                      ValueRange state) {
                    Value row = toIndex(
                        b, loc, tensor::ExtractOp::create(b, loc, indices, ivs));
-                   Value column = perExpert
-                                      ? ivs[0]
-                                      : arith::ConstantIndexOp::create(b, loc, 0);
-                   Value old = tensor::ExtractOp::create(b, loc, state[0],
-                                                         ValueRange{row, column});
+                   Value column =
+                       perExpert ? ivs[0]
+                                 : arith::ConstantIndexOp::create(b, loc, 0);
+                   Value old = tensor::ExtractOp::create(
+                       b, loc, state[0], ValueRange{row, column});
                    Value add = tensor::ExtractOp::create(b, loc, dg, ivs);
                    return SmallVector<Value>{tensor::InsertOp::create(
-                       b, loc, arith::AddFOp::create(b, loc, old, add), state[0],
-                       ValueRange{row, column})};
+                       b, loc, arith::AddFOp::create(b, loc, old, add),
+                       state[0], ValueRange{row, column})};
                  })
             .front();
     rewriter.replaceOp(op, result);
@@ -472,23 +472,23 @@ struct LowerScatterAddTokensGrad
       SmallVector<IteratorType> iterators(rank, kPar);
       iterators.back() = kRed;
       Value dw =
-          kb.generic({source, indices},
-                     kb.zeros(weightType.getShape(), kb.f32,
-                              kb.dynamicOf(weightType.getShape(),
-                                           kb.dims(weights))),
-                     {kb.identity(rank), kb.map(rank, leading),
-                      kb.map(rank, leading)},
-                     iterators,
-                     [&](OpBuilder &b, Location loc, ValueRange args) {
-                       Value row = toIndex(b, loc, args[1]);
-                       Value c = linalg::IndexOp::create(b, loc, rank - 1);
-                       Value upstream = tensor::ExtractOp::create(
-                           b, loc, dy, ValueRange{row, c});
-                       Value product =
-                           arith::MulFOp::create(b, loc, upstream, args[0]);
-                       return SmallVector<Value>{
-                           arith::AddFOp::create(b, loc, args[2], product)};
-                     })
+          kb.generic(
+                {source, indices},
+                kb.zeros(weightType.getShape(), kb.f32,
+                         kb.dynamicOf(weightType.getShape(), kb.dims(weights))),
+                {kb.identity(rank), kb.map(rank, leading),
+                 kb.map(rank, leading)},
+                iterators,
+                [&](OpBuilder &b, Location loc, ValueRange args) {
+                  Value row = toIndex(b, loc, args[1]);
+                  Value c = linalg::IndexOp::create(b, loc, rank - 1);
+                  Value upstream =
+                      tensor::ExtractOp::create(b, loc, dy, ValueRange{row, c});
+                  Value product =
+                      arith::MulFOp::create(b, loc, upstream, args[0]);
+                  return SmallVector<Value>{
+                      arith::AddFOp::create(b, loc, args[2], product)};
+                })
               .front();
       results.push_back(dw);
     }
@@ -510,56 +510,56 @@ struct LowerModMergeGrad : OpRewritePattern<moma::ModMergeGradOp> {
     Value dy = op.getOutputGrad();
     auto blockType = cast<RankedTensorType>(block.getType());
     SmallVector<Value> blockRows = rowsOf(kb, block);
-    Value dblock =
-        kb.generic({indices, gates},
-                   kb.empty(blockType.getShape(), kb.f32, blockRows),
-                   {kb.map(2, {0}), kb.map(2, {0}), kb.identity(2)},
-                   {kPar, kPar},
-                   [&](OpBuilder &b, Location loc, ValueRange args) {
-                     Value row = toIndex(b, loc, args[0]);
-                     Value c = linalg::IndexOp::create(b, loc, 1);
-                     Value upstream = tensor::ExtractOp::create(
-                         b, loc, dy, ValueRange{row, c});
-                     return SmallVector<Value>{
-                         arith::MulFOp::create(b, loc, args[1], upstream)};
-                   })
-            .front();
+    Value dblock = kb.generic({indices, gates},
+                              kb.empty(blockType.getShape(), kb.f32, blockRows),
+                              {kb.map(2, {0}), kb.map(2, {0}), kb.identity(2)},
+                              {kPar, kPar},
+                              [&](OpBuilder &b, Location loc, ValueRange args) {
+                                Value row = toIndex(b, loc, args[0]);
+                                Value c = linalg::IndexOp::create(b, loc, 1);
+                                Value upstream = tensor::ExtractOp::create(
+                                    b, loc, dy, ValueRange{row, c});
+                                return SmallVector<Value>{arith::MulFOp::create(
+                                    b, loc, args[1], upstream)};
+                              })
+                       .front();
     Value dgates =
-        kb.generic({block, indices},
-                   kb.zeros({blockType.getDimSize(0)}, kb.f32, blockRows),
-                   {kb.identity(2), kb.map(2, {0}), kb.map(2, {0})},
-                   {kPar, kRed},
-                   [&](OpBuilder &b, Location loc, ValueRange args) {
-                     Value row = toIndex(b, loc, args[1]);
-                     Value c = linalg::IndexOp::create(b, loc, 1);
-                     Value upstream = tensor::ExtractOp::create(
-                         b, loc, dy, ValueRange{row, c});
-                     Value old = tensor::ExtractOp::create(
-                         b, loc, x, ValueRange{row, c});
-                     Value delta = arith::SubFOp::create(b, loc, args[0], old);
-                     return SmallVector<Value>{arith::AddFOp::create(
-                         b, loc, args[2],
-                         arith::MulFOp::create(b, loc, upstream, delta))};
-                   })
+        kb.generic(
+              {block, indices},
+              kb.zeros({blockType.getDimSize(0)}, kb.f32, blockRows),
+              {kb.identity(2), kb.map(2, {0}), kb.map(2, {0})}, {kPar, kRed},
+              [&](OpBuilder &b, Location loc, ValueRange args) {
+                Value row = toIndex(b, loc, args[1]);
+                Value c = linalg::IndexOp::create(b, loc, 1);
+                Value upstream =
+                    tensor::ExtractOp::create(b, loc, dy, ValueRange{row, c});
+                Value old =
+                    tensor::ExtractOp::create(b, loc, x, ValueRange{row, c});
+                Value delta = arith::SubFOp::create(b, loc, args[0], old);
+                return SmallVector<Value>{arith::AddFOp::create(
+                    b, loc, args[2],
+                    arith::MulFOp::create(b, loc, upstream, delta))};
+              })
             .front();
     Value one = kb.f32Const(1.0);
-    Value dx =
-        kb.loops({kb.dim(indices, 0), kb.dim(x, 1)}, {dy},
-                 [&](OpBuilder &b, Location loc, ValueRange ivs,
-                     ValueRange state) {
-                   Value row = toIndex(b, loc,
-                                       tensor::ExtractOp::create(
-                                           b, loc, indices, ValueRange{ivs[0]}));
-                   Value gate = tensor::ExtractOp::create(b, loc, gates,
-                                                          ValueRange{ivs[0]});
-                   Value upstream = tensor::ExtractOp::create(
-                       b, loc, dy, ValueRange{row, ivs[1]});
-                   Value kept = arith::MulFOp::create(
-                       b, loc, upstream, arith::SubFOp::create(b, loc, one, gate));
-                   return SmallVector<Value>{tensor::InsertOp::create(
-                       b, loc, kept, state[0], ValueRange{row, ivs[1]})};
-                 })
-            .front();
+    Value dx = kb.loops({kb.dim(indices, 0), kb.dim(x, 1)}, {dy},
+                        [&](OpBuilder &b, Location loc, ValueRange ivs,
+                            ValueRange state) {
+                          Value row =
+                              toIndex(b, loc,
+                                      tensor::ExtractOp::create(
+                                          b, loc, indices, ValueRange{ivs[0]}));
+                          Value gate = tensor::ExtractOp::create(
+                              b, loc, gates, ValueRange{ivs[0]});
+                          Value upstream = tensor::ExtractOp::create(
+                              b, loc, dy, ValueRange{row, ivs[1]});
+                          Value kept = arith::MulFOp::create(
+                              b, loc, upstream,
+                              arith::SubFOp::create(b, loc, one, gate));
+                          return SmallVector<Value>{tensor::InsertOp::create(
+                              b, loc, kept, state[0], ValueRange{row, ivs[1]})};
+                        })
+                   .front();
     rewriter.replaceOp(op, {dx, dblock, dgates});
     return success();
   }
@@ -582,32 +582,128 @@ struct LowerCrossEntropyGrad : OpRewritePattern<moma::CrossEntropyGradOp> {
                                      rewriter.getI64Type(), kb.dim(logits, 0)));
     Value upstream = tensor::ExtractOp::create(rewriter, op.getLoc(),
                                                op.getLossGrad(), ValueRange{});
-    Value factor = arith::DivFOp::create(rewriter, op.getLoc(), upstream, count);
+    Value factor =
+        arith::DivFOp::create(rewriter, op.getLoc(), upstream, count);
     Value twoZ = kb.f32Const(2.0 * op.getZLoss().convertToDouble());
     Value result =
-        kb.generic({logits, lse, targets},
-                   kb.empty(type.getShape(), kb.f32, rows),
-                   {kb.identity(2), kb.map(2, {0}), kb.map(2, {0}),
-                    kb.identity(2)},
-                   {kPar, kPar},
-                   [&](OpBuilder &b, Location loc, ValueRange args) {
-                     Value p = math::ExpOp::create(
-                         b, loc, arith::SubFOp::create(b, loc, args[0], args[1]));
-                     Value v = linalg::IndexOp::create(b, loc, 1);
-                     Value isTarget = arith::CmpIOp::create(
-                         b, loc, arith::CmpIPredicate::eq, v,
-                         toIndex(b, loc, args[2]));
-                     Value onehot = arith::UIToFPOp::create(
-                         b, loc, b.getF32Type(), isTarget);
-                     Value zTerm = arith::MulFOp::create(
-                         b, loc, arith::MulFOp::create(b, loc, twoZ, args[1]), p);
-                     Value g = arith::AddFOp::create(
-                         b, loc, arith::SubFOp::create(b, loc, p, onehot), zTerm);
-                     return SmallVector<Value>{
-                         arith::MulFOp::create(b, loc, g, factor)};
-                   })
+        kb.generic(
+              {logits, lse, targets}, kb.empty(type.getShape(), kb.f32, rows),
+              {kb.identity(2), kb.map(2, {0}), kb.map(2, {0}), kb.identity(2)},
+              {kPar, kPar},
+              [&](OpBuilder &b, Location loc, ValueRange args) {
+                Value p = math::ExpOp::create(
+                    b, loc, arith::SubFOp::create(b, loc, args[0], args[1]));
+                Value v = linalg::IndexOp::create(b, loc, 1);
+                Value isTarget =
+                    arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, v,
+                                          toIndex(b, loc, args[2]));
+                Value onehot =
+                    arith::UIToFPOp::create(b, loc, b.getF32Type(), isTarget);
+                Value zTerm = arith::MulFOp::create(
+                    b, loc, arith::MulFOp::create(b, loc, twoZ, args[1]), p);
+                Value g = arith::AddFOp::create(
+                    b, loc, arith::SubFOp::create(b, loc, p, onehot), zTerm);
+                return SmallVector<Value>{
+                    arith::MulFOp::create(b, loc, g, factor)};
+              })
             .front();
     rewriter.replaceOp(op, result);
+    return success();
+  }
+};
+
+struct LowerGlobalNorm : OpRewritePattern<moma::GlobalNormOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(moma::GlobalNormOp op,
+                                PatternRewriter &rewriter) const override {
+    // sqrt(sum of squares), accumulated in double across all tensors.
+    KernelBuilder kb(rewriter, op.getLoc());
+    Value total = kb.zeros({}, rewriter.getF64Type());
+    for (Value tensor : op.getTensors()) {
+      unsigned rank = cast<RankedTensorType>(tensor.getType()).getRank();
+      total =
+          kb.generic(
+                {tensor}, total,
+                {kb.identity(rank),
+                 AffineMap::get(rank, 0, {}, rewriter.getContext())},
+                SmallVector<IteratorType>(rank, kRed),
+                [](OpBuilder &b, Location loc, ValueRange args) {
+                  Value x =
+                      arith::ExtFOp::create(b, loc, b.getF64Type(), args[0]);
+                  return SmallVector<Value>{arith::AddFOp::create(
+                      b, loc, args[1], arith::MulFOp::create(b, loc, x, x))};
+                })
+              .front();
+    }
+    Value sum =
+        tensor::ExtractOp::create(rewriter, op.getLoc(), total, ValueRange{});
+    Value norm = arith::TruncFOp::create(
+        rewriter, op.getLoc(), kb.f32,
+        math::SqrtOp::create(rewriter, op.getLoc(), sum));
+    rewriter.replaceOp(
+        op, tensor::FromElementsOp::create(rewriter, op.getLoc(),
+                                           RankedTensorType::get({}, kb.f32),
+                                           ValueRange{norm}));
+    return success();
+  }
+};
+
+struct LowerAdamWUpdate : OpRewritePattern<moma::AdamWUpdateOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(moma::AdamWUpdateOp op,
+                                PatternRewriter &rewriter) const override {
+    // One element-wise kernel, so the update may overwrite its inputs.
+    KernelBuilder kb(rewriter, op.getLoc());
+    Location loc = op.getLoc();
+    auto scheduleAt = [&](int64_t i) {
+      return tensor::ExtractOp::create(rewriter, loc, op.getSchedule(),
+                                       ValueRange{kb.index(i)})
+          .getResult();
+    };
+    Value lr = scheduleAt(0), correction1 = scheduleAt(1),
+          correction2 = scheduleAt(2);
+    Value clip =
+        tensor::ExtractOp::create(rewriter, loc, op.getClip(), ValueRange{});
+    double beta1 = op.getBeta1().convertToDouble();
+    double beta2 = op.getBeta2().convertToDouble();
+    double eps = op.getEps().convertToDouble();
+    double decay = op.getWeightDecay().convertToDouble();
+    auto type = cast<RankedTensorType>(op.getParam().getType());
+    unsigned rank = type.getRank();
+    ValueRange updated = kb.generic(
+        {op.getParam(), op.getGrad(), op.getFirstMoment(),
+         op.getSecondMoment()},
+        {kb.empty(type.getShape(), kb.f32), kb.empty(type.getShape(), kb.f32),
+         kb.empty(type.getShape(), kb.f32)},
+        SmallVector<AffineMap>(7, kb.identity(rank)),
+        SmallVector<IteratorType>(rank, kPar),
+        [&](OpBuilder &b, Location at, ValueRange args) {
+          auto constant = [&](double value) {
+            return arith::ConstantOp::create(b, at, b.getF32FloatAttr(value))
+                .getResult();
+          };
+          auto mul = [&](Value x, Value y) {
+            return arith::MulFOp::create(b, at, x, y).getResult();
+          };
+          auto add = [&](Value x, Value y) {
+            return arith::AddFOp::create(b, at, x, y).getResult();
+          };
+          Value p = args[0], m = args[2], v = args[3];
+          Value g = mul(args[1], clip);
+          Value m2 = add(mul(constant(beta1), m), mul(constant(1 - beta1), g));
+          Value v2 =
+              add(mul(constant(beta2), v), mul(constant(1 - beta2), mul(g, g)));
+          Value mHat = arith::DivFOp::create(b, at, m2, correction1);
+          Value vHat = arith::DivFOp::create(b, at, v2, correction2);
+          Value denominator =
+              add(math::SqrtOp::create(b, at, vHat), constant(eps));
+          Value direction =
+              add(mul(constant(decay), p),
+                  arith::DivFOp::create(b, at, mHat, denominator));
+          Value p2 = arith::SubFOp::create(b, at, p, mul(lr, direction));
+          return SmallVector<Value>{p2, m2, v2};
+        });
+    rewriter.replaceOp(op, updated);
     return success();
   }
 };
@@ -619,5 +715,6 @@ void momac::lowering::populateGradientLoweringPatterns(
   patterns.add<LowerMatmul, LowerRMSNormGrad, LowerHeadLayerNormGrad,
                LowerAttentionGrad, LowerSwiGLUGrad, LowerRouterGrad,
                LowerGateGrad, LowerScatterAddTokensGrad, LowerModMergeGrad,
-               LowerCrossEntropyGrad>(patterns.getContext());
+               LowerCrossEntropyGrad, LowerGlobalNorm, LowerAdamWUpdate>(
+      patterns.getContext());
 }

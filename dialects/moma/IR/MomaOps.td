@@ -659,4 +659,51 @@ def Moma_CrossEntropyGradOp : Moma_Op<"cross_entropy_grad",
   }];
 }
 
+//===----------------------------------------------------------------------===//
+// Optimizer (built by -moma-synthesize-optimizer-step)
+//===----------------------------------------------------------------------===//
+
+def Moma_GlobalNormOp : Moma_Op<"global_norm", [Pure]> {
+  let summary = "the L2 norm of several tensors taken together";
+  let description = [{
+    `sqrt(sum over all tensors and elements of x^2)`: the gradient norm that
+    clipping (MODEL_SPEC section 7) compares with `grad_clip`.
+  }];
+  let arguments = (ins Variadic<Moma_Activations>:$tensors);
+  let results = (outs Moma_FloatScalar:$norm);
+  let assemblyFormat = [{
+    $tensors attr-dict `:` type($tensors) `->` type($norm)
+  }];
+}
+
+def Moma_AdamWUpdateOp : Moma_Op<"adamw_update",
+    [Pure, AllTypesMatch<["param", "grad", "first_moment", "second_moment",
+                          "new_param", "new_first_moment",
+                          "new_second_moment"]>]> {
+  let summary = "one AdamW step of one parameter (MODEL_SPEC section 7)";
+  let description = [{
+    With `schedule = [lr, 1 - beta1^t, 1 - beta2^t]` and the clipping factor
+    `clip`: g' = clip g, m' = b1 m + (1 - b1) g', v' = b2 v + (1 - b2) g'^2,
+    p' = p - lr (wd p + (m' / (1 - b1^t)) / (sqrt(v' / (1 - b2^t)) + eps)).
+    Every output element depends only on the same element of the inputs, so
+    the update may be written over its inputs in place.
+  }];
+  let arguments = (ins Moma_Activations:$param, Moma_Activations:$grad,
+                       Moma_Activations:$first_moment,
+                       Moma_Activations:$second_moment,
+                       TensorRankOf<[F32], [1]>:$schedule,
+                       Moma_FloatScalar:$clip,
+                       F64Attr:$beta1, F64Attr:$beta2, Moma_PositiveF64:$eps,
+                       Moma_NonNegativeF64:$weight_decay);
+  let results = (outs Moma_Activations:$new_param,
+                      Moma_Activations:$new_first_moment,
+                      Moma_Activations:$new_second_moment);
+  let assemblyFormat = [{
+    $param `,` $grad `,` $first_moment `,` $second_moment `schedule` $schedule
+    `clip` $clip `beta1` `=` $beta1 `beta2` `=` $beta2 `eps` `=` $eps
+    `weight_decay` `=` $weight_decay attr-dict
+    `:` type($param) `,` type($schedule) `,` type($clip)
+  }];
+}
+
 #endif // MOMA_OPS_TD

@@ -1,0 +1,130 @@
+//===- SynthesizeOptimizerStep.cpp - Clipping and AdamW as code -----------===//
+//
+// Adds @optimizer_step; see Passes.td.
+//
+//===----------------------------------------------------------------------===//
+
+#include "compiler/Autodiff/Passes.h"
+
+#include "dialects/moma/IR/MomaOps.h"
+#include "lib/config/Parameters.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/Builders.h"
+
+namespace momac {
+#define GEN_PASS_DEF_MOMASYNTHESIZEOPTIMIZERSTEP
+#include "compiler/Autodiff/Passes.h.inc"
+} // namespace momac
+
+using namespace mlir;
+
+namespace {
+
+struct SynthesizeOptimizerStepPass
+    : public momac::impl::MomaSynthesizeOptimizerStepBase<
+          SynthesizeOptimizerStepPass> {
+  using MomaSynthesizeOptimizerStepBase::MomaSynthesizeOptimizerStepBase;
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    auto forward = module.lookupSymbol<func::FuncOp>(forwardName);
+    if (!forward) {
+      module.emitError() << "no function @" << forwardName;
+      return signalPassFailure();
+    }
+    // The trained parameters: named float arguments, aux routers excluded.
+    SmallVector<std::pair<std::string, RankedTensorType>> params;
+    for (unsigned i = 0; i < forward.getNumArguments(); ++i) {
+      auto name = forward.getArgAttrOfType<StringAttr>(i, "moma.param");
+      auto type = dyn_cast<RankedTensorType>(forward.getArgument(i).getType());
+      if (!name || !type || !isa<FloatType>(type.getElementType()) ||
+          name.getValue().contains("aux_router."))
+        continue;
+      params.emplace_back(name.str(), type);
+    }
+
+    OpBuilder b = OpBuilder::atBlockEnd(module.getBody());
+    Location loc = forward.getLoc();
+    MLIRContext *context = &getContext();
+    auto scheduleType = RankedTensorType::get({3}, b.getF32Type());
+    auto scalarType = RankedTensorType::get({}, b.getF32Type());
+    SmallVector<Type> argTypes, resultTypes;
+    SmallVector<std::string> argNames, resultNames;
+    for (const char *prefix : {"", "grad.", "optim.m.", "optim.v."})
+      for (auto &[name, type] : params) {
+        argTypes.push_back(type);
+        argNames.push_back(prefix + name);
+      }
+    argTypes.push_back(scheduleType);
+    argNames.push_back("schedule");
+    for (const char *prefix : {"", "optim.m.", "optim.v."})
+      for (auto &[name, type] : params) {
+        resultTypes.push_back(type);
+        resultNames.push_back(prefix + name);
+      }
+    resultTypes.push_back(scalarType);
+    resultNames.push_back("grad_norm");
+
+    auto step =
+        func::FuncOp::create(b, loc, "optimizer_step",
+                             FunctionType::get(context, argTypes, resultTypes));
+    for (auto [i, name] : llvm::enumerate(argNames))
+      step.setArgAttr(i, "moma.param", b.getStringAttr(name));
+    for (auto [i, name] : llvm::enumerate(resultNames))
+      step.setResultAttr(i, "moma.result", b.getStringAttr(name));
+    Block *body = step.addEntryBlock();
+    b.setInsertionPointToStart(body);
+
+    size_t n = params.size();
+    ValueRange args = body->getArguments();
+    ValueRange weights = args.slice(0, n), grads = args.slice(n, n),
+               firstMoments = args.slice(2 * n, n),
+               secondMoments = args.slice(3 * n, n);
+    Value schedule = args.back();
+
+    // clip = min(1, grad_clip / (norm + 1e-6)), or 1 without clipping.
+    Value norm = moma::GlobalNormOp::create(b, loc, scalarType, grads);
+    Value clip;
+    if (gradClip > 0) {
+      Value normValue = tensor::ExtractOp::create(b, loc, norm, ValueRange{});
+      Value shifted = arith::AddFOp::create(
+          b, loc, normValue,
+          arith::ConstantOp::create(b, loc, b.getF32FloatAttr(1e-6f)));
+      Value ratio = arith::DivFOp::create(
+          b, loc,
+          arith::ConstantOp::create(b, loc, b.getF32FloatAttr(gradClip)),
+          shifted);
+      Value factor = arith::MinimumFOp::create(
+          b, loc, ratio,
+          arith::ConstantOp::create(b, loc, b.getF32FloatAttr(1.0f)));
+      clip = tensor::FromElementsOp::create(b, loc, scalarType,
+                                            ValueRange{factor});
+    } else {
+      clip = arith::ConstantOp::create(
+          b, loc, DenseElementsAttr::get(scalarType, 1.0f));
+    }
+
+    SmallVector<Value> newWeights, newFirst, newSecond;
+    for (size_t i = 0; i < n; ++i) {
+      double decay = momac::hasWeightDecay(params[i].first) ? weightDecay : 0;
+      auto update = moma::AdamWUpdateOp::create(
+          b, loc, params[i].second, params[i].second, params[i].second,
+          weights[i], grads[i], firstMoments[i], secondMoments[i], schedule,
+          clip, b.getF64FloatAttr(beta1), b.getF64FloatAttr(beta2),
+          b.getF64FloatAttr(eps), b.getF64FloatAttr(decay));
+      newWeights.push_back(update.getNewParam());
+      newFirst.push_back(update.getNewFirstMoment());
+      newSecond.push_back(update.getNewSecondMoment());
+    }
+    SmallVector<Value> results(newWeights);
+    llvm::append_range(results, newFirst);
+    llvm::append_range(results, newSecond);
+    results.push_back(norm);
+    func::ReturnOp::create(b, loc, results);
+  }
+};
+
+} // namespace

@@ -1,0 +1,374 @@
+//===- Trainer.cpp - The training loop of momarun -------------------------===//
+
+#include "runtime/train/Trainer.h"
+
+#include "lib/safetensors/Safetensors.h"
+#include "runtime/artifact/LoadedArtifact.h"
+#include "runtime/data/IndexedDataset.h"
+#include "runtime/data/SequenceStream.h"
+#include "runtime/model/Weights.h"
+
+#include "llvm/ADT/StringMap.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/Process.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <chrono>
+#include <cmath>
+
+using namespace momac;
+
+namespace {
+
+llvm::Error trainError(const llvm::Twine &message) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), message.str());
+}
+
+std::string joinPath(llvm::StringRef directory, llvm::StringRef file) {
+  llvm::SmallString<256> path(directory);
+  llvm::sys::path::append(path, file);
+  return path.str().str();
+}
+
+/// Binds an entry point's buffers by name: the call array lists the
+/// argument buffers, then the result buffers, in manifest order.
+llvm::Expected<std::vector<void *>>
+bindByName(const EntryPointSpec &entry,
+           const llvm::StringMap<void *> &arguments,
+           const llvm::StringMap<void *> &results) {
+  std::vector<void *> buffers;
+  for (const BufferSpec &spec : entry.arguments) {
+    void *buffer = arguments.lookup(spec.name);
+    if (!buffer)
+      return trainError("no buffer for argument '" + spec.name + "' of " +
+                        entry.name);
+    buffers.push_back(buffer);
+  }
+  for (const BufferSpec &spec : entry.results) {
+    void *buffer = results.lookup(spec.name);
+    if (!buffer)
+      return trainError("no buffer for result '" + spec.name + "' of " +
+                        entry.name);
+    buffers.push_back(buffer);
+  }
+  return buffers;
+}
+
+std::string formatDuration(double seconds) {
+  int64_t s = int64_t(seconds + 0.5);
+  return llvm::formatv("{0}:{1:2}:{2:2}", s / 3600, (s / 60) % 60, s % 60)
+      .str();
+}
+
+/// Keeps the metrics of steps 1..lastStep (a resumed run rewrites the rest).
+llvm::Error truncateMetrics(llvm::StringRef path, int64_t lastStep) {
+  auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/true);
+  if (!buffer)
+    return llvm::Error::success();
+  std::string kept;
+  llvm::SmallVector<llvm::StringRef> lines;
+  (*buffer)->getBuffer().split(lines, '\n', -1, false);
+  for (llvm::StringRef line : lines) {
+    llvm::Expected<llvm::json::Value> value = llvm::json::parse(line);
+    if (!value) {
+      llvm::consumeError(value.takeError());
+      continue;
+    }
+    const llvm::json::Object *object = value->getAsObject();
+    std::optional<int64_t> step =
+        object ? object->getInteger("step") : std::nullopt;
+    if (step && *step <= lastStep)
+      kept += line.str() + "\n";
+  }
+  std::error_code ec;
+  llvm::raw_fd_ostream out(path, ec, llvm::sys::fs::OF_Text);
+  if (ec)
+    return trainError(path + ": " + ec.message());
+  out << kept;
+  return llvm::Error::success();
+}
+
+} // namespace
+
+double momac::learningRate(const TrainConfig &train, int64_t step) {
+  const int64_t total = train.totalSteps;
+  const int64_t warmup = std::min(train.warmupSteps, total);
+  if (warmup > 0 && step <= warmup)
+    return train.lr * double(step) / double(warmup);
+  if (step < total)
+    return train.lr + (train.minLr - train.lr) * double(step - warmup) /
+                          double(total - warmup);
+  return train.minLr;
+}
+
+llvm::Error momac::train(const TrainOptions &options) {
+  llvm::Expected<LoadedArtifact> artifact =
+      LoadedArtifact::open(options.artifact);
+  if (!artifact)
+    return artifact.takeError();
+  const Manifest &manifest = artifact->manifest();
+  const ModelConfig &config = artifact->config();
+  const TrainConfig &hyper = config.train;
+  auto gradEntry = artifact->entryPoint("grad");
+  if (!gradEntry)
+    return gradEntry.takeError();
+  auto stepEntry = artifact->entryPoint("optimizer_step");
+  if (!stepEntry)
+    return stepEntry.takeError();
+
+  if (std::error_code ec =
+          llvm::sys::fs::create_directories(options.runDirectory))
+    return trainError(options.runDirectory + ": " + ec.message());
+  const std::string checkpointPath =
+      joinPath(options.runDirectory, "checkpoint.safetensors");
+  const std::string metricsPath =
+      joinPath(options.runDirectory, "metrics.jsonl");
+
+  // Parameters and AdamW moments, from a checkpoint or fresh.
+  int64_t firstStep = 1;
+  uint64_t dataPosition = 0;
+  std::vector<std::vector<float>> firstMoments, secondMoments;
+  std::optional<Weights> weights;
+  if (options.resume) {
+    if (!llvm::sys::fs::exists(checkpointPath))
+      return trainError(checkpointPath + ": no checkpoint to resume from");
+    llvm::Expected<SafetensorsFile> checkpoint =
+        SafetensorsFile::open(checkpointPath);
+    if (!checkpoint)
+      return checkpoint.takeError();
+    // Weights::load rejects unknown tensors, so read the parameters here.
+    weights = Weights::initialize(manifest, 0);
+    for (size_t i = 0; i < weights->size(); ++i) {
+      llvm::Expected<std::vector<float>> values =
+          checkpoint->readFloats(weights->spec(i).name);
+      if (!values)
+        return values.takeError();
+      (*weights)[i] = std::move(*values);
+    }
+    for (size_t i = 0; i < manifest.parameters.size(); ++i) {
+      const ManifestParameter &param = manifest.parameters[i];
+      if (param.auxRouter) {
+        firstMoments.emplace_back();
+        secondMoments.emplace_back();
+        continue;
+      }
+      auto m = checkpoint->readFloats("optim.m." + param.name);
+      if (!m)
+        return m.takeError();
+      auto v = checkpoint->readFloats("optim.v." + param.name);
+      if (!v)
+        return v.takeError();
+      firstMoments.push_back(std::move(*m));
+      secondMoments.push_back(std::move(*v));
+    }
+    auto step = checkpoint->getMetadata("step");
+    auto position = checkpoint->getMetadata("data_position");
+    int64_t completed = 0;
+    if (!step || !position || step->getAsInteger(10, completed) ||
+        position->getAsInteger(10, dataPosition))
+      return trainError(checkpointPath +
+                        ": metadata lacks step or data_position");
+    firstStep = completed + 1;
+    if (llvm::Error error = truncateMetrics(metricsPath, completed))
+      return error;
+  } else {
+    if (!options.initWeights.empty()) {
+      llvm::Expected<Weights> loaded =
+          Weights::load(manifest, options.initWeights);
+      if (!loaded)
+        return loaded.takeError();
+      weights = std::move(*loaded);
+    } else {
+      weights = Weights::initialize(manifest, options.seed);
+    }
+    for (const ManifestParameter &param : manifest.parameters) {
+      size_t size = param.auxRouter ? 0 : size_t(param.numElements());
+      firstMoments.emplace_back(size, 0.0f);
+      secondMoments.emplace_back(size, 0.0f);
+    }
+    llvm::sys::fs::remove(metricsPath);
+  }
+
+  llvm::Expected<IndexedDataset> dataset =
+      IndexedDataset::open(options.dataPrefix);
+  if (!dataset)
+    return dataset.takeError();
+  SequenceStreamOptions streamOptions;
+  streamOptions.vocabSize = manifest.vocabSize;
+  llvm::Expected<SequenceStream> stream =
+      SequenceStream::create(*dataset, manifest.seqLen, streamOptions);
+  if (!stream)
+    return stream.takeError();
+  stream->seek(dataPosition);
+
+  // Buffers, bound by name to the entry points.
+  const int64_t batch = manifest.batchSize, seqLen = manifest.seqLen;
+  const int64_t microBatches = hyper.microBatches;
+  std::vector<int32_t> tokens(batch * (seqLen + 1));
+  const EntryPointSpec &gradSpec = *gradEntry->first;
+  llvm::StringMap<void *> gradArguments, gradResults, stepArguments,
+      stepResults;
+  gradArguments["tokens"] = tokens.data();
+  std::vector<std::vector<float>> gradOutputs;
+  for (const BufferSpec &spec : gradSpec.results)
+    gradOutputs.emplace_back(spec.numElements(), 0.0f);
+  for (auto [spec, buffer] : llvm::zip(gradSpec.results, gradOutputs))
+    gradResults[spec.name] = buffer.data();
+  std::vector<std::vector<float>> meanGrads;
+  std::vector<float> schedule(3), gradNorm(1);
+  for (size_t i = 0; i < weights->size(); ++i) {
+    const ManifestParameter &param = manifest.parameters[i];
+    gradArguments[param.name] = (*weights)[i].data();
+    meanGrads.emplace_back(param.numElements(), 0.0f);
+    // The update is element-wise: tensors are updated in place.
+    stepArguments[param.name] = stepResults[param.name] = (*weights)[i].data();
+    stepArguments["grad." + param.name] = meanGrads.back().data();
+    stepArguments["optim.m." + param.name] =
+        stepResults["optim.m." + param.name] = firstMoments[i].data();
+    stepArguments["optim.v." + param.name] =
+        stepResults["optim.v." + param.name] = secondMoments[i].data();
+  }
+  stepArguments["schedule"] = schedule.data();
+  stepResults["grad_norm"] = gradNorm.data();
+  auto gradBuffers = bindByName(gradSpec, gradArguments, gradResults);
+  if (!gradBuffers)
+    return gradBuffers.takeError();
+  auto stepBuffers = bindByName(*stepEntry->first, stepArguments, stepResults);
+  if (!stepBuffers)
+    return stepBuffers.takeError();
+
+  // Where each parameter's gradient lands among the grad results.
+  std::vector<size_t> gradIndex;
+  for (const ManifestParameter &param : manifest.parameters) {
+    size_t index = 0;
+    while (index < gradSpec.results.size() &&
+           gradSpec.results[index].name != "grad." + param.name)
+      ++index;
+    if (index == gradSpec.results.size())
+      return trainError("the grad entry point lacks grad." + param.name);
+    gradIndex.push_back(index);
+  }
+
+  std::error_code ec;
+  llvm::raw_fd_ostream metrics(metricsPath, ec, llvm::sys::fs::OF_Append);
+  if (ec)
+    return trainError(metricsPath + ": " + ec.message());
+  const bool terminal = llvm::sys::Process::StandardOutIsDisplayed();
+  const size_t modalities = config.modalities.size();
+  const int64_t lastStep = firstStep + options.steps - 1;
+  auto runStart = std::chrono::steady_clock::now();
+
+  auto saveCheckpoint = [&](int64_t completed) -> llvm::Error {
+    SafetensorsWriter writer;
+    for (size_t i = 0; i < weights->size(); ++i) {
+      const ManifestParameter &param = manifest.parameters[i];
+      auto bytes = [](const std::vector<float> &v) {
+        return llvm::ArrayRef<char>(reinterpret_cast<const char *>(v.data()),
+                                    v.size() * sizeof(float));
+      };
+      if (llvm::Error error = writer.addBorrowed(
+              param.name, DType::F32, param.shape, bytes((*weights)[i])))
+        return error;
+      if (param.auxRouter)
+        continue;
+      if (llvm::Error error =
+              writer.addBorrowed("optim.m." + param.name, DType::F32,
+                                 param.shape, bytes(firstMoments[i])))
+        return error;
+      if (llvm::Error error =
+              writer.addBorrowed("optim.v." + param.name, DType::F32,
+                                 param.shape, bytes(secondMoments[i])))
+        return error;
+    }
+    writer.setMetadata("step", std::to_string(completed));
+    writer.setMetadata("data_position", std::to_string(stream->position()));
+    // Routing is noise-free, so the run draws no random numbers.
+    writer.setMetadata("rng", "none");
+    writer.setMetadata("model", manifest.model);
+    return writer.write(checkpointPath);
+  };
+
+  for (int64_t step = firstStep; step <= lastStep; ++step) {
+    auto stepStart = std::chrono::steady_clock::now();
+    for (std::vector<float> &g : meanGrads)
+      std::fill(g.begin(), g.end(), 0.0f);
+    double loss = 0;
+    std::vector<double> modalitySum(modalities, 0);
+    std::vector<uint64_t> modalityCount(modalities, 0);
+    for (int64_t micro = 0; micro < microBatches; ++micro) {
+      if (llvm::Error error = stream->next(batch, tokens))
+        return error;
+      gradEntry->second(gradBuffers->data());
+      loss += gradOutputs[0][0] / double(microBatches);
+      std::vector<uint64_t> counts(modalities, 0);
+      for (int64_t row = 0; row < batch; ++row)
+        for (int64_t s = 1; s <= seqLen; ++s)
+          ++counts[config.modalityOf(tokens[row * (seqLen + 1) + s])];
+      for (size_t m = 0; m < modalities; ++m) {
+        modalitySum[m] += double(gradOutputs[1 + m][0]) * double(counts[m]);
+        modalityCount[m] += counts[m];
+      }
+      const float scale = 1.0f / float(microBatches);
+      for (size_t i = 0; i < meanGrads.size(); ++i) {
+        const std::vector<float> &g = gradOutputs[gradIndex[i]];
+        for (size_t j = 0; j < g.size(); ++j)
+          meanGrads[i][j] += scale * g[j];
+      }
+    }
+    double lr = learningRate(hyper, step);
+    schedule = {float(lr), float(1 - std::pow(hyper.beta1, double(step))),
+                float(1 - std::pow(hyper.beta2, double(step)))};
+    stepEntry->second(stepBuffers->data());
+
+    auto now = std::chrono::steady_clock::now();
+    double stepSeconds = std::chrono::duration<double>(now - stepStart).count();
+    double tokensPerSecond =
+        double(microBatches * batch * seqLen) / stepSeconds;
+    llvm::json::Object line{{"step", step},
+                            {"loss", loss},
+                            {"lr", lr},
+                            {"grad_norm", double(gradNorm[0])},
+                            {"tokens_per_s", tokensPerSecond}};
+    std::string modalityText;
+    for (size_t m = 0; m < modalities; ++m) {
+      double value =
+          modalityCount[m] ? modalitySum[m] / double(modalityCount[m]) : 0.0;
+      line["loss." + config.modalities[m].name] = value;
+      modalityText +=
+          llvm::formatv(" {0} {1:F4}", config.modalities[m].name, value);
+    }
+    metrics << llvm::formatv("{0}", llvm::json::Value(std::move(line))) << "\n";
+    metrics.flush();
+
+    if ((step - firstStep + 1) % options.checkpointEvery == 0 ||
+        step == lastStep)
+      if (llvm::Error error = saveCheckpoint(step))
+        return error;
+
+    double elapsed = std::chrono::duration<double>(now - runStart).count();
+    double eta =
+        elapsed / double(step - firstStep + 1) * double(lastStep - step);
+    std::string progress = llvm::formatv(
+        "step {0}/{1} loss {2:F4}{3} | lr {4:e2} | {5:F0} tok/s | ETA {6}",
+        step, lastStep, loss, modalityText, lr, tokensPerSecond,
+        formatDuration(eta));
+    if (terminal) {
+      int64_t done = (step - firstStep + 1) * 20 / options.steps;
+      llvm::outs() << "\r[" << std::string(done, '=')
+                   << std::string(20 - done, ' ') << "] " << progress
+                   << "\x1b[K";
+      if (step == lastStep)
+        llvm::outs() << "\n";
+      llvm::outs().flush();
+    } else if ((step - firstStep + 1) % options.logEvery == 0 ||
+               step == firstStep || step == lastStep) {
+      llvm::outs() << progress << "\n";
+      llvm::outs().flush();
+    }
+  }
+  return llvm::Error::success();
+}

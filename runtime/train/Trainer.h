@@ -1,0 +1,44 @@
+//===- Trainer.h - The training loop of momarun -----------------*- C++ -*-===//
+//
+// Runs MODEL_SPEC section 7 steps with an artifact's compiled entry points:
+// @grad for each micro-batch, then @optimizer_step (clipping and AdamW) on
+// the mean gradient. The runtime owns the buffers, the data position, the
+// learning-rate schedule's scalars, metrics and checkpoints; the tensor math
+// is the artifact's.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOMAC_RUNTIME_TRAIN_TRAINER_H
+#define MOMAC_RUNTIME_TRAIN_TRAINER_H
+
+#include "lib/config/ModelConfig.h"
+
+#include "llvm/Support/Error.h"
+
+#include <string>
+
+namespace momac {
+
+struct TrainOptions {
+  std::string artifact;
+  std::string dataPrefix;
+  std::string runDirectory;
+  /// Weights to start from; empty: momarun's init with `seed`.
+  std::string initWeights;
+  uint64_t seed = 0;
+  int64_t steps = 0;
+  bool resume = false;
+  /// Write RUN/checkpoint.safetensors every this many steps (and at the end).
+  int64_t checkpointEvery = 100;
+  /// Without a terminal, print a progress line every this many steps.
+  int64_t logEvery = 10;
+};
+
+/// lr(t) of MODEL_SPEC section 7 for step t >= 1.
+double learningRate(const TrainConfig &train, int64_t step);
+
+llvm::Error train(const TrainOptions &options);
+
+} // namespace momac
+
+#endif // MOMAC_RUNTIME_TRAIN_TRAINER_H
