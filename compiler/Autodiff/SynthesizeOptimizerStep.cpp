@@ -88,7 +88,7 @@ struct SynthesizeOptimizerStepPass
     // clip = min(1, grad_clip / (norm + 1e-6)), or 1 without clipping.
     Value norm = moma::GlobalNormOp::create(b, loc, scalarType, grads);
     Value clip;
-    if (gradClip > 0) {
+    if (double(gradClip) > 0) {
       Value normValue = tensor::ExtractOp::create(b, loc, norm, ValueRange{});
       Value shifted = arith::AddFOp::create(
           b, loc, normValue,
@@ -109,7 +109,8 @@ struct SynthesizeOptimizerStepPass
 
     SmallVector<Value> newWeights, newFirst, newSecond;
     for (size_t i = 0; i < n; ++i) {
-      double decay = momac::hasWeightDecay(params[i].first) ? weightDecay : 0;
+      double decay =
+          momac::hasWeightDecay(params[i].first) ? double(weightDecay) : 0.0;
       auto update = moma::AdamWUpdateOp::create(
           b, loc, params[i].second, params[i].second, params[i].second,
           weights[i], grads[i], firstMoments[i], secondMoments[i], schedule,

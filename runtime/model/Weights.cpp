@@ -56,8 +56,9 @@ llvm::Expected<Weights> Weights::load(const Manifest &manifest,
       return values.takeError();
     weights.values.push_back(std::move(*values));
   }
+  // A checkpoint is a weights file too: its optimizer moments are skipped.
   for (llvm::StringRef name : file->names())
-    if (!expected.contains(name))
+    if (!expected.contains(name) && !name.starts_with("optim."))
       return llvm::createStringError(
           llvm::inconvertibleErrorCode(),
           llvm::formatv("{0}: '{1}' is not a parameter of this model", path,

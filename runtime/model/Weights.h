@@ -21,7 +21,8 @@ public:
   static Weights initialize(const Manifest &manifest, uint64_t seed);
 
   /// Loads F32 tensors named as the manifest's parameters; a missing, extra,
-  /// misshapen or non-F32 tensor is an error naming it.
+  /// misshapen or non-F32 tensor is an error naming it. Optimizer moments
+  /// (optim.*) of a checkpoint are ignored.
   static llvm::Expected<Weights> load(const Manifest &manifest,
                                       llvm::StringRef path);
 

@@ -260,9 +260,12 @@ class CompiledTrainingMatchesReference(unittest.TestCase):
     # The spec's default lr: AdamW normalizes each step to about lr, so with
     # larger rates fp32 rounding of near-zero gradients (and, in MoE models,
     # top-k boundaries moved by it) grows past the 1e-3 parameter tolerance
-    # within ten steps; at 1e-4 the runs agree within 1e-5.
+    # within ten steps; at 1e-4 the runs agree within 1e-5 (the issue asks for
+    # 1e-3).
+    # A strong weight decay makes its effect (about 1e-4 over ten steps)
+    # visible against the 2e-5 parameter tolerance.
     TRAIN = {"micro_batches": 2, "total_steps": 12, "warmup_steps": 4,
-             "lr": 1e-4, "min_lr": 1e-6, "weight_decay": 0.1, "grad_clip": 1.0}
+             "lr": 1e-4, "min_lr": 1e-6, "weight_decay": 20.0, "grad_clip": 1.0}
 
     @classmethod
     def setUpClass(cls):
@@ -334,7 +337,7 @@ class CompiledTrainingMatchesReference(unittest.TestCase):
         self.assertEqual(metadata["data_position"], str(steps * micro * batch))
         for name, value in reference.items():
             error = float((tensors[name].double() - value).abs().max())
-            self.assertLessEqual(error, 1e-3, name)
+            self.assertLessEqual(error, 2e-5, name)
             if not R.is_aux(name):
                 self.assertIn("optim.m." + name, tensors)
 

@@ -22,7 +22,8 @@ int main(int argc, char **argv) {
   registry.insert<mlir::moma::MomaDialect, mlir::func::FuncDialect,
                   mlir::arith::ArithDialect, mlir::tensor::TensorDialect,
                   mlir::linalg::LinalgDialect, mlir::math::MathDialect,
-                  mlir::scf::SCFDialect>();
+                  mlir::scf::SCFDialect, mlir::memref::MemRefDialect,
+                  mlir::LLVM::LLVMDialect>();
   mlir::moma::registerMomaPasses();
   momac::registerMomacConversionPasses();
   momac::registerMomacAutodiffPasses();

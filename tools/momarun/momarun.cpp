@@ -12,6 +12,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "runtime/artifact/LoadedArtifact.h"
+#include "runtime/data/Corpus.h"
 #include "runtime/data/IndexedDataset.h"
 #include "runtime/data/SequenceStream.h"
 #include "runtime/model/Weights.h"
@@ -20,6 +21,7 @@
 #include "lib/safetensors/Safetensors.h"
 
 #include "llvm/Support/CommandLine.h"
+#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/JSON.h"
@@ -50,6 +52,11 @@ cl::SubCommand gradCommand("grad",
 cl::SubCommand trainCommand("train",
                             "Train with the compiled gradient and AdamW "
                             "steps (MODEL_SPEC section 7)");
+
+cl::SubCommand corpusCommand("corpus",
+                             "Write a Megatron indexed dataset for a model: "
+                             "synthetic mixed-modal data, or token ids from "
+                             "text/JSONL");
 
 cl::opt<std::string> initArtifact(cl::Positional, cl::Required,
                                   cl::desc("<artifact directory>"),
@@ -139,6 +146,39 @@ cl::opt<int64_t> trainLogEvery(
     "log-every", cl::init(10),
     cl::desc("Steps between progress lines when not on a terminal"),
     cl::sub(trainCommand), cl::cat(momarunCategory));
+
+cl::opt<std::string> corpusModel(cl::Positional, cl::Required,
+                                 cl::desc("<model.json or artifact directory>"),
+                                 cl::sub(corpusCommand),
+                                 cl::cat(momarunCategory));
+cl::opt<std::string> corpusOut("out", cl::Required,
+                               cl::desc("Dataset prefix to write (PREFIX.bin, "
+                                        "PREFIX.idx)"),
+                               cl::value_desc("prefix"), cl::sub(corpusCommand),
+                               cl::cat(momarunCategory));
+cl::opt<int64_t> corpusSynthetic(
+    "synthetic", cl::init(0),
+    cl::desc("Generate this many synthetic documents: byte-level text, and "
+             "images of correlated codes between begin/end sentinels"),
+    cl::sub(corpusCommand), cl::cat(momarunCategory));
+cl::opt<std::string> corpusInput(
+    "input",
+    cl::desc("Token ids to convert: one document per line, ids separated by "
+             "spaces, or JSONL (.jsonl) with a list or {\"tokens\": [...]}"),
+    cl::value_desc("file"), cl::sub(corpusCommand), cl::cat(momarunCategory));
+cl::opt<int64_t> corpusImageTokens(
+    "image-tokens", cl::init(64),
+    cl::desc("Codes per synthetic image (a square grid; Chameleon uses 1024)"),
+    cl::sub(corpusCommand), cl::cat(momarunCategory));
+cl::opt<uint64_t> corpusSeed("seed", cl::init(0),
+                             cl::desc("Seed of the synthetic corpus"),
+                             cl::sub(corpusCommand), cl::cat(momarunCategory));
+cl::list<std::string>
+    corpusText("text",
+               cl::desc("Files whose bytes make the synthetic text (default: "
+                        "/usr/share/common-licenses)"),
+               cl::value_desc("file"), cl::sub(corpusCommand),
+               cl::cat(momarunCategory));
 
 llvm::Error runtimeError(const llvm::Twine &message) {
   return llvm::createStringError(llvm::inconvertibleErrorCode(), message.str());
@@ -365,6 +405,35 @@ int runTrain() {
   return 0;
 }
 
+int runCorpus() {
+  std::string modelPath = corpusModel;
+  if (llvm::sys::fs::is_directory(modelPath))
+    modelPath += "/model.json";
+  llvm::Expected<ModelConfig> config = loadModelConfig(modelPath);
+  if (!config)
+    return fail(
+        runtimeError(modelPath + ": " + llvm::toString(config.takeError())));
+  if ((corpusSynthetic > 0) == !corpusInput.empty())
+    return fail(runtimeError("give exactly one of --synthetic N and --input"));
+  llvm::Expected<CorpusStatistics> stats = [&] {
+    if (!corpusInput.empty())
+      return importTokenCorpus(*config, corpusInput, corpusOut);
+    SyntheticCorpusOptions options;
+    options.documents = corpusSynthetic;
+    options.imageTokens = corpusImageTokens;
+    options.seed = corpusSeed;
+    options.textFiles.assign(corpusText.begin(), corpusText.end());
+    return writeSyntheticCorpus(*config, corpusOut, options);
+  }();
+  if (!stats)
+    return fail(stats.takeError());
+  llvm::outs() << llvm::formatv("wrote {0}.bin/.idx: {1} documents, {2} "
+                                "tokens ({3} text, {4} image)\n",
+                                corpusOut, stats->documents, stats->tokens,
+                                stats->textTokens, stats->imageTokens);
+  return 0;
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -379,7 +448,8 @@ int main(int argc, char **argv) {
       "  momarun grad ARTIFACT --weights W.safetensors --tokens T.bin --out "
       "O.safetensors\n"
       "  momarun train ARTIFACT --data PREFIX --steps N --out RUN/ [--init W] "
-      "[--resume]\n");
+      "[--resume]\n"
+      "  momarun corpus MODEL --out PREFIX (--synthetic N | --input FILE)\n");
   if (initCommand)
     return runInit();
   if (evalCommand)
@@ -388,6 +458,8 @@ int main(int argc, char **argv) {
     return runGrad();
   if (trainCommand)
     return runTrain();
+  if (corpusCommand)
+    return runCorpus();
   cl::PrintHelpMessage();
   return 1;
 }

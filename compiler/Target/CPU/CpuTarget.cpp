@@ -48,6 +48,7 @@ std::string momac::cpuLoweringPipeline() {
          "function-boundary-type-conversion=identity-layout-map},"
          "buffer-deallocation-pipeline,"
          "convert-bufferization-to-memref,"
+         "convert-linalg-to-blas,"
          "func.func(convert-linalg-to-parallel-loops),"
          "convert-scf-to-openmp,"
          "expand-strided-metadata,"
@@ -164,7 +165,7 @@ LogicalResult emitObject(ModuleOp module, llvm::StringRef objectPath,
 }
 
 /// Links the object into a shared library with the system compiler driver,
-/// against the OpenMP runtime.
+/// against the OpenMP runtime and OpenBLAS (the GEMMs).
 LogicalResult linkSharedLibrary(Location loc, llvm::StringRef objectPath,
                                 llvm::StringRef libraryPath) {
   llvm::ErrorOr<std::string> driver = llvm::sys::findProgramByName("cc");
@@ -174,9 +175,9 @@ LogicalResult linkSharedLibrary(Location loc, llvm::StringRef objectPath,
   std::string libDir = MOMAC_LLVM_LIBRARY_DIR;
   std::string rpath = "-Wl,-rpath," + libDir;
   std::string libFlag = "-L" + libDir;
-  llvm::SmallVector<llvm::StringRef> args = {*driver,     "-shared",  "-o",
-                                             libraryPath, objectPath, libFlag,
-                                             "-lomp",     rpath,      "-lm"};
+  llvm::SmallVector<llvm::StringRef> args = {
+      *driver, "-shared", "-o",  libraryPath,  objectPath,
+      libFlag, "-lomp",   rpath, "-lopenblas", "-lm"};
   std::string message;
   int status = llvm::sys::ExecuteAndWait(*driver, args, std::nullopt, {}, 0, 0,
                                          &message);

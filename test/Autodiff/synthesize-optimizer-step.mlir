@@ -1,0 +1,28 @@
+// RUN: moma-opt %s -moma-synthesize-optimizer-step="grad-clip=1.0 weight-decay=0.1" | FileCheck %s
+// RUN: moma-opt %s -moma-synthesize-optimizer-step="grad-clip=0.0" | FileCheck %s --check-prefix=NOCLIP
+
+// Weight decay by name (matrices yes, norms no); auxiliary routers are not
+// trained; the gradient norm is taken over all trained gradients at once.
+// CHECK-LABEL: func.func @optimizer_step
+// CHECK-SAME: %[[W:[a-z0-9]+]]: tensor<4x4xf32> {moma.param = "layers.0.attention.wq.weight"}
+// CHECK-SAME: %[[N:[a-z0-9]+]]: tensor<4xf32> {moma.param = "norm.weight"}
+// CHECK-SAME: %[[GW:[a-z0-9]+]]: tensor<4x4xf32> {moma.param = "grad.layers.0.attention.wq.weight"}
+// CHECK-SAME: {moma.param = "optim.v.norm.weight"}
+// CHECK-SAME: %[[SCHEDULE:[a-z0-9]+]]: tensor<3xf32> {moma.param = "schedule"}
+// CHECK-NOT: aux_router
+// CHECK-SAME: {moma.result = "grad_norm"}
+// CHECK: %[[NORM:.*]] = moma.global_norm %[[GW]], %{{.*}} : tensor<4x4xf32>, tensor<4xf32> -> tensor<f32>
+// CHECK: arith.minimumf
+// CHECK: %[[CLIP:.*]] = tensor.from_elements
+// CHECK: moma.adamw_update %[[W]], %[[GW]], {{.*}} schedule %[[SCHEDULE]] clip %[[CLIP]] beta1 = 9.000000e-01 beta2 = 0.94999999999999996 eps = 1.000000e-05 weight_decay = 1.000000e-01
+// CHECK: moma.adamw_update %[[N]], {{.*}} weight_decay = 0.000000e+00
+// NOCLIP-NOT: arith.minimumf
+// NOCLIP: arith.constant dense<1.000000e+00> : tensor<f32>
+func.func @forward(%tokens: tensor<2x5xi32> {moma.param = "tokens"},
+                   %wq: tensor<4x4xf32> {moma.param = "layers.0.attention.wq.weight"},
+                   %norm: tensor<4xf32> {moma.param = "norm.weight"},
+                   %aux: tensor<2x4xf32> {moma.param = "layers.0.mod.aux_router.w1.weight"})
+    -> (tensor<f32> {moma.result = "loss"}) {
+  %zero = arith.constant dense<0.0> : tensor<f32>
+  return %zero : tensor<f32>
+}

@@ -1,0 +1,65 @@
+// RUN: moma-opt %s -split-input-file -convert-linalg-to-blas | FileCheck %s
+
+// x w^T on row-major buffers: no transpose for x, transpose for w.
+// CHECK-LABEL: func.func @linear
+// CHECK-DAG: %[[ROWMAJOR:.*]] = arith.constant 101 : i32
+// CHECK-DAG: %[[NOTRANS:.*]] = arith.constant 111 : i32
+// CHECK-DAG: %[[TRANS:.*]] = arith.constant 112 : i32
+// CHECK: scf.if
+// CHECK: } else {
+// CHECK: call @cblas_sgemm(%[[ROWMAJOR]], %[[NOTRANS]], %[[TRANS]], {{.*}}) : (i32, i32, i32, i32, i32, i32, f32, !llvm.ptr, i32, !llvm.ptr, i32, f32, !llvm.ptr, i32) -> ()
+// CHECK-NOT: linalg.generic
+func.func @linear(%x: memref<?x64xf32>, %w: memref<32x64xf32>, %y: memref<?x32xf32>) {
+  linalg.generic {indexing_maps = [affine_map<(d0, d1, d2) -> (d0, d2)>,
+                                   affine_map<(d0, d1, d2) -> (d1, d2)>,
+                                   affine_map<(d0, d1, d2) -> (d0, d1)>],
+                  iterator_types = ["parallel", "parallel", "reduction"]}
+      ins(%x, %w : memref<?x64xf32>, memref<32x64xf32>) outs(%y : memref<?x32xf32>) {
+  ^bb0(%a: f32, %b: f32, %c: f32):
+    %p = arith.mulf %a, %b : f32
+    %s = arith.addf %c, %p : f32
+    linalg.yield %s : f32
+  }
+  return
+}
+
+// -----
+
+// Stacked experts: one call per expert, in a loop.
+// CHECK-LABEL: func.func @experts
+// CHECK: scf.for %[[E:.*]] = %c0 to %c4
+// CHECK: arith.muli %[[E]]
+// CHECK: call @cblas_sgemm
+func.func @experts(%x: memref<4x?x64xf32>, %w: memref<4x32x64xf32>, %y: memref<4x?x32xf32>) {
+  linalg.generic {indexing_maps = [affine_map<(d0, d1, d2, d3) -> (d0, d1, d3)>,
+                                   affine_map<(d0, d1, d2, d3) -> (d0, d2, d3)>,
+                                   affine_map<(d0, d1, d2, d3) -> (d0, d1, d2)>],
+                  iterator_types = ["parallel", "parallel", "parallel", "reduction"]}
+      ins(%x, %w : memref<4x?x64xf32>, memref<4x32x64xf32>) outs(%y : memref<4x?x32xf32>) {
+  ^bb0(%a: f32, %b: f32, %c: f32):
+    %p = arith.mulf %a, %b : f32
+    %s = arith.addf %c, %p : f32
+    linalg.yield %s : f32
+  }
+  return
+}
+
+// -----
+
+// Not a multiply-accumulate: left alone.
+// CHECK-LABEL: func.func @not_a_gemm
+// CHECK: linalg.generic
+// CHECK-NOT: cblas_sgemm
+func.func @not_a_gemm(%x: memref<8x64xf32>, %w: memref<32x64xf32>, %y: memref<8x32xf32>) {
+  linalg.generic {indexing_maps = [affine_map<(d0, d1, d2) -> (d0, d2)>,
+                                   affine_map<(d0, d1, d2) -> (d1, d2)>,
+                                   affine_map<(d0, d1, d2) -> (d0, d1)>],
+                  iterator_types = ["parallel", "parallel", "reduction"]}
+      ins(%x, %w : memref<8x64xf32>, memref<32x64xf32>) outs(%y : memref<8x32xf32>) {
+  ^bb0(%a: f32, %b: f32, %c: f32):
+    %p = arith.maximumf %a, %b : f32
+    %s = arith.addf %c, %p : f32
+    linalg.yield %s : f32
+  }
+  return
+}
