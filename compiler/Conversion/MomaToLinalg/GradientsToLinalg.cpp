@@ -268,29 +268,24 @@ struct LowerAttentionGrad : OpRewritePattern<moma::AttentionGradOp> {
     SmallVector<Value> pDyn = type.isDynamicDim(0)
                                   ? SmallVector<Value>{rows[0], rows[0]}
                                   : SmallVector<Value>{};
-    auto multiplyAdd = [](OpBuilder &b, Location loc, ValueRange args) {
-      Value product = arith::MulFOp::create(b, loc, args[0], args[1]);
-      return SmallVector<Value>{
-          arith::AddFOp::create(b, loc, args[2], product)};
-    };
     SmallVector<IteratorType> contract = {kPar, kPar, kPar, kRed};
     // dv[j, h, c] = sum_i p[h, i, j] do[i, h, c]; loops (j, h, c, i).
     Value dv = kb.generic({p, dout}, kb.zeros(splitShape, kb.f32, rows),
                           {kb.map(4, {1, 3, 0}), kb.map(4, {3, 1, 2}),
                            kb.map(4, {0, 1, 2})},
-                          contract, multiplyAdd)
+                          contract, multiplyAccumulate)
                    .front();
     // dp[h, i, j] = sum_c do[i, h, c] v[j, h, c]; loops (h, i, j, c).
     Value dp = kb.generic({dout, v}, kb.zeros(pType.getShape(), kb.f32, pDyn),
                           {kb.map(4, {1, 0, 3}), kb.map(4, {2, 0, 3}),
                            kb.map(4, {0, 1, 2})},
-                          contract, multiplyAdd)
+                          contract, multiplyAccumulate)
                    .front();
     SmallVector<int64_t> rowShape = {heads, type.getDimSize(0)};
     Value rowDot =
         kb.generic({p, dp}, kb.zeros(rowShape, kb.f32, rows),
                    {kb.identity(3), kb.identity(3), kb.map(3, {0, 1})},
-                   {kPar, kPar, kRed}, multiplyAdd)
+                   {kPar, kPar, kRed}, multiplyAccumulate)
             .front();
     Value scaleValue = kb.f32Const(scale);
     Value ds =
@@ -311,13 +306,13 @@ struct LowerAttentionGrad : OpRewritePattern<moma::AttentionGradOp> {
     Value dq = kb.generic({ds, k}, kb.zeros(splitShape, kb.f32, rows),
                           {kb.map(4, {1, 0, 3}), kb.map(4, {3, 1, 2}),
                            kb.map(4, {0, 1, 2})},
-                          contract, multiplyAdd)
+                          contract, multiplyAccumulate)
                    .front();
     // dk[j, h, c] = sum_i ds[h, i, j] q[i, h, c]; loops (j, h, c, i).
     Value dk = kb.generic({ds, q}, kb.zeros(splitShape, kb.f32, rows),
                           {kb.map(4, {1, 3, 0}), kb.map(4, {3, 1, 2}),
                            kb.map(4, {0, 1, 2})},
-                          contract, multiplyAdd)
+                          contract, multiplyAccumulate)
                    .front();
     rewriter.replaceOp(op, {kb.joinHeads(dq, type), kb.joinHeads(dk, type),
                             kb.joinHeads(dv, type)});

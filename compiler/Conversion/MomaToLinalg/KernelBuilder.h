@@ -31,6 +31,13 @@ constexpr IteratorType kRed = IteratorType::reduction;
 // Building blocks
 //===----------------------------------------------------------------------===//
 
+/// The body of a contraction: acc + a * b (arguments a, b, acc).
+inline SmallVector<Value> multiplyAccumulate(OpBuilder &b, Location loc,
+                                             ValueRange args) {
+  Value product = arith::MulFOp::create(b, loc, args[0], args[1]);
+  return SmallVector<Value>{arith::AddFOp::create(b, loc, args[2], product)};
+}
+
 /// A small builder for the kernels below: index and float constants, empty
 /// and filled tensors, generic ops and loop nests, all at one location.
 class KernelBuilder {
@@ -175,18 +182,12 @@ public:
       return map(numLoops, all);
     };
     unsigned m = o, n = o + 1, k = o + 2;
-    SmallVector<AffineMap> maps = {
-        transposeLhs ? with({k, m}) : with({m, k}),
-        transposeRhs ? with({n, k}) : with({k, n}), with({m, n})};
+    SmallVector<AffineMap> maps = {transposeLhs ? with({k, m}) : with({m, k}),
+                                   transposeRhs ? with({n, k}) : with({k, n}),
+                                   with({m, n})};
     SmallVector<IteratorType> iterators(numLoops, kPar);
     iterators.back() = kRed;
-    return generic({lhs, rhs}, init, maps, iterators,
-                   [](OpBuilder &nb, Location at, ValueRange args) {
-                     Value product =
-                         arith::MulFOp::create(nb, at, args[0], args[1]);
-                     return SmallVector<Value>{
-                         arith::AddFOp::create(nb, at, args[2], product)};
-                   })
+    return generic({lhs, rhs}, init, maps, iterators, multiplyAccumulate)
         .front();
   }
 
@@ -223,6 +224,14 @@ inline Value sigmoid(OpBuilder &b, Location loc, Value x) {
   return arith::DivFOp::create(b, loc, one, denominator);
 }
 
+/// sigmoid applied to every element of `x`.
+inline Value sigmoidOf(KernelBuilder &kb, Value x) {
+  return kb.elementwise({x}, kb.f32,
+                        [](OpBuilder &b, Location loc, ValueRange args) {
+                          return SmallVector<Value>{sigmoid(b, loc, args[0])};
+                        });
+}
+
 inline Value silu(OpBuilder &b, Location loc, Value x) {
   return arith::MulFOp::create(b, loc, x, sigmoid(b, loc, x));
 }
@@ -235,7 +244,8 @@ inline Value toI32(OpBuilder &b, Location loc, Value indexValue) {
 }
 
 /// True when `id` lies in one of the half-open ranges "lo0, hi0, lo1, ...".
-inline Value inRanges(OpBuilder &b, Location loc, Value id, ArrayRef<int64_t> bounds) {
+inline Value inRanges(OpBuilder &b, Location loc, Value id,
+                      ArrayRef<int64_t> bounds) {
   Value result = arith::ConstantOp::create(b, loc, b.getBoolAttr(false));
   for (size_t r = 0; r < bounds.size(); r += 2) {
     Value lo = arith::ConstantOp::create(
@@ -288,7 +298,7 @@ inline Value rankTokens(KernelBuilder &kb, Value scores) {
 
 /// ceil(fraction * count) in IEEE double, as an index (MODEL_SPEC 4 and 5).
 inline Value ceilFraction(KernelBuilder &kb, Value count, double numerator,
-                   double denominator) {
+                          double denominator) {
   OpBuilder &b = kb.b;
   Value asInt = arith::IndexCastUIOp::create(b, kb.loc, b.getI64Type(), count);
   Value asDouble = arith::UIToFPOp::create(b, kb.loc, b.getF64Type(), asInt);
@@ -301,37 +311,28 @@ inline Value ceilFraction(KernelBuilder &kb, Value count, double numerator,
   return arith::IndexCastUIOp::create(b, kb.loc, b.getIndexType(), back);
 }
 
-
-
 /// Masked softmax attention probabilities p[h, i, j] for per-head q and k of
 /// shape [n, H, hd]: key j is visible from query i when both are in the same
 /// sequence and j's position is not later. Every row sees its own key, so the
 /// row maximum is finite.
 inline Value attentionProbabilities(KernelBuilder &kb, Value q, Value k,
-                                  Value positions, Value sequences,
-                                  double scaleValue) {
+                                    Value positions, Value sequences,
+                                    double scaleValue) {
   auto type = cast<RankedTensorType>(q.getType());
   int64_t heads = type.getDimSize(1), rows = type.getDimSize(0);
   Value n = kb.dim(q, 0);
   SmallVector<int64_t> scoreShape = {heads, rows, rows};
   SmallVector<Value> scoreDyn =
-    type.isDynamicDim(0) ? SmallVector<Value>{n, n} : SmallVector<Value>{};
+      type.isDynamicDim(0) ? SmallVector<Value>{n, n} : SmallVector<Value>{};
   SmallVector<int64_t> rowShape = {heads, rows};
   SmallVector<Value> rowDyn =
-    type.isDynamicDim(0) ? SmallVector<Value>{n} : SmallVector<Value>{};
+      type.isDynamicDim(0) ? SmallVector<Value>{n} : SmallVector<Value>{};
   // scores[h, i, j] = q[i, h, :] . k[j, h, :]; loops (h, i, j, c).
-  Value scores =
-      kb.generic({q, k}, kb.zeros(scoreShape, kb.f32, scoreDyn),
-                 {kb.map(4, {1, 0, 3}), kb.map(4, {2, 0, 3}),
-                  kb.map(4, {0, 1, 2})},
-                 {kPar, kPar, kPar, kRed},
-                 [](OpBuilder &b, Location loc, ValueRange args) {
-                   Value product =
-                       arith::MulFOp::create(b, loc, args[0], args[1]);
-                   return SmallVector<Value>{
-                       arith::AddFOp::create(b, loc, args[2], product)};
-                 })
-          .front();
+  Value scores = kb.generic({q, k}, kb.zeros(scoreShape, kb.f32, scoreDyn),
+                            {kb.map(4, {1, 0, 3}), kb.map(4, {2, 0, 3}),
+                             kb.map(4, {0, 1, 2})},
+                            {kPar, kPar, kPar, kRed}, multiplyAccumulate)
+                     .front();
   // Scale and mask: key j is visible from query i in the same sequence at
   // an earlier or equal position.
   Value scale = kb.f32Const(scaleValue);
@@ -349,8 +350,7 @@ inline Value attentionProbabilities(KernelBuilder &kb, Value q, Value k,
                        b, loc, arith::CmpIPredicate::sle, args[2], args[1]);
                    Value visible =
                        arith::AndIOp::create(b, loc, sameSequence, notLater);
-                   Value scaled =
-                       arith::MulFOp::create(b, loc, args[0], scale);
+                   Value scaled = arith::MulFOp::create(b, loc, args[0], scale);
                    return SmallVector<Value>{arith::SelectOp::create(
                        b, loc, visible, scaled, minusInf)};
                  })
@@ -398,9 +398,9 @@ inline Value attentionProbabilities(KernelBuilder &kb, Value q, Value k,
 /// lse[i] = log(sum_v exp(logits[i, v])), computed stably from the row max.
 inline Value rowLogSumExp(KernelBuilder &kb, Value logits) {
   auto type = cast<RankedTensorType>(logits.getType());
-  SmallVector<Value> rowsDyn =
-      type.isDynamicDim(0) ? SmallVector<Value>{kb.dim(logits, 0)}
-                           : SmallVector<Value>{};
+  SmallVector<Value> rowsDyn = type.isDynamicDim(0)
+                                   ? SmallVector<Value>{kb.dim(logits, 0)}
+                                   : SmallVector<Value>{};
   SmallVector<int64_t> rowShape = {type.getDimSize(0)};
   Value minusInf = kb.f32Const(-std::numeric_limits<double>::infinity());
   Value rowMax =
@@ -413,8 +413,7 @@ inline Value rowLogSumExp(KernelBuilder &kb, Value logits) {
           .front();
   Value sumExp =
       kb.generic({logits, rowMax}, kb.zeros(rowShape, kb.f32, rowsDyn),
-                 {kb.identity(2), kb.map(2, {0}), kb.map(2, {0})},
-                 {kPar, kRed},
+                 {kb.identity(2), kb.map(2, {0}), kb.map(2, {0})}, {kPar, kRed},
                  [](OpBuilder &b, Location loc, ValueRange args) {
                    Value e = math::ExpOp::create(
                        b, loc, arith::SubFOp::create(b, loc, args[0], args[1]));
@@ -422,12 +421,12 @@ inline Value rowLogSumExp(KernelBuilder &kb, Value logits) {
                        arith::AddFOp::create(b, loc, args[2], e)};
                  })
           .front();
-  return kb.elementwise({rowMax, sumExp}, kb.f32,
-                        [](OpBuilder &b, Location loc, ValueRange args) {
-                          return SmallVector<Value>{arith::AddFOp::create(
-                              b, loc, args[0],
-                              math::LogOp::create(b, loc, args[1]))};
-                        });
+  return kb.elementwise(
+      {rowMax, sumExp}, kb.f32,
+      [](OpBuilder &b, Location loc, ValueRange args) {
+        return SmallVector<Value>{arith::AddFOp::create(
+            b, loc, args[0], math::LogOp::create(b, loc, args[1]))};
+      });
 }
 
 /// Registers the gradient ops' patterns (GradientsToLinalg.cpp).

@@ -9,8 +9,8 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "compiler/Conversion/Passes.h"
 #include "compiler/Conversion/MomaToLinalg/KernelBuilder.h"
+#include "compiler/Conversion/Passes.h"
 
 #include "dialects/moma/IR/MomaOps.h"
 
@@ -313,8 +313,7 @@ struct LowerRope : OpRewritePattern<moma::RopeOp> {
                 Value position =
                     arith::SIToFPOp::create(b, loc, b.getF64Type(), args[1]);
                 Value phi = arith::MulFOp::create(
-                    b, loc,
-                    arith::MulFOp::create(b, loc, position, frequency),
+                    b, loc, arith::MulFOp::create(b, loc, position, frequency),
                     arith::ConstantOp::create(b, loc,
                                               b.getF64FloatAttr(direction)));
                 Value cosine = arith::TruncFOp::create(
@@ -346,24 +345,17 @@ struct LowerAttention : OpRewritePattern<moma::AttentionOp> {
                                     ? SmallVector<Value>{kb.dim(q, 0)}
                                     : SmallVector<Value>{};
 
-    Value probabilities = attentionProbabilities(
-        kb, q, k, op.getPositions(), op.getSequenceIds(),
-        op.getScale().convertToDouble());
+    Value probabilities =
+        attentionProbabilities(kb, q, k, op.getPositions(), op.getSequenceIds(),
+                               op.getScale().convertToDouble());
     // out[i, h, c] = sum_j p[h, i, j] v[j, h, c]; loops (i, h, c, j).
     auto splitType = cast<RankedTensorType>(q.getType());
-    Value out =
-        kb.generic({probabilities, v},
-                   kb.zeros(splitType.getShape(), kb.f32, rowDyn),
-                   {kb.map(4, {1, 0, 3}), kb.map(4, {3, 1, 2}),
-                    kb.map(4, {0, 1, 2})},
-                   {kPar, kPar, kPar, kRed},
-                   [](OpBuilder &b, Location loc, ValueRange args) {
-                     Value product =
-                         arith::MulFOp::create(b, loc, args[0], args[1]);
-                     return SmallVector<Value>{
-                         arith::AddFOp::create(b, loc, args[2], product)};
-                   })
-            .front();
+    Value out = kb.generic({probabilities, v},
+                           kb.zeros(splitType.getShape(), kb.f32, rowDyn),
+                           {kb.map(4, {1, 0, 3}), kb.map(4, {3, 1, 2}),
+                            kb.map(4, {0, 1, 2})},
+                           {kPar, kPar, kPar, kRed}, multiplyAccumulate)
+                    .front();
     rewriter.replaceOp(op, kb.joinHeads(out, type));
     return success();
   }
@@ -396,12 +388,7 @@ struct LowerRouter : OpRewritePattern<moma::RouterOp> {
                                 PatternRewriter &rewriter) const override {
     KernelBuilder kb(rewriter, op.getLoc());
     Value logits = kb.contractTransposed(op.getInput(), op.getWeight());
-    rewriter.replaceOp(
-        op,
-        kb.elementwise({logits}, kb.f32,
-                       [](OpBuilder &b, Location loc, ValueRange args) {
-                         return SmallVector<Value>{sigmoid(b, loc, args[0])};
-                       }));
+    rewriter.replaceOp(op, sigmoidOf(kb, logits));
     return success();
   }
 };
@@ -417,12 +404,7 @@ struct LowerAuxRouter : OpRewritePattern<moma::AuxRouterOp> {
                          return SmallVector<Value>{silu(b, loc, args[0])};
                        });
     Value logits = kb.contractTransposed(hidden, op.getW2());
-    rewriter.replaceOp(
-        op,
-        kb.elementwise({logits}, kb.f32,
-                       [](OpBuilder &b, Location loc, ValueRange args) {
-                         return SmallVector<Value>{sigmoid(b, loc, args[0])};
-                       }));
+    rewriter.replaceOp(op, sigmoidOf(kb, logits));
     return success();
   }
 };
@@ -752,7 +734,8 @@ struct LowerCrossEntropy : OpRewritePattern<moma::CrossEntropyOp> {
                    [&](OpBuilder &b, Location loc, ValueRange args) {
                      Value i = linalg::IndexOp::create(b, loc, 0);
                      Value target = tensor::ExtractOp::create(
-                         b, loc, logits, ValueRange{i, toIndex(b, loc, args[1])});
+                         b, loc, logits,
+                         ValueRange{i, toIndex(b, loc, args[1])});
                      return SmallVector<Value>{
                          arith::SubFOp::create(b, loc, args[0], target)};
                    })

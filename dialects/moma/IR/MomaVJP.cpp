@@ -20,8 +20,8 @@ namespace {
 /// Zeros of `like`'s type, with its dynamic sizes.
 Value zerosLike(OpBuilder &b, Location loc, Value like) {
   auto type = cast<RankedTensorType>(like.getType());
-  Value zero = arith::ConstantOp::create(b, loc, b.getZeroAttr(
-                                                     type.getElementType()));
+  Value zero =
+      arith::ConstantOp::create(b, loc, b.getZeroAttr(type.getElementType()));
   SmallVector<Value> dynamic;
   for (int64_t d = 0; d < type.getRank(); ++d)
     if (type.isDynamicDim(d))
@@ -43,9 +43,9 @@ LogicalResult EmbedOp::buildVJP(OpBuilder &b, ValueRange resultGrads,
     return success();
   // The table's gradient accumulates each token's row gradient.
   Value zeros = zerosLike(b, getLoc(), getTable());
-  operandGrads[0] = ScatterAddTokensOp::create(
-      b, getLoc(), zeros.getType(), resultGrads[0], zeros, getTokenIds(),
-      Value());
+  operandGrads[0] =
+      ScatterAddTokensOp::create(b, getLoc(), zeros.getType(), resultGrads[0],
+                                 zeros, getTokenIds(), Value());
   return success();
 }
 
@@ -68,10 +68,9 @@ LogicalResult RMSNormOp::buildVJP(OpBuilder &b, ValueRange resultGrads,
   noGradients(*this, operandGrads);
   if (!resultGrads[0])
     return success();
-  auto grad = RMSNormGradOp::create(b, getLoc(), getInput().getType(),
-                                    getWeight().getType(), getInput(),
-                                    getWeight(),
-                                    resultGrads[0], getEpsilonAttr());
+  auto grad = RMSNormGradOp::create(
+      b, getLoc(), getInput().getType(), getWeight().getType(), getInput(),
+      getWeight(), resultGrads[0], getEpsilonAttr());
   operandGrads[0] = grad.getInputGrad();
   operandGrads[1] = grad.getWeightGrad();
   return success();
@@ -84,8 +83,8 @@ LogicalResult HeadLayerNormOp::buildVJP(OpBuilder &b, ValueRange resultGrads,
     return success();
   auto grad = HeadLayerNormGradOp::create(
       b, getLoc(), getInput().getType(), getWeight().getType(),
-      getWeight().getType(), getInput(), getWeight(),
-                                          resultGrads[0], getEpsilonAttr());
+      getWeight().getType(), getInput(), getWeight(), resultGrads[0],
+      getEpsilonAttr());
   operandGrads[0] = grad.getInputGrad();
   operandGrads[1] = grad.getWeightGrad();
   operandGrads[2] = grad.getBiasGrad();
@@ -98,11 +97,9 @@ LogicalResult RopeOp::buildVJP(OpBuilder &b, ValueRange resultGrads,
   if (!resultGrads[0])
     return success();
   // A rotation's gradient is the opposite rotation.
-  operandGrads[0] = RopeOp::create(b, getLoc(), getType(), resultGrads[0],
-                                   getPositions(), getNumHeadsAttr(),
-                                   getThetaAttr(),
-                                   getInverse() ? UnitAttr()
-                                                : b.getUnitAttr());
+  operandGrads[0] = RopeOp::create(
+      b, getLoc(), getType(), resultGrads[0], getPositions(), getNumHeadsAttr(),
+      getThetaAttr(), getInverse() ? UnitAttr() : b.getUnitAttr());
   return success();
 }
 
@@ -112,9 +109,10 @@ LogicalResult AttentionOp::buildVJP(OpBuilder &b, ValueRange resultGrads,
   if (!resultGrads[0])
     return success();
   Type type = getQuery().getType();
-  auto grad = AttentionGradOp::create(
-      b, getLoc(), type, type, type, getQuery(), getKey(), getValue(), getPositions(),
-      getSequenceIds(), resultGrads[0], getNumHeadsAttr(), getScaleAttr());
+  auto grad = AttentionGradOp::create(b, getLoc(), type, type, type, getQuery(),
+                                      getKey(), getValue(), getPositions(),
+                                      getSequenceIds(), resultGrads[0],
+                                      getNumHeadsAttr(), getScaleAttr());
   operandGrads[0] = grad.getQueryGrad();
   operandGrads[1] = grad.getKeyGrad();
   operandGrads[2] = grad.getValueGrad();
@@ -126,11 +124,9 @@ LogicalResult SwiGLUOp::buildVJP(OpBuilder &b, ValueRange resultGrads,
   noGradients(*this, operandGrads);
   if (!resultGrads[0])
     return success();
-  auto grad = SwiGLUGradOp::create(b, getLoc(), getInput().getType(),
-                                   getW1().getType(), getW3().getType(),
-                                   getW2().getType(), getInput(), getW1(),
-                                   getW3(),
-                                   getW2(), resultGrads[0]);
+  auto grad = SwiGLUGradOp::create(
+      b, getLoc(), getInput().getType(), getW1().getType(), getW3().getType(),
+      getW2().getType(), getInput(), getW1(), getW3(), getW2(), resultGrads[0]);
   operandGrads[0] = grad.getInputGrad();
   operandGrads[1] = grad.getW1Grad();
   operandGrads[2] = grad.getW3Grad();
@@ -145,8 +141,7 @@ LogicalResult RouterOp::buildVJP(OpBuilder &b, ValueRange resultGrads,
     return success();
   auto grad = RouterGradOp::create(b, getLoc(), getInput().getType(),
                                    getWeight().getType(), getInput(),
-                                   getWeight(),
-                                   getScores(), resultGrads[0]);
+                                   getWeight(), getScores(), resultGrads[0]);
   operandGrads[0] = grad.getInputGrad();
   operandGrads[1] = grad.getWeightGrad();
   return success();
@@ -173,37 +168,39 @@ ScatterAddTokensOp::buildVJP(OpBuilder &b, ValueRange resultGrads,
     return success();
   // result = dest + scatter(weights * source): dest passes dy through.
   operandGrads[1] = dy;
-  Type weightsGradType =
-      getWeights() ? getWeights().getType() : Type();
-  auto grad = ScatterAddTokensGradOp::create(
-      b, getLoc(), getSource().getType(), weightsGradType, getSource(),
-      getIndices(), getWeights(), dy);
+  Type weightsGradType = getWeights() ? getWeights().getType() : Type();
+  auto grad = ScatterAddTokensGradOp::create(b, getLoc(), getSource().getType(),
+                                             weightsGradType, getSource(),
+                                             getIndices(), getWeights(), dy);
   operandGrads[0] = grad.getSourceGrad();
   if (getWeights())
     operandGrads[3] = grad.getWeightsGrad();
   return success();
 }
 
-LogicalResult ExpertChoiceOp::buildVJP(OpBuilder &b, ValueRange resultGrads,
-                                       SmallVectorImpl<Value> &operandGrads) {
-  noGradients(*this, operandGrads);
+/// Expert choice and MoD selection: (indices, gates) from scores; the
+/// choice has no gradient, the gates (the chosen scores) do.
+template <typename SelectionOp>
+static LogicalResult selectionVJP(SelectionOp op, OpBuilder &b,
+                                  ValueRange resultGrads,
+                                  SmallVectorImpl<Value> &operandGrads) {
+  noGradients(op, operandGrads);
   if (!resultGrads[1])
     return success();
   operandGrads[0] =
-      GateGradOp::create(b, getLoc(), getScores().getType(), getScores(),
-                         getIndices(), resultGrads[1]);
+      GateGradOp::create(b, op.getLoc(), op.getScores().getType(),
+                         op.getScores(), op.getIndices(), resultGrads[1]);
   return success();
+}
+
+LogicalResult ExpertChoiceOp::buildVJP(OpBuilder &b, ValueRange resultGrads,
+                                       SmallVectorImpl<Value> &operandGrads) {
+  return selectionVJP(*this, b, resultGrads, operandGrads);
 }
 
 LogicalResult ModSelectOp::buildVJP(OpBuilder &b, ValueRange resultGrads,
                                     SmallVectorImpl<Value> &operandGrads) {
-  noGradients(*this, operandGrads);
-  if (!resultGrads[1])
-    return success();
-  operandGrads[0] =
-      GateGradOp::create(b, getLoc(), getScores().getType(), getScores(),
-                         getIndices(), resultGrads[1]);
-  return success();
+  return selectionVJP(*this, b, resultGrads, operandGrads);
 }
 
 LogicalResult ModMergeOp::buildVJP(OpBuilder &b, ValueRange resultGrads,
@@ -212,10 +209,9 @@ LogicalResult ModMergeOp::buildVJP(OpBuilder &b, ValueRange resultGrads,
   if (!resultGrads[0])
     return success();
   auto grad = ModMergeGradOp::create(b, getLoc(), getInput().getType(),
-                                     getBlock().getType(),
-                                     getGates().getType(), getInput(),
-                                     getBlock(),
-                                     getIndices(), getGates(), resultGrads[0]);
+                                     getBlock().getType(), getGates().getType(),
+                                     getInput(), getBlock(), getIndices(),
+                                     getGates(), resultGrads[0]);
   operandGrads[0] = grad.getInputGrad();
   operandGrads[1] = grad.getBlockGrad();
   operandGrads[3] = grad.getGatesGrad();
@@ -229,6 +225,7 @@ LogicalResult CrossEntropyOp::buildVJP(OpBuilder &b, ValueRange resultGrads,
   if (!resultGrads[0])
     return success();
   operandGrads[0] = CrossEntropyGradOp::create(
-      b, getLoc(), getLogits().getType(), getLogits(), getTargets(), resultGrads[0], getZLossAttr());
+      b, getLoc(), getLogits().getType(), getLogits(), getTargets(),
+      resultGrads[0], getZLossAttr());
   return success();
 }
