@@ -34,8 +34,12 @@ def ConvertLinalgToBlas : Pass<"convert-linalg-to-blas", "::mlir::ModuleOp"> {
   let description = [{
     After bufferization, a `linalg.generic` that computes `C += A B` in f32
     (two inputs, one output, a multiply feeding an add, one reduction loop)
-    becomes a call to `cblas_sgemm` (row major, alpha = beta = 1), one call
-    per iteration of its batch loops (stacked experts, attention heads). The
+    becomes calls to `cblas_sgemm` (row major, alpha = beta = 1) in one
+    `scf.parallel` loop over its batch loops (stacked experts, attention
+    heads) and, when the batch is smaller than `omp_get_max_threads()`, over
+    blocks of C's longer side. BLAS thus runs single-threaded inside the
+    same OpenMP pool as the generated kernels (the runtime sets
+    OPENBLAS_NUM_THREADS=1) instead of in a second pool of its own. The
     loops present in A and C but not B are the rows M, in B and C but not A
     the columns N, in A and B the reduction K. Each operand's two non-batch
     dimensions must have unit stride on one of them (which picks the

@@ -9,6 +9,8 @@
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/Path.h"
 
+#include <cstdlib>
+
 using namespace momac;
 
 static llvm::Error artifactError(const llvm::Twine &message) {
@@ -52,6 +54,14 @@ llvm::Expected<LoadedArtifact> LoadedArtifact::open(llvm::StringRef directory) {
 
   llvm::SmallString<256> libraryPath(directory);
   llvm::sys::path::append(libraryPath, artifact.manifestData.library);
+  // Read by the BLAS and OpenMP libraries when the artifact loads them, so
+  // set before dlopen. The artifact's parallel loops call BLAS from each
+  // OpenMP thread: BLAS must not start a second pool on the same cores.
+  ::setenv("OPENBLAS_NUM_THREADS", "1", /*overwrite=*/1);
+  // A step runs hundreds of short parallel loops back to back; workers that
+  // sleep between them (OMP_WAIT_POLICY=passive) pay a wake-up for each.
+  // Keep them spinning for 200 ms unless the user chose a block time.
+  ::setenv("KMP_BLOCKTIME", "200", /*overwrite=*/0);
   std::string error;
   if (llvm::sys::DynamicLibrary::getPermanentLibrary(libraryPath.c_str(),
                                                      &error)

@@ -1,10 +1,17 @@
 // RUN: moma-opt %s -split-input-file -convert-linalg-to-blas | FileCheck %s
 
-// x w^T on row-major buffers: no transpose for x, transpose for w.
+// x w^T on row-major buffers: no transpose for x, transpose for w. The call
+// runs once per block of C's longer side, one block per OpenMP thread, in a
+// parallel loop; an empty block makes no call.
 // CHECK-LABEL: func.func @linear
 // CHECK-DAG: %[[ROWMAJOR:.*]] = arith.constant 101 : i32
 // CHECK-DAG: %[[NOTRANS:.*]] = arith.constant 111 : i32
 // CHECK-DAG: %[[TRANS:.*]] = arith.constant 112 : i32
+// CHECK-DAG: %[[ROWS:.*]] = memref.dim %{{.*}}, %c0 : memref<?x64xf32>
+// CHECK: %[[THREADS:.*]] = call @omp_get_max_threads() : () -> i32
+// CHECK: %[[BLOCKS:.*]] = arith.maxui
+// CHECK: %[[BY_ROWS:.*]] = arith.cmpi uge, %[[ROWS]], %c32
+// CHECK: scf.parallel (%[[BLOCK:.*]]) = (%c0) to (%[[BLOCKS]]) step (%c1) {
 // CHECK: scf.if
 // CHECK: } else {
 // CHECK: call @cblas_sgemm(%[[ROWMAJOR]], %[[NOTRANS]], %[[TRANS]], {{.*}}) : (i32, i32, i32, i32, i32, i32, f32, !llvm.ptr, i32, !llvm.ptr, i32, f32, !llvm.ptr, i32) -> ()
@@ -25,9 +32,9 @@ func.func @linear(%x: memref<?x64xf32>, %w: memref<32x64xf32>, %y: memref<?x32xf
 
 // -----
 
-// Stacked experts: one call per expert, in a loop.
+// Stacked experts: the experts and the blocks of each are one parallel loop.
 // CHECK-LABEL: func.func @experts
-// CHECK: scf.for %[[E:.*]] = %c0 to %c4
+// CHECK: scf.parallel (%[[E:.*]], %[[BLOCK:.*]]) = (%c0, %c0) to (%c4, %{{.*}})
 // CHECK: arith.muli %[[E]]
 // CHECK: call @cblas_sgemm
 func.func @experts(%x: memref<4x?x64xf32>, %w: memref<4x32x64xf32>, %y: memref<4x?x32xf32>) {

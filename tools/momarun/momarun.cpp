@@ -31,6 +31,8 @@
 
 #include <chrono>
 #include <cstring>
+#include <limits>
+#include <malloc.h>
 
 using namespace momac;
 namespace cl = llvm::cl;
@@ -438,6 +440,11 @@ int runCorpus() {
 
 int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
+  // Every step allocates and frees the same large buffers: keep them on the
+  // heap instead of mapping and unmapping them (and returning the memory to
+  // the kernel) on every step.
+  mallopt(M_MMAP_MAX, 0);
+  mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
   // libLLVM registers hundreds of backend flags; --help lists momarun's own.
   cl::HideUnrelatedOptions(momarunCategory);
   cl::ParseCommandLineOptions(

@@ -146,10 +146,6 @@ struct ContractionToSgemm : OpRewritePattern<linalg::GenericOp> {
     auto i32 = rewriter.getI32Type();
     auto i64 = rewriter.getI64Type();
     auto ptrType = LLVM::LLVMPointerType::get(rewriter.getContext());
-    auto constI32 = [&](int64_t v) -> Value {
-      return arith::ConstantOp::create(rewriter, loc,
-                                       rewriter.getI32IntegerAttr(int32_t(v)));
-    };
     auto sizeOf = [&](unsigned loop) -> Value {
       for (const Operand &x : operands)
         if (int64_t d = x.dimOf(loop); d >= 0)
@@ -188,58 +184,123 @@ struct ContractionToSgemm : OpRewritePattern<linalg::GenericOp> {
     Value ldb = leading(viewB, b, ldbLoop, transB ? inner : cols);
     Value ldc = leading(viewC, c, ldcLoop, cols);
 
-    auto emitCall = [&](OpBuilder &builder, ValueRange batchIndices) {
-      auto pointer = [&](const Operand &x, const View &v) {
+    // One call computes C[m0 : m0 + mSize, n0 : n0 + nSize] of the batch
+    // element at `batchIndices`.
+    auto emitCall = [&](OpBuilder &builder, ValueRange batchIndices, Value m0,
+                        Value mSize, Value n0, Value nSize) {
+      auto pointer = [&](const Operand &x, const View &v,
+                         ArrayRef<std::pair<unsigned, Value>> starts) {
         Value elements = v.metadata.getOffset();
-        for (auto [loop, index] : llvm::zip(batch, batchIndices))
+        auto advance = [&](unsigned loop, Value index) {
           elements = arith::AddIOp::create(
               builder, loc, elements,
               arith::MulIOp::create(builder, loc, index, v.stride(x, loop)));
-        Value aligned = v.aligned;
+        };
+        for (auto [loop, index] : llvm::zip(batch, batchIndices))
+          advance(loop, index);
+        for (auto [loop, index] : starts)
+          advance(loop, index);
         Value bytes = arith::MulIOp::create(
             builder, loc, elements,
             arith::ConstantIndexOp::create(builder, loc, 4));
-        Value address = arith::AddIOp::create(builder, loc, aligned, bytes);
+        Value address = arith::AddIOp::create(builder, loc, v.aligned, bytes);
         Value asInt = arith::IndexCastOp::create(builder, loc, i64, address);
         return LLVM::IntToPtrOp::create(builder, loc, ptrType, asInt)
             .getResult();
       };
       Value one = arith::ConstantOp::create(builder, loc,
                                             builder.getF32FloatAttr(1.0f));
+      auto flag = [&](int32_t value) -> Value {
+        return arith::ConstantOp::create(builder, loc,
+                                         builder.getI32IntegerAttr(value));
+      };
+      auto size = [&](Value index) -> Value {
+        return arith::IndexCastOp::create(builder, loc, i32, index);
+      };
       func::CallOp::create(
           builder, loc, sgemm,
-          ValueRange{constI32(kRowMajor), constI32(transA ? kTrans : kNoTrans),
-                     constI32(transB ? kTrans : kNoTrans), toI32(rows),
-                     toI32(cols), toI32(inner), one, pointer(a, viewA), lda,
-                     pointer(b, viewB), ldb, one, pointer(c, viewC), ldc});
+          ValueRange{flag(kRowMajor), flag(transA ? kTrans : kNoTrans),
+                     flag(transB ? kTrans : kNoTrans), size(mSize),
+                     size(nSize), size(inner), one,
+                     pointer(a, viewA, {{*m, m0}}), lda,
+                     pointer(b, viewB, {{*n, n0}}), ldb, one,
+                     pointer(c, viewC, {{*m, m0}, {*n, n0}}), ldc});
     };
 
-    // Empty groups and experts (k = 0) make empty matrices: skip the call.
+    // The calls run single-threaded BLAS inside one parallel loop over the
+    // batch (experts, heads) and, when the batch has fewer elements than
+    // there are threads, over row or column blocks of C (whichever side is
+    // longer), so that GEMMs and the generated kernels share one thread
+    // pool instead of two pools fighting over the cores.
     Value zero = arith::ConstantIndexOp::create(rewriter, loc, 0);
-    Value empty = arith::OrIOp::create(
-        rewriter, loc,
-        arith::CmpIOp::create(rewriter, loc, arith::CmpIPredicate::eq, rows,
-                              zero),
-        arith::CmpIOp::create(rewriter, loc, arith::CmpIPredicate::eq, cols,
-                              zero));
-    scf::IfOp::create(
-        rewriter, loc, empty,
-        [&](OpBuilder &b, Location l) { scf::YieldOp::create(b, l); },
-        [&](OpBuilder &b, Location l) {
-          SmallVector<Value> lower, upper, steps;
-          for (unsigned loop : batch) {
-            lower.push_back(arith::ConstantIndexOp::create(b, l, 0));
-            upper.push_back(sizeOf(loop));
-            steps.push_back(arith::ConstantIndexOp::create(b, l, 1));
-          }
-          scf::buildLoopNest(b, l, lower, upper, steps,
-                             [&](OpBuilder &nested, Location, ValueRange ivs) {
-                               emitCall(nested, ivs);
-                             });
-          scf::YieldOp::create(b, l);
+    Value oneIndex = arith::ConstantIndexOp::create(rewriter, loc, 1);
+    Value threads = arith::IndexCastOp::create(
+        rewriter, loc, rewriter.getIndexType(),
+        func::CallOp::create(rewriter, loc, declareMaxThreads(rewriter, module),
+                             ValueRange{})
+            .getResult(0));
+    SmallVector<Value> lower, upper, steps;
+    Value batchCount = oneIndex;
+    for (unsigned loop : batch) {
+      lower.push_back(zero);
+      upper.push_back(sizeOf(loop));
+      steps.push_back(oneIndex);
+      batchCount = arith::MulIOp::create(rewriter, loc, batchCount,
+                                         upper.back());
+    }
+    Value blocks = arith::MaxUIOp::create(
+        rewriter, loc, oneIndex,
+        arith::CeilDivUIOp::create(
+            rewriter, loc, threads,
+            arith::MaxUIOp::create(rewriter, loc, oneIndex, batchCount)));
+    lower.push_back(zero);
+    upper.push_back(blocks);
+    steps.push_back(oneIndex);
+    Value splitRows = arith::CmpIOp::create(
+        rewriter, loc, arith::CmpIPredicate::uge, rows, cols);
+    Value extent = arith::SelectOp::create(rewriter, loc, splitRows, rows, cols);
+    scf::ParallelOp::create(
+        rewriter, loc, lower, upper, steps,
+        [&](OpBuilder &b, Location l, ValueRange ivs) {
+          Value block = ivs.back();
+          auto boundary = [&](Value blockIndex) {
+            return arith::DivUIOp::create(
+                b, l, arith::MulIOp::create(b, l, blockIndex, extent), blocks);
+          };
+          Value begin = boundary(block);
+          Value end = boundary(arith::AddIOp::create(b, l, block, oneIndex));
+          Value length = arith::SubIOp::create(b, l, end, begin);
+          Value m0 = arith::SelectOp::create(b, l, splitRows, begin, zero);
+          Value n0 = arith::SelectOp::create(b, l, splitRows, zero, begin);
+          Value mSize = arith::SelectOp::create(b, l, splitRows, length, rows);
+          Value nSize = arith::SelectOp::create(b, l, splitRows, cols, length);
+          // Empty groups and experts (k = 0) make empty blocks: skip them.
+          Value empty = arith::OrIOp::create(
+              b, l,
+              arith::CmpIOp::create(b, l, arith::CmpIPredicate::eq, mSize,
+                                    zero),
+              arith::CmpIOp::create(b, l, arith::CmpIPredicate::eq, nSize,
+                                    zero));
+          auto ifOp = scf::IfOp::create(b, l, empty, /*withElseRegion=*/true);
+          OpBuilder::InsertionGuard guard(b);
+          b.setInsertionPointToStart(ifOp.elseBlock());
+          emitCall(b, ivs.drop_back(), m0, mSize, n0, nSize);
         });
     rewriter.eraseOp(op);
     return success();
+  }
+
+  static func::FuncOp declareMaxThreads(PatternRewriter &rewriter,
+                                        ModuleOp module) {
+    if (auto existing = module.lookupSymbol<func::FuncOp>("omp_get_max_threads"))
+      return existing;
+    OpBuilder::InsertionGuard guard(rewriter);
+    rewriter.setInsertionPointToStart(module.getBody());
+    auto decl = func::FuncOp::create(
+        rewriter, module.getLoc(), "omp_get_max_threads",
+        rewriter.getFunctionType({}, {rewriter.getI32Type()}));
+    decl.setPrivate();
+    return decl;
   }
 
   static func::FuncOp declareSgemm(PatternRewriter &rewriter, ModuleOp module) {

@@ -311,6 +311,106 @@ inline Value ceilFraction(KernelBuilder &kb, Value count, double numerator,
   return arith::IndexCastUIOp::create(b, kb.loc, b.getIndexType(), back);
 }
 
+/// The first index i of the nondecreasing i32 vector `ids` with
+/// ids[i] >= `value` (an index), by binary search.
+inline Value lowerBound(KernelBuilder &kb, Value ids, Value value) {
+  OpBuilder &b = kb.b;
+  Location loc = kb.loc;
+  Value target = toI32(b, loc, value);
+  Type indexType = b.getIndexType();
+  auto search = scf::WhileOp::create(
+      b, loc, TypeRange{indexType, indexType},
+      ValueRange{kb.index(0), kb.dim(ids, 0)},
+      [](OpBuilder &b, Location loc, ValueRange range) {
+        Value open = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
+                                           range[0], range[1]);
+        scf::ConditionOp::create(b, loc, open, range);
+      },
+      [&](OpBuilder &b, Location loc, ValueRange range) {
+        Value one = arith::ConstantIndexOp::create(b, loc, 1);
+        Value mid = arith::ShRUIOp::create(
+            b, loc, arith::AddIOp::create(b, loc, range[0], range[1]), one);
+        Value id = tensor::ExtractOp::create(b, loc, ids, ValueRange{mid});
+        Value below = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt,
+                                            id, target);
+        Value next = arith::AddIOp::create(b, loc, mid, one);
+        scf::YieldOp::create(
+            b, loc,
+            ValueRange{arith::SelectOp::create(b, loc, below, next, range[0]),
+                       arith::SelectOp::create(b, loc, below, range[1], mid)});
+      });
+  return search.getResult(0);
+}
+
+/// Runs `body` once per sequence, in parallel over the sequences: `inputs`
+/// are tensors whose row i belongs to sequence ids[i], `body` gets the rows
+/// of one sequence ([len, ...] slices of each input) and returns [len, ...]
+/// results, which land in the same rows of `outputs`. `ids` must be
+/// nondecreasing (tokens in ascending flat order, as every moma op keeps
+/// them), so that a sequence's rows are contiguous; sequences without rows
+/// get empty slices. Work that only mixes tokens of one sequence (attention)
+/// then costs the sum of the squares of the sequence lengths, not the square
+/// of the batch.
+inline SmallVector<Value>
+forEachSequence(KernelBuilder &kb, Value ids, ValueRange inputs,
+                ValueRange outputs,
+                function_ref<SmallVector<Value>(ValueRange)> body) {
+  OpBuilder &b = kb.b;
+  Location loc = kb.loc;
+  // ids[n - 1] + 1 sequences; none when there are no rows.
+  Value rows = kb.dim(ids, 0);
+  Value none = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, rows,
+                                     kb.index(0));
+  auto count = scf::IfOp::create(
+      b, loc, none,
+      [&](OpBuilder &b, Location loc) {
+        scf::YieldOp::create(b, loc, ValueRange{kb.index(0)});
+      },
+      [&](OpBuilder &b, Location loc) {
+        Value last = arith::SubIOp::create(b, loc, rows, kb.index(1));
+        Value id = tensor::ExtractOp::create(b, loc, ids, ValueRange{last});
+        Value sequences = arith::AddIOp::create(
+            b, loc, toIndex(b, loc, id), arith::ConstantIndexOp::create(b, loc, 1));
+        scf::YieldOp::create(b, loc, ValueRange{sequences});
+      });
+  auto forall = scf::ForallOp::create(
+      b, loc, ArrayRef<OpFoldResult>{OpFoldResult(count.getResult(0))},
+      outputs, std::nullopt);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPoint(forall.getTerminator());
+  Value sequence = forall.getInductionVar(0);
+  Value start = lowerBound(kb, ids, sequence);
+  Value end = lowerBound(
+      kb, ids, arith::AddIOp::create(b, loc, sequence, kb.index(1)));
+  Value length = arith::SubIOp::create(b, loc, end, start);
+  // The rows [start, end) of a tensor, every other dimension whole.
+  auto rowsOf = [&](Value tensor) {
+    auto type = cast<RankedTensorType>(tensor.getType());
+    SmallVector<OpFoldResult> offsets(type.getRank(), b.getIndexAttr(0)),
+        sizes, strides(type.getRank(), b.getIndexAttr(1));
+    offsets[0] = start;
+    sizes.push_back(length);
+    for (int64_t d = 1; d < type.getRank(); ++d)
+      sizes.push_back(b.getIndexAttr(type.getDimSize(d)));
+    return std::make_tuple(offsets, sizes, strides);
+  };
+  SmallVector<Value> slices;
+  for (Value input : inputs) {
+    auto [offsets, sizes, strides] = rowsOf(input);
+    slices.push_back(
+        tensor::ExtractSliceOp::create(b, loc, input, offsets, sizes, strides));
+  }
+  SmallVector<Value> results = body(slices);
+  b.setInsertionPointToStart(forall.getTerminator().getBody());
+  for (auto [result, shared] :
+       llvm::zip(results, forall.getRegionIterArgs())) {
+    auto [offsets, sizes, strides] = rowsOf(shared);
+    tensor::ParallelInsertSliceOp::create(b, loc, result, shared, offsets,
+                                          sizes, strides);
+  }
+  return SmallVector<Value>(forall.getResults());
+}
+
 /// Masked softmax attention probabilities p[h, i, j] for per-head q and k of
 /// shape [n, H, hd]: key j is visible from query i when both are in the same
 /// sequence and j's position is not later. Every row sees its own key, so the

@@ -331,32 +331,53 @@ struct LowerRope : OpRewritePattern<moma::RopeOp> {
   }
 };
 
+/// Attention of one sequence's tokens: q, k, v [len, H * hd] -> [len, H * hd].
+Value attentionOfSequence(KernelBuilder &kb, Value q, Value k, Value v,
+                          Value positions, Value sequenceIds, int64_t heads,
+                          double scale) {
+  auto type = cast<RankedTensorType>(q.getType());
+  Value qh = kb.splitHeads(q, heads);
+  Value kh = kb.splitHeads(k, heads);
+  Value vh = kb.splitHeads(v, heads);
+  SmallVector<Value> rowDyn = type.isDynamicDim(0)
+                                  ? SmallVector<Value>{kb.dim(qh, 0)}
+                                  : SmallVector<Value>{};
+  Value probabilities =
+      attentionProbabilities(kb, qh, kh, positions, sequenceIds, scale);
+  // out[i, h, c] = sum_j p[h, i, j] v[j, h, c]; loops (i, h, c, j).
+  auto splitType = cast<RankedTensorType>(qh.getType());
+  Value out = kb.generic({probabilities, vh},
+                         kb.zeros(splitType.getShape(), kb.f32, rowDyn),
+                         {kb.map(4, {1, 0, 3}), kb.map(4, {3, 1, 2}),
+                          kb.map(4, {0, 1, 2})},
+                         {kPar, kPar, kPar, kRed}, multiplyAccumulate)
+                  .front();
+  return kb.joinHeads(out, type);
+}
+
 struct LowerAttention : OpRewritePattern<moma::AttentionOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(moma::AttentionOp op,
                                 PatternRewriter &rewriter) const override {
     KernelBuilder kb(rewriter, op.getLoc());
     auto type = cast<RankedTensorType>(op.getQuery().getType());
+    Value init = kb.empty(type.getShape(), kb.f32,
+                          kb.dynamicOf(type.getShape(), kb.dims(op.getQuery())));
     int64_t heads = op.getNumHeads();
-    Value q = kb.splitHeads(op.getQuery(), heads);
-    Value k = kb.splitHeads(op.getKey(), heads);
-    Value v = kb.splitHeads(op.getValue(), heads);
-    SmallVector<Value> rowDyn = type.isDynamicDim(0)
-                                    ? SmallVector<Value>{kb.dim(q, 0)}
-                                    : SmallVector<Value>{};
-
-    Value probabilities =
-        attentionProbabilities(kb, q, k, op.getPositions(), op.getSequenceIds(),
-                               op.getScale().convertToDouble());
-    // out[i, h, c] = sum_j p[h, i, j] v[j, h, c]; loops (i, h, c, j).
-    auto splitType = cast<RankedTensorType>(q.getType());
-    Value out = kb.generic({probabilities, v},
-                           kb.zeros(splitType.getShape(), kb.f32, rowDyn),
-                           {kb.map(4, {1, 0, 3}), kb.map(4, {3, 1, 2}),
-                            kb.map(4, {0, 1, 2})},
-                           {kPar, kPar, kPar, kRed}, multiplyAccumulate)
-                    .front();
-    rewriter.replaceOp(op, kb.joinHeads(out, type));
+    double scale = op.getScale().convertToDouble();
+    Value out =
+        forEachSequence(
+            kb, op.getSequenceIds(),
+            {op.getQuery(), op.getKey(), op.getValue(), op.getPositions(),
+             op.getSequenceIds()},
+            init,
+            [&](ValueRange rows) {
+              return SmallVector<Value>{attentionOfSequence(
+                  kb, rows[0], rows[1], rows[2], rows[3], rows[4], heads,
+                  scale)};
+            })
+            .front();
+    rewriter.replaceOp(op, out);
     return success();
   }
 };

@@ -50,6 +50,7 @@ std::string momac::cpuLoweringPipeline() {
          "convert-bufferization-to-memref,"
          "convert-linalg-to-blas,"
          "func.func(convert-linalg-to-parallel-loops),"
+         "func.func(scf-forall-to-parallel),"
          "convert-scf-to-openmp,"
          "expand-strided-metadata,"
          "lower-affine,"
@@ -165,7 +166,8 @@ LogicalResult emitObject(ModuleOp module, llvm::StringRef objectPath,
 }
 
 /// Links the object into a shared library with the system compiler driver,
-/// against the OpenMP runtime and OpenBLAS (the GEMMs).
+/// against the OpenMP runtime, OpenBLAS (the GEMMs) and MLIR's C runner
+/// utilities (memrefCopy, for copies between strided views).
 LogicalResult linkSharedLibrary(Location loc, llvm::StringRef objectPath,
                                 llvm::StringRef libraryPath) {
   llvm::ErrorOr<std::string> driver = llvm::sys::findProgramByName("cc");
@@ -177,7 +179,8 @@ LogicalResult linkSharedLibrary(Location loc, llvm::StringRef objectPath,
   std::string libFlag = "-L" + libDir;
   llvm::SmallVector<llvm::StringRef> args = {
       *driver, "-shared", "-o",  libraryPath,  objectPath,
-      libFlag, "-lomp",   rpath, "-lopenblas", "-lm"};
+      libFlag, "-lomp",   rpath, "-lmlir_c_runner_utils", "-lopenblas",
+      "-lm"};
   std::string message;
   int status = llvm::sys::ExecuteAndWait(*driver, args, std::nullopt, {}, 0, 0,
                                          &message);
