@@ -218,15 +218,31 @@ llvm::Error momac::train(const TrainOptions &options) {
     gradOutputs.emplace_back(spec.numElements(), 0.0f);
   for (auto [spec, buffer] : llvm::zip(gradSpec.results, gradOutputs))
     gradResults[spec.name] = buffer.data();
-  std::vector<std::vector<float>> meanGrads;
+  // Where each parameter's gradient lands among the grad results.
+  std::vector<size_t> gradIndex;
+  for (const ManifestParameter &param : manifest.parameters) {
+    size_t index = 0;
+    while (index < gradSpec.results.size() &&
+           gradSpec.results[index].name != "grad." + param.name)
+      ++index;
+    if (index == gradSpec.results.size())
+      return trainError("the grad entry point lacks grad." + param.name);
+    gradIndex.push_back(index);
+  }
+  // With one micro-batch the optimizer reads the gradients where the grad
+  // entry point wrote them; with more, it reads their running mean.
+  std::vector<std::vector<float>> meanGrads(weights->size());
   std::vector<float> schedule(3), gradNorm(1);
   for (size_t i = 0; i < weights->size(); ++i) {
     const ManifestParameter &param = manifest.parameters[i];
     gradArguments[param.name] = (*weights)[i].data();
-    meanGrads.emplace_back(param.numElements(), 0.0f);
+    if (microBatches > 1)
+      meanGrads[i].resize(param.numElements());
     // The update is element-wise: tensors are updated in place.
     stepArguments[param.name] = stepResults[param.name] = (*weights)[i].data();
-    stepArguments["grad." + param.name] = meanGrads.back().data();
+    stepArguments["grad." + param.name] =
+        microBatches > 1 ? meanGrads[i].data()
+                         : gradOutputs[gradIndex[i]].data();
     stepArguments["optim.m." + param.name] =
         stepResults["optim.m." + param.name] = firstMoments[i].data();
     stepArguments["optim.v." + param.name] =
@@ -240,18 +256,6 @@ llvm::Error momac::train(const TrainOptions &options) {
   auto stepBuffers = bindByName(*stepEntry->first, stepArguments, stepResults);
   if (!stepBuffers)
     return stepBuffers.takeError();
-
-  // Where each parameter's gradient lands among the grad results.
-  std::vector<size_t> gradIndex;
-  for (const ManifestParameter &param : manifest.parameters) {
-    size_t index = 0;
-    while (index < gradSpec.results.size() &&
-           gradSpec.results[index].name != "grad." + param.name)
-      ++index;
-    if (index == gradSpec.results.size())
-      return trainError("the grad entry point lacks grad." + param.name);
-    gradIndex.push_back(index);
-  }
 
   std::error_code ec;
   llvm::raw_fd_ostream metrics(metricsPath, ec, llvm::sys::fs::OF_Append);
@@ -294,8 +298,6 @@ llvm::Error momac::train(const TrainOptions &options) {
 
   for (int64_t step = firstStep; step <= lastStep; ++step) {
     auto stepStart = std::chrono::steady_clock::now();
-    for (std::vector<float> &g : meanGrads)
-      std::fill(g.begin(), g.end(), 0.0f);
     double loss = 0;
     std::vector<double> modalitySum(modalities, 0);
     std::vector<uint64_t> modalityCount(modalities, 0);
@@ -312,11 +314,18 @@ llvm::Error momac::train(const TrainOptions &options) {
         modalitySum[m] += double(gradOutputs[1 + m][0]) * double(counts[m]);
         modalityCount[m] += counts[m];
       }
-      const float scale = 1.0f / float(microBatches);
-      for (size_t i = 0; i < meanGrads.size(); ++i) {
-        const std::vector<float> &g = gradOutputs[gradIndex[i]];
-        for (size_t j = 0; j < g.size(); ++j)
-          meanGrads[i][j] += scale * g[j];
+      if (microBatches > 1) {
+        const float scale = 1.0f / float(microBatches);
+        for (size_t i = 0; i < meanGrads.size(); ++i) {
+          const std::vector<float> &g = gradOutputs[gradIndex[i]];
+          std::vector<float> &mean = meanGrads[i];
+          if (micro == 0)
+            for (size_t j = 0; j < g.size(); ++j)
+              mean[j] = scale * g[j];
+          else
+            for (size_t j = 0; j < g.size(); ++j)
+              mean[j] += scale * g[j];
+        }
       }
     }
     double lr = learningRate(hyper, step);

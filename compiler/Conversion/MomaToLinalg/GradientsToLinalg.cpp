@@ -327,9 +327,11 @@ struct LowerAttentionGrad : OpRewritePattern<moma::AttentionGradOp> {
                                 PatternRewriter &rewriter) const override {
     KernelBuilder kb(rewriter, op.getLoc());
     auto type = cast<RankedTensorType>(op.getQuery().getType());
-    SmallVector<Value> inits(
-        3, kb.empty(type.getShape(), kb.f32,
-                    kb.dynamicOf(type.getShape(), kb.dims(op.getQuery()))));
+    SmallVector<Value> inits;
+    for (int i = 0; i < 3; ++i)
+      inits.push_back(
+          kb.empty(type.getShape(), kb.f32,
+                   kb.dynamicOf(type.getShape(), kb.dims(op.getQuery()))));
     int64_t heads = op.getNumHeads();
     double scale = op.getScale().convertToDouble();
     rewriter.replaceOp(
@@ -637,24 +639,49 @@ struct LowerGlobalNorm : OpRewritePattern<moma::GlobalNormOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(moma::GlobalNormOp op,
                                 PatternRewriter &rewriter) const override {
-    // sqrt(sum of squares), accumulated in double across all tensors.
+    // sqrt(sum of squares), accumulated in double across all tensors. A
+    // matrix is first summed per row, in parallel over the rows, so that the
+    // pass over every gradient uses all threads; the row sums then add up.
     KernelBuilder kb(rewriter, op.getLoc());
-    Value total = kb.zeros({}, rewriter.getF64Type());
+    MLIRContext *context = rewriter.getContext();
+    Type f64 = rewriter.getF64Type();
+    auto sumOfSquares = [](OpBuilder &b, Location loc, ValueRange args) {
+      Value x = args[0];
+      if (x.getType() != args[1].getType())
+        x = arith::ExtFOp::create(b, loc, args[1].getType(), x);
+      return SmallVector<Value>{arith::AddFOp::create(
+          b, loc, args[1], arith::MulFOp::create(b, loc, x, x))};
+    };
+    auto add = [](OpBuilder &b, Location loc, ValueRange args) {
+      return SmallVector<Value>{
+          arith::AddFOp::create(b, loc, args[1], args[0])};
+    };
+    Value total = kb.zeros({}, f64);
     for (Value tensor : op.getTensors()) {
-      unsigned rank = cast<RankedTensorType>(tensor.getType()).getRank();
-      total =
-          kb.generic(
-                {tensor}, total,
-                {kb.identity(rank),
-                 AffineMap::get(rank, 0, {}, rewriter.getContext())},
-                SmallVector<IteratorType>(rank, kRed),
-                [](OpBuilder &b, Location loc, ValueRange args) {
-                  Value x =
-                      arith::ExtFOp::create(b, loc, b.getF64Type(), args[0]);
-                  return SmallVector<Value>{arith::AddFOp::create(
-                      b, loc, args[1], arith::MulFOp::create(b, loc, x, x))};
-                })
+      auto type = cast<RankedTensorType>(tensor.getType());
+      unsigned rank = type.getRank();
+      AffineMap toScalar = AffineMap::get(rank, 0, {}, context);
+      if (rank < 2) {
+        total = kb.generic({tensor}, total, {kb.identity(rank), toScalar},
+                           SmallVector<IteratorType>(rank, kRed), sumOfSquares)
+                    .front();
+        continue;
+      }
+      SmallVector<unsigned> rowDims;
+      for (unsigned d = 0; d + 1 < rank; ++d)
+        rowDims.push_back(d);
+      SmallVector<IteratorType> iterators(rank - 1, kPar);
+      iterators.push_back(kRed);
+      Value rowSums =
+          kb.generic({tensor}, kb.zeros(type.getShape().drop_back(), f64),
+                     {kb.identity(rank), kb.map(rank, rowDims)}, iterators,
+                     sumOfSquares)
               .front();
+      total = kb.generic({rowSums}, total,
+                         {kb.identity(rank - 1),
+                          AffineMap::get(rank - 1, 0, {}, context)},
+                         SmallVector<IteratorType>(rank - 1, kRed), add)
+                  .front();
     }
     Value sum =
         tensor::ExtractOp::create(rewriter, op.getLoc(), total, ValueRange{});

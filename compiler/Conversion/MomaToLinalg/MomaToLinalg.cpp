@@ -274,14 +274,44 @@ struct LowerRope : OpRewritePattern<moma::RopeOp> {
     // The inverse rotation (the gradient) turns by -phi.
     double direction = op.getInverse() ? -1.0 : 1.0;
     Value x = kb.splitHeads(op.getInput(), heads);
-    Value init = kb.empty(
-        cast<RankedTensorType>(x.getType()).getShape(), kb.f32,
-        type.isDynamicDim(0) ? ValueRange{kb.dim(x, 0)} : ValueRange{});
+    SmallVector<Value> rowDyn =
+        type.isDynamicDim(0) ? SmallVector<Value>{kb.dim(x, 0)}
+                             : SmallVector<Value>{};
+    // cos(phi) and sin(phi) per token and frequency, shared by the heads:
+    // phi = s * theta^(-2 p / hd) for pair p, in double.
+    SmallVector<int64_t> tableShape = {type.getDimSize(0), half};
+    ValueRange tables = kb.generic(
+        {op.getPositions()},
+        {kb.empty(tableShape, kb.f32, rowDyn),
+         kb.empty(tableShape, kb.f32, rowDyn)},
+        {kb.map(2, {0}), kb.identity(2), kb.identity(2)}, {kPar, kPar},
+        [&](OpBuilder &b, Location loc, ValueRange args) {
+          Value pair = linalg::IndexOp::create(b, loc, 1);
+          Value pairF = arith::UIToFPOp::create(
+              b, loc, b.getF64Type(),
+              arith::IndexCastUIOp::create(b, loc, b.getI64Type(), pair));
+          Value exponent = arith::MulFOp::create(
+              b, loc, pairF,
+              arith::ConstantOp::create(
+                  b, loc, b.getF64FloatAttr(-2.0 * logTheta / double(headDim))));
+          Value frequency = math::ExpOp::create(b, loc, exponent);
+          Value position =
+              arith::SIToFPOp::create(b, loc, b.getF64Type(), args[0]);
+          Value phi = arith::MulFOp::create(
+              b, loc, arith::MulFOp::create(b, loc, position, frequency),
+              arith::ConstantOp::create(b, loc, b.getF64FloatAttr(direction)));
+          return SmallVector<Value>{
+              arith::TruncFOp::create(b, loc, b.getF32Type(),
+                                      math::CosOp::create(b, loc, phi)),
+              arith::TruncFOp::create(b, loc, b.getF32Type(),
+                                      math::SinOp::create(b, loc, phi))};
+        });
+    Value cosines = tables[0], sines = tables[1];
+    Value init = kb.empty(cast<RankedTensorType>(x.getType()).getShape(),
+                          kb.f32, rowDyn);
     Value rotated =
         kb.generic(
-              {x, op.getPositions()}, init,
-              {kb.identity(3), kb.map(3, {0}), kb.identity(3)},
-              {kPar, kPar, kPar},
+              {x}, init, {kb.identity(3), kb.identity(3)}, {kPar, kPar, kPar},
               [&](OpBuilder &b, Location loc, ValueRange args) {
                 Value i = linalg::IndexOp::create(b, loc, 0);
                 Value h = linalg::IndexOp::create(b, loc, 1);
@@ -299,27 +329,11 @@ struct LowerRope : OpRewritePattern<moma::RopeOp> {
                 Value rotatedValue = arith::SelectOp::create(
                     b, loc, firstHalf,
                     arith::NegFOp::create(b, loc, partnerValue), partnerValue);
-                // phi = s * theta^(-2 (j mod hd/2) / hd), in double.
                 Value pair = arith::RemUIOp::create(b, loc, j, halfIndex);
-                Value pairF = arith::UIToFPOp::create(
-                    b, loc, b.getF64Type(),
-                    arith::IndexCastUIOp::create(b, loc, b.getI64Type(), pair));
-                Value exponent = arith::MulFOp::create(
-                    b, loc, pairF,
-                    arith::ConstantOp::create(
-                        b, loc,
-                        b.getF64FloatAttr(-2.0 * logTheta / double(headDim))));
-                Value frequency = math::ExpOp::create(b, loc, exponent);
-                Value position =
-                    arith::SIToFPOp::create(b, loc, b.getF64Type(), args[1]);
-                Value phi = arith::MulFOp::create(
-                    b, loc, arith::MulFOp::create(b, loc, position, frequency),
-                    arith::ConstantOp::create(b, loc,
-                                              b.getF64FloatAttr(direction)));
-                Value cosine = arith::TruncFOp::create(
-                    b, loc, b.getF32Type(), math::CosOp::create(b, loc, phi));
-                Value sine = arith::TruncFOp::create(
-                    b, loc, b.getF32Type(), math::SinOp::create(b, loc, phi));
+                Value cosine = tensor::ExtractOp::create(b, loc, cosines,
+                                                         ValueRange{i, pair});
+                Value sine =
+                    tensor::ExtractOp::create(b, loc, sines, ValueRange{i, pair});
                 Value result = arith::AddFOp::create(
                     b, loc, arith::MulFOp::create(b, loc, args[0], cosine),
                     arith::MulFOp::create(b, loc, rotatedValue, sine));

@@ -41,9 +41,15 @@ std::string momac::cpuLoweringPipeline() {
   // memref.alloca_scope that must keep a single block. Functions are lowered
   // before OpenMP, whose conversion would otherwise lower them with full
   // memref descriptors instead of the bare pointers of our entry ABI.
+  // eliminate-empty-tensors lets the kernels that produce an entry point's
+  // results (AdamW's new parameters and moments, most gradients) write
+  // straight into the caller's buffers instead of into a temporary and a
+  // copy. It runs before cse, while every kernel still has its own
+  // tensor.empty and fill: once cse shares a fill among several kernels,
+  // giving it a result's buffer would let those kernels write into it too.
   return "convert-moma-to-linalg,"
          "func.func(convert-elementwise-to-linalg),"
-         "canonicalize,cse,"
+         "canonicalize,eliminate-empty-tensors,cse,"
          "one-shot-bufferize{bufferize-function-boundaries "
          "function-boundary-type-conversion=identity-layout-map},"
          "buffer-deallocation-pipeline,"
