@@ -6,6 +6,9 @@ reference's training step (eager PyTorch, 2 threads, float32: forward,
 autograd backward, AdamW) on the same batch size, and prints tokens/s for
 both and their ratio. Also prints the step's achieved GFLOP/s (momac --report
 FLOPs per token x tokens/s) against a plain fp32 GEMM measured here.
+Then, for the CPU BLAS choice, momac-bench-blas times OpenBLAS against
+oneDNN on the GEMM shapes of these steps, with 1 thread (how the artifact
+calls BLAS, inside its own OpenMP loops) and with 2.
 
 Run with Debian's python3 (PyTorch 1.13), after scripts/build.sh:
   GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736 \\
@@ -30,6 +33,7 @@ import moma_reference as R  # noqa: E402
 BUILD = os.environ.get("MOMAC_BUILD_DIR", os.path.join(ROOT, "build"))
 MOMAC = os.path.join(BUILD, "bin", "momac")
 MOMARUN = os.path.join(BUILD, "bin", "momarun")
+BENCH_BLAS = os.path.join(BUILD, "bin", "momac-bench-blas")
 
 # (label, example, overrides): the tiny 4t4i example, and the 90M 4t4i model
 # with a short sequence so that a step takes seconds on 2 cores.
@@ -117,6 +121,14 @@ def main():
         achieved = ours * flops / 1e9
         print(f"{label:28} {ours:14.0f} {theirs:16.0f} {ours / theirs:7.2f} "
               f"{achieved:13.2f} {achieved / gemm:8.1%}", flush=True)
+    if not os.path.exists(BENCH_BLAS):
+        print(f"\n{BENCH_BLAS} not built (needs libdnnl-dev): no BLAS table")
+        return
+    for threads in ("1", "2"):
+        env = dict(os.environ, OPENBLAS_NUM_THREADS=threads,
+                   OMP_NUM_THREADS=threads)
+        print(f"\nOpenBLAS against oneDNN, {threads} thread(s):")
+        print(run(BENCH_BLAS, env=env), end="", flush=True)
 
 
 if __name__ == "__main__":
