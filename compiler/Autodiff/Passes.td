@@ -18,7 +18,8 @@ def MomaSynthesizeGrad : Pass<"moma-synthesize-grad", "::mlir::ModuleOp"> {
     DifferentiableOpInterface (moma ops carry their rules in MomaVJP.cpp;
     arith.addf, tensor.collapse_shape and tensor.splat get theirs as external
     models). Gradients reaching one value are summed. Parameters the loss
-    does not depend on (auxiliary routers) get zeros.
+    does not depend on (auxiliary routers) get zeros. Float arguments marked
+    `moma.no_grad` (the router noise) are data: they get no gradient.
   }];
   let options = [
     Option<"forwardName", "forward", "std::string", "\"forward\"",

@@ -75,12 +75,13 @@ struct SynthesizeGradPass
     if (!loss)
       return forward.emitError() << "has no result named \"loss\"";
 
-    // Parameters are the float arguments; values computed from them are
-    // active, and only active values get gradients.
+    // Parameters are the float arguments not marked moma.no_grad; values
+    // computed from them are active, and only active values get gradients.
     SmallVector<BlockArgument> params;
     llvm::DenseSet<Value> active;
     for (BlockArgument arg : body.getArguments())
-      if (isFloatTensor(arg)) {
+      if (isFloatTensor(arg) &&
+          !grad.getArgAttr(arg.getArgNumber(), moma::kNoGradAttrName)) {
         params.push_back(arg);
         active.insert(arg);
       }

@@ -41,6 +41,7 @@ struct SynthesizeOptimizerStepPass
       auto name = forward.getArgAttrOfType<StringAttr>(i, "moma.param");
       auto type = dyn_cast<RankedTensorType>(forward.getArgument(i).getType());
       if (!name || !type || !isa<FloatType>(type.getElementType()) ||
+          forward.getArgAttr(i, moma::kNoGradAttrName) ||
           name.getValue().contains("aux_router."))
         continue;
       params.emplace_back(name.str(), type);

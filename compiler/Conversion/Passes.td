@@ -18,7 +18,8 @@ def ConvertMomaToLinalg : Pass<"convert-moma-to-linalg", "::mlir::ModuleOp"> {
     rank among the scores of its expert (or MoD router) counts the tokens
     with a higher score plus the equal ones at a lower index, so ties go to
     the lower index without a sort, and the rank is the token's slot.
-    Gumbel noise is not applied: this lowering computes evaluation routing.
+    Router noise (Gumbel, training only) comes in as an operand of
+    `moma.router` and is added to the logits.
   }];
   let dependentDialects = [
     "::mlir::arith::ArithDialect",

@@ -109,6 +109,23 @@ private:
       dynamicSizes.push_back(tensor::DimOp::create(b, at, like, 0));
     return tensor::SplatOp::create(b, at, zero, type, dynamicSizes);
   }
+  /// The noise of group rows `rows` for a router with `experts` outputs in
+  /// layer `l`, whose module input is `v`: rows[i] of v takes
+  /// gumbel_noise[l, rows[i], 0 : experts].
+  Value routerNoise(Location at, int64_t l, Value v, Value rows,
+                    int64_t experts) {
+    int64_t rowsIn = cast<RankedTensorType>(v.getType()).getDimSize(0);
+    SmallVector<OpFoldResult> offsets = {b.getIndexAttr(l), b.getIndexAttr(0),
+                                         b.getIndexAttr(0)};
+    SmallVector<OpFoldResult> sizes = {b.getIndexAttr(1),
+                                       b.getIndexAttr(rowsIn),
+                                       b.getIndexAttr(experts)};
+    SmallVector<OpFoldResult> strides(3, b.getIndexAttr(1));
+    Value layerNoise = tensor::ExtractSliceOp::create(
+        b, at, tensor({rowsIn, experts}, f32), gumbelNoise, offsets, sizes,
+        strides);
+    return gather(at, layerNoise, rows);
+  }
   void addAuxLoss(Value loss) {
     auxLoss = auxLoss ? add(loss.getLoc(), auxLoss, loss) : loss;
   }
@@ -116,7 +133,8 @@ private:
   Value attention(const std::string &layer, const TokenSet &tokens, Value x);
   Value feedForward(const std::string &layer, int64_t l, const TokenSet &tokens,
                     Value v);
-  Value momaModule(const std::string &layer, const TokenSet &tokens, Value v);
+  Value momaModule(const std::string &layer, int64_t l, const TokenSet &tokens,
+                   Value v);
   Value block(const std::string &layer, int64_t l, const TokenSet &tokens);
   Value modLayer(const std::string &layer, int64_t l, const TokenSet &tokens);
 
@@ -125,6 +143,8 @@ private:
   std::string sourceName;
   Type f32, i32;
   llvm::StringMap<Value> params;
+  /// [n_layers, tokens, max experts] router logit noise, when moe.gumbel.
+  Value gumbelNoise;
   Value auxLoss;
 };
 
@@ -157,7 +177,7 @@ Value ForwardBuilder::attention(const std::string &layer,
   return linear(at, o, prefix + "wo.weight");
 }
 
-Value ForwardBuilder::momaModule(const std::string &layer,
+Value ForwardBuilder::momaModule(const std::string &layer, int64_t l,
                                  const TokenSet &tokens, Value v) {
   const MoeConfig &moe = *config.moe;
   Location at = loc(layer + "moe");
@@ -203,7 +223,8 @@ Value ForwardBuilder::momaModule(const std::string &layer,
 
     Value scores = moma::RouterOp::create(
         b, groupAt, rowsLike(groupInput, experts), groupInput,
-        param(prefix + "router.weight"), moe.gumbel);
+        param(prefix + "router.weight"),
+        gumbelNoise ? routerNoise(groupAt, l, v, rows, experts) : Value());
     auto choice = moma::ExpertChoiceOp::create(
         b, groupAt, tensor({experts, ShapedType::kDynamic}, i32),
         tensor({experts, ShapedType::kDynamic}, f32), scores,
@@ -233,7 +254,7 @@ Value ForwardBuilder::momaModule(const std::string &layer,
 Value ForwardBuilder::feedForward(const std::string &layer, int64_t l,
                                   const TokenSet &tokens, Value v) {
   if (config.isMoeLayer(l))
-    return momaModule(layer, tokens, v);
+    return momaModule(layer, l, tokens, v);
   std::string prefix = layer + "feed_forward.";
   return moma::SwiGLUOp::create(b, loc(layer + "feed_forward"), v.getType(), v,
                                 param(prefix + "w1.weight"),
@@ -266,9 +287,10 @@ Value ForwardBuilder::modLayer(const std::string &layer, int64_t l,
                                const TokenSet &tokens) {
   Location at = loc(layer + "mod");
   Value x = tokens.hidden;
+  // MoD routers never get noise (MODEL_SPEC section 4).
   Value scores = moma::RouterOp::create(b, at, rowsLike(x, 1), x,
                                         param(layer + "mod.router.weight"),
-                                        /*gumbel=*/false);
+                                        /*noise=*/Value());
   // MoD layers see the whole micro-batch, so k_d = ceil(c_d N) is static.
   int64_t rowsIn = cast<RankedTensorType>(x.getType()).getDimSize(0);
   int64_t kept = int64_t(std::ceil(config.mod->capacity * double(rowsIn)));
@@ -303,6 +325,16 @@ OwningOpRef<ModuleOp> ForwardBuilder::build() {
   for (const ParameterSpec &spec : specs)
     argTypes.push_back(tensor(spec.shape, f32));
 
+  // With moe.gumbel, the routers of groups with several experts add noise
+  // that the caller draws (training) or sets to zero (evaluation).
+  int64_t maxExperts = 0;
+  if (config.moe && config.moe->gumbel)
+    for (const ExpertGroup &group : config.moe->groups)
+      if (group.experts > 1)
+        maxExperts = std::max(maxExperts, group.experts);
+  if (maxExperts > 0)
+    argTypes.push_back(tensor({config.nLayers, tokens, maxExperts}, f32));
+
   SmallVector<std::string> resultNames = {"loss"};
   for (const Modality &modality : config.modalities)
     resultNames.push_back("loss." + modality.name);
@@ -317,6 +349,11 @@ OwningOpRef<ModuleOp> ForwardBuilder::build() {
   func.setArgAttr(0, kParamAttrName, b.getStringAttr("tokens"));
   for (auto [i, spec] : llvm::enumerate(specs))
     func.setArgAttr(i + 1, kParamAttrName, b.getStringAttr(spec.name));
+  if (maxExperts > 0) {
+    unsigned noise = specs.size() + 1;
+    func.setArgAttr(noise, kParamAttrName, b.getStringAttr("gumbel_noise"));
+    func.setArgAttr(noise, moma::kNoGradAttrName, b.getUnitAttr());
+  }
   for (auto [i, name] : llvm::enumerate(resultNames))
     func.setResultAttr(i, kResultAttrName, b.getStringAttr(name));
 
@@ -324,6 +361,8 @@ OwningOpRef<ModuleOp> ForwardBuilder::build() {
   b.setInsertionPointToStart(entry);
   for (auto [i, spec] : llvm::enumerate(specs))
     params[spec.name] = entry->getArgument(i + 1);
+  if (maxExperts > 0)
+    gumbelNoise = entry->getArgument(specs.size() + 1);
 
   Location inputAt = loc("inputs");
   auto shift =

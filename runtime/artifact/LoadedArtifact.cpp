@@ -9,6 +9,7 @@
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/Path.h"
 
+#include <cmath>
 #include <cstdlib>
 
 using namespace momac;
@@ -84,4 +85,36 @@ LoadedArtifact::entryPoint(llvm::StringRef name) const {
   if (!address)
     return artifactError(libraryPath + ": no symbol " + spec->symbol);
   return std::make_pair(spec, reinterpret_cast<EntryFunction>(address));
+}
+
+llvm::Expected<std::vector<void *>>
+momac::bindByName(const EntryPointSpec &entry,
+                  const llvm::StringMap<void *> &arguments,
+                  const llvm::StringMap<void *> &results) {
+  std::vector<void *> buffers;
+  for (const BufferSpec &spec : entry.arguments) {
+    void *buffer = arguments.lookup(spec.name);
+    if (!buffer)
+      return artifactError("no buffer for argument '" + spec.name + "' of " +
+                           entry.name);
+    buffers.push_back(buffer);
+  }
+  for (const BufferSpec &spec : entry.results) {
+    void *buffer = results.lookup(spec.name);
+    if (!buffer)
+      return artifactError("no buffer for result '" + spec.name + "' of " +
+                           entry.name);
+    buffers.push_back(buffer);
+  }
+  return buffers;
+}
+
+void momac::sampleGumbelNoise(std::mt19937_64 &rng, std::vector<float> &noise) {
+  for (float &x : noise) {
+    double u;
+    do
+      u = std::generate_canonical<double, 53>(rng);
+    while (u <= 0.0 || u >= 1.0);
+    x = float(std::log(u) - std::log1p(-u));
+  }
 }

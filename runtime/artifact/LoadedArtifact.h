@@ -6,9 +6,17 @@
 #include "lib/artifact/Manifest.h"
 #include "lib/config/ModelConfig.h"
 
+#include "llvm/ADT/StringMap.h"
 #include "llvm/Support/Error.h"
 
+#include <random>
+#include <vector>
+
 namespace momac {
+
+/// The name of the router-noise argument of `forward` and `grad` in models
+/// with `moe.gumbel`: [n_layers, tokens, max experts] logit noise.
+constexpr llvm::StringLiteral kGumbelNoiseArgument = "gumbel_noise";
 
 /// The manifest, the model description and the dlopened library of an
 /// artifact directory written by `momac MODEL.json -o DIR`.
@@ -34,6 +42,19 @@ private:
   ModelConfig configData;
   std::string libraryPath;
 };
+
+/// Binds an entry point's buffers by name: the call array lists the
+/// argument buffers, then the result buffers, in manifest order. An unbound
+/// name is an error naming it.
+llvm::Expected<std::vector<void *>>
+bindByName(const EntryPointSpec &entry,
+           const llvm::StringMap<void *> &arguments,
+           const llvm::StringMap<void *> &results);
+
+/// Fills `noise` with independent samples of G' - G'' for standard Gumbel
+/// G', G'' (a standard logistic variable, log(u / (1 - u)) for uniform u in
+/// (0, 1)): the router noise of MODEL_SPEC section 4.
+void sampleGumbelNoise(std::mt19937_64 &rng, std::vector<float> &noise);
 
 } // namespace momac
 

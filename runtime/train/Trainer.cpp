@@ -19,6 +19,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <sstream>
 
 using namespace momac;
 
@@ -32,30 +33,6 @@ std::string joinPath(llvm::StringRef directory, llvm::StringRef file) {
   llvm::SmallString<256> path(directory);
   llvm::sys::path::append(path, file);
   return path.str().str();
-}
-
-/// Binds an entry point's buffers by name: the call array lists the
-/// argument buffers, then the result buffers, in manifest order.
-llvm::Expected<std::vector<void *>>
-bindByName(const EntryPointSpec &entry,
-           const llvm::StringMap<void *> &arguments,
-           const llvm::StringMap<void *> &results) {
-  std::vector<void *> buffers;
-  for (const BufferSpec &spec : entry.arguments) {
-    void *buffer = arguments.lookup(spec.name);
-    if (!buffer)
-      return trainError("no buffer for argument '" + spec.name + "' of " +
-                        entry.name);
-    buffers.push_back(buffer);
-  }
-  for (const BufferSpec &spec : entry.results) {
-    void *buffer = results.lookup(spec.name);
-    if (!buffer)
-      return trainError("no buffer for result '" + spec.name + "' of " +
-                        entry.name);
-    buffers.push_back(buffer);
-  }
-  return buffers;
 }
 
 std::string formatDuration(double seconds) {
@@ -128,6 +105,16 @@ llvm::Error momac::train(const TrainOptions &options) {
   const std::string metricsPath =
       joinPath(options.runDirectory, "metrics.jsonl");
 
+  // Router noise (moe.gumbel): drawn per micro-batch from its own stream,
+  // whose state the checkpoints keep so that a resumed run draws the same.
+  const EntryPointSpec &gradSpec = *gradEntry->first;
+  const BufferSpec *noiseSpec = nullptr;
+  for (const BufferSpec &spec : gradSpec.arguments)
+    if (spec.name == kGumbelNoiseArgument)
+      noiseSpec = &spec;
+  std::mt19937_64 noiseRng(options.seed ^ 0x9e3779b97f4a7c15ULL);
+  std::vector<float> noise(noiseSpec ? noiseSpec->numElements() : 0);
+
   // Parameters and AdamW moments, from a checkpoint or fresh.
   int64_t firstStep = 1;
   uint64_t dataPosition = 0;
@@ -164,6 +151,13 @@ llvm::Error momac::train(const TrainOptions &options) {
         return v.takeError();
       firstMoments.push_back(std::move(*m));
       secondMoments.push_back(std::move(*v));
+    }
+    if (noiseSpec) {
+      auto state = checkpoint->getMetadata("rng");
+      std::istringstream stream(state ? state->str() : "");
+      if (!(stream >> noiseRng))
+        return trainError(checkpointPath +
+                          ": metadata lacks the router-noise RNG state (rng)");
     }
     auto step = checkpoint->getMetadata("step");
     auto position = checkpoint->getMetadata("data_position");
@@ -209,10 +203,11 @@ llvm::Error momac::train(const TrainOptions &options) {
   const int64_t batch = manifest.batchSize, seqLen = manifest.seqLen;
   const int64_t microBatches = hyper.microBatches;
   std::vector<int32_t> tokens(batch * (seqLen + 1));
-  const EntryPointSpec &gradSpec = *gradEntry->first;
   llvm::StringMap<void *> gradArguments, gradResults, stepArguments,
       stepResults;
   gradArguments["tokens"] = tokens.data();
+  if (noiseSpec)
+    gradArguments[kGumbelNoiseArgument] = noise.data();
   std::vector<std::vector<float>> gradOutputs;
   for (const BufferSpec &spec : gradSpec.results)
     gradOutputs.emplace_back(spec.numElements(), 0.0f);
@@ -290,8 +285,15 @@ llvm::Error momac::train(const TrainOptions &options) {
     }
     writer.setMetadata("step", std::to_string(completed));
     writer.setMetadata("data_position", std::to_string(stream->position()));
-    // Routing is noise-free, so the run draws no random numbers.
-    writer.setMetadata("rng", "none");
+    // The router-noise stream (std::mt19937_64's text form); without
+    // moe.gumbel routing is noise-free and the run draws no random numbers.
+    if (noiseSpec) {
+      std::ostringstream state;
+      state << noiseRng;
+      writer.setMetadata("rng", state.str());
+    } else {
+      writer.setMetadata("rng", "none");
+    }
     writer.setMetadata("model", manifest.model);
     return writer.write(checkpointPath);
   };
@@ -304,6 +306,8 @@ llvm::Error momac::train(const TrainOptions &options) {
     for (int64_t micro = 0; micro < microBatches; ++micro) {
       if (llvm::Error error = stream->next(batch, tokens))
         return error;
+      if (noiseSpec)
+        sampleGumbelNoise(noiseRng, noise);
       gradEntry->second(gradBuffers->data());
       loss += gradOutputs[0][0] / double(microBatches);
       std::vector<uint64_t> counts(modalities, 0);

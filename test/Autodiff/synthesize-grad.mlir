@@ -81,3 +81,29 @@ func.func @forward(%tokens: tensor<2x5xi32> {moma.param = "tokens"},
       : tensor<8x8xf32>, tensor<8xi32> -> tensor<f32>, tensor<f32>
   return %loss, %all : tensor<f32>, tensor<f32>
 }
+
+// -----
+
+// Router noise (moma.no_grad) is data: the noisy scores are differentiated
+// through the router, but the noise argument gets no grad.<name> result.
+// CHECK-LABEL: func.func @grad
+// CHECK-SAME: -> (tensor<f32> {moma.result = "loss"}, tensor<f32> {moma.result = "loss.all"}, tensor<8x16xf32> {moma.result = "grad.emb"}, tensor<2x16xf32> {moma.result = "grad.router"}, tensor<8x16xf32> {moma.result = "grad.out"})
+// CHECK: %[[S:.*]] = moma.router %[[H:.*]], %[[W:.*]] noise %arg4
+// CHECK: moma.router_grad %[[H]], %[[W]], %[[S]]
+func.func @forward(%tokens: tensor<2x5xi32> {moma.param = "tokens"},
+                   %emb: tensor<8x16xf32> {moma.param = "emb"},
+                   %router: tensor<2x16xf32> {moma.param = "router"},
+                   %out: tensor<8x16xf32> {moma.param = "out"},
+                   %noise: tensor<8x2xf32> {moma.param = "gumbel_noise", moma.no_grad})
+    -> (tensor<f32> {moma.result = "loss"}, tensor<f32> {moma.result = "loss.all"}) {
+  %x, %y = moma.shift_tokens %tokens : tensor<2x5xi32> -> tensor<8xi32>
+  %h = moma.embed %emb[%x] : tensor<8x16xf32>, tensor<8xi32> -> tensor<8x16xf32>
+  %s = moma.router %h, %router noise %noise : tensor<8x16xf32>, tensor<2x16xf32>, tensor<8x2xf32> -> tensor<8x2xf32>
+  %idx, %gates = moma.expert_choice %s capacity_factor = 1.0 : tensor<8x2xf32> -> tensor<2x4xi32>, tensor<2x4xf32>
+  %xe = moma.gather_tokens %h[%idx] : tensor<8x16xf32>, tensor<2x4xi32> -> tensor<2x4x16xf32>
+  %c = moma.scatter_add_tokens %xe into %h[%idx] weights %gates : tensor<2x4x16xf32>, tensor<2x4xi32>, tensor<2x4xf32> into tensor<8x16xf32>
+  %l = moma.linear %c, %out : tensor<8x16xf32>, tensor<8x16xf32> -> tensor<8x8xf32>
+  %loss, %all = moma.cross_entropy %l, %y z_loss = 0.0 modalities ["all"] ranges [array<i64: 0, 8>]
+      : tensor<8x8xf32>, tensor<8xi32> -> tensor<f32>, tensor<f32>
+  return %loss, %all : tensor<f32>, tensor<f32>
+}

@@ -119,3 +119,17 @@ func.func @mixture_of_depths(%x: tensor<16x64xf32>, %w: tensor<1x64xf32>, %ids: 
   %l = moma.aux_router_loss %p, %sel : tensor<16x1xf32>, tensor<4xi32> -> tensor<f32>
   return %out, %l : tensor<16x64xf32>, tensor<f32>
 }
+
+// -----
+
+// Router noise is added to the logits before the sigmoid.
+// CHECK-LABEL: func.func @router_with_noise
+// CHECK: %[[LOGITS:.*]] = linalg.generic
+// CHECK: %[[NOISY:.*]] = linalg.generic {{.*}} ins(%[[LOGITS]], %{{.*}} : tensor<?x4xf32>, tensor<?x4xf32>)
+// CHECK: arith.addf
+// CHECK: linalg.generic {{.*}} ins(%[[NOISY]] : tensor<?x4xf32>)
+// CHECK: math.exp
+func.func @router_with_noise(%x: tensor<?x64xf32>, %w: tensor<4x64xf32>, %n: tensor<?x4xf32>) -> tensor<?x4xf32> {
+  %s = moma.router %x, %w noise %n : tensor<?x64xf32>, tensor<4x64xf32>, tensor<?x4xf32> -> tensor<?x4xf32>
+  return %s : tensor<?x4xf32>
+}

@@ -376,8 +376,20 @@ def gumbel_noise(shape, generator, dtype):
     return (gumbel() - gumbel()).to(dtype)
 
 
-def moma(cfg, params, prefix, v, ids, gumbel_generator=None, record=None):
-    """The MoMa module on inputs v [n, d] whose INPUT token ids are `ids` [n]."""
+def router_noise(source, layer, members, shape, dtype):
+    """Logit noise for the router of the group whose rows of the module input are
+    `members`: drawn from `source` when it is a torch.Generator, or read from it
+    when it is a given [n_layers, rows, max experts] tensor (as `momarun grad
+    --noise` takes it): row members[i], experts 0..E-1 of layer `layer`."""
+    if isinstance(source, torch.Tensor):
+        return source[layer][members, :shape[1]].to(dtype)
+    return gumbel_noise(shape, source, dtype)
+
+
+def moma(cfg, params, layer, v, ids, gumbel_generator=None, record=None):
+    """The MoMa module of layer `layer` on inputs v [n, d] whose INPUT token ids are
+    `ids` [n]."""
+    prefix = f"layers.{layer}."
     out = torch.zeros_like(v)
     groups_of_tokens = group_of_id(cfg)[ids]
     c = cfg["moe"]["capacity_factor"]
@@ -399,7 +411,7 @@ def moma(cfg, params, prefix, v, ids, gumbel_generator=None, record=None):
             z = vg @ params[p + "router.weight"].t()  # [n, E]
             if gumbel_generator is not None and cfg["moe"]["gumbel"]:
                 # The noisy s is both the selection score and the gate.
-                z = z + gumbel_noise(z.shape, gumbel_generator, z.dtype)
+                z = z + router_noise(gumbel_generator, layer, members, z.shape, z.dtype)
             s = torch.sigmoid(z)
             k = expert_capacity(c, n, E)
             # The top-k choice carries no gradient; the gates s do.
@@ -426,7 +438,7 @@ def moma(cfg, params, prefix, v, ids, gumbel_generator=None, record=None):
 def ffn(cfg, params, layer, v, ids, gumbel_generator, record):
     prefix = f"layers.{layer}."
     if is_moe_layer(cfg, layer):
-        return moma(cfg, params, prefix, v, ids, gumbel_generator, record)
+        return moma(cfg, params, layer, v, ids, gumbel_generator, record)
     p = prefix + "feed_forward."
     return swiglu(v, params[p + "w1.weight"], params[p + "w3.weight"], params[p + "w2.weight"])
 
@@ -466,7 +478,8 @@ def forward(cfg, params, tokens, gumbel_generator=None, record=None, details=Fal
     """Section 3-5 and 7: returns (loss, {modality: loss}).
 
     gumbel_generator: a torch.Generator enables Gumbel router noise (training with
-    moe.gumbel only); None is the noise-free (eval) routing of the numerical contract.
+    moe.gumbel only), a [n_layers, B*S, max experts] tensor gives that noise; None is
+    the noise-free (eval) routing of the numerical contract.
     record: an optional list that receives every routing decision, in order.
     details: also return a dict with per-token 'ce' [N], 'target_modality' [N], 'logits'.
     """

@@ -6,6 +6,7 @@ Run: /usr/bin/python3 -m unittest discover -s test/e2e -p 'test_momarun.py'
 """
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -56,13 +57,18 @@ def run(*args):
 
 
 def compile_variant(directory, variant, **overrides):
-    """Compiles examples/models/tiny/<variant>.json with `overrides` and a
-    batch of two sequences; returns (artifact directory, reference config)."""
+    """Compiles examples/models/tiny/<variant>.json with `overrides` (an
+    object merges into the description's object of that key) and a batch of
+    two sequences; returns (artifact directory, reference config)."""
     with open(os.path.join(TINY, variant + ".json")) as f:
         desc = json.load(f)
-    desc.update(overrides)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(desc.get(key), dict):
+            value = {**desc[key], **value}
+        desc[key] = value
     desc.setdefault("train", {})["batch_size"] = 2
-    tag = variant + "".join(f"_{k}_{v}" for k, v in overrides.items())
+    tag = re.sub(r"[^A-Za-z0-9_.-]", "", variant + "".join(
+        f"_{k}_{v}" for k, v in overrides.items()))
     path = os.path.join(directory, tag + ".json")
     with open(path, "w") as f:
         json.dump(desc, f)
@@ -71,8 +77,8 @@ def compile_variant(directory, variant, **overrides):
     return artifact, R.load_config(path)
 
 
-class CompiledForwardMatchesReference(unittest.TestCase):
-    """momarun eval of compiled tiny models against the reference forward."""
+class TemporaryDirectoryTestCase(unittest.TestCase):
+    """Test classes that compile into one temporary directory, self.tmp."""
 
     @classmethod
     def setUpClass(cls):
@@ -81,6 +87,10 @@ class CompiledForwardMatchesReference(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls.tmp.cleanup()
+
+
+class CompiledForwardMatchesReference(TemporaryDirectoryTestCase):
+    """momarun eval of compiled tiny models against the reference forward."""
 
     def check(self, variant, batches=1, **overrides):
         artifact, cfg = compile_variant(self.tmp.name, variant, **overrides)
@@ -158,18 +168,13 @@ class CompiledForwardMatchesReference(unittest.TestCase):
         self.assertEqual(out["sequences"], 6)
 
 
-class CompiledGradMatchesReference(unittest.TestCase):
+class CompiledGradMatchesReference(TemporaryDirectoryTestCase):
     """momarun grad against PyTorch autograd of the reference (float64)."""
 
-    @classmethod
-    def setUpClass(cls):
-        cls.tmp = tempfile.TemporaryDirectory()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.tmp.cleanup()
-
-    def check(self, variant, make_tokens=None, edit_params=None, **overrides):
+    def check(self, variant, make_tokens=None, edit_params=None, noise=None,
+              **overrides):
+        """momarun grad against R.grad; `noise(cfg)` gives router logit noise
+        [n_layers, B*S, max experts] for both (momarun grad --noise)."""
         artifact, cfg = compile_variant(self.tmp.name, variant, **overrides)
         params = R.init_params(cfg, seed=11)
         if edit_params:
@@ -183,11 +188,19 @@ class CompiledGradMatchesReference(unittest.TestCase):
         token_file = os.path.join(artifact, "tokens.bin")
         R.write_tokens(token_file, torch.tensor(np.asarray(tokens), dtype=torch.int32))
         out = os.path.join(artifact, "grad.safetensors")
+        noise_args, noise_tensor = [], None
+        if noise:
+            noise_tensor = noise(cfg)
+            noise_file = os.path.join(artifact, "noise.bin")
+            with open(noise_file, "wb") as f:
+                f.write(noise_tensor.float().numpy().tobytes())
+            noise_args = ["--noise", noise_file]
         run(MOMARUN, "grad", artifact, "--weights", weights, "--tokens",
-            token_file, "--out", out)
+            token_file, "--out", out, *noise_args)
 
         got = R.read_safetensors(out)
-        expected = R.grad(cfg, params, torch.tensor(np.asarray(tokens), dtype=torch.long))
+        expected = R.grad(cfg, params, torch.tensor(np.asarray(tokens), dtype=torch.long),
+                          gumbel_generator=noise_tensor)
         self.assertEqual(sorted(got), sorted(expected))
         for name, value in expected.items():
             value = value.double()
@@ -231,6 +244,22 @@ class CompiledGradMatchesReference(unittest.TestCase):
         for name in aux:
             self.assertEqual(float(got[name].abs().max()), 0.0, name)
 
+    def test_router_noise_is_added_to_the_expert_router_logits(self):
+        # moe.gumbel: the noisy score selects and gates; MoD routers get none.
+        def logistic(cfg):
+            experts = max(g["experts"] for g in cfg["moe"]["groups"])
+            tokens = cfg["train"]["batch_size"] * cfg["seq_len"]
+            u = torch.rand(cfg["n_layers"], tokens, experts,
+                           generator=torch.Generator().manual_seed(3),
+                           dtype=torch.float64).clamp(1e-6, 1 - 1e-6)
+            return torch.log(u) - torch.log1p(-u)
+        noisy = self.check("mod_moe_4t4i", noise=logistic, moe={"gumbel": True})
+        clean = self.check("mod_moe_4t4i", moe={"gumbel": True})
+        # The noise moved the routing and the gates, so the numbers differ.
+        name = "grad.layers.0.moe.text.router.weight"
+        change = float((noisy[name] - clean[name]).abs().max())
+        self.assertGreater(change, 0.05 * float(clean[name].abs().max()))
+
     def test_group_with_no_tokens(self):
         # Only text ids (< 256): the image group is empty in every layer.
         got = self.check("moe_4t4i", make_tokens=lambda cfg, rng, b, s:
@@ -253,7 +282,7 @@ class CompiledGradMatchesReference(unittest.TestCase):
         self.check("mod_moe_4t4i", edit_params=zero_routers)
 
 
-class CompiledTrainingMatchesReference(unittest.TestCase):
+class CompiledTrainingMatchesReference(TemporaryDirectoryTestCase):
     """momarun train (compiled @grad and @optimizer_step) against the
     reference's AdamW steps; --resume against an uninterrupted run."""
 
@@ -269,11 +298,8 @@ class CompiledTrainingMatchesReference(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.tmp = tempfile.TemporaryDirectory()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.tmp.cleanup()
+        super().setUpClass()
+        cls.streams = {}  # artifact directory -> its token stream
 
     def prepare(self, variant, steps, **overrides):
         artifact, cfg = compile_variant(self.tmp.name, variant,
@@ -342,8 +368,35 @@ class CompiledTrainingMatchesReference(unittest.TestCase):
                 self.assertIn("optim.m." + name, tensors)
 
     def test_resume_reproduces_an_uninterrupted_run(self):
+        self.check_resume("mod_moe_4t4i")
+
+    def test_resume_with_router_noise_reproduces_an_uninterrupted_run(self):
+        # moe.gumbel: the checkpoint carries the noise stream's state.
+        artifact, cfg, params, whole = self.check_resume(
+            "mod_moe_4t4i", moe={"gumbel": True})
+        _, metadata = R.read_safetensors(
+            os.path.join(whole, "checkpoint.safetensors"), with_metadata=True)
+        self.assertNotEqual(metadata["rng"], "none")
+        # Training draws noise: step 1 differs from noise-free routing.
+        with open(os.path.join(whole, "metrics.jsonl")) as f:
+            first = json.loads(f.readline())
+        batch, seq = cfg["train"]["batch_size"], cfg["seq_len"]
+        stream = self.streams[artifact]
+        clean = []
+        for m in range(cfg["train"]["micro_batches"]):
+            rows = [stream[(m * batch + r) * seq:(m * batch + r) * seq + seq + 1]
+                    for r in range(batch)]
+            loss, _ = R.forward(cfg, params, torch.tensor(np.stack(rows), dtype=torch.long))
+            clean.append(float(loss))
+        self.assertGreater(abs(first["loss"] - np.mean(clean)), 1e-4)
+
+    def check_resume(self, variant, **overrides):
+        """Six steps in one run and in two runs of three (--resume) agree
+        exactly; returns (artifact, config, initial params, whole run dir)."""
         steps = 6
-        artifact, cfg, params, weights, prefix, _ = self.prepare("mod_moe_4t4i", steps)
+        artifact, cfg, params, weights, prefix, stream = self.prepare(
+            variant, steps, **overrides)
+        self.streams[artifact] = stream
         whole = os.path.join(artifact, "whole")
         run(MOMARUN, "train", artifact, "--data", prefix, "--steps", str(steps),
             "--out", whole, "--init", weights)
@@ -362,6 +415,7 @@ class CompiledTrainingMatchesReference(unittest.TestCase):
         b = R.read_safetensors(os.path.join(parts, "checkpoint.safetensors"))
         for name in a:
             self.assertTrue(torch.equal(a[name], b[name]), name)
+        return artifact, cfg, params, whole
 
 
 class MomarunErrors(unittest.TestCase):

@@ -242,7 +242,7 @@ class ExpertChoice(unittest.TestCase):
         n = 13
         v = torch.randn(n, cfg["d_model"], generator=gen)
         ids = torch.randint(0, 64, (n,), generator=gen)
-        out = R.moma(cfg, params, "layers.0.", v, ids)
+        out = R.moma(cfg, params, 0, v, ids)
         expected = torch.zeros_like(v)
         for group in cfg["moe"]["groups"]:
             p = "layers.0.moe." + group["name"] + "."

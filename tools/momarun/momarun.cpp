@@ -111,6 +111,13 @@ cl::opt<std::string> gradOutput("out", cl::Required,
                                          "and grad.<name> (.safetensors)"),
                                 cl::value_desc("file"), cl::sub(gradCommand),
                                 cl::cat(momarunCategory));
+cl::opt<std::string> gradNoise(
+    "noise",
+    cl::desc("Router logit noise to add, raw little-endian float32 "
+             "[n_layers, B*S, max experts] (models with moe.gumbel; for "
+             "testing). Default: none, the evaluation routing of the "
+             "numerical contract"),
+    cl::value_desc("file"), cl::sub(gradCommand), cl::cat(momarunCategory));
 
 cl::opt<std::string> trainArtifact(cl::Positional, cl::Required,
                                    cl::desc("<artifact directory>"),
@@ -194,20 +201,48 @@ std::vector<std::vector<float>> allocateResults(const EntryPointSpec &entry) {
   return results;
 }
 
-/// The buffer array of an entry-point call: tokens, parameters, results.
+/// The buffer array of an entry-point call, bound by name: tokens,
+/// parameters, the router noise when the entry point takes it (`noise`,
+/// zero-filled to its size when empty: evaluation routing) and the results.
 llvm::Expected<std::vector<void *>>
 entryBuffers(const EntryPointSpec &entry, std::vector<int32_t> &tokens,
-             Weights &weights, std::vector<std::vector<float>> &results) {
-  std::vector<void *> buffers = {tokens.data()};
+             Weights &weights, std::vector<float> &noise,
+             std::vector<std::vector<float>> &results) {
+  llvm::StringMap<void *> arguments, resultBuffers;
+  arguments["tokens"] = tokens.data();
   for (size_t i = 0; i < weights.size(); ++i)
-    buffers.push_back(weights[i].data());
-  for (std::vector<float> &result : results)
-    buffers.push_back(result.data());
-  if (buffers.size() != entry.arguments.size() + entry.results.size())
-    return runtimeError("the '" + entry.name +
-                        "' entry point does not match the manifest's "
-                        "parameters");
-  return buffers;
+    arguments[weights.spec(i).name] = weights[i].data();
+  for (const BufferSpec &spec : entry.arguments) {
+    if (spec.name != kGumbelNoiseArgument)
+      continue;
+    if (noise.empty())
+      noise.assign(spec.numElements(), 0.0f);
+    if (int64_t(noise.size()) != spec.numElements())
+      return runtimeError(llvm::formatv(
+          "the router noise has {0} values, but the '{1}' entry point takes "
+          "{2} ([n_layers, B*S, max experts])",
+          noise.size(), entry.name, spec.numElements()));
+    arguments[spec.name] = noise.data();
+  }
+  for (auto [spec, result] : llvm::zip(entry.results, results))
+    resultBuffers[spec.name] = result.data();
+  return bindByName(entry, arguments, resultBuffers);
+}
+
+/// Reads a raw little-endian float32 file.
+llvm::Expected<std::vector<float>> readFloatFile(llvm::StringRef path) {
+  auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/false,
+                                            /*RequiresNullTerminator=*/false);
+  if (!buffer)
+    return runtimeError(path + ": cannot read: " + buffer.getError().message());
+  llvm::StringRef bytes = (*buffer)->getBuffer();
+  if (bytes.empty() || bytes.size() % 4 != 0)
+    return runtimeError(llvm::formatv(
+        "{0}: {1} bytes is not a whole, nonzero number of float32 values",
+        path, bytes.size()));
+  std::vector<float> values(bytes.size() / 4);
+  std::memcpy(values.data(), bytes.data(), bytes.size());
+  return values;
 }
 
 /// Reads a [B, S+1] int32 token file for the artifact's batch.
@@ -294,7 +329,8 @@ int runEval() {
   // Results: loss, loss.<modality>..., and aux_loss with auxiliary routers.
   std::vector<int32_t> tokens(batch * (seqLen + 1));
   std::vector<std::vector<float>> resultBuffers = allocateResults(*spec);
-  auto buffers = entryBuffers(*spec, tokens, *weights, resultBuffers);
+  std::vector<float> noise; // evaluation routing: none
+  auto buffers = entryBuffers(*spec, tokens, *weights, noise, resultBuffers);
   if (!buffers)
     return fail(buffers.takeError());
 
@@ -369,8 +405,20 @@ int runGrad() {
       readTokenFile(gradTokens, manifest);
   if (!tokens)
     return fail(tokens.takeError());
+  std::vector<float> noise;
+  if (!gradNoise.empty()) {
+    llvm::Expected<std::vector<float>> values = readFloatFile(gradNoise);
+    if (!values)
+      return fail(values.takeError());
+    if (!llvm::any_of(spec->arguments, [](const BufferSpec &argument) {
+          return argument.name == kGumbelNoiseArgument;
+        }))
+      return fail(runtimeError("--noise: the model has no router noise "
+                               "(moe.gumbel with a group of several experts)"));
+    noise = std::move(*values);
+  }
   std::vector<std::vector<float>> results = allocateResults(*spec);
-  auto buffers = entryBuffers(*spec, *tokens, *weights, results);
+  auto buffers = entryBuffers(*spec, *tokens, *weights, noise, results);
   if (!buffers)
     return fail(buffers.takeError());
   gradient(buffers->data());

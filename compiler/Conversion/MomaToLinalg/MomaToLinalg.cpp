@@ -423,6 +423,13 @@ struct LowerRouter : OpRewritePattern<moma::RouterOp> {
                                 PatternRewriter &rewriter) const override {
     KernelBuilder kb(rewriter, op.getLoc());
     Value logits = kb.contractTransposed(op.getInput(), op.getWeight());
+    if (Value noise = op.getNoise())
+      logits = kb.elementwise(
+          {logits, noise}, kb.f32,
+          [](OpBuilder &b, Location loc, ValueRange args) {
+            return SmallVector<Value>{
+                arith::AddFOp::create(b, loc, args[0], args[1])};
+          });
     rewriter.replaceOp(op, sigmoidOf(kb, logits));
     return success();
   }

@@ -165,6 +165,12 @@ LogicalResult RouterOp::verify() {
       failed(expectSameDim(*this, dim(getScores(), 1), "score columns",
                            dim(getWeight(), 0), "router outputs")))
     return failure();
+  if (Value noise = getNoise())
+    if (failed(expectSameDim(*this, dim(noise, 0), "noise rows",
+                             dim(getScores(), 0), "score rows")) ||
+        failed(expectSameDim(*this, dim(noise, 1), "noise columns",
+                             dim(getScores(), 1), "score columns")))
+      return failure();
   return success();
 }
 

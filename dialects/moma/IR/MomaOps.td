@@ -106,20 +106,24 @@ def Moma_ModalityPartitionOp : Moma_Op<"modality_partition", [Pure]> {
 def Moma_RouterOp : Moma_Op<"router", [Pure, DeclareOpInterfaceMethods<Moma_DifferentiableOpInterface>]> {
   let summary = "sigmoid router scores";
   let description = [{
-    `scores = sigmoid(input weight^T)`, shape [n, E]. With `gumbel`, training
-    adds G' - G'' (two standard Gumbel samples) to the logits before the
-    sigmoid (MODEL_SPEC section 4); evaluation never does.
+    `scores = sigmoid(input weight^T + noise)`, shape [n, E]. `noise`, when
+    present, is added to the logits: training with `moe.gumbel` passes
+    G' - G'' (two standard Gumbel samples, MODEL_SPEC section 4), so the
+    noisy score is both the selection score and the gate; zero noise is
+    evaluation routing. The noise gets no gradient.
 
     ```mlir
     %s = moma.router %x, %w : tensor<?x64xf32>, tensor<4x64xf32> -> tensor<?x4xf32>
+    %n = moma.router %x, %w noise %g
+        : tensor<?x64xf32>, tensor<4x64xf32>, tensor<?x4xf32> -> tensor<?x4xf32>
     ```
   }];
   let arguments = (ins Moma_FloatMatrix:$input, Moma_FloatMatrix:$weight,
-                       UnitAttr:$gumbel);
+                       Optional<Moma_FloatMatrix>:$noise);
   let results = (outs Moma_FloatMatrix:$scores);
   let assemblyFormat = [{
-    $input `,` $weight (`gumbel` $gumbel^)? attr-dict
-    `:` type($input) `,` type($weight) `->` type($scores)
+    $input `,` $weight (`noise` $noise^)? attr-dict
+    `:` type($input) `,` type($weight) (`,` type($noise)^)? `->` type($scores)
   }];
   let hasVerifier = 1;
 }

@@ -121,6 +121,22 @@ func.func @case14(%x: tensor<?x64xf32>, %w: tensor<4x64xf32>) {
 
 // -----
 
+func.func @router_noise_rows(%x: tensor<8x64xf32>, %w: tensor<4x64xf32>, %n: tensor<7x4xf32>) {
+  // expected-error @+1 {{noise rows (7) does not match score rows (8)}}
+  %s = moma.router %x, %w noise %n : tensor<8x64xf32>, tensor<4x64xf32>, tensor<7x4xf32> -> tensor<8x4xf32>
+  return
+}
+
+// -----
+
+func.func @router_noise_columns(%x: tensor<?x64xf32>, %w: tensor<4x64xf32>, %n: tensor<?x2xf32>) {
+  // expected-error @+1 {{noise columns (2) does not match score columns (4)}}
+  %s = moma.router %x, %w noise %n : tensor<?x64xf32>, tensor<4x64xf32>, tensor<?x2xf32> -> tensor<?x4xf32>
+  return
+}
+
+// -----
+
 func.func @case15(%s: tensor<?x?xf32>) {
   // expected-error @+1 {{expects a static number of experts}}
   %i, %g = moma.expert_choice %s capacity_factor = 1.0 : tensor<?x?xf32> -> tensor<4x?xi32>, tensor<4x?xf32>

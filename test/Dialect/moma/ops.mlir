@@ -14,15 +14,15 @@ func.func @token_layout(%tokens: tensor<2x9xi32>) -> (tensor<16xi32>, tensor<16x
 
 // CHECK-LABEL: func.func @routing
 func.func @routing(%ids: tensor<16xi32>, %x: tensor<16x64xf32>, %w: tensor<4x64xf32>,
-                   %wmod: tensor<1x64xf32>) -> (tensor<4x?xi32>, tensor<4x?xf32>, tensor<4xi32>, tensor<4xf32>, tensor<?xi32>) {
+                   %wmod: tensor<1x64xf32>, %noise: tensor<?x4xf32>) -> (tensor<4x?xi32>, tensor<4x?xf32>, tensor<4xi32>, tensor<4xf32>, tensor<?xi32>) {
   // CHECK: %[[PART:.*]]:2 = moma.modality_partition %{{.*}} groups ["text", "image"] ranges [array<i64: 0, 4, 8196, 65536>, array<i64: 4, 8196>] : tensor<16xi32> -> tensor<?xi32>, tensor<?xi32>
   %text, %image = moma.modality_partition %ids groups ["text", "image"]
       ranges [array<i64: 0, 4, 8196, 65536>, array<i64: 4, 8196>]
       : tensor<16xi32> -> tensor<?xi32>, tensor<?xi32>
   // CHECK: %[[XT:.*]] = moma.gather_tokens %{{.*}}[%[[PART]]#0] : tensor<16x64xf32>, tensor<?xi32> -> tensor<?x64xf32>
   %xt = moma.gather_tokens %x[%text] : tensor<16x64xf32>, tensor<?xi32> -> tensor<?x64xf32>
-  // CHECK: %[[S:.*]] = moma.router %[[XT]], %{{.*}} gumbel : tensor<?x64xf32>, tensor<4x64xf32> -> tensor<?x4xf32>
-  %s = moma.router %xt, %w gumbel : tensor<?x64xf32>, tensor<4x64xf32> -> tensor<?x4xf32>
+  // CHECK: %[[S:.*]] = moma.router %[[XT]], %{{.*}} noise %{{.*}} : tensor<?x64xf32>, tensor<4x64xf32>, tensor<?x4xf32> -> tensor<?x4xf32>
+  %s = moma.router %xt, %w noise %noise : tensor<?x64xf32>, tensor<4x64xf32>, tensor<?x4xf32> -> tensor<?x4xf32>
   // CHECK: moma.expert_choice %[[S]] capacity_factor = 1.250000e+00 : tensor<?x4xf32> -> tensor<4x?xi32>, tensor<4x?xf32>
   %idx, %gates = moma.expert_choice %s capacity_factor = 1.25 : tensor<?x4xf32> -> tensor<4x?xi32>, tensor<4x?xf32>
   // CHECK: %[[R:.*]] = moma.router %{{.*}}, %{{.*}} : tensor<16x64xf32>, tensor<1x64xf32> -> tensor<16x1xf32>
