@@ -83,6 +83,9 @@ int fail(const llvm::Twine &message, int code = 1) {
 
 /// Compiles the forward pass into a CPU artifact in the -o directory.
 int compileArtifact(const ModelConfig &config) {
+  if (config.train.precision == Precision::BF16)
+    return fail("train.precision: \"bf16\" is not implemented by the CPU "
+                "target yet; use \"fp32\"");
   auto description = llvm::MemoryBuffer::getFileOrSTDIN(inputPath);
   if (!description)
     return fail("cannot read the model description");
