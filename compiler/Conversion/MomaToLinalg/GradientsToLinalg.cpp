@@ -54,27 +54,7 @@ struct LowerRMSNormGrad : OpRewritePattern<moma::RMSNormGradOp> {
     SmallVector<Value> rows = rowsOf(kb, x);
     SmallVector<int64_t> rowShape = {type.getDimSize(0)};
     double features = double(type.getDimSize(1));
-    double eps = op.getEpsilon().convertToDouble();
-    Value sumSquares =
-        kb.generic({x}, kb.zeros(rowShape, kb.f32, rows),
-                   {kb.identity(2), kb.map(2, {0})}, {kPar, kRed},
-                   [](OpBuilder &b, Location loc, ValueRange args) {
-                     return SmallVector<Value>{arith::AddFOp::create(
-                         b, loc, args[1],
-                         arith::MulFOp::create(b, loc, args[0], args[0]))};
-                   })
-            .front();
-    Value scale = kb.elementwise(
-        {sumSquares}, kb.f32, [&](OpBuilder &b, Location loc, ValueRange args) {
-          Value mean = arith::DivFOp::create(
-              b, loc, args[0],
-              arith::ConstantOp::create(b, loc, b.getF32FloatAttr(features)));
-          return SmallVector<Value>{math::RsqrtOp::create(
-              b, loc,
-              arith::AddFOp::create(
-                  b, loc, mean,
-                  arith::ConstantOp::create(b, loc, b.getF32FloatAttr(eps))))};
-        });
+    Value scale = rowInverseRms(kb, x, op.getEpsilon().convertToDouble());
     Value dot =
         kb.generic(
               {w, dy, x}, kb.zeros(rowShape, kb.f32, rows),
@@ -143,53 +123,13 @@ struct LowerHeadLayerNormGrad : OpRewritePattern<moma::HeadLayerNormGradOp> {
     auto type = cast<RankedTensorType>(op.getInput().getType());
     auto weightType = cast<RankedTensorType>(op.getWeight().getType());
     int64_t heads = weightType.getDimSize(0);
-    double headDim = double(weightType.getDimSize(1));
     Value x = kb.splitHeads(op.getInput(), heads);
     Value dy = kb.splitHeads(op.getOutputGrad(), heads);
     Value w = op.getWeight();
     SmallVector<Value> rows = rowsOf(kb, x);
     auto splitShape = cast<RankedTensorType>(x.getType()).getShape();
-    SmallVector<int64_t> statShape = {type.getDimSize(0), heads};
-    Value divisor = kb.f32Const(headDim);
-    // Mean over each head of f(inputs).
-    auto headMean =
-        [&](ValueRange inputs,
-            function_ref<Value(OpBuilder &, Location, ValueRange)> term) {
-          SmallVector<AffineMap> maps;
-          for (Value input : inputs)
-            maps.push_back(cast<RankedTensorType>(input.getType()).getRank() ==
-                                   3
-                               ? kb.identity(3)
-                               : kb.map(3, {0, 1}));
-          maps.push_back(kb.map(3, {0, 1}));
-          Value sum =
-              kb.generic(inputs, kb.zeros(statShape, kb.f32, rows), maps,
-                         {kPar, kPar, kRed},
-                         [&](OpBuilder &b, Location loc, ValueRange args) {
-                           Value t = term(b, loc, args.drop_back());
-                           return SmallVector<Value>{
-                               arith::AddFOp::create(b, loc, args.back(), t)};
-                         })
-                  .front();
-          return kb.elementwise(
-              {sum}, kb.f32, [&](OpBuilder &b, Location loc, ValueRange args) {
-                return SmallVector<Value>{
-                    arith::DivFOp::create(b, loc, args[0], divisor)};
-              });
-        };
-    Value mean = headMean(
-        {x}, [](OpBuilder &, Location, ValueRange args) { return args[0]; });
-    Value variance =
-        headMean({x, mean}, [](OpBuilder &b, Location loc, ValueRange args) {
-          Value d = arith::SubFOp::create(b, loc, args[0], args[1]);
-          return Value(arith::MulFOp::create(b, loc, d, d));
-        });
-    Value eps = kb.f32Const(op.getEpsilon().convertToDouble());
-    Value scale = kb.elementwise(
-        {variance}, kb.f32, [&](OpBuilder &b, Location loc, ValueRange args) {
-          return SmallVector<Value>{math::RsqrtOp::create(
-              b, loc, arith::AddFOp::create(b, loc, args[0], eps))};
-        });
+    auto [mean, scale] =
+        headStatistics(kb, x, op.getEpsilon().convertToDouble());
     Value xhat =
         kb.generic({x, mean, scale}, kb.empty(splitShape, kb.f32, rows),
                    {kb.identity(3), kb.map(3, {0, 1}), kb.map(3, {0, 1}),
@@ -211,9 +151,9 @@ struct LowerHeadLayerNormGrad : OpRewritePattern<moma::HeadLayerNormGradOp> {
                          })
                   .front();
     Value meanG = headMean(
-        {g}, [](OpBuilder &, Location, ValueRange args) { return args[0]; });
-    Value meanGX =
-        headMean({g, xhat}, [](OpBuilder &b, Location loc, ValueRange args) {
+        kb, {g}, [](OpBuilder &, Location, ValueRange args) { return args[0]; });
+    Value meanGX = headMean(
+        kb, {g, xhat}, [](OpBuilder &b, Location loc, ValueRange args) {
           return Value(arith::MulFOp::create(b, loc, args[0], args[1]));
         });
     Value dx =

@@ -311,6 +311,87 @@ inline Value ceilFraction(KernelBuilder &kb, Value count, double numerator,
   return arith::IndexCastUIOp::create(b, kb.loc, b.getIndexType(), back);
 }
 
+/// Row statistics shared by the norms' forward and gradient kernels, so that
+/// both compute them with the same operations in the same order.
+
+/// r[i] = 1 / sqrt(mean_c x[i, c]^2 + eps) for x [n, d]: RMSNorm's scale.
+inline Value rowInverseRms(KernelBuilder &kb, Value x, double eps) {
+  auto type = cast<RankedTensorType>(x.getType());
+  SmallVector<Value> rows = type.isDynamicDim(0)
+                                ? SmallVector<Value>{kb.dim(x, 0)}
+                                : SmallVector<Value>{};
+  Value sumSquares =
+      kb.generic({x}, kb.zeros({type.getDimSize(0)}, kb.f32, rows),
+                 {kb.identity(2), kb.map(2, {0})}, {kPar, kRed},
+                 [](OpBuilder &b, Location loc, ValueRange args) {
+                   return SmallVector<Value>{arith::AddFOp::create(
+                       b, loc, args[1],
+                       arith::MulFOp::create(b, loc, args[0], args[0]))};
+                 })
+          .front();
+  Value features = kb.f32Const(double(type.getDimSize(1)));
+  Value epsilon = kb.f32Const(eps);
+  return kb.elementwise(
+      {sumSquares}, kb.f32, [&](OpBuilder &b, Location loc, ValueRange args) {
+        Value mean = arith::DivFOp::create(b, loc, args[0], features);
+        return SmallVector<Value>{math::RsqrtOp::create(
+            b, loc, arith::AddFOp::create(b, loc, mean, epsilon))};
+      });
+}
+
+/// The mean over each head of term(inputs) for per-head tensors: inputs are
+/// [n, H, hd] or per-head statistics [n, H] (broadcast over hd); the result
+/// is [n, H].
+inline Value
+headMean(KernelBuilder &kb, ValueRange inputs,
+         function_ref<Value(OpBuilder &, Location, ValueRange)> term) {
+  auto type = cast<RankedTensorType>(inputs.front().getType());
+  SmallVector<Value> rows = type.isDynamicDim(0)
+                                ? SmallVector<Value>{kb.dim(inputs.front(), 0)}
+                                : SmallVector<Value>{};
+  SmallVector<int64_t> statShape = {type.getDimSize(0), type.getDimSize(1)};
+  SmallVector<AffineMap> maps;
+  for (Value input : inputs)
+    maps.push_back(cast<RankedTensorType>(input.getType()).getRank() == 3
+                       ? kb.identity(3)
+                       : kb.map(3, {0, 1}));
+  maps.push_back(kb.map(3, {0, 1}));
+  Value sum = kb.generic(inputs, kb.zeros(statShape, kb.f32, rows), maps,
+                         {kPar, kPar, kRed},
+                         [&](OpBuilder &b, Location loc, ValueRange args) {
+                           Value t = term(b, loc, args.drop_back());
+                           return SmallVector<Value>{
+                               arith::AddFOp::create(b, loc, args.back(), t)};
+                         })
+                  .front();
+  Value divisor = kb.f32Const(double(type.getDimSize(2)));
+  return kb.elementwise({sum}, kb.f32,
+                        [&](OpBuilder &b, Location loc, ValueRange args) {
+                          return SmallVector<Value>{
+                              arith::DivFOp::create(b, loc, args[0], divisor)};
+                        });
+}
+
+/// Per-head mean and 1 / sqrt(variance + eps) of x [n, H, hd] over hd, as
+/// the per-head LayerNorm of q and k uses them: ([n, H], [n, H]).
+inline std::pair<Value, Value> headStatistics(KernelBuilder &kb, Value x,
+                                              double eps) {
+  Value mean = headMean(
+      kb, {x}, [](OpBuilder &, Location, ValueRange args) { return args[0]; });
+  Value variance =
+      headMean(kb, {x, mean}, [](OpBuilder &b, Location loc, ValueRange args) {
+        Value d = arith::SubFOp::create(b, loc, args[0], args[1]);
+        return Value(arith::MulFOp::create(b, loc, d, d));
+      });
+  Value epsilon = kb.f32Const(eps);
+  Value inverseStd = kb.elementwise(
+      {variance}, kb.f32, [&](OpBuilder &b, Location loc, ValueRange args) {
+        return SmallVector<Value>{math::RsqrtOp::create(
+            b, loc, arith::AddFOp::create(b, loc, args[0], epsilon))};
+      });
+  return {mean, inverseStd};
+}
+
 /// The first index i of the nondecreasing i32 vector `ids` with
 /// ids[i] >= `value` (an index), by binary search.
 inline Value lowerBound(KernelBuilder &kb, Value ids, Value value) {

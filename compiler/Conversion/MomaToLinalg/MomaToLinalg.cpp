@@ -150,34 +150,15 @@ struct LowerRMSNorm : OpRewritePattern<moma::RMSNormOp> {
     SmallVector<Value> rowsDyn = type.isDynamicDim(0)
                                      ? SmallVector<Value>{kb.dim(x, 0)}
                                      : SmallVector<Value>{};
-    Value sumSquares =
-        kb.generic({x}, kb.zeros({type.getDimSize(0)}, kb.f32, rowsDyn),
-                   {kb.identity(2), kb.map(2, {0})}, {kPar, kRed},
-                   [](OpBuilder &b, Location loc, ValueRange args) {
-                     Value square =
-                         arith::MulFOp::create(b, loc, args[0], args[0]);
-                     return SmallVector<Value>{
-                         arith::AddFOp::create(b, loc, args[1], square)};
-                   })
-            .front();
-    double features = double(type.getDimSize(1));
-    double eps = op.getEpsilon().convertToDouble();
+    Value scale = rowInverseRms(kb, x, op.getEpsilon().convertToDouble());
     Value init = kb.empty(type.getShape(), kb.f32, rowsDyn);
     Value result =
         kb.generic(
-              {x, sumSquares, op.getWeight()}, init,
+              {x, scale, op.getWeight()}, init,
               {kb.identity(2), kb.map(2, {0}), kb.map(2, {1}), kb.identity(2)},
               {kPar, kPar},
               [&](OpBuilder &b, Location loc, ValueRange args) {
-                Value mean = arith::DivFOp::create(
-                    b, loc, args[1],
-                    arith::ConstantOp::create(b, loc,
-                                              b.getF32FloatAttr(features)));
-                Value shifted = arith::AddFOp::create(
-                    b, loc, mean,
-                    arith::ConstantOp::create(b, loc, b.getF32FloatAttr(eps)));
-                Value scale = math::RsqrtOp::create(b, loc, shifted);
-                Value normed = arith::MulFOp::create(b, loc, args[0], scale);
+                Value normed = arith::MulFOp::create(b, loc, args[0], args[1]);
                 return SmallVector<Value>{
                     arith::MulFOp::create(b, loc, normed, args[2])};
               })
@@ -195,62 +176,24 @@ struct LowerHeadLayerNorm : OpRewritePattern<moma::HeadLayerNormOp> {
     auto type = cast<RankedTensorType>(op.getInput().getType());
     auto weightType = cast<RankedTensorType>(op.getWeight().getType());
     int64_t heads = weightType.getDimSize(0);
-    double headDim = double(weightType.getDimSize(1));
     Value x = kb.splitHeads(op.getInput(), heads);
     SmallVector<Value> rowsDyn = type.isDynamicDim(0)
                                      ? SmallVector<Value>{kb.dim(x, 0)}
                                      : SmallVector<Value>{};
-    SmallVector<int64_t> statShape = {type.getDimSize(0), heads};
-    auto sumOf = [&](Value input, bool squaredDeviation, Value mean) {
-      SmallVector<Value> inputs = {input};
-      SmallVector<AffineMap> maps = {kb.identity(3)};
-      if (squaredDeviation) {
-        inputs.push_back(mean);
-        maps.push_back(kb.map(3, {0, 1}));
-      }
-      maps.push_back(kb.map(3, {0, 1}));
-      return kb
-          .generic(inputs, kb.zeros(statShape, kb.f32, rowsDyn), maps,
-                   {kPar, kPar, kRed},
-                   [&](OpBuilder &b, Location loc, ValueRange args) {
-                     Value term = args[0];
-                     if (squaredDeviation) {
-                       Value deviation =
-                           arith::SubFOp::create(b, loc, args[0], args[1]);
-                       term =
-                           arith::MulFOp::create(b, loc, deviation, deviation);
-                     }
-                     Value acc = args.back();
-                     return SmallVector<Value>{
-                         arith::AddFOp::create(b, loc, acc, term)};
-                   })
-          .front();
-    };
-    Value divisor = kb.f32Const(headDim);
-    auto divide = [&](Value sum) {
-      return kb.elementwise(
-          {sum}, kb.f32, [&](OpBuilder &b, Location loc, ValueRange args) {
-            return SmallVector<Value>{
-                arith::DivFOp::create(b, loc, args[0], divisor)};
-          });
-    };
-    Value mean = divide(sumOf(x, false, Value()));
-    Value variance = divide(sumOf(x, true, mean));
-    Value eps = kb.f32Const(op.getEpsilon().convertToDouble());
+    auto [mean, scale] =
+        headStatistics(kb, x, op.getEpsilon().convertToDouble());
     Value init = kb.empty(cast<RankedTensorType>(x.getType()).getShape(),
                           kb.f32, rowsDyn);
     Value normed =
-        kb.generic({x, mean, variance, op.getWeight(), op.getBias()}, init,
+        kb.generic({x, mean, scale, op.getWeight(), op.getBias()}, init,
                    {kb.identity(3), kb.map(3, {0, 1}), kb.map(3, {0, 1}),
                     kb.map(3, {1, 2}), kb.map(3, {1, 2}), kb.identity(3)},
                    {kPar, kPar, kPar},
                    [&](OpBuilder &b, Location loc, ValueRange args) {
                      Value centered =
                          arith::SubFOp::create(b, loc, args[0], args[1]);
-                     Value scale = math::RsqrtOp::create(
-                         b, loc, arith::AddFOp::create(b, loc, args[2], eps));
                      Value y = arith::MulFOp::create(
-                         b, loc, arith::MulFOp::create(b, loc, centered, scale),
+                         b, loc, arith::MulFOp::create(b, loc, centered, args[2]),
                          args[3]);
                      return SmallVector<Value>{
                          arith::AddFOp::create(b, loc, y, args[4])};
