@@ -22,6 +22,14 @@ SmallVector<Value> rowsOf(KernelBuilder &kb, Value x) {
                               : SmallVector<Value>{};
 }
 
+/// The body acc + a * b * c (arguments a, b, c, acc).
+SmallVector<Value> multiplyThreeAccumulate(OpBuilder &b, Location loc,
+                                           ValueRange args) {
+  Value product = arith::MulFOp::create(
+      b, loc, arith::MulFOp::create(b, loc, args[0], args[1]), args[2]);
+  return {arith::AddFOp::create(b, loc, args[3], product)};
+}
+
 Value addTensors(KernelBuilder &kb, Value x, Value y) {
   return kb.elementwise({x, y}, kb.f32,
                         [](OpBuilder &b, Location loc, ValueRange args) {
@@ -60,13 +68,7 @@ struct LowerRMSNormGrad : OpRewritePattern<moma::RMSNormGradOp> {
               {w, dy, x}, kb.zeros(rowShape, kb.f32, rows),
               {kb.map(2, {1}), kb.identity(2), kb.identity(2), kb.map(2, {0})},
               {kPar, kRed},
-              [](OpBuilder &b, Location loc, ValueRange args) {
-                Value t = arith::MulFOp::create(
-                    b, loc, arith::MulFOp::create(b, loc, args[0], args[1]),
-                    args[2]);
-                return SmallVector<Value>{
-                    arith::AddFOp::create(b, loc, args[3], t)};
-              })
+              multiplyThreeAccumulate)
             .front();
     Value dx =
         kb.generic(
@@ -99,13 +101,7 @@ struct LowerRMSNormGrad : OpRewritePattern<moma::RMSNormGradOp> {
               {kb.map(2, {1, 0}), kb.map(2, {1, 0}), kb.map(2, {1}),
                kb.map(2, {0})},
               {kPar, kRed},
-              [](OpBuilder &b, Location loc, ValueRange args) {
-                Value t = arith::MulFOp::create(
-                    b, loc, arith::MulFOp::create(b, loc, args[0], args[1]),
-                    args[2]);
-                return SmallVector<Value>{
-                    arith::AddFOp::create(b, loc, args[3], t)};
-              })
+              multiplyThreeAccumulate)
             .front();
     rewriter.replaceOp(op, {dx, dw});
     return success();
