@@ -112,7 +112,8 @@ llvm::Error momac::train(const TrainOptions &options) {
   for (const BufferSpec &spec : gradSpec.arguments)
     if (spec.name == kGumbelNoiseArgument)
       noiseSpec = &spec;
-  std::mt19937_64 noiseRng(options.seed ^ 0x9e3779b97f4a7c15ULL);
+  const uint64_t seed = options.seed.value_or(uint64_t(config.train.seed));
+  std::mt19937_64 noiseRng(seed ^ 0x9e3779b97f4a7c15ULL);
   std::vector<float> noise(noiseSpec ? noiseSpec->numElements() : 0);
 
   // Parameters and AdamW moments, from a checkpoint or fresh.
@@ -177,7 +178,7 @@ llvm::Error momac::train(const TrainOptions &options) {
         return loaded.takeError();
       weights = std::move(*loaded);
     } else {
-      weights = Weights::initialize(manifest, options.seed);
+      weights = Weights::initialize(manifest, seed);
     }
     for (const ManifestParameter &param : manifest.parameters) {
       size_t size = param.auxRouter ? 0 : size_t(param.numElements());

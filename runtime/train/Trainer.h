@@ -15,6 +15,7 @@
 
 #include "llvm/Support/Error.h"
 
+#include <optional>
 #include <string>
 
 namespace momac {
@@ -25,7 +26,9 @@ struct TrainOptions {
   std::string runDirectory;
   /// Weights to start from; empty: momarun's init with `seed`.
   std::string initWeights;
-  uint64_t seed = 0;
+  /// Seeds the initial weights and the router-noise stream; unset: the
+  /// model's train.seed.
+  std::optional<uint64_t> seed;
   int64_t steps = 0;
   bool resume = false;
   /// Write RUN/checkpoint.safetensors every this many steps (and at the end).

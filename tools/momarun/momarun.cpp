@@ -142,7 +142,8 @@ cl::opt<std::string> trainInit("init",
                                cl::value_desc("file"), cl::sub(trainCommand),
                                cl::cat(momarunCategory));
 cl::opt<uint64_t> trainSeed("seed", cl::init(0),
-                            cl::desc("Seed of the initial weights"),
+                            cl::desc("Seed of the initial weights and of the "
+                                     "router noise (default: train.seed)"),
                             cl::sub(trainCommand), cl::cat(momarunCategory));
 cl::opt<bool> trainResume("resume",
                           cl::desc("Continue from RUN/checkpoint.safetensors"),
@@ -445,7 +446,8 @@ int runTrain() {
   options.dataPrefix = trainData;
   options.runDirectory = trainOut;
   options.initWeights = trainInit;
-  options.seed = trainSeed;
+  if (trainSeed.getNumOccurrences())
+    options.seed = trainSeed;
   options.steps = trainSteps;
   options.resume = trainResume;
   options.checkpointEvery = trainCheckpointEvery;
