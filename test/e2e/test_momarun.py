@@ -449,6 +449,39 @@ class MomarunErrors(unittest.TestCase):
                 self.assertEqual(result.returncode, 1, name)
                 self.assertIn(message, result.stderr, name)
 
+            # A dense model has no router noise to give.
+            tokens = os.path.join(tmp, "tokens.bin")
+            np.zeros(2 * (seq + 1), "<i4").tofile(tokens)
+            noise = os.path.join(tmp, "noise.bin")
+            np.zeros(8, "<f4").tofile(noise)
+            result = subprocess.run(
+                [MOMARUN, "grad", artifact, "--weights", weights, "--tokens",
+                 tokens, "--noise", noise, "--out", os.path.join(tmp, "o.safetensors")],
+                capture_output=True, text=True)
+            self.assertEqual(result.returncode, 1)
+            self.assertIn("--noise: the model has no router noise", result.stderr)
+
+    def test_bad_noise_files_are_clear_errors(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            artifact, cfg = compile_variant(tmp, "mod_moe_4t4i_aux")
+            weights = os.path.join(tmp, "w.safetensors")
+            run(MOMARUN, "init", artifact, "-o", weights)
+            tokens = os.path.join(tmp, "tokens.bin")
+            np.zeros(2 * (cfg["seq_len"] + 1), "<i4").tofile(tokens)
+            # [n_layers, B*S, max experts] = [4, 256, 4] floats.
+            cases = {"size": (np.zeros(7, "<f4"), "the router noise has 7 values, "
+                              "but the 'grad' entry point takes 4096"),
+                     "ragged": (np.zeros(5, "<u1"), "is not a whole, nonzero number")}
+            for name, (values, message) in cases.items():
+                path = os.path.join(tmp, name + ".bin")
+                values.tofile(path)
+                result = subprocess.run(
+                    [MOMARUN, "grad", artifact, "--weights", weights, "--tokens",
+                     tokens, "--noise", path, "--out", os.path.join(tmp, "o.safetensors")],
+                    capture_output=True, text=True)
+                self.assertEqual(result.returncode, 1, name)
+                self.assertIn(message, result.stderr, name)
+
 
 if __name__ == "__main__":
     unittest.main()
