@@ -669,6 +669,16 @@ int ModelConfig::modalityOf(int64_t tokenId) const {
   return -1;
 }
 
+std::vector<uint64_t>
+ModelConfig::countTargetsByModality(llvm::ArrayRef<int32_t> batch) const {
+  std::vector<uint64_t> counts(modalities.size(), 0);
+  const size_t row = size_t(seqLen + 1);
+  for (size_t start = 0; start + row <= batch.size(); start += row)
+    for (size_t s = 1; s < row; ++s)
+      ++counts[modalityOf(batch[start + s])];
+  return counts;
+}
+
 unsigned ModelConfig::groupOfModality(unsigned modality) const {
   for (size_t g = 0; g < moe->groups.size(); ++g)
     if (llvm::is_contained(moe->groups[g].modalityIndices, modality))

@@ -11,6 +11,7 @@
 #ifndef MOMAC_LIB_CONFIG_MODELCONFIG_H
 #define MOMAC_LIB_CONFIG_MODELCONFIG_H
 
+#include "llvm/ADT/ArrayRef.h"
 #include "llvm/ADT/StringRef.h"
 #include "llvm/Support/Error.h"
 
@@ -106,6 +107,10 @@ struct ModelConfig {
   }
   /// The modality owning `tokenId`, or -1 when outside [0, V).
   int modalityOf(int64_t tokenId) const;
+  /// How many targets of each modality a batch of [B, seq_len + 1] token ids
+  /// has (the ids at positions 1..seq_len of each row); ids must be in
+  /// [0, V). Per-modality losses are pooled over micro-batches with these.
+  std::vector<uint64_t> countTargetsByModality(llvm::ArrayRef<int32_t> batch) const;
   /// The expert group a modality belongs to (only meaningful with `moe`).
   unsigned groupOfModality(unsigned modality) const;
   /// Every token range routed to `group`, sorted and disjoint.

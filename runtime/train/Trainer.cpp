@@ -311,10 +311,7 @@ llvm::Error momac::train(const TrainOptions &options) {
         sampleGumbelNoise(noiseRng, noise);
       gradEntry->second(gradBuffers->data());
       loss += gradOutputs[0][0] / double(microBatches);
-      std::vector<uint64_t> counts(modalities, 0);
-      for (int64_t row = 0; row < batch; ++row)
-        for (int64_t s = 1; s <= seqLen; ++s)
-          ++counts[config.modalityOf(tokens[row * (seqLen + 1) + s])];
+      std::vector<uint64_t> counts = config.countTargetsByModality(tokens);
       for (size_t m = 0; m < modalities; ++m) {
         modalitySum[m] += double(gradOutputs[1 + m][0]) * double(counts[m]);
         modalityCount[m] += counts[m];

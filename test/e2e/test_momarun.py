@@ -419,6 +419,15 @@ class CompiledTrainingMatchesReference(TemporaryDirectoryTestCase):
 
 
 class MomarunErrors(unittest.TestCase):
+    def assert_grad_fails(self, artifact, weights, tokens, message, *extra, case=None):
+        """momarun grad exits with 1 and a stderr containing `message`."""
+        out = os.path.join(os.path.dirname(tokens), "o.safetensors")
+        result = subprocess.run(
+            [MOMARUN, "grad", artifact, "--weights", weights, "--tokens", tokens,
+             "--out", out, *extra], capture_output=True, text=True)
+        self.assertEqual(result.returncode, 1, case)
+        self.assertIn(message, result.stderr, case)
+
     def test_missing_artifact_is_a_clear_error(self):
         result = subprocess.run([MOMARUN, "init", "/nonexistent", "-o", "/tmp/x"],
                                 capture_output=True, text=True)
@@ -442,24 +451,16 @@ class MomarunErrors(unittest.TestCase):
             for name, (tokens, message) in cases.items():
                 path = os.path.join(tmp, name + ".bin")
                 tokens.tofile(path)
-                result = subprocess.run(
-                    [MOMARUN, "grad", artifact, "--weights", weights, "--tokens",
-                     path, "--out", os.path.join(tmp, "o.safetensors")],
-                    capture_output=True, text=True)
-                self.assertEqual(result.returncode, 1, name)
-                self.assertIn(message, result.stderr, name)
+                self.assert_grad_fails(artifact, weights, path, message, case=name)
 
             # A dense model has no router noise to give.
             tokens = os.path.join(tmp, "tokens.bin")
             np.zeros(2 * (seq + 1), "<i4").tofile(tokens)
             noise = os.path.join(tmp, "noise.bin")
             np.zeros(8, "<f4").tofile(noise)
-            result = subprocess.run(
-                [MOMARUN, "grad", artifact, "--weights", weights, "--tokens",
-                 tokens, "--noise", noise, "--out", os.path.join(tmp, "o.safetensors")],
-                capture_output=True, text=True)
-            self.assertEqual(result.returncode, 1)
-            self.assertIn("--noise: the model has no router noise", result.stderr)
+            self.assert_grad_fails(artifact, weights, tokens,
+                                   "--noise: the model has no router noise",
+                                   "--noise", noise)
 
     def test_bad_noise_files_are_clear_errors(self):
         with tempfile.TemporaryDirectory() as tmp:
@@ -475,12 +476,8 @@ class MomarunErrors(unittest.TestCase):
             for name, (values, message) in cases.items():
                 path = os.path.join(tmp, name + ".bin")
                 values.tofile(path)
-                result = subprocess.run(
-                    [MOMARUN, "grad", artifact, "--weights", weights, "--tokens",
-                     tokens, "--noise", path, "--out", os.path.join(tmp, "o.safetensors")],
-                    capture_output=True, text=True)
-                self.assertEqual(result.returncode, 1, name)
-                self.assertIn(message, result.stderr, name)
+                self.assert_grad_fails(artifact, weights, tokens, message,
+                                       "--noise", path, case=name)
 
 
 if __name__ == "__main__":
