@@ -14,16 +14,22 @@ def ConvertMomaToLinalg : Pass<"convert-moma-to-linalg", "::mlir::ModuleOp"> {
     `tensor.extract`/`tensor.insert` for the data-dependent parts of routing
     (compacting token lists, scatter-adding expert outputs).
 
-    Routing is computed exactly as MODEL_SPEC sections 4 and 5 say: a token's
-    rank among the scores of its expert (or MoD router) counts the tokens
-    with a higher score plus the equal ones at a lower index, so ties go to
-    the lower index without a sort, and the rank is the token's slot.
+    Routing is computed exactly as MODEL_SPEC sections 4 and 5 say. Each
+    score becomes a 64-bit key whose ascending order is descending score,
+    ties to the lower token index, NaN last; the top k of an expert (or MoD
+    router) are then the k smallest keys, which the runtime's selection
+    routine `momart_select_smallest_i64` finds in O(n + k log k) per expert
+    (a library call: each target's runtime implements it).
     Router noise (Gumbel, training only) comes in as an operand of
     `moma.router` and is added to the logits.
   }];
   let dependentDialects = [
     "::mlir::arith::ArithDialect",
+    "::mlir::bufferization::BufferizationDialect",
+    "::mlir::func::FuncDialect",
+    "::mlir::LLVM::LLVMDialect",
     "::mlir::linalg::LinalgDialect",
+    "::mlir::memref::MemRefDialect",
     "::mlir::math::MathDialect",
     "::mlir::scf::SCFDialect",
     "::mlir::tensor::TensorDialect"

@@ -21,27 +21,34 @@ func.func @linear(%x: tensor<?x64xf32>, %w: tensor<32x64xf32>) -> tensor<?x32xf3
 
 // -----
 
-// Expert choice ranks every token against every other token of its expert
-// (ties to the lower index) and drops token i into slot rank[e, i] < k, with
-// k = min(n, ceil(c n / E)) computed in double.
+// Expert choice turns each score into a selection key (score bits in
+// descending order above the token index, NaN last), has the runtime move
+// each expert's k smallest keys to the front (O(n + k log k), no n x n
+// comparisons), and reads slot j of expert e from key j. k = min(n, ceil(c n
+// / E)) is computed in double.
 // CHECK-LABEL: func.func @expert_choice
 // CHECK: %[[N:.*]] = tensor.dim %{{.*}}, %c0
 // CHECK: arith.mulf %{{.*}} : f64
 // CHECK: arith.divf %{{.*}} : f64
 // CHECK: math.ceil %{{.*}} : f64
 // CHECK: %[[K:.*]] = arith.minui %[[N]]
-// CHECK: %[[RANKS:.*]] = linalg.generic {{.*}} iterator_types = ["parallel", "parallel", "reduction"]
-// CHECK: arith.cmpf ogt
-// CHECK: arith.cmpf oeq
-// CHECK: arith.cmpi ult
+// CHECK: %[[KEYS:.*]] = linalg.generic {{.*}} iterator_types = ["parallel", "parallel"]
+// CHECK-SAME: ins(%{{.*}} : tensor<?x4xf32>) outs(%{{.*}} : tensor<4x?xi64>)
+// CHECK: arith.bitcast %{{.*}} : f32 to i32
+// CHECK: arith.cmpf uno
+// CHECK: arith.shli
+// CHECK: %[[BUF:.*]] = memref.alloc(%{{.*}}) : memref<4x?xi64>
+// CHECK: bufferization.materialize_in_destination %[[KEYS]] in restrict writable %[[BUF]]
+// CHECK: %[[K64:.*]] = arith.index_cast %[[K]] : index to i64
+// CHECK: call @momart_select_smallest_i64(%{{.*}}, %{{.*}}, %{{.*}}, %[[K64]])
+// CHECK: %[[TOP:.*]] = bufferization.to_tensor %[[BUF]] restrict writable
 // CHECK: tensor.empty(%[[K]]) : tensor<4x?xi32>
 // CHECK: tensor.empty(%[[K]]) : tensor<4x?xf32>
-// CHECK: scf.for
-// CHECK: scf.for
-// CHECK: tensor.extract %[[RANKS]]
-// CHECK: scf.if
-// CHECK: tensor.insert
-// CHECK-NOT: moma.
+// CHECK: linalg.generic {{.*}} iterator_types = ["parallel", "parallel"]
+// CHECK: tensor.extract %[[TOP]]
+// CHECK: arith.andi %{{.*}}, %c2147483647_i64
+// CHECK-NOT: scf.for
+// CHECK: return
 func.func @expert_choice(%s: tensor<?x4xf32>) -> (tensor<4x?xi32>, tensor<4x?xf32>) {
   %i, %g = moma.expert_choice %s capacity_factor = 1.0 : tensor<?x4xf32> -> tensor<4x?xi32>, tensor<4x?xf32>
   return %i, %g : tensor<4x?xi32>, tensor<4x?xf32>
@@ -132,4 +139,24 @@ func.func @mixture_of_depths(%x: tensor<16x64xf32>, %w: tensor<1x64xf32>, %ids: 
 func.func @router_with_noise(%x: tensor<?x64xf32>, %w: tensor<4x64xf32>, %n: tensor<?x4xf32>) -> tensor<?x4xf32> {
   %s = moma.router %x, %w noise %n : tensor<?x64xf32>, tensor<4x64xf32>, tensor<?x4xf32> -> tensor<?x4xf32>
   return %s : tensor<?x4xf32>
+}
+
+// -----
+
+// MoD selects the top k_d = ceil(c_d N) by score, then selects those k_d
+// tokens again by index, so they come out in ascending token order.
+// CHECK-LABEL: func.func @mod_select
+// CHECK: math.ceil
+// CHECK: linalg.generic
+// CHECK: call @momart_select_smallest_i64
+// CHECK: %[[TOP:.*]] = bufferization.to_tensor %{{.*}} : memref<1x16xi64> to tensor<1x16xi64>
+// CHECK: %[[TOKENS:.*]] = linalg.generic
+// CHECK: tensor.extract %[[TOP]]
+// CHECK: call @momart_select_smallest_i64
+// CHECK: %[[ASC:.*]] = bufferization.to_tensor %{{.*}} : memref<1x?xi64> to tensor<1x?xi64>
+// CHECK: linalg.generic {{.*}} outs(%{{.*}}, %{{.*}} : tensor<4xi32>, tensor<4xf32>)
+// CHECK: tensor.extract %[[ASC]]
+func.func @mod_select(%r: tensor<16x1xf32>) -> (tensor<4xi32>, tensor<4xf32>) {
+  %sel, %g = moma.mod_select %r capacity = 0.25 : tensor<16x1xf32> -> tensor<4xi32>, tensor<4xf32>
+  return %sel, %g : tensor<4xi32>, tensor<4xf32>
 }

@@ -281,6 +281,30 @@ class CompiledGradMatchesReference(TemporaryDirectoryTestCase):
                     params[name].zero_()  # every score is exactly 0.5
         self.check("mod_moe_4t4i", edit_params=zero_routers)
 
+    def test_non_finite_router_scores_route_without_crashing(self):
+        # NaN and Inf scores sort after (NaN) or with (Inf) the finite ones;
+        # the selection never leaves a slot empty, so no index goes out of
+        # range and the step ends with non-finite numbers, not a crash.
+        artifact, cfg = compile_variant(self.tmp.name, "mod_moe_4t4i")
+        token_file = os.path.join(artifact, "tokens.bin")
+        rng = np.random.default_rng(5)
+        tokens = rng.integers(0, cfg["vocab_size"],
+                              size=(cfg["train"]["batch_size"], cfg["seq_len"] + 1))
+        R.write_tokens(token_file, torch.tensor(tokens, dtype=torch.int32))
+        for value in (float("nan"), float("inf"), float("-inf")):
+            params = R.init_params(cfg, seed=11)
+            params["layers.0.moe.text.router.weight"][0, :] = value
+            params["layers.0.mod.router.weight"][0, :3] = value
+            weights = os.path.join(artifact, "w.safetensors")
+            R.write_safetensors(weights, {k: v.float() for k, v in params.items()})
+            out = os.path.join(artifact, "grad.safetensors")
+            result = subprocess.run(
+                [MOMARUN, "grad", artifact, "--weights", weights, "--tokens",
+                 token_file, "--out", out], capture_output=True, text=True)
+            self.assertEqual(result.returncode, 0, f"{value}: {result.stderr}")
+            got = R.read_safetensors(out)
+            self.assertIn("loss", got)
+
 
 class CompiledTrainingMatchesReference(TemporaryDirectoryTestCase):
     """momarun train (compiled @grad and @optimizer_step) against the

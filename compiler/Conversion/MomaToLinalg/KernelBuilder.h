@@ -10,8 +10,12 @@
 #define MOMAC_COMPILER_CONVERSION_MOMATOLINALG_KERNELBUILDER_H
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Bufferization/IR/Bufferization.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/PatternMatch.h"
@@ -262,38 +266,125 @@ inline Value inRanges(OpBuilder &b, Location loc, Value id,
   return result;
 }
 
-/// rank[e, i] = #{j : s[j, e] > s[i, e] or (s[j, e] == s[i, e] and j < i)}:
-/// the slot of token i in expert e's descending order, ties to the lower
-/// index (MODEL_SPEC sections 4 and 5). scores: [n, E] -> ranks [E, n] i32.
-inline Value rankTokens(KernelBuilder &kb, Value scores) {
+//===----------------------------------------------------------------------===//
+// Top-k selection (expert choice and MoD)
+//===----------------------------------------------------------------------===//
+
+/// The name of the runtime's selection routine (runtime/device/cpu/Select.h):
+///   void momart_select_smallest_i64(int64_t *keys, int64_t rows,
+///                                   int64_t cols, int64_t k)
+/// moves the k smallest keys of each row to the row's front, ascending.
+/// Every target's runtime provides it (CPU: std::nth_element + std::sort).
+constexpr llvm::StringLiteral kSelectSmallestFn = "momart_select_smallest_i64";
+
+/// The token index stored in the low bits of a selection key.
+constexpr int64_t kSelectionIndexBits = 31;
+
+/// key[e, i] for scores [n, E] -> [E, n] i64: ascending keys are descending
+/// scores with ties to the lower index (MODEL_SPEC sections 4 and 5), so the
+/// k smallest keys of row e are expert e's top k. The key is the score's
+/// bits mapped to an order-preserving unsigned integer and complemented
+/// (descending), shifted above the 31-bit token index (B * S fits i32).
+/// The order is total: -0 counts as +0, and NaN sorts after every number
+/// (a token scored NaN is chosen last, never out of range).
+inline Value selectionKeys(KernelBuilder &kb, Value scores) {
   auto type = cast<RankedTensorType>(scores.getType());
-  Value n = kb.dim(scores, 0);
   int64_t experts = type.getDimSize(1);
   SmallVector<int64_t> shape = {experts, type.getDimSize(0)};
-  Value init = kb.zeros(shape, kb.i32,
-                        type.isDynamicDim(0) ? ValueRange{n} : ValueRange{});
-  // Loops (e, i, j); inputs s[j, e] and s[i, e].
+  Value init = kb.empty(shape, kb.b.getI64Type(),
+                        type.isDynamicDim(0) ? ValueRange{kb.dim(scores, 0)}
+                                             : ValueRange{});
   return kb
       .generic(
-          {scores, scores}, init,
-          {kb.map(3, {2, 0}), kb.map(3, {1, 0}), kb.map(3, {0, 1})},
-          {kPar, kPar, kRed},
+          {scores}, init, {kb.map(2, {1, 0}), kb.identity(2)}, {kPar, kPar},
           [](OpBuilder &b, Location loc, ValueRange args) {
-            Value i = linalg::IndexOp::create(b, loc, 1);
-            Value j = linalg::IndexOp::create(b, loc, 2);
-            Value higher = arith::CmpFOp::create(
-                b, loc, arith::CmpFPredicate::OGT, args[0], args[1]);
-            Value equal = arith::CmpFOp::create(
-                b, loc, arith::CmpFPredicate::OEQ, args[0], args[1]);
-            Value earlier =
-                arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, j, i);
-            Value before = arith::OrIOp::create(
-                b, loc, higher, arith::AndIOp::create(b, loc, equal, earlier));
-            Value one = arith::ExtUIOp::create(b, loc, b.getI32Type(), before);
+            Type i32 = b.getI32Type(), i64 = b.getI64Type();
+            auto i32Const = [&](uint32_t v) -> Value {
+              return arith::ConstantOp::create(
+                  b, loc, b.getIntegerAttr(i32, int64_t(int32_t(v))));
+            };
+            Value score = args[0];
+            Value zeroF = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(0));
+            Value isZero = arith::CmpFOp::create(
+                b, loc, arith::CmpFPredicate::OEQ, score, zeroF);
+            score = arith::SelectOp::create(b, loc, isZero, zeroF, score);
+            Value bits = arith::BitcastOp::create(b, loc, i32, score);
+            // Ascending order as unsigned: negatives flip every bit, the
+            // others set the sign bit. Descending: the complement of that.
+            Value negative = arith::CmpIOp::create(
+                b, loc, arith::CmpIPredicate::slt, bits, i32Const(0));
+            Value ascending = arith::SelectOp::create(
+                b, loc, negative,
+                arith::XOrIOp::create(b, loc, bits, i32Const(0xFFFFFFFFu)),
+                arith::OrIOp::create(b, loc, bits, i32Const(0x80000000u)));
+            Value descending =
+                arith::XOrIOp::create(b, loc, ascending, i32Const(0xFFFFFFFFu));
+            Value isNaN = arith::CmpFOp::create(
+                b, loc, arith::CmpFPredicate::UNO, score, score);
+            descending = arith::SelectOp::create(
+                b, loc, isNaN, i32Const(0xFFFFFFFFu), descending);
+            Value high = arith::ShLIOp::create(
+                b, loc, arith::ExtUIOp::create(b, loc, i64, descending),
+                arith::ConstantOp::create(
+                    b, loc, b.getI64IntegerAttr(kSelectionIndexBits)));
+            Value token = arith::IndexCastUIOp::create(
+                b, loc, i64, linalg::IndexOp::create(b, loc, 1));
             return SmallVector<Value>{
-                arith::AddIOp::create(b, loc, args[2], one)};
+                arith::OrIOp::create(b, loc, high, token)};
           })
       .front();
+}
+
+/// The token index of a selection key, as index.
+inline Value tokenOfKey(OpBuilder &b, Location loc, Value key) {
+  Value mask = arith::ConstantOp::create(
+      b, loc, b.getI64IntegerAttr((int64_t(1) << kSelectionIndexBits) - 1));
+  return arith::IndexCastUIOp::create(b, loc, b.getIndexType(),
+                                      arith::AndIOp::create(b, loc, key, mask));
+}
+
+/// `keys` [rows, cols] i64 with the k smallest keys of each row moved to its
+/// front in ascending order (the rest in no particular order): a call to the
+/// runtime's selection routine, O(cols + k log k) per row. The keys are
+/// written into a buffer of their own, selected in place and read back as a
+/// tensor, so bufferization sees one fresh allocation.
+inline Value selectSmallestKeys(KernelBuilder &kb, Value keys, Value k) {
+  OpBuilder &b = kb.b;
+  Location loc = kb.loc;
+  auto type = cast<RankedTensorType>(keys.getType());
+  auto bufferType = MemRefType::get(type.getShape(), type.getElementType());
+  SmallVector<Value> dynamic;
+  for (int64_t d = 0; d < type.getRank(); ++d)
+    if (type.isDynamicDim(d))
+      dynamic.push_back(kb.dim(keys, d));
+  Value buffer = memref::AllocOp::create(b, loc, bufferType, dynamic);
+  bufferization::MaterializeInDestinationOp::create(b, loc, Type(), keys, buffer,
+                                                    /*restrict=*/true,
+                                                    /*writable=*/true);
+
+  auto module =
+      b.getInsertionBlock()->getParentOp()->getParentOfType<ModuleOp>();
+  auto ptrType = LLVM::LLVMPointerType::get(b.getContext());
+  Type i64 = b.getI64Type();
+  auto fnType = b.getFunctionType({ptrType, i64, i64, i64}, {});
+  if (!module.lookupSymbol<func::FuncOp>(kSelectSmallestFn)) {
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(module.getBody());
+    func::FuncOp::create(b, loc, kSelectSmallestFn, fnType).setPrivate();
+  }
+  Value address = arith::IndexCastOp::create(
+      b, loc, i64,
+      memref::ExtractAlignedPointerAsIndexOp::create(b, loc, buffer));
+  Value pointer = LLVM::IntToPtrOp::create(b, loc, ptrType, address);
+  auto asI64 = [&](Value index) -> Value {
+    return arith::IndexCastOp::create(b, loc, i64, index);
+  };
+  func::CallOp::create(b, loc, kSelectSmallestFn, TypeRange{},
+                       ValueRange{pointer, asI64(kb.dim(keys, 0)),
+                                  asI64(kb.dim(keys, 1)), asI64(k)});
+  return bufferization::ToTensorOp::create(b, loc, type, buffer,
+                                           /*restrict=*/true,
+                                           /*writable=*/true);
 }
 
 /// ceil(fraction * count) in IEEE double, as an index (MODEL_SPEC 4 and 5).

@@ -468,36 +468,23 @@ struct LowerExpertChoice : OpRewritePattern<moma::ExpertChoiceOp> {
         rewriter, op.getLoc(), n,
         ceilFraction(kb, n, op.getCapacityFactor().convertToDouble(),
                      double(experts)));
-    Value ranks = rankTokens(kb, scores);
+    Value top = selectSmallestKeys(kb, selectionKeys(kb, scores), k);
     auto indexType = cast<RankedTensorType>(op.getIndices().getType());
     ValueRange kDyn = indexType.isDynamicDim(1) ? ValueRange{k} : ValueRange{};
-    Value indices = kb.empty(indexType.getShape(), kb.i32, kDyn);
-    Value gates = kb.empty(indexType.getShape(), kb.f32, kDyn);
-    // Token i goes to slot rank[e, i] of expert e when that slot is < k.
-    SmallVector<Value> chosen = kb.loops(
-        {kb.index(experts), n}, {indices, gates},
-        [&](OpBuilder &b, Location loc, ValueRange ivs, ValueRange state) {
-          Value e = ivs[0], i = ivs[1];
-          Value slot = toIndex(
-              b, loc,
-              tensor::ExtractOp::create(b, loc, ranks, ValueRange{e, i}));
-          Value taken =
-              arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, slot, k);
-          auto branch = scf::IfOp::create(
-              b, loc, taken,
-              [&](OpBuilder &tb, Location tl) {
-                Value gate =
-                    tensor::ExtractOp::create(tb, tl, scores, ValueRange{i, e});
-                Value newIndices = tensor::InsertOp::create(
-                    tb, tl, toI32(tb, tl, i), state[0], ValueRange{e, slot});
-                Value newGates = tensor::InsertOp::create(
-                    tb, tl, gate, state[1], ValueRange{e, slot});
-                scf::YieldOp::create(tb, tl, ValueRange{newIndices, newGates});
-              },
-              [&](OpBuilder &eb, Location el) {
-                scf::YieldOp::create(eb, el, state);
-              });
-          return SmallVector<Value>(branch.getResults());
+    // Slot j of expert e is its j-th best token, and its gate that token's
+    // score.
+    SmallVector<Value> chosen = kb.generic(
+        {}, {kb.empty(indexType.getShape(), kb.i32, kDyn),
+             kb.empty(indexType.getShape(), kb.f32, kDyn)},
+        {kb.identity(2), kb.identity(2)}, {kPar, kPar},
+        [&](OpBuilder &b, Location loc, ValueRange) {
+          Value e = linalg::IndexOp::create(b, loc, 0);
+          Value slot = linalg::IndexOp::create(b, loc, 1);
+          Value token = tokenOfKey(
+              b, loc, tensor::ExtractOp::create(b, loc, top, ValueRange{e, slot}));
+          Value gate =
+              tensor::ExtractOp::create(b, loc, scores, ValueRange{token, e});
+          return SmallVector<Value>{toI32(b, loc, token), gate};
         });
     rewriter.replaceOp(op, chosen);
     return success();
@@ -512,43 +499,39 @@ struct LowerModSelect : OpRewritePattern<moma::ModSelectOp> {
     Value scores = op.getScores();
     Value n = kb.dim(scores, 0);
     Value k = ceilFraction(kb, n, op.getCapacity().convertToDouble(), 1.0);
-    Value ranks = rankTokens(kb, scores); // [1, N]
+    // The top k by score, then those k in ascending token order: their
+    // keys' index bits, selected again.
+    Value top = selectSmallestKeys(kb, selectionKeys(kb, scores), k);
+    Value zero = kb.index(0);
+    Value tokenKeys = kb.generic(
+        {}, {kb.empty({1, ShapedType::kDynamic}, kb.b.getI64Type(), {k})},
+        {kb.identity(2)}, {kPar, kPar},
+        [&](OpBuilder &b, Location loc, ValueRange) {
+          Value slot = linalg::IndexOp::create(b, loc, 1);
+          Value token = tokenOfKey(b, loc,
+                                   tensor::ExtractOp::create(
+                                       b, loc, top, ValueRange{zero, slot}));
+          return SmallVector<Value>{
+              arith::IndexCastUIOp::create(b, loc, b.getI64Type(), token)};
+        }).front();
+    Value ascending = selectSmallestKeys(kb, tokenKeys, k);
     auto type = cast<RankedTensorType>(op.getIndices().getType());
     ValueRange kDyn = type.isDynamicDim(0) ? ValueRange{k} : ValueRange{};
-    Value indices = kb.empty(type.getShape(), kb.i32, kDyn);
-    Value gates = kb.empty(type.getShape(), kb.f32, kDyn);
-    Value zero = kb.index(0);
-    // The selected tokens, kept in ascending index order.
-    SmallVector<Value> selected = kb.loops(
-        {n}, {indices, gates, kb.index(0)},
-        [&](OpBuilder &b, Location loc, ValueRange ivs, ValueRange state) {
-          Value i = ivs[0];
-          Value rank = toIndex(
-              b, loc,
-              tensor::ExtractOp::create(b, loc, ranks, ValueRange{zero, i}));
-          Value taken =
-              arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, rank, k);
-          auto branch = scf::IfOp::create(
-              b, loc, taken,
-              [&](OpBuilder &tb, Location tl) {
-                Value gate = tensor::ExtractOp::create(tb, tl, scores,
-                                                       ValueRange{i, zero});
-                Value newIndices = tensor::InsertOp::create(
-                    tb, tl, toI32(tb, tl, i), state[0], ValueRange{state[2]});
-                Value newGates = tensor::InsertOp::create(
-                    tb, tl, gate, state[1], ValueRange{state[2]});
-                Value next = arith::AddIOp::create(
-                    tb, tl, state[2],
-                    arith::ConstantIndexOp::create(tb, tl, 1));
-                scf::YieldOp::create(tb, tl,
-                                     ValueRange{newIndices, newGates, next});
-              },
-              [&](OpBuilder &eb, Location el) {
-                scf::YieldOp::create(eb, el, state);
-              });
-          return SmallVector<Value>(branch.getResults());
+    SmallVector<Value> selected = kb.generic(
+        {}, {kb.empty(type.getShape(), kb.i32, kDyn),
+             kb.empty(type.getShape(), kb.f32, kDyn)},
+        {kb.identity(1), kb.identity(1)}, {kPar},
+        [&](OpBuilder &b, Location loc, ValueRange) {
+          Value slot = linalg::IndexOp::create(b, loc, 0);
+          Value token = arith::IndexCastUIOp::create(
+              b, loc, b.getIndexType(),
+              tensor::ExtractOp::create(b, loc, ascending,
+                                        ValueRange{zero, slot}));
+          Value gate =
+              tensor::ExtractOp::create(b, loc, scores, ValueRange{token, zero});
+          return SmallVector<Value>{toI32(b, loc, token), gate};
         });
-    rewriter.replaceOp(op, ArrayRef<Value>(selected).take_front(2));
+    rewriter.replaceOp(op, selected);
     return success();
   }
 };

@@ -172,20 +172,31 @@ LogicalResult emitObject(ModuleOp module, llvm::StringRef objectPath,
 }
 
 /// Links the object into a shared library with the system compiler driver,
-/// against the OpenMP runtime, OpenBLAS (the GEMMs) and MLIR's C runner
-/// utilities (memrefCopy, for copies between strided views).
+/// with the CPU runtime archive (momart_*: top-k selection) inside, against
+/// the OpenMP runtime, OpenBLAS (the GEMMs) and MLIR's C runner utilities
+/// (memrefCopy, for copies between strided views). The archive is C++, so
+/// the link goes through c++ for its standard library.
 LogicalResult linkSharedLibrary(Location loc, llvm::StringRef objectPath,
                                 llvm::StringRef libraryPath) {
-  llvm::ErrorOr<std::string> driver = llvm::sys::findProgramByName("cc");
+  llvm::ErrorOr<std::string> driver = llvm::sys::findProgramByName("c++");
   if (!driver)
-    return emitError(loc) << "no C compiler driver (cc) on PATH to link "
+    return emitError(loc) << "no C++ compiler driver (c++) on PATH to link "
                           << libraryPath;
   std::string libDir = MOMAC_LLVM_LIBRARY_DIR;
   std::string rpath = "-Wl,-rpath," + libDir;
   std::string libFlag = "-L" + libDir;
   llvm::SmallVector<llvm::StringRef> args = {
-      *driver, "-shared", "-o",  libraryPath,  objectPath,
-      libFlag, "-lomp",   rpath, "-lmlir_c_runner_utils", "-lopenblas",
+      *driver,
+      "-shared",
+      "-o",
+      libraryPath,
+      objectPath,
+      MOMAC_CPU_RUNTIME_ARCHIVE,
+      libFlag,
+      "-lomp",
+      rpath,
+      "-lmlir_c_runner_utils",
+      "-lopenblas",
       "-lm"};
   std::string message;
   int status = llvm::sys::ExecuteAndWait(*driver, args, std::nullopt, {}, 0, 0,
