@@ -3,9 +3,9 @@
 //   momac MODEL.json                      validate the description
 //   momac MODEL.json --report [--json]    sizes, FLOPs and memory
 //   momac MODEL.json --emit=moma          the forward pass in the moma dialect
-//   momac MODEL.json -o OUT/              compile the artifact (CPU):
-//   OUT/model.so,
-//                                         OUT/manifest.json, OUT/model.json
+//   momac MODEL.json -o OUT/ [--time]     compile the artifact (CPU):
+//                                         OUT/model.so, OUT/manifest.json,
+//                                         OUT/model.json
 //
 // A bad description is reported as one line, "FILE: error: PATH: MESSAGE",
 // with exit code 1. Internal errors (IR that fails to verify) exit with 2.
@@ -26,6 +26,7 @@
 #include "mlir/IR/Verifier.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Support/FileUtilities.h"
+#include "mlir/Support/Timing.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/MemoryBuffer.h"
@@ -73,8 +74,16 @@ cl::opt<std::string>
 
 cl::opt<bool> keepLLVMIR("keep-llvm-ir",
                          cl::desc("With an artifact: also write the optimized "
-                                  "LLVM IR as model.ll"),
+                                  "LLVM IR, as model.N.ll (one file per "
+                                  "code-generation partition)"),
                          cl::cat(momacCategory));
+
+cl::opt<bool> printTime(
+    "time",
+    cl::desc("Print the time of each compilation phase (front end, moma "
+             "passes, lowering passes, LLVM, link) when done; the same as "
+             "MLIR's --mlir-timing"),
+    cl::cat(momacCategory));
 
 int fail(const llvm::Twine &message, int code = 1) {
   llvm::WithColor::error(llvm::errs(), inputPath) << message << "\n";
@@ -82,7 +91,7 @@ int fail(const llvm::Twine &message, int code = 1) {
 }
 
 /// Compiles the forward pass into a CPU artifact in the -o directory.
-int compileArtifact(const ModelConfig &config) {
+int compileArtifact(const ModelConfig &config, mlir::TimingScope &timing) {
   if (config.train.precision == Precision::BF16)
     return fail("train.precision: \"bf16\" is not implemented by the CPU "
                 "target yet; use \"fp32\"");
@@ -92,14 +101,18 @@ int compileArtifact(const ModelConfig &config) {
   mlir::DialectRegistry registry;
   registerUpstreamVJPModels(registry);
   mlir::MLIRContext context(registry);
+  mlir::TimingScope frontEndTimer = timing.nest("front end (model -> moma)");
   mlir::OwningOpRef<mlir::ModuleOp> module =
       buildForwardModule(context, config, inputPath);
   if (mlir::failed(mlir::verify(*module)))
     return fail("internal error: the front end built invalid IR", 2);
+  frontEndTimer.stop();
   // The artifact holds @forward, its gradient @grad and @optimizer_step.
   mlir::PassManager pm(&context);
   if (mlir::failed(mlir::applyPassManagerCLOptions(pm)))
     return fail("invalid pass manager options", 1);
+  mlir::TimingScope momaTimer = timing.nest("moma passes (autodiff, optimizer)");
+  pm.enableTiming(momaTimer);
   buildMomaOptimizationPipeline(pm);
   pm.addPass(createMomaSynthesizeGrad());
   MomaSynthesizeOptimizerStepOptions optimizer;
@@ -111,9 +124,11 @@ int compileArtifact(const ModelConfig &config) {
   pm.addPass(createMomaSynthesizeOptimizerStep(optimizer));
   if (mlir::failed(pm.run(*module)))
     return fail("internal error: a moma pass failed", 2);
+  momaTimer.stop();
   CpuArtifactOptions options;
   options.outputDir = outputPath;
   options.keepLLVMIR = keepLLVMIR;
+  options.timing = &timing;
   if (mlir::failed(buildCpuArtifact(*module, config,
                                     (*description)->getBuffer(), options)))
     return fail("compiling the artifact failed", 2);
@@ -129,6 +144,7 @@ int main(int argc, char **argv) {
   mlir::registerAsmPrinterCLOptions();
   mlir::registerMLIRContextCLOptions();
   mlir::registerPassManagerCLOptions();
+  mlir::registerDefaultTimingManagerCLOptions();
   // libLLVM registers hundreds of backend flags; --help lists momac's own.
   cl::HideUnrelatedOptions(momacCategory);
   cl::ParseCommandLineOptions(
@@ -148,8 +164,16 @@ int main(int argc, char **argv) {
   if (!config)
     return fail(llvm::toString(config.takeError()));
 
-  if (!report && emit == EmitKind::None && outputPath != "-")
-    return compileArtifact(*config);
+  if (!report && emit == EmitKind::None && outputPath != "-") {
+    // --time and --mlir-timing print one tree of the phases when the
+    // manager goes out of scope, after the artifact is written.
+    mlir::DefaultTimingManager timingManager;
+    mlir::applyDefaultTimingManagerCLOptions(timingManager);
+    if (printTime)
+      timingManager.setEnabled(true);
+    mlir::TimingScope timing = timingManager.getRootScope();
+    return compileArtifact(*config, timing);
+  }
 
   std::string error;
   std::unique_ptr<llvm::ToolOutputFile> output =

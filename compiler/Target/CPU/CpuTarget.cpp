@@ -7,6 +7,7 @@
 #include "lib/config/Parameters.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/ExecutionEngine/OptUtils.h"
 #include "mlir/IR/Verifier.h"
 #include "mlir/InitAllDialects.h"
@@ -19,6 +20,9 @@
 #include "mlir/Target/LLVMIR/Dialect/OpenMP/OpenMPToLLVMIRTranslation.h"
 #include "mlir/Target/LLVMIR/Export.h"
 
+#include "llvm/ADT/ScopeExit.h"
+#include "llvm/Bitcode/BitcodeReader.h"
+#include "llvm/Bitcode/BitcodeWriter.h"
 #include "llvm/IR/LegacyPassManager.h"
 #include "llvm/IR/Module.h"
 #include "llvm/MC/TargetRegistry.h"
@@ -29,8 +33,11 @@
 #include "llvm/Support/TargetSelect.h"
 #include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Target/TargetMachine.h"
+#include "llvm/Transforms/Utils/SplitModule.h"
 #include "llvm/TargetParser/Host.h"
 #include "llvm/TargetParser/SubtargetFeature.h"
+
+#include <thread>
 
 using namespace mlir;
 using namespace momac;
@@ -113,10 +120,97 @@ LogicalResult writeManifest(Location loc, const ModelConfig &config,
   return writeText(loc, path, text);
 }
 
-/// LLVM dialect -> optimized object file for this machine.
-LogicalResult emitObject(ModuleOp module, llvm::StringRef objectPath,
-                         llvm::StringRef llvmIRPath) {
+/// Removes the argument and result attributes of other dialects (moma.param,
+/// moma.result, ...) from the LLVM functions. The entry points were described
+/// from them before lowering; left in place, the translation to LLVM IR warns
+/// about each one, printing the whole function into a diagnostic nobody
+/// reads: that was a third of the compile time.
+void dropForeignArgumentAttributes(ModuleOp module) {
+  auto foreign = [](NamedAttribute attr) {
+    return !attr.getName().getValue().starts_with("llvm.");
+  };
+  auto keepLLVM = [&](DictionaryAttr dict) -> DictionaryAttr {
+    if (!dict || llvm::none_of(dict, foreign))
+      return dict;
+    SmallVector<NamedAttribute> kept;
+    for (NamedAttribute attr : dict)
+      if (!foreign(attr))
+        kept.push_back(attr);
+    return DictionaryAttr::get(module.getContext(), kept);
+  };
+  module.walk([&](LLVM::LLVMFuncOp func) {
+    for (unsigned i = 0; i < func.getNumArguments(); ++i)
+      func.setArgAttrs(i, keepLLVM(func.getArgAttrDict(i)));
+    for (unsigned i = 0; i < func.getNumResults(); ++i)
+      func.setResultAttrs(i, keepLLVM(func.getResultAttrDict(i)));
+  });
+}
+
+/// A target machine for this host (every feature of its CPU: AVX-512 here).
+std::unique_ptr<llvm::TargetMachine> createHostMachine(std::string &error) {
+  llvm::Triple triple(llvm::sys::getProcessTriple());
+  const llvm::Target *target =
+      llvm::TargetRegistry::lookupTarget(triple, error);
+  if (!target)
+    return nullptr;
+  llvm::SubtargetFeatures features;
+  for (const auto &feature : llvm::sys::getHostCPUFeatures())
+    features.AddFeature(feature.first(), feature.second);
+  return std::unique_ptr<llvm::TargetMachine>(target->createTargetMachine(
+      triple, llvm::sys::getHostCPUName(), features.getString(),
+      llvm::TargetOptions(), llvm::Reloc::PIC_, std::nullopt,
+      llvm::CodeGenOptLevel::Aggressive));
+}
+
+/// O3 for this host, then machine code for `module` into `objectPath` (and
+/// the optimized IR into `llvmIRPath` when not empty). Returns an error
+/// message, empty on success.
+std::string optimizeAndEmit(llvm::Module &module, llvm::StringRef objectPath,
+                            llvm::StringRef llvmIRPath) {
+  std::string error;
+  std::unique_ptr<llvm::TargetMachine> machine = createHostMachine(error);
+  if (!machine)
+    return "no LLVM target for this host: " + error;
+  module.setTargetTriple(machine->getTargetTriple());
+  module.setDataLayout(machine->createDataLayout());
+  auto optimize = makeOptimizingTransformer(3, 0, machine.get());
+  if (llvm::Error err = optimize(&module))
+    return "LLVM optimization failed: " + llvm::toString(std::move(err));
+  std::error_code ec;
+  if (!llvmIRPath.empty()) {
+    llvm::ToolOutputFile text(llvmIRPath, ec, llvm::sys::fs::OF_Text);
+    if (ec)
+      return "cannot write " + llvmIRPath.str() + ": " + ec.message();
+    module.print(text.os(), nullptr);
+    text.keep();
+  }
+  llvm::ToolOutputFile object(objectPath, ec, llvm::sys::fs::OF_None);
+  if (ec)
+    return "cannot write " + objectPath.str() + ": " + ec.message();
+  llvm::legacy::PassManager codegen;
+  if (machine->addPassesToEmitFile(codegen, object.os(), nullptr,
+                                   llvm::CodeGenFileType::ObjectFile))
+    return "the target cannot emit object files";
+  codegen.run(module);
+  object.keep();
+  return "";
+}
+
+/// LLVM dialect -> optimized object files for this machine, written as
+/// `prefix`.N.o (and, when `keepLLVMIR`, the optimized IR as `prefix`.N.ll);
+/// returns the objects' paths. LLVM's O3 and code generation are most of the
+/// compile time, so they run in parallel: the module is split into one
+/// partition per hardware thread (llvm::SplitModule, as LTO splits its code
+/// generation), each optimized and compiled in its own LLVMContext and
+/// thread. Little is lost to the split: the kernels are OpenMP outlined
+/// functions, called through the runtime, never inlined into each other.
+FailureOr<SmallVector<std::string>> emitObjects(ModuleOp module,
+                                                llvm::StringRef prefix,
+                                                bool keepLLVMIR,
+                                                TimingScope &timing) {
   Location loc = module.getLoc();
+  TimingScope translateTimer = timing.nest("translate to LLVM IR");
+  dropForeignArgumentAttributes(module);
   registerBuiltinDialectTranslation(*module.getContext());
   registerLLVMDialectTranslation(*module.getContext());
   registerOpenMPDialectTranslation(*module.getContext());
@@ -125,50 +219,48 @@ LogicalResult emitObject(ModuleOp module, llvm::StringRef objectPath,
       translateModuleToLLVMIR(module, llvmContext);
   if (!llvmModule)
     return emitError(loc) << "translation to LLVM IR failed";
+  translateTimer.stop();
 
+  TimingScope splitTimer = timing.nest("split into partitions");
   llvm::InitializeNativeTarget();
   llvm::InitializeNativeTargetAsmPrinter();
-  llvm::Triple triple(llvm::sys::getProcessTriple());
-  std::string error;
-  const llvm::Target *target =
-      llvm::TargetRegistry::lookupTarget(triple, error);
-  if (!target)
-    return emitError(loc) << "no LLVM target for " << triple.str() << ": "
-                          << error;
-  llvm::SubtargetFeatures features;
-  for (const auto &feature : llvm::sys::getHostCPUFeatures())
-    features.AddFeature(feature.first(), feature.second);
-  std::unique_ptr<llvm::TargetMachine> machine(target->createTargetMachine(
-      triple, llvm::sys::getHostCPUName(), features.getString(),
-      llvm::TargetOptions(), llvm::Reloc::PIC_, std::nullopt,
-      llvm::CodeGenOptLevel::Aggressive));
-  llvmModule->setTargetTriple(triple);
-  llvmModule->setDataLayout(machine->createDataLayout());
+  unsigned threads = std::max(1u, std::thread::hardware_concurrency());
+  // Partitions cross threads as bitcode: an LLVMContext is single-threaded.
+  std::vector<llvm::SmallString<0>> partitions;
+  llvm::SplitModule(*llvmModule, threads,
+                    [&](std::unique_ptr<llvm::Module> part) {
+                      llvm::raw_svector_ostream os(partitions.emplace_back());
+                      llvm::WriteBitcodeToFile(*part, os);
+                    });
+  llvmModule.reset();
+  splitTimer.stop();
 
-  auto optimize = makeOptimizingTransformer(3, 0, machine.get());
-  if (llvm::Error err = optimize(llvmModule.get()))
-    return emitError(loc) << "LLVM optimization failed: "
-                          << llvm::toString(std::move(err));
-  if (!llvmIRPath.empty()) {
-    std::string text;
-    llvm::raw_string_ostream os(text);
-    llvmModule->print(os, nullptr);
-    if (failed(writeText(loc, llvmIRPath, text)))
-      return failure();
+  TimingScope codegenTimer =
+      timing.nest("LLVM O3 + code generation (parallel)");
+  SmallVector<std::string> paths;
+  std::vector<std::string> failures(partitions.size());
+  std::vector<std::thread> workers;
+  for (unsigned part = 0; part < partitions.size(); ++part) {
+    paths.push_back((prefix + "." + llvm::Twine(part) + ".o").str());
+    std::string irPath =
+        keepLLVMIR ? (prefix + "." + llvm::Twine(part) + ".ll").str() : "";
+    workers.emplace_back([&, part, irPath] {
+      llvm::LLVMContext context;
+      llvm::Expected<std::unique_ptr<llvm::Module>> partModule =
+          llvm::parseBitcodeFile(
+              llvm::MemoryBufferRef(partitions[part], "partition"), context);
+      if (!partModule)
+        failures[part] = llvm::toString(partModule.takeError());
+      else
+        failures[part] = optimizeAndEmit(**partModule, paths[part], irPath);
+    });
   }
-
-  std::error_code ec;
-  llvm::ToolOutputFile object(objectPath, ec, llvm::sys::fs::OF_None);
-  if (ec)
-    return emitError(loc) << "cannot write " << objectPath << ": "
-                          << ec.message();
-  llvm::legacy::PassManager codegen;
-  if (machine->addPassesToEmitFile(codegen, object.os(), nullptr,
-                                   llvm::CodeGenFileType::ObjectFile))
-    return emitError(loc) << "the target cannot emit object files";
-  codegen.run(*llvmModule);
-  object.keep();
-  return success();
+  for (std::thread &worker : workers)
+    worker.join();
+  for (const std::string &failure : failures)
+    if (!failure.empty())
+      return emitError(loc) << failure;
+  return paths;
 }
 
 /// Links the object into a shared library with the system compiler driver,
@@ -176,7 +268,8 @@ LogicalResult emitObject(ModuleOp module, llvm::StringRef objectPath,
 /// the OpenMP runtime, OpenBLAS (the GEMMs) and MLIR's C runner utilities
 /// (memrefCopy, for copies between strided views). The archive is C++, so
 /// the link goes through c++ for its standard library.
-LogicalResult linkSharedLibrary(Location loc, llvm::StringRef objectPath,
+LogicalResult linkSharedLibrary(Location loc,
+                                llvm::ArrayRef<std::string> objectPaths,
                                 llvm::StringRef libraryPath) {
   llvm::ErrorOr<std::string> driver = llvm::sys::findProgramByName("c++");
   if (!driver)
@@ -185,19 +278,17 @@ LogicalResult linkSharedLibrary(Location loc, llvm::StringRef objectPath,
   std::string libDir = MOMAC_LLVM_LIBRARY_DIR;
   std::string rpath = "-Wl,-rpath," + libDir;
   std::string libFlag = "-L" + libDir;
-  llvm::SmallVector<llvm::StringRef> args = {
-      *driver,
-      "-shared",
-      "-o",
-      libraryPath,
-      objectPath,
+  llvm::SmallVector<llvm::StringRef> args = {*driver, "-shared", "-o",
+                                             libraryPath};
+  args.append(objectPaths.begin(), objectPaths.end());
+  args.append({
       MOMAC_CPU_RUNTIME_ARCHIVE,
       libFlag,
       "-lomp",
       rpath,
       "-lmlir_c_runner_utils",
       "-lopenblas",
-      "-lm"};
+      "-lm"});
   std::string message;
   int status = llvm::sys::ExecuteAndWait(*driver, args, std::nullopt, {}, 0, 0,
                                          &message);
@@ -238,10 +329,14 @@ LogicalResult momac::buildCpuArtifact(ModuleOp module,
     entries.push_back(*entry);
   }
 
+  TimingScope disabled;
+  TimingScope &timing = options.timing ? *options.timing : disabled;
   PassManager pm(context);
-  // Honors --mlir-print-ir-after-all, --mlir-timing, ... where registered.
+  // Honors --mlir-print-ir-after-all, ... where registered.
   if (failed(applyPassManagerCLOptions(pm)))
     return failure();
+  TimingScope loweringTimer = timing.nest("CPU lowering (MLIR passes)");
+  pm.enableTiming(loweringTimer);
   if (failed(parsePassPipeline(cpuLoweringPipeline(), pm)))
     return emitError(loc) << "invalid CPU lowering pipeline";
   if (failed(pm.run(module)))
@@ -249,21 +344,28 @@ LogicalResult momac::buildCpuArtifact(ModuleOp module,
   for (const EntryPointSpec &entry : entries)
     if (failed(addPackedEntryPoint(module, entry.name)))
       return failure();
+  loweringTimer.stop();
 
-  llvm::SmallString<256> object(options.outputDir), library(options.outputDir),
-      llvmIR(options.outputDir), manifest(options.outputDir),
+  llvm::SmallString<256> objectPrefix(options.outputDir),
+      library(options.outputDir),
+      manifest(options.outputDir),
       description(options.outputDir);
-  llvm::sys::path::append(object, "model.o");
+  llvm::sys::path::append(objectPrefix, "model");
   llvm::sys::path::append(library, "model.so");
-  llvm::sys::path::append(llvmIR, "model.ll");
   llvm::sys::path::append(manifest, "manifest.json");
   llvm::sys::path::append(description, "model.json");
-  if (failed(emitObject(module, object,
-                        options.keepLLVMIR ? llvm::StringRef(llvmIR) : "")) ||
-      failed(linkSharedLibrary(loc, object, library)) ||
+  FailureOr<SmallVector<std::string>> objects =
+      emitObjects(module, objectPrefix, options.keepLLVMIR, timing);
+  if (failed(objects))
+    return failure();
+  TimingScope linkTimer = timing.nest("link model.so");
+  auto removeObjects = llvm::make_scope_exit([&] {
+    for (const std::string &object : *objects)
+      llvm::sys::fs::remove(object);
+  });
+  if (failed(linkSharedLibrary(loc, *objects, library)) ||
       failed(writeManifest(loc, config, entries, manifest)) ||
       failed(writeText(loc, description, descriptionText)))
     return failure();
-  llvm::sys::fs::remove(object);
   return success();
 }

@@ -14,13 +14,18 @@
 #include "lib/config/ModelConfig.h"
 
 #include "mlir/IR/BuiltinOps.h"
+#include "mlir/Support/Timing.h"
 
 namespace momac {
 
 struct CpuArtifactOptions {
   std::string outputDir;
-  /// Also write model.ll (optimized LLVM IR), for inspection.
+  /// Also write the optimized LLVM IR, for inspection: model.N.ll, one per
+  /// code-generation partition.
   bool keepLLVMIR = false;
+  /// Where the phases (MLIR lowering, LLVM optimization, code generation,
+  /// link) record their time; a disabled scope records nothing.
+  mlir::TimingScope *timing = nullptr;
 };
 
 /// Lowers `module` (moma dialect, entry points named by `moma.param` and
