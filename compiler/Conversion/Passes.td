@@ -36,29 +36,4 @@ def ConvertMomaToLinalg : Pass<"convert-moma-to-linalg", "::mlir::ModuleOp"> {
   ];
 }
 
-def ConvertLinalgToBlas : Pass<"convert-linalg-to-blas", "::mlir::ModuleOp"> {
-  let summary = "Turn buffer contractions into cblas_sgemm calls";
-  let description = [{
-    After bufferization, a `linalg.generic` that computes `C += A B` in f32
-    (two inputs, one output, a multiply feeding an add, one reduction loop)
-    becomes calls to `cblas_sgemm` (row major, alpha = beta = 1) in one
-    `scf.parallel` loop over its batch loops (stacked experts, attention
-    heads) and, when the batch is smaller than `omp_get_max_threads()`, over
-    blocks of C's longer side. BLAS thus runs single-threaded inside the
-    same OpenMP pool as the generated kernels (the runtime sets
-    OPENBLAS_NUM_THREADS=1) instead of in a second pool of its own. The
-    loops present in A and C but not B are the rows M, in B and C but not A
-    the columns N, in A and B the reduction K. Each operand's two non-batch
-    dimensions must have unit stride on one of them (which picks the
-    transpose flag); C must be row major. Other contractions stay loops.
-  }];
-  let dependentDialects = [
-    "::mlir::arith::ArithDialect",
-    "::mlir::func::FuncDialect",
-    "::mlir::LLVM::LLVMDialect",
-    "::mlir::memref::MemRefDialect",
-    "::mlir::scf::SCFDialect"
-  ];
-}
-
 #endif // MOMAC_CONVERSION_PASSES_TD

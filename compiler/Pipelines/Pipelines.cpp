@@ -1,12 +1,41 @@
-//===- Pipelines.cpp - The pass pipelines momac runs ----------------------===//
+//===- Pipelines.cpp - The pass pipelines every target shares -------------===//
 
 #include "compiler/Pipelines/Pipelines.h"
 
+#include "compiler/Conversion/Passes.h"
 #include "dialects/moma/Transforms/Passes.h"
 
+#include "mlir/Conversion/BufferizationToMemRef/BufferizationToMemRef.h"
+#include "mlir/Dialect/Bufferization/Pipelines/Passes.h"
+#include "mlir/Dialect/Bufferization/Transforms/Passes.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Linalg/Passes.h"
+#include "mlir/Transforms/Passes.h"
 
-void momac::buildMomaOptimizationPipeline(mlir::OpPassManager &pm) {
-  mlir::OpPassManager &func = pm.nest<mlir::func::FuncOp>();
-  func.addPass(mlir::moma::createMomaReuseModalityPartition());
+using namespace mlir;
+
+void momac::buildMomaOptimizationPipeline(OpPassManager &pm) {
+  OpPassManager &func = pm.nest<func::FuncOp>();
+  func.addPass(moma::createMomaReuseModalityPartition());
+}
+
+void momac::addSharedLoweringPasses(OpPassManager &pm) {
+  pm.addPass(createConvertMomaToLinalg());
+  pm.nest<func::FuncOp>().addPass(createConvertElementwiseToLinalgPass());
+  pm.addPass(createCanonicalizerPass());
+  // eliminate-empty-tensors lets the kernels that produce an entry point's
+  // results (AdamW's new parameters and moments, most gradients) write
+  // straight into the caller's buffers instead of into a temporary and a
+  // copy. It runs before cse, while every kernel still has its own
+  // tensor.empty and fill: once cse shares a fill among several kernels,
+  // giving it a result's buffer would let those kernels write into it too.
+  pm.addPass(bufferization::createEmptyTensorEliminationPass());
+  pm.addPass(createCSEPass());
+  bufferization::OneShotBufferizePassOptions bufferize;
+  bufferize.bufferizeFunctionBoundaries = true;
+  bufferize.functionBoundaryTypeConversion =
+      bufferization::LayoutMapOption::IdentityLayoutMap;
+  pm.addPass(bufferization::createOneShotBufferizePass(bufferize));
+  bufferization::buildBufferDeallocationPipeline(pm);
+  pm.addPass(createConvertBufferizationToMemRefPass());
 }

@@ -1,4 +1,17 @@
-//===- Pipelines.h - The pass pipelines momac runs --------------*- C++ -*-===//
+//===- Pipelines.h - The pass pipelines every target shares -----*- C++ -*-===//
+//
+// momac's path from a model to machine code, as IREE splits it (Codegen/
+// Common, then LLVMCPU or LLVMGPU):
+//
+//   moma (forward) --model passes, autodiff, optimizer step--> moma train step
+//   --addSharedLoweringPasses--> bufferized linalg/scf kernels + library calls
+//   --target passes--> CPU: compiler/Target/CPU (BLAS, OpenMP, LLVM, object)
+//                      CUDA: compiler/Target/CUDA (next)
+//
+// Everything up to the target split lives here and holds nothing
+// target-specific (no BLAS, no threads, no OpenMP).
+//
+//===----------------------------------------------------------------------===//
 
 #ifndef MOMAC_COMPILER_PIPELINES_PIPELINES_H
 #define MOMAC_COMPILER_PIPELINES_PIPELINES_H
@@ -9,6 +22,12 @@ namespace momac {
 
 /// Model-level optimizations on the moma dialect, before any lowering.
 void buildMomaOptimizationPipeline(mlir::OpPassManager &pm);
+
+/// moma -> linalg/scf/tensor kernels (MomaToLinalg: contractions stay
+/// recognizable for the targets' GEMM libraries, top-k is a library call)
+/// -> clean-up -> bufferization (results written into the callers' buffers)
+/// -> memref. The entry points keep identity-layout memref signatures.
+void addSharedLoweringPasses(mlir::OpPassManager &pm);
 
 } // namespace momac
 

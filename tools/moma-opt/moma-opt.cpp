@@ -9,6 +9,7 @@
 
 #include "compiler/Autodiff/Passes.h"
 #include "compiler/Conversion/Passes.h"
+#include "compiler/Target/CPU/Passes.h"
 #include "dialects/moma/IR/MomaDialect.h"
 #include "dialects/moma/Transforms/Passes.h"
 
@@ -26,6 +27,7 @@ int main(int argc, char **argv) {
   mlir::registerAllPasses();
   mlir::moma::registerMomaPasses();
   momac::registerMomacConversionPasses();
+  momac::registerMomacCpuTargetPasses();
   momac::registerMomacAutodiffPasses();
   momac::registerUpstreamVJPModels(registry);
   return mlir::asMainReturnCode(mlir::MlirOptMain(

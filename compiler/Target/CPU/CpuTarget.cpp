@@ -3,6 +3,8 @@
 #include "compiler/Target/CPU/CpuTarget.h"
 
 #include "compiler/Conversion/Passes.h"
+#include "compiler/Pipelines/Pipelines.h"
+#include "compiler/Target/CPU/Passes.h"
 #include "compiler/Target/CPU/EntryPoints.h"
 #include "lib/config/Parameters.h"
 
@@ -12,7 +14,6 @@
 #include "mlir/IR/Verifier.h"
 #include "mlir/InitAllDialects.h"
 #include "mlir/InitAllExtensions.h"
-#include "mlir/InitAllPasses.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Pass/PassRegistry.h"
 #include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
@@ -43,38 +44,13 @@ using namespace mlir;
 using namespace momac;
 
 std::string momac::cpuLoweringPipeline() {
-  // Kernels are parallel loops run by OpenMP. memref ops are lowered before
-  // scf.for becomes CFG, since an scf.for inside an OpenMP region sits in a
-  // memref.alloca_scope that must keep a single block. Functions are lowered
-  // before OpenMP, whose conversion would otherwise lower them with full
-  // memref descriptors instead of the bare pointers of our entry ABI.
-  // eliminate-empty-tensors lets the kernels that produce an entry point's
-  // results (AdamW's new parameters and moments, most gradients) write
-  // straight into the caller's buffers instead of into a temporary and a
-  // copy. It runs before cse, while every kernel still has its own
-  // tensor.empty and fill: once cse shares a fill among several kernels,
-  // giving it a result's buffer would let those kernels write into it too.
-  return "convert-moma-to-linalg,"
-         "func.func(convert-elementwise-to-linalg),"
-         "canonicalize,eliminate-empty-tensors,cse,"
-         "one-shot-bufferize{bufferize-function-boundaries "
-         "function-boundary-type-conversion=identity-layout-map},"
-         "buffer-deallocation-pipeline,"
-         "convert-bufferization-to-memref,"
-         "convert-linalg-to-blas,"
-         "func.func(convert-linalg-to-parallel-loops),"
-         "func.func(scf-forall-to-parallel),"
-         "convert-scf-to-openmp,"
-         "expand-strided-metadata,"
-         "lower-affine,"
-         "finalize-memref-to-llvm,"
-         "convert-scf-to-cf,"
-         "convert-math-to-llvm,"
-         "convert-arith-to-llvm,"
-         "convert-func-to-llvm{use-bare-ptr-memref-call-conv},"
-         "convert-cf-to-llvm,"
-         "convert-openmp-to-llvm,"
-         "reconcile-unrealized-casts";
+  OpPassManager pm(ModuleOp::getOperationName());
+  addSharedLoweringPasses(pm);
+  addCpuCodegenPasses(pm);
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  pm.printAsTextualPipeline(os);
+  return text;
 }
 
 namespace {
@@ -316,8 +292,6 @@ LogicalResult momac::buildCpuArtifact(ModuleOp module,
   registerAllExtensions(registry);
   context->appendDialectRegistry(registry);
   context->loadAllAvailableDialects();
-  registerAllPasses();
-  registerMomacConversionPasses();
 
   std::vector<EntryPointSpec> entries;
   for (auto func : module.getOps<func::FuncOp>()) {
@@ -337,8 +311,8 @@ LogicalResult momac::buildCpuArtifact(ModuleOp module,
     return failure();
   TimingScope loweringTimer = timing.nest("CPU lowering (MLIR passes)");
   pm.enableTiming(loweringTimer);
-  if (failed(parsePassPipeline(cpuLoweringPipeline(), pm)))
-    return emitError(loc) << "invalid CPU lowering pipeline";
+  addSharedLoweringPasses(pm);
+  addCpuCodegenPasses(pm);
   if (failed(pm.run(module)))
     return failure();
   for (const EntryPointSpec &entry : entries)

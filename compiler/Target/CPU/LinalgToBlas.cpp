@@ -7,7 +7,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "compiler/Conversion/Passes.h"
+#include "compiler/Target/CPU/Passes.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -20,7 +20,7 @@
 
 namespace momac {
 #define GEN_PASS_DEF_CONVERTLINALGTOBLAS
-#include "compiler/Conversion/Passes.h.inc"
+#include "compiler/Target/CPU/Passes.h.inc"
 } // namespace momac
 
 using namespace mlir;

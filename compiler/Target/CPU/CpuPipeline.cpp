@@ -1,0 +1,48 @@
+//===- CpuPipeline.cpp - The CPU target's passes after the shared ones ----===//
+
+#include "compiler/Target/CPU/Passes.h"
+
+#include "mlir/Conversion/ArithToLLVM/ArithToLLVM.h"
+#include "mlir/Conversion/ControlFlowToLLVM/ControlFlowToLLVM.h"
+#include "mlir/Conversion/FuncToLLVM/ConvertFuncToLLVMPass.h"
+#include "mlir/Conversion/MathToLLVM/MathToLLVM.h"
+#include "mlir/Conversion/MemRefToLLVM/MemRefToLLVM.h"
+#include "mlir/Conversion/OpenMPToLLVM/ConvertOpenMPToLLVM.h"
+#include "mlir/Conversion/ReconcileUnrealizedCasts/ReconcileUnrealizedCasts.h"
+#include "mlir/Conversion/SCFToControlFlow/SCFToControlFlow.h"
+#include "mlir/Conversion/SCFToOpenMP/SCFToOpenMP.h"
+#include "mlir/Conversion/AffineToStandard/AffineToStandard.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Linalg/Passes.h"
+#include "mlir/Dialect/MemRef/Transforms/Passes.h"
+#include "mlir/Dialect/SCF/Transforms/Passes.h"
+
+using namespace mlir;
+
+void momac::addCpuCodegenPasses(OpPassManager &pm) {
+  // GEMMs become BLAS calls split over the OpenMP threads; every other
+  // kernel becomes a parallel loop run by OpenMP.
+  pm.addPass(createConvertLinalgToBlas());
+  pm.nest<func::FuncOp>().addPass(createConvertLinalgToParallelLoopsPass());
+  pm.nest<func::FuncOp>().addPass(createForallToParallelLoopPass());
+  pm.addPass(createConvertSCFToOpenMPPass());
+  // memref ops are lowered before scf.for becomes CFG, since an scf.for
+  // inside an OpenMP region sits in a memref.alloca_scope that must keep a
+  // single block. Functions are lowered before OpenMP, whose conversion
+  // would otherwise lower them with full memref descriptors instead of the
+  // bare pointers of our entry ABI.
+  pm.addPass(memref::createExpandStridedMetadataPass());
+  pm.addPass(createLowerAffinePass());
+  pm.addPass(createFinalizeMemRefToLLVMConversionPass());
+  pm.addPass(createSCFToControlFlowPass());
+  pm.addPass(createConvertMathToLLVMPass());
+  pm.addPass(createArithToLLVMConversionPass());
+  ConvertFuncToLLVMPassOptions funcOptions;
+  funcOptions.useBarePtrCallConv = true;
+  pm.addPass(createConvertFuncToLLVMPass(funcOptions));
+  pm.addPass(createConvertControlFlowToLLVMPass());
+  pm.addPass(createConvertOpenMPToLLVMPass());
+  pm.addPass(createReconcileUnrealizedCastsPass());
+  // One function per parallel loop: keeps the OpenMP translation linear.
+  pm.addPass(createOutlineParallelRegions());
+}

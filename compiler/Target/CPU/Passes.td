@@ -1,0 +1,59 @@
+//===- Passes.td - Passes of the CPU target ----------------*- tablegen -*-===//
+//
+// What only the CPU target does after the shared pipeline: GEMMs as BLAS
+// calls split over the OpenMP threads. The CUDA target has its own.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOMAC_TARGET_CPU_PASSES_TD
+#define MOMAC_TARGET_CPU_PASSES_TD
+
+include "mlir/Pass/PassBase.td"
+
+def ConvertLinalgToBlas : Pass<"convert-linalg-to-blas", "::mlir::ModuleOp"> {
+  let summary = "Turn buffer contractions into cblas_sgemm calls";
+  let description = [{
+    After bufferization, a `linalg.generic` that computes `C += A B` in f32
+    (two inputs, one output, a multiply feeding an add, one reduction loop)
+    becomes calls to `cblas_sgemm` (row major, alpha = beta = 1) in one
+    `scf.parallel` loop over its batch loops (stacked experts, attention
+    heads) and, when the batch is smaller than `omp_get_max_threads()`, over
+    blocks of C's longer side. BLAS thus runs single-threaded inside the
+    same OpenMP pool as the generated kernels (the runtime sets
+    OPENBLAS_NUM_THREADS=1) instead of in a second pool of its own. The
+    loops present in A and C but not B are the rows M, in B and C but not A
+    the columns N, in A and B the reduction K. Each operand's two non-batch
+    dimensions must have unit stride on one of them (which picks the
+    transpose flag); C must be row major. Other contractions stay loops.
+  }];
+  let dependentDialects = [
+    "::mlir::arith::ArithDialect",
+    "::mlir::func::FuncDialect",
+    "::mlir::LLVM::LLVMDialect",
+    "::mlir::memref::MemRefDialect",
+    "::mlir::scf::SCFDialect"
+  ];
+}
+
+def OutlineParallelRegions
+    : Pass<"moma-outline-parallel-regions", "::mlir::ModuleOp"> {
+  let summary = "Move each OpenMP parallel region into a function of its own";
+  let description = [{
+    On the LLVM dialect, every `omp.parallel` that is not nested in another
+    becomes an internal `llvm.func` (named after its function, with a
+    `_parallel_N` suffix) taking the values it uses from outside as
+    arguments, and is replaced by a call. A training step is hundreds of
+    parallel loops in three large functions; LLVM's OpenMP translation
+    scans the whole enclosing function for each region it outlines
+    (CodeExtractorAnalysisCache), which made translation quadratic: half
+    the compile time of a tiny MoD model. In functions of their own each
+    scan is short, and code generation gets many small functions to spread
+    over its partitions.
+  }];
+  let dependentDialects = [
+    "::mlir::LLVM::LLVMDialect",
+    "::mlir::omp::OpenMPDialect"
+  ];
+}
+
+#endif // MOMAC_TARGET_CPU_PASSES_TD
