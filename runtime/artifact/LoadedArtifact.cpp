@@ -3,6 +3,7 @@
 #include "runtime/artifact/LoadedArtifact.h"
 
 #include "lib/config/Parameters.h"
+#include "runtime/device/cpu/CpuThreads.h"
 
 #include "llvm/Support/DynamicLibrary.h"
 #include "llvm/Support/FileSystem.h"
@@ -55,14 +56,13 @@ llvm::Expected<LoadedArtifact> LoadedArtifact::open(llvm::StringRef directory) {
 
   llvm::SmallString<256> libraryPath(directory);
   llvm::sys::path::append(libraryPath, artifact.manifestData.library);
-  // Read by the BLAS and OpenMP libraries when the artifact loads them, so
-  // set before dlopen. The artifact's parallel loops call BLAS from each
-  // OpenMP thread: BLAS must not start a second pool on the same cores.
-  ::setenv("OPENBLAS_NUM_THREADS", "1", /*overwrite=*/1);
-  // A step runs hundreds of short parallel loops back to back; workers that
-  // sleep between them (OMP_WAIT_POLICY=passive) pay a wake-up for each.
-  // Keep them spinning for 200 ms unless the user chose a block time.
-  ::setenv("KMP_BLOCKTIME", "200", /*overwrite=*/0);
+  // Each target's device runtime prepares what its libraries read at load.
+  if (artifact.manifestData.target == "cpu")
+    cpu::configureThreadsBeforeLoad();
+  else
+    return artifactError(manifestPath + ": an artifact for target '" +
+                         artifact.manifestData.target +
+                         "'; this momarun runs 'cpu' artifacts");
   std::string error;
   if (llvm::sys::DynamicLibrary::getPermanentLibrary(libraryPath.c_str(),
                                                      &error)
