@@ -353,11 +353,8 @@ inline Value selectSmallestKeys(KernelBuilder &kb, Value keys, Value k) {
   Location loc = kb.loc;
   auto type = cast<RankedTensorType>(keys.getType());
   auto bufferType = MemRefType::get(type.getShape(), type.getElementType());
-  SmallVector<Value> dynamic;
-  for (int64_t d = 0; d < type.getRank(); ++d)
-    if (type.isDynamicDim(d))
-      dynamic.push_back(kb.dim(keys, d));
-  Value buffer = memref::AllocOp::create(b, loc, bufferType, dynamic);
+  Value buffer = memref::AllocOp::create(
+      b, loc, bufferType, kb.dynamicOf(type.getShape(), kb.dims(keys)));
   bufferization::MaterializeInDestinationOp::create(b, loc, Type(), keys, buffer,
                                                     /*restrict=*/true,
                                                     /*writable=*/true);
