@@ -2,6 +2,7 @@
 
 #include "compiler/Pipelines/Pipelines.h"
 
+#include "compiler/Codegen/Passes.h"
 #include "compiler/Conversion/Passes.h"
 #include "dialects/moma/Transforms/Passes.h"
 
@@ -23,6 +24,10 @@ void momac::addSharedLoweringPasses(OpPassManager &pm) {
   pm.addPass(createConvertMomaToLinalg());
   pm.nest<func::FuncOp>().addPass(createConvertElementwiseToLinalgPass());
   pm.addPass(createCanonicalizerPass());
+  pm.nest<func::FuncOp>().addPass(createFuseElementwiseProducers());
+  pm.addPass(createCanonicalizerPass());
+  pm.nest<func::FuncOp>().addPass(createTileAndFuse());
+  pm.addPass(createCanonicalizerPass());
   // eliminate-empty-tensors lets the kernels that produce an entry point's
   // results (AdamW's new parameters and moments, most gradients) write
   // straight into the caller's buffers instead of into a temporary and a
@@ -31,6 +36,7 @@ void momac::addSharedLoweringPasses(OpPassManager &pm) {
   // giving it a result's buffer would let those kernels write into it too.
   pm.addPass(bufferization::createEmptyTensorEliminationPass());
   pm.addPass(createCSEPass());
+  pm.nest<func::FuncOp>().addPass(createCloneSharedFills());
   bufferization::OneShotBufferizePassOptions bufferize;
   bufferize.bufferizeFunctionBoundaries = true;
   bufferize.functionBoundaryTypeConversion =

@@ -8,6 +8,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "compiler/Autodiff/Passes.h"
+#include "compiler/Codegen/Passes.h"
 #include "compiler/Conversion/Passes.h"
 #include "compiler/Target/CPU/Passes.h"
 #include "dialects/moma/IR/MomaDialect.h"
@@ -27,6 +28,7 @@ int main(int argc, char **argv) {
   mlir::registerAllPasses();
   mlir::moma::registerMomaPasses();
   momac::registerMomacConversionPasses();
+  momac::registerMomacCodegenPasses();
   momac::registerMomacCpuTargetPasses();
   momac::registerMomacAutodiffPasses();
   momac::registerUpstreamVJPModels(registry);

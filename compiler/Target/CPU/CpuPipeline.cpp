@@ -20,10 +20,12 @@
 using namespace mlir;
 
 void momac::addCpuCodegenPasses(OpPassManager &pm) {
-  // GEMMs become BLAS calls split over the OpenMP threads; every other
-  // kernel becomes a parallel loop run by OpenMP.
+  // GEMMs become BLAS calls split over the OpenMP threads; the shared
+  // pipeline's tile loops run on OpenMP, their kernels inside as
+  // sequential loops.
   pm.addPass(createConvertLinalgToBlas());
-  pm.nest<func::FuncOp>().addPass(createConvertLinalgToParallelLoopsPass());
+  pm.nest<func::FuncOp>().addPass(createLowerLinalgToCpuLoops());
+  pm.nest<func::FuncOp>().addPass(createApproximateTranscendentals());
   pm.nest<func::FuncOp>().addPass(createForallToParallelLoopPass());
   pm.addPass(createConvertSCFToOpenMPPass());
   // memref ops are lowered before scf.for becomes CFG, since an scf.for

@@ -15,7 +15,9 @@
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/IR/Matchers.h"
 #include "mlir/IR/PatternMatch.h"
+#include "mlir/Interfaces/SideEffectInterfaces.h"
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 
 namespace momac {
@@ -140,6 +142,10 @@ struct ContractionToSgemm : OpRewritePattern<linalg::GenericOp> {
       return failure();
     }
 
+    // C zeroed just before (a fill of 0 with only pure ops between): BLAS
+    // overwrites C with beta = 0 instead, saving a pass over C.
+    linalg::FillOp zeroFill = zeroFillOf(op, c.buffer);
+
     Location loc = op.getLoc();
     auto module = op->getParentOfType<ModuleOp>();
     func::FuncOp sgemm = declareSgemm(rewriter, module);
@@ -210,6 +216,8 @@ struct ContractionToSgemm : OpRewritePattern<linalg::GenericOp> {
       };
       Value one = arith::ConstantOp::create(builder, loc,
                                             builder.getF32FloatAttr(1.0f));
+      Value beta = arith::ConstantOp::create(
+          builder, loc, builder.getF32FloatAttr(zeroFill ? 0.0f : 1.0f));
       auto flag = [&](int32_t value) -> Value {
         return arith::ConstantOp::create(builder, loc,
                                          builder.getI32IntegerAttr(value));
@@ -223,7 +231,7 @@ struct ContractionToSgemm : OpRewritePattern<linalg::GenericOp> {
                      flag(transB ? kTrans : kNoTrans), size(mSize),
                      size(nSize), size(inner), one,
                      pointer(a, viewA, {{*m, m0}}), lda,
-                     pointer(b, viewB, {{*n, n0}}), ldb, one,
+                     pointer(b, viewB, {{*n, n0}}), ldb, beta,
                      pointer(c, viewC, {{*m, m0}, {*n, n0}}), ldc});
     };
 
@@ -287,7 +295,23 @@ struct ContractionToSgemm : OpRewritePattern<linalg::GenericOp> {
           emitCall(b, ivs.drop_back(), m0, mSize, n0, nSize);
         });
     rewriter.eraseOp(op);
+    if (zeroFill)
+      rewriter.eraseOp(zeroFill);
     return success();
+  }
+
+  /// The `linalg.fill` of zero into `buffer` that precedes `op` with only
+  /// side-effect-free ops in between, or null.
+  static linalg::FillOp zeroFillOf(Operation *op, Value buffer) {
+    Operation *previous = op->getPrevNode();
+    while (previous && isMemoryEffectFree(previous))
+      previous = previous->getPrevNode();
+    auto fill = dyn_cast_or_null<linalg::FillOp>(previous);
+    if (!fill || !fill.hasPureBufferSemantics() ||
+        fill.getOutputs().front() != buffer ||
+        !matchPattern(fill.getInputs().front(), m_AnyZeroFloat()))
+      return nullptr;
+    return fill;
   }
 
   static func::FuncOp declareMaxThreads(PatternRewriter &rewriter,

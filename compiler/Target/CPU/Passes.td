@@ -15,7 +15,9 @@ def ConvertLinalgToBlas : Pass<"convert-linalg-to-blas", "::mlir::ModuleOp"> {
   let description = [{
     After bufferization, a `linalg.generic` that computes `C += A B` in f32
     (two inputs, one output, a multiply feeding an add, one reduction loop)
-    becomes calls to `cblas_sgemm` (row major, alpha = beta = 1) in one
+    becomes calls to `cblas_sgemm` (row major, alpha = 1; beta = 0 when a
+    `linalg.fill` of zero into C comes right before it, which the call then
+    replaces, otherwise beta = 1) in one
     `scf.parallel` loop over its batch loops (stacked experts, attention
     heads) and, when the batch is smaller than `omp_get_max_threads()`, over
     blocks of C's longer side. BLAS thus runs single-threaded inside the
@@ -32,6 +34,45 @@ def ConvertLinalgToBlas : Pass<"convert-linalg-to-blas", "::mlir::ModuleOp"> {
     "::mlir::LLVM::LLVMDialect",
     "::mlir::memref::MemRefDialect",
     "::mlir::scf::SCFDialect"
+  ];
+}
+
+def LowerLinalgToCpuLoops
+    : Pass<"moma-lower-linalg-to-cpu-loops", "::mlir::func::FuncOp"> {
+  let summary = "Kernels to loops: parallel at the top, sequential inside a tile";
+  let description = [{
+    The CPU's threads take the iterations of the shared pipeline's
+    `scf.forall` tiles (and of the per-sequence attention loops); a kernel
+    inside such a loop becomes plain `scf.for` loops over its tile, which
+    LLVM vectorizes, instead of a nested parallel region that OpenMP would
+    serialize at the cost of a fork per tile. A kernel at the top of a
+    function (one the shared pipeline left whole) becomes an `scf.parallel`
+    over its parallel loops, as `convert-linalg-to-parallel-loops` does.
+  }];
+  let dependentDialects = [
+    "::mlir::affine::AffineDialect",
+    "::mlir::arith::ArithDialect",
+    "::mlir::memref::MemRefDialect",
+    "::mlir::scf::SCFDialect"
+  ];
+}
+
+def ApproximateTranscendentals
+    : Pass<"moma-approximate-transcendentals", "::mlir::func::FuncOp"> {
+  let summary = "f32 exp and log as polynomials, so that their loops vectorize";
+  let description = [{
+    `math.exp` and `math.log` on f32 (softmax, cross-entropy, sigmoid,
+    silu) become upstream MLIR's polynomial approximations (range
+    reduction and a minimax polynomial, a few ulp from libm), written in
+    plain arithmetic that LLVM's loop vectorizer turns into AVX-512 code.
+    Left as they are they lower to calls of libm's scalar `expf` and `logf`,
+    which keep every loop that contains one scalar. Other types and
+    functions are left to libm.
+  }];
+  let dependentDialects = [
+    "::mlir::arith::ArithDialect",
+    "::mlir::math::MathDialect",
+    "::mlir::vector::VectorDialect"
   ];
 }
 

@@ -53,6 +53,52 @@ func.func @experts(%x: memref<4x?x64xf32>, %w: memref<4x32x64xf32>, %y: memref<4
 
 // -----
 
+// C zeroed right before the GEMM: the fill goes, the call overwrites C
+// (beta = 0). A fill of another value, or of another buffer, stays.
+// CHECK-LABEL: func.func @zero_filled_output
+// CHECK-NOT: linalg.fill
+// CHECK-DAG: %[[ONE:.*]] = arith.constant 1.000000e+00 : f32
+// CHECK-DAG: %[[ZERO:.*]] = arith.constant 0.000000e+00 : f32
+// CHECK: call @cblas_sgemm({{.*}}, %[[ONE]], {{.*}}, %[[ZERO]], {{.*}})
+func.func @zero_filled_output(%x: memref<8x64xf32>, %w: memref<32x64xf32>) -> memref<8x32xf32> {
+  %zero = arith.constant 0.0 : f32
+  %y = memref.alloc() : memref<8x32xf32>
+  linalg.fill ins(%zero : f32) outs(%y : memref<8x32xf32>)
+  linalg.generic {indexing_maps = [affine_map<(d0, d1, d2) -> (d0, d2)>,
+                                   affine_map<(d0, d1, d2) -> (d1, d2)>,
+                                   affine_map<(d0, d1, d2) -> (d0, d1)>],
+                  iterator_types = ["parallel", "parallel", "reduction"]}
+      ins(%x, %w : memref<8x64xf32>, memref<32x64xf32>) outs(%y : memref<8x32xf32>) {
+  ^bb0(%a: f32, %b: f32, %c: f32):
+    %p = arith.mulf %a, %b : f32
+    %s = arith.addf %c, %p : f32
+    linalg.yield %s : f32
+  }
+  return %y : memref<8x32xf32>
+}
+
+// CHECK-LABEL: func.func @one_filled_output
+// CHECK: linalg.fill
+// CHECK: call @cblas_sgemm({{.*}}, %[[ONE:.*]], {{.*}}, %[[ONE]], {{.*}})
+func.func @one_filled_output(%x: memref<8x64xf32>, %w: memref<32x64xf32>) -> memref<8x32xf32> {
+  %one = arith.constant 1.0 : f32
+  %y = memref.alloc() : memref<8x32xf32>
+  linalg.fill ins(%one : f32) outs(%y : memref<8x32xf32>)
+  linalg.generic {indexing_maps = [affine_map<(d0, d1, d2) -> (d0, d2)>,
+                                   affine_map<(d0, d1, d2) -> (d1, d2)>,
+                                   affine_map<(d0, d1, d2) -> (d0, d1)>],
+                  iterator_types = ["parallel", "parallel", "reduction"]}
+      ins(%x, %w : memref<8x64xf32>, memref<32x64xf32>) outs(%y : memref<8x32xf32>) {
+  ^bb0(%a: f32, %b: f32, %c: f32):
+    %p = arith.mulf %a, %b : f32
+    %s = arith.addf %c, %p : f32
+    linalg.yield %s : f32
+  }
+  return %y : memref<8x32xf32>
+}
+
+// -----
+
 // Not a multiply-accumulate: left alone.
 // CHECK-LABEL: func.func @not_a_gemm
 // CHECK: linalg.generic

@@ -1,0 +1,100 @@
+//===- Passes.td - Code generation passes every target shares -*- tablegen -*-===//
+//
+// Passes on linalg that the shared pipeline (compiler/Pipelines) runs before
+// the target split, as IREE's Codegen/Common: fusion now, tiling next. What
+// only one target does lives under compiler/Target/<target>.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOMAC_CODEGEN_PASSES_TD
+#define MOMAC_CODEGEN_PASSES_TD
+
+include "mlir/Pass/PassBase.td"
+
+def FuseElementwiseProducers
+    : Pass<"moma-fuse-elementwise-producers", "::mlir::func::FuncOp"> {
+  let summary = "Fuse elementwise kernels into the kernels that consume them";
+  let description = [{
+    On tensors, an all-parallel `linalg.generic` (an elementwise chain: the
+    residual add before a norm, SwiGLU's silu and gate product, a router's
+    sigmoid, the scaling of a gradient) is folded into the generic that
+    consumes it, elementwise or reduction, with upstream linalg's
+    elementwise fusion patterns, so that its result is never written to
+    memory. The control decides what is worth fusing:
+
+    - the producer's result has no other user, so nothing is computed twice
+      and the buffer disappears;
+    - the consumer is not a contraction (`C += A B`): those stay whole for
+      the targets' GEMM libraries;
+    - when the consumer broadcasts the producer (reads it in fewer
+      dimensions than it iterates over), the producer is fused only if its
+      body has no `math` op: recomputing an add per element is cheaper than
+      a round trip through memory, recomputing an `exp` or `rsqrt` is not.
+
+    Both the forward kernels and the gradient kernels that autodiff emits
+    go through it; it runs before bufferization.
+  }];
+  let dependentDialects = [
+    "::mlir::affine::AffineDialect",
+    "::mlir::linalg::LinalgDialect",
+    "::mlir::tensor::TensorDialect"
+  ];
+}
+
+def TileAndFuse : Pass<"moma-tile-and-fuse", "::mlir::func::FuncOp"> {
+  let summary = "Tile kernels over rows into scf.forall and fuse their producers";
+  let description = [{
+    Every kernel at the top of a function that is not a contraction (GEMMs
+    stay whole for the targets' libraries) and whose outermost loop is
+    parallel is tiled along that loop into an `scf.forall` of `tile-rows`
+    rows per iteration, with upstream's tile-and-fuse
+    (`scf::tileConsumerAndFuseProducersUsingSCF`). The kernels that produce
+    its operands (elementwise chains, the row reductions of a norm or a
+    softmax, the fills that initialize them) are fused into the same loop:
+    a LayerNorm or an RMSNorm becomes one loop over blocks of rows whose
+    statistics never leave the block. Kernels are visited from the last to
+    the first, so each loop takes in as much of its producer chain as it can.
+
+    A producer that kernels after the loop also read stays computed once:
+    the loop yields its value for them (`yieldProducerReplacement`). One
+    that several kernels inside the loop read is fused once per reader;
+    the CSE that follows in the pipeline merges the copies. Contractions are
+    never fused, nor are kernels already inside a loop (the per-sequence
+    attention), nor operands read through `tensor.extract` (gathers).
+
+    The loops are what each target maps: the CPU target runs the iterations
+    on OpenMP threads and turns each tile into sequential, vectorizable
+    loops; the CUDA target will map them to thread blocks.
+  }];
+  let options = [
+    Option<"tileRows", "tile-rows", "int64_t", /*default=*/"32",
+           "Iterations of the outermost loop per tile">
+  ];
+  let dependentDialects = [
+    "::mlir::affine::AffineDialect",
+    "::mlir::linalg::LinalgDialect",
+    "::mlir::scf::SCFDialect",
+    "::mlir::tensor::TensorDialect"
+  ];
+}
+
+def CloneSharedFills
+    : Pass<"moma-clone-shared-fills", "::mlir::func::FuncOp"> {
+  let summary = "Give every kernel its own copy of a fill it accumulates into";
+  let description = [{
+    A GEMM or a reduction accumulates into its destination, usually a
+    `linalg.fill` of zeros (or of -inf for a max). CSE merges identical fills,
+    so one zero tensor ends up as the destination of several kernels, and
+    bufferization then copies it once for each kernel that writes into it.
+    This pass clones such a fill (on a `tensor.empty`) in front of each of
+    its users, so that each kernel zeroes its own buffer and no copy is made
+    (and the CPU target can fold a zero fill right before a GEMM into the
+    GEMM's beta = 0).
+  }];
+  let dependentDialects = [
+    "::mlir::linalg::LinalgDialect",
+    "::mlir::tensor::TensorDialect"
+  ];
+}
+
+#endif // MOMAC_CODEGEN_PASSES_TD
