@@ -1,55 +1,113 @@
 #!/usr/bin/python3
-"""Training throughput of momarun against the PyTorch reference, same run.
+"""Training throughput of momarun against an efficient eager PyTorch step, side by side.
 
-For each model: compiles it with momac, times `momarun train` steps, times the
-reference's training step (eager PyTorch, 2 threads, float32: forward,
-autograd backward, AdamW) on the same batch size, and prints tokens/s for
-both and their ratio. Also prints the step's achieved GFLOP/s (momac --report
-FLOPs per token x tokens/s) against a plain fp32 GEMM measured here.
-Then, for the CPU BLAS choice, momac-bench-blas times OpenBLAS against
-oneDNN on the GEMM shapes of these steps, with 1 thread (how the artifact
-calls BLAS, inside its own OpenMP loops) and with 2.
+For each preset and variant: compiles the model with momac (timed), trains it
+with `momarun train` on a synthetic mixed-modal corpus, runs the same number
+of steps of bench/eager_step.py (eager PyTorch 1.13, fp32, batched expert
+GEMMs, AdamW foreach) on batches of alternating text and image runs, and
+prints tokens/s of both, their ratio, each one's tokens/s relative to the
+preset's dense variant, each one's achieved GFLOP/s as a fraction of a plain
+fp32 GEMM measured in the same run, momarun's peak resident memory, and the
+compile time. Medians over the timed steps (the first step is not timed).
 
-Run with Debian's python3 (PyTorch 1.13), after scripts/build.sh:
-  GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736 \\
-  OMP_WAIT_POLICY=PASSIVE bench/run.py [--steps N]
+The process environment is the one a performance-minded user sets for
+Debian's torch (its pthread OpenBLAS spins against torch's pool without the
+timeout); the script re-executes itself with it, so both sides run in it:
+  GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736
+  OMP_WAIT_POLICY=PASSIVE OPENBLAS_THREAD_TIMEOUT=4, torch.set_num_threads(2)
+
+Run after scripts/build.sh, with Debian's python3:
+  bench/run.py [--presets bench-tiny,small90] [--variants dense,moe_4t4i] [--steps N]
 """
 import argparse
+import copy
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-import numpy as np
-import torch
+TUNED_ENV = {
+    "GLIBC_TUNABLES": "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736",
+    "OMP_WAIT_POLICY": "PASSIVE",
+    "OPENBLAS_THREAD_TIMEOUT": "4",
+    "OMP_NUM_THREADS": "2",
+}
+if any(os.environ.get(k) != v for k, v in TUNED_ENV.items()):
+    os.execve(sys.executable, [sys.executable] + sys.argv, {**os.environ, **TUNED_ENV})
+
+import torch  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "test", "e2e"))
+import eager_step  # noqa: E402
 import moma_reference as R  # noqa: E402
 
 BUILD = os.environ.get("MOMAC_BUILD_DIR", os.path.join(ROOT, "build"))
 MOMAC = os.path.join(BUILD, "bin", "momac")
 MOMARUN = os.path.join(BUILD, "bin", "momarun")
-BENCH_BLAS = os.path.join(BUILD, "bin", "momac-bench-blas")
 
-# (label, example, overrides): the tiny 4t4i example, and the 90M 4t4i model
-# with a short sequence so that a step takes seconds on 2 cores.
-MODELS = [
-    ("tiny moe_4t4i", "tiny/moe_4t4i.json", {}),
-    ("90M moe_4t4i, S=128, B=2", "90m/moe_4t4i.json",
-     {"seq_len": 128, "vocab_size": 16384,
-      "modalities": [{"name": "text"},
-                     {"name": "image", "token_ranges": [[4, 8196]]}],
-      "train": {"batch_size": 2, "lr": 1e-4}}),
-]
+TRAIN = {"batch_size": 8, "total_steps": 1000, "lr": 1e-4, "min_lr": 1e-5,
+         "warmup_steps": 10, "weight_decay": 0.1}
+
+PRESETS = {
+    # Issue 7's bench-tiny: 2,048 tokens per step.
+    "bench-tiny": {
+        "d_model": 128, "n_layers": 4, "n_heads": 4, "ffn_hidden": 344,
+        "vocab_size": 4096, "seq_len": 256, "norm": "swin", "qk_norm": True,
+        "modalities": [{"name": "text"},
+                       {"name": "image", "token_ranges": [[4, 2052]]}],
+        "train": dict(TRAIN, batch_size=8),
+    },
+    # The paper's 90M shape at seq_len 512, batch 4 (2,048 tokens per step),
+    # the default Chameleon modality layout.
+    "small90": {
+        "d_model": 512, "n_layers": 8, "n_heads": 8, "ffn_hidden": 1368,
+        "vocab_size": 65536, "seq_len": 512,
+        "train": dict(TRAIN, batch_size=4),
+    },
+}
+
+# Variant -> (example whose "moe"/"mod" sections it takes, layers override per preset).
+VARIANTS = {
+    "dense": ("tiny/dense.json", {}),
+    "moe_1t1i": ("tiny/moe_1t1i.json", {}),
+    "moe_4t4i": ("tiny/moe_4t4i.json", {}),
+    "mod_moe_4t4i": ("tiny/mod_moe_4t4i.json", {}),
+    # FLOP-matched to dense: MoD skips 3/4 of the tokens in every other layer.
+    "mod_moe_4t4i_matched": ("tiny/mod_moe_4t4i.json",
+                             {"bench-tiny": 7, "small90": 14}),
+}
+DEFAULT_VARIANTS = {
+    "bench-tiny": ["dense", "moe_1t1i", "moe_4t4i", "mod_moe_4t4i",
+                   "mod_moe_4t4i_matched"],
+    "small90": ["dense", "moe_4t4i", "mod_moe_4t4i_matched"],
+}
 
 
-def run(*args, env=None):
-    return subprocess.run(args, check=True, capture_output=True, text=True,
-                          env=env).stdout
+def run(*args):
+    result = subprocess.run(args, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed:\n{result.stderr}")
+    return result.stdout
+
+
+def describe(preset, variant):
+    desc = copy.deepcopy(PRESETS[preset])
+    example, layers = VARIANTS[variant]
+    with open(os.path.join(ROOT, "examples", "models", example)) as f:
+        source = json.load(f)
+    for key in ("moe", "mod"):
+        if key in source:
+            desc[key] = source[key]
+    if preset in layers:
+        desc["n_layers"] = layers[preset]
+    desc["name"] = f"{preset}-{variant}"
+    return desc
 
 
 def gemm_gflops(size=1024, repeats=10):
@@ -61,74 +119,106 @@ def gemm_gflops(size=1024, repeats=10):
     return 2 * size ** 3 * repeats / (time.perf_counter() - start) / 1e9
 
 
-def momarun_tokens_per_s(tmp, label, example, overrides, steps):
-    with open(os.path.join(ROOT, "examples", "models", example)) as f:
-        desc = json.load(f)
-    train = desc.get("train", {})
-    train.update(overrides.get("train", {}))
-    desc.update({k: v for k, v in overrides.items() if k != "train"})
-    desc["train"] = train
+def mixed_batch(cfg, generator):
+    """[B, S+1] ids: alternating text and image runs of 64..256 tokens."""
+    B, S1 = cfg["train"]["batch_size"], cfg["seq_len"] + 1
+    ranges = R.modality_ranges(cfg)
+    image_lo, image_hi = ranges["image"][0]
+    text_lo, text_hi = ranges["text"][-1]
+    rows = []
+    for _ in range(B):
+        row, image = [], bool(torch.randint(0, 2, (1,), generator=generator))
+        while len(row) < S1:
+            run_length = int(torch.randint(64, 257, (1,), generator=generator))
+            lo, hi = (image_lo, image_hi) if image else (text_lo, text_hi)
+            row += torch.randint(lo, hi, (run_length,), generator=generator).tolist()
+            image = not image
+        rows.append(row[:S1])
+    return torch.tensor(rows)
+
+
+def momarun_side(tmp, desc, steps):
     path = os.path.join(tmp, "model.json")
     with open(path, "w") as f:
         json.dump(desc, f)
     artifact = os.path.join(tmp, "artifact")
+    start = time.perf_counter()
     run(MOMAC, path, "-o", artifact)
+    compile_s = time.perf_counter() - start
     report = json.loads(run(MOMAC, path, "--report", "--json"))
-    flops = np.mean([v for k, v in report["train_flops_per_token"].items()
-                     if k != "dense"])
     data = os.path.join(tmp, "data")
-    run(MOMARUN, "corpus", path, "--out", data, "--synthetic", "400")
+    run(MOMARUN, "corpus", path, "--out", data, "--synthetic", "2000",
+        "--image-tokens", "256")
     run_dir = os.path.join(tmp, "run")
-    run(MOMARUN, "train", artifact, "--data", data, "--steps", str(steps),
-        "--out", run_dir)
+    # GNU time reports the peak resident set of the training process.
+    result = subprocess.run(
+        ["/usr/bin/time", "-f", "peak_kb %M", MOMARUN, "train", artifact,
+         "--data", data, "--steps", str(steps + 1), "--out", run_dir],
+        capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"momarun train failed:\n{result.stderr}")
+    peak_kb = int(result.stderr.rsplit("peak_kb ", 1)[1].split()[0])
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        rates = [json.loads(line)["tokens_per_s"] for line in f]
-    return float(np.median(rates[1:] if len(rates) > 1 else rates)), flops, path
+        rates = [json.loads(line)["tokens_per_s"] for line in f][1:]
+    return statistics.median(rates), compile_s, report, path, peak_kb / 2 ** 20
 
 
-def reference_tokens_per_s(path, steps):
+def eager_side(path, steps):
     cfg = R.load_config(path)
-    params = R.init_params(cfg, seed=0)
-    state = R.new_optimizer_state(params)
-    batch, seq = cfg["train"]["batch_size"], cfg["seq_len"]
-    tokens = torch.randint(0, cfg["vocab_size"], (batch, seq + 1))
+    step = eager_step.EagerStep(cfg, seed=0)
+    generator = torch.Generator().manual_seed(0)
+    batches = [mixed_batch(cfg, generator) for _ in range(steps + 1)]
     times = []
-    for t in range(1, steps + 1):
+    for tokens in batches:
         start = time.perf_counter()
-        R.train_step(cfg, params, [tokens], state, t, dtype=torch.float32)
+        step(tokens)
         times.append(time.perf_counter() - start)
-    step = float(np.median(times[1:] if len(times) > 1 else times))
-    return batch * seq / step
+    tokens_per_step = cfg["train"]["batch_size"] * cfg["seq_len"]
+    return tokens_per_step / statistics.median(times[1:])
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--presets", default="bench-tiny,small90")
+    parser.add_argument("--variants", default="",
+                        help="comma-separated; default: every variant of each preset")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per side")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    os.environ.setdefault("OMP_NUM_THREADS", "2")
     gemm = gemm_gflops()
-    print(f"fp32 GEMM (torch.matmul 1024^3, 2 threads): {gemm:.1f} GFLOP/s\n")
-    header = (f"{'model':28} {'momarun tok/s':>14} {'reference tok/s':>16} "
-              f"{'ratio':>7} {'step GFLOP/s':>13} {'of GEMM':>8}")
-    print(header)
-    print("-" * len(header))
-    for label, example, overrides in MODELS:
-        with tempfile.TemporaryDirectory() as tmp:
-            ours, flops, path = momarun_tokens_per_s(tmp, label, example,
-                                                     overrides, args.steps)
-            theirs = reference_tokens_per_s(path, max(3, args.steps // 2))
-        achieved = ours * flops / 1e9
-        print(f"{label:28} {ours:14.0f} {theirs:16.0f} {ours / theirs:7.2f} "
-              f"{achieved:13.2f} {achieved / gemm:8.1%}", flush=True)
-    if not os.path.exists(BENCH_BLAS):
-        print(f"\n{BENCH_BLAS} not built (needs libdnnl-dev): no BLAS table")
-        return
-    for threads in ("1", "2"):
-        env = dict(os.environ, OPENBLAS_NUM_THREADS=threads,
-                   OMP_NUM_THREADS=threads)
-        print(f"\nOpenBLAS against oneDNN, {threads} thread(s):")
-        print(run(BENCH_BLAS, env=env), end="", flush=True)
+    print(f"plain fp32 GEMM (torch.matmul 1024^3, 2 threads): {gemm:.1f} GFLOP/s")
+    print("environment: " + " ".join(f"{k}={v}" for k, v in TUNED_ENV.items()))
+    for preset in args.presets.split(","):
+        variants = args.variants.split(",") if args.variants else DEFAULT_VARIANTS[preset]
+        print(f"\n{preset}, fp32 ({args.steps} timed steps per side)")
+        header = (f"{'variant':22} {'momarun':>9} {'eager':>9} {'ratio':>6} "
+                  f"{'vs dense':>11} {'of GEMM':>13} {'peak RSS':>9} {'compile':>8}")
+        print(header)
+        print(f"{'':22} {'tok/s':>9} {'tok/s':>9} {'':>6} "
+              f"{'ours/eager':>11} {'ours/eager':>13} {'GB':>9} {'s':>8}")
+        print("-" * len(header))
+        dense = None
+        for variant in variants:
+            desc = describe(preset, variant)
+            with tempfile.TemporaryDirectory() as tmp:
+                ours, compile_s, report, path, peak = momarun_side(
+                    tmp, desc, args.steps)
+                theirs = eager_side(path, args.steps)
+            # Training FLOPs of a token, averaged over the modalities' paths
+            # (the report's "dense" row is the all-dense equivalent).
+            paths = report["train_flops_per_token"]
+            flops = statistics.mean(v for k, v in paths.items() if k != "dense") \
+                if len(paths) > 1 else paths["dense"]
+            if variant == "dense":
+                dense = (ours, theirs)
+            relative = (f"{ours / dense[0]:.2f}/{theirs / dense[1]:.2f}"
+                        if dense else "-")
+            fraction = f"{ours * flops / 1e9 / gemm:.1%}/{theirs * flops / 1e9 / gemm:.1%}"
+            print(f"{variant:22} {ours:9.0f} {theirs:9.0f} {ours / theirs:6.2f} "
+                  f"{relative:>11} {fraction:>13} {peak:9.2f} {compile_s:8.1f}",
+                  flush=True)
+        print("bf16: not run (momac rejects train.precision \"bf16\" on the CPU "
+              "target; issue 7 item 5)")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,9 @@ def TileAndFuse : Pass<"moma-tile-and-fuse", "::mlir::func::FuncOp"> {
     Every kernel at the top of a function that is not a contraction (GEMMs
     stay whole for the targets' libraries) and whose outermost loop is
     parallel is tiled along that loop into an `scf.forall` of `tile-rows`
-    rows per iteration, with upstream's tile-and-fuse
+    rows per iteration (leading parallel loops shorter than that, such as
+    the experts of a stacked [E, k, f] kernel, one iteration per tile, and
+    the next loop into rows), with upstream's tile-and-fuse
     (`scf::tileConsumerAndFuseProducersUsingSCF`). The kernels that produce
     its operands (elementwise chains, the row reductions of a norm or a
     softmax, the fills that initialize them) are fused into the same loop:

@@ -91,9 +91,22 @@ struct TileAndFusePass : momac::impl::TileAndFuseBase<TileAndFusePass> {
   LogicalResult tileWithProducers(IRRewriter &rewriter, func::FuncOp func,
                                   linalg::LinalgOp consumer,
                                   DenseSet<Operation *> &erased) {
+    // Leading parallel loops shorter than a tile (the experts of a stacked
+    // [E, k, f] kernel, the heads of [H, n, n]) are split one iteration per
+    // tile, down to the first loop long enough to cut into tiles of rows.
     SmallVector<OpFoldResult> tileSizes(consumer.getNumLoops(),
                                         rewriter.getIndexAttr(0));
-    tileSizes.front() = rewriter.getIndexAttr(tileRows);
+    SmallVector<int64_t> extents = consumer.getStaticLoopRanges();
+    auto iterators = consumer.getIteratorTypesArray();
+    for (unsigned loop = 0; loop < extents.size() &&
+                            iterators[loop] == utils::IteratorType::parallel;
+         ++loop) {
+      bool short_ = !ShapedType::isDynamic(extents[loop]) &&
+                    extents[loop] < tileRows;
+      tileSizes[loop] = rewriter.getIndexAttr(short_ ? 1 : tileRows);
+      if (!short_)
+        break;
+    }
     scf::SCFTilingOptions tiling;
     tiling.setLoopType(scf::SCFTilingOptions::LoopType::ForallOp)
         .setTileSizes(tileSizes);

@@ -117,3 +117,26 @@ func.func @column_sum(%x: tensor<64x8xf32>, %init: tensor<8xf32>) -> tensor<8xf3
   } -> tensor<8xf32>
   return %y : tensor<8xf32>
 }
+
+// -----
+
+#x = affine_map<(d0, d1, d2) -> (d0, d1, d2)>
+
+// Stacked experts [E, k, f] with E = 4 < 16: one expert per tile, and its
+// tokens in tiles of 16, so that four experts still make many tiles.
+// CHECK-LABEL: func.func @stacked_experts
+// CHECK: scf.forall (%[[E:.*]], %[[ROW:.*]]) = (0, 0) to (4, %{{.*}}) step (1, 16)
+// CHECK: tensor.extract_slice %{{.*}}[%[[E]], %[[ROW]], 0] [1, %{{.*}}, 8] [1, 1, 1]
+// CHECK: math.exp
+func.func @stacked_experts(%h: tensor<4x?x8xf32>) -> tensor<4x?x8xf32> {
+  %c1 = arith.constant 1 : index
+  %k = tensor.dim %h, %c1 : tensor<4x?x8xf32>
+  %e = tensor.empty(%k) : tensor<4x?x8xf32>
+  %y = linalg.generic {indexing_maps = [#x, #x], iterator_types = ["parallel", "parallel", "parallel"]}
+      ins(%h : tensor<4x?x8xf32>) outs(%e : tensor<4x?x8xf32>) {
+  ^bb0(%p: f32, %o: f32):
+    %s = math.exp %p : f32
+    linalg.yield %s : f32
+  } -> tensor<4x?x8xf32>
+  return %y : tensor<4x?x8xf32>
+}

@@ -9,6 +9,9 @@
 
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Linalg/Transforms/Transforms.h"
+#include "mlir/Dialect/Arith/Utils/Utils.h"
+#include "mlir/Dialect/SCF/Utils/Utils.h"
+#include "mlir/IR/IRMapping.h"
 #include "mlir/IR/PatternMatch.h"
 
 namespace momac {
@@ -26,6 +29,130 @@ bool isInsideParallelLoop(Operation *op) {
          op->getParentOfType<scf::ParallelOp>();
 }
 
+/// True for a reduction whose loops are its parallel loops first, then its
+/// reduction loops: the form whose accumulators can live in registers.
+bool hasInnerReductions(linalg::GenericOp op) {
+  auto iterators = op.getIteratorTypesArray();
+  auto firstReduction = llvm::find(iterators, utils::IteratorType::reduction);
+  return firstReduction != iterators.end() &&
+         std::all_of(firstReduction, iterators.end(), [](auto iterator) {
+           return iterator == utils::IteratorType::reduction;
+         });
+}
+
+/// The element of `operand` that iteration `ivs` of `op` reads or writes.
+SmallVector<Value> elementIndices(OpBuilder &b, Location loc, AffineMap map,
+                                  ValueRange ivs) {
+  SmallVector<Value> indices;
+  for (AffineExpr result : map.getResults()) {
+    if (auto dim = dyn_cast<AffineDimExpr>(result)) {
+      indices.push_back(ivs[dim.getPosition()]);
+      continue;
+    }
+    indices.push_back(affine::AffineApplyOp::create(
+        b, loc, AffineMap::get(map.getNumDims(), 0, result), ivs));
+  }
+  return indices;
+}
+
+/// Lowers a reduction kernel inside a tile to sequential loops whose
+/// accumulators are loop-carried values, loaded once before the reduction
+/// loops and stored once after them. Upstream's linalgOpToLoops loads and
+/// stores the accumulator in every iteration; since LLVM cannot prove that
+/// buffer apart from the inputs, it then keeps the reduction scalar. The
+/// combiner (the body ops that read an accumulator) is marked reassociable,
+/// which lets LLVM's vectorizer sum in per-lane partial sums.
+void lowerReductionToLoops(IRRewriter &rewriter, linalg::GenericOp op) {
+  Location loc = op.getLoc();
+  SmallVector<Range, 4> ranges =
+      cast<linalg::LinalgOp>(op.getOperation()).createLoopRanges(rewriter, loc);
+  unsigned parallelLoops = op.getNumParallelLoops();
+  auto step = [&](const Range &range) {
+    return getValueOrCreateConstantIndexOp(rewriter, loc, range.stride);
+  };
+  auto bound = [&](const Range &range) {
+    return getValueOrCreateConstantIndexOp(rewriter, loc, range.size);
+  };
+  auto lower = [&](const Range &range) {
+    return getValueOrCreateConstantIndexOp(rewriter, loc, range.offset);
+  };
+  SmallVector<Value> parallelLbs, parallelUbs, parallelSteps;
+  for (unsigned i = 0; i < parallelLoops; ++i) {
+    parallelLbs.push_back(lower(ranges[i]));
+    parallelUbs.push_back(bound(ranges[i]));
+    parallelSteps.push_back(step(ranges[i]));
+  }
+  Block &body = op.getRegion().front();
+  for (BlockArgument accumulator : op.getRegionOutputArgs())
+    for (Operation *user : accumulator.getUsers())
+      if (auto math = dyn_cast<arith::ArithFastMathInterface>(user)) {
+        arith::FastMathFlags flags = arith::FastMathFlags::none;
+        if (arith::FastMathFlagsAttr attr = math.getFastMathFlagsAttr())
+          flags = attr.getValue();
+        user->setAttr(math.getFastMathAttrName(),
+                      arith::FastMathFlagsAttr::get(
+                          rewriter.getContext(),
+                          flags | arith::FastMathFlags::reassoc));
+      }
+
+  scf::buildLoopNest(
+      rewriter, loc, parallelLbs, parallelUbs, parallelSteps,
+      [&](OpBuilder &b, Location loc, ValueRange parallelIvs) {
+        SmallVector<Value> initial;
+        for (OpOperand &out : op.getDpsInitsMutable())
+          initial.push_back(memref::LoadOp::create(
+              b, loc, out.get(),
+              elementIndices(b, loc, op.getMatchingIndexingMap(&out),
+                             parallelIvs)));
+        SmallVector<Value> reductionLbs, reductionUbs, reductionSteps;
+        for (unsigned i = parallelLoops; i < ranges.size(); ++i) {
+          reductionLbs.push_back(lower(ranges[i]));
+          reductionUbs.push_back(bound(ranges[i]));
+          reductionSteps.push_back(step(ranges[i]));
+        }
+        scf::LoopNest reduction = scf::buildLoopNest(
+            b, loc, reductionLbs, reductionUbs, reductionSteps, initial,
+            [&](OpBuilder &b, Location loc, ValueRange reductionIvs,
+                ValueRange accumulators) -> scf::ValueVector {
+              SmallVector<Value> ivs(parallelIvs);
+              ivs.append(reductionIvs.begin(), reductionIvs.end());
+              IRMapping mapping;
+              for (OpOperand *in : op.getDpsInputOperands()) {
+                Value value = in->get();
+                if (isa<MemRefType>(value.getType()))
+                  value = memref::LoadOp::create(
+                      b, loc, value,
+                      elementIndices(b, loc, op.getMatchingIndexingMap(in),
+                                     ivs));
+                mapping.map(op.getMatchingBlockArgument(in), value);
+              }
+              for (auto [arg, accumulator] :
+                   llvm::zip(op.getRegionOutputArgs(), accumulators))
+                mapping.map(arg, accumulator);
+              scf::ValueVector results;
+              for (Operation &inner : body) {
+                if (auto index = dyn_cast<linalg::IndexOp>(inner)) {
+                  mapping.map(index.getResult(), ivs[index.getDim()]);
+                  continue;
+                }
+                if (auto yield = dyn_cast<linalg::YieldOp>(inner)) {
+                  for (Value value : yield.getValues())
+                    results.push_back(mapping.lookupOrDefault(value));
+                  continue;
+                }
+                b.clone(inner, mapping);
+              }
+              return results;
+            });
+        for (auto [out, result] :
+             llvm::zip(op.getDpsInitsMutable(), reduction.results))
+          memref::StoreOp::create(
+              b, loc, result, out.get(),
+              elementIndices(b, loc, op.getMatchingIndexingMap(&out),
+                             parallelIvs));
+      });
+}
+
 struct LowerLinalgToCpuLoopsPass
     : momac::impl::LowerLinalgToCpuLoopsBase<LowerLinalgToCpuLoopsPass> {
   void runOnOperation() override {
@@ -39,6 +166,12 @@ struct LowerLinalgToCpuLoopsPass
         return signalPassFailure();
       }
       rewriter.setInsertionPoint(op);
+      auto generic = dyn_cast<linalg::GenericOp>(op.getOperation());
+      if (generic && isInsideParallelLoop(op) && hasInnerReductions(generic)) {
+        lowerReductionToLoops(rewriter, generic);
+        rewriter.eraseOp(op);
+        continue;
+      }
       FailureOr<linalg::LinalgLoops> loops =
           isInsideParallelLoop(op) ? linalg::linalgOpToLoops(rewriter, op)
                                    : linalg::linalgOpToParallelLoops(rewriter, op);

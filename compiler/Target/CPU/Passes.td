@@ -48,6 +48,14 @@ def LowerLinalgToCpuLoops
     serialize at the cost of a fork per tile. A kernel at the top of a
     function (one the shared pipeline left whole) becomes an `scf.parallel`
     over its parallel loops, as `convert-linalg-to-parallel-loops` does.
+
+    A reduction inside a tile (a row max or sum of a softmax, a norm's
+    statistics) keeps its accumulators in loop-carried values, loaded once
+    and stored once, and its combiner is marked `reassoc`: LLVM cannot prove
+    the output buffer apart from the inputs, so an accumulator in memory
+    would keep the loop scalar, and an FP reduction vectorizes only when it
+    may be summed in per-lane partial sums (the order of a sum changes in
+    its last bits).
   }];
   let dependentDialects = [
     "::mlir::affine::AffineDialect",

@@ -53,3 +53,34 @@ func.func @on_tensors(%a: tensor<4xf32>) -> tensor<4xf32> {
   %f = linalg.fill ins(%zero : f32) outs(%a : tensor<4xf32>) -> tensor<4xf32>
   return %f : tensor<4xf32>
 }
+
+// -----
+
+#x = affine_map<(d0, d1) -> (d0, d1)>
+#r = affine_map<(d0, d1) -> (d0)>
+
+// A row sum inside a tile: the accumulator is loaded once, carried through
+// the reduction loop in a register (iter_args) and stored once, and its add
+// may be reassociated, so that LLVM vectorizes the sum.
+// CHECK-LABEL: func.func @row_sum_in_tile
+// CHECK: scf.forall
+// CHECK: scf.for %[[I:.*]] =
+// CHECK: %[[INIT:.*]] = memref.load %{{.*}}[%[[I]]]
+// CHECK: %[[SUM:.*]] = scf.for %[[J:.*]] = {{.*}} iter_args(%[[ACC:.*]] = %[[INIT]]) -> (f32)
+// CHECK: %[[X:.*]] = memref.load %{{.*}}[%[[I]], %[[J]]]
+// CHECK: %[[NEXT:.*]] = arith.addf %[[ACC]], %[[X]] fastmath<reassoc> : f32
+// CHECK: scf.yield %[[NEXT]]
+// CHECK: memref.store %[[SUM]], %{{.*}}[%[[I]]]
+func.func @row_sum_in_tile(%a: memref<64x8xf32>, %s: memref<64xf32>) {
+  scf.forall (%i) = (0) to (64) step (16) {
+    %sa = memref.subview %a[%i, 0] [16, 8] [1, 1] : memref<64x8xf32> to memref<16x8xf32, strided<[8, 1], offset: ?>>
+    %ss = memref.subview %s[%i] [16] [1] : memref<64xf32> to memref<16xf32, strided<[1], offset: ?>>
+    linalg.generic {indexing_maps = [#x, #r], iterator_types = ["parallel", "reduction"]}
+        ins(%sa : memref<16x8xf32, strided<[8, 1], offset: ?>>) outs(%ss : memref<16xf32, strided<[1], offset: ?>>) {
+    ^bb0(%p: f32, %o: f32):
+      %t = arith.addf %o, %p : f32
+      linalg.yield %t : f32
+    }
+  }
+  return
+}
