@@ -34,6 +34,7 @@
 #include "llvm/Support/TargetSelect.h"
 #include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Target/TargetMachine.h"
+#include "llvm/Transforms/IPO/MergeFunctions.h"
 #include "llvm/Transforms/Utils/SplitModule.h"
 #include "llvm/TargetParser/Host.h"
 #include "llvm/TargetParser/SubtargetFeature.h"
@@ -196,6 +197,20 @@ FailureOr<SmallVector<std::string>> emitObjects(ModuleOp module,
   if (!llvmModule)
     return emitError(loc) << "translation to LLVM IR failed";
   translateTimer.stop();
+
+  // The layers of a model share their kernels' code: each kernel is an
+  // outlined function whose shapes are constants and whose buffers are
+  // arguments, so the copies that L layers make of it are identical.
+  // LLVM's MergeFunctions keeps one of each before the expensive part.
+  // OpenMP passes each region to the runtime by address; nothing compares
+  // those addresses, so they may be shared (unnamed_addr), which lets
+  // MergeFunctions replace a copy instead of keeping it as a thunk.
+  TimingScope mergeTimer = timing.nest("merge identical kernels");
+  for (llvm::Function &function : *llvmModule)
+    if (function.hasLocalLinkage())
+      function.setUnnamedAddr(llvm::GlobalValue::UnnamedAddr::Global);
+  llvm::MergeFunctionsPass::runOnModule(*llvmModule);
+  mergeTimer.stop();
 
   TimingScope splitTimer = timing.nest("split into partitions");
   llvm::InitializeNativeTarget();
