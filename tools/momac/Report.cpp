@@ -159,3 +159,47 @@ void momac::printReportJson(llvm::raw_ostream &os, const ModelConfig &config,
   });
   os << "\n";
 }
+
+void momac::printStatistics(
+    llvm::raw_ostream &os, const ModelConfig &config,
+    const std::map<std::string, FunctionStatistics> &statistics,
+    int64_t tokens) {
+  os << llvm::formatv("{0}: one training step after fusion and tiling "
+                      "({1} tokens per micro-batch)\n",
+                      config.name, tokens);
+  auto row = [&](llvm::StringRef name, const KernelCounts &counts) {
+    os << llvm::formatv("  {0,-16} {1,8} {2,6} {3,6} {4,7} {5,12:F1}\n", name,
+                        counts.kernels, counts.gemms, counts.topK,
+                        counts.copies, counts.bytes / 1e6);
+  };
+  auto header = [&](llvm::StringRef title) {
+    os << llvm::formatv("  {0,-16} {1,8} {2,6} {3,6} {4,7} {5,12}\n", title,
+                        "kernels", "GEMMs", "top-k", "copies", "MB (est.)");
+  };
+  header("entry point");
+  KernelCounts step;
+  for (const auto &[name, stats] : statistics) {
+    row(name, stats.total);
+    if (name != "forward")
+      step += stats.total;
+  }
+  row("step", step);
+  // Per part of @grad (forward recomputation and backward of each layer).
+  auto grad = statistics.find("grad");
+  if (grad == statistics.end())
+    return;
+  os << "\n";
+  header("grad by part");
+  // layers.10 after layers.9: order by layer number, then "model".
+  std::vector<std::pair<int64_t, std::string>> parts;
+  for (const auto &[part, counts] : grad->second.byPart) {
+    int64_t order = INT64_MAX;
+    llvm::StringRef name(part);
+    if (name.consume_front("layers."))
+      name.getAsInteger(10, order);
+    parts.push_back({order, part});
+  }
+  llvm::sort(parts);
+  for (const auto &[order, part] : parts)
+    row(part, grad->second.byPart.at(part));
+}

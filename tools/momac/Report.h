@@ -5,6 +5,7 @@
 
 #include "lib/config/ModelConfig.h"
 #include "lib/config/ModelStats.h"
+#include "compiler/Pipelines/StepStatistics.h"
 
 #include "llvm/Support/raw_ostream.h"
 
@@ -17,6 +18,13 @@ void printReport(llvm::raw_ostream &os, const ModelConfig &config,
 /// The same numbers as one JSON object, exact integers throughout.
 void printReportJson(llvm::raw_ostream &os, const ModelConfig &config,
                      const ModelStats &stats);
+
+/// momac --stats: kernels, library calls, copies and bytes per entry point,
+/// then per model part of the gradient (the step's largest function).
+void printStatistics(
+    llvm::raw_ostream &os, const ModelConfig &config,
+    const std::map<std::string, FunctionStatistics> &statistics,
+    int64_t tokens);
 
 } // namespace momac
 

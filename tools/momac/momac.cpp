@@ -3,6 +3,8 @@
 //   momac MODEL.json                      validate the description
 //   momac MODEL.json --report [--json]    sizes, FLOPs and memory
 //   momac MODEL.json --emit=moma          the forward pass in the moma dialect
+//   momac MODEL.json --stats              kernels, GEMMs, top-k and bytes of
+//                                         a training step
 //   momac MODEL.json -o OUT/ [--time]     compile the artifact (CPU):
 //                                         OUT/model.so, OUT/manifest.json,
 //                                         OUT/model.json
@@ -15,6 +17,7 @@
 #include "compiler/Autodiff/Passes.h"
 #include "compiler/Frontend/ModelToMoma.h"
 #include "compiler/Pipelines/Pipelines.h"
+#include "compiler/Pipelines/StepStatistics.h"
 #include "compiler/Target/CPU/CpuTarget.h"
 #include "lib/config/ModelConfig.h"
 #include "lib/config/ModelStats.h"
@@ -27,6 +30,7 @@
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Support/FileUtilities.h"
 #include "mlir/Support/Timing.h"
+#include "llvm/ADT/Statistic.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/MemoryBuffer.h"
@@ -78,6 +82,14 @@ cl::opt<bool> keepLLVMIR("keep-llvm-ir",
                                   "code-generation partition)"),
                          cl::cat(momacCategory));
 
+/// --stats is LLVM's own flag (its pass statistics, which momac's release
+/// build of LLVM does not collect), given momac's meaning in main().
+constexpr const char *kStatsHelp =
+    "Print what one training step runs after fusion and tiling: kernels, "
+    "library calls (GEMMs, top-k), copies and an estimate of the bytes they "
+    "move, per entry point and per layer";
+bool printStats = false;
+
 cl::opt<bool> printTime(
     "time",
     cl::desc("Print the time of each compilation phase (front end, moma "
@@ -90,27 +102,25 @@ int fail(const llvm::Twine &message, int code = 1) {
   return code;
 }
 
-/// Compiles the forward pass into a CPU artifact in the -o directory.
-int compileArtifact(const ModelConfig &config, mlir::TimingScope &timing) {
-  if (config.train.precision == Precision::BF16)
-    return fail("train.precision: \"bf16\" is not implemented by the CPU "
-                "target yet; use \"fp32\"");
-  auto description = llvm::MemoryBuffer::getFileOrSTDIN(inputPath);
-  if (!description)
-    return fail("cannot read the model description");
-  mlir::DialectRegistry registry;
-  registerUpstreamVJPModels(registry);
-  mlir::MLIRContext context(registry);
+/// The training step in the moma dialect: the forward pass from the front
+/// end, its gradient and the optimizer step. Null after an error (printed).
+mlir::OwningOpRef<mlir::ModuleOp> buildTrainStep(mlir::MLIRContext &context,
+                                                 const ModelConfig &config,
+                                                 mlir::TimingScope &timing) {
   mlir::TimingScope frontEndTimer = timing.nest("front end (model -> moma)");
   mlir::OwningOpRef<mlir::ModuleOp> module =
       buildForwardModule(context, config, inputPath);
-  if (mlir::failed(mlir::verify(*module)))
-    return fail("internal error: the front end built invalid IR", 2);
+  if (mlir::failed(mlir::verify(*module))) {
+    fail("internal error: the front end built invalid IR", 2);
+    return nullptr;
+  }
   frontEndTimer.stop();
   // The artifact holds @forward, its gradient @grad and @optimizer_step.
   mlir::PassManager pm(&context);
-  if (mlir::failed(mlir::applyPassManagerCLOptions(pm)))
-    return fail("invalid pass manager options", 1);
+  if (mlir::failed(mlir::applyPassManagerCLOptions(pm))) {
+    fail("invalid pass manager options", 1);
+    return nullptr;
+  }
   mlir::TimingScope momaTimer = timing.nest("moma passes (autodiff, optimizer)");
   pm.enableTiming(momaTimer);
   buildMomaOptimizationPipeline(pm);
@@ -122,9 +132,34 @@ int compileArtifact(const ModelConfig &config, mlir::TimingScope &timing) {
   optimizer.weightDecay = config.train.weightDecay;
   optimizer.gradClip = config.train.gradClip;
   pm.addPass(createMomaSynthesizeOptimizerStep(optimizer));
-  if (mlir::failed(pm.run(*module)))
-    return fail("internal error: a moma pass failed", 2);
-  momaTimer.stop();
+  if (mlir::failed(pm.run(*module))) {
+    fail("internal error: a moma pass failed", 2);
+    return nullptr;
+  }
+  return module;
+}
+
+int checkPrecision(const ModelConfig &config) {
+  if (config.train.precision == Precision::BF16)
+    return fail("train.precision: \"bf16\" is not implemented by the CPU "
+                "target yet; use \"fp32\"");
+  return 0;
+}
+
+/// Compiles the training step into a CPU artifact in the -o directory.
+int compileArtifact(const ModelConfig &config, mlir::TimingScope &timing) {
+  if (int error = checkPrecision(config))
+    return error;
+  auto description = llvm::MemoryBuffer::getFileOrSTDIN(inputPath);
+  if (!description)
+    return fail("cannot read the model description");
+  mlir::DialectRegistry registry;
+  registerUpstreamVJPModels(registry);
+  mlir::MLIRContext context(registry);
+  mlir::OwningOpRef<mlir::ModuleOp> module =
+      buildTrainStep(context, config, timing);
+  if (!module)
+    return 2;
   CpuArtifactOptions options;
   options.outputDir = outputPath;
   options.keepLLVMIR = keepLLVMIR;
@@ -137,6 +172,26 @@ int compileArtifact(const ModelConfig &config, mlir::TimingScope &timing) {
   return 0;
 }
 
+/// --stats: the kernels of each entry point after the shared pipeline.
+int printStepStatistics(const ModelConfig &config, llvm::raw_ostream &os) {
+  if (int error = checkPrecision(config))
+    return error;
+  mlir::DialectRegistry registry;
+  registerUpstreamVJPModels(registry);
+  mlir::MLIRContext context(registry);
+  mlir::TimingScope disabled;
+  mlir::OwningOpRef<mlir::ModuleOp> module =
+      buildTrainStep(context, config, disabled);
+  if (!module)
+    return 2;
+  if (mlir::failed(lowerThroughSharedPipeline(*module)))
+    return fail("internal error: lowering for --stats failed", 2);
+  int64_t tokens = config.train.batchSize * config.seqLen;
+  auto stats = collectStepStatistics(*module, tokens);
+  printStatistics(os, config, stats, tokens);
+  return 0;
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -146,7 +201,15 @@ int main(int argc, char **argv) {
   mlir::registerPassManagerCLOptions();
   mlir::registerDefaultTimingManagerCLOptions();
   // libLLVM registers hundreds of backend flags; --help lists momac's own.
+  // Its --stats (LLVM's pass statistics) becomes momac's step statistics;
+  // LLVM registers it while hiding the others.
   cl::HideUnrelatedOptions(momacCategory);
+  auto &options = cl::getRegisteredOptions();
+  if (auto stats = options.find("stats"); stats != options.end()) {
+    stats->second->setDescription(kStatsHelp);
+    stats->second->addCategory(momacCategory);
+    stats->second->setHiddenFlag(cl::NotHidden);
+  }
   cl::ParseCommandLineOptions(
       argc, argv,
       "momac: compiles MoMa model descriptions (modality-aware experts with "
@@ -157,6 +220,7 @@ int main(int argc, char **argv) {
       "--mlir-timing, --mlir-print-ir-after-all, ...) work too; --help-hidden "
       "lists them.\n");
 
+  printStats = llvm::AreStatisticsEnabled();
   if (reportJson && !report)
     return fail("--json only applies to --report");
 
@@ -164,7 +228,7 @@ int main(int argc, char **argv) {
   if (!config)
     return fail(llvm::toString(config.takeError()));
 
-  if (!report && emit == EmitKind::None && outputPath != "-") {
+  if (!report && !printStats && emit == EmitKind::None && outputPath != "-") {
     // --time and --mlir-timing print one tree of the phases when the
     // manager goes out of scope, after the artifact is written.
     mlir::DefaultTimingManager timingManager;
@@ -183,6 +247,11 @@ int main(int argc, char **argv) {
     return 1;
   }
   llvm::raw_ostream &os = output->os();
+
+  if (printStats) {
+    if (int error = printStepStatistics(*config, os))
+      return error;
+  }
 
   if (report) {
     ModelStats stats = computeModelStats(*config);
@@ -210,7 +279,7 @@ int main(int argc, char **argv) {
     os << "\n";
   }
 
-  if (!report && emit == EmitKind::None) {
+  if (!report && !printStats && emit == EmitKind::None) {
     int64_t params = 0;
     for (const ParameterSpec &spec : listParameters(*config))
       params += spec.numElements();

@@ -289,7 +289,26 @@ LogicalResult linkSharedLibrary(Location loc,
   return success();
 }
 
+/// The lowering needs every dialect and pass it names.
+void loadLoweringDialects(MLIRContext *context) {
+  DialectRegistry registry;
+  registerAllDialects(registry);
+  registerAllExtensions(registry);
+  context->appendDialectRegistry(registry);
+  context->loadAllAvailableDialects();
+}
+
 } // namespace
+
+LogicalResult momac::lowerThroughSharedPipeline(ModuleOp module) {
+  loadLoweringDialects(module.getContext());
+  for (auto func : module.getOps<func::FuncOp>())
+    if (!func.isPrivate() && failed(resultsToOutParams(func)))
+      return failure();
+  PassManager pm(module.getContext());
+  addSharedLoweringPasses(pm);
+  return pm.run(module);
+}
 
 LogicalResult momac::buildCpuArtifact(ModuleOp module,
                                       const ModelConfig &config,
@@ -301,13 +320,7 @@ LogicalResult momac::buildCpuArtifact(ModuleOp module,
     return emitError(loc) << "cannot create " << options.outputDir << ": "
                           << ec.message();
 
-  // The lowering needs every dialect and pass it names.
-  DialectRegistry registry;
-  registerAllDialects(registry);
-  registerAllExtensions(registry);
-  context->appendDialectRegistry(registry);
-  context->loadAllAvailableDialects();
-
+  loadLoweringDialects(context);
   std::vector<EntryPointSpec> entries;
   for (auto func : module.getOps<func::FuncOp>()) {
     if (func.isPrivate())

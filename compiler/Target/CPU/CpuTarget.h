@@ -28,6 +28,11 @@ struct CpuArtifactOptions {
   mlir::TimingScope *timing = nullptr;
 };
 
+/// The CPU artifact's lowering up to the target split: entry-point results
+/// become out-parameters (the artifact's ABI), then the shared pipeline
+/// (compiler/Pipelines) fuses, tiles and bufferizes. What --stats counts.
+mlir::LogicalResult lowerThroughSharedPipeline(mlir::ModuleOp module);
+
 /// Lowers `module` (moma dialect, entry points named by `moma.param` and
 /// `moma.result` attributes) to native code and writes the artifact.
 /// Diagnostics go to the module's context.

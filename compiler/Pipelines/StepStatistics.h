@@ -1,0 +1,53 @@
+//===- StepStatistics.h - What a compiled step does, counted ----*- C++ -*-===//
+//
+// `momac --stats`: after the shared pipeline (fused, tiled, bufferized), the
+// kernels of each entry point, the library calls it makes and an estimate
+// of the bytes its kernels move. Target-independent: a kernel is what every
+// target launches once (a tile loop, a whole linalg op, a copy).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOMAC_COMPILER_PIPELINES_STEPSTATISTICS_H
+#define MOMAC_COMPILER_PIPELINES_STEPSTATISTICS_H
+
+#include "mlir/IR/BuiltinOps.h"
+
+#include <map>
+#include <string>
+
+namespace momac {
+
+struct KernelCounts {
+  /// Generated kernels: tile loops (scf.forall) and linalg ops left whole.
+  int64_t kernels = 0;
+  /// Contractions, which the targets hand to a GEMM library.
+  int64_t gemms = 0;
+  /// Top-k selections (momart_select_smallest_i64).
+  int64_t topK = 0;
+  /// Buffer copies bufferization could not avoid.
+  int64_t copies = 0;
+  /// Bytes read and written by all of the above, estimated (see
+  /// collectStepStatistics).
+  double bytes = 0;
+
+  KernelCounts &operator+=(const KernelCounts &other);
+};
+
+struct FunctionStatistics {
+  KernelCounts total;
+  /// By the model part the kernels come from ("layers.0", ..., and
+  /// "model" for the embedding, the output, the loss and the optimizer).
+  std::map<std::string, KernelCounts> byPart;
+};
+
+/// Counts the kernels of every public function of a module that went through
+/// addSharedLoweringPasses. Buffers are counted once per kernel that reads
+/// or writes them; a dynamic dimension (the tokens of an expert or of a MoD
+/// subset) is estimated as an even split of `tokens` over the static
+/// dimensions before it, so [E, ?, d] counts tokens / E rows.
+std::map<std::string, FunctionStatistics>
+collectStepStatistics(mlir::ModuleOp module, int64_t tokens);
+
+} // namespace momac
+
+#endif // MOMAC_COMPILER_PIPELINES_STEPSTATISTICS_H
