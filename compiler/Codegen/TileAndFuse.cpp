@@ -42,6 +42,19 @@ bool isRowTileable(linalg::LinalgOp op) {
   return ranges.front() != 1;
 }
 
+/// Points the tensor.dim ops that read `op`'s results at its destinations
+/// instead, which have the same shapes: dynamic sizes are read everywhere,
+/// and such a reader would otherwise keep a fused kernel alive outside its
+/// loop.
+void dropShapeReaders(RewriterBase &rewriter, DestinationStyleOpInterface op) {
+  for (OpResult result : op->getResults()) {
+    Value init = op.getDpsInitOperand(result.getResultNumber())->get();
+    for (OpOperand &use : llvm::make_early_inc_range(result.getUses()))
+      if (isa<tensor::DimOp>(use.getOwner()))
+        rewriter.modifyOpInPlace(use.getOwner(), [&] { use.set(init); });
+  }
+}
+
 /// The fusable kernels `consumer` reads, directly or through other fusable
 /// kernels.
 DenseSet<Operation *> producerChain(Operation *consumer, func::FuncOp func) {
@@ -127,8 +140,10 @@ struct TileAndFusePass : momac::impl::TileAndFuseBase<TileAndFusePass> {
           Operation *loop = slice->getParentOfType<scf::ForallOp>();
           bool readAfter = false;
           for (Operation *user : producer.getUsers()) {
+            // A tensor.dim reads only the shape, which the producer's
+            // destination has too (see dropShapeReaders).
             if (user == consumerOp || chain.contains(user) ||
-                (loop && loop->isAncestor(user)))
+                isa<tensor::DimOp>(user) || (loop && loop->isAncestor(user)))
               continue;
             Operation *top = body->findAncestorOpInBlock(*user);
             // The loop stands where the consumer stood: a reader before it
@@ -171,6 +186,8 @@ struct TileAndFusePass : momac::impl::TileAndFuseBase<TileAndFusePass> {
     candidates.insert(consumerOp);
     candidates.insert(result->fusedProducers.begin(),
                       result->fusedProducers.end());
+    for (Operation *op : candidates)
+      dropShapeReaders(rewriter, cast<DestinationStyleOpInterface>(op));
     for (bool changed = true; changed;) {
       changed = false;
       for (Operation *op : candidates)

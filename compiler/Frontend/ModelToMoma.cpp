@@ -59,7 +59,11 @@ public:
       : config(config), b(&context), sourceName(sourceName.str()),
         f32(b.getF32Type()), i32(b.getI32Type()) {}
 
-  OwningOpRef<ModuleOp> build();
+  /// With `dynamicBatch`, the entry points take up to train.batch_size
+  /// sequences: the tokens argument keeps its [batch_size, S+1] bound and a
+  /// `batch_rows` argument says how many of its rows hold the micro-batch;
+  /// every token dimension is then dynamic.
+  OwningOpRef<ModuleOp> build(bool dynamicBatch);
 
 private:
   // Types.
@@ -115,10 +119,13 @@ private:
   Value routerNoise(Location at, int64_t l, Value v, Value rows,
                     int64_t experts) {
     int64_t rowsIn = cast<RankedTensorType>(v.getType()).getDimSize(0);
+    OpFoldResult rowCount =
+        ShapedType::isDynamic(rowsIn)
+            ? OpFoldResult(tensor::DimOp::create(b, at, v, 0).getResult())
+            : OpFoldResult(b.getIndexAttr(rowsIn));
     SmallVector<OpFoldResult> offsets = {b.getIndexAttr(l), b.getIndexAttr(0),
                                          b.getIndexAttr(0)};
-    SmallVector<OpFoldResult> sizes = {b.getIndexAttr(1),
-                                       b.getIndexAttr(rowsIn),
+    SmallVector<OpFoldResult> sizes = {b.getIndexAttr(1), rowCount,
                                        b.getIndexAttr(experts)};
     SmallVector<OpFoldResult> strides(3, b.getIndexAttr(1));
     Value layerNoise = tensor::ExtractSliceOp::create(
@@ -291,9 +298,13 @@ Value ForwardBuilder::modLayer(const std::string &layer, int64_t l,
   Value scores = moma::RouterOp::create(b, at, rowsLike(x, 1), x,
                                         param(layer + "mod.router.weight"),
                                         /*noise=*/Value());
-  // MoD layers see the whole micro-batch, so k_d = ceil(c_d N) is static.
+  // MoD layers see the whole micro-batch: k_d = ceil(c_d N), static when
+  // N is.
   int64_t rowsIn = cast<RankedTensorType>(x.getType()).getDimSize(0);
-  int64_t kept = int64_t(std::ceil(config.mod->capacity * double(rowsIn)));
+  int64_t kept =
+      ShapedType::isDynamic(rowsIn)
+          ? ShapedType::kDynamic
+          : int64_t(std::ceil(config.mod->capacity * double(rowsIn)));
   auto select = moma::ModSelectOp::create(
       b, at, tensor({kept}, i32), tensor({kept}, f32), scores,
       b.getF64FloatAttr(config.mod->capacity));
@@ -312,9 +323,11 @@ Value ForwardBuilder::modLayer(const std::string &layer, int64_t l,
                                   select.getGates());
 }
 
-OwningOpRef<ModuleOp> ForwardBuilder::build() {
+OwningOpRef<ModuleOp> ForwardBuilder::build(bool dynamicBatch) {
   const int64_t batch = config.train.batchSize, seq = config.seqLen;
-  const int64_t tokens = batch * seq;
+  // The compiled bound of the token count, and the token dimension.
+  const int64_t maxTokens = batch * seq;
+  const int64_t tokens = dynamicBatch ? ShapedType::kDynamic : maxTokens;
   Location moduleLoc = FileLineColLoc::get(b.getStringAttr(sourceName), 0, 0);
   OwningOpRef<ModuleOp> module = ModuleOp::create(moduleLoc);
   module->getOperation()->setAttr("moma.model", b.getStringAttr(config.name));
@@ -333,7 +346,9 @@ OwningOpRef<ModuleOp> ForwardBuilder::build() {
       if (group.experts > 1)
         maxExperts = std::max(maxExperts, group.experts);
   if (maxExperts > 0)
-    argTypes.push_back(tensor({config.nLayers, tokens, maxExperts}, f32));
+    argTypes.push_back(tensor({config.nLayers, maxTokens, maxExperts}, f32));
+  if (dynamicBatch)
+    argTypes.push_back(tensor({}, i32));
 
   SmallVector<std::string> resultNames = {"loss"};
   for (const Modality &modality : config.modalities)
@@ -354,6 +369,11 @@ OwningOpRef<ModuleOp> ForwardBuilder::build() {
     func.setArgAttr(noise, kParamAttrName, b.getStringAttr("gumbel_noise"));
     func.setArgAttr(noise, moma::kNoGradAttrName, b.getUnitAttr());
   }
+  if (dynamicBatch) {
+    unsigned rows = argTypes.size() - 1;
+    func.setArgAttr(rows, kParamAttrName, b.getStringAttr(kBatchRowsName));
+    func.setArgAttr(rows, moma::kNoGradAttrName, b.getUnitAttr());
+  }
   for (auto [i, name] : llvm::enumerate(resultNames))
     func.setResultAttr(i, kResultAttrName, b.getStringAttr(name));
 
@@ -365,20 +385,49 @@ OwningOpRef<ModuleOp> ForwardBuilder::build() {
     gumbelNoise = entry->getArgument(specs.size() + 1);
 
   Location inputAt = loc("inputs");
+  Value tokenRows = entry->getArgument(0);
+  Value tokenCount;
+  if (dynamicBatch) {
+    // The first batch_rows rows of the tokens buffer are the micro-batch.
+    Value rows = arith::IndexCastOp::create(
+        b, inputAt, b.getIndexType(),
+        tensor::ExtractOp::create(b, inputAt, entry->getArguments().back(),
+                                  ValueRange{}));
+    tokenRows = tensor::ExtractSliceOp::create(
+        b, inputAt, tensor({ShapedType::kDynamic, seq + 1}, i32), tokenRows,
+        ArrayRef<OpFoldResult>{b.getIndexAttr(0), b.getIndexAttr(0)},
+        ArrayRef<OpFoldResult>{rows, b.getIndexAttr(seq + 1)},
+        ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)});
+    tokenCount = arith::MulIOp::create(
+        b, inputAt, rows, arith::ConstantIndexOp::create(b, inputAt, seq));
+  }
   auto shift =
       moma::ShiftTokensOp::create(b, inputAt, tensor({tokens}, i32),
-                                  tensor({tokens}, i32), entry->getArgument(0));
+                                  tensor({tokens}, i32), tokenRows);
+  // Positions and sequence ids of the first N flat tokens are those of the
+  // compiled bound's first N.
   auto layout = moma::TokenPositionsOp::create(
-      b, inputAt, tensor({tokens}, i32), tensor({tokens}, i32),
+      b, inputAt, tensor({maxTokens}, i32), tensor({maxTokens}, i32),
       b.getI64IntegerAttr(seq));
+  Value positions = layout.getPositions(), sequenceIds = layout.getSequenceIds();
+  if (dynamicBatch) {
+    auto firstTokens = [&](Value all) -> Value {
+      return tensor::ExtractSliceOp::create(
+          b, inputAt, tensor({ShapedType::kDynamic}, i32), all,
+          ArrayRef<OpFoldResult>{b.getIndexAttr(0)},
+          ArrayRef<OpFoldResult>{tokenCount},
+          ArrayRef<OpFoldResult>{b.getIndexAttr(1)});
+    };
+    positions = firstTokens(positions);
+    sequenceIds = firstTokens(sequenceIds);
+  }
   Value hidden = moma::EmbedOp::create(
       b, loc("tok_embeddings"), tensor({tokens, config.dModel}, f32),
       param("tok_embeddings.weight"), shift.getInputs());
 
   for (int64_t l = 0; l < config.nLayers; ++l) {
     std::string layer = "layers." + std::to_string(l) + ".";
-    TokenSet all{hidden, shift.getInputs(), layout.getPositions(),
-                 layout.getSequenceIds()};
+    TokenSet all{hidden, shift.getInputs(), positions, sequenceIds};
     hidden =
         config.isModLayer(l) ? modLayer(layer, l, all) : block(layer, l, all);
   }
@@ -415,7 +464,8 @@ void momac::loadFrontendDialects(MLIRContext &context) {
 
 OwningOpRef<ModuleOp> momac::buildForwardModule(MLIRContext &context,
                                                 const ModelConfig &config,
-                                                StringRef sourceName) {
+                                                StringRef sourceName,
+                                                bool dynamicBatch) {
   loadFrontendDialects(context);
-  return ForwardBuilder(context, config, sourceName).build();
+  return ForwardBuilder(context, config, sourceName).build(dynamicBatch);
 }

@@ -25,15 +25,22 @@ namespace momac {
 constexpr llvm::StringLiteral kParamAttrName = "moma.param";
 constexpr llvm::StringLiteral kResultAttrName = "moma.result";
 constexpr llvm::StringLiteral kForwardFunctionName = "forward";
+/// The argument that says how many rows of the tokens buffer hold the
+/// micro-batch, in entry points compiled for any batch size up to
+/// train.batch_size (MODEL_SPEC section 8).
+constexpr llvm::StringLiteral kBatchRowsName = "batch_rows";
 
 /// Loads the dialects the forward pass uses into `context`.
 void loadFrontendDialects(mlir::MLIRContext &context);
 
 /// Builds the module holding @forward. `sourceName` names the description in
-/// locations (usually its path).
+/// locations (usually its path). With `dynamicBatch` (what artifacts use),
+/// @forward takes any number of sequences up to train.batch_size through a
+/// `batch_rows` argument, and its token dimensions are dynamic; without it
+/// (--emit), exactly train.batch_size.
 mlir::OwningOpRef<mlir::ModuleOp>
 buildForwardModule(mlir::MLIRContext &context, const ModelConfig &config,
-                   llvm::StringRef sourceName);
+                   llvm::StringRef sourceName, bool dynamicBatch = false);
 
 } // namespace momac
 

@@ -11,6 +11,7 @@
 #include "mlir/Dialect/Bufferization/Transforms/Passes.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Linalg/Passes.h"
+#include "mlir/Dialect/MemRef/Transforms/Passes.h"
 #include "mlir/Transforms/Passes.h"
 
 using namespace mlir;
@@ -24,8 +25,13 @@ void momac::addSharedLoweringPasses(OpPassManager &pm) {
   pm.addPass(createConvertMomaToLinalg());
   pm.nest<func::FuncOp>().addPass(createConvertElementwiseToLinalgPass());
   pm.addPass(createCanonicalizerPass());
+  // The sizes of dynamic token dimensions are read from kernels' results
+  // (tensor.dim); asked of the kernels' operands instead, they no longer
+  // count as readers that would keep a producer out of its consumer's loop.
+  pm.addPass(memref::createResolveRankedShapeTypeResultDimsPass());
   pm.nest<func::FuncOp>().addPass(createFuseElementwiseProducers());
   pm.addPass(createCanonicalizerPass());
+  pm.addPass(memref::createResolveRankedShapeTypeResultDimsPass());
   pm.nest<func::FuncOp>().addPass(createTileAndFuse());
   pm.addPass(createCanonicalizerPass());
   // eliminate-empty-tensors lets the kernels that produce an entry point's

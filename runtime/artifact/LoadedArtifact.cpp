@@ -118,3 +118,9 @@ void momac::sampleGumbelNoise(std::mt19937_64 &rng, std::vector<float> &noise) {
     x = float(std::log(u) - std::log1p(-u));
   }
 }
+
+bool momac::takesBatchRows(const EntryPointSpec &entry) {
+  return llvm::any_of(entry.arguments, [](const BufferSpec &argument) {
+    return argument.name == kBatchRowsArgument;
+  });
+}

@@ -18,6 +18,14 @@ namespace momac {
 /// with `moe.gumbel`: [n_layers, tokens, max experts] logit noise.
 constexpr llvm::StringLiteral kGumbelNoiseArgument = "gumbel_noise";
 
+/// The argument of `forward` and `grad` that says how many rows of the
+/// [train.batch_size, S+1] tokens buffer hold the micro-batch: artifacts
+/// take any batch size up to the one they were compiled for.
+constexpr llvm::StringLiteral kBatchRowsArgument = "batch_rows";
+
+/// True when `entry` takes kBatchRowsArgument.
+bool takesBatchRows(const EntryPointSpec &entry);
+
 /// The manifest, the model description and the dlopened library of an
 /// artifact directory written by `momac MODEL.json -o DIR`.
 class LoadedArtifact {

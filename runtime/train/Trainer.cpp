@@ -207,6 +207,9 @@ llvm::Error momac::train(const TrainOptions &options) {
   llvm::StringMap<void *> gradArguments, gradResults, stepArguments,
       stepResults;
   gradArguments["tokens"] = tokens.data();
+  int32_t batchRows = int32_t(batch);
+  if (takesBatchRows(gradSpec))
+    gradArguments[kBatchRowsArgument] = &batchRows;
   if (noiseSpec)
     gradArguments[kGumbelNoiseArgument] = noise.data();
   std::vector<std::vector<float>> gradOutputs;

@@ -56,19 +56,21 @@ def run(*args):
     return result.stdout
 
 
-def compile_variant(directory, variant, **overrides):
+def compile_variant(directory, variant, batch_size=2, **overrides):
     """Compiles examples/models/tiny/<variant>.json with `overrides` (an
-    object merges into the description's object of that key) and a batch of
-    two sequences; returns (artifact directory, reference config)."""
+    object merges into the description's object of that key) and
+    train.batch_size `batch_size` (the most sequences a batch may hold);
+    returns (artifact directory, reference config)."""
     with open(os.path.join(TINY, variant + ".json")) as f:
         desc = json.load(f)
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(desc.get(key), dict):
             value = {**desc[key], **value}
         desc[key] = value
-    desc.setdefault("train", {})["batch_size"] = 2
+    desc.setdefault("train", {})["batch_size"] = batch_size
     tag = re.sub(r"[^A-Za-z0-9_.-]", "", variant + "".join(
-        f"_{k}_{v}" for k, v in overrides.items()))
+        f"_{k}_{v}" for k, v in overrides.items())
+        + ("" if batch_size == 2 else f"_b{batch_size}"))
     path = os.path.join(directory, tag + ".json")
     with open(path, "w") as f:
         json.dump(desc, f)
@@ -92,14 +94,17 @@ class TemporaryDirectoryTestCase(unittest.TestCase):
 class CompiledForwardMatchesReference(TemporaryDirectoryTestCase):
     """momarun eval of compiled tiny models against the reference forward."""
 
-    def check(self, variant, batches=1, **overrides):
-        artifact, cfg = compile_variant(self.tmp.name, variant, **overrides)
+    def check(self, variant, batches=1, batch=None, compiled_batch=2,
+              **overrides):
+        artifact, cfg = compile_variant(self.tmp.name, variant,
+                                        batch_size=compiled_batch, **overrides)
         params = R.init_params(cfg, seed=7)
         weights = os.path.join(self.tmp.name, variant + ".safetensors")
         R.write_safetensors(weights, {k: v.float() for k, v in params.items()})
 
         # One document whose packing gives exactly the batches we check.
-        batch, seq = cfg["train"]["batch_size"], cfg["seq_len"]
+        batch_args = ["--batch-size", str(batch)] if batch else []
+        batch, seq = batch or cfg["train"]["batch_size"], cfg["seq_len"]
         rng = np.random.default_rng(3)
         stream = rng.integers(0, cfg["vocab_size"], size=batches * batch * seq + 1)
         prefix = os.path.join(self.tmp.name, variant + "-data")
@@ -107,7 +112,7 @@ class CompiledForwardMatchesReference(TemporaryDirectoryTestCase):
 
         out = json.loads(run(MOMARUN, "eval", artifact, "--weights", weights,
                              "--data", prefix, "--batches", str(batches),
-                             "--json"))
+                             *batch_args, "--json"))
 
         names = R.modality_names(cfg)
         losses, sums, counts = [], {m: 0.0 for m in names}, {m: 0 for m in names}
@@ -138,6 +143,7 @@ class CompiledForwardMatchesReference(TemporaryDirectoryTestCase):
     def test_dense(self):
         self.check("dense")
 
+
     def test_dense_pre_norm(self):
         self.check("dense", norm="pre")
 
@@ -162,6 +168,10 @@ class CompiledForwardMatchesReference(TemporaryDirectoryTestCase):
     def test_mod_moe_4t4i_with_aux_routers_pre_norm(self):
         self.check("mod_moe_4t4i_aux", norm="pre")
 
+    def test_batches_of_three_sequences(self):
+        out = self.check("mod_moe_4t4i", batches=2, batch=3, compiled_batch=4)
+        self.assertEqual(out["sequences"], 6)
+
     def test_per_modality_losses_pool_over_batches(self):
         out = self.check("moe_1t1i", batches=3)
         self.assertEqual(out["batches"], 3)
@@ -172,16 +182,18 @@ class CompiledGradMatchesReference(TemporaryDirectoryTestCase):
     """momarun grad against PyTorch autograd of the reference (float64)."""
 
     def check(self, variant, make_tokens=None, edit_params=None, noise=None,
-              **overrides):
+              batch=None, compiled_batch=2, **overrides):
         """momarun grad against R.grad; `noise(cfg)` gives router logit noise
-        [n_layers, B*S, max experts] for both (momarun grad --noise)."""
-        artifact, cfg = compile_variant(self.tmp.name, variant, **overrides)
+        [n_layers, B*S, max experts] for both (momarun grad --noise). `batch`
+        sequences (default: all `compiled_batch` the artifact takes)."""
+        artifact, cfg = compile_variant(self.tmp.name, variant,
+                                        batch_size=compiled_batch, **overrides)
         params = R.init_params(cfg, seed=11)
         if edit_params:
             edit_params(params)
         weights = os.path.join(artifact, "w.safetensors")
         R.write_safetensors(weights, {k: v.float() for k, v in params.items()})
-        batch, seq = cfg["train"]["batch_size"], cfg["seq_len"]
+        batch, seq = batch or cfg["train"]["batch_size"], cfg["seq_len"]
         rng = np.random.default_rng(5)
         tokens = (make_tokens(cfg, rng, batch, seq) if make_tokens else
                   rng.integers(0, cfg["vocab_size"], size=(batch, seq + 1)))
@@ -214,6 +226,27 @@ class CompiledGradMatchesReference(TemporaryDirectoryTestCase):
 
     def test_dense(self):
         self.check("dense")
+
+    # MODEL_SPEC section 8: any batch size up to the compiled train.batch_size
+    # (4 here), routing over exactly the sequences given (no padding).
+    def test_one_sequence(self):
+        self.check("mod_moe_4t4i", batch=1, compiled_batch=4)
+
+    def test_three_sequences(self):
+        self.check("moe_4t4i", batch=3, compiled_batch=4)
+
+    def test_all_four_sequences(self):
+        self.check("moe_4t4i", compiled_batch=4)
+
+    def test_three_sequences_with_router_noise(self):
+        def logistic(cfg):
+            experts = max(g["experts"] for g in cfg["moe"]["groups"])
+            u = torch.rand(cfg["n_layers"], 3 * cfg["seq_len"], experts,
+                           generator=torch.Generator().manual_seed(4),
+                           dtype=torch.float64).clamp(1e-6, 1 - 1e-6)
+            return torch.log(u) - torch.log1p(-u)
+        self.check("mod_moe_4t4i", noise=logistic, batch=3, compiled_batch=4,
+                   moe={"gumbel": True})
 
     def test_dense_pre_norm(self):
         self.check("dense", norm="pre")
@@ -468,7 +501,7 @@ class MomarunErrors(unittest.TestCase):
                 "ragged": (np.zeros(2 * (seq + 1) - 1, "<i4"),
                            "is not a whole number of sequences"),
                 "batch": (np.zeros(3 * (seq + 1), "<i4"),
-                          "compiled for batch_size 2"),
+                          "holds 3 sequences, but the artifact takes at most 2"),
                 "range": (np.full(2 * (seq + 1), 512, "<i4"),
                           "outside [0, 512)"),
             }

@@ -109,7 +109,7 @@ mlir::OwningOpRef<mlir::ModuleOp> buildTrainStep(mlir::MLIRContext &context,
                                                  mlir::TimingScope &timing) {
   mlir::TimingScope frontEndTimer = timing.nest("front end (model -> moma)");
   mlir::OwningOpRef<mlir::ModuleOp> module =
-      buildForwardModule(context, config, inputPath);
+      buildForwardModule(context, config, inputPath, /*dynamicBatch=*/true);
   if (mlir::failed(mlir::verify(*module))) {
     fail("internal error: the front end built invalid IR", 2);
     return nullptr;

@@ -85,6 +85,11 @@ cl::opt<std::string> evalData("data", cl::Required,
                                        "(PREFIX.bin, PREFIX.idx)"),
                               cl::value_desc("prefix"), cl::sub(evalCommand),
                               cl::cat(momarunCategory));
+cl::opt<unsigned> evalBatchSize(
+    "batch-size", cl::init(0),
+    cl::desc("Sequences per batch, 1 to the train.batch_size the artifact "
+             "was compiled for (default: that batch size)"),
+    cl::sub(evalCommand), cl::cat(momarunCategory));
 cl::opt<unsigned> evalBatches(
     "batches", cl::init(0),
     cl::desc("Batches to evaluate (default: one pass over the data, at least "
@@ -103,7 +108,9 @@ cl::opt<std::string> gradWeights("weights", cl::Required,
                                  cl::cat(momarunCategory));
 cl::opt<std::string>
     gradTokens("tokens", cl::Required,
-               cl::desc("Token ids: raw little-endian int32, [B, S+1]"),
+               cl::desc("Token ids: raw little-endian int32, [B, S+1], B from 1 "
+                        "to the train.batch_size the artifact was compiled "
+                        "for"),
                cl::value_desc("file"), cl::sub(gradCommand),
                cl::cat(momarunCategory));
 cl::opt<std::string> gradOutput("out", cl::Required,
@@ -207,10 +214,12 @@ std::vector<std::vector<float>> allocateResults(const EntryPointSpec &entry) {
 /// zero-filled to its size when empty: evaluation routing) and the results.
 llvm::Expected<std::vector<void *>>
 entryBuffers(const EntryPointSpec &entry, std::vector<int32_t> &tokens,
-             Weights &weights, std::vector<float> &noise,
+             int32_t &batchRows, Weights &weights, std::vector<float> &noise,
              std::vector<std::vector<float>> &results) {
   llvm::StringMap<void *> arguments, resultBuffers;
   arguments["tokens"] = tokens.data();
+  if (takesBatchRows(entry))
+    arguments[kBatchRowsArgument] = &batchRows;
   for (size_t i = 0; i < weights.size(); ++i)
     arguments[weights.spec(i).name] = weights[i].data();
   for (const BufferSpec &spec : entry.arguments) {
@@ -246,9 +255,20 @@ llvm::Expected<std::vector<float>> readFloatFile(llvm::StringRef path) {
   return values;
 }
 
-/// Reads a [B, S+1] int32 token file for the artifact's batch.
+/// The largest micro-batch an artifact's entry point takes: its compiled
+/// train.batch_size; older artifacts without kBatchRowsArgument take
+/// exactly that many sequences.
+std::pair<int64_t, int64_t> batchRange(const EntryPointSpec &entry,
+                                       const Manifest &manifest) {
+  return {takesBatchRows(entry) ? 1 : manifest.batchSize, manifest.batchSize};
+}
+
+/// Reads a [B, S+1] int32 token file, 1 <= B <= the artifact's compiled
+/// batch size, into a buffer of the compiled size (rows past B unused).
 llvm::Expected<std::vector<int32_t>> readTokenFile(llvm::StringRef path,
-                                                   const Manifest &manifest) {
+                                                   const Manifest &manifest,
+                                                   const EntryPointSpec &entry,
+                                                   int32_t &batchRows) {
   auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/false,
                                             /*RequiresNullTerminator=*/false);
   if (!buffer)
@@ -261,14 +281,24 @@ llvm::Expected<std::vector<int32_t>> readTokenFile(llvm::StringRef path,
         "tokens (seq_len + 1)",
         path, bytes.size(), manifest.seqLen + 1));
   uint64_t rows = bytes.size() / rowBytes;
-  if (int64_t(rows) != manifest.batchSize)
-    return runtimeError(llvm::formatv(
-        "{0}: holds {1} sequences, but the artifact was compiled for "
-        "batch_size {2} (train.batch_size in the model description)",
-        path, rows, manifest.batchSize));
-  std::vector<int32_t> tokens(bytes.size() / 4);
+  auto [fewest, most] = batchRange(entry, manifest);
+  if (int64_t(rows) < fewest || int64_t(rows) > most)
+    return runtimeError(
+        fewest == most
+            ? llvm::formatv("{0}: holds {1} sequences, but this artifact takes "
+                            "exactly {2} (recompile it with this momac for "
+                            "any batch size up to train.batch_size)",
+                            path, rows, most)
+                  .str()
+            : llvm::formatv("{0}: holds {1} sequences, but the artifact takes "
+                            "at most {2} (train.batch_size in the model "
+                            "description it was compiled from)",
+                            path, rows, most)
+                  .str());
+  batchRows = int32_t(rows);
+  std::vector<int32_t> tokens(most * (manifest.seqLen + 1), 0);
   std::memcpy(tokens.data(), bytes.data(), bytes.size());
-  for (size_t i = 0; i < tokens.size(); ++i)
+  for (size_t i = 0; i < rows * (manifest.seqLen + 1); ++i)
     if (tokens[i] < 0 || tokens[i] >= manifest.vocabSize)
       return runtimeError(llvm::formatv(
           "{0}: token {1} of sequence {2} is {3}, outside [0, {4})", path,
@@ -321,17 +351,29 @@ int runEval() {
   if (!stream)
     return fail(stream.takeError());
 
-  const int64_t batch = manifest.batchSize, seqLen = manifest.seqLen;
+  auto [fewest, most] = batchRange(*spec, manifest);
+  const int64_t batch = evalBatchSize ? int64_t(evalBatchSize) : most;
+  const int64_t seqLen = manifest.seqLen;
+  if (batch < fewest || batch > most)
+    return fail(runtimeError(llvm::formatv(
+        "--batch-size {0}: this artifact takes {1} to {2} sequences per batch "
+        "(train.batch_size in the model description it was compiled from)",
+        batch, fewest, most)));
   uint64_t sequencesPerPass = (stream->streamLength() - 1) / seqLen;
   uint64_t batches = evalBatches
                          ? evalBatches
                          : std::max<uint64_t>(1, sequencesPerPass / batch);
 
   // Results: loss, loss.<modality>..., and aux_loss with auxiliary routers.
-  std::vector<int32_t> tokens(batch * (seqLen + 1));
+  // The compiled [max, S+1] buffer; its first `batch` rows are the batch.
+  std::vector<int32_t> tokens(most * (seqLen + 1));
+  llvm::MutableArrayRef<int32_t> batchTokens(tokens.data(),
+                                             batch * (seqLen + 1));
+  int32_t batchRows = int32_t(batch);
   std::vector<std::vector<float>> resultBuffers = allocateResults(*spec);
   std::vector<float> noise; // evaluation routing: none
-  auto buffers = entryBuffers(*spec, tokens, *weights, noise, resultBuffers);
+  auto buffers = entryBuffers(*spec, tokens, batchRows, *weights, noise,
+                              resultBuffers);
   if (!buffers)
     return fail(buffers.takeError());
 
@@ -342,11 +384,11 @@ int runEval() {
   std::vector<uint64_t> modalityCount(modalities, 0);
   auto start = std::chrono::steady_clock::now();
   for (uint64_t b = 0; b < batches; ++b) {
-    if (llvm::Error error = stream->next(batch, tokens))
+    if (llvm::Error error = stream->next(batch, batchTokens))
       return fail(std::move(error));
     forward(buffers->data());
     lossSum += resultBuffers[0][0];
-    std::vector<uint64_t> counts = config.countTargetsByModality(tokens);
+    std::vector<uint64_t> counts = config.countTargetsByModality(batchTokens);
     for (size_t m = 0; m < modalities; ++m) {
       modalitySum[m] += double(resultBuffers[1 + m][0]) * double(counts[m]);
       modalityCount[m] += counts[m];
@@ -399,8 +441,9 @@ int runGrad() {
   llvm::Expected<Weights> weights = Weights::load(manifest, gradWeights);
   if (!weights)
     return fail(weights.takeError());
+  int32_t batchRows = 0;
   llvm::Expected<std::vector<int32_t>> tokens =
-      readTokenFile(gradTokens, manifest);
+      readTokenFile(gradTokens, manifest, *spec, batchRows);
   if (!tokens)
     return fail(tokens.takeError());
   std::vector<float> noise;
@@ -414,9 +457,22 @@ int runGrad() {
       return fail(runtimeError("--noise: the model has no router noise "
                                "(moe.gumbel with a group of several experts)"));
     noise = std::move(*values);
+    // [n_layers, B*S, E] as given, into the compiled [n_layers, max, E].
+    const int64_t layers = artifact->config().nLayers;
+    const int64_t given = int64_t(batchRows) * manifest.seqLen;
+    const int64_t bound = manifest.batchSize * manifest.seqLen;
+    if (given != bound && noise.size() % (layers * given) == 0) {
+      const size_t experts = noise.size() / (layers * given);
+      std::vector<float> placed(layers * bound * experts, 0.0f);
+      for (int64_t l = 0; l < layers; ++l)
+        std::copy_n(noise.begin() + l * given * experts, given * experts,
+                    placed.begin() + l * bound * experts);
+      noise = std::move(placed);
+    }
   }
   std::vector<std::vector<float>> results = allocateResults(*spec);
-  auto buffers = entryBuffers(*spec, *tokens, *weights, noise, results);
+  auto buffers =
+      entryBuffers(*spec, *tokens, batchRows, *weights, noise, results);
   if (!buffers)
     return fail(buffers.takeError());
   gradient(buffers->data());
