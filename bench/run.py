@@ -7,8 +7,8 @@ of steps of bench/eager_step.py (eager PyTorch 1.13, fp32, batched expert
 GEMMs, AdamW foreach) on batches of alternating text and image runs, and
 prints tokens/s of both, their ratio, each one's tokens/s relative to the
 preset's dense variant, each one's achieved GFLOP/s as a fraction of a plain
-fp32 GEMM measured in the same run, momarun's peak resident memory, and the
-compile time. Medians over the timed steps (the first step is not timed).
+fp32 GEMM measured in the same run, momarun's peak resident memory next to
+what `momac --stats` predicts, and the compile time. Medians over the timed steps (the first step is not timed).
 
 The process environment is the one a performance-minded user sets for
 Debian's torch (its pthread OpenBLAS spins against torch's pool without the
@@ -23,6 +23,7 @@ import argparse
 import copy
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -146,6 +147,8 @@ def momarun_side(tmp, desc, steps):
     run(MOMAC, path, "-o", artifact)
     compile_s = time.perf_counter() - start
     report = json.loads(run(MOMAC, path, "--report", "--json"))
+    stats = run(MOMAC, path, "--stats")
+    predicted = float(re.search(r"= ([0-9.]+) MB", stats).group(1)) / 1e3
     data = os.path.join(tmp, "data")
     run(MOMARUN, "corpus", path, "--out", data, "--synthetic", "2000",
         "--image-tokens", "256")
@@ -160,7 +163,8 @@ def momarun_side(tmp, desc, steps):
     peak_kb = int(result.stderr.rsplit("peak_kb ", 1)[1].split()[0])
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         rates = [json.loads(line)["tokens_per_s"] for line in f][1:]
-    return statistics.median(rates), compile_s, report, path, peak_kb / 2 ** 20
+    return (statistics.median(rates), compile_s, report, path,
+            peak_kb * 1024 / 1e9, predicted)
 
 
 def eager_side(path, steps):
@@ -192,16 +196,16 @@ def main():
         variants = args.variants.split(",") if args.variants else DEFAULT_VARIANTS[preset]
         print(f"\n{preset}, fp32 ({args.steps} timed steps per side)")
         header = (f"{'variant':22} {'momarun':>9} {'eager':>9} {'ratio':>6} "
-                  f"{'vs dense':>11} {'of GEMM':>13} {'peak RSS':>9} {'compile':>8}")
+                  f"{'vs dense':>11} {'of GEMM':>13} {'peak RSS':>13} {'compile':>8}")
         print(header)
         print(f"{'':22} {'tok/s':>9} {'tok/s':>9} {'':>6} "
-              f"{'ours/eager':>11} {'ours/eager':>13} {'GB':>9} {'s':>8}")
+              f"{'ours/eager':>11} {'ours/eager':>13} {'GB got/pred':>13} {'s':>8}")
         print("-" * len(header))
         dense = None
         for variant in variants:
             desc = describe(preset, variant)
             with tempfile.TemporaryDirectory() as tmp:
-                ours, compile_s, report, path, peak = momarun_side(
+                ours, compile_s, report, path, peak, predicted = momarun_side(
                     tmp, desc, args.steps)
                 theirs = eager_side(path, args.steps)
             # Training FLOPs of a token, averaged over the modalities' paths
@@ -215,7 +219,8 @@ def main():
                         if dense else "-")
             fraction = f"{ours * flops / 1e9 / gemm:.1%}/{theirs * flops / 1e9 / gemm:.1%}"
             print(f"{variant:22} {ours:9.0f} {theirs:9.0f} {ours / theirs:6.2f} "
-                  f"{relative:>11} {fraction:>13} {peak:9.2f} {compile_s:8.1f}",
+                  f"{relative:>11} {fraction:>13} {f'{peak:.2f}/{predicted:.2f}':>13} "
+                  f"{compile_s:8.1f}",
                   flush=True)
         print("bf16: not run (momac rejects train.precision \"bf16\" on the CPU "
               "target; issue 7 item 5)")

@@ -6,6 +6,7 @@
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Interfaces/ViewLikeInterface.h"
 
 using namespace mlir;
 using namespace momac;
@@ -116,6 +117,43 @@ void countOp(Operation *op, int64_t tokens, KernelCounts &counts) {
       countOp(&inner, tokens, counts);
 }
 
+/// Replays the allocations and deallocations of `ops` in program order
+/// (into sequential control flow, not into kernels, whose per-iteration
+/// scratch is small), tracking the live bytes and their peak.
+void replayAllocations(Block &ops, int64_t tokens,
+                       llvm::DenseMap<Value, double> &live, double &current,
+                       double &peak) {
+  for (Operation &op : ops) {
+    if (isa<memref::AllocOp, memref::AllocaOp>(op)) {
+      double bytes = estimatedBytes(op.getResult(0).getType(), tokens);
+      live[op.getResult(0)] = bytes;
+      current += bytes;
+      peak = std::max(peak, current);
+      continue;
+    }
+    if (auto dealloc = dyn_cast<memref::DeallocOp>(op)) {
+      // Deallocation may free a view of the allocation, by its base.
+      Value buffer = dealloc.getMemref();
+      while (Operation *def = buffer.getDefiningOp()) {
+        if (live.count(buffer) ||
+            !isa<ViewLikeOpInterface>(def))
+          break;
+        buffer = cast<ViewLikeOpInterface>(def).getViewSource();
+      }
+      if (auto it = live.find(buffer); it != live.end()) {
+        current -= it->second;
+        live.erase(it);
+      }
+      continue;
+    }
+    if (isa<scf::ForallOp, scf::ParallelOp>(op))
+      continue;
+    for (Region &region : op.getRegions())
+      for (Block &block : region)
+        replayAllocations(block, tokens, live, current, peak);
+  }
+}
+
 } // namespace
 
 std::map<std::string, FunctionStatistics>
@@ -131,6 +169,10 @@ momac::collectStepStatistics(ModuleOp module, int64_t tokens) {
       stats.total += counts;
       stats.byPart[partOf(op.getLoc())] += counts;
     }
+    llvm::DenseMap<Value, double> live;
+    double current = 0;
+    replayAllocations(func.getBody().front(), tokens, live, current,
+                      stats.peakTemporaryBytes);
   }
   return result;
 }

@@ -35,6 +35,10 @@ struct KernelCounts {
 
 struct FunctionStatistics {
   KernelCounts total;
+  /// The most bytes of temporary buffers (activations, workspaces) live at
+  /// once during a call, from the order of the function's allocations and
+  /// deallocations; the caller's buffers (parameters, results) are not in it.
+  double peakTemporaryBytes = 0;
   /// By the model part the kernels come from ("layers.0", ..., and
   /// "model" for the embedding, the output, the loss and the optimizer).
   std::map<std::string, KernelCounts> byPart;

@@ -7,6 +7,7 @@
 #include "llvm/Support/JSON.h"
 
 #include <cmath>
+#include <optional>
 
 using namespace momac;
 
@@ -167,29 +168,45 @@ void momac::printStatistics(
   os << llvm::formatv("{0}: one training step after fusion and tiling "
                       "({1} tokens per micro-batch)\n",
                       config.name, tokens);
-  auto row = [&](llvm::StringRef name, const KernelCounts &counts) {
-    os << llvm::formatv("  {0,-16} {1,8} {2,6} {3,6} {4,7} {5,12:F1}\n", name,
+  auto row = [&](llvm::StringRef name, const KernelCounts &counts,
+                 std::optional<double> peak = std::nullopt) {
+    os << llvm::formatv("  {0,-16} {1,8} {2,6} {3,6} {4,7} {5,12:F1}", name,
                         counts.kernels, counts.gemms, counts.topK,
                         counts.copies, counts.bytes / 1e6);
+    if (peak)
+      os << llvm::formatv(" {0,12:F1}", *peak / 1e6);
+    os << "\n";
   };
-  auto header = [&](llvm::StringRef title) {
-    os << llvm::formatv("  {0,-16} {1,8} {2,6} {3,6} {4,7} {5,12}\n", title,
-                        "kernels", "GEMMs", "top-k", "copies", "MB (est.)");
+  auto header = [&](llvm::StringRef title, bool memory) {
+    os << llvm::formatv("  {0,-16} {1,8} {2,6} {3,6} {4,7} {5,12}", title,
+                        "kernels", "GEMMs", "top-k", "copies", "MB moved");
+    if (memory)
+      os << llvm::formatv(" {0,12}", "MB peak temp");
+    os << "\n";
   };
-  header("entry point");
+  header("entry point", true);
   KernelCounts step;
+  double stepPeak = 0;
   for (const auto &[name, stats] : statistics) {
-    row(name, stats.total);
-    if (name != "forward")
+    row(name, stats.total, stats.peakTemporaryBytes);
+    if (name != "forward") {
       step += stats.total;
+      stepPeak = std::max(stepPeak, stats.peakTemporaryBytes);
+    }
   }
-  row("step", step);
+  row("step", step, stepPeak);
+  // What a training process holds: the state of --report (weights,
+  // gradients, AdamW moments) plus the step's largest temporaries.
+  double state = double(computeModelStats(config).totalStateBytes());
+  os << llvm::formatv("  memory of a training step (predicted): {0:F1} MB "
+                      "state + {1:F1} MB temporaries = {2:F1} MB\n",
+                      state / 1e6, stepPeak / 1e6, (state + stepPeak) / 1e6);
   // Per part of @grad (forward recomputation and backward of each layer).
   auto grad = statistics.find("grad");
   if (grad == statistics.end())
     return;
   os << "\n";
-  header("grad by part");
+  header("grad by part", false);
   // layers.10 after layers.9: order by layer number, then "model".
   std::vector<std::pair<int64_t, std::string>> parts;
   for (const auto &[part, counts] : grad->second.byPart) {
