@@ -71,6 +71,12 @@ llvm::Error truncateMetrics(llvm::StringRef path, int64_t lastStep) {
 
 } // namespace
 
+llvm::json::Value momac::jsonNumber(double value) {
+  if (!std::isfinite(value))
+    return nullptr;
+  return value;
+}
+
 double momac::learningRate(const TrainConfig &train, int64_t step) {
   const int64_t total = train.totalSteps;
   const int64_t warmup = std::min(train.warmupSteps, total);
@@ -302,8 +308,14 @@ llvm::Error momac::train(const TrainOptions &options) {
     return writer.write(checkpointPath);
   };
 
+  int64_t skippedSteps = 0;
+  int64_t lastCheckpoint = options.resume ? firstStep - 1 : 0;
   for (int64_t step = firstStep; step <= lastStep; ++step) {
     auto stepStart = std::chrono::steady_clock::now();
+    // Where the data and the noise stood before this step: a checkpoint of
+    // the state before a step that went non-finite resumes from here.
+    const uint64_t stepDataPosition = stream->position();
+    const std::mt19937_64 stepNoiseRng = noiseRng;
     double loss = 0;
     std::vector<double> modalitySum(modalities, 0);
     std::vector<uint64_t> modalityCount(modalities, 0);
@@ -334,34 +346,91 @@ llvm::Error momac::train(const TrainOptions &options) {
       }
     }
     double lr = learningRate(hyper, step);
-    schedule = {float(lr), float(1 - std::pow(hyper.beta1, double(step))),
-                float(1 - std::pow(hyper.beta2, double(step)))};
-    stepEntry->second(stepBuffers->data());
+    // A non-finite loss or gradient would turn every parameter into NaN
+    // through the clipping scale: check before the update, which then
+    // either stops the run or, with --skip-nonfinite, is skipped.
+    std::string nonFinite;
+    if (!std::isfinite(loss))
+      nonFinite = llvm::formatv("the loss is {0}", loss).str();
+    else
+      for (size_t i = 0; i < weights->size() && nonFinite.empty(); ++i) {
+        const std::vector<float> &g = microBatches > 1
+                                          ? meanGrads[i]
+                                          : gradOutputs[gradIndex[i]];
+        if (!std::all_of(g.begin(), g.end(),
+                         [](float x) { return std::isfinite(x); }))
+          nonFinite = "the gradient norm is not finite (grad." +
+                      manifest.parameters[i].name + " holds NaN or Inf)";
+      }
+    bool skipped = false;
+    if (!nonFinite.empty()) {
+      bool skip = skippedSteps < options.skipNonFinite;
+      llvm::json::Object line{{"step", step},
+                              {"loss", jsonNumber(loss)},
+                              {"lr", lr},
+                              {"grad_norm", nullptr},
+                              {"skipped", skip}};
+      metrics << llvm::formatv("{0}", llvm::json::Value(std::move(line)))
+              << "\n";
+      metrics.flush();
+      if (!skip && lastCheckpoint < step - 1) {
+        // The weights are still those after step - 1, all finite: keep them.
+        stream->seek(stepDataPosition);
+        noiseRng = stepNoiseRng;
+        if (llvm::Error error = saveCheckpoint(step - 1))
+          return error;
+        lastCheckpoint = step - 1;
+      }
+      if (!skip)
+        return trainError(llvm::formatv(
+            "step {0}: {1}; stopped without updating the weights ({2}; "
+            "--skip-nonfinite N skips up to N such steps)",
+            step, nonFinite,
+            lastCheckpoint ? "RUN/checkpoint.safetensors holds step " +
+                                 std::to_string(lastCheckpoint) +
+                                 ", the last good state"
+                           : std::string("no step completed, no checkpoint")));
+      ++skippedSteps;
+      skipped = true;
+      llvm::errs() << llvm::formatv(
+          "momarun: warning: step {0}: {1}; update skipped ({2} of "
+          "--skip-nonfinite {3})\n",
+          step, nonFinite, skippedSteps, options.skipNonFinite);
+    } else {
+      schedule = {float(lr), float(1 - std::pow(hyper.beta1, double(step))),
+                  float(1 - std::pow(hyper.beta2, double(step)))};
+      stepEntry->second(stepBuffers->data());
+    }
 
     auto now = std::chrono::steady_clock::now();
     double stepSeconds = std::chrono::duration<double>(now - stepStart).count();
     double tokensPerSecond =
         double(microBatches * batch * seqLen) / stepSeconds;
     llvm::json::Object line{{"step", step},
-                            {"loss", loss},
+                            {"loss", jsonNumber(loss)},
                             {"lr", lr},
-                            {"grad_norm", double(gradNorm[0])},
-                            {"tokens_per_s", tokensPerSecond}};
+                            {"grad_norm", jsonNumber(gradNorm[0])},
+                            {"tokens_per_s", jsonNumber(tokensPerSecond)}};
     std::string modalityText;
     for (size_t m = 0; m < modalities; ++m) {
       double value =
           modalityCount[m] ? modalitySum[m] / double(modalityCount[m]) : 0.0;
-      line["loss." + config.modalities[m].name] = value;
+      line["loss." + config.modalities[m].name] = jsonNumber(value);
       modalityText +=
           llvm::formatv(" {0} {1:F4}", config.modalities[m].name, value);
     }
-    metrics << llvm::formatv("{0}", llvm::json::Value(std::move(line))) << "\n";
-    metrics.flush();
+    if (!skipped) {
+      metrics << llvm::formatv("{0}", llvm::json::Value(std::move(line)))
+              << "\n";
+      metrics.flush();
+    }
 
     if ((step - firstStep + 1) % options.checkpointEvery == 0 ||
-        step == lastStep)
+        step == lastStep) {
       if (llvm::Error error = saveCheckpoint(step))
         return error;
+      lastCheckpoint = step;
+    }
 
     double elapsed = std::chrono::duration<double>(now - runStart).count();
     double eta =

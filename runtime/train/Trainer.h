@@ -14,6 +14,7 @@
 #include "lib/config/ModelConfig.h"
 
 #include "llvm/Support/Error.h"
+#include "llvm/Support/JSON.h"
 
 #include <optional>
 #include <string>
@@ -35,7 +36,17 @@ struct TrainOptions {
   int64_t checkpointEvery = 100;
   /// Without a terminal, print a progress line every this many steps.
   int64_t logEvery = 10;
+  /// A step whose loss or gradient is not finite stops training with an
+  /// error naming the step, after checkpointing the (finite) state from
+  /// before it, unless fewer than this many such steps have been skipped:
+  /// then its update is skipped instead, and logged (Megatron's skipped
+  /// iterations). metrics.jsonl writes non-finite numbers as null.
+  int64_t skipNonFinite = 0;
 };
+
+/// A metric as JSON: the number, or null when it is NaN or infinite, which
+/// JSON cannot write (llvm::json would print a bare `nan`).
+llvm::json::Value jsonNumber(double value);
 
 /// lr(t) of MODEL_SPEC section 7 for step t >= 1.
 double learningRate(const TrainConfig &train, int64_t step);

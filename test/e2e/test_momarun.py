@@ -475,6 +475,59 @@ class CompiledTrainingMatchesReference(TemporaryDirectoryTestCase):
         return artifact, cfg, params, whole
 
 
+class DivergingTraining(TemporaryDirectoryTestCase):
+    """Issue 8: a run whose loss blows up (lr 50, one warm-up step) stops on
+    the first non-finite loss or gradient, with an error naming the step,
+    a finite last checkpoint and a metrics.jsonl that is valid JSON."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.artifact, cls.cfg = compile_variant(
+            cls.tmp.name, "moe_4t4i",
+            train={"lr": 50, "min_lr": 1, "warmup_steps": 1})
+        cls.data = os.path.join(cls.tmp.name, "data")
+        run(MOMARUN, "corpus", cls.artifact, "--out", cls.data,
+            "--synthetic", "100")
+
+    def train(self, name, *extra):
+        out = os.path.join(self.tmp.name, name)
+        result = subprocess.run(
+            [MOMARUN, "train", self.artifact, "--data", self.data, "--steps", "30",
+             "--checkpoint-every", "2", "--out", out, *extra],
+            capture_output=True, text=True)
+        with open(os.path.join(out, "metrics.jsonl")) as f:
+            lines = [json.loads(line) for line in f]  # each line is JSON
+        return result, out, lines
+
+    def test_stops_on_the_first_non_finite_step(self):
+        result, out, lines = self.train("stop")
+        self.assertEqual(result.returncode, 1, result.stderr)
+        bad = lines[-1]
+        self.assertIsNone(bad["grad_norm"])
+        self.assertFalse(bad["skipped"])
+        self.assertRegex(result.stderr, rf"error: step {bad['step']}: the "
+                         r"(loss is|gradient norm is not finite)")
+        self.assertIn("the last good state", result.stderr)
+        with open(os.path.join(out, "metrics.jsonl")) as f:
+            self.assertNotIn("nan", f.read())
+        # The checkpoint holds the weights before the bad step: all finite.
+        checkpoint = R.read_safetensors(os.path.join(out, "checkpoint.safetensors"))
+        for name, value in checkpoint.items():
+            self.assertTrue(bool(torch.isfinite(value).all()), name)
+        # Every step before the bad one trained normally.
+        self.assertEqual([line["step"] for line in lines],
+                         list(range(1, bad["step"] + 1)))
+
+    def test_skips_up_to_n_non_finite_steps(self):
+        result, _, lines = self.train("skip", "--skip-nonfinite", "2")
+        self.assertEqual(result.returncode, 1, result.stderr)
+        skipped = [line["step"] for line in lines if line.get("skipped")]
+        self.assertEqual(len(skipped), 2)
+        self.assertEqual(result.stderr.count("update skipped"), 2)
+        self.assertIn(f"error: step {skipped[-1] + 1}:", result.stderr)
+
+
 class MomarunErrors(unittest.TestCase):
     def assert_grad_fails(self, artifact, weights, tokens, message, *extra, case=None):
         """momarun grad exits with 1 and a stderr containing `message`."""
@@ -484,6 +537,29 @@ class MomarunErrors(unittest.TestCase):
              "--out", out, *extra], capture_output=True, text=True)
         self.assertEqual(result.returncode, 1, case)
         self.assertIn(message, result.stderr, case)
+
+    def test_contradictory_or_out_of_range_flags_are_clear_errors(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            artifact, _ = compile_variant(tmp, "dense")
+            weights = os.path.join(tmp, "w.safetensors")
+            run(MOMARUN, "init", artifact, "-o", weights)
+            data = os.path.join(tmp, "data")
+            run(MOMARUN, "corpus", artifact, "--out", data, "--synthetic", "20")
+            cases = {
+                "synthetic": (["corpus", artifact, "--out", data, "--synthetic", "-3"],
+                              "--synthetic -3: the number of documents must be at least 1"),
+                "batches": (["eval", artifact, "--weights", weights, "--data", data,
+                             "--batches", "0"], "--batches 0: evaluate at least 1 batch"),
+                "batch-size": (["eval", artifact, "--weights", weights, "--data", data,
+                                "--batch-size", "0"], "--batch-size 0: this artifact takes 1 to 2"),
+                "init-resume": (["train", artifact, "--data", data, "--steps", "1",
+                                 "--out", os.path.join(tmp, "run"), "--init", weights,
+                                 "--resume"], "give --init or --resume, not both"),
+            }
+            for name, (args, message) in cases.items():
+                result = subprocess.run([MOMARUN, *args], capture_output=True, text=True)
+                self.assertEqual(result.returncode, 1, name)
+                self.assertIn(message, result.stderr, name)
 
     def test_missing_artifact_is_a_clear_error(self):
         result = subprocess.run([MOMARUN, "init", "/nonexistent", "-o", "/tmp/x"],

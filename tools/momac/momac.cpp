@@ -221,6 +221,10 @@ int main(int argc, char **argv) {
       "lists them.\n");
 
   printStats = llvm::AreStatisticsEnabled();
+  if (keepLLVMIR && (report || printStats || emit != EmitKind::None ||
+                     outputPath == "-"))
+    return fail("--keep-llvm-ir only applies when compiling an artifact "
+                "(-o DIR, without --report, --stats or --emit)");
   if (reportJson && !report)
     return fail("--json only applies to --report");
 

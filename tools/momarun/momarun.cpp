@@ -159,6 +159,13 @@ cl::opt<int64_t> trainCheckpointEvery(
     "checkpoint-every", cl::init(100),
     cl::desc("Steps between checkpoints (one is always written at the end)"),
     cl::sub(trainCommand), cl::cat(momarunCategory));
+cl::opt<int64_t> trainSkipNonFinite(
+    "skip-nonfinite", cl::init(0),
+    cl::desc("Skip the update of up to N steps whose loss or gradient is "
+             "NaN or infinite, logged (default 0: the first such step stops "
+             "training with an error, after checkpointing the weights from "
+             "before it)"),
+    cl::value_desc("N"), cl::sub(trainCommand), cl::cat(momarunCategory));
 cl::opt<int64_t> trainLogEvery(
     "log-every", cl::init(10),
     cl::desc("Steps between progress lines when not on a terminal"),
@@ -352,13 +359,17 @@ int runEval() {
     return fail(stream.takeError());
 
   auto [fewest, most] = batchRange(*spec, manifest);
-  const int64_t batch = evalBatchSize ? int64_t(evalBatchSize) : most;
+  const int64_t batch =
+      evalBatchSize.getNumOccurrences() ? int64_t(evalBatchSize) : most;
   const int64_t seqLen = manifest.seqLen;
   if (batch < fewest || batch > most)
     return fail(runtimeError(llvm::formatv(
         "--batch-size {0}: this artifact takes {1} to {2} sequences per batch "
         "(train.batch_size in the model description it was compiled from)",
         batch, fewest, most)));
+  if (evalBatches.getNumOccurrences() && evalBatches == 0)
+    return fail(runtimeError("--batches 0: evaluate at least 1 batch (omit "
+                             "--batches for one pass over the data)"));
   uint64_t sequencesPerPass = (stream->streamLength() - 1) / seqLen;
   uint64_t batches = evalBatches
                          ? evalBatches
@@ -406,12 +417,12 @@ int runEval() {
   double tokensPerSecond = double(batches * batch * seqLen) / seconds;
 
   if (evalJson) {
-    llvm::json::Object out{{"loss", loss},
+    llvm::json::Object out{{"loss", jsonNumber(loss)},
                            {"batches", int64_t(batches)},
                            {"sequences", int64_t(batches * batch)},
-                           {"tokens_per_s", tokensPerSecond}};
+                           {"tokens_per_s", jsonNumber(tokensPerSecond)}};
     for (size_t m = 0; m < modalities; ++m) {
-      out["loss." + config.modalities[m].name] = modalityLoss[m];
+      out["loss." + config.modalities[m].name] = jsonNumber(modalityLoss[m]);
       out["targets." + config.modalities[m].name] = int64_t(modalityCount[m]);
     }
     llvm::outs() << llvm::formatv("{0}", llvm::json::Value(std::move(out)))
@@ -491,9 +502,14 @@ int runGrad() {
 }
 
 int runTrain() {
+  if (trainSkipNonFinite < 0)
+    return fail(runtimeError("--skip-nonfinite must be at least 0"));
   if (trainSteps < 1 || trainCheckpointEvery < 1 || trainLogEvery < 1)
     return fail(runtimeError(
         "--steps, --checkpoint-every and --log-every must be at least 1"));
+  if (!trainInit.empty() && trainResume)
+    return fail(runtimeError("give --init or --resume, not both: --resume "
+                             "continues from RUN/checkpoint.safetensors"));
   TrainOptions options;
   options.artifact = trainArtifact;
   options.dataPrefix = trainData;
@@ -505,6 +521,7 @@ int runTrain() {
   options.resume = trainResume;
   options.checkpointEvery = trainCheckpointEvery;
   options.logEvery = trainLogEvery;
+  options.skipNonFinite = trainSkipNonFinite;
   if (llvm::Error error = train(options))
     return fail(std::move(error));
   return 0;
@@ -518,7 +535,11 @@ int runCorpus() {
   if (!config)
     return fail(
         runtimeError(modelPath + ": " + llvm::toString(config.takeError())));
-  if ((corpusSynthetic > 0) == !corpusInput.empty())
+  if (corpusSynthetic.getNumOccurrences() && corpusSynthetic < 1)
+    return fail(runtimeError(llvm::formatv(
+        "--synthetic {0}: the number of documents must be at least 1",
+        corpusSynthetic)));
+  if (corpusSynthetic.getNumOccurrences() == !corpusInput.empty())
     return fail(runtimeError("give exactly one of --synthetic N and --input"));
   llvm::Expected<CorpusStatistics> stats = [&] {
     if (!corpusInput.empty())
