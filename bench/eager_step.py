@@ -32,29 +32,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "test", "e2e"))
 import moma_reference as R  # noqa: E402
 
 
-def _project_heads(cfg, params, prefix, x, pos):
-    n, d = x.shape
-    H = cfg["n_heads"]
-    hd = d // H
-    q = (x @ params[prefix + "wq.weight"].t()).view(n, H, hd)
-    k = (x @ params[prefix + "wk.weight"].t()).view(n, H, hd)
-    v = (x @ params[prefix + "wv.weight"].t()).view(n, H, hd)
-    if cfg["qk_norm"]:
-        eps = cfg["norm_eps"]
-        q = R.head_layer_norm(q, params[prefix + "q_norm.weight"],
-                              params[prefix + "q_norm.bias"], eps)
-        k = R.head_layer_norm(k, params[prefix + "k_norm.weight"],
-                              params[prefix + "k_norm.bias"], eps)
-    cos, sin = R.rope_angles(pos, hd, cfg["rope_theta"], x.dtype)
-    return R.apply_rope(q, cos, sin), R.apply_rope(k, cos, sin), v
-
-
 def attention(cfg, params, prefix, x, seq, pos):
     """Causal attention within each sequence, batched over sequences."""
     n, d = x.shape
     H = cfg["n_heads"]
     hd = d // H
-    q, k, v = _project_heads(cfg, params, prefix, x, pos)
+    q, k, v = R.attention_heads(cfg, params, prefix, x, pos)
     S = cfg["seq_len"]
     if n % S == 0 and torch.equal(pos, torch.arange(S).repeat(n // S)):
         B = n // S

@@ -11,6 +11,8 @@
 
 #include "lib/safetensors/Safetensors.h"
 
+#include "lib/support/AtomicFile.h"
+
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/ADT/StringSet.h"
@@ -620,32 +622,13 @@ llvm::Error SafetensorsWriter::write(llvm::StringRef path) const {
       return fail("metadata entry '" + key + "' is not valid UTF-8");
   std::string head = header();
 
-  // A fresh name beside the target, created exclusively so that two writers
-  // never share one. The same directory keeps the rename atomic (one
-  // filesystem).
-  std::string tempPath;
-  int fd = -1;
-  std::error_code ec;
-  for (int attempt = 0; attempt < 16; ++attempt) {
-    tempPath = (path + ".tmp-" +
-                llvm::utohexstr(llvm::sys::Process::GetRandomNumber()) +
-                llvm::utohexstr(llvm::sys::Process::GetRandomNumber()))
-                   .str();
-    ec = llvm::sys::fs::openFileForWrite(tempPath, fd,
-                                         llvm::sys::fs::CD_CreateNew);
-    if (ec != std::errc::file_exists)
-      break;
-  }
-  if (ec)
-    return fail("cannot create a temporary file beside it: " + ec.message());
-
-  auto discard = [&](const llvm::Twine &message) {
-    ::close(fd);
-    llvm::sys::fs::remove(tempPath);
-    return fail(message);
-  };
+  // A fresh file beside the target, renamed over it when complete
+  // (lib/support/AtomicFile.h: only regular files are replaced).
+  llvm::Expected<TempFile> temp = createTempBeside(path);
+  if (!temp)
+    return temp.takeError();
   {
-    llvm::raw_fd_ostream os(fd, /*shouldClose=*/false);
+    llvm::raw_fd_ostream os(temp->fd, /*shouldClose=*/false);
     char size[8];
     llvm::support::endian::write64le(size, head.size());
     os.write(size, sizeof(size));
@@ -656,31 +639,11 @@ llvm::Error SafetensorsWriter::write(llvm::StringRef path) const {
     if (os.has_error()) {
       std::string message = os.error().message();
       os.clear_error();
-      return discard("cannot write: " + message);
+      discardTemp(*temp);
+      return fail("cannot write: " + message);
     }
   }
-  // Without fsync the rename can reach the disk before the data does, and a
-  // power loss would leave an empty or partial file under the final name.
-  if (::fsync(fd) != 0)
-    return discard(llvm::Twine("cannot flush to disk: ") +
-                   std::strerror(errno));
-  if (::close(fd) != 0) {
-    llvm::sys::fs::remove(tempPath);
-    return fail(llvm::Twine("cannot close: ") + std::strerror(errno));
-  }
-  if (std::error_code renameError = llvm::sys::fs::rename(tempPath, path)) {
-    llvm::sys::fs::remove(tempPath);
-    return fail("cannot rename the temporary file into place: " +
-                renameError.message());
-  }
-  // Persist the rename itself. Some filesystems cannot fsync a directory;
-  // the file is complete either way, so that is not an error.
-  llvm::StringRef directory = llvm::sys::path::parent_path(path);
-  std::string directoryPath = directory.empty() ? "." : directory.str();
-  int directoryFd = ::open(directoryPath.c_str(), O_RDONLY | O_DIRECTORY);
-  if (directoryFd >= 0) {
-    (void)::fsync(directoryFd);
-    ::close(directoryFd);
-  }
+  if (llvm::Error error = commitTemp(*temp))
+    return error;
   return llvm::Error::success();
 }

@@ -10,11 +10,14 @@
 
 #include "runtime/data/IndexedDataset.h"
 
+#include "lib/support/AtomicFile.h"
+
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/Endian.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/Path.h"
+#include "llvm/Support/Signals.h"
 #include "llvm/Support/Process.h"
 #include "llvm/Support/raw_ostream.h"
 
@@ -66,27 +69,6 @@ std::pair<int64_t, int64_t> valueRange(IndexedDType dtype) {
   }
 }
 
-/// Creates an empty file under a fresh name beside `target` (same directory,
-/// so that the final rename is atomic).
-llvm::Expected<std::pair<int, std::string>>
-createTempBeside(llvm::StringRef target) {
-  std::error_code ec;
-  for (int attempt = 0; attempt < 16; ++attempt) {
-    std::string path = (target + ".tmp-" +
-                        llvm::utohexstr(llvm::sys::Process::GetRandomNumber()) +
-                        llvm::utohexstr(llvm::sys::Process::GetRandomNumber()))
-                           .str();
-    int fd = -1;
-    ec = llvm::sys::fs::openFileForWrite(path, fd, llvm::sys::fs::CD_CreateNew);
-    if (!ec)
-      return std::make_pair(fd, path);
-    if (ec != std::errc::file_exists)
-      break;
-  }
-  return makeError(
-      target + ": cannot create a temporary file beside it: " + ec.message());
-}
-
 /// Flushes `os` (opened on `fd` without ownership) to disk and closes `fd`;
 /// the error names `target`. raw_fd_ostream does not fsync, and only an fsync
 /// before the rename makes the rename safe against power loss.
@@ -106,18 +88,6 @@ llvm::Error syncAndClose(llvm::raw_fd_ostream &os, int fd,
   if (!message.empty())
     return makeError(target + ": cannot write: " + message);
   return llvm::Error::success();
-}
-
-void syncDirectoryOf(llvm::StringRef path) {
-  // Persists the renames; a filesystem that cannot fsync a directory still
-  // has complete files, so failure here is not an error.
-  llvm::StringRef directory = llvm::sys::path::parent_path(path);
-  std::string directoryPath = directory.empty() ? "." : directory.str();
-  int fd = ::open(directoryPath.c_str(), O_RDONLY | O_DIRECTORY);
-  if (fd >= 0) {
-    (void)::fsync(fd);
-    ::close(fd);
-  }
 }
 
 } // namespace
@@ -374,7 +344,7 @@ std::vector<int64_t> IndexedDataset::sequence(size_t index) const {
 struct IndexedDatasetBuilder::State {
   std::string prefix;
   IndexedDType dtype;
-  std::string binTemp;
+  std::string binTemp, binTarget;
   int binFd = -1;
   std::unique_ptr<llvm::raw_fd_ostream> bin;
   std::vector<int32_t> sizes;
@@ -395,8 +365,10 @@ struct IndexedDatasetBuilder::State {
     if (binFd >= 0)
       ::close(binFd);
     binFd = -1;
-    if (!binTemp.empty())
+    if (!binTemp.empty()) {
       llvm::sys::fs::remove(binTemp);
+      llvm::sys::DontRemoveFileOnSignal(binTemp);
+    }
     done = true;
   }
 };
@@ -428,13 +400,13 @@ IndexedDatasetBuilder::create(llvm::StringRef prefix, IndexedDType dtype) {
   auto state = std::make_unique<State>();
   state->prefix = prefix.str();
   state->dtype = dtype;
-  llvm::Expected<std::pair<int, std::string>> temp =
-      createTempBeside(state->binPath());
+  llvm::Expected<TempFile> temp = createTempBeside(state->binPath());
   if (!temp)
     return temp.takeError();
-  state->binFd = temp->first;
-  state->binTemp = temp->second;
-  state->bin = std::make_unique<llvm::raw_fd_ostream>(temp->first,
+  state->binFd = temp->fd;
+  state->binTemp = temp->path;
+  state->binTarget = temp->target;
+  state->bin = std::make_unique<llvm::raw_fd_ostream>(temp->fd,
                                                       /*shouldClose=*/false);
   return IndexedDatasetBuilder(std::move(state));
 }
@@ -508,14 +480,13 @@ llvm::Error IndexedDatasetBuilder::finish() {
     return binError;
   }
 
-  llvm::Expected<std::pair<int, std::string>> idxTemp =
-      createTempBeside(s.idxPath());
+  llvm::Expected<TempFile> idxTemp = createTempBeside(s.idxPath());
   if (!idxTemp) {
     s.abandon();
     return idxTemp.takeError();
   }
   {
-    llvm::raw_fd_ostream os(idxTemp->first, /*shouldClose=*/false);
+    llvm::raw_fd_ostream os(idxTemp->fd, /*shouldClose=*/false);
     char word[8];
     os.write(kMagic, sizeof(kMagic));
     endian::write64le(word, kVersion);
@@ -539,8 +510,9 @@ llvm::Error IndexedDatasetBuilder::finish() {
       endian::write64le(word, uint64_t(entry));
       os.write(word, 8);
     }
-    if (llvm::Error error = syncAndClose(os, idxTemp->first, s.idxPath())) {
-      llvm::sys::fs::remove(idxTemp->second);
+    if (llvm::Error error = syncAndClose(os, idxTemp->fd, s.idxPath())) {
+      idxTemp->fd = -1;
+      discardTemp(*idxTemp);
       s.abandon();
       return error;
     }
@@ -549,25 +521,28 @@ llvm::Error IndexedDatasetBuilder::finish() {
   // .bin first: a crash between the renames leaves the old .idx with the new
   // .bin, which open() reports (the sizes no longer add up) rather than
   // reading the wrong tokens, in all but contrived cases.
-  if (std::error_code ec = llvm::sys::fs::rename(s.binTemp, s.binPath())) {
-    llvm::sys::fs::remove(idxTemp->second);
+  idxTemp->fd = -1;
+  if (std::error_code ec = llvm::sys::fs::rename(s.binTemp, s.binTarget)) {
+    discardTemp(*idxTemp);
     s.abandon();
     return makeError(s.binPath() +
                      ": cannot rename the temporary file into "
                      "place: " +
                      ec.message());
   }
+  llvm::sys::DontRemoveFileOnSignal(s.binTemp);
   s.binTemp.clear();
   if (std::error_code ec =
-          llvm::sys::fs::rename(idxTemp->second, s.idxPath())) {
-    llvm::sys::fs::remove(idxTemp->second);
+          llvm::sys::fs::rename(idxTemp->path, idxTemp->target)) {
+    discardTemp(*idxTemp);
     s.abandon();
     return makeError(s.idxPath() +
                      ": cannot rename the temporary file into "
                      "place: " +
                      ec.message());
   }
-  syncDirectoryOf(s.idxPath());
+  llvm::sys::DontRemoveFileOnSignal(idxTemp->path);
+  syncParentDirectory(s.idxPath());
   s.bin.reset();
   s.done = true;
   return llvm::Error::success();

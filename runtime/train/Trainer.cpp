@@ -3,6 +3,7 @@
 #include "runtime/train/Trainer.h"
 
 #include "lib/safetensors/Safetensors.h"
+#include "lib/support/AtomicFile.h"
 #include "runtime/artifact/LoadedArtifact.h"
 #include "runtime/data/IndexedDataset.h"
 #include "runtime/data/SequenceStream.h"
@@ -110,6 +111,11 @@ llvm::Error momac::train(const TrainOptions &options) {
       joinPath(options.runDirectory, "checkpoint.safetensors");
   const std::string metricsPath =
       joinPath(options.runDirectory, "metrics.jsonl");
+  // A checkpoint write killed with -9 leaves its temporary behind.
+  if (unsigned stale = removeStaleTemporaries(checkpointPath))
+    llvm::errs() << llvm::formatv("momarun: removed {0} temporary file(s) of "
+                                  "an interrupted checkpoint write in {1}\n",
+                                  stale, options.runDirectory);
 
   // Router noise (moe.gumbel): drawn per micro-batch from its own stream,
   // whose state the checkpoints keep so that a resumed run draws the same.

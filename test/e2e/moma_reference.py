@@ -316,13 +316,8 @@ def apply_rope(x, cos, sin):
     return x * cos + rotate_half(x) * sin
 
 
-def attention(cfg, params, prefix, x, seq, pos):
-    """Causal multi-head attention over the tokens given.
-
-    `seq` and `pos` are each token's sequence index and position s. A token
-    attends to j iff same sequence and pos[j] <= pos[i]: so MoD subsets attend
-    among themselves with their original positions (section 5).
-    """
+def attention_heads(cfg, params, prefix, x, pos):
+    """q, k, v [n, H, hd] of attention: projections, q/k LayerNorm, RoPE."""
     n, d = x.shape
     H = cfg["n_heads"]
     hd = d // H
@@ -334,8 +329,19 @@ def attention(cfg, params, prefix, x, seq, pos):
         q = head_layer_norm(q, params[prefix + "q_norm.weight"], params[prefix + "q_norm.bias"], eps)
         k = head_layer_norm(k, params[prefix + "k_norm.weight"], params[prefix + "k_norm.bias"], eps)
     cos, sin = rope_angles(pos, hd, cfg["rope_theta"], x.dtype)
-    q = apply_rope(q, cos, sin)
-    k = apply_rope(k, cos, sin)
+    return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+
+def attention(cfg, params, prefix, x, seq, pos):
+    """Causal multi-head attention over the tokens given.
+
+    `seq` and `pos` are each token's sequence index and position s. A token
+    attends to j iff same sequence and pos[j] <= pos[i]: so MoD subsets attend
+    among themselves with their original positions (section 5).
+    """
+    n, d = x.shape
+    hd = d // cfg["n_heads"]
+    q, k, v = attention_heads(cfg, params, prefix, x, pos)
     q, k, v = (t.transpose(0, 1) for t in (q, k, v))  # [H, n, hd]
     scores = (q @ k.transpose(1, 2)) / math.sqrt(hd)  # [H, n, n]
     allowed = (seq[:, None] == seq[None, :]) & (pos[None, :] <= pos[:, None])

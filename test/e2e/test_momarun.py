@@ -7,6 +7,7 @@ Run: /usr/bin/python3 -m unittest discover -s test/e2e -p 'test_momarun.py'
 import json
 import os
 import re
+import stat
 import struct
 import subprocess
 import sys
@@ -560,6 +561,49 @@ class MomarunErrors(unittest.TestCase):
                 result = subprocess.run([MOMARUN, *args], capture_output=True, text=True)
                 self.assertEqual(result.returncode, 1, name)
                 self.assertIn(message, result.stderr, name)
+
+    def test_outputs_are_only_regular_files_and_leave_no_temporaries(self):
+        import glob
+        import signal
+        import time
+        with tempfile.TemporaryDirectory() as tmp:
+            artifact, _ = compile_variant(tmp, "dense")
+            # A FIFO (a device takes the same path) is refused and left.
+            fifo = os.path.join(tmp, "pipe")
+            os.mkfifo(fifo)
+            result = subprocess.run([MOMARUN, "init", artifact, "-o", fifo],
+                                    capture_output=True, text=True)
+            self.assertEqual(result.returncode, 1)
+            self.assertIn(f"{fifo}: exists and is a FIFO; only regular files "
+                          "are written", result.stderr)
+            self.assertTrue(stat.S_ISFIFO(os.lstat(fifo).st_mode))
+            # SIGTERM in the middle of a long write removes its temporary.
+            prefix = os.path.join(tmp, "big")
+            process = subprocess.Popen(
+                [MOMARUN, "corpus", artifact, "--out", prefix,
+                 "--synthetic", "100000000"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.time() + 20
+            while not glob.glob(prefix + ".bin.tmp-*") and time.time() < deadline:
+                time.sleep(0.05)
+            self.assertTrue(glob.glob(prefix + ".bin.tmp-*"))
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=20)
+            self.assertEqual(glob.glob(prefix + "*"), [])
+            # What a kill -9 left is removed when a run starts there.
+            data = os.path.join(tmp, "data")
+            run(MOMARUN, "corpus", artifact, "--out", data, "--synthetic", "20")
+            run_dir = os.path.join(tmp, "run")
+            os.makedirs(run_dir)
+            stale = os.path.join(run_dir, "checkpoint.safetensors.tmp-dead")
+            open(stale, "w").close()
+            result = subprocess.run(
+                [MOMARUN, "train", artifact, "--data", data, "--steps", "1",
+                 "--out", run_dir], capture_output=True, text=True)
+            self.assertEqual(result.returncode, 0, result.stderr)
+            self.assertIn("removed 1 temporary file(s) of an interrupted "
+                          "checkpoint write", result.stderr)
+            self.assertFalse(os.path.exists(stale))
 
     def test_missing_artifact_is_a_clear_error(self):
         result = subprocess.run([MOMARUN, "init", "/nonexistent", "-o", "/tmp/x"],

@@ -16,6 +16,7 @@
 #include "runtime/data/IndexedDataset.h"
 #include "runtime/data/SequenceStream.h"
 #include "runtime/model/Weights.h"
+#include "lib/support/AtomicFile.h"
 #include "runtime/train/Trainer.h"
 
 #include "lib/safetensors/Safetensors.h"
@@ -541,6 +542,8 @@ int runCorpus() {
         corpusSynthetic)));
   if (corpusSynthetic.getNumOccurrences() == !corpusInput.empty())
     return fail(runtimeError("give exactly one of --synthetic N and --input"));
+  for (const char *suffix : {".bin", ".idx"})
+    removeStaleTemporaries(corpusOut + suffix);
   llvm::Expected<CorpusStatistics> stats = [&] {
     if (!corpusInput.empty())
       return importTokenCorpus(*config, corpusInput, corpusOut);
