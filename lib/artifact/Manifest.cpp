@@ -3,7 +3,9 @@
 #include "lib/artifact/Manifest.h"
 
 #include "llvm/Support/FormatVariadic.h"
+#include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/xxhash.h"
 
 using namespace momac;
 using llvm::json::Array;
@@ -60,7 +62,7 @@ Value momac::toJSON(const Manifest &manifest) {
                                  {"arguments", std::move(arguments)},
                                  {"results", std::move(results)}});
   }
-  return Object{{"format", "momac-artifact"},
+  Object object{{"format", "momac-artifact"},
                 {"version", Manifest::kVersion},
                 {"target", manifest.target},
                 {"model", manifest.model},
@@ -71,6 +73,11 @@ Value momac::toJSON(const Manifest &manifest) {
                 {"vocab_size", manifest.vocabSize},
                 {"parameters", std::move(parameters)},
                 {"entry_points", std::move(entryPoints)}};
+  if (manifest.librarySize) {
+    object["library_size"] = *manifest.librarySize;
+    object["library_xxh3"] = manifest.libraryHash;
+  }
+  return object;
 }
 
 namespace momac {
@@ -116,6 +123,8 @@ static bool fromJSON(const Value &value, Manifest &manifest,
   return mapper.map("target", manifest.target) &&
          mapper.map("model", manifest.model) &&
          mapper.map("library", manifest.library) &&
+         mapper.mapOptional("library_size", manifest.librarySize) &&
+         mapper.mapOptional("library_xxh3", manifest.libraryHash) &&
          mapper.map("description", manifest.description) &&
          mapper.map("batch_size", manifest.batchSize) &&
          mapper.map("seq_len", manifest.seqLen) &&
@@ -124,6 +133,20 @@ static bool fromJSON(const Value &value, Manifest &manifest,
          mapper.map("entry_points", manifest.entryPoints);
 }
 } // namespace momac
+
+llvm::Expected<std::pair<int64_t, std::string>>
+momac::fingerprintFile(llvm::StringRef path) {
+  auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/false,
+                                            /*RequiresNullTerminator=*/false);
+  if (!buffer)
+    return llvm::createStringError(buffer.getError(), "%s: cannot read: %s",
+                                   path.str().c_str(),
+                                   buffer.getError().message().c_str());
+  llvm::StringRef bytes = (*buffer)->getBuffer();
+  return std::make_pair(int64_t(bytes.size()),
+                        llvm::utohexstr(llvm::xxh3_64bits(bytes),
+                                        /*LowerCase=*/true, /*Width=*/16));
+}
 
 llvm::Expected<Manifest> momac::readManifest(llvm::StringRef path) {
   auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/true);

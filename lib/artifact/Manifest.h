@@ -15,6 +15,7 @@
 #include "llvm/Support/Error.h"
 #include "llvm/Support/JSON.h"
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -48,6 +49,11 @@ struct Manifest {
   std::string target = "cpu";
   std::string model;
   std::string library = "model.so";
+  /// The library's size in bytes and its XXH3-64 hash (16 hex digits), which
+  /// momarun checks before loading it: a truncated or replaced model.so is
+  /// an error, not a SIGBUS. Empty in artifacts of older momacs.
+  std::optional<int64_t> librarySize;
+  std::string libraryHash;
   std::string description = "model.json";
   int64_t batchSize = 0;
   int64_t seqLen = 0;
@@ -59,6 +65,11 @@ struct Manifest {
 };
 
 llvm::json::Value toJSON(const Manifest &manifest);
+
+/// The size and XXH3-64 hash (16 hex digits) of the file at `path`, as the
+/// manifest records them for the library.
+llvm::Expected<std::pair<int64_t, std::string>>
+fingerprintFile(llvm::StringRef path);
 
 /// Reads and checks manifest.json; errors name the file and the JSON path.
 llvm::Expected<Manifest> readManifest(llvm::StringRef path);

@@ -40,6 +40,27 @@ llvm::Expected<LoadedArtifact> LoadedArtifact::open(llvm::StringRef directory) {
                          llvm::toString(config.takeError()));
   artifact.configData = std::move(*config);
 
+  // Every field both files carry must agree: a manifest edited or copied
+  // from another model would bind buffers of the wrong sizes.
+  const Manifest &m = artifact.manifestData;
+  const ModelConfig &c = artifact.configData;
+  auto disagree = [&](llvm::StringRef field, const llvm::Twine &listed,
+                      const llvm::Twine &described) {
+    return artifactError(manifestPath + ": " + field + " is " + listed +
+                         ", but its model description (" +
+                         m.description + ") says " + described);
+  };
+  if (m.model != c.name)
+    return disagree("model", "'" + m.model + "'", "'" + c.name + "'");
+  if (m.batchSize != c.train.batchSize)
+    return disagree("batch_size", llvm::Twine(m.batchSize),
+                    llvm::Twine(c.train.batchSize));
+  if (m.seqLen != c.seqLen)
+    return disagree("seq_len", llvm::Twine(m.seqLen), llvm::Twine(c.seqLen));
+  if (m.vocabSize != c.vocabSize)
+    return disagree("vocab_size", llvm::Twine(m.vocabSize),
+                    llvm::Twine(c.vocabSize));
+
   // The description and the manifest must name the same parameters.
   std::vector<ParameterSpec> expected = listParameters(artifact.configData);
   const auto &listed = artifact.manifestData.parameters;
@@ -50,12 +71,33 @@ llvm::Expected<LoadedArtifact> LoadedArtifact::open(llvm::StringRef directory) {
                                        expected.size()));
   for (size_t i = 0; i < listed.size(); ++i)
     if (expected[i].name != listed[i].name ||
-        expected[i].shape != listed[i].shape)
+        expected[i].shape != listed[i].shape ||
+        expected[i].weightDecay != listed[i].weightDecay ||
+        expected[i].auxRouter != listed[i].auxRouter)
       return artifactError(manifestPath + ": parameter " + listed[i].name +
                            " does not match the model description");
 
   llvm::SmallString<256> libraryPath(directory);
   llvm::sys::path::append(libraryPath, artifact.manifestData.library);
+  // A truncated or replaced library would crash the process while loading
+  // (SIGBUS) or run other code: check it against the manifest first.
+  if (m.librarySize) {
+    llvm::Expected<std::pair<int64_t, std::string>> fingerprint =
+        fingerprintFile(libraryPath);
+    if (!fingerprint)
+      return fingerprint.takeError();
+    if (fingerprint->first != *m.librarySize)
+      return artifactError(llvm::formatv(
+          "{0}: {1} bytes, but the manifest records {2}: truncated or "
+          "replaced; recompile the artifact with momac",
+          libraryPath, fingerprint->first, *m.librarySize));
+    if (fingerprint->second != m.libraryHash)
+      return artifactError(libraryPath + ": its XXH3 hash " +
+                           fingerprint->second + " is not the manifest's " +
+                           m.libraryHash +
+                           ": modified or replaced; recompile the artifact "
+                           "with momac");
+  }
   // Each target's device runtime prepares what its libraries read at load.
   if (artifact.manifestData.target == "cpu")
     cpu::configureThreadsBeforeLoad();

@@ -549,6 +549,9 @@ class MomarunErrors(unittest.TestCase):
             cases = {
                 "synthetic": (["corpus", artifact, "--out", data, "--synthetic", "-3"],
                               "--synthetic -3: the number of documents must be at least 1"),
+                "image-tokens": (["corpus", artifact, "--out", data, "--synthetic", "2",
+                                  "--image-tokens", "1099511627776"],
+                                 "--image-tokens 1099511627776: expected 1 to 1048576"),
                 "batches": (["eval", artifact, "--weights", weights, "--data", data,
                              "--batches", "0"], "--batches 0: evaluate at least 1 batch"),
                 "batch-size": (["eval", artifact, "--weights", weights, "--data", data,
@@ -604,6 +607,51 @@ class MomarunErrors(unittest.TestCase):
             self.assertIn("removed 1 temporary file(s) of an interrupted "
                           "checkpoint write", result.stderr)
             self.assertFalse(os.path.exists(stale))
+
+    def test_inconsistent_artifacts_are_one_line_errors(self):
+        import shutil
+        with tempfile.TemporaryDirectory() as tmp:
+            artifact, _ = compile_variant(tmp, "dense")
+            weights = os.path.join(tmp, "w.safetensors")
+
+            def init_fails(directory, message, case):
+                result = subprocess.run([MOMARUN, "init", directory, "-o", weights],
+                                        capture_output=True, text=True)
+                self.assertEqual(result.returncode, 1, case)
+                self.assertIn(message, result.stderr, case)
+                self.assertEqual(result.stderr.count("\n"), 1, result.stderr)
+
+            with open(os.path.join(artifact, "manifest.json")) as f:
+                manifest = json.load(f)
+            for field, value, message in [
+                    ("vocab_size", 1024, "vocab_size is 1024, but its model "
+                                         "description (model.json) says 512"),
+                    ("seq_len", 64, "seq_len is 64"),
+                    ("model", "other", "model is 'other'")]:
+                lying = os.path.join(tmp, "lying-" + field)
+                shutil.copytree(artifact, lying)
+                with open(os.path.join(lying, "manifest.json"), "w") as f:
+                    json.dump({**manifest, field: value}, f)
+                init_fails(lying, message, field)
+
+            truncated = os.path.join(tmp, "truncated")
+            shutil.copytree(artifact, truncated)
+            library = os.path.join(truncated, "model.so")
+            size = os.path.getsize(library)
+            with open(library, "r+b") as f:
+                f.truncate(size // 2)
+            init_fails(truncated, f"{size // 2} bytes, but the manifest "
+                                  f"records {size}: truncated or replaced", "truncated")
+
+            modified = os.path.join(tmp, "modified")
+            shutil.copytree(artifact, modified)
+            library = os.path.join(modified, "model.so")
+            with open(library, "r+b") as f:
+                f.seek(size // 2)
+                byte = f.read(1)
+                f.seek(size // 2)
+                f.write(bytes([byte[0] ^ 0xFF]))
+            init_fails(modified, "is not the manifest's", "modified")
 
     def test_missing_artifact_is_a_clear_error(self):
         result = subprocess.run([MOMARUN, "init", "/nonexistent", "-o", "/tmp/x"],

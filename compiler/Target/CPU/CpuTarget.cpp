@@ -81,8 +81,16 @@ LogicalResult writeText(Location loc, llvm::StringRef path,
 
 LogicalResult writeManifest(Location loc, const ModelConfig &config,
                             llvm::ArrayRef<EntryPointSpec> entries,
+                            llvm::StringRef libraryPath,
                             llvm::StringRef path) {
   Manifest manifest;
+  // momarun checks the library against these before loading it.
+  llvm::Expected<std::pair<int64_t, std::string>> fingerprint =
+      fingerprintFile(libraryPath);
+  if (!fingerprint)
+    return emitError(loc) << llvm::toString(fingerprint.takeError());
+  manifest.librarySize = fingerprint->first;
+  manifest.libraryHash = fingerprint->second;
   manifest.model = config.name;
   manifest.batchSize = config.train.batchSize;
   manifest.seqLen = config.seqLen;
@@ -366,7 +374,7 @@ LogicalResult momac::buildCpuArtifact(ModuleOp module,
       llvm::sys::fs::remove(object);
   });
   if (failed(linkSharedLibrary(loc, *objects, library)) ||
-      failed(writeManifest(loc, config, entries, manifest)) ||
+      failed(writeManifest(loc, config, entries, library, manifest)) ||
       failed(writeText(loc, description, descriptionText)))
     return failure();
   return success();
