@@ -264,8 +264,9 @@ constexpr llvm::StringRef kTrainKeys[] = {
     "warmup_steps", "beta1",         "beta2",       "eps", "weight_decay",
     "grad_clip",    "precision",     "seed"};
 
-bool positive(double x) { return x > 0; }
-bool nonNegative(double x) { return x >= 0; }
+// Finite too: a JSON number such as 1e999 reads as infinity.
+bool positive(double x) { return std::isfinite(x) && x > 0; }
+bool nonNegative(double x) { return std::isfinite(x) && x >= 0; }
 bool unitInterval(double x) { return x >= 0 && x < 1; }
 
 void readModalities(DescriptionReader &reader, const Object &top,
@@ -566,6 +567,12 @@ void readTrain(DescriptionReader &reader, const Value &value,
                    "a number >= 0", nonNegative);
   reader.readFloat(*obj, "train", "grad_clip", train.gradClip,
                    "a number >= 0 (0 disables clipping)", nonNegative);
+  // The schedule decays from lr to min_lr (MODEL_SPEC section 7).
+  if (!reader.failed() && train.minLr > train.lr)
+    reader.fail("train.min_lr",
+                llvm::formatv("expected a number <= train.lr ({0}), got {1}",
+                              llvm::json::Value(train.lr),
+                              llvm::json::Value(train.minLr)));
   reader.readInt(*obj, "train", "seed", train.seed, false, 0);
   if (const Value *precision =
           reader.field(*obj, "train", "precision", false)) {

@@ -193,7 +193,8 @@ cl::opt<std::string> corpusInput(
     cl::value_desc("file"), cl::sub(corpusCommand), cl::cat(momarunCategory));
 cl::opt<int64_t> corpusImageTokens(
     "image-tokens", cl::init(64),
-    cl::desc("Codes per synthetic image (a square grid; Chameleon uses 1024)"),
+    cl::desc("Codes per synthetic image, 1 to 1048576 (a square grid; "
+             "Chameleon uses 1024)"),
     cl::sub(corpusCommand), cl::cat(momarunCategory));
 cl::opt<uint64_t> corpusSeed("seed", cl::init(0),
                              cl::desc("Seed of the synthetic corpus"),
@@ -542,6 +543,12 @@ int runCorpus() {
         corpusSynthetic)));
   if (corpusSynthetic.getNumOccurrences() == !corpusInput.empty())
     return fail(runtimeError("give exactly one of --synthetic N and --input"));
+  // One image is built in memory: bound it (1024^2 codes, 8 MB).
+  constexpr int64_t kMaxImageTokens = 1 << 20;
+  if (corpusImageTokens < 1 || corpusImageTokens > kMaxImageTokens)
+    return fail(runtimeError(llvm::formatv(
+        "--image-tokens {0}: expected 1 to {1} codes per image",
+        corpusImageTokens, kMaxImageTokens)));
   for (const char *suffix : {".bin", ".idx"})
     removeStaleTemporaries(corpusOut + suffix);
   llvm::Expected<CorpusStatistics> stats = [&] {
