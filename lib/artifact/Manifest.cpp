@@ -154,20 +154,21 @@ llvm::Expected<Manifest> momac::readManifest(llvm::StringRef path) {
     return llvm::createStringError(buffer.getError(), "%s: cannot read: %s",
                                    path.str().c_str(),
                                    buffer.getError().message().c_str());
-  llvm::Expected<Value> json = llvm::json::parse((*buffer)->getBuffer());
+  return parseManifest((*buffer)->getBuffer(), path);
+}
+
+llvm::Expected<Manifest> momac::parseManifest(llvm::StringRef text,
+                                              llvm::StringRef name) {
+  llvm::Expected<Value> json = llvm::json::parse(text);
   if (!json)
     return llvm::createStringError(llvm::inconvertibleErrorCode(),
-                                   "%s: invalid JSON: %s", path.str().c_str(),
+                                   "%s: invalid JSON: %s", name.str().c_str(),
                                    llvm::toString(json.takeError()).c_str());
   Manifest manifest;
   llvm::json::Path::Root root("manifest");
-  if (!fromJSON(*json, manifest, root)) {
-    std::string context;
-    llvm::raw_string_ostream os(context);
-    root.printErrorContext(*json, os);
+  if (!fromJSON(*json, manifest, root))
     return llvm::createStringError(llvm::inconvertibleErrorCode(), "%s: %s",
-                                   path.str().c_str(),
+                                   name.str().c_str(),
                                    llvm::toString(root.getError()).c_str());
-  }
   return manifest;
 }

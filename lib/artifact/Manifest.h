@@ -74,6 +74,10 @@ fingerprintFile(llvm::StringRef path);
 /// Reads and checks manifest.json; errors name the file and the JSON path.
 llvm::Expected<Manifest> readManifest(llvm::StringRef path);
 
+/// The same for manifest text already in memory; errors start with `name`.
+llvm::Expected<Manifest> parseManifest(llvm::StringRef text,
+                                       llvm::StringRef name);
+
 } // namespace momac
 
 #endif // MOMAC_LIB_ARTIFACT_MANIFEST_H
