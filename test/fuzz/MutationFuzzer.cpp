@@ -2,8 +2,10 @@
 //
 //   momac-fuzz TARGET --corpus DIR [--seconds S] [--seed N]
 //
-// A small mutation fuzzer in the manner of libFuzzer (whose runtime, Debian's
-// clang 14, cannot build against LLVM 22's headers): each iteration takes a
+// A small mutation fuzzer in the manner of libFuzzer, built by the project's
+// own compiler with the libraries under test, so that CI needs no second
+// toolchain (libFuzzer wants clang's -fsanitize=fuzzer over the code it
+// fuzzes; Debian's clang 14 has it). Each iteration takes a
 // seed file of the target's corpus, applies a few random mutations (bit
 // flips, byte overwrites with interesting values, insertions, deletions,
 // duplicated ranges, splices with another seed, numbers rewritten in text)
