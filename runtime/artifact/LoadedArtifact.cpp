@@ -2,6 +2,8 @@
 
 #include "runtime/artifact/LoadedArtifact.h"
 
+#include <unistd.h>
+
 #include "lib/config/Parameters.h"
 #include "runtime/device/cpu/CpuThreads.h"
 
@@ -165,4 +167,19 @@ bool momac::takesBatchRows(const EntryPointSpec &entry) {
   return llvm::any_of(entry.arguments, [](const BufferSpec &argument) {
     return argument.name == kBatchRowsArgument;
   });
+}
+
+llvm::Error momac::checkMemoryEstimate(int64_t bytes, llvm::StringRef what,
+                                       int64_t limitBytes) {
+  int64_t limit = limitBytes;
+  llvm::StringRef source = "--memory-limit";
+  if (limit <= 0) {
+    limit = int64_t(::sysconf(_SC_PHYS_PAGES)) * int64_t(::sysconf(_SC_PAGESIZE));
+    source = "this machine's memory";
+  }
+  if (limit <= 0 || bytes <= limit)
+    return llvm::Error::success();
+  return artifactError(llvm::formatv(
+      "{0} needs at least {1:F2} GB, more than {2} ({3:F2} GB)", what,
+      double(bytes) / 1e9, source, double(limit) / 1e9));
 }

@@ -59,6 +59,13 @@ bindByName(const EntryPointSpec &entry,
            const llvm::StringMap<void *> &arguments,
            const llvm::StringMap<void *> &results);
 
+/// Refuses, before anything is allocated, work whose memory estimate
+/// (`bytes`, for `what`) exceeds `limitBytes`, or the machine's physical
+/// memory when `limitBytes` is 0: a one-line error with both numbers
+/// instead of swapping or an out-of-memory kill halfway through.
+llvm::Error checkMemoryEstimate(int64_t bytes, llvm::StringRef what,
+                                int64_t limitBytes = 0);
+
 /// Fills `noise` with independent samples of G' - G'' for standard Gumbel
 /// G', G'' (a standard logistic variable, log(u / (1 - u)) for uniform u in
 /// (0, 1)): the router noise of MODEL_SPEC section 4.

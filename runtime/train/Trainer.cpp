@@ -2,6 +2,7 @@
 
 #include "runtime/train/Trainer.h"
 
+#include "lib/config/ModelStats.h"
 #include "lib/safetensors/Safetensors.h"
 #include "lib/support/AtomicFile.h"
 #include "runtime/artifact/LoadedArtifact.h"
@@ -97,6 +98,13 @@ llvm::Error momac::train(const TrainOptions &options) {
   const Manifest &manifest = artifact->manifest();
   const ModelConfig &config = artifact->config();
   const TrainConfig &hyper = config.train;
+  // The state alone (momac --report; momac --stats adds the activations).
+  if (llvm::Error error = checkMemoryEstimate(
+          computeModelStats(config).totalStateBytes(),
+          "training " + manifest.model +
+              " (weights, gradients and AdamW moments)",
+          options.memoryLimitBytes))
+    return error;
   auto gradEntry = artifact->entryPoint("grad");
   if (!gradEntry)
     return gradEntry.takeError();

@@ -42,6 +42,9 @@ struct TrainOptions {
   /// then its update is skipped instead, and logged (Megatron's skipped
   /// iterations). metrics.jsonl writes non-finite numbers as null.
   int64_t skipNonFinite = 0;
+  /// Refuse to start when the training state (weights, gradients, AdamW
+  /// moments) would not fit in this many bytes; 0: physical memory.
+  int64_t memoryLimitBytes = 0;
 };
 
 /// A metric as JSON: the number, or null when it is NaN or infinite, which

@@ -529,6 +529,51 @@ class DivergingTraining(TemporaryDirectoryTestCase):
         self.assertIn(f"error: step {skipped[-1] + 1}:", result.stderr)
 
 
+class NonFiniteWeights(TemporaryDirectoryTestCase):
+    """Issue 8: NaN or Inf in any kind of parameter gives a result or a clean
+    error from grad, eval and train, never a crash."""
+
+    KINDS = ["tok_embeddings.weight", "attention.wq.weight", "q_norm.weight",
+             "k_norm.bias", "attention_norm.weight", "moe.text.router.weight",
+             "moe.image.w1", "mod.router.weight", "mod.aux_router.w1.weight",
+             "norm.weight", "output.weight"]
+
+    def test_nan_and_inf_in_each_parameter_kind(self):
+        tmp = self.tmp.name
+        artifact, cfg = compile_variant(tmp, "mod_moe_4t4i_aux")
+        params = R.init_params(cfg, seed=3)
+        data = os.path.join(tmp, "data")
+        run(MOMARUN, "corpus", artifact, "--out", data, "--synthetic", "20")
+        tokens = os.path.join(tmp, "tokens.bin")
+        R.write_tokens(tokens, torch.randint(0, cfg["vocab_size"],
+                                             (2, cfg["seq_len"] + 1), dtype=torch.int32))
+        for kind in self.KINDS:
+            name = next(n for n in params if n.endswith(kind))
+            for value in (float("nan"), float("inf"), float("-inf")):
+                case = f"{name} = {value}"
+                edited = {k: v.clone().float() for k, v in params.items()}
+                edited[name].view(-1)[0] = value
+                weights = os.path.join(tmp, "w.safetensors")
+                R.write_safetensors(weights, edited)
+                commands = {
+                    "grad": [MOMARUN, "grad", artifact, "--weights", weights,
+                             "--tokens", tokens, "--out", os.path.join(tmp, "g.safetensors")],
+                    "eval": [MOMARUN, "eval", artifact, "--weights", weights,
+                             "--data", data, "--batches", "1", "--json"],
+                    "train": [MOMARUN, "train", artifact, "--data", data, "--steps", "2",
+                              "--init", weights, "--out", os.path.join(tmp, "run-" + name)],
+                }
+                for command, args in commands.items():
+                    result = subprocess.run(args, capture_output=True, text=True)
+                    self.assertIn(result.returncode, (0, 1),
+                                  f"{command}, {case}: {result.stderr[-500:]}")
+                    if command == "eval":
+                        json.loads(result.stdout)  # null, never a bare nan
+                    if result.returncode == 1:
+                        self.assertRegex(result.stderr, r"^momarun: error: ",
+                                         f"{command}, {case}")
+
+
 class MomarunErrors(unittest.TestCase):
     def assert_grad_fails(self, artifact, weights, tokens, message, *extra, case=None):
         """momarun grad exits with 1 and a stderr containing `message`."""
@@ -556,6 +601,10 @@ class MomarunErrors(unittest.TestCase):
                              "--batches", "0"], "--batches 0: evaluate at least 1 batch"),
                 "batch-size": (["eval", artifact, "--weights", weights, "--data", data,
                                 "--batch-size", "0"], "--batch-size 0: this artifact takes 1 to 2"),
+                "memory": (["train", artifact, "--data", data, "--steps", "1",
+                            "--out", os.path.join(tmp, "run"), "--memory-limit", "0.001"],
+                           "training dense_tiny (weights, gradients and AdamW moments) "
+                           "needs at least 0.01 GB, more than --memory-limit (0.00 GB)"),
                 "init-resume": (["train", artifact, "--data", data, "--steps", "1",
                                  "--out", os.path.join(tmp, "run"), "--init", weights,
                                  "--resume"], "give --init or --resume, not both"),

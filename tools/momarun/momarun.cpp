@@ -93,8 +93,8 @@ cl::opt<unsigned> evalBatchSize(
     cl::sub(evalCommand), cl::cat(momarunCategory));
 cl::opt<unsigned> evalBatches(
     "batches", cl::init(0),
-    cl::desc("Batches to evaluate (default: one pass over the data, at least "
-             "one batch)"),
+    cl::desc("Batches to evaluate, at least 1 (default: one pass over the "
+             "data, at least one batch)"),
     cl::sub(evalCommand), cl::cat(momarunCategory));
 cl::opt<bool> evalJson("json", cl::desc("Print the result as one JSON object"),
                        cl::sub(evalCommand), cl::cat(momarunCategory));
@@ -136,8 +136,8 @@ cl::opt<std::string> trainData("data", cl::Required,
                                cl::value_desc("prefix"), cl::sub(trainCommand),
                                cl::cat(momarunCategory));
 cl::opt<int64_t> trainSteps("steps", cl::Required,
-                            cl::desc("Steps to run (the schedule still spans "
-                                     "train.total_steps)"),
+                            cl::desc("Steps to run, at least 1 (the schedule "
+                                     "still spans train.total_steps)"),
                             cl::sub(trainCommand), cl::cat(momarunCategory));
 cl::opt<std::string> trainOut("out", cl::Required,
                               cl::desc("Run directory: metrics.jsonl, "
@@ -158,7 +158,8 @@ cl::opt<bool> trainResume("resume",
                           cl::sub(trainCommand), cl::cat(momarunCategory));
 cl::opt<int64_t> trainCheckpointEvery(
     "checkpoint-every", cl::init(100),
-    cl::desc("Steps between checkpoints (one is always written at the end)"),
+    cl::desc("Steps between checkpoints, at least 1 (one is always written "
+             "at the end; default 100)"),
     cl::sub(trainCommand), cl::cat(momarunCategory));
 cl::opt<int64_t> trainSkipNonFinite(
     "skip-nonfinite", cl::init(0),
@@ -167,9 +168,16 @@ cl::opt<int64_t> trainSkipNonFinite(
              "training with an error, after checkpointing the weights from "
              "before it)"),
     cl::value_desc("N"), cl::sub(trainCommand), cl::cat(momarunCategory));
+cl::opt<double> trainMemoryLimit(
+    "memory-limit",
+    cl::desc("Refuse to start when the training state (weights, gradients, "
+             "AdamW moments) needs more than this many GB, > 0 (default: "
+             "the machine's physical memory)"),
+    cl::value_desc("GB"), cl::sub(trainCommand), cl::cat(momarunCategory));
 cl::opt<int64_t> trainLogEvery(
     "log-every", cl::init(10),
-    cl::desc("Steps between progress lines when not on a terminal"),
+    cl::desc("Steps between progress lines when not on a terminal, at least "
+             "1 (default 10)"),
     cl::sub(trainCommand), cl::cat(momarunCategory));
 
 cl::opt<std::string> corpusModel(cl::Positional, cl::Required,
@@ -183,8 +191,9 @@ cl::opt<std::string> corpusOut("out", cl::Required,
                                cl::cat(momarunCategory));
 cl::opt<int64_t> corpusSynthetic(
     "synthetic", cl::init(0),
-    cl::desc("Generate this many synthetic documents: byte-level text, and "
-             "images of correlated codes between begin/end sentinels"),
+    cl::desc("Generate this many synthetic documents, at least 1: "
+             "byte-level text, and images of correlated codes between "
+             "begin/end sentinels"),
     cl::sub(corpusCommand), cl::cat(momarunCategory));
 cl::opt<std::string> corpusInput(
     "input",
@@ -524,6 +533,11 @@ int runTrain() {
   options.checkpointEvery = trainCheckpointEvery;
   options.logEvery = trainLogEvery;
   options.skipNonFinite = trainSkipNonFinite;
+  if (trainMemoryLimit.getNumOccurrences()) {
+    if (!(trainMemoryLimit > 0))
+      return fail(runtimeError("--memory-limit must be a number of GB > 0"));
+    options.memoryLimitBytes = int64_t(trainMemoryLimit * 1e9);
+  }
   if (llvm::Error error = train(options))
     return fail(std::move(error));
   return 0;
