@@ -16,6 +16,7 @@
 #include "runtime/data/IndexedDataset.h"
 #include "runtime/data/SequenceStream.h"
 #include "runtime/model/Weights.h"
+#include "lib/config/ModelStats.h"
 #include "lib/support/AtomicFile.h"
 #include "runtime/train/Trainer.h"
 
@@ -351,6 +352,10 @@ int runEval() {
     return fail(artifact.takeError());
   const Manifest &manifest = artifact->manifest();
   const ModelConfig &config = artifact->config();
+  if (llvm::Error error = checkMemoryEstimate(
+          computeModelStats(config).parameterBytes,
+          "evaluating " + manifest.model + " (its weights)"))
+    return fail(std::move(error));
   auto entry = artifact->entryPoint("forward");
   if (!entry)
     return fail(entry.takeError());
@@ -456,6 +461,11 @@ int runGrad() {
   if (!artifact)
     return fail(artifact.takeError());
   const Manifest &manifest = artifact->manifest();
+  ModelStats stats = computeModelStats(artifact->config());
+  if (llvm::Error error = checkMemoryEstimate(
+          stats.parameterBytes + stats.gradientBytes,
+          "the gradient of " + manifest.model + " (weights and gradients)"))
+    return fail(std::move(error));
   auto entry = artifact->entryPoint("grad");
   if (!entry)
     return fail(entry.takeError());
