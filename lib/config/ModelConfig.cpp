@@ -333,14 +333,10 @@ void readModalities(DescriptionReader &reader, const Object &top,
           }
           modality.declaredRanges.push_back({lo, hi});
         }
+        // An empty list declares no ranges: the default modality, as if
+        // the key were omitted (MODEL_SPEC section 1).
         if (reader.failed())
           return;
-        if (rangeList && rangeList->empty()) {
-          reader.fail(rangesPath, "expected at least one range (omit the key "
-                                  "for the default modality), got an empty "
-                                  "list");
-          return;
-        }
       }
       config.modalities.push_back(std::move(modality));
     }
@@ -362,8 +358,8 @@ void readModalities(DescriptionReader &reader, const Object &top,
       if (defaultModality >= 0) {
         reader.fail(joinKey(path, "token_ranges"),
                     llvm::formatv("missing: only one modality may omit its "
-                                  "ranges, and modalities[{0}] (\"{1}\") "
-                                  "already owns every unlisted id",
+                                  "ranges (or list none), and modalities[{0}] "
+                                  "(\"{1}\") already owns every unlisted id",
                                   defaultModality,
                                   config.modalities[defaultModality].name));
         return;

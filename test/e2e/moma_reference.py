@@ -70,6 +70,8 @@ def fill_defaults(desc):
                              {"name": "image", "token_ranges": [list(DEFAULT_IMAGE_RANGE)]}]
     for m in cfg["modalities"]:
         m.setdefault("token_ranges", None)
+        if m["token_ranges"] == []:  # no ranges listed: the default modality
+            m["token_ranges"] = None
     if cfg.get("moe") is not None:
         moe = cfg["moe"]
         moe.setdefault("every", 1)

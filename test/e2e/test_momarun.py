@@ -169,6 +169,13 @@ class CompiledForwardMatchesReference(TemporaryDirectoryTestCase):
     def test_mod_moe_4t4i_with_aux_routers_pre_norm(self):
         self.check("mod_moe_4t4i_aux", norm="pre")
 
+    def test_empty_token_ranges_is_the_default_modality(self):
+        # MODEL_SPEC section 1: "token_ranges": [] as if the key were omitted.
+        out = self.check("moe_1t1i", modalities=[
+            {"name": "text", "token_ranges": []},
+            {"name": "image", "token_ranges": [[256, 512]]}])
+        self.assertGreater(out["targets.text"], 0)
+
     def test_batches_of_three_sequences(self):
         out = self.check("mod_moe_4t4i", batches=2, batch=3, compiled_batch=4)
         self.assertEqual(out["sequences"], 6)

@@ -112,6 +112,22 @@ TEST(ModelConfig, DefaultModalityOwnsTheComplement) {
   EXPECT_EQ(config->modalityOf(512), -1);
 }
 
+// Issue 11 item 1 (MODEL_SPEC section 1): "token_ranges": [] is the
+// default modality, as if the key were omitted.
+TEST(ModelConfig, EmptyRangeListIsTheDefaultModality) {
+  llvm::Expected<ModelConfig> config = parseModelConfig(describe(
+      {{"modalities", R"([{"name": "image", "token_ranges": [[100, 200]]},
+                          {"name": "text", "token_ranges": []}])"}}));
+  ASSERT_TRUE(bool(config)) << llvm::toString(config.takeError());
+  const Modality &text = config->modalities[1];
+  EXPECT_TRUE(text.isDefault());
+  ASSERT_EQ(text.ranges.size(), 2u);
+  EXPECT_EQ(text.ranges[0].hi, 100);
+  EXPECT_EQ(text.ranges[1].lo, 200);
+  EXPECT_EQ(config->modalityOf(150), 0);
+  EXPECT_EQ(config->modalityOf(300), 1);
+}
+
 TEST(ModelConfig, ChameleonLayoutWhenModalitiesAreOmitted) {
   llvm::Expected<ModelConfig> config = parseModelConfig(
       describe({{"modalities", "<remove>"}, {"vocab_size", "65536"}}));
@@ -293,13 +309,13 @@ INSTANTIATE_TEST_SUITE_P(
                                       "token_ranges": [[256.5, 300]]}])"}}),
                        "modalities[1].token_ranges[0][0]: expected an integer, "
                        "got 256.5"},
-        BadDescription{"empty range list",
+        BadDescription{"empty range list next to the default modality",
                        describe({{"modalities",
                                   R"([{"name": "text"}, {"name": "image",
                                       "token_ranges": []}])"}}),
-                       "modalities[1].token_ranges: expected at least one "
-                       "range (omit the key for the default modality), got an "
-                       "empty list"},
+                       "modalities[1].token_ranges: missing: only one modality "
+                       "may omit its ranges (or list none), and modalities[0] "
+                       "(\"text\") already owns every unlisted id"},
         BadDescription{
             "overlapping ranges",
             describe({{"modalities",
@@ -312,8 +328,8 @@ INSTANTIATE_TEST_SUITE_P(
                        describe({{"modalities",
                                   R"([{"name": "text"}, {"name": "image"}])"}}),
                        "modalities[1].token_ranges: missing: only one modality "
-                       "may omit its ranges, and modalities[0] (\"text\") "
-                       "already owns every unlisted id"},
+                       "may omit its ranges (or list none), and modalities[0] "
+                       "(\"text\") already owns every unlisted id"},
         BadDescription{
             "ids owned by nobody",
             describe({{"modalities",
