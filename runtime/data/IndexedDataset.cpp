@@ -344,8 +344,8 @@ std::vector<int64_t> IndexedDataset::sequence(size_t index) const {
 struct IndexedDatasetBuilder::State {
   std::string prefix;
   IndexedDType dtype;
-  std::string binTemp, binTarget;
-  int binFd = -1;
+  /// The .bin being written, beside its final name until finish().
+  TempFile binFile;
   std::unique_ptr<llvm::raw_fd_ostream> bin;
   std::vector<int32_t> sizes;
   std::vector<int64_t> docIndex{0};
@@ -362,13 +362,8 @@ struct IndexedDatasetBuilder::State {
       bin->clear_error();
       bin.reset();
     }
-    if (binFd >= 0)
-      ::close(binFd);
-    binFd = -1;
-    if (!binTemp.empty()) {
-      llvm::sys::fs::remove(binTemp);
-      llvm::sys::DontRemoveFileOnSignal(binTemp);
-    }
+    if (!binFile.path.empty())
+      discardTemp(binFile);
     done = true;
   }
 };
@@ -403,9 +398,7 @@ IndexedDatasetBuilder::create(llvm::StringRef prefix, IndexedDType dtype) {
   llvm::Expected<TempFile> temp = createTempBeside(state->binPath());
   if (!temp)
     return temp.takeError();
-  state->binFd = temp->fd;
-  state->binTemp = temp->path;
-  state->binTarget = temp->target;
+  state->binFile = *temp;
   state->bin = std::make_unique<llvm::raw_fd_ostream>(temp->fd,
                                                       /*shouldClose=*/false);
   return IndexedDatasetBuilder(std::move(state));
@@ -473,8 +466,8 @@ llvm::Error IndexedDatasetBuilder::finish() {
   if (s.docIndex.back() != int64_t(s.sizes.size()))
     s.docIndex.push_back(int64_t(s.sizes.size()));
 
-  llvm::Error binError = syncAndClose(*s.bin, s.binFd, s.binPath());
-  s.binFd = -1;
+  llvm::Error binError = syncAndClose(*s.bin, s.binFile.fd, s.binPath());
+  s.binFile.fd = -1;
   if (binError) {
     s.abandon();
     return binError;
@@ -522,7 +515,8 @@ llvm::Error IndexedDatasetBuilder::finish() {
   // .bin, which open() reports (the sizes no longer add up) rather than
   // reading the wrong tokens, in all but contrived cases.
   idxTemp->fd = -1;
-  if (std::error_code ec = llvm::sys::fs::rename(s.binTemp, s.binTarget)) {
+  if (std::error_code ec =
+          llvm::sys::fs::rename(s.binFile.path, s.binFile.target)) {
     discardTemp(*idxTemp);
     s.abandon();
     return makeError(s.binPath() +
@@ -530,8 +524,8 @@ llvm::Error IndexedDatasetBuilder::finish() {
                      "place: " +
                      ec.message());
   }
-  llvm::sys::DontRemoveFileOnSignal(s.binTemp);
-  s.binTemp.clear();
+  llvm::sys::DontRemoveFileOnSignal(s.binFile.path);
+  s.binFile.path.clear();
   if (std::error_code ec =
           llvm::sys::fs::rename(idxTemp->path, idxTemp->target)) {
     discardTemp(*idxTemp);
