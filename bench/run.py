@@ -5,7 +5,8 @@ For each preset and variant: compiles the model with momac (timed), trains it
 with `momarun train` on a synthetic mixed-modal corpus, runs the same number
 of steps of bench/eager_step.py (eager PyTorch 1.13, fp32, batched expert
 GEMMs, AdamW foreach) on batches of alternating text and image runs, and
-prints tokens/s of both, their ratio, each one's tokens/s relative to the
+prints tokens/s of both, their ratio (momarun in fp32 and in bf16, each
+against the fp32 eager step), each one's tokens/s relative to the
 preset's dense variant, each one's achieved GFLOP/s as a fraction of a plain
 fp32 GEMM measured in the same run, momarun's peak resident memory next to
 what `momac --stats` predicts, and the compile time. Medians over the timed steps (the first step is not timed).
@@ -17,7 +18,8 @@ timeout); the script re-executes itself with it, so both sides run in it:
   OMP_WAIT_POLICY=PASSIVE OPENBLAS_THREAD_TIMEOUT=4, torch.set_num_threads(2)
 
 Run after scripts/build.sh, with Debian's python3:
-  bench/run.py [--presets bench-tiny,small90] [--variants dense,moe_4t4i] [--steps N]
+  bench/run.py [--presets bench-tiny,small90] [--variants dense,moe_4t4i]
+               [--precisions fp32,bf16] [--steps N]
 """
 import argparse
 import copy
@@ -167,8 +169,7 @@ def momarun_side(tmp, desc, steps):
             peak_kb * 1024 / 1e9, predicted)
 
 
-def eager_side(path, steps):
-    cfg = R.load_config(path)
+def eager_side(cfg, steps):
     step = eager_step.EagerStep(cfg, seed=0)
     generator = torch.Generator().manual_seed(0)
     batches = [mixed_batch(cfg, generator) for _ in range(steps + 1)]
@@ -186,6 +187,9 @@ def main():
     parser.add_argument("--presets", default="bench-tiny,small90")
     parser.add_argument("--variants", default="",
                         help="comma-separated; default: every variant of each preset")
+    parser.add_argument("--precisions", default="fp32,bf16",
+                        help="momarun's train.precision values to run (the eager "
+                             "step is fp32)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per side")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -194,36 +198,42 @@ def main():
     print("environment: " + " ".join(f"{k}={v}" for k, v in TUNED_ENV.items()))
     for preset in args.presets.split(","):
         variants = args.variants.split(",") if args.variants else DEFAULT_VARIANTS[preset]
-        print(f"\n{preset}, fp32 ({args.steps} timed steps per side)")
-        header = (f"{'variant':22} {'momarun':>9} {'eager':>9} {'ratio':>6} "
+        print(f"\n{preset} ({args.steps} timed steps per side; eager is fp32)")
+        header = (f"{'variant':22} {'prec':>5} {'momarun':>9} {'eager':>9} {'ratio':>6} "
                   f"{'vs dense':>11} {'of GEMM':>13} {'peak RSS':>13} {'compile':>8}")
         print(header)
-        print(f"{'':22} {'tok/s':>9} {'tok/s':>9} {'':>6} "
+        print(f"{'':22} {'':>5} {'tok/s':>9} {'tok/s':>9} {'':>6} "
               f"{'ours/eager':>11} {'ours/eager':>13} {'GB got/pred':>13} {'s':>8}")
         print("-" * len(header))
-        dense = None
+        dense = {}
         for variant in variants:
-            desc = describe(preset, variant)
-            with tempfile.TemporaryDirectory() as tmp:
-                ours, compile_s, report, path, peak, predicted = momarun_side(
-                    tmp, desc, args.steps)
-                theirs = eager_side(path, args.steps)
-            # Training FLOPs of a token, averaged over the modalities' paths
-            # (the report's "dense" row is the all-dense equivalent).
-            paths = report["train_flops_per_token"]
-            flops = statistics.mean(v for k, v in paths.items() if k != "dense") \
-                if len(paths) > 1 else paths["dense"]
-            if variant == "dense":
-                dense = (ours, theirs)
-            relative = (f"{ours / dense[0]:.2f}/{theirs / dense[1]:.2f}"
-                        if dense else "-")
-            fraction = f"{ours * flops / 1e9 / gemm:.1%}/{theirs * flops / 1e9 / gemm:.1%}"
-            print(f"{variant:22} {ours:9.0f} {theirs:9.0f} {ours / theirs:6.2f} "
-                  f"{relative:>11} {fraction:>13} {f'{peak:.2f}/{predicted:.2f}':>13} "
-                  f"{compile_s:8.1f}",
-                  flush=True)
-        print("bf16: not run (momac rejects train.precision \"bf16\" on the CPU "
-              "target; issue 7 item 5)")
+            theirs = None
+            for precision in args.precisions.split(","):
+                desc = describe(preset, variant)
+                desc["train"]["precision"] = precision
+                with tempfile.TemporaryDirectory() as tmp:
+                    ours, compile_s, report, path, peak, predicted = momarun_side(
+                        tmp, desc, args.steps)
+                    if theirs is None:
+                        fp32 = R.load_config(path)
+                        fp32["train"]["precision"] = "fp32"
+                        theirs = eager_side(fp32, args.steps)
+                # Training FLOPs of a token, averaged over the modalities'
+                # paths (the report's "dense" row is the all-dense equivalent).
+                paths = report["train_flops_per_token"]
+                flops = statistics.mean(v for k, v in paths.items() if k != "dense") \
+                    if len(paths) > 1 else paths["dense"]
+                if variant == "dense":
+                    dense[precision] = (ours, theirs)
+                base = dense.get(precision)
+                relative = (f"{ours / base[0]:.2f}/{theirs / base[1]:.2f}"
+                            if base else "-")
+                fraction = (f"{ours * flops / 1e9 / gemm:.1%}/"
+                            f"{theirs * flops / 1e9 / gemm:.1%}")
+                print(f"{variant:22} {precision:>5} {ours:9.0f} {theirs:9.0f} "
+                      f"{ours / theirs:6.2f} {relative:>11} {fraction:>13} "
+                      f"{f'{peak:.2f}/{predicted:.2f}':>13} {compile_s:8.1f}",
+                      flush=True)
 
 
 if __name__ == "__main__":

@@ -331,6 +331,9 @@ OwningOpRef<ModuleOp> ForwardBuilder::build(bool dynamicBatch) {
   Location moduleLoc = FileLineColLoc::get(b.getStringAttr(sourceName), 0, 0);
   OwningOpRef<ModuleOp> module = ModuleOp::create(moduleLoc);
   module->getOperation()->setAttr("moma.model", b.getStringAttr(config.name));
+  if (config.train.precision == Precision::BF16)
+    module->getOperation()->setAttr(moma::kGemmOperandTypeAttrName,
+                                    TypeAttr::get(b.getBF16Type()));
   b.setInsertionPointToEnd(module->getBody());
 
   std::vector<ParameterSpec> specs = listParameters(config);

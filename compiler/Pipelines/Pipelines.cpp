@@ -29,6 +29,13 @@ void momac::addSharedLoweringPasses(OpPassManager &pm) {
   // (tensor.dim); asked of the kernels' operands instead, they no longer
   // count as readers that would keep a producer out of its consumer's loop.
   pm.addPass(memref::createResolveRankedShapeTypeResultDimsPass());
+  // The gradient recomputes forward values (a GEMM's input, its bf16
+  // rounding): merged before fusion, they stay one kernel, where fusion
+  // would first copy them into different consumers. CSE also merges the
+  // zero fills of different accumulators, which are split again so that
+  // each stays fusable into its own consumer.
+  pm.addPass(createCSEPass());
+  pm.nest<func::FuncOp>().addPass(createCloneSharedFills());
   pm.nest<func::FuncOp>().addPass(createFuseElementwiseProducers());
   pm.addPass(createCanonicalizerPass());
   pm.addPass(memref::createResolveRankedShapeTypeResultDimsPass());

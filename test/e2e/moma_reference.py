@@ -289,6 +289,38 @@ def check_params(cfg, params):
 # Section 3: forward pass building blocks
 # ---------------------------------------------------------------------------
 
+def round_to_bf16(x):
+    """x rounded to bfloat16 (to nearest even), kept in x's dtype."""
+    return x.to(torch.bfloat16).to(x.dtype)
+
+
+class _Bf16OperandMatmul(torch.autograd.Function):
+    """a @ b of bf16-rounded operands, products summed in the working dtype;
+    its backward pass rounds the output gradient the same way, so each of
+    the two gradient GEMMs also takes bf16 operands."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        a, b = round_to_bf16(a), round_to_bf16(b)
+        ctx.save_for_backward(a, b)
+        return a @ b
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b = ctx.saved_tensors
+        grad = round_to_bf16(grad)
+        return grad @ b.transpose(-1, -2), a.transpose(-1, -2) @ grad
+
+
+def gemm_of(cfg):
+    """The matmul of the model's GEMMs (section 7): plain for fp32; for bf16,
+    operands rounded to bf16 with wide accumulation. Routers (MoE, MoD and
+    auxiliary) never use it: their logits stay fp32."""
+    if cfg["train"].get("precision", "fp32") == "bf16":
+        return _Bf16OperandMatmul.apply
+    return torch.matmul
+
+
 def rms_norm(v, weight, eps):
     return v / torch.sqrt(v.pow(2).mean(-1, keepdim=True) + eps) * weight
 
@@ -323,9 +355,10 @@ def attention_heads(cfg, params, prefix, x, pos):
     n, d = x.shape
     H = cfg["n_heads"]
     hd = d // H
-    q = (x @ params[prefix + "wq.weight"].t()).view(n, H, hd)
-    k = (x @ params[prefix + "wk.weight"].t()).view(n, H, hd)
-    v = (x @ params[prefix + "wv.weight"].t()).view(n, H, hd)
+    mm = gemm_of(cfg)
+    q = mm(x, params[prefix + "wq.weight"].t()).view(n, H, hd)
+    k = mm(x, params[prefix + "wk.weight"].t()).view(n, H, hd)
+    v = mm(x, params[prefix + "wv.weight"].t()).view(n, H, hd)
     if cfg["qk_norm"]:
         eps = cfg["norm_eps"]
         q = head_layer_norm(q, params[prefix + "q_norm.weight"], params[prefix + "q_norm.bias"], eps)
@@ -345,17 +378,20 @@ def attention(cfg, params, prefix, x, seq, pos):
     hd = d // cfg["n_heads"]
     q, k, v = attention_heads(cfg, params, prefix, x, pos)
     q, k, v = (t.transpose(0, 1) for t in (q, k, v))  # [H, n, hd]
-    scores = (q @ k.transpose(1, 2)) / math.sqrt(hd)  # [H, n, n]
+    mm = gemm_of(cfg)
+    scores = mm(q, k.transpose(1, 2)) / math.sqrt(hd)  # [H, n, n]
     allowed = (seq[:, None] == seq[None, :]) & (pos[None, :] <= pos[:, None])
     scores = scores.masked_fill(~allowed, float("-inf"))
     probs = torch.softmax(scores, dim=-1)
-    o = (probs @ v).transpose(0, 1).reshape(n, d)  # head h in columns h*hd:(h+1)*hd
-    return o @ params[prefix + "wo.weight"].t()
+    o = mm(probs, v).transpose(0, 1).reshape(n, d)  # head h in columns h*hd:(h+1)*hd
+    return mm(o, params[prefix + "wo.weight"].t())
 
 
-def swiglu(v, w1, w3, w2):
-    """FFN(v) = w2(silu(w1 v) * (w3 v)) with PyTorch Linear layouts w1, w3 [f, d], w2 [d, f]."""
-    return (F.silu(v @ w1.t()) * (v @ w3.t())) @ w2.t()
+def swiglu(v, w1, w3, w2, mm=torch.matmul):
+    """FFN(v) = w2(silu(w1 v) * (w3 v)) with PyTorch Linear layouts w1, w3 [f, d], w2 [d, f]
+    (w1, w3, w2 may be stacked per expert [E, ...] with v [E, k, d])."""
+    return mm(F.silu(mm(v, w1.transpose(-1, -2))) * mm(v, w3.transpose(-1, -2)),
+              w2.transpose(-1, -2))
 
 
 # ---------------------------------------------------------------------------
@@ -414,7 +450,7 @@ def moma(cfg, params, layer, v, ids, gumbel_generator=None, record=None):
         w1, w3, w2 = params[p + "w1"], params[p + "w3"], params[p + "w2"]
         if E == 1:
             # No router and no gate; capacity does not apply.
-            yg = swiglu(vg, w1[0], w3[0], w2[0])
+            yg = swiglu(vg, w1[0], w3[0], w2[0], gemm_of(cfg))
         else:
             z = vg @ params[p + "router.weight"].t()  # [n, E]
             if gumbel_generator is not None and cfg["moe"]["gumbel"]:
@@ -428,8 +464,7 @@ def moma(cfg, params, layer, v, ids, gumbel_generator=None, record=None):
                 record.append((p, members[chosen].clone()))
             # One batched SwiGLU per expert over its k tokens.
             x_e = vg[chosen]  # [E, k, d]
-            h = F.silu(torch.bmm(x_e, w1.transpose(1, 2))) * torch.bmm(x_e, w3.transpose(1, 2))
-            y_e = torch.bmm(h, w2.transpose(1, 2))  # [E, k, d]
+            y_e = swiglu(x_e, w1, w3, w2, gemm_of(cfg))  # [E, k, d]
             gates = s[chosen, torch.arange(E)[:, None]]  # [E, k]: s[chosen[e, j], e]
             contributions = gates[..., None] * y_e
             # Sum over the experts that took each token; untaken tokens stay 0.
@@ -448,7 +483,8 @@ def ffn(cfg, params, layer, v, ids, gumbel_generator, record):
     if is_moe_layer(cfg, layer):
         return moma(cfg, params, layer, v, ids, gumbel_generator, record)
     p = prefix + "feed_forward."
-    return swiglu(v, params[p + "w1.weight"], params[p + "w3.weight"], params[p + "w2.weight"])
+    return swiglu(v, params[p + "w1.weight"], params[p + "w3.weight"], params[p + "w2.weight"],
+                  gemm_of(cfg))
 
 
 def block(cfg, params, layer, x, ids, seq, pos, gumbel_generator=None, record=None):
@@ -507,7 +543,8 @@ def forward(cfg, params, tokens, gumbel_generator=None, record=None, details=Fal
             h = mod_block(cfg, params, layer, h, ids, seq, pos, gumbel_generator, record)
         else:
             h = block(cfg, params, layer, h, ids, seq, pos, gumbel_generator, record)
-    logits = rms_norm(h, params["norm.weight"], cfg["norm_eps"]) @ params["output.weight"].t()
+    logits = gemm_of(cfg)(rms_norm(h, params["norm.weight"], cfg["norm_eps"]),
+                          params["output.weight"].t())
 
     lse = torch.logsumexp(logits, dim=-1)
     ce = lse - logits.gather(1, targets[:, None])[:, 0]

@@ -139,17 +139,9 @@ mlir::OwningOpRef<mlir::ModuleOp> buildTrainStep(mlir::MLIRContext &context,
   return module;
 }
 
-int checkPrecision(const ModelConfig &config) {
-  if (config.train.precision == Precision::BF16)
-    return fail("train.precision: \"bf16\" is not implemented by the CPU "
-                "target yet; use \"fp32\"");
-  return 0;
-}
 
 /// Compiles the training step into a CPU artifact in the -o directory.
 int compileArtifact(const ModelConfig &config, mlir::TimingScope &timing) {
-  if (int error = checkPrecision(config))
-    return error;
   auto description = llvm::MemoryBuffer::getFileOrSTDIN(inputPath);
   if (!description)
     return fail("cannot read the model description");
@@ -174,8 +166,6 @@ int compileArtifact(const ModelConfig &config, mlir::TimingScope &timing) {
 
 /// --stats: the kernels of each entry point after the shared pipeline.
 int printStepStatistics(const ModelConfig &config, llvm::raw_ostream &os) {
-  if (int error = checkPrecision(config))
-    return error;
   mlir::DialectRegistry registry;
   registerUpstreamVJPModels(registry);
   mlir::MLIRContext context(registry);

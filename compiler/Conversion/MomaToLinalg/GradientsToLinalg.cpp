@@ -201,6 +201,10 @@ SmallVector<Value> attentionGradOfSequence(KernelBuilder &kb, Value query,
   Value v = kb.splitHeads(value, heads);
   Value dout = kb.splitHeads(outputGrad, heads);
   Value p = attentionProbabilities(kb, q, k, positions, sequenceIds, scale);
+  // The GEMMs' operands, rounded when GEMMs take bf16; the softmax gradient
+  // in between stays f32.
+  Value pOperand = kb.gemmOperand(p), doutOperand = kb.gemmOperand(dout);
+  Value qOperand = kb.gemmOperand(q), kOperand = kb.gemmOperand(k);
   SmallVector<Value> rows = rowsOf(kb, q);
   auto splitShape = cast<RankedTensorType>(q.getType()).getShape();
   auto pType = cast<RankedTensorType>(p.getType());
@@ -209,13 +213,15 @@ SmallVector<Value> attentionGradOfSequence(KernelBuilder &kb, Value query,
                                 : SmallVector<Value>{};
   SmallVector<IteratorType> contract = {kPar, kPar, kPar, kRed};
   // dv[j, h, c] = sum_i p[h, i, j] do[i, h, c]; loops (j, h, c, i).
-  Value dv = kb.generic({p, dout}, kb.zeros(splitShape, kb.f32, rows),
+  Value dv = kb.generic({pOperand, doutOperand}, kb.zeros(splitShape, kb.f32, rows),
                         {kb.map(4, {1, 3, 0}), kb.map(4, {3, 1, 2}),
                          kb.map(4, {0, 1, 2})},
                         contract, multiplyAccumulate)
                  .front();
   // dp[h, i, j] = sum_c do[i, h, c] v[j, h, c]; loops (h, i, j, c).
-  Value dp = kb.generic({dout, v}, kb.zeros(pType.getShape(), kb.f32, pDyn),
+  Value vOperand = kb.gemmOperand(v);
+  Value dp = kb.generic({doutOperand, vOperand},
+                        kb.zeros(pType.getShape(), kb.f32, pDyn),
                         {kb.map(4, {1, 0, 3}), kb.map(4, {2, 0, 3}),
                          kb.map(4, {0, 1, 2})},
                         contract, multiplyAccumulate)
@@ -242,13 +248,14 @@ SmallVector<Value> attentionGradOfSequence(KernelBuilder &kb, Value query,
                  })
           .front();
   // dq[i, h, c] = sum_j ds[h, i, j] k[j, h, c]; loops (i, h, c, j).
-  Value dq = kb.generic({ds, k}, kb.zeros(splitShape, kb.f32, rows),
+  Value dsOperand = kb.gemmOperand(ds);
+  Value dq = kb.generic({dsOperand, kOperand}, kb.zeros(splitShape, kb.f32, rows),
                         {kb.map(4, {1, 0, 3}), kb.map(4, {3, 1, 2}),
                          kb.map(4, {0, 1, 2})},
                         contract, multiplyAccumulate)
                  .front();
   // dk[j, h, c] = sum_i ds[h, i, j] q[i, h, c]; loops (j, h, c, i).
-  Value dk = kb.generic({ds, q}, kb.zeros(splitShape, kb.f32, rows),
+  Value dk = kb.generic({dsOperand, qOperand}, kb.zeros(splitShape, kb.f32, rows),
                         {kb.map(4, {1, 3, 0}), kb.map(4, {3, 1, 2}),
                          kb.map(4, {0, 1, 2})},
                         contract, multiplyAccumulate)
@@ -348,8 +355,9 @@ struct LowerRouterGrad : OpRewritePattern<moma::RouterGradOp> {
           return SmallVector<Value>{
               arith::MulFOp::create(b, loc, args[0], slope)};
         });
-    rewriter.replaceOp(op, {kb.matmul(dz, op.getWeight(), false, false),
-                            kb.matmul(dz, op.getInput(), true, false)});
+    rewriter.replaceOp(op,
+                       {kb.matmulInF32(dz, op.getWeight(), false, false),
+                        kb.matmulInF32(dz, op.getInput(), true, false)});
     return success();
   }
 };

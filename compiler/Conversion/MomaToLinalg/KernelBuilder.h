@@ -9,6 +9,8 @@
 #ifndef MOMAC_COMPILER_CONVERSION_MOMATOLINALG_KERNELBUILDER_H
 #define MOMAC_COMPILER_CONVERSION_MOMATOLINALG_KERNELBUILDER_H
 
+#include "dialects/moma/IR/MomaDialect.h"
+
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Bufferization/IR/Bufferization.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -35,11 +37,31 @@ constexpr IteratorType kRed = IteratorType::reduction;
 // Building blocks
 //===----------------------------------------------------------------------===//
 
-/// The body of a contraction: acc + a * b (arguments a, b, acc).
+/// The body of a contraction: acc + a * b (arguments a, b, acc). Narrower
+/// operands (bf16 GEMM operands) are extended to the accumulator's type
+/// first, so the products and the sum are in f32.
 inline SmallVector<Value> multiplyAccumulate(OpBuilder &b, Location loc,
                                              ValueRange args) {
-  Value product = arith::MulFOp::create(b, loc, args[0], args[1]);
+  Type accumulator = args[2].getType();
+  auto widen = [&](Value v) -> Value {
+    return v.getType() == accumulator
+               ? v
+               : arith::ExtFOp::create(b, loc, accumulator, v).getResult();
+  };
+  Value product = arith::MulFOp::create(b, loc, widen(args[0]), widen(args[1]));
   return SmallVector<Value>{arith::AddFOp::create(b, loc, args[2], product)};
+}
+
+/// The GEMM operand type the module asks for (moma.gemm_operand_type), f32
+/// when it asks none.
+inline Type gemmOperandTypeOf(Operation *op) {
+  auto module = isa<ModuleOp>(op) ? cast<ModuleOp>(op)
+                                  : op->getParentOfType<ModuleOp>();
+  if (module)
+    if (auto attr = module->getAttrOfType<TypeAttr>(
+            moma::kGemmOperandTypeAttrName))
+      return attr.getValue();
+  return Float32Type::get(op->getContext());
 }
 
 /// A small builder for the kernels below: index and float constants, empty
@@ -48,11 +70,15 @@ class KernelBuilder {
 public:
   KernelBuilder(PatternRewriter &rewriter, Location loc)
       : b(rewriter), loc(loc), f32(rewriter.getF32Type()),
-        i32(rewriter.getI32Type()) {}
+        i32(rewriter.getI32Type()),
+        gemmOperands(
+            gemmOperandTypeOf(rewriter.getInsertionBlock()->getParentOp())) {}
 
   PatternRewriter &b;
   Location loc;
   Type f32, i32;
+  /// The element type GEMM operands are rounded to (f32: not rounded).
+  Type gemmOperands;
 
   Value index(int64_t value) {
     return arith::ConstantIndexOp::create(b, loc, value);
@@ -156,9 +182,34 @@ public:
     return SmallVector<Value>(nest.results);
   }
 
+  /// `x` as a GEMM operand: rounded to the module's GEMM operand type (an
+  /// element-wise kernel that fusion folds into x's producer), or x itself.
+  Value gemmOperand(Value x) {
+    if (gemmOperands == f32)
+      return x;
+    return elementwise({x}, gemmOperands,
+                       [&](OpBuilder &nested, Location at, ValueRange args) {
+                         return SmallVector<Value>{arith::TruncFOp::create(
+                             nested, at, gemmOperands, args[0])};
+                       });
+  }
+
   /// op(lhs) op(rhs), where op transposes the last two dimensions when
-  /// asked, with an optional leading expert dimension; accumulated in f32.
+  /// asked, with an optional leading expert dimension; operands in the
+  /// module's GEMM operand type, accumulated in f32.
   Value matmul(Value lhs, Value rhs, bool transposeLhs, bool transposeRhs) {
+    Value lhsOperand = gemmOperand(lhs);
+    Value rhsOperand = gemmOperand(rhs);
+    return matmulOf(lhsOperand, rhsOperand, transposeLhs, transposeRhs);
+  }
+  /// The same in f32 whatever the GEMM operand type: the routers' logits
+  /// and their gradients stay f32 (MODEL_SPEC section 7).
+  Value matmulInF32(Value lhs, Value rhs, bool transposeLhs,
+                    bool transposeRhs) {
+    return matmulOf(lhs, rhs, transposeLhs, transposeRhs);
+  }
+
+  Value matmulOf(Value lhs, Value rhs, bool transposeLhs, bool transposeRhs) {
     auto lhsType = cast<RankedTensorType>(lhs.getType());
     auto rhsType = cast<RankedTensorType>(rhs.getType());
     int64_t rank = lhsType.getRank();
@@ -195,7 +246,7 @@ public:
         .front();
   }
 
-  /// x w^T: [.., m, k] x [.., n, k] -> [.., m, n] (linear maps, routers).
+  /// x w^T: [.., m, k] x [.., n, k] -> [.., m, n] (linear maps).
   Value contractTransposed(Value x, Value w) {
     return matmul(x, w, false, true);
   }
@@ -597,7 +648,7 @@ inline Value attentionProbabilities(KernelBuilder &kb, Value q, Value k,
   SmallVector<Value> rowDyn =
       type.isDynamicDim(0) ? SmallVector<Value>{n} : SmallVector<Value>{};
   // scores[h, i, j] = q[i, h, :] . k[j, h, :]; loops (h, i, j, c).
-  Value scores = kb.generic({q, k}, kb.zeros(scoreShape, kb.f32, scoreDyn),
+  Value scores = kb.generic({kb.gemmOperand(q), kb.gemmOperand(k)}, kb.zeros(scoreShape, kb.f32, scoreDyn),
                             {kb.map(4, {1, 0, 3}), kb.map(4, {2, 0, 3}),
                              kb.map(4, {0, 1, 2})},
                             {kPar, kPar, kPar, kRed}, multiplyAccumulate)

@@ -295,7 +295,7 @@ Value attentionOfSequence(KernelBuilder &kb, Value q, Value k, Value v,
   auto type = cast<RankedTensorType>(q.getType());
   Value qh = kb.splitHeads(q, heads);
   Value kh = kb.splitHeads(k, heads);
-  Value vh = kb.splitHeads(v, heads);
+  Value vh = kb.gemmOperand(kb.splitHeads(v, heads));
   SmallVector<Value> rowDyn = type.isDynamicDim(0)
                                   ? SmallVector<Value>{kb.dim(qh, 0)}
                                   : SmallVector<Value>{};
@@ -303,7 +303,7 @@ Value attentionOfSequence(KernelBuilder &kb, Value q, Value k, Value v,
       attentionProbabilities(kb, qh, kh, positions, sequenceIds, scale);
   // out[i, h, c] = sum_j p[h, i, j] v[j, h, c]; loops (i, h, c, j).
   auto splitType = cast<RankedTensorType>(qh.getType());
-  Value out = kb.generic({probabilities, vh},
+  Value out = kb.generic({kb.gemmOperand(probabilities), vh},
                          kb.zeros(splitType.getShape(), kb.f32, rowDyn),
                          {kb.map(4, {1, 0, 3}), kb.map(4, {3, 1, 2}),
                           kb.map(4, {0, 1, 2})},
@@ -365,7 +365,7 @@ struct LowerRouter : OpRewritePattern<moma::RouterOp> {
   LogicalResult matchAndRewrite(moma::RouterOp op,
                                 PatternRewriter &rewriter) const override {
     KernelBuilder kb(rewriter, op.getLoc());
-    Value logits = kb.contractTransposed(op.getInput(), op.getWeight());
+    Value logits = kb.matmulInF32(op.getInput(), op.getWeight(), false, true);
     if (Value noise = op.getNoise())
       logits = kb.elementwise(
           {logits, noise}, kb.f32,
@@ -384,11 +384,11 @@ struct LowerAuxRouter : OpRewritePattern<moma::AuxRouterOp> {
                                 PatternRewriter &rewriter) const override {
     KernelBuilder kb(rewriter, op.getLoc());
     Value hidden =
-        kb.elementwise({kb.contractTransposed(op.getInput(), op.getW1())},
+        kb.elementwise({kb.matmulInF32(op.getInput(), op.getW1(), false, true)},
                        kb.f32, [](OpBuilder &b, Location loc, ValueRange args) {
                          return SmallVector<Value>{silu(b, loc, args[0])};
                        });
-    Value logits = kb.contractTransposed(hidden, op.getW2());
+    Value logits = kb.matmulInF32(hidden, op.getW2(), false, true);
     rewriter.replaceOp(op, sigmoidOf(kb, logits));
     return success();
   }

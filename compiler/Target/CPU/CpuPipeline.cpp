@@ -12,6 +12,7 @@
 #include "mlir/Conversion/SCFToControlFlow/SCFToControlFlow.h"
 #include "mlir/Conversion/SCFToOpenMP/SCFToOpenMP.h"
 #include "mlir/Conversion/AffineToStandard/AffineToStandard.h"
+#include "mlir/Dialect/Arith/Transforms/Passes.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Linalg/Passes.h"
 #include "mlir/Dialect/MemRef/Transforms/Passes.h"
@@ -26,6 +27,12 @@ void momac::addCpuCodegenPasses(OpPassManager &pm) {
   pm.addPass(createConvertLinalgToBlas());
   pm.nest<func::FuncOp>().addPass(createLowerLinalgToCpuLoops());
   pm.nest<func::FuncOp>().addPass(createApproximateTranscendentals());
+  // bf16 GEMM operands are rounded (f32 -> bf16, to nearest even) and
+  // widened by integer bit operations, which vectorize and need no
+  // compiler-rt or AVX512_BF16 on the machine that runs the artifact.
+  arith::ArithExpandOpsPassOptions expandOptions;
+  expandOptions.includeBf16 = true;
+  pm.nest<func::FuncOp>().addPass(arith::createArithExpandOpsPass(expandOptions));
   pm.nest<func::FuncOp>().addPass(createForallToParallelLoopPass());
   pm.addPass(createConvertSCFToOpenMPPass());
   // memref ops are lowered before scf.for becomes CFG, since an scf.for

@@ -263,8 +263,9 @@ FailureOr<SmallVector<std::string>> emitObjects(ModuleOp module,
 }
 
 /// Links the object into a shared library with the system compiler driver,
-/// with the CPU runtime archive (momart_*: top-k selection) inside, against
-/// the OpenMP runtime, OpenBLAS (the GEMMs) and MLIR's C runner utilities
+/// with the CPU runtime archive (momart_*: top-k selection, bf16 GEMM)
+/// inside, against the OpenMP runtime, OpenBLAS (the f32 GEMMs), oneDNN
+/// (the bf16 GEMMs) and MLIR's C runner utilities
 /// (memrefCopy, for copies between strided views). The archive is C++, so
 /// the link goes through c++ for its standard library.
 LogicalResult linkSharedLibrary(Location loc,
@@ -287,6 +288,16 @@ LogicalResult linkSharedLibrary(Location loc,
       rpath,
       "-lmlir_c_runner_utils",
       "-lopenblas",
+      // oneDNN, for the bf16 GEMMs only (kept as a dependency only when
+      // the archive's momart_gemm_bf16 is linked in). It is named after
+      // -lomp on purpose: oneDNN's OpenMP calls then bind to LLVM's libomp
+      // (which also exports the GNU OpenMP ABI) before they reach
+      // libgomp, so a oneDNN call inside one of our parallel loops sees
+      // that loop and runs on its thread instead of starting a second
+      // thread pool.
+      "-Wl,--as-needed",
+      "-ldnnl",
+      "-Wl,--no-as-needed",
       "-lm"});
   std::string message;
   int status = llvm::sys::ExecuteAndWait(*driver, args, std::nullopt, {}, 0, 0,
@@ -314,6 +325,10 @@ LogicalResult momac::lowerThroughSharedPipeline(ModuleOp module) {
     if (!func.isPrivate() && failed(resultsToOutParams(func)))
       return failure();
   PassManager pm(module.getContext());
+  // MLIR's pass manager flags (--mlir-print-ir-after-all, ...) apply here
+  // as they do when compiling an artifact.
+  if (failed(applyPassManagerCLOptions(pm)))
+    return failure();
   addSharedLoweringPasses(pm);
   return pm.run(module);
 }

@@ -1,4 +1,4 @@
-//===- LinalgToBlas.cpp - Buffer contractions to cblas_sgemm --------------===//
+//===- LinalgToBlas.cpp - Buffer contractions to BLAS-style GEMM calls ----===//
 //
 // See Passes.td. The GEMMs of a MoMa step (projections, stacked experts,
 // attention per head, and their gradients) are all `C += A B` contractions
@@ -32,25 +32,36 @@ namespace {
 // CBLAS enumerations.
 constexpr int32_t kRowMajor = 101, kNoTrans = 111, kTrans = 112;
 
-/// True when the body is `yield(c + a * b)` (either operand order).
+/// `v` without an `arith.extf` in front (a bf16 operand widened to f32).
+Value skipExtension(Value v) {
+  if (auto ext = v.getDefiningOp<arith::ExtFOp>())
+    return ext.getIn();
+  return v;
+}
+
+/// True when the body is `yield(c + a * b)` (either operand order), where a
+/// and b may be widened from a narrower type by `arith.extf`.
 bool isMultiplyAccumulate(linalg::GenericOp op) {
   Block &body = op.getRegion().front();
-  if (body.getOperations().size() != 3)
-    return false;
-  auto mul = dyn_cast<arith::MulFOp>(&body.front());
-  auto add =
-      dyn_cast_or_null<arith::AddFOp>(mul ? mul->getNextNode() : nullptr);
   auto yield = dyn_cast<linalg::YieldOp>(body.getTerminator());
-  if (!mul || !add || !yield || yield.getValues().size() != 1 ||
-      yield.getValues()[0] != add.getResult())
+  if (!yield || yield.getValues().size() != 1)
+    return false;
+  auto add = yield.getValues()[0].getDefiningOp<arith::AddFOp>();
+  if (!add)
     return false;
   Value a = body.getArgument(0), b = body.getArgument(1),
         c = body.getArgument(2);
-  bool mulOk = (mul.getLhs() == a && mul.getRhs() == b) ||
-               (mul.getLhs() == b && mul.getRhs() == a);
-  bool addOk = (add.getLhs() == c && add.getRhs() == mul.getResult()) ||
-               (add.getRhs() == c && add.getLhs() == mul.getResult());
-  return mulOk && addOk;
+  Value product = add.getLhs() == c ? add.getRhs() : add.getLhs();
+  if ((add.getLhs() == c) == (add.getRhs() == c))
+    return false;
+  auto mul = product.getDefiningOp<arith::MulFOp>();
+  if (!mul)
+    return false;
+  Value x = skipExtension(mul.getLhs()), y = skipExtension(mul.getRhs());
+  bool mulOk = (x == a && y == b) || (x == b && y == a);
+  // Nothing but the extensions, the multiply and the add.
+  size_t extensions = (x != mul.getLhs()) + (y != mul.getRhs());
+  return mulOk && body.getOperations().size() == 3 + extensions;
 }
 
 /// One operand of the GEMM: which memref dimension each loop sits in.
@@ -81,10 +92,15 @@ struct ContractionToSgemm : OpRewritePattern<linalg::GenericOp> {
     if (!op.hasPureBufferSemantics() || op.getNumDpsInputs() != 2 ||
         op.getNumDpsInits() != 1 || !isMultiplyAccumulate(op))
       return failure();
+    // f32 C += f32 A B (sgemm), or f32 C += bf16 A B with f32 accumulation.
     SmallVector<Operand> operands;
     for (OpOperand &use : op->getOpOperands()) {
       auto type = dyn_cast<MemRefType>(use.get().getType());
-      if (!type || !type.getElementType().isF32())
+      if (!type)
+        return failure();
+      Type element = type.getElementType();
+      bool isOutput = op.isDpsInit(&use);
+      if (!element.isF32() && (isOutput || !element.isBF16()))
         return failure();
       Operand operand{use.get(), type, {}, op.getMatchingIndexingMap(&use)};
       int64_t offset;
@@ -94,6 +110,10 @@ struct ContractionToSgemm : OpRewritePattern<linalg::GenericOp> {
       operands.push_back(operand);
     }
     const Operand &a = operands[0], &b = operands[1], &c = operands[2];
+    Type operandType = a.type.getElementType();
+    if (b.type.getElementType() != operandType)
+      return failure();
+    bool bf16 = operandType.isBF16();
 
     // Classify the loops.
     SmallVector<unsigned> batch;
@@ -148,7 +168,8 @@ struct ContractionToSgemm : OpRewritePattern<linalg::GenericOp> {
 
     Location loc = op.getLoc();
     auto module = op->getParentOfType<ModuleOp>();
-    func::FuncOp sgemm = declareSgemm(rewriter, module);
+    func::FuncOp gemm = declareGemm(
+        rewriter, module, bf16 ? "momart_gemm_bf16" : "cblas_sgemm");
     auto i32 = rewriter.getI32Type();
     auto i64 = rewriter.getI64Type();
     auto ptrType = LLVM::LLVMPointerType::get(rewriter.getContext());
@@ -208,7 +229,9 @@ struct ContractionToSgemm : OpRewritePattern<linalg::GenericOp> {
           advance(loop, index);
         Value bytes = arith::MulIOp::create(
             builder, loc, elements,
-            arith::ConstantIndexOp::create(builder, loc, 4));
+            arith::ConstantIndexOp::create(
+                builder, loc,
+                x.type.getElementType().getIntOrFloatBitWidth() / 8));
         Value address = arith::AddIOp::create(builder, loc, v.aligned, bytes);
         Value asInt = arith::IndexCastOp::create(builder, loc, i64, address);
         return LLVM::IntToPtrOp::create(builder, loc, ptrType, asInt)
@@ -226,7 +249,7 @@ struct ContractionToSgemm : OpRewritePattern<linalg::GenericOp> {
         return arith::IndexCastOp::create(builder, loc, i32, index);
       };
       func::CallOp::create(
-          builder, loc, sgemm,
+          builder, loc, gemm,
           ValueRange{flag(kRowMajor), flag(transA ? kTrans : kNoTrans),
                      flag(transB ? kTrans : kNoTrans), size(mSize),
                      size(nSize), size(inner), one,
@@ -327,8 +350,11 @@ struct ContractionToSgemm : OpRewritePattern<linalg::GenericOp> {
     return decl;
   }
 
-  static func::FuncOp declareSgemm(PatternRewriter &rewriter, ModuleOp module) {
-    if (auto existing = module.lookupSymbol<func::FuncOp>("cblas_sgemm"))
+  /// cblas_sgemm, or the CPU runtime's bf16 GEMM with the same arguments
+  /// (runtime/device/cpu/GemmBf16.h).
+  static func::FuncOp declareGemm(PatternRewriter &rewriter, ModuleOp module,
+                                  StringRef name) {
+    if (auto existing = module.lookupSymbol<func::FuncOp>(name))
       return existing;
     OpBuilder::InsertionGuard guard(rewriter);
     rewriter.setInsertionPointToStart(module.getBody());
@@ -337,8 +363,7 @@ struct ContractionToSgemm : OpRewritePattern<linalg::GenericOp> {
     auto type = rewriter.getFunctionType(
         {i32, i32, i32, i32, i32, i32, f32, ptr, i32, ptr, i32, f32, ptr, i32},
         {});
-    auto decl =
-        func::FuncOp::create(rewriter, module.getLoc(), "cblas_sgemm", type);
+    auto decl = func::FuncOp::create(rewriter, module.getLoc(), name, type);
     decl.setPrivate();
     return decl;
   }

@@ -11,7 +11,7 @@
 include "mlir/Pass/PassBase.td"
 
 def ConvertLinalgToBlas : Pass<"convert-linalg-to-blas", "::mlir::ModuleOp"> {
-  let summary = "Turn buffer contractions into cblas_sgemm calls";
+  let summary = "Turn buffer contractions into cblas_sgemm (or bf16 GEMM) calls";
   let description = [{
     After bufferization, a `linalg.generic` that computes `C += A B` in f32
     (two inputs, one output, a multiply feeding an add, one reduction loop)
@@ -27,6 +27,11 @@ def ConvertLinalgToBlas : Pass<"convert-linalg-to-blas", "::mlir::ModuleOp"> {
     the columns N, in A and B the reduction K. Each operand's two non-batch
     dimensions must have unit stride on one of them (which picks the
     transpose flag); C must be row major. Other contractions stay loops.
+
+    A contraction whose A and B are bf16 (widened by `arith.extf` in the
+    body) and whose C is f32 becomes the same calls to
+    `momart_gemm_bf16` instead: the CPU runtime's bf16 GEMM with f32
+    accumulation (oneDNN), which takes cblas_sgemm's arguments.
   }];
   let dependentDialects = [
     "::mlir::arith::ArithDialect",

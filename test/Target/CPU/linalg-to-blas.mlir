@@ -116,3 +116,51 @@ func.func @not_a_gemm(%x: memref<8x64xf32>, %w: memref<32x64xf32>, %y: memref<8x
   }
   return
 }
+
+// -----
+
+// bf16 operands widened in the body, an f32 accumulator: the same call
+// structure, to the runtime's bf16 GEMM (cblas_sgemm's arguments), with
+// addresses advanced by 2-byte elements.
+// CHECK-LABEL: func.func @bf16_operands
+// CHECK-DAG: %[[TWO:.*]] = arith.constant 2 : index
+// CHECK: scf.parallel
+// CHECK: arith.muli %{{.*}}, %[[TWO]] : index
+// CHECK: call @momart_gemm_bf16({{.*}}) : (i32, i32, i32, i32, i32, i32, f32, !llvm.ptr, i32, !llvm.ptr, i32, f32, !llvm.ptr, i32) -> ()
+// CHECK-NOT: cblas_sgemm
+// CHECK-NOT: linalg.generic
+func.func @bf16_operands(%x: memref<?x64xbf16>, %w: memref<32x64xbf16>, %y: memref<?x32xf32>) {
+  linalg.generic {indexing_maps = [affine_map<(d0, d1, d2) -> (d0, d2)>,
+                                   affine_map<(d0, d1, d2) -> (d1, d2)>,
+                                   affine_map<(d0, d1, d2) -> (d0, d1)>],
+                  iterator_types = ["parallel", "parallel", "reduction"]}
+      ins(%x, %w : memref<?x64xbf16>, memref<32x64xbf16>) outs(%y : memref<?x32xf32>) {
+  ^bb0(%a: bf16, %b: bf16, %c: f32):
+    %aw = arith.extf %a : bf16 to f32
+    %bw = arith.extf %b : bf16 to f32
+    %p = arith.mulf %aw, %bw : f32
+    %s = arith.addf %c, %p : f32
+    linalg.yield %s : f32
+  }
+  return
+}
+
+// -----
+
+// A bf16 accumulator is not a GEMM the runtime has: it stays a loop nest.
+// CHECK-LABEL: func.func @bf16_accumulator
+// CHECK-NOT: call
+// CHECK: linalg.generic
+func.func @bf16_accumulator(%x: memref<?x64xbf16>, %w: memref<32x64xbf16>, %y: memref<?x32xbf16>) {
+  linalg.generic {indexing_maps = [affine_map<(d0, d1, d2) -> (d0, d2)>,
+                                   affine_map<(d0, d1, d2) -> (d1, d2)>,
+                                   affine_map<(d0, d1, d2) -> (d0, d1)>],
+                  iterator_types = ["parallel", "parallel", "reduction"]}
+      ins(%x, %w : memref<?x64xbf16>, memref<32x64xbf16>) outs(%y : memref<?x32xbf16>) {
+  ^bb0(%a: bf16, %b: bf16, %c: bf16):
+    %p = arith.mulf %a, %b : bf16
+    %s = arith.addf %c, %p : bf16
+    linalg.yield %s : bf16
+  }
+  return
+}

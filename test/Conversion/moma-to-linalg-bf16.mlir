@@ -1,0 +1,53 @@
+// RUN: moma-opt %s -split-input-file -convert-moma-to-linalg | FileCheck %s
+
+// train.precision "bf16" (MODEL_SPEC section 7): the module asks for bf16
+// GEMM operands. A linear map rounds x and w to bf16 (arith.truncf, one
+// element-wise kernel each) and contracts them widened to f32, into an f32
+// accumulator.
+// CHECK-LABEL: func.func @linear
+// CHECK: %[[X:.*]] = linalg.generic {{.*}} ins(%{{.*}} : tensor<?x64xf32>) outs(%{{.*}} : tensor<?x64xbf16>)
+// CHECK: arith.truncf %{{.*}} : f32 to bf16
+// CHECK: %[[W:.*]] = linalg.generic {{.*}} ins(%{{.*}} : tensor<32x64xf32>) outs(%{{.*}} : tensor<32x64xbf16>)
+// CHECK: arith.truncf
+// CHECK: linalg.generic {{.*}} iterator_types = ["parallel", "parallel", "reduction"]} ins(%[[X]], %[[W]] : tensor<?x64xbf16>, tensor<32x64xbf16>) outs(%{{.*}} : tensor<?x32xf32>)
+// CHECK: ^bb0(%[[A:.*]]: bf16, %[[B:.*]]: bf16, %[[C:.*]]: f32):
+// CHECK-DAG: %[[AW:.*]] = arith.extf %[[A]] : bf16 to f32
+// CHECK-DAG: %[[BW:.*]] = arith.extf %[[B]] : bf16 to f32
+// CHECK: %[[P:.*]] = arith.mulf %[[AW]], %[[BW]] : f32
+// CHECK: arith.addf %[[C]], %[[P]] : f32
+module attributes {moma.gemm_operand_type = bf16} {
+func.func @linear(%x: tensor<?x64xf32>, %w: tensor<32x64xf32>) -> tensor<?x32xf32> {
+  %y = moma.linear %x, %w : tensor<?x64xf32>, tensor<32x64xf32> -> tensor<?x32xf32>
+  return %y : tensor<?x32xf32>
+}
+}
+
+// -----
+
+// Router logits stay f32 in a bf16 model: no rounding, an f32 contraction.
+// CHECK-LABEL: func.func @router
+// CHECK-NOT: xbf16
+// CHECK: ins(%{{.*}}, %{{.*}} : tensor<16x64xf32>, tensor<4x64xf32>) outs(%{{.*}} : tensor<16x4xf32>)
+// CHECK-NOT: xbf16
+module attributes {moma.gemm_operand_type = bf16} {
+func.func @router(%x: tensor<16x64xf32>, %w: tensor<4x64xf32>) -> tensor<16x4xf32> {
+  %s = moma.router %x, %w : tensor<16x64xf32>, tensor<4x64xf32> -> tensor<16x4xf32>
+  return %s : tensor<16x4xf32>
+}
+}
+
+// -----
+
+// Attention: q and k rounded for the scores, the probabilities and v for
+// their product; the masked softmax in between is f32.
+// CHECK-LABEL: func.func @attention
+// CHECK: ins(%{{.*}}, %{{.*}} : tensor<?x4x16xbf16>, tensor<?x4x16xbf16>) outs(%{{.*}} : tensor<4x?x?xf32>)
+// CHECK: math.exp %{{.*}} : f32
+// CHECK: ins(%{{.*}} : tensor<4x?x?xf32>) outs(%{{.*}} : tensor<4x?x?xbf16>)
+// CHECK: ins(%{{.*}}, %{{.*}} : tensor<4x?x?xbf16>, tensor<?x4x16xbf16>) outs(%{{.*}} : tensor<?x4x16xf32>)
+module attributes {moma.gemm_operand_type = bf16} {
+func.func @attention(%x: tensor<16x64xf32>, %p: tensor<16xi32>) -> tensor<16x64xf32> {
+  %o = moma.attention %x, %x, %x, %p, %p heads = 4 scale = 0.25 : tensor<16x64xf32>, tensor<16xi32>
+  return %o : tensor<16x64xf32>
+}
+}
