@@ -200,6 +200,17 @@ llvm::Error momac::train(const TrainOptions &options) {
     } else {
       weights = Weights::initialize(manifest, seed);
     }
+    if (!options.dataPositionFrom.empty()) {
+      llvm::Expected<SafetensorsFile> from =
+          SafetensorsFile::open(options.dataPositionFrom);
+      if (!from)
+        return from.takeError();
+      auto position = from->getMetadata("data_position");
+      if (!position || position->getAsInteger(10, dataPosition))
+        return trainError(options.dataPositionFrom +
+                          ": not a momarun checkpoint (its metadata has no "
+                          "data_position)");
+    }
     for (const ManifestParameter &param : manifest.parameters) {
       size_t size = param.auxRouter ? 0 : size_t(param.numElements());
       firstMoments.emplace_back(size, 0.0f);

@@ -27,6 +27,10 @@ struct TrainOptions {
   std::string runDirectory;
   /// Weights to start from; empty: momarun's init with `seed`.
   std::string initWeights;
+  /// A checkpoint whose data_position the data stream starts at (stage 2
+  /// of upcycling continues stage 1's data); empty: the start. Steps,
+  /// optimizer and schedule start fresh.
+  std::string dataPositionFrom;
   /// Seeds the initial weights and the router-noise stream; unset: the
   /// model's train.seed.
   std::optional<uint64_t> seed;

@@ -272,6 +272,39 @@ def init_params(cfg, seed, dtype=torch.float32):
     return params
 
 
+def upcycle(cfg, source, fresh):
+    """Section 7 (upcycling): the parameters of model `cfg` from `source`, the
+    parameters of a model with one expert per group (or a dense one). Every
+    expert of a group starts as a copy of that group's single FFN (for a dense
+    source, of the layer's FFN); expert routers and auxiliary routers are taken
+    from `fresh` (a section-2 init of `cfg`: N(0, 0.02)); everything else is
+    copied. Raises ValueError where the two models do not correspond."""
+    params = {}
+    for name, shape, _, _ in parameter_specs(cfg):
+        shape = tuple(shape)
+        if ".aux_router." in name or (".moe." in name and name.endswith(".router.weight")):
+            params[name] = fresh[name].clone()
+            continue
+        expert = ".moe." in name and name.rsplit(".", 1)[1] in ("w1", "w2", "w3")
+        if name in source:
+            t = source[name]
+            if tuple(t.shape) == shape:
+                params[name] = t.clone()
+            elif expert and t.shape[0] == 1 and tuple(t.shape[1:]) == shape[1:]:
+                params[name] = t.expand(shape).clone()
+            else:
+                raise ValueError(f"{name}: shape {tuple(t.shape)} does not correspond to {shape}")
+        elif expert:
+            layer = name.split(".moe.")[0]
+            dense = f"{layer}.feed_forward.{name.rsplit('.', 1)[1]}.weight"
+            if dense not in source or tuple(source[dense].shape) != shape[1:]:
+                raise ValueError(f"{name}: no FFN in the source to start the experts from")
+            params[name] = source[dense][None].expand(shape).clone()
+        else:
+            raise ValueError(f"{name}: not in the source")
+    return params
+
+
 def check_params(cfg, params):
     """Raises ValueError unless params has exactly the section-2 names and shapes."""
     specs = parameter_specs(cfg)

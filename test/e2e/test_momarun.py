@@ -423,6 +423,139 @@ class CompiledBf16GradMatchesReference(TemporaryDirectoryTestCase):
         self.check("mod_moe_4t4i_aux", edit_params=wide_routers)
 
 
+class Upcycling(TemporaryDirectoryTestCase):
+    """momarun upcycle (MODEL_SPEC section 7) against the reference's
+    construction (R.upcycle), and stage 2's training from it."""
+
+    TRAIN = {"lr": 1e-3, "warmup_steps": 2, "total_steps": 20}
+
+    def compile(self, variant):
+        return compile_variant(self.tmp.name, variant, train=dict(self.TRAIN))
+
+    def stage_one(self, variant, steps=3):
+        """Trains `variant` for `steps` steps on a random stream; returns
+        (artifact, cfg, checkpoint, data prefix, stream)."""
+        artifact, cfg = self.compile(variant)
+        seq = cfg["seq_len"]
+        stream = np.random.default_rng(4).integers(0, cfg["vocab_size"],
+                                                   size=40 * seq + 1)
+        prefix = os.path.join(artifact, "data")
+        write_indexed_dataset(prefix, [stream])
+        run_dir = os.path.join(artifact, "stage1")
+        run(MOMARUN, "train", artifact, "--data", prefix, "--steps", str(steps),
+            "--out", run_dir)
+        return artifact, cfg, os.path.join(run_dir, "checkpoint.safetensors"), prefix, stream
+
+    def upcycled(self, checkpoint, target, seed=5):
+        """momarun upcycle into artifact `target`, and the reference's
+        construction from the same checkpoint and the same fresh routers
+        (`momarun init --seed` of the target)."""
+        out = os.path.join(target, f"upcycled_{seed}.safetensors")
+        run(MOMARUN, "upcycle", "--from", checkpoint, "--to", target, "-o", out,
+            "--seed", str(seed))
+        fresh_file = os.path.join(target, f"init_{seed}.safetensors")
+        run(MOMARUN, "init", target, "-o", fresh_file, "--seed", str(seed))
+        source = {k: v for k, v in R.read_safetensors(checkpoint).items()
+                  if not k.startswith("optim.")}
+        cfg = R.load_config(os.path.join(target, "model.json"))
+        expected = R.upcycle(cfg, source, R.read_safetensors(fresh_file))
+        return out, R.read_safetensors(out), expected
+
+    def assert_same(self, got, expected):
+        self.assertEqual(sorted(got), sorted(expected))
+        for name, value in expected.items():
+            self.assertTrue(torch.equal(got[name], value.float()), name)
+
+    def test_moe_1t1i_to_4t4i_continues_the_data_with_a_fresh_schedule(self):
+        source_art, source_cfg, checkpoint, prefix, stream = self.stage_one("moe_1t1i")
+        target, cfg = self.compile("moe_4t4i")
+        weights, got, expected = self.upcycled(checkpoint, target)
+        self.assert_same(got, expected)
+        # Each expert is its group's stage-1 FFN; routers are N(0, 0.02).
+        trained = R.read_safetensors(checkpoint)
+        for e in range(4):
+            self.assertTrue(torch.equal(got["layers.1.moe.image.w2"][e],
+                                        trained["layers.1.moe.image.w2"][0]))
+        router = got["layers.0.moe.text.router.weight"]
+        self.assertAlmostEqual(float(router.std()), 0.02, delta=0.004)
+
+        run_dir = os.path.join(target, "stage2")
+        run(MOMARUN, "train", target, "--data", prefix, "--steps", "1", "--out",
+            run_dir, "--init", weights, "--data-position-from", checkpoint)
+        with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+            metrics = [json.loads(line) for line in f]
+        # Stage 1 consumed 3 steps of 2 sequences: stage 2 starts at sequence
+        # 6, at step 1 of a fresh schedule.
+        seq = cfg["seq_len"]
+        tokens = torch.tensor(np.stack([stream[r * seq:r * seq + seq + 1]
+                                        for r in (6, 7)]), dtype=torch.long)
+        loss, _ = R.forward(cfg, {k: v.double() for k, v in got.items()}, tokens)
+        self.assertEqual(metrics[0]["step"], 1)
+        self.assertAlmostEqual(metrics[0]["lr"], R.lr_at(cfg["train"], 1))
+        self.assertLessEqual(abs(metrics[0]["loss"] - float(loss)), 1e-4 * float(loss))
+        position = R.read_safetensors(os.path.join(run_dir, "checkpoint.safetensors"),
+                                      with_metadata=True)[1]["data_position"]
+        self.assertEqual(int(position), 8)
+
+    def test_dense_to_1t1i_computes_the_dense_model(self):
+        dense, dense_cfg = self.compile("dense")
+        weights = os.path.join(dense, "w.safetensors")
+        run(MOMARUN, "init", dense, "-o", weights, "--seed", "3")
+        target, cfg = self.compile("moe_1t1i")
+        upcycled, got, expected = self.upcycled(weights, target)
+        self.assert_same(got, expected)
+        # One expert per group, no router: the same function as the dense FFN.
+        tokens = os.path.join(target, "tokens.bin")
+        R.write_tokens(tokens, torch.as_tensor(R.random_tokens(cfg, 2, seed=8)).int())
+        losses = []
+        for artifact, w in ((dense, weights), (target, upcycled)):
+            out = os.path.join(artifact, "grad.safetensors")
+            run(MOMARUN, "grad", artifact, "--weights", w, "--tokens", tokens,
+                "--out", out)
+            losses.append(float(R.read_safetensors(out)["loss"]))
+        self.assertLessEqual(abs(losses[0] - losses[1]), 1e-6 * losses[0])
+
+    def test_mod_moe_1t1i_to_4t4i_with_fresh_aux_routers(self):
+        _, _, checkpoint, _, _ = self.stage_one("mod_moe_1t1i", steps=1)
+        target, cfg = self.compile("mod_moe_4t4i_aux")
+        _, got, expected = self.upcycled(checkpoint, target, seed=9)
+        self.assert_same(got, expected)
+
+    def test_models_that_do_not_correspond_are_refused(self):
+        four, _ = self.compile("moe_4t4i")
+        one, _ = self.compile("moe_1t1i")
+        mod, _ = self.compile("mod_moe_4t4i")
+        weights = os.path.join(four, "w.safetensors")
+        run(MOMARUN, "init", four, "-o", weights)
+        mod_weights = os.path.join(mod, "w.safetensors")
+        run(MOMARUN, "init", mod, "-o", mod_weights)
+        out = os.path.join(self.tmp.name, "never.safetensors")
+        cases = [
+            # Fewer experts than the checkpoint: not an upcycling.
+            (weights, one, "'layers.0.moe.text.w1' has shape [4, 344, 128], but the "
+                           "target's 'layers.0.moe.text.w1' needs [1, 344, 128]"),
+            # MoD layers from a checkpoint without them.
+            (weights, mod, "lacks 'layers.0.mod.router.weight' (shape [1, 128]), which "
+                           "the target model has and upcycling does not create"),
+            # Layers of the checkpoint the target does not have.
+            (mod_weights, four, "has no counterpart in the target model"),
+        ]
+        for source, target, message in cases:
+            result = subprocess.run([MOMARUN, "upcycle", "--from", source, "--to",
+                                     target, "-o", out], capture_output=True, text=True)
+            self.assertEqual(result.returncode, 1, result.stderr)
+            self.assertIn(message, result.stderr)
+            self.assertEqual(result.stderr.count("\n"), 1, result.stderr)
+            self.assertFalse(os.path.exists(out))
+        # Initial weights are not a checkpoint: they have no data position.
+        result = subprocess.run([MOMARUN, "train", four, "--data", "unused",
+                                 "--steps", "1", "--out", os.path.join(self.tmp.name, "r"),
+                                 "--init", weights, "--data-position-from", weights],
+                                capture_output=True, text=True)
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("no data_position", result.stderr)
+
+
 class CompiledTrainingMatchesReference(TemporaryDirectoryTestCase):
     """momarun train (compiled @grad and @optimizer_step) against the
     reference's AdamW steps; --resume against an uninterrupted run."""

@@ -4,6 +4,7 @@
 //   momarun eval ARTIFACT --weights W.safetensors --data PREFIX [--batches N]
 //   momarun grad ARTIFACT --weights W.safetensors --tokens T.bin --out
 //   O.safetensors
+//   momarun upcycle --from CKPT --to ARTIFACT -o W.safetensors
 //
 // ARTIFACT is a directory written by `momac MODEL.json -o ARTIFACT`. momarun
 // dlopens its model.so and calls the compiled entry points; it compiles
@@ -15,6 +16,7 @@
 #include "runtime/data/Corpus.h"
 #include "runtime/data/IndexedDataset.h"
 #include "runtime/data/SequenceStream.h"
+#include "runtime/model/Upcycle.h"
 #include "runtime/model/Weights.h"
 #include "lib/config/ModelStats.h"
 #include "lib/support/AtomicFile.h"
@@ -56,6 +58,10 @@ cl::SubCommand gradCommand("grad",
 cl::SubCommand trainCommand("train",
                             "Train with the compiled gradient and AdamW "
                             "steps (MODEL_SPEC section 7)");
+
+cl::SubCommand upcycleCommand(
+    "upcycle", "Build the weights of a model with more experts from a "
+               "checkpoint of one with fewer (MODEL_SPEC section 7)");
 
 cl::SubCommand corpusCommand("corpus",
                              "Write a Megatron indexed dataset for a model: "
@@ -154,6 +160,13 @@ cl::opt<uint64_t> trainSeed("seed", cl::init(0),
                             cl::desc("Seed of the initial weights and of the "
                                      "router noise (default: train.seed)"),
                             cl::sub(trainCommand), cl::cat(momarunCategory));
+cl::opt<std::string> trainDataPositionFrom(
+    "data-position-from",
+    cl::desc("Start the data stream where this checkpoint's run stopped "
+             "(its data_position), e.g. stage 1 of an upcycled model; the "
+             "optimizer and the LR schedule start fresh"),
+    cl::value_desc("checkpoint"), cl::sub(trainCommand),
+    cl::cat(momarunCategory));
 cl::opt<bool> trainResume("resume",
                           cl::desc("Continue from RUN/checkpoint.safetensors"),
                           cl::sub(trainCommand), cl::cat(momarunCategory));
@@ -180,6 +193,28 @@ cl::opt<int64_t> trainLogEvery(
     cl::desc("Steps between progress lines when not on a terminal, at least "
              "1 (default 10)"),
     cl::sub(trainCommand), cl::cat(momarunCategory));
+
+cl::opt<std::string> upcycleFrom(
+    "from", cl::Required,
+    cl::desc("Stage-1 checkpoint or weights (.safetensors) of a model with "
+             "one expert per group (or dense)"),
+    cl::value_desc("file"), cl::sub(upcycleCommand), cl::cat(momarunCategory));
+cl::opt<std::string> upcycleTo(
+    "to", cl::Required,
+    cl::desc("Artifact of the model to build (its experts per group a "
+             "multiple of the checkpoint's)"),
+    cl::value_desc("artifact"), cl::sub(upcycleCommand),
+    cl::cat(momarunCategory));
+cl::opt<std::string> upcycleOutput("o", cl::Required,
+                                   cl::desc("Weights to write (.safetensors)"),
+                                   cl::value_desc("file"),
+                                   cl::sub(upcycleCommand),
+                                   cl::cat(momarunCategory));
+cl::opt<uint64_t> upcycleSeed(
+    "seed", cl::init(0),
+    cl::desc("Seed of the fresh routers; they equal `momarun init --seed` "
+             "of the target (default 0)"),
+    cl::sub(upcycleCommand), cl::cat(momarunCategory));
 
 cl::opt<std::string> corpusModel(cl::Positional, cl::Required,
                                  cl::desc("<model.json or artifact directory>"),
@@ -531,8 +566,13 @@ int runTrain() {
   if (!trainInit.empty() && trainResume)
     return fail(runtimeError("give --init or --resume, not both: --resume "
                              "continues from RUN/checkpoint.safetensors"));
+  if (!trainDataPositionFrom.empty() && trainResume)
+    return fail(runtimeError("give --data-position-from or --resume, not "
+                             "both: --resume continues the run's own data "
+                             "position"));
   TrainOptions options;
   options.artifact = trainArtifact;
+  options.dataPositionFrom = trainDataPositionFrom;
   options.dataPrefix = trainData;
   options.runDirectory = trainOut;
   options.initWeights = trainInit;
@@ -550,6 +590,34 @@ int runTrain() {
   }
   if (llvm::Error error = train(options))
     return fail(std::move(error));
+  return 0;
+}
+
+int runUpcycle() {
+  llvm::Expected<LoadedArtifact> artifact = LoadedArtifact::open(upcycleTo);
+  if (!artifact)
+    return fail(artifact.takeError());
+  llvm::Expected<SafetensorsFile> source = SafetensorsFile::open(upcycleFrom);
+  if (!source)
+    return fail(source.takeError());
+  UpcycleSummary summary;
+  llvm::Expected<Weights> weights =
+      upcycle(artifact->manifest(), *source, upcycleSeed, &summary);
+  if (!weights)
+    return fail(weights.takeError());
+  std::map<std::string, std::string> metadata = {
+      {"model", artifact->manifest().model},
+      {"upcycled_from", upcycleFrom},
+      {"seed", std::to_string(upcycleSeed)}};
+  if (auto position = source->getMetadata("data_position"))
+    metadata["upcycled_from_data_position"] = position->str();
+  if (llvm::Error error = weights->save(upcycleOutput, metadata))
+    return fail(std::move(error));
+  llvm::outs() << llvm::formatv(
+      "wrote {0} parameters of {1} to {2}: {3} copied, {4} expert tensors "
+      "replicated from one FFN, {5} routers fresh\n",
+      weights->size(), artifact->manifest().model, upcycleOutput,
+      summary.copied.size(), summary.replicated.size(), summary.fresh.size());
   return 0;
 }
 
@@ -615,7 +683,9 @@ int main(int argc, char **argv) {
       "  momarun grad ARTIFACT --weights W.safetensors --tokens T.bin --out "
       "O.safetensors\n"
       "  momarun train ARTIFACT --data PREFIX --steps N --out RUN/ [--init W] "
-      "[--resume]\n"
+      "[--resume | --data-position-from CKPT]\n"
+      "  momarun upcycle --from CKPT --to ARTIFACT -o W.safetensors "
+      "[--seed N]\n"
       "  momarun corpus MODEL --out PREFIX (--synthetic N | --input FILE)\n");
   if (initCommand)
     return runInit();
@@ -625,6 +695,8 @@ int main(int argc, char **argv) {
     return runGrad();
   if (trainCommand)
     return runTrain();
+  if (upcycleCommand)
+    return runUpcycle();
   if (corpusCommand)
     return runCorpus();
   cl::PrintHelpMessage();
