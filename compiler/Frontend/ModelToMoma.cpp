@@ -55,9 +55,9 @@ ArrayAttr rangeLists(Builder &b, ArrayRef<std::vector<TokenRange>> lists) {
 class ForwardBuilder {
 public:
   ForwardBuilder(MLIRContext &context, const ModelConfig &config,
-                 StringRef sourceName)
+                 StringRef sourceName, bool causal)
       : config(config), b(&context), sourceName(sourceName.str()),
-        f32(b.getF32Type()), i32(b.getI32Type()) {}
+        f32(b.getF32Type()), i32(b.getI32Type()), causal(causal) {}
 
   /// With `dynamicBatch`, the entry points take up to train.batch_size
   /// sequences: the tokens argument keeps its [batch_size, S+1] bound and a
@@ -153,6 +153,10 @@ private:
   /// [n_layers, tokens, max experts] router logit noise, when moe.gumbel.
   Value gumbelNoise;
   Value auxLoss;
+  /// Route by the auxiliary routers (MODEL_SPEC section 6) instead of over
+  /// the batch, and report each router's disagreement with the batch.
+  bool causal;
+  SmallVector<std::pair<std::string, Value>> disagreements;
 };
 
 Value ForwardBuilder::attention(const std::string &layer,
@@ -236,24 +240,36 @@ Value ForwardBuilder::momaModule(const std::string &layer, int64_t l,
         b, groupAt, tensor({experts, ShapedType::kDynamic}, i32),
         tensor({experts, ShapedType::kDynamic}, f32), scores,
         b.getF64FloatAttr(moe.capacityFactor));
-    Value expertInput = gather(groupAt, groupInput, choice.getIndices());
+    Value predicted;
+    if (config.auxRouters)
+      predicted = moma::AuxRouterOp::create(
+          b, groupAt, rowsLike(groupInput, experts), groupInput,
+          param(prefix + "aux_router.w1.weight"),
+          param(prefix + "aux_router.w2.weight"));
+    Value chosenRows = choice.getIndices(), gates = choice.getGates();
+    if (causal) {
+      auto route = moma::CausalRouteOp::create(
+          b, groupAt, tensor({experts, ShapedType::kDynamic}, i32),
+          tensor({experts, ShapedType::kDynamic}, f32), scores, predicted);
+      chosenRows = route.getIndices();
+      gates = route.getGates();
+      disagreements.push_back(
+          {"disagreement." + prefix.substr(0, prefix.size() - 1),
+           moma::RoutingDisagreementOp::create(b, groupAt, scalar(), predicted,
+                                               choice.getIndices())});
+    }
+    Value expertInput = gather(groupAt, groupInput, chosenRows);
     Value expertOutput = moma::SwiGLUOp::create(
         b, groupAt, expertInput.getType(), expertInput, param(prefix + "w1"),
         param(prefix + "w3"), param(prefix + "w2"));
     // Expert e's j-th token is row rows[indices[e, j]] of the module input.
-    Value moduleRows = gather(groupAt, rows, choice.getIndices());
+    Value moduleRows = gather(groupAt, rows, chosenRows);
     combined = moma::ScatterAddTokensOp::create(b, groupAt, combined.getType(),
                                                 expertOutput, combined,
-                                                moduleRows, choice.getGates());
-
-    if (config.auxRouters) {
-      Value predicted = moma::AuxRouterOp::create(
-          b, groupAt, rowsLike(groupInput, experts), groupInput,
-          param(prefix + "aux_router.w1.weight"),
-          param(prefix + "aux_router.w2.weight"));
+                                                moduleRows, gates);
+    if (config.auxRouters && !causal)
       addAuxLoss(moma::AuxRouterLossOp::create(b, groupAt, scalar(), predicted,
                                                choice.getIndices()));
-    }
   }
   return combined;
 }
@@ -308,19 +324,35 @@ Value ForwardBuilder::modLayer(const std::string &layer, int64_t l,
   auto select = moma::ModSelectOp::create(
       b, at, tensor({kept}, i32), tensor({kept}, f32), scores,
       b.getF64FloatAttr(config.mod->capacity));
-  Value rows = select.getIndices();
+  Value rows = select.getIndices(), gates = select.getGates();
+  Value predicted;
+  if (config.auxRouters)
+    predicted = moma::AuxRouterOp::create(
+        b, at, rowsLike(x, 1), x, param(layer + "mod.aux_router.w1.weight"),
+        param(layer + "mod.aux_router.w2.weight"));
+  if (causal) {
+    // The tokens the auxiliary router passes, ascending, as [1, k] rows.
+    auto route = moma::CausalRouteOp::create(
+        b, at, tensor({1, ShapedType::kDynamic}, i32),
+        tensor({1, ShapedType::kDynamic}, f32), scores, predicted);
+    SmallVector<ReassociationIndices> flatten = {{0, 1}};
+    rows = tensor::CollapseShapeOp::create(
+        b, at, tensor({ShapedType::kDynamic}, i32), route.getIndices(), flatten);
+    gates = tensor::CollapseShapeOp::create(
+        b, at, tensor({ShapedType::kDynamic}, f32), route.getGates(), flatten);
+    disagreements.push_back(
+        {"disagreement." + layer + "mod",
+         moma::RoutingDisagreementOp::create(b, at, scalar(), predicted,
+                                             select.getIndices())});
+  }
   TokenSet selected{gather(at, x, rows), gather(at, tokens.ids, rows),
                     gather(at, tokens.positions, rows),
                     gather(at, tokens.sequenceIds, rows)};
-  if (config.auxRouters) {
-    Value predicted = moma::AuxRouterOp::create(
-        b, at, rowsLike(x, 1), x, param(layer + "mod.aux_router.w1.weight"),
-        param(layer + "mod.aux_router.w2.weight"));
+  if (config.auxRouters && !causal)
     addAuxLoss(moma::AuxRouterLossOp::create(b, at, scalar(), predicted, rows));
-  }
   Value processed = block(layer, l, selected);
   return moma::ModMergeOp::create(b, at, x.getType(), x, processed, rows,
-                                  select.getGates());
+                                  gates);
 }
 
 OwningOpRef<ModuleOp> ForwardBuilder::build(bool dynamicBatch) {
@@ -344,7 +376,7 @@ OwningOpRef<ModuleOp> ForwardBuilder::build(bool dynamicBatch) {
   // With moe.gumbel, the routers of groups with several experts add noise
   // that the caller draws (training) or sets to zero (evaluation).
   int64_t maxExperts = 0;
-  if (config.moe && config.moe->gumbel)
+  if (config.moe && config.moe->gumbel && !causal)
     for (const ExpertGroup &group : config.moe->groups)
       if (group.experts > 1)
         maxExperts = std::max(maxExperts, group.experts);
@@ -358,12 +390,13 @@ OwningOpRef<ModuleOp> ForwardBuilder::build(bool dynamicBatch) {
     resultNames.push_back("loss." + modality.name);
   bool hasAuxRouters = llvm::any_of(
       specs, [](const ParameterSpec &spec) { return spec.auxRouter; });
-  if (hasAuxRouters)
+  if (hasAuxRouters && !causal)
     resultNames.push_back("aux_loss");
   SmallVector<Type> resultTypes(resultNames.size(), scalar());
 
-  auto func = func::FuncOp::create(b, moduleLoc, kForwardFunctionName,
-                                   b.getFunctionType(argTypes, resultTypes));
+  auto func = func::FuncOp::create(
+      b, moduleLoc, causal ? kCausalForwardFunctionName : kForwardFunctionName,
+      b.getFunctionType(argTypes, resultTypes));
   func.setArgAttr(0, kParamAttrName, b.getStringAttr("tokens"));
   for (auto [i, spec] : llvm::enumerate(specs))
     func.setArgAttr(i + 1, kParamAttrName, b.getStringAttr(spec.name));
@@ -452,9 +485,20 @@ OwningOpRef<ModuleOp> ForwardBuilder::build(bool dynamicBatch) {
 
   SmallVector<Value> results = {loss.getLoss()};
   llvm::append_range(results, loss.getModalityLosses());
-  if (hasAuxRouters)
+  if (hasAuxRouters && !causal)
     results.push_back(auxLoss);
+  // Causal routing also reports each router's disagreement with the batch.
+  for (auto &[name, value] : disagreements) {
+    resultNames.push_back(name);
+    results.push_back(value);
+  }
   func::ReturnOp::create(b, outputAt, results);
+  func.setFunctionType(
+      b.getFunctionType(argTypes, ValueRange(results).getTypes()));
+  func.setAllResultAttrs(
+      SmallVector<DictionaryAttr>(results.size(), b.getDictionaryAttr({})));
+  for (auto [i, name] : llvm::enumerate(resultNames))
+    func.setResultAttr(i, kResultAttrName, b.getStringAttr(name));
   return module;
 }
 
@@ -468,7 +512,9 @@ void momac::loadFrontendDialects(MLIRContext &context) {
 OwningOpRef<ModuleOp> momac::buildForwardModule(MLIRContext &context,
                                                 const ModelConfig &config,
                                                 StringRef sourceName,
-                                                bool dynamicBatch) {
+                                                bool dynamicBatch,
+                                                bool causalRouting) {
   loadFrontendDialects(context);
-  return ForwardBuilder(context, config, sourceName).build(dynamicBatch);
+  return ForwardBuilder(context, config, sourceName, causalRouting)
+      .build(dynamicBatch);
 }

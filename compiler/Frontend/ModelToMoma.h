@@ -25,6 +25,10 @@ namespace momac {
 constexpr llvm::StringLiteral kParamAttrName = "moma.param";
 constexpr llvm::StringLiteral kResultAttrName = "moma.result";
 constexpr llvm::StringLiteral kForwardFunctionName = "forward";
+/// The forward pass with causal routing (MODEL_SPEC section 6), for models
+/// with auxiliary routers: results loss, loss.<modality> and, per router,
+/// disagreement.<router>.
+constexpr llvm::StringLiteral kCausalForwardFunctionName = "forward_causal";
 /// The argument that says how many rows of the tokens buffer hold the
 /// micro-batch, in entry points compiled for any batch size up to
 /// train.batch_size (MODEL_SPEC section 8).
@@ -38,9 +42,14 @@ void loadFrontendDialects(mlir::MLIRContext &context);
 /// @forward takes any number of sequences up to train.batch_size through a
 /// `batch_rows` argument, and its token dimensions are dynamic; without it
 /// (--emit), exactly train.batch_size.
+/// With `causalRouting` (models with aux_routers), the function is
+/// @forward_causal: every router with an auxiliary router routes a token iff
+/// its auxiliary score is above 0.5 (MODEL_SPEC section 6) and reports how
+/// often that disagrees with the batch choice.
 mlir::OwningOpRef<mlir::ModuleOp>
 buildForwardModule(mlir::MLIRContext &context, const ModelConfig &config,
-                   llvm::StringRef sourceName, bool dynamicBatch = false);
+                   llvm::StringRef sourceName, bool dynamicBatch = false,
+                   bool causalRouting = false);
 
 } // namespace momac
 

@@ -160,3 +160,42 @@ func.func @mod_select(%r: tensor<16x1xf32>) -> (tensor<4xi32>, tensor<4xf32>) {
   %sel, %g = moma.mod_select %r capacity = 0.25 : tensor<16x1xf32> -> tensor<4xi32>, tensor<4xf32>
   return %sel, %g : tensor<4xi32>, tensor<4xf32>
 }
+
+// -----
+
+// Causal routing: k is the most tokens any output's auxiliary score passes
+// (> 0.5); rows start as token 0 at gate 0, then each output's tokens are
+// written in ascending order with the main router's score as gate.
+// CHECK-LABEL: func.func @causal_route
+// CHECK: %[[N:.*]] = tensor.dim %[[P:.*]], %c0 : tensor<?x4xf32>
+// CHECK: %[[K:.*]] = scf.for
+// CHECK: arith.cmpf ogt, %{{.*}}, %{{.*}} : f32
+// CHECK: arith.maxui
+// CHECK: %[[ROWS:.*]] = tensor.empty(%[[K]]) : tensor<4x?xi32>
+// CHECK: linalg.fill ins(%c0_i32 : i32)
+// CHECK: scf.for
+// CHECK: scf.for %[[I:.*]] = %{{.*}} to %[[N]]
+// CHECK: scf.if
+// CHECK: tensor.insert %{{.*}} into %{{.*}} : tensor<4x?xi32>
+// CHECK: tensor.insert %{{.*}} into %{{.*}} : tensor<4x?xf32>
+func.func @causal_route(%s: tensor<?x4xf32>, %p: tensor<?x4xf32>) -> (tensor<4x?xi32>, tensor<4x?xf32>) {
+  %i, %g = moma.causal_route %s, %p : tensor<?x4xf32>, tensor<?x4xf32> -> tensor<4x?xi32>, tensor<4x?xf32>
+  return %i, %g : tensor<4x?xi32>, tensor<4x?xf32>
+}
+
+// -----
+
+// Disagreement: the batch choice as a 0/1 mask, compared with aux > 0.5,
+// counted and divided by the decisions (0 for an empty group).
+// CHECK-LABEL: func.func @routing_disagreement
+// CHECK: tensor.insert
+// CHECK: linalg.generic
+// CHECK: arith.cmpf ogt
+// CHECK: arith.xori
+// CHECK: arith.uitofp
+// CHECK: arith.divf
+// CHECK: arith.select
+func.func @routing_disagreement(%p: tensor<?x1xf32>, %sel: tensor<?xi32>) -> tensor<f32> {
+  %d = moma.routing_disagreement %p, %sel : tensor<?x1xf32>, tensor<?xi32> -> tensor<f32>
+  return %d : tensor<f32>
+}

@@ -463,9 +463,17 @@ def router_noise(source, layer, members, shape, dtype):
     return gumbel_noise(shape, source, dtype)
 
 
-def moma(cfg, params, layer, v, ids, gumbel_generator=None, record=None):
+def aux_scores(params, prefix, v):
+    """Section 6: the auxiliary router at `prefix`, sigmoid(silu(v w1^T) w2^T), [n, E]."""
+    hidden = F.silu(v @ params[prefix + "aux_router.w1.weight"].t())
+    return torch.sigmoid(hidden @ params[prefix + "aux_router.w2.weight"].t())
+
+
+def moma(cfg, params, layer, v, ids, gumbel_generator=None, record=None, causal=None):
     """The MoMa module of layer `layer` on inputs v [n, d] whose INPUT token ids are
-    `ids` [n]."""
+    `ids` [n]. With `causal` (a dict), groups of several experts route by their
+    auxiliary routers (section 6) and causal["disagreement.<group prefix>"] gets the
+    fraction of (token, expert) decisions where that differs from the batch top-k."""
     prefix = f"layers.{layer}."
     out = torch.zeros_like(v)
     groups_of_tokens = group_of_id(cfg)[ids]
@@ -478,6 +486,8 @@ def moma(cfg, params, layer, v, ids, gumbel_generator=None, record=None):
         if n == 0:
             if record is not None:
                 record.append((p, "empty"))
+            if causal is not None and E > 1:
+                causal["disagreement." + p[:-1]] = 0.0
             continue
         vg = v[members]
         w1, w3, w2 = params[p + "w1"], params[p + "w3"], params[p + "w2"]
@@ -495,6 +505,20 @@ def moma(cfg, params, layer, v, ids, gumbel_generator=None, record=None):
             chosen = expert_choice(s.detach(), k)  # [E, k] local indices into I_G
             if record is not None:
                 record.append((p, members[chosen].clone()))
+            if causal is not None:
+                # A token goes to expert e iff its aux score > 0.5, weighted by s.
+                take = aux_scores(params, p, vg) > 0.5  # [n, E]
+                batch = torch.zeros_like(take)
+                batch[chosen, torch.arange(E)[:, None]] = True
+                causal["disagreement." + p[:-1]] = float((take != batch).double().mean())
+                yg = torch.zeros_like(vg)
+                for e in range(E):
+                    rows = torch.nonzero(take[:, e]).flatten()
+                    if rows.numel():
+                        y = swiglu(vg[rows], w1[e], w3[e], w2[e], gemm_of(cfg))
+                        yg = yg.index_add(0, rows, s[rows, e, None] * y)
+                out = out.index_add(0, members, yg)
+                continue
             # One batched SwiGLU per expert over its k tokens.
             x_e = vg[chosen]  # [E, k, d]
             y_e = swiglu(x_e, w1, w3, w2, gemm_of(cfg))  # [E, k, d]
@@ -511,47 +535,59 @@ def moma(cfg, params, layer, v, ids, gumbel_generator=None, record=None):
 # Blocks, MoD (section 5), whole model
 # ---------------------------------------------------------------------------
 
-def ffn(cfg, params, layer, v, ids, gumbel_generator, record):
+def ffn(cfg, params, layer, v, ids, gumbel_generator, record, causal=None):
     prefix = f"layers.{layer}."
     if is_moe_layer(cfg, layer):
-        return moma(cfg, params, layer, v, ids, gumbel_generator, record)
+        return moma(cfg, params, layer, v, ids, gumbel_generator, record, causal)
     p = prefix + "feed_forward."
     return swiglu(v, params[p + "w1.weight"], params[p + "w3.weight"], params[p + "w2.weight"],
                   gemm_of(cfg))
 
 
-def block(cfg, params, layer, x, ids, seq, pos, gumbel_generator=None, record=None):
+def block(cfg, params, layer, x, ids, seq, pos, gumbel_generator=None, record=None,
+          causal=None):
     prefix = f"layers.{layer}."
     eps = cfg["norm_eps"]
     attn_norm = params[prefix + "attention_norm.weight"]
     ffn_norm = params[prefix + "ffn_norm.weight"]
     if cfg["norm"] == "swin":
         a = x + rms_norm(attention(cfg, params, prefix + "attention.", x, seq, pos), attn_norm, eps)
-        return a + rms_norm(ffn(cfg, params, layer, a, ids, gumbel_generator, record), ffn_norm, eps)
+        return a + rms_norm(ffn(cfg, params, layer, a, ids, gumbel_generator, record, causal),
+                            ffn_norm, eps)
     if cfg["norm"] == "pre":
         a = x + attention(cfg, params, prefix + "attention.", rms_norm(x, attn_norm, eps), seq, pos)
-        return a + ffn(cfg, params, layer, rms_norm(a, ffn_norm, eps), ids, gumbel_generator, record)
+        return a + ffn(cfg, params, layer, rms_norm(a, ffn_norm, eps), ids, gumbel_generator,
+                       record, causal)
     raise ValueError(f"norm: unknown value {cfg['norm']!r}")
 
 
-def mod_block(cfg, params, layer, x, ids, seq, pos, gumbel_generator=None, record=None):
+def mod_block(cfg, params, layer, x, ids, seq, pos, gumbel_generator=None, record=None,
+              causal=None):
     """Section 5: the block runs on the top ceil(c_d N) tokens by r, merged with weight r."""
     prefix = f"layers.{layer}."
     r = torch.sigmoid(x @ params[prefix + "mod.router.weight"].t())[:, 0]  # [N]
     k_d = mod_capacity(cfg["mod"]["capacity"], x.shape[0])
     selected = top_k_lower_index(r.detach(), k_d)  # ascending flat order
+    if causal is not None:
+        # Section 6: the block runs on the tokens whose aux score > 0.5.
+        take = aux_scores(params, prefix + "mod.", x)[:, 0] > 0.5
+        batch = torch.zeros_like(take)
+        batch[selected] = True
+        causal["disagreement." + prefix + "mod"] = float((take != batch).double().mean())
+        selected = torch.nonzero(take).flatten()
     if record is not None:
         record.append((prefix + "mod", selected.clone()))
     x_sel = x[selected]
     # Gumbel noise is never applied on MoD routing; the MoMa groups inside the
     # block still follow the model's setting.
     y_sel = block(cfg, params, layer, x_sel, ids[selected], seq[selected], pos[selected],
-                  gumbel_generator, record)
+                  gumbel_generator, record, causal)
     delta = r[selected][:, None] * (y_sel - x_sel)
     return x.index_add(0, selected, delta)
 
 
-def forward(cfg, params, tokens, gumbel_generator=None, record=None, details=False):
+def forward(cfg, params, tokens, gumbel_generator=None, record=None, details=False,
+            causal=None):
     """Section 3-5 and 7: returns (loss, {modality: loss}).
 
     gumbel_generator: a torch.Generator enables Gumbel router noise (training with
@@ -573,9 +609,9 @@ def forward(cfg, params, tokens, gumbel_generator=None, record=None, details=Fal
     h = params["tok_embeddings.weight"][ids]
     for layer in range(cfg["n_layers"]):
         if is_mod_layer(cfg, layer):
-            h = mod_block(cfg, params, layer, h, ids, seq, pos, gumbel_generator, record)
+            h = mod_block(cfg, params, layer, h, ids, seq, pos, gumbel_generator, record, causal)
         else:
-            h = block(cfg, params, layer, h, ids, seq, pos, gumbel_generator, record)
+            h = block(cfg, params, layer, h, ids, seq, pos, gumbel_generator, record, causal)
     logits = gemm_of(cfg)(rms_norm(h, params["norm.weight"], cfg["norm_eps"]),
                           params["output.weight"].t())
 

@@ -556,6 +556,72 @@ class Upcycling(TemporaryDirectoryTestCase):
         self.assertIn("no data_position", result.stderr)
 
 
+class CausalEvaluation(TemporaryDirectoryTestCase):
+    """momarun eval --causal (@forward_causal) against the reference's causal
+    routing (MODEL_SPEC section 6): a token goes to an expert, or through a
+    MoD block, iff its auxiliary score is above 0.5."""
+
+    def check(self, variant, batch=2, **overrides):
+        artifact, cfg = compile_variant(self.tmp.name, variant, batch_size=batch,
+                                        **overrides)
+        params = R.init_params(cfg, seed=13)
+        # Aux scores at init sit at 0.5 +- 1e-4, where float32 and float64
+        # can fall on different sides: spread them (100x on both matrices
+        # puts them at logits of several units).
+        for name in params:
+            if ".aux_router." in name:
+                params[name] *= 100
+        weights = os.path.join(artifact, "w.safetensors")
+        R.write_safetensors(weights, {k: v.float() for k, v in params.items()})
+        seq = cfg["seq_len"]
+        tokens = np.asarray(R.random_tokens(cfg, batch, seed=2))
+        prefix = os.path.join(artifact, "data")
+        # One stream whose first sequences are these rows (they share one
+        # token at each boundary, as packing does).
+        stream = np.concatenate([tokens[0]] + [row[1:] for row in tokens[1:]])
+        for r in range(1, batch):
+            tokens[r] = stream[r * seq:r * seq + seq + 1]
+        write_indexed_dataset(prefix, [stream])
+        out = json.loads(run(MOMARUN, "eval", artifact, "--weights", weights,
+                             "--data", prefix, "--batches", "1", "--causal",
+                             "--json"))
+        double = {k: v.double() for k, v in params.items()}
+        t = torch.as_tensor(tokens).long()
+        causal = {}
+        loss, per_modality = R.forward(cfg, double, t, causal=causal)
+        batch_loss, _ = R.forward(cfg, double, t)
+        self.assertLessEqual(abs(out["causal.loss"] - float(loss)), 1e-4 * float(loss))
+        self.assertLessEqual(abs(out["loss"] - float(batch_loss)), 1e-4 * float(batch_loss))
+        for name, value in per_modality.items():
+            self.assertLessEqual(abs(out["causal.loss." + name] - float(value)),
+                                 1e-4 * float(value), name)
+        got = {k: v for k, v in out.items() if k.startswith("disagreement.")}
+        self.assertEqual(sorted(got), sorted(causal))
+        for name, value in causal.items():
+            self.assertAlmostEqual(got[name], value, places=6, msg=name)
+        # Causal routing is a different computation: its loss differs.
+        self.assertNotAlmostEqual(float(loss), float(batch_loss), places=4)
+        return out
+
+    def test_mod_moe_4t4i_with_aux_routers(self):
+        out = self.check("mod_moe_4t4i_aux")
+        self.assertIn("disagreement.layers.0.mod", out)
+        self.assertIn("disagreement.layers.3.moe.image", out)
+
+    def test_moe_4t4i_with_aux_routers_pre_norm(self):
+        self.check("moe_4t4i", batch=3, aux_routers=True, norm="pre")
+
+    def test_a_model_without_aux_routers_is_refused(self):
+        artifact, cfg = compile_variant(self.tmp.name, "moe_4t4i")
+        weights = os.path.join(artifact, "w.safetensors")
+        run(MOMARUN, "init", artifact, "-o", weights)
+        result = subprocess.run([MOMARUN, "eval", artifact, "--weights", weights,
+                                 "--data", "unused", "--causal"],
+                                capture_output=True, text=True)
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("has no auxiliary routers to route causally with", result.stderr)
+
+
 class CompiledTrainingMatchesReference(TemporaryDirectoryTestCase):
     """momarun train (compiled @grad and @optimizer_step) against the
     reference's AdamW steps; --resume against an uninterrupted run."""

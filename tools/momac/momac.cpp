@@ -110,6 +110,16 @@ mlir::OwningOpRef<mlir::ModuleOp> buildTrainStep(mlir::MLIRContext &context,
   mlir::TimingScope frontEndTimer = timing.nest("front end (model -> moma)");
   mlir::OwningOpRef<mlir::ModuleOp> module =
       buildForwardModule(context, config, inputPath, /*dynamicBatch=*/true);
+  // Models with auxiliary routers also get @forward_causal, the forward
+  // pass with causal routing (momarun eval --causal).
+  if (config.auxRouters) {
+    mlir::OwningOpRef<mlir::ModuleOp> causal =
+        buildForwardModule(context, config, inputPath, /*dynamicBatch=*/true,
+                           /*causalRouting=*/true);
+    for (mlir::Operation &op :
+         llvm::make_early_inc_range(causal->getBody()->getOperations()))
+      op.moveBefore(module->getBody(), module->getBody()->end());
+  }
   if (mlir::failed(mlir::verify(*module))) {
     fail("internal error: the front end built invalid IR", 2);
     return nullptr;

@@ -105,6 +105,14 @@ cl::opt<unsigned> evalBatches(
     cl::sub(evalCommand), cl::cat(momarunCategory));
 cl::opt<bool> evalJson("json", cl::desc("Print the result as one JSON object"),
                        cl::sub(evalCommand), cl::cat(momarunCategory));
+cl::opt<bool> evalCausal(
+    "causal",
+    cl::desc("Also evaluate with causal routing (MODEL_SPEC section 6: a "
+             "token goes to an expert, or through a MoD block, iff its "
+             "auxiliary router's score is above 0.5), and report per router "
+             "how often that disagrees with the batch routing (models with "
+             "aux_routers)"),
+    cl::sub(evalCommand), cl::cat(momarunCategory));
 
 cl::opt<std::string> gradArtifact(cl::Positional, cl::Required,
                                   cl::desc("<artifact directory>"),
@@ -395,6 +403,20 @@ int runEval() {
   if (!entry)
     return fail(entry.takeError());
   auto [spec, forward] = *entry;
+  const EntryPointSpec *causalSpec = nullptr;
+  void (*causalForward)(void **) = nullptr;
+  if (evalCausal) {
+    if (!config.auxRouters)
+      return fail(runtimeError(
+          "--causal: " + manifest.model +
+          " has no auxiliary routers to route causally with; add "
+          "\"aux_routers\": true to its description, recompile, and train "
+          "them (MODEL_SPEC section 6)"));
+    auto causal = artifact->entryPoint("forward_causal");
+    if (!causal)
+      return fail(causal.takeError());
+    std::tie(causalSpec, causalForward) = *causal;
+  }
 
   llvm::Expected<Weights> weights = Weights::load(manifest, evalWeights);
   if (!weights)
@@ -438,6 +460,22 @@ int runEval() {
                               resultBuffers);
   if (!buffers)
     return fail(buffers.takeError());
+  // Causal routing: loss, loss.<modality>..., then disagreement.<router>.
+  std::vector<std::vector<float>> causalResults;
+  std::vector<void *> causalBuffers;
+  if (causalSpec) {
+    causalResults = allocateResults(*causalSpec);
+    auto bound = entryBuffers(*causalSpec, tokens, batchRows, *weights, noise,
+                              causalResults);
+    if (!bound)
+      return fail(bound.takeError());
+    causalBuffers = std::move(*bound);
+  }
+  const size_t firstDisagreement = 1 + config.modalities.size();
+  double causalLossSum = 0;
+  std::vector<double> causalModalitySum(config.modalities.size(), 0);
+  std::vector<double> disagreementSum(
+      causalSpec ? causalSpec->results.size() - firstDisagreement : 0, 0);
 
   // Per-modality losses are pooled over every target of the modality.
   size_t modalities = config.modalities.size();
@@ -451,6 +489,15 @@ int runEval() {
     forward(buffers->data());
     lossSum += resultBuffers[0][0];
     std::vector<uint64_t> counts = config.countTargetsByModality(batchTokens);
+    if (causalForward) {
+      causalForward(causalBuffers.data());
+      causalLossSum += causalResults[0][0];
+      for (size_t m = 0; m < modalities; ++m)
+        causalModalitySum[m] +=
+            double(causalResults[1 + m][0]) * double(counts[m]);
+      for (size_t r = 0; r < disagreementSum.size(); ++r)
+        disagreementSum[r] += causalResults[firstDisagreement + r][0];
+    }
     for (size_t m = 0; m < modalities; ++m) {
       modalitySum[m] += double(resultBuffers[1 + m][0]) * double(counts[m]);
       modalityCount[m] += counts[m];
@@ -466,6 +513,17 @@ int runEval() {
     if (modalityCount[m])
       modalityLoss[m] = modalitySum[m] / double(modalityCount[m]);
   double tokensPerSecond = double(batches * batch * seqLen) / seconds;
+  double causalLoss = causalLossSum / double(batches);
+  std::vector<double> causalModalityLoss(modalities, 0);
+  for (size_t m = 0; m < modalities; ++m)
+    if (modalityCount[m])
+      causalModalityLoss[m] = causalModalitySum[m] / double(modalityCount[m]);
+  // Each router's disagreement, averaged over the batches.
+  std::vector<std::pair<std::string, double>> disagreements;
+  for (size_t r = 0; r < disagreementSum.size(); ++r)
+    disagreements.push_back(
+        {causalSpec->results[firstDisagreement + r].name,
+         disagreementSum[r] / double(batches)});
 
   if (evalJson) {
     llvm::json::Object out{{"loss", jsonNumber(loss)},
@@ -475,6 +533,14 @@ int runEval() {
     for (size_t m = 0; m < modalities; ++m) {
       out["loss." + config.modalities[m].name] = jsonNumber(modalityLoss[m]);
       out["targets." + config.modalities[m].name] = int64_t(modalityCount[m]);
+    }
+    if (causalSpec) {
+      out["causal.loss"] = jsonNumber(causalLoss);
+      for (size_t m = 0; m < modalities; ++m)
+        out["causal.loss." + config.modalities[m].name] =
+            jsonNumber(causalModalityLoss[m]);
+      for (const auto &[name, value] : disagreements)
+        out[name] = jsonNumber(value);
     }
     llvm::outs() << llvm::formatv("{0}", llvm::json::Value(std::move(out)))
                  << "\n";
@@ -488,6 +554,19 @@ int runEval() {
                                   config.modalities[m].name, modalityLoss[m],
                                   modalityCount[m]);
   llvm::outs() << llvm::formatv(", {0:F0} tokens/s\n", tokensPerSecond);
+  if (causalSpec) {
+    llvm::outs() << llvm::formatv("causal routing: loss {0:F4}", causalLoss);
+    for (size_t m = 0; m < modalities; ++m)
+      llvm::outs() << llvm::formatv(", {0} {1:F4}", config.modalities[m].name,
+                                    causalModalityLoss[m]);
+    llvm::outs() << llvm::formatv(" (batch routing: {0:F4})\n", loss);
+    llvm::outs() << "aux routers against batch routing (fraction of "
+                    "decisions that differ):\n";
+    for (const auto &[name, value] : disagreements)
+      llvm::outs() << llvm::formatv(
+          "  {0,-32} {1:F4}\n",
+          llvm::StringRef(name).drop_front(strlen("disagreement.")), value);
+  }
   return 0;
 }
 

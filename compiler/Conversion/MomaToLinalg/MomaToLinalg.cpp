@@ -758,32 +758,167 @@ struct LowerCrossEntropy : OpRewritePattern<moma::CrossEntropyOp> {
   }
 };
 
+/// [n, E] f32: 1 where the batch router chose token i for output e (i among
+/// indices[e], or among `indices` for a single output), else 0.
+Value choiceMask(KernelBuilder &kb, Value predictions, Value indices) {
+  auto type = cast<RankedTensorType>(predictions.getType());
+  Value chosen = kb.zeros(type.getShape(), kb.f32,
+                          kb.dynamicOf(type.getShape(), kb.dims(predictions)));
+  bool perExpert = cast<RankedTensorType>(indices.getType()).getRank() == 2;
+  Value one = kb.f32Const(1.0);
+  return kb
+      .loops(kb.dims(indices), {chosen},
+             [&](OpBuilder &b, Location loc, ValueRange ivs, ValueRange state) {
+               Value row = toIndex(
+                   b, loc, tensor::ExtractOp::create(b, loc, indices, ivs));
+               Value column =
+                   perExpert ? ivs[0]
+                             : arith::ConstantIndexOp::create(b, loc, 0);
+               return SmallVector<Value>{tensor::InsertOp::create(
+                   b, loc, one, state[0], ValueRange{row, column})};
+             })
+      .front();
+}
+
+/// Whether an auxiliary score routes its token (MODEL_SPEC section 6).
+Value aboveHalf(OpBuilder &b, Location loc, Value score) {
+  return arith::CmpFOp::create(
+      b, loc, arith::CmpFPredicate::OGT, score,
+      arith::ConstantOp::create(b, loc, b.getF32FloatAttr(0.5f)));
+}
+
+struct LowerCausalRoute : OpRewritePattern<moma::CausalRouteOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(moma::CausalRouteOp op,
+                                PatternRewriter &rewriter) const override {
+    KernelBuilder kb(rewriter, op.getLoc());
+    Value scores = op.getScores(), predictions = op.getPredictions();
+    Value n = kb.dim(predictions, 0);
+    int64_t outputs = cast<RankedTensorType>(scores.getType()).getDimSize(1);
+    // k: the most tokens any output takes.
+    Value zero = kb.index(0), one = kb.index(1);
+    Value k = kb.loops({kb.index(outputs)}, {zero},
+                       [&](OpBuilder &b, Location at, ValueRange e,
+                           ValueRange longest) {
+                         Value count =
+                             scf::ForOp::create(
+                                 b, at, zero, n, one, ValueRange{zero},
+                                 [&](OpBuilder &inner, Location in, Value i,
+                                     ValueRange state) {
+                                   Value p = tensor::ExtractOp::create(
+                                       inner, in, predictions,
+                                       ValueRange{i, e[0]});
+                                   Value next = arith::SelectOp::create(
+                                       inner, in, aboveHalf(inner, in, p),
+                                       arith::AddIOp::create(
+                                           inner, in, state[0],
+                                           arith::ConstantIndexOp::create(
+                                               inner, in, 1)),
+                                       state[0]);
+                                   scf::YieldOp::create(inner, in, next);
+                                 })
+                                 .getResult(0);
+                         return SmallVector<Value>{arith::MaxUIOp::create(
+                             b, at, longest[0], count)};
+                       })
+                  .front();
+    // Rows padded with token 0 at gate 0; each output's tokens in order.
+    SmallVector<int64_t> shape = {outputs, ShapedType::kDynamic};
+    Value indices = kb.zeros(shape, kb.i32, {k});
+    Value gates = kb.zeros(shape, kb.f32, {k});
+    SmallVector<Value> filled = kb.loops(
+        {kb.index(outputs)}, {indices, gates},
+        [&](OpBuilder &b, Location at, ValueRange e, ValueRange state) {
+          auto loop = scf::ForOp::create(
+              b, at, zero, n, one, ValueRange{state[0], state[1], zero},
+              [&](OpBuilder &inner, Location in, Value i, ValueRange carried) {
+                Value p = tensor::ExtractOp::create(inner, in, predictions,
+                                                    ValueRange{i, e[0]});
+                auto taken = scf::IfOp::create(
+                    inner, in, aboveHalf(inner, in, p),
+                    [&](OpBuilder &then, Location th) {
+                      Value at2[] = {e[0], carried[2]};
+                      Value s = tensor::ExtractOp::create(then, th, scores,
+                                                          ValueRange{i, e[0]});
+                      Value row = tensor::InsertOp::create(
+                          then, th, toI32(then, th, i), carried[0], at2);
+                      Value gate =
+                          tensor::InsertOp::create(then, th, s, carried[1], at2);
+                      Value next = arith::AddIOp::create(
+                          then, th, carried[2],
+                          arith::ConstantIndexOp::create(then, th, 1));
+                      scf::YieldOp::create(then, th,
+                                           ValueRange{row, gate, next});
+                    },
+                    [&](OpBuilder &other, Location ot) {
+                      scf::YieldOp::create(other, ot, carried);
+                    });
+                scf::YieldOp::create(inner, in, taken.getResults());
+              });
+          return SmallVector<Value>{loop.getResult(0), loop.getResult(1)};
+        });
+    rewriter.replaceOp(op, filled);
+    return success();
+  }
+};
+
+struct LowerRoutingDisagreement
+    : OpRewritePattern<moma::RoutingDisagreementOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(moma::RoutingDisagreementOp op,
+                                PatternRewriter &rewriter) const override {
+    KernelBuilder kb(rewriter, op.getLoc());
+    Value predictions = op.getPredictions();
+    auto type = cast<RankedTensorType>(predictions.getType());
+    Value chosen = choiceMask(kb, predictions, op.getIndices());
+    Value total =
+        kb.generic({predictions, chosen}, kb.zeros({}, kb.f32),
+                   {kb.identity(2), kb.identity(2),
+                    AffineMap::get(2, 0, {}, rewriter.getContext())},
+                   {kRed, kRed},
+                   [](OpBuilder &b, Location loc, ValueRange args) {
+                     Value predicted = aboveHalf(b, loc, args[0]);
+                     Value batch = arith::CmpFOp::create(
+                         b, loc, arith::CmpFPredicate::OGT, args[1],
+                         arith::ConstantOp::create(b, loc,
+                                                   b.getF32FloatAttr(0.5f)));
+                     Value differ = arith::XOrIOp::create(b, loc, predicted,
+                                                          batch);
+                     Value count = arith::UIToFPOp::create(
+                         b, loc, b.getF32Type(), differ);
+                     return SmallVector<Value>{
+                         arith::AddFOp::create(b, loc, args[2], count)};
+                   })
+            .front();
+    Value rows = arith::UIToFPOp::create(
+        rewriter, op.getLoc(), kb.f32,
+        arith::IndexCastUIOp::create(rewriter, op.getLoc(),
+                                     rewriter.getI64Type(),
+                                     kb.dim(predictions, 0)));
+    Value entries = arith::MulFOp::create(
+        rewriter, op.getLoc(), rows, kb.f32Const(double(type.getDimSize(1))));
+    // An empty group disagrees nowhere (0, not 0/0).
+    Value some = arith::CmpFOp::create(rewriter, op.getLoc(),
+                                       arith::CmpFPredicate::OGT, entries,
+                                       kb.f32Const(0.0));
+    Value fraction = arith::SelectOp::create(
+        rewriter, op.getLoc(), some,
+        arith::DivFOp::create(rewriter, op.getLoc(), scalarOf(kb, total),
+                              entries),
+        kb.f32Const(0.0));
+    rewriter.replaceOp(op, tensorOf(kb, fraction));
+    return success();
+  }
+};
+
 struct LowerAuxRouterLoss : OpRewritePattern<moma::AuxRouterLossOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(moma::AuxRouterLossOp op,
                                 PatternRewriter &rewriter) const override {
     KernelBuilder kb(rewriter, op.getLoc());
-    Value predictions = op.getPredictions(), indices = op.getIndices();
+    Value predictions = op.getPredictions();
     auto type = cast<RankedTensorType>(predictions.getType());
-    SmallVector<Value> sizes = kb.dims(predictions);
-    Value chosen =
-        kb.zeros(type.getShape(), kb.f32, kb.dynamicOf(type.getShape(), sizes));
-    // Mark 1 where the batch router chose token i for output e.
-    bool perExpert = cast<RankedTensorType>(indices.getType()).getRank() == 2;
-    Value one = kb.f32Const(1.0);
-    chosen =
-        kb.loops(kb.dims(indices), {chosen},
-                 [&](OpBuilder &b, Location loc, ValueRange ivs,
-                     ValueRange state) {
-                   Value row = toIndex(
-                       b, loc, tensor::ExtractOp::create(b, loc, indices, ivs));
-                   Value column =
-                       perExpert ? ivs[0]
-                                 : arith::ConstantIndexOp::create(b, loc, 0);
-                   return SmallVector<Value>{tensor::InsertOp::create(
-                       b, loc, one, state[0], ValueRange{row, column})};
-                 })
-            .front();
+    Value chosen = choiceMask(kb, predictions, op.getIndices());
     // Binary cross-entropy with logs clamped at -100, as torch's BCELoss.
     Value sum = kb.zeros({}, kb.f32);
     Value total =
@@ -836,7 +971,8 @@ struct ConvertMomaToLinalgPass
                  LowerSwiGLU, LowerRouter, LowerAuxRouter,
                  LowerModalityPartition, LowerExpertChoice, LowerModSelect,
                  LowerModMerge, LowerGatherTokens, LowerScatterAddTokens,
-                 LowerCrossEntropy, LowerAuxRouterLoss>(context);
+                 LowerCrossEntropy, LowerAuxRouterLoss, LowerCausalRoute,
+                 LowerRoutingDisagreement>(context);
     populateGradientLoweringPatterns(patterns);
     ConversionTarget target(*context);
     target.addIllegalDialect<moma::MomaDialect>();

@@ -7,6 +7,8 @@
 
 #include "dialects/moma/IR/MomaOps.h"
 
+#include "mlir/IR/TypeUtilities.h"
+
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/DialectImplementation.h"
 #include "llvm/ADT/STLExtras.h"
@@ -244,6 +246,35 @@ LogicalResult AuxRouterOp::verify() {
 }
 
 LogicalResult AuxRouterLossOp::verify() {
+  int64_t outputs = dim(getPredictions(), 1);
+  if (rank(getIndices()) == 2)
+    return expectSameDim(*this, dim(getIndices(), 0), "index rows", outputs,
+                         "prediction columns");
+  if (rank(getIndices()) == 1)
+    return expectSameDim(*this, outputs, "prediction columns", 1,
+                         "the single output a rank-1 index list implies");
+  return emitOpError() << "expects indices of rank 1 or 2, got rank "
+                       << rank(getIndices());
+}
+
+LogicalResult CausalRouteOp::verify() {
+  auto scores = cast<RankedTensorType>(getScores().getType());
+  auto predictions = cast<RankedTensorType>(getPredictions().getType());
+  if (failed(verifyCompatibleShape(scores.getShape(), predictions.getShape())))
+    return emitOpError() << "expects scores and predictions of one shape, got "
+                         << scores << " and " << predictions;
+  int64_t outputs = dim(getScores(), 1);
+  if (failed(expectSameDim(*this, dim(getIndices(), 0), "index rows", outputs,
+                           "score columns")) ||
+      failed(expectSameDim(*this, dim(getGates(), 0), "gate rows", outputs,
+                           "score columns")) ||
+      failed(expectSameDim(*this, dim(getGates(), 1), "gate columns",
+                           dim(getIndices(), 1), "index columns")))
+    return failure();
+  return success();
+}
+
+LogicalResult RoutingDisagreementOp::verify() {
   int64_t outputs = dim(getPredictions(), 1);
   if (rank(getIndices()) == 2)
     return expectSameDim(*this, dim(getIndices(), 0), "index rows", outputs,

@@ -246,6 +246,56 @@ def Moma_AuxRouterLossOp : Moma_Op<"aux_router_loss", [Pure]> {
   let hasVerifier = 1;
 }
 
+def Moma_CausalRouteOp : Moma_Op<"causal_route", [Pure]> {
+  let summary = "causal routing by the auxiliary routers";
+  let description = [{
+    Routing for causal inference (MODEL_SPEC section 6): output e takes
+    every token i whose auxiliary score `predictions[i, e]` is above 0.5,
+    weighted by the main router's `scores[i, e]`. For scores and
+    predictions [n, E], `indices[e]` lists output e's tokens in ascending
+    order and `gates[e]` their scores; rows are as long as the longest
+    (k = the largest count), a shorter row padded with token 0 at gate 0,
+    which adds nothing where a gate multiplies. With one output (a MoD
+    router) k is the count itself and nothing is padded. Not
+    differentiated: causal routing is for inference.
+
+    ```mlir
+    %idx, %gate = moma.causal_route %s, %p
+        : tensor<?x4xf32>, tensor<?x4xf32> -> tensor<4x?xi32>, tensor<4x?xf32>
+    ```
+  }];
+  let arguments = (ins Moma_FloatMatrix:$scores, Moma_FloatMatrix:$predictions);
+  let results = (outs TensorRankOf<[I32], [2]>:$indices,
+                      TensorRankOf<[F32], [2]>:$gates);
+  let assemblyFormat = [{
+    $scores `,` $predictions attr-dict
+    `:` type($scores) `,` type($predictions) `->` type($indices) `,` type($gates)
+  }];
+  let hasVerifier = 1;
+}
+
+def Moma_RoutingDisagreementOp : Moma_Op<"routing_disagreement", [Pure]> {
+  let summary = "how often an auxiliary router disagrees with the batch router";
+  let description = [{
+    The fraction of the [n, E] decisions where the auxiliary router's
+    `predictions[i, e] > 0.5` differs from the batch router's choice (token
+    i among `indices[e]`, or among `indices` for a single-output MoD
+    router): the causal-inference gap of one router.
+
+    ```mlir
+    %d = moma.routing_disagreement %p, %idx : tensor<?x4xf32>, tensor<4x?xi32> -> tensor<f32>
+    ```
+  }];
+  let arguments = (ins Moma_FloatMatrix:$predictions,
+                       Moma_TokenIndices:$indices);
+  let results = (outs Moma_FloatScalar:$fraction);
+  let assemblyFormat = [{
+    $predictions `,` $indices attr-dict
+    `:` type($predictions) `,` type($indices) `->` type($fraction)
+  }];
+  let hasVerifier = 1;
+}
+
 //===----------------------------------------------------------------------===//
 // Data movement
 //===----------------------------------------------------------------------===//

@@ -590,3 +590,27 @@ func.func @case71(%l: tensor<16x512xf32>, %t: tensor<16xi32>) {
   %loss, %a = moma.cross_entropy %l, %t z_loss = -1.0 modalities ["all"] ranges [array<i64: 0, 512>] : tensor<16x512xf32>, tensor<16xi32> -> tensor<f32>, tensor<f32>
   return
 }
+
+// -----
+
+func.func @case72(%s: tensor<?x4xf32>, %p: tensor<?x2xf32>) {
+  // expected-error @+1 {{expects scores and predictions of one shape, got 'tensor<?x4xf32>' and 'tensor<?x2xf32>'}}
+  %i, %g = moma.causal_route %s, %p : tensor<?x4xf32>, tensor<?x2xf32> -> tensor<4x?xi32>, tensor<4x?xf32>
+  return
+}
+
+// -----
+
+func.func @case73(%s: tensor<?x4xf32>, %p: tensor<?x4xf32>) {
+  // expected-error @+1 {{index rows (2) does not match score columns (4)}}
+  %i, %g = moma.causal_route %s, %p : tensor<?x4xf32>, tensor<?x4xf32> -> tensor<2x?xi32>, tensor<4x?xf32>
+  return
+}
+
+// -----
+
+func.func @case74(%p: tensor<?x4xf32>, %i: tensor<?xi32>) {
+  // expected-error @+1 {{prediction columns (4) does not match the single output a rank-1 index list implies (1)}}
+  %d = moma.routing_disagreement %p, %i : tensor<?x4xf32>, tensor<?xi32> -> tensor<f32>
+  return
+}

@@ -72,6 +72,17 @@ func.func @mixture_of_depths(%x: tensor<16x64xf32>, %y: tensor<4x64xf32>, %sel: 
   return %out, %l : tensor<16x64xf32>, tensor<f32>
 }
 
+// Causal routing by the auxiliary routers (MODEL_SPEC section 6).
+// CHECK-LABEL: func.func @causal_routing
+func.func @causal_routing(%s: tensor<?x4xf32>, %p: tensor<?x4xf32>, %batch: tensor<4x?xi32>)
+    -> (tensor<4x?xi32>, tensor<4x?xf32>, tensor<f32>) {
+  // CHECK: moma.causal_route %{{.*}}, %{{.*}} : tensor<?x4xf32>, tensor<?x4xf32> -> tensor<4x?xi32>, tensor<4x?xf32>
+  %i, %g = moma.causal_route %s, %p : tensor<?x4xf32>, tensor<?x4xf32> -> tensor<4x?xi32>, tensor<4x?xf32>
+  // CHECK: moma.routing_disagreement %{{.*}}, %{{.*}} : tensor<?x4xf32>, tensor<4x?xi32> -> tensor<f32>
+  %d = moma.routing_disagreement %p, %batch : tensor<?x4xf32>, tensor<4x?xi32> -> tensor<f32>
+  return %i, %g, %d : tensor<4x?xi32>, tensor<4x?xf32>, tensor<f32>
+}
+
 // CHECK-LABEL: func.func @transformer
 func.func @transformer(%table: tensor<512x64xf32>, %ids: tensor<16xi32>, %pos: tensor<16xi32>, %seq: tensor<16xi32>,
                        %norm: tensor<64xf32>, %qw: tensor<4x16xf32>, %qb: tensor<4x16xf32>, %wq: tensor<64x64xf32>,
