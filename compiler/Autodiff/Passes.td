@@ -25,7 +25,12 @@ def MomaSynthesizeGrad : Pass<"moma-synthesize-grad", "::mlir::ModuleOp"> {
     Option<"forwardName", "forward", "std::string", "\"forward\"",
            "The function to differentiate">,
     Option<"gradName", "grad", "std::string", "\"grad\"",
-           "The name of the function to add">
+           "The name of the function to add">,
+    Option<"lossName", "loss", "std::string", "\"loss\"",
+           "The result to differentiate">,
+    Option<"reportAll", "report-all", "bool", "false",
+           "Return every result of the function with the gradients (by "
+           "default: the loss and the loss.<modality> results)">
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect",
@@ -59,7 +64,13 @@ def MomaSynthesizeOptimizerStep
     Option<"gradClip", "grad-clip", "double", "1.0",
            "Global-norm clipping threshold (0 disables clipping)">,
     Option<"forwardName", "forward", "std::string", "\"forward\"",
-           "The function whose parameters are trained">
+           "The function whose parameters are trained">,
+    Option<"stepName", "step", "std::string", "\"optimizer_step\"",
+           "The name of the function to add">,
+    Option<"auxRouters", "aux-routers", "bool", "false",
+           "Update exactly the auxiliary routers (section 6: trained on a "
+           "frozen model, without weight decay) instead of every other "
+           "parameter">
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect",

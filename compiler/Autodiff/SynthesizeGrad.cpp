@@ -58,22 +58,25 @@ struct SynthesizeGradPass
     auto ret = cast<func::ReturnOp>(body.getTerminator());
     Location loc = ret.getLoc();
 
-    // Which results are losses to report: "loss" and "loss.<modality>".
+    // Which results to report: the loss and "<loss>.<modality>", or all.
     SmallVector<Value> reported;
     SmallVector<Attribute> reportedNames;
     Value loss;
     for (unsigned i = 0; i < grad.getNumResults(); ++i) {
       auto name = grad.getResultAttrOfType<StringAttr>(i, "moma.result");
-      if (!name || !(name.getValue() == "loss" ||
-                     name.getValue().starts_with("loss.")))
+      if (!name)
         continue;
-      if (name.getValue() == "loss")
+      if (name.getValue() == lossName)
         loss = ret.getOperand(i);
+      if (!reportAll && name.getValue() != lossName &&
+          !name.getValue().starts_with(lossName + "."))
+        continue;
       reported.push_back(ret.getOperand(i));
       reportedNames.push_back(name);
     }
     if (!loss)
-      return forward.emitError() << "has no result named \"loss\"";
+      return forward.emitError() << "has no result named \"" << lossName
+                                 << "\"";
 
     // Parameters are the float arguments not marked moma.no_grad; values
     // computed from them are active, and only active values get gradients.

@@ -35,14 +35,15 @@ struct SynthesizeOptimizerStepPass
       module.emitError() << "no function @" << forwardName;
       return signalPassFailure();
     }
-    // The trained parameters: named float arguments, aux routers excluded.
+    // The trained parameters: named float arguments, aux routers excluded
+    // (or, with aux-routers, exactly the aux routers).
     SmallVector<std::pair<std::string, RankedTensorType>> params;
     for (unsigned i = 0; i < forward.getNumArguments(); ++i) {
       auto name = forward.getArgAttrOfType<StringAttr>(i, "moma.param");
       auto type = dyn_cast<RankedTensorType>(forward.getArgument(i).getType());
       if (!name || !type || !isa<FloatType>(type.getElementType()) ||
           forward.getArgAttr(i, moma::kNoGradAttrName) ||
-          name.getValue().contains("aux_router."))
+          name.getValue().contains("aux_router.") != bool(auxRouters))
         continue;
       params.emplace_back(name.str(), type);
     }
@@ -70,7 +71,7 @@ struct SynthesizeOptimizerStepPass
     resultNames.push_back("grad_norm");
 
     auto step =
-        func::FuncOp::create(b, loc, "optimizer_step",
+        func::FuncOp::create(b, loc, stepName,
                              FunctionType::get(context, argTypes, resultTypes));
     for (auto [i, name] : llvm::enumerate(argNames))
       step.setArgAttr(i, "moma.param", b.getStringAttr(name));
@@ -110,8 +111,9 @@ struct SynthesizeOptimizerStepPass
 
     SmallVector<Value> newWeights, newFirst, newSecond;
     for (size_t i = 0; i < n; ++i) {
-      double decay =
-          momac::hasWeightDecay(params[i].first) ? double(weightDecay) : 0.0;
+      double decay = momac::hasWeightDecay(params[i].first) && !auxRouters
+                         ? double(weightDecay)
+                         : 0.0;
       auto update = moma::AdamWUpdateOp::create(
           b, loc, params[i].second, params[i].second, params[i].second,
           weights[i], grads[i], firstMoments[i], secondMoments[i], schedule,

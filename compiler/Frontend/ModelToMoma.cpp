@@ -55,9 +55,11 @@ ArrayAttr rangeLists(Builder &b, ArrayRef<std::vector<TokenRange>> lists) {
 class ForwardBuilder {
 public:
   ForwardBuilder(MLIRContext &context, const ModelConfig &config,
-                 StringRef sourceName, bool causal)
+                 StringRef sourceName, ForwardKind kind)
       : config(config), b(&context), sourceName(sourceName.str()),
-        f32(b.getF32Type()), i32(b.getI32Type()), causal(causal) {}
+        f32(b.getF32Type()), i32(b.getI32Type()),
+        causal(kind == ForwardKind::CausalRouting),
+        auxTraining(kind == ForwardKind::AuxRouterTraining) {}
 
   /// With `dynamicBatch`, the entry points take up to train.batch_size
   /// sequences: the tokens argument keeps its [batch_size, S+1] bound and a
@@ -156,7 +158,27 @@ private:
   /// Route by the auxiliary routers (MODEL_SPEC section 6) instead of over
   /// the batch, and report each router's disagreement with the batch.
   bool causal;
-  SmallVector<std::pair<std::string, Value>> disagreements;
+  /// Build the auxiliary routers' objective instead of the model's loss.
+  bool auxTraining;
+  /// Results after the losses: per router, its disagreement (causal) or its
+  /// BCE and confusion counts (aux training).
+  SmallVector<std::pair<std::string, Value>> routerResults;
+
+  /// An auxiliary router's objective term and metrics, against the batch
+  /// choice `indices` (MODEL_SPEC section 6).
+  void addAuxObjective(Location at, const std::string &router,
+                       Value predicted, Value indices) {
+    Value bce =
+        moma::AuxRouterLossOp::create(b, at, scalar(), predicted, indices);
+    addAuxLoss(bce);
+    if (!auxTraining)
+      return;
+    routerResults.push_back({"bce." + router, bce});
+    routerResults.push_back(
+        {"confusion." + router,
+         moma::AuxRouterConfusionOp::create(b, at, tensor({4}, f32), predicted,
+                                            indices)});
+  }
 };
 
 Value ForwardBuilder::attention(const std::string &layer,
@@ -253,7 +275,7 @@ Value ForwardBuilder::momaModule(const std::string &layer, int64_t l,
           tensor({experts, ShapedType::kDynamic}, f32), scores, predicted);
       chosenRows = route.getIndices();
       gates = route.getGates();
-      disagreements.push_back(
+      routerResults.push_back(
           {"disagreement." + prefix.substr(0, prefix.size() - 1),
            moma::RoutingDisagreementOp::create(b, groupAt, scalar(), predicted,
                                                choice.getIndices())});
@@ -268,8 +290,8 @@ Value ForwardBuilder::momaModule(const std::string &layer, int64_t l,
                                                 expertOutput, combined,
                                                 moduleRows, gates);
     if (config.auxRouters && !causal)
-      addAuxLoss(moma::AuxRouterLossOp::create(b, groupAt, scalar(), predicted,
-                                               choice.getIndices()));
+      addAuxObjective(groupAt, prefix.substr(0, prefix.size() - 1), predicted,
+                      choice.getIndices());
   }
   return combined;
 }
@@ -340,7 +362,7 @@ Value ForwardBuilder::modLayer(const std::string &layer, int64_t l,
         b, at, tensor({ShapedType::kDynamic}, i32), route.getIndices(), flatten);
     gates = tensor::CollapseShapeOp::create(
         b, at, tensor({ShapedType::kDynamic}, f32), route.getGates(), flatten);
-    disagreements.push_back(
+    routerResults.push_back(
         {"disagreement." + layer + "mod",
          moma::RoutingDisagreementOp::create(b, at, scalar(), predicted,
                                              select.getIndices())});
@@ -349,7 +371,7 @@ Value ForwardBuilder::modLayer(const std::string &layer, int64_t l,
                     gather(at, tokens.positions, rows),
                     gather(at, tokens.sequenceIds, rows)};
   if (config.auxRouters && !causal)
-    addAuxLoss(moma::AuxRouterLossOp::create(b, at, scalar(), predicted, rows));
+    addAuxObjective(at, layer + "mod", predicted, rows);
   Value processed = block(layer, l, selected);
   return moma::ModMergeOp::create(b, at, x.getType(), x, processed, rows,
                                   gates);
@@ -376,7 +398,7 @@ OwningOpRef<ModuleOp> ForwardBuilder::build(bool dynamicBatch) {
   // With moe.gumbel, the routers of groups with several experts add noise
   // that the caller draws (training) or sets to zero (evaluation).
   int64_t maxExperts = 0;
-  if (config.moe && config.moe->gumbel && !causal)
+  if (config.moe && config.moe->gumbel && !causal && !auxTraining)
     for (const ExpertGroup &group : config.moe->groups)
       if (group.experts > 1)
         maxExperts = std::max(maxExperts, group.experts);
@@ -395,11 +417,18 @@ OwningOpRef<ModuleOp> ForwardBuilder::build(bool dynamicBatch) {
   SmallVector<Type> resultTypes(resultNames.size(), scalar());
 
   auto func = func::FuncOp::create(
-      b, moduleLoc, causal ? kCausalForwardFunctionName : kForwardFunctionName,
+      b, moduleLoc,
+      causal        ? kCausalForwardFunctionName
+      : auxTraining ? kAuxForwardFunctionName
+                    : kForwardFunctionName,
       b.getFunctionType(argTypes, resultTypes));
   func.setArgAttr(0, kParamAttrName, b.getStringAttr("tokens"));
-  for (auto [i, spec] : llvm::enumerate(specs))
+  for (auto [i, spec] : llvm::enumerate(specs)) {
     func.setArgAttr(i + 1, kParamAttrName, b.getStringAttr(spec.name));
+    // Training the auxiliary routers freezes everything else.
+    if (auxTraining && !spec.auxRouter)
+      func.setArgAttr(i + 1, moma::kNoGradAttrName, b.getUnitAttr());
+  }
   if (maxExperts > 0) {
     unsigned noise = specs.size() + 1;
     func.setArgAttr(noise, kParamAttrName, b.getStringAttr("gumbel_noise"));
@@ -487,8 +516,13 @@ OwningOpRef<ModuleOp> ForwardBuilder::build(bool dynamicBatch) {
   llvm::append_range(results, loss.getModalityLosses());
   if (hasAuxRouters && !causal)
     results.push_back(auxLoss);
-  // Causal routing also reports each router's disagreement with the batch.
-  for (auto &[name, value] : disagreements) {
+  if (auxTraining) {
+    // The objective first (what the gradient is of); the model's loss is
+    // dead code, removed by the lowering.
+    results = {auxLoss};
+    resultNames = {"aux_loss"};
+  }
+  for (auto &[name, value] : routerResults) {
     resultNames.push_back(name);
     results.push_back(value);
   }
@@ -513,8 +547,7 @@ OwningOpRef<ModuleOp> momac::buildForwardModule(MLIRContext &context,
                                                 const ModelConfig &config,
                                                 StringRef sourceName,
                                                 bool dynamicBatch,
-                                                bool causalRouting) {
+                                                ForwardKind kind) {
   loadFrontendDialects(context);
-  return ForwardBuilder(context, config, sourceName, causalRouting)
-      .build(dynamicBatch);
+  return ForwardBuilder(context, config, sourceName, kind).build(dynamicBatch);
 }

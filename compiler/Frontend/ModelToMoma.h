@@ -29,6 +29,19 @@ constexpr llvm::StringLiteral kForwardFunctionName = "forward";
 /// with auxiliary routers: results loss, loss.<modality> and, per router,
 /// disagreement.<router>.
 constexpr llvm::StringLiteral kCausalForwardFunctionName = "forward_causal";
+/// The auxiliary routers' objective (MODEL_SPEC section 6) on the batch
+/// routing of a frozen model: results aux_loss (the sum of each router's
+/// BCE), then per router bce.<router> and confusion.<router> ([true
+/// positives, predicted positives, chosen, decisions]); every parameter but
+/// the auxiliary routers' is marked moma.no_grad.
+constexpr llvm::StringLiteral kAuxForwardFunctionName = "forward_aux";
+
+/// Which forward function to build.
+enum class ForwardKind {
+  Training,          // @forward: batch routing, the section-7 loss
+  CausalRouting,     // @forward_causal
+  AuxRouterTraining, // @forward_aux
+};
 /// The argument that says how many rows of the tokens buffer hold the
 /// micro-batch, in entry points compiled for any batch size up to
 /// train.batch_size (MODEL_SPEC section 8).
@@ -42,14 +55,14 @@ void loadFrontendDialects(mlir::MLIRContext &context);
 /// @forward takes any number of sequences up to train.batch_size through a
 /// `batch_rows` argument, and its token dimensions are dynamic; without it
 /// (--emit), exactly train.batch_size.
-/// With `causalRouting` (models with aux_routers), the function is
-/// @forward_causal: every router with an auxiliary router routes a token iff
-/// its auxiliary score is above 0.5 (MODEL_SPEC section 6) and reports how
-/// often that disagrees with the batch choice.
+/// `kind` picks the function (models with aux_routers have all three):
+/// @forward_causal routes a token iff its auxiliary score is above 0.5
+/// (MODEL_SPEC section 6) and reports how often each router disagrees with
+/// the batch choice; @forward_aux is the objective that trains them.
 mlir::OwningOpRef<mlir::ModuleOp>
 buildForwardModule(mlir::MLIRContext &context, const ModelConfig &config,
                    llvm::StringRef sourceName, bool dynamicBatch = false,
-                   bool causalRouting = false);
+                   ForwardKind kind = ForwardKind::Training);
 
 } // namespace momac
 

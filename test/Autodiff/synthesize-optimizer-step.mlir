@@ -1,5 +1,6 @@
 // RUN: moma-opt %s -moma-synthesize-optimizer-step="grad-clip=1.0 weight-decay=0.1" | FileCheck %s
 // RUN: moma-opt %s -moma-synthesize-optimizer-step="grad-clip=0.0" | FileCheck %s --check-prefix=NOCLIP
+// RUN: moma-opt %s -moma-synthesize-optimizer-step="aux-routers=true step=optimizer_step_aux weight-decay=0.1" | FileCheck %s --check-prefix=AUX
 
 // Weight decay by name (matrices yes, norms no); auxiliary routers are not
 // trained; the gradient norm is taken over all trained gradients at once.
@@ -16,6 +17,13 @@
 // CHECK: %[[CLIP:.*]] = tensor.from_elements
 // CHECK: moma.adamw_update %[[W]], %[[GW]], {{.*}} schedule %[[SCHEDULE]] clip %[[CLIP]] beta1 = 9.000000e-01 beta2 = 0.94999999999999996 eps = 1.000000e-05 weight_decay = 1.000000e-01
 // CHECK: moma.adamw_update %[[N]], {{.*}} weight_decay = 0.000000e+00
+// With aux-routers (MODEL_SPEC section 6), exactly the auxiliary routers,
+// without weight decay, in a function of the name asked for.
+// AUX-LABEL: func.func @optimizer_step_aux
+// AUX-SAME: {moma.param = "layers.0.mod.aux_router.w1.weight"}
+// AUX-NOT: attention
+// AUX: moma.adamw_update {{.*}} weight_decay = 0.000000e+00
+// AUX-NOT: moma.adamw_update
 // NOCLIP-NOT: arith.minimumf
 // NOCLIP: arith.constant dense<1.000000e+00> : tensor<f32>
 func.func @forward(%tokens: tensor<2x5xi32> {moma.param = "tokens"},

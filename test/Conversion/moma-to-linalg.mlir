@@ -199,3 +199,41 @@ func.func @routing_disagreement(%p: tensor<?x1xf32>, %sel: tensor<?xi32>) -> ten
   %d = moma.routing_disagreement %p, %sel : tensor<?x1xf32>, tensor<?xi32> -> tensor<f32>
   return %d : tensor<f32>
 }
+
+// -----
+
+// Confusion counts of an auxiliary router: one pass summing [predicted and
+// chosen], [predicted], [chosen], then the decision count.
+// CHECK-LABEL: func.func @aux_router_confusion
+// CHECK: linalg.generic
+// CHECK: arith.cmpf ogt
+// CHECK: tensor.from_elements %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} : tensor<4xf32>
+func.func @aux_router_confusion(%p: tensor<?x4xf32>, %sel: tensor<4x?xi32>) -> tensor<4xf32> {
+  %c = moma.aux_router_confusion %p, %sel : tensor<?x4xf32>, tensor<4x?xi32> -> tensor<4xf32>
+  return %c : tensor<4xf32>
+}
+
+// -----
+
+// The aux router's weight gradients recompute the hidden layer in f32:
+// four f32 contractions (x w1^T, dz^T h, dz w2, da^T x).
+// CHECK-LABEL: func.func @aux_router_grad
+// CHECK-COUNT-4: iterator_types = ["parallel", "parallel", "reduction"]
+// CHECK-NOT: bf16
+func.func @aux_router_grad(%x: tensor<?x64xf32>, %w1: tensor<32x64xf32>, %w2: tensor<4x32xf32>,
+                           %p: tensor<?x4xf32>, %dp: tensor<?x4xf32>) -> (tensor<32x64xf32>, tensor<4x32xf32>) {
+  %dw1, %dw2 = moma.aux_router_grad %x, %w1, %w2, %p, %dp
+      : tensor<?x64xf32>, tensor<32x64xf32>, tensor<4x32xf32>, tensor<?x4xf32>
+  return %dw1, %dw2 : tensor<32x64xf32>, tensor<4x32xf32>
+}
+
+// -----
+
+// BCE gradient: (p - y) / max(p (1 - p), 1e-12) times loss_grad / (n E).
+// CHECK-LABEL: func.func @aux_router_loss_grad
+// CHECK: arith.maximumf
+// CHECK: arith.divf
+func.func @aux_router_loss_grad(%p: tensor<?x1xf32>, %sel: tensor<?xi32>, %g: tensor<f32>) -> tensor<?x1xf32> {
+  %d = moma.aux_router_loss_grad %p, %sel, %g : tensor<?x1xf32>, tensor<?xi32>, tensor<f32>
+  return %d : tensor<?x1xf32>
+}

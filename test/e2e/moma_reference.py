@@ -469,11 +469,14 @@ def aux_scores(params, prefix, v):
     return torch.sigmoid(hidden @ params[prefix + "aux_router.w2.weight"].t())
 
 
-def moma(cfg, params, layer, v, ids, gumbel_generator=None, record=None, causal=None):
+def moma(cfg, params, layer, v, ids, gumbel_generator=None, record=None, causal=None,
+         aux_inputs=None):
     """The MoMa module of layer `layer` on inputs v [n, d] whose INPUT token ids are
     `ids` [n]. With `causal` (a dict), groups of several experts route by their
     auxiliary routers (section 6) and causal["disagreement.<group prefix>"] gets the
-    fraction of (token, expert) decisions where that differs from the batch top-k."""
+    fraction of (token, expert) decisions where that differs from the batch top-k.
+    `aux_inputs` (a list) receives (router, detached input, batch choice) for each
+    router with an auxiliary router, what section 6 trains it on."""
     prefix = f"layers.{layer}."
     out = torch.zeros_like(v)
     groups_of_tokens = group_of_id(cfg)[ids]
@@ -505,6 +508,8 @@ def moma(cfg, params, layer, v, ids, gumbel_generator=None, record=None, causal=
             chosen = expert_choice(s.detach(), k)  # [E, k] local indices into I_G
             if record is not None:
                 record.append((p, members[chosen].clone()))
+            if aux_inputs is not None and cfg["aux_routers"]:
+                aux_inputs.append((p[:-1], vg.detach(), chosen))
             if causal is not None:
                 # A token goes to expert e iff its aux score > 0.5, weighted by s.
                 take = aux_scores(params, p, vg) > 0.5  # [n, E]
@@ -535,39 +540,41 @@ def moma(cfg, params, layer, v, ids, gumbel_generator=None, record=None, causal=
 # Blocks, MoD (section 5), whole model
 # ---------------------------------------------------------------------------
 
-def ffn(cfg, params, layer, v, ids, gumbel_generator, record, causal=None):
+def ffn(cfg, params, layer, v, ids, gumbel_generator, record, causal=None, aux_inputs=None):
     prefix = f"layers.{layer}."
     if is_moe_layer(cfg, layer):
-        return moma(cfg, params, layer, v, ids, gumbel_generator, record, causal)
+        return moma(cfg, params, layer, v, ids, gumbel_generator, record, causal, aux_inputs)
     p = prefix + "feed_forward."
     return swiglu(v, params[p + "w1.weight"], params[p + "w3.weight"], params[p + "w2.weight"],
                   gemm_of(cfg))
 
 
 def block(cfg, params, layer, x, ids, seq, pos, gumbel_generator=None, record=None,
-          causal=None):
+          causal=None, aux_inputs=None):
     prefix = f"layers.{layer}."
     eps = cfg["norm_eps"]
     attn_norm = params[prefix + "attention_norm.weight"]
     ffn_norm = params[prefix + "ffn_norm.weight"]
     if cfg["norm"] == "swin":
         a = x + rms_norm(attention(cfg, params, prefix + "attention.", x, seq, pos), attn_norm, eps)
-        return a + rms_norm(ffn(cfg, params, layer, a, ids, gumbel_generator, record, causal),
-                            ffn_norm, eps)
+        return a + rms_norm(ffn(cfg, params, layer, a, ids, gumbel_generator, record, causal,
+                                aux_inputs), ffn_norm, eps)
     if cfg["norm"] == "pre":
         a = x + attention(cfg, params, prefix + "attention.", rms_norm(x, attn_norm, eps), seq, pos)
         return a + ffn(cfg, params, layer, rms_norm(a, ffn_norm, eps), ids, gumbel_generator,
-                       record, causal)
+                       record, causal, aux_inputs)
     raise ValueError(f"norm: unknown value {cfg['norm']!r}")
 
 
 def mod_block(cfg, params, layer, x, ids, seq, pos, gumbel_generator=None, record=None,
-              causal=None):
+              causal=None, aux_inputs=None):
     """Section 5: the block runs on the top ceil(c_d N) tokens by r, merged with weight r."""
     prefix = f"layers.{layer}."
     r = torch.sigmoid(x @ params[prefix + "mod.router.weight"].t())[:, 0]  # [N]
     k_d = mod_capacity(cfg["mod"]["capacity"], x.shape[0])
     selected = top_k_lower_index(r.detach(), k_d)  # ascending flat order
+    if aux_inputs is not None and cfg["aux_routers"]:
+        aux_inputs.append((prefix + "mod", x.detach(), selected))
     if causal is not None:
         # Section 6: the block runs on the tokens whose aux score > 0.5.
         take = aux_scores(params, prefix + "mod.", x)[:, 0] > 0.5
@@ -581,13 +588,13 @@ def mod_block(cfg, params, layer, x, ids, seq, pos, gumbel_generator=None, recor
     # Gumbel noise is never applied on MoD routing; the MoMa groups inside the
     # block still follow the model's setting.
     y_sel = block(cfg, params, layer, x_sel, ids[selected], seq[selected], pos[selected],
-                  gumbel_generator, record, causal)
+                  gumbel_generator, record, causal, aux_inputs)
     delta = r[selected][:, None] * (y_sel - x_sel)
     return x.index_add(0, selected, delta)
 
 
 def forward(cfg, params, tokens, gumbel_generator=None, record=None, details=False,
-            causal=None):
+            causal=None, aux_inputs=None):
     """Section 3-5 and 7: returns (loss, {modality: loss}).
 
     gumbel_generator: a torch.Generator enables Gumbel router noise (training with
@@ -609,9 +616,11 @@ def forward(cfg, params, tokens, gumbel_generator=None, record=None, details=Fal
     h = params["tok_embeddings.weight"][ids]
     for layer in range(cfg["n_layers"]):
         if is_mod_layer(cfg, layer):
-            h = mod_block(cfg, params, layer, h, ids, seq, pos, gumbel_generator, record, causal)
+            h = mod_block(cfg, params, layer, h, ids, seq, pos, gumbel_generator, record, causal,
+                          aux_inputs)
         else:
-            h = block(cfg, params, layer, h, ids, seq, pos, gumbel_generator, record, causal)
+            h = block(cfg, params, layer, h, ids, seq, pos, gumbel_generator, record, causal,
+                      aux_inputs)
     logits = gemm_of(cfg)(rms_norm(h, params["norm.weight"], cfg["norm_eps"]),
                           params["output.weight"].t())
 
@@ -629,6 +638,35 @@ def forward(cfg, params, tokens, gumbel_generator=None, record=None, details=Fal
         return loss, per_modality, {"ce": ce, "target_modality": target_modality,
                                     "logits": logits}
     return loss, per_modality
+
+
+def aux_grad(cfg, params, tokens, dtype=torch.float64):
+    """Section 6's objective of the auxiliary routers on the batch routing of the
+    frozen model: {"aux_loss" (the sum over routers), "bce.<router>" (each router's
+    BCE, the mean over its [n, E] decisions; a router that sees no tokens adds 0),
+    "grad.<aux parameter>"}."""
+    p = {k: v.to(dtype).detach().requires_grad_(is_aux(k)) for k, v in params.items()}
+    inputs = []
+    with torch.no_grad():
+        forward(cfg, p, torch.as_tensor(tokens).long(), aux_inputs=inputs)
+    total = torch.zeros((), dtype=dtype)
+    out = {}
+    for router, v, chosen in inputs:
+        scores = aux_scores(p, router + ".", v)
+        target = torch.zeros_like(scores)
+        if chosen.dim() == 2:
+            target[chosen, torch.arange(chosen.shape[0])[:, None]] = 1
+        else:
+            target[chosen, 0] = 1
+        bce = F.binary_cross_entropy(scores, target) if scores.numel() else scores.sum()
+        out["bce." + router] = bce.detach()
+        total = total + bce
+    total.backward()
+    out["aux_loss"] = total.detach()
+    for name, value in p.items():
+        if is_aux(name):
+            out["grad." + name] = value.grad if value.grad is not None else torch.zeros_like(value)
+    return out
 
 
 def grad(cfg, params, tokens, dtype=torch.float64, gumbel_generator=None):

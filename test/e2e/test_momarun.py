@@ -5,6 +5,7 @@ Needs the build (momac, momarun): MOMAC_BUILD_DIR, default ./build.
 Run: /usr/bin/python3 -m unittest discover -s test/e2e -p 'test_momarun.py'
 """
 import json
+import math
 import os
 import re
 import stat
@@ -620,6 +621,86 @@ class CausalEvaluation(TemporaryDirectoryTestCase):
                                 capture_output=True, text=True)
         self.assertEqual(result.returncode, 1)
         self.assertIn("has no auxiliary routers to route causally with", result.stderr)
+
+
+class AuxRouterTraining(TemporaryDirectoryTestCase):
+    """momarun grad --aux and train-aux (MODEL_SPEC section 6) against the
+    reference's BCE of the auxiliary routers on the frozen model's batch
+    routing (R.aux_grad)."""
+
+    def prepare(self, variant, **overrides):
+        artifact, cfg = compile_variant(self.tmp.name, variant, **overrides)
+        params = R.init_params(cfg, seed=17)
+        weights = os.path.join(artifact, "w.safetensors")
+        R.write_safetensors(weights, {k: v.float() for k, v in params.items()})
+        return artifact, cfg, params, weights
+
+    def check_gradients(self, variant, **overrides):
+        artifact, cfg, params, weights = self.prepare(variant, **overrides)
+        tokens = np.asarray(R.random_tokens(cfg, 2, seed=6))
+        token_file = os.path.join(artifact, "tokens.bin")
+        R.write_tokens(token_file, torch.as_tensor(tokens).int())
+        out = os.path.join(artifact, "aux.safetensors")
+        run(MOMARUN, "grad", artifact, "--aux", "--weights", weights, "--tokens",
+            token_file, "--out", out)
+        got = R.read_safetensors(out)
+        expected = R.aux_grad(cfg, params, tokens)
+        self.assertEqual(sorted(k for k in got if not k.startswith("confusion.")),
+                         sorted(expected))
+        for name, value in expected.items():
+            value = value.double()
+            scale = float(value.abs().max())
+            error = float((got[name].double() - value).abs().max())
+            self.assertLessEqual(error, RELATIVE_TOLERANCE * scale, name)
+        # Confusion counts: [true positives, predicted, chosen, decisions].
+        counts = got["confusion.layers.0.mod"]
+        self.assertEqual(float(counts[3]), 2 * cfg["seq_len"])
+        self.assertEqual(float(counts[2]), math.ceil(0.25 * 2 * cfg["seq_len"]))
+        self.assertLessEqual(float(counts[0]), min(float(counts[1]), float(counts[2])))
+
+    def test_gradients_match_the_reference_bce(self):
+        self.check_gradients("mod_moe_4t4i_aux")
+
+    def test_gradients_match_the_reference_bce_pre_norm(self):
+        self.check_gradients("mod_moe_4t4i_aux", norm="pre")
+
+    def test_train_aux_learns_the_batch_choices_and_leaves_the_model_alone(self):
+        artifact, cfg, params, weights = self.prepare("mod_moe_4t4i_aux")
+        seq = cfg["seq_len"]
+        stream = np.concatenate([np.asarray(R.random_tokens(cfg, 1, seed=s))[0]
+                                 for s in range(12)])
+        prefix = os.path.join(artifact, "data")
+        write_indexed_dataset(prefix, [stream])
+        run_dir = os.path.join(artifact, "aux")
+        run(MOMARUN, "train-aux", artifact, "--weights", weights, "--data", prefix,
+            "--steps", "40", "--out", run_dir)
+        with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+            metrics = [json.loads(line) for line in f]
+        self.assertEqual(len(metrics), 40)
+        # Step 1 sees the initial weights: the reference's objective.
+        tokens = np.stack([stream[r * seq:r * seq + seq + 1] for r in range(2)])
+        expected = R.aux_grad(cfg, params, tokens)
+        self.assertLessEqual(abs(metrics[0]["aux_loss"] - float(expected["aux_loss"])),
+                             1e-4 * float(expected["aux_loss"]))
+        for key in ("bce.layers.0.mod", "accuracy.layers.0.mod",
+                    "precision.layers.2.mod", "recall.layers.3.moe.image"):
+            self.assertIn(key, metrics[0])
+        # The BCE falls; only the auxiliary routers changed.
+        self.assertLess(sum(m["aux_loss"] for m in metrics[-5:]) / 5,
+                        0.9 * metrics[0]["aux_loss"])
+        trained = R.read_safetensors(os.path.join(run_dir, "weights.safetensors"))
+        for name, value in params.items():
+            same = torch.equal(trained[name], value.float())
+            self.assertEqual(same, not R.is_aux(name), name)
+
+    def test_a_model_without_aux_routers_is_refused(self):
+        artifact, cfg, params, weights = self.prepare("moe_4t4i")
+        result = subprocess.run([MOMARUN, "train-aux", artifact, "--weights", weights,
+                                 "--data", "unused", "--steps", "1", "--out",
+                                 os.path.join(self.tmp.name, "never")],
+                                capture_output=True, text=True)
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("has no auxiliary routers to train", result.stderr)
 
 
 class CompiledTrainingMatchesReference(TemporaryDirectoryTestCase):

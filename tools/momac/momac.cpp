@@ -111,15 +111,17 @@ mlir::OwningOpRef<mlir::ModuleOp> buildTrainStep(mlir::MLIRContext &context,
   mlir::OwningOpRef<mlir::ModuleOp> module =
       buildForwardModule(context, config, inputPath, /*dynamicBatch=*/true);
   // Models with auxiliary routers also get @forward_causal, the forward
-  // pass with causal routing (momarun eval --causal).
-  if (config.auxRouters) {
-    mlir::OwningOpRef<mlir::ModuleOp> causal =
-        buildForwardModule(context, config, inputPath, /*dynamicBatch=*/true,
-                           /*causalRouting=*/true);
-    for (mlir::Operation &op :
-         llvm::make_early_inc_range(causal->getBody()->getOperations()))
-      op.moveBefore(module->getBody(), module->getBody()->end());
-  }
+  // pass with causal routing (momarun eval --causal), and @forward_aux, the
+  // objective that trains the auxiliary routers (momarun train-aux).
+  if (config.auxRouters)
+    for (ForwardKind kind :
+         {ForwardKind::CausalRouting, ForwardKind::AuxRouterTraining}) {
+      mlir::OwningOpRef<mlir::ModuleOp> extra = buildForwardModule(
+          context, config, inputPath, /*dynamicBatch=*/true, kind);
+      for (mlir::Operation &op :
+           llvm::make_early_inc_range(extra->getBody()->getOperations()))
+        op.moveBefore(module->getBody(), module->getBody()->end());
+    }
   if (mlir::failed(mlir::verify(*module))) {
     fail("internal error: the front end built invalid IR", 2);
     return nullptr;
@@ -142,6 +144,19 @@ mlir::OwningOpRef<mlir::ModuleOp> buildTrainStep(mlir::MLIRContext &context,
   optimizer.weightDecay = config.train.weightDecay;
   optimizer.gradClip = config.train.gradClip;
   pm.addPass(createMomaSynthesizeOptimizerStep(optimizer));
+  if (config.auxRouters) {
+    MomaSynthesizeGradOptions auxGrad;
+    auxGrad.forwardName = kAuxForwardFunctionName.str();
+    auxGrad.gradName = "grad_aux";
+    auxGrad.lossName = "aux_loss";
+    auxGrad.reportAll = true;
+    pm.addPass(createMomaSynthesizeGrad(auxGrad));
+    MomaSynthesizeOptimizerStepOptions auxStep = optimizer;
+    auxStep.forwardName = kAuxForwardFunctionName.str();
+    auxStep.stepName = "optimizer_step_aux";
+    auxStep.auxRouters = true;
+    pm.addPass(createMomaSynthesizeOptimizerStep(auxStep));
+  }
   if (mlir::failed(pm.run(*module))) {
     fail("internal error: a moma pass failed", 2);
     return nullptr;

@@ -20,6 +20,7 @@
 #include "runtime/model/Weights.h"
 #include "lib/config/ModelStats.h"
 #include "lib/support/AtomicFile.h"
+#include "runtime/train/AuxRouterTrainer.h"
 #include "runtime/train/Trainer.h"
 
 #include "lib/safetensors/Safetensors.h"
@@ -58,6 +59,10 @@ cl::SubCommand gradCommand("grad",
 cl::SubCommand trainCommand("train",
                             "Train with the compiled gradient and AdamW "
                             "steps (MODEL_SPEC section 7)");
+
+cl::SubCommand trainAuxCommand(
+    "train-aux", "Train the auxiliary routers of a trained model (MODEL_SPEC "
+                 "section 6), the model frozen");
 
 cl::SubCommand upcycleCommand(
     "upcycle", "Build the weights of a model with more experts from a "
@@ -142,6 +147,14 @@ cl::opt<std::string> gradNoise(
              "numerical contract"),
     cl::value_desc("file"), cl::sub(gradCommand), cl::cat(momarunCategory));
 
+cl::opt<bool> gradAux(
+    "aux",
+    cl::desc("The auxiliary routers' objective instead (MODEL_SPEC section "
+             "6, what train-aux trains): writes aux_loss, bce.<router>, "
+             "confusion.<router> ([true positives, predicted positives, "
+             "chosen, decisions]) and grad.<aux parameter>"),
+    cl::sub(gradCommand), cl::cat(momarunCategory));
+
 cl::opt<std::string> trainArtifact(cl::Positional, cl::Required,
                                    cl::desc("<artifact directory>"),
                                    cl::sub(trainCommand),
@@ -201,6 +214,34 @@ cl::opt<int64_t> trainLogEvery(
     cl::desc("Steps between progress lines when not on a terminal, at least "
              "1 (default 10)"),
     cl::sub(trainCommand), cl::cat(momarunCategory));
+
+cl::opt<std::string> trainAuxArtifact(cl::Positional, cl::Required,
+                                      cl::desc("<artifact directory>"),
+                                      cl::sub(trainAuxCommand),
+                                      cl::cat(momarunCategory));
+cl::opt<std::string> trainAuxWeights(
+    "weights", cl::Required,
+    cl::desc("The trained model (weights or checkpoint); training starts "
+             "from its aux routers"),
+    cl::value_desc("file"), cl::sub(trainAuxCommand), cl::cat(momarunCategory));
+cl::opt<std::string> trainAuxData("data", cl::Required,
+                                  cl::desc("Megatron indexed dataset prefix"),
+                                  cl::value_desc("prefix"),
+                                  cl::sub(trainAuxCommand),
+                                  cl::cat(momarunCategory));
+cl::opt<int64_t> trainAuxSteps(
+    "steps", cl::Required,
+    cl::desc("Steps of train.batch_size sequences, at least 1"),
+    cl::sub(trainAuxCommand), cl::cat(momarunCategory));
+cl::opt<std::string> trainAuxOut(
+    "out", cl::Required,
+    cl::desc("Run directory: metrics.jsonl (per router: bce, accuracy, "
+             "precision, recall), weights.safetensors"),
+    cl::value_desc("dir"), cl::sub(trainAuxCommand), cl::cat(momarunCategory));
+cl::opt<int64_t> trainAuxLogEvery(
+    "log-every", cl::init(10),
+    cl::desc("Steps between progress lines, at least 1 (default 10)"),
+    cl::sub(trainAuxCommand), cl::cat(momarunCategory));
 
 cl::opt<std::string> upcycleFrom(
     "from", cl::Required,
@@ -580,7 +621,11 @@ int runGrad() {
           stats.parameterBytes + stats.gradientBytes,
           "the gradient of " + manifest.model + " (weights and gradients)"))
     return fail(std::move(error));
-  auto entry = artifact->entryPoint("grad");
+  if (gradAux && !artifact->config().auxRouters)
+    return fail(runtimeError("--aux: " + manifest.model +
+                             " has no auxiliary routers (aux_routers in its "
+                             "description)"));
+  auto entry = artifact->entryPoint(gradAux ? "grad_aux" : "grad");
   if (!entry)
     return fail(entry.takeError());
   auto [spec, gradient] = *entry;
@@ -668,6 +713,21 @@ int runTrain() {
     options.memoryLimitBytes = int64_t(trainMemoryLimit * 1e9);
   }
   if (llvm::Error error = train(options))
+    return fail(std::move(error));
+  return 0;
+}
+
+int runTrainAux() {
+  if (trainAuxSteps < 1 || trainAuxLogEvery < 1)
+    return fail(runtimeError("--steps and --log-every must be at least 1"));
+  AuxTrainOptions options;
+  options.artifact = trainAuxArtifact;
+  options.weights = trainAuxWeights;
+  options.dataPrefix = trainAuxData;
+  options.runDirectory = trainAuxOut;
+  options.steps = trainAuxSteps;
+  options.logEvery = trainAuxLogEvery;
+  if (llvm::Error error = trainAuxRouters(options))
     return fail(std::move(error));
   return 0;
 }
@@ -763,6 +823,8 @@ int main(int argc, char **argv) {
       "O.safetensors\n"
       "  momarun train ARTIFACT --data PREFIX --steps N --out RUN/ [--init W] "
       "[--resume | --data-position-from CKPT]\n"
+      "  momarun train-aux ARTIFACT --weights W --data PREFIX --steps N "
+      "--out RUN/\n"
       "  momarun upcycle --from CKPT --to ARTIFACT -o W.safetensors "
       "[--seed N]\n"
       "  momarun corpus MODEL --out PREFIX (--synthetic N | --input FILE)\n");
@@ -776,6 +838,8 @@ int main(int argc, char **argv) {
     return runTrain();
   if (upcycleCommand)
     return runUpcycle();
+  if (trainAuxCommand)
+    return runTrainAux();
   if (corpusCommand)
     return runCorpus();
   cl::PrintHelpMessage();

@@ -702,11 +702,98 @@ struct LowerAdamWUpdate : OpRewritePattern<moma::AdamWUpdateOp> {
 
 } // namespace
 
+/// The derivative of silu at z: s (1 + z (1 - s)) with s = sigmoid(z).
+Value siluDerivative(OpBuilder &b, Location loc, Value z) {
+  Value s = sigmoid(b, loc, z);
+  Value one = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(1.0f));
+  return arith::MulFOp::create(
+      b, loc, s,
+      arith::AddFOp::create(
+          b, loc, one,
+          arith::MulFOp::create(b, loc, z,
+                                arith::SubFOp::create(b, loc, one, s))));
+}
+
+struct LowerAuxRouterGrad : OpRewritePattern<moma::AuxRouterGradOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(moma::AuxRouterGradOp op,
+                                PatternRewriter &rewriter) const override {
+    // a = x w1^T, h = silu(a), p = sigmoid(h w2^T):
+    //   dz = dp p (1 - p), dw2 = dz^T h, da = (dz w2) silu'(a), dw1 = da^T x.
+    // Router weights: f32 GEMMs whatever the model's GEMM precision.
+    KernelBuilder kb(rewriter, op.getLoc());
+    Value x = op.getInput();
+    Value a = kb.matmulInF32(x, op.getW1(), false, true);
+    Value h = kb.elementwise({a}, kb.f32,
+                             [](OpBuilder &b, Location loc, ValueRange args) {
+                               return SmallVector<Value>{silu(b, loc, args[0])};
+                             });
+    Value dz = kb.elementwise(
+        {op.getScoresGrad(), op.getScores()}, kb.f32,
+        [](OpBuilder &b, Location loc, ValueRange args) {
+          Value one = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(1.0f));
+          Value slope = arith::MulFOp::create(
+              b, loc, args[1], arith::SubFOp::create(b, loc, one, args[1]));
+          return SmallVector<Value>{
+              arith::MulFOp::create(b, loc, args[0], slope)};
+        });
+    Value dw2 = kb.matmulInF32(dz, h, true, false);
+    Value da = kb.elementwise(
+        {kb.matmulInF32(dz, op.getW2(), false, false), a}, kb.f32,
+        [](OpBuilder &b, Location loc, ValueRange args) {
+          return SmallVector<Value>{arith::MulFOp::create(
+              b, loc, args[0], siluDerivative(b, loc, args[1]))};
+        });
+    Value dw1 = kb.matmulInF32(da, x, true, false);
+    rewriter.replaceOp(op, {dw1, dw2});
+    return success();
+  }
+};
+
+struct LowerAuxRouterLossGrad : OpRewritePattern<moma::AuxRouterLossGradOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(moma::AuxRouterLossGradOp op,
+                                PatternRewriter &rewriter) const override {
+    // torch's BCELoss: (p - y) / max(p (1 - p), 1e-12), over the mean's count.
+    KernelBuilder kb(rewriter, op.getLoc());
+    Location loc = op.getLoc();
+    Value predictions = op.getPredictions();
+    auto type = cast<RankedTensorType>(predictions.getType());
+    Value chosen = choiceMask(kb, predictions, op.getIndices());
+    Value rows = arith::UIToFPOp::create(
+        rewriter, loc, kb.f32,
+        arith::IndexCastUIOp::create(rewriter, loc, rewriter.getI64Type(),
+                                     kb.dim(predictions, 0)));
+    Value count = arith::MulFOp::create(
+        rewriter, loc, rows, kb.f32Const(double(type.getDimSize(1))));
+    Value scale = arith::DivFOp::create(
+        rewriter, loc,
+        tensor::ExtractOp::create(rewriter, loc, op.getLossGrad(), ValueRange{}),
+        count);
+    Value grad = kb.elementwise(
+        {predictions, chosen}, kb.f32,
+        [&](OpBuilder &b, Location at, ValueRange args) {
+          Value one = arith::ConstantOp::create(b, at, b.getF32FloatAttr(1.0f));
+          Value variance = arith::MulFOp::create(
+              b, at, args[0], arith::SubFOp::create(b, at, one, args[0]));
+          Value floor = arith::MaximumFOp::create(
+              b, at, variance,
+              arith::ConstantOp::create(b, at, b.getF32FloatAttr(1e-12f)));
+          Value residual = arith::SubFOp::create(b, at, args[0], args[1]);
+          return SmallVector<Value>{arith::MulFOp::create(
+              b, at, arith::DivFOp::create(b, at, residual, floor), scale)};
+        });
+    rewriter.replaceOp(op, grad);
+    return success();
+  }
+};
+
 void momac::lowering::populateGradientLoweringPatterns(
     RewritePatternSet &patterns) {
   patterns.add<LowerMatmul, LowerRMSNormGrad, LowerHeadLayerNormGrad,
                LowerAttentionGrad, LowerSwiGLUGrad, LowerRouterGrad,
                LowerGateGrad, LowerScatterAddTokensGrad, LowerModMergeGrad,
-               LowerCrossEntropyGrad, LowerGlobalNorm, LowerAdamWUpdate>(
+               LowerCrossEntropyGrad, LowerGlobalNorm, LowerAdamWUpdate,
+               LowerAuxRouterGrad, LowerAuxRouterLossGrad>(
       patterns.getContext());
 }

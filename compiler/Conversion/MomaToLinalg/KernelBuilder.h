@@ -715,6 +715,35 @@ inline Value attentionProbabilities(KernelBuilder &kb, Value q, Value k,
   return probabilities;
 }
 
+/// [n, E] f32: 1 where the batch router chose token i for output e (i among
+/// indices[e], or among `indices` for a single output), else 0.
+inline Value choiceMask(KernelBuilder &kb, Value predictions, Value indices) {
+  auto type = cast<RankedTensorType>(predictions.getType());
+  Value chosen = kb.zeros(type.getShape(), kb.f32,
+                          kb.dynamicOf(type.getShape(), kb.dims(predictions)));
+  bool perExpert = cast<RankedTensorType>(indices.getType()).getRank() == 2;
+  Value one = kb.f32Const(1.0);
+  return kb
+      .loops(kb.dims(indices), {chosen},
+             [&](OpBuilder &b, Location loc, ValueRange ivs, ValueRange state) {
+               Value row = toIndex(
+                   b, loc, tensor::ExtractOp::create(b, loc, indices, ivs));
+               Value column =
+                   perExpert ? ivs[0]
+                             : arith::ConstantIndexOp::create(b, loc, 0);
+               return SmallVector<Value>{tensor::InsertOp::create(
+                   b, loc, one, state[0], ValueRange{row, column})};
+             })
+      .front();
+}
+
+/// Whether an auxiliary score routes its token (MODEL_SPEC section 6).
+inline Value aboveHalf(OpBuilder &b, Location loc, Value score) {
+  return arith::CmpFOp::create(
+      b, loc, arith::CmpFPredicate::OGT, score,
+      arith::ConstantOp::create(b, loc, b.getF32FloatAttr(0.5f)));
+}
+
 /// lse[i] = log(sum_v exp(logits[i, v])), computed stably from the row max.
 inline Value rowLogSumExp(KernelBuilder &kb, Value logits) {
   auto type = cast<RankedTensorType>(logits.getType());

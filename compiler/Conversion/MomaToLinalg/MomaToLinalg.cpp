@@ -758,35 +758,6 @@ struct LowerCrossEntropy : OpRewritePattern<moma::CrossEntropyOp> {
   }
 };
 
-/// [n, E] f32: 1 where the batch router chose token i for output e (i among
-/// indices[e], or among `indices` for a single output), else 0.
-Value choiceMask(KernelBuilder &kb, Value predictions, Value indices) {
-  auto type = cast<RankedTensorType>(predictions.getType());
-  Value chosen = kb.zeros(type.getShape(), kb.f32,
-                          kb.dynamicOf(type.getShape(), kb.dims(predictions)));
-  bool perExpert = cast<RankedTensorType>(indices.getType()).getRank() == 2;
-  Value one = kb.f32Const(1.0);
-  return kb
-      .loops(kb.dims(indices), {chosen},
-             [&](OpBuilder &b, Location loc, ValueRange ivs, ValueRange state) {
-               Value row = toIndex(
-                   b, loc, tensor::ExtractOp::create(b, loc, indices, ivs));
-               Value column =
-                   perExpert ? ivs[0]
-                             : arith::ConstantIndexOp::create(b, loc, 0);
-               return SmallVector<Value>{tensor::InsertOp::create(
-                   b, loc, one, state[0], ValueRange{row, column})};
-             })
-      .front();
-}
-
-/// Whether an auxiliary score routes its token (MODEL_SPEC section 6).
-Value aboveHalf(OpBuilder &b, Location loc, Value score) {
-  return arith::CmpFOp::create(
-      b, loc, arith::CmpFPredicate::OGT, score,
-      arith::ConstantOp::create(b, loc, b.getF32FloatAttr(0.5f)));
-}
-
 struct LowerCausalRoute : OpRewritePattern<moma::CausalRouteOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(moma::CausalRouteOp op,
@@ -858,6 +829,47 @@ struct LowerCausalRoute : OpRewritePattern<moma::CausalRouteOp> {
           return SmallVector<Value>{loop.getResult(0), loop.getResult(1)};
         });
     rewriter.replaceOp(op, filled);
+    return success();
+  }
+};
+
+struct LowerAuxRouterConfusion : OpRewritePattern<moma::AuxRouterConfusionOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(moma::AuxRouterConfusionOp op,
+                                PatternRewriter &rewriter) const override {
+    KernelBuilder kb(rewriter, op.getLoc());
+    Location loc = op.getLoc();
+    Value predictions = op.getPredictions();
+    auto type = cast<RankedTensorType>(predictions.getType());
+    Value chosen = choiceMask(kb, predictions, op.getIndices());
+    AffineMap toScalar = AffineMap::get(2, 0, {}, rewriter.getContext());
+    // Sums of [predicted and chosen], [predicted], [chosen].
+    ValueRange sums = kb.generic(
+        {predictions, chosen},
+        {kb.zeros({}, kb.f32), kb.zeros({}, kb.f32), kb.zeros({}, kb.f32)},
+        {kb.identity(2), kb.identity(2), toScalar, toScalar, toScalar},
+        {kRed, kRed},
+        [](OpBuilder &b, Location at, ValueRange args) {
+          Value zero = arith::ConstantOp::create(b, at, b.getF32FloatAttr(0));
+          Value predicted = arith::SelectOp::create(
+              b, at, aboveHalf(b, at, args[0]),
+              arith::ConstantOp::create(b, at, b.getF32FloatAttr(1)), zero);
+          Value both = arith::MulFOp::create(b, at, predicted, args[1]);
+          return SmallVector<Value>{
+              arith::AddFOp::create(b, at, args[2], both),
+              arith::AddFOp::create(b, at, args[3], predicted),
+              arith::AddFOp::create(b, at, args[4], args[1])};
+        });
+    Value rows = arith::UIToFPOp::create(
+        rewriter, loc, kb.f32,
+        arith::IndexCastUIOp::create(rewriter, loc, rewriter.getI64Type(),
+                                     kb.dim(predictions, 0)));
+    Value decisions = arith::MulFOp::create(
+        rewriter, loc, rows, kb.f32Const(double(type.getDimSize(1))));
+    rewriter.replaceOpWithNewOp<tensor::FromElementsOp>(
+        op, op.getCounts().getType(),
+        ValueRange{scalarOf(kb, sums[0]), scalarOf(kb, sums[1]),
+                   scalarOf(kb, sums[2]), decisions});
     return success();
   }
 };
@@ -954,8 +966,14 @@ struct LowerAuxRouterLoss : OpRewritePattern<moma::AuxRouterLossOp> {
                                      kb.dim(predictions, 0)));
     Value entries = arith::MulFOp::create(
         rewriter, op.getLoc(), rows, kb.f32Const(double(type.getDimSize(1))));
-    Value mean = arith::DivFOp::create(rewriter, op.getLoc(),
-                                       scalarOf(kb, total), entries);
+    // A router that sees no tokens (an empty group) adds 0, not 0/0.
+    Value mean = arith::SelectOp::create(
+        rewriter, op.getLoc(),
+        arith::CmpFOp::create(rewriter, op.getLoc(), arith::CmpFPredicate::OGT,
+                              entries, kb.f32Const(0.0)),
+        arith::DivFOp::create(rewriter, op.getLoc(), scalarOf(kb, total),
+                              entries),
+        kb.f32Const(0.0));
     rewriter.replaceOp(op, tensorOf(kb, mean));
     return success();
   }
@@ -972,7 +990,7 @@ struct ConvertMomaToLinalgPass
                  LowerModalityPartition, LowerExpertChoice, LowerModSelect,
                  LowerModMerge, LowerGatherTokens, LowerScatterAddTokens,
                  LowerCrossEntropy, LowerAuxRouterLoss, LowerCausalRoute,
-                 LowerRoutingDisagreement>(context);
+                 LowerRoutingDisagreement, LowerAuxRouterConfusion>(context);
     populateGradientLoweringPatterns(patterns);
     ConversionTarget target(*context);
     target.addIllegalDialect<moma::MomaDialect>();

@@ -274,6 +274,19 @@ LogicalResult CausalRouteOp::verify() {
   return success();
 }
 
+LogicalResult AuxRouterConfusionOp::verify() {
+  auto counts = cast<RankedTensorType>(getCounts().getType());
+  if (counts.getRank() != 1 || counts.getDimSize(0) != 4)
+    return emitOpError() << "expects counts of type tensor<4xf32>, got "
+                         << counts;
+  int64_t outputs = dim(getPredictions(), 1);
+  if (rank(getIndices()) == 2)
+    return expectSameDim(*this, dim(getIndices(), 0), "index rows", outputs,
+                         "prediction columns");
+  return expectSameDim(*this, outputs, "prediction columns", 1,
+                       "the single output a rank-1 index list implies");
+}
+
 LogicalResult RoutingDisagreementOp::verify() {
   int64_t outputs = dim(getPredictions(), 1);
   if (rank(getIndices()) == 2)

@@ -202,13 +202,13 @@ def Moma_ModMergeOp : Moma_Op<"mod_merge",
   let hasVerifier = 1;
 }
 
-def Moma_AuxRouterOp : Moma_Op<"aux_router", [Pure]> {
+def Moma_AuxRouterOp : Moma_Op<"aux_router", [Pure, DeclareOpInterfaceMethods<Moma_DifferentiableOpInterface>]> {
   let summary = "auxiliary router for causal inference";
   let description = [{
     `sigmoid(silu(input w1^T) w2^T)`, shape [n, E]: predicts, from one
     token's hidden state alone, whether the batch router would choose it
     (MODEL_SPEC section 6). Its input carries no gradient: the predictor is
-    trained with the main model frozen.
+    trained with the main model frozen; w1 and w2 do (moma.aux_router_grad).
 
     ```mlir
     %p = moma.aux_router %x, %w1, %w2
@@ -225,7 +225,7 @@ def Moma_AuxRouterOp : Moma_Op<"aux_router", [Pure]> {
   let hasVerifier = 1;
 }
 
-def Moma_AuxRouterLossOp : Moma_Op<"aux_router_loss", [Pure]> {
+def Moma_AuxRouterLossOp : Moma_Op<"aux_router_loss", [Pure, DeclareOpInterfaceMethods<Moma_DifferentiableOpInterface>]> {
   let summary = "binary cross-entropy of an auxiliary router";
   let description = [{
     Mean over all [n, E] entries of the binary cross-entropy between
@@ -242,6 +242,28 @@ def Moma_AuxRouterLossOp : Moma_Op<"aux_router_loss", [Pure]> {
   let assemblyFormat = [{
     $predictions `,` $indices attr-dict
     `:` type($predictions) `,` type($indices) `->` type($loss)
+  }];
+  let hasVerifier = 1;
+}
+
+def Moma_AuxRouterConfusionOp : Moma_Op<"aux_router_confusion", [Pure]> {
+  let summary = "how an auxiliary router's 0.5 threshold meets the batch choice";
+  let description = [{
+    Over the [n, E] decisions of one router: [true positives (predicted
+    > 0.5 and chosen by the batch router), predicted positives, chosen,
+    decisions], as f32 counts, from which accuracy, precision and recall
+    follow (MODEL_SPEC section 6).
+
+    ```mlir
+    %c = moma.aux_router_confusion %p, %idx : tensor<?x4xf32>, tensor<4x?xi32> -> tensor<4xf32>
+    ```
+  }];
+  let arguments = (ins Moma_FloatMatrix:$predictions,
+                       Moma_TokenIndices:$indices);
+  let results = (outs TensorOf<[F32]>:$counts);
+  let assemblyFormat = [{
+    $predictions `,` $indices attr-dict
+    `:` type($predictions) `,` type($indices) `->` type($counts)
   }];
   let hasVerifier = 1;
 }
@@ -716,6 +738,42 @@ def Moma_CrossEntropyGradOp : Moma_Op<"cross_entropy_grad",
 //===----------------------------------------------------------------------===//
 // Optimizer (built by -moma-synthesize-optimizer-step)
 //===----------------------------------------------------------------------===//
+
+def Moma_AuxRouterGradOp : Moma_Op<"aux_router_grad",
+    [Pure, AllTypesMatch<["w1", "w1_grad"]>, AllTypesMatch<["w2", "w2_grad"]>,
+     AllTypesMatch<["scores", "scores_grad"]>]> {
+  let summary = "gradient of moma.aux_router for its weights";
+  let description = [{
+    For scores = sigmoid(silu(input w1^T) w2^T) and their gradient, the
+    gradients of w1 and w2 (recomputing the hidden layer). The input has
+    none: auxiliary routers train on a frozen model (MODEL_SPEC section 6).
+  }];
+  let arguments = (ins Moma_FloatMatrix:$input, Moma_FloatMatrix:$w1,
+                       Moma_FloatMatrix:$w2, Moma_FloatMatrix:$scores,
+                       Moma_FloatMatrix:$scores_grad);
+  let results = (outs Moma_FloatMatrix:$w1_grad, Moma_FloatMatrix:$w2_grad);
+  let assemblyFormat = [{
+    $input `,` $w1 `,` $w2 `,` $scores `,` $scores_grad attr-dict
+    `:` type($input) `,` type($w1) `,` type($w2) `,` type($scores)
+  }];
+}
+
+def Moma_AuxRouterLossGradOp : Moma_Op<"aux_router_loss_grad",
+    [Pure, AllTypesMatch<["predictions", "predictions_grad"]>]> {
+  let summary = "gradient of moma.aux_router_loss for the predictions";
+  let description = [{
+    `loss_grad * (p - y) / max(p (1 - p), 1e-12) / (n E)`, with y the batch
+    choice (1 where chosen): torch's BCELoss gradient.
+  }];
+  let arguments = (ins Moma_FloatMatrix:$predictions,
+                       Moma_TokenIndices:$indices,
+                       Moma_FloatScalar:$loss_grad);
+  let results = (outs Moma_FloatMatrix:$predictions_grad);
+  let assemblyFormat = [{
+    $predictions `,` $indices `,` $loss_grad attr-dict
+    `:` type($predictions) `,` type($indices) `,` type($loss_grad)
+  }];
+}
 
 def Moma_GlobalNormOp : Moma_Op<"global_norm", [Pure]> {
   let summary = "the L2 norm of several tensors taken together";

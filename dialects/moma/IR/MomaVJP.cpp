@@ -229,3 +229,28 @@ LogicalResult CrossEntropyOp::buildVJP(OpBuilder &b, ValueRange resultGrads,
       resultGrads[0], getZLossAttr());
   return success();
 }
+
+LogicalResult AuxRouterOp::buildVJP(OpBuilder &b, ValueRange resultGrads,
+                                    SmallVectorImpl<Value> &operandGrads) {
+  noGradients(*this, operandGrads);
+  if (!resultGrads[0])
+    return success();
+  // The input stays without a gradient: the model it comes from is frozen.
+  auto grad = AuxRouterGradOp::create(b, getLoc(), getW1().getType(),
+                                      getW2().getType(), getInput(), getW1(),
+                                      getW2(), getScores(), resultGrads[0]);
+  operandGrads[1] = grad.getW1Grad();
+  operandGrads[2] = grad.getW2Grad();
+  return success();
+}
+
+LogicalResult AuxRouterLossOp::buildVJP(OpBuilder &b, ValueRange resultGrads,
+                                        SmallVectorImpl<Value> &operandGrads) {
+  noGradients(*this, operandGrads);
+  if (!resultGrads[0])
+    return success();
+  operandGrads[0] = AuxRouterLossGradOp::create(
+      b, getLoc(), getPredictions().getType(), getPredictions(), getIndices(),
+      resultGrads[0]);
+  return success();
+}

@@ -614,3 +614,11 @@ func.func @case74(%p: tensor<?x4xf32>, %i: tensor<?xi32>) {
   %d = moma.routing_disagreement %p, %i : tensor<?x4xf32>, tensor<?xi32> -> tensor<f32>
   return
 }
+
+// -----
+
+func.func @case75(%p: tensor<?x4xf32>, %i: tensor<4x?xi32>) {
+  // expected-error @+1 {{expects counts of type tensor<4xf32>, got 'tensor<3xf32>'}}
+  %c = moma.aux_router_confusion %p, %i : tensor<?x4xf32>, tensor<4x?xi32> -> tensor<3xf32>
+  return
+}

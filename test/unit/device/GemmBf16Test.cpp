@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <ostream>
 #include <random>
 #include <string>
 #include <vector>
@@ -33,6 +34,12 @@ struct Case {
   float beta;
   int32_t m, n, k, pad; // pad: extra leading-dimension elements
 };
+
+/// How gtest prints a case (and ctest lists it).
+void PrintTo(const Case &c, std::ostream *os) {
+  *os << (c.transA ? "T" : "N") << (c.transB ? "T" : "N") << " beta " << c.beta
+      << " " << c.m << "x" << c.n << "x" << c.k << " pad " << c.pad;
+}
 
 class GemmBf16 : public ::testing::TestWithParam<Case> {};
 
