@@ -758,14 +758,8 @@ struct LowerAuxRouterLossGrad : OpRewritePattern<moma::AuxRouterLossGradOp> {
     KernelBuilder kb(rewriter, op.getLoc());
     Location loc = op.getLoc();
     Value predictions = op.getPredictions();
-    auto type = cast<RankedTensorType>(predictions.getType());
     Value chosen = choiceMask(kb, predictions, op.getIndices());
-    Value rows = arith::UIToFPOp::create(
-        rewriter, loc, kb.f32,
-        arith::IndexCastUIOp::create(rewriter, loc, rewriter.getI64Type(),
-                                     kb.dim(predictions, 0)));
-    Value count = arith::MulFOp::create(
-        rewriter, loc, rows, kb.f32Const(double(type.getDimSize(1))));
+    Value count = decisionCount(kb, predictions);
     Value scale = arith::DivFOp::create(
         rewriter, loc,
         tensor::ExtractOp::create(rewriter, loc, op.getLossGrad(), ValueRange{}),

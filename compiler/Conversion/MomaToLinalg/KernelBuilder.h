@@ -737,6 +737,27 @@ inline Value choiceMask(KernelBuilder &kb, Value predictions, Value indices) {
       .front();
 }
 
+/// The number of [n, E] decisions of a router, n E, as an f32 scalar.
+inline Value decisionCount(KernelBuilder &kb, Value predictions) {
+  auto type = cast<RankedTensorType>(predictions.getType());
+  Value rows = arith::UIToFPOp::create(
+      kb.b, kb.loc, kb.f32,
+      arith::IndexCastUIOp::create(kb.b, kb.loc, kb.b.getI64Type(),
+                                   kb.dim(predictions, 0)));
+  return arith::MulFOp::create(kb.b, kb.loc, rows,
+                               kb.f32Const(double(type.getDimSize(1))));
+}
+
+/// total / count, or 0 when nothing was counted (an empty group: 0, not
+/// 0/0).
+inline Value meanOrZero(KernelBuilder &kb, Value total, Value count) {
+  Value some = arith::CmpFOp::create(kb.b, kb.loc, arith::CmpFPredicate::OGT,
+                                     count, kb.f32Const(0.0));
+  return arith::SelectOp::create(
+      kb.b, kb.loc, some, arith::DivFOp::create(kb.b, kb.loc, total, count),
+      kb.f32Const(0.0));
+}
+
 /// Whether an auxiliary score routes its token (MODEL_SPEC section 6).
 inline Value aboveHalf(OpBuilder &b, Location loc, Value score) {
   return arith::CmpFOp::create(

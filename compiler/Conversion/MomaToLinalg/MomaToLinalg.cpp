@@ -840,7 +840,6 @@ struct LowerAuxRouterConfusion : OpRewritePattern<moma::AuxRouterConfusionOp> {
     KernelBuilder kb(rewriter, op.getLoc());
     Location loc = op.getLoc();
     Value predictions = op.getPredictions();
-    auto type = cast<RankedTensorType>(predictions.getType());
     Value chosen = choiceMask(kb, predictions, op.getIndices());
     AffineMap toScalar = AffineMap::get(2, 0, {}, rewriter.getContext());
     // Sums of [predicted and chosen], [predicted], [chosen].
@@ -860,12 +859,7 @@ struct LowerAuxRouterConfusion : OpRewritePattern<moma::AuxRouterConfusionOp> {
               arith::AddFOp::create(b, at, args[3], predicted),
               arith::AddFOp::create(b, at, args[4], args[1])};
         });
-    Value rows = arith::UIToFPOp::create(
-        rewriter, loc, kb.f32,
-        arith::IndexCastUIOp::create(rewriter, loc, rewriter.getI64Type(),
-                                     kb.dim(predictions, 0)));
-    Value decisions = arith::MulFOp::create(
-        rewriter, loc, rows, kb.f32Const(double(type.getDimSize(1))));
+    Value decisions = decisionCount(kb, predictions);
     rewriter.replaceOpWithNewOp<tensor::FromElementsOp>(
         op, op.getCounts().getType(),
         ValueRange{scalarOf(kb, sums[0]), scalarOf(kb, sums[1]),
@@ -881,7 +875,6 @@ struct LowerRoutingDisagreement
                                 PatternRewriter &rewriter) const override {
     KernelBuilder kb(rewriter, op.getLoc());
     Value predictions = op.getPredictions();
-    auto type = cast<RankedTensorType>(predictions.getType());
     Value chosen = choiceMask(kb, predictions, op.getIndices());
     Value total =
         kb.generic({predictions, chosen}, kb.zeros({}, kb.f32),
@@ -902,22 +895,9 @@ struct LowerRoutingDisagreement
                          arith::AddFOp::create(b, loc, args[2], count)};
                    })
             .front();
-    Value rows = arith::UIToFPOp::create(
-        rewriter, op.getLoc(), kb.f32,
-        arith::IndexCastUIOp::create(rewriter, op.getLoc(),
-                                     rewriter.getI64Type(),
-                                     kb.dim(predictions, 0)));
-    Value entries = arith::MulFOp::create(
-        rewriter, op.getLoc(), rows, kb.f32Const(double(type.getDimSize(1))));
-    // An empty group disagrees nowhere (0, not 0/0).
-    Value some = arith::CmpFOp::create(rewriter, op.getLoc(),
-                                       arith::CmpFPredicate::OGT, entries,
-                                       kb.f32Const(0.0));
-    Value fraction = arith::SelectOp::create(
-        rewriter, op.getLoc(), some,
-        arith::DivFOp::create(rewriter, op.getLoc(), scalarOf(kb, total),
-                              entries),
-        kb.f32Const(0.0));
+    // An empty group disagrees nowhere.
+    Value fraction =
+        meanOrZero(kb, scalarOf(kb, total), decisionCount(kb, predictions));
     rewriter.replaceOp(op, tensorOf(kb, fraction));
     return success();
   }
@@ -929,7 +909,6 @@ struct LowerAuxRouterLoss : OpRewritePattern<moma::AuxRouterLossOp> {
                                 PatternRewriter &rewriter) const override {
     KernelBuilder kb(rewriter, op.getLoc());
     Value predictions = op.getPredictions();
-    auto type = cast<RankedTensorType>(predictions.getType());
     Value chosen = choiceMask(kb, predictions, op.getIndices());
     // Binary cross-entropy with logs clamped at -100, as torch's BCELoss.
     Value sum = kb.zeros({}, kb.f32);
@@ -959,21 +938,9 @@ struct LowerAuxRouterLoss : OpRewritePattern<moma::AuxRouterLossOp> {
                     arith::SubFOp::create(b, loc, args[2], term)};
               })
             .front();
-    Value rows = arith::UIToFPOp::create(
-        rewriter, op.getLoc(), kb.f32,
-        arith::IndexCastUIOp::create(rewriter, op.getLoc(),
-                                     rewriter.getI64Type(),
-                                     kb.dim(predictions, 0)));
-    Value entries = arith::MulFOp::create(
-        rewriter, op.getLoc(), rows, kb.f32Const(double(type.getDimSize(1))));
-    // A router that sees no tokens (an empty group) adds 0, not 0/0.
-    Value mean = arith::SelectOp::create(
-        rewriter, op.getLoc(),
-        arith::CmpFOp::create(rewriter, op.getLoc(), arith::CmpFPredicate::OGT,
-                              entries, kb.f32Const(0.0)),
-        arith::DivFOp::create(rewriter, op.getLoc(), scalarOf(kb, total),
-                              entries),
-        kb.f32Const(0.0));
+    // A router that sees no tokens (an empty group) adds 0.
+    Value mean =
+        meanOrZero(kb, scalarOf(kb, total), decisionCount(kb, predictions));
     rewriter.replaceOp(op, tensorOf(kb, mean));
     return success();
   }

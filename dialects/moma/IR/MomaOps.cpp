@@ -245,16 +245,23 @@ LogicalResult AuxRouterOp::verify() {
   return success();
 }
 
-LogicalResult AuxRouterLossOp::verify() {
-  int64_t outputs = dim(getPredictions(), 1);
-  if (rank(getIndices()) == 2)
-    return expectSameDim(*this, dim(getIndices(), 0), "index rows", outputs,
+/// An auxiliary router's predictions [n, E] against the batch choice:
+/// indices [E, k], or [k] for a single-output (MoD) router.
+static LogicalResult verifyRouterChoice(Operation *op, Value predictions,
+                                        Value indices) {
+  int64_t outputs = dim(predictions, 1);
+  if (rank(indices) == 2)
+    return expectSameDim(op, dim(indices, 0), "index rows", outputs,
                          "prediction columns");
-  if (rank(getIndices()) == 1)
-    return expectSameDim(*this, outputs, "prediction columns", 1,
+  if (rank(indices) == 1)
+    return expectSameDim(op, outputs, "prediction columns", 1,
                          "the single output a rank-1 index list implies");
-  return emitOpError() << "expects indices of rank 1 or 2, got rank "
-                       << rank(getIndices());
+  return op->emitOpError() << "expects indices of rank 1 or 2, got rank "
+                           << rank(indices);
+}
+
+LogicalResult AuxRouterLossOp::verify() {
+  return verifyRouterChoice(*this, getPredictions(), getIndices());
 }
 
 LogicalResult CausalRouteOp::verify() {
@@ -279,24 +286,11 @@ LogicalResult AuxRouterConfusionOp::verify() {
   if (counts.getRank() != 1 || counts.getDimSize(0) != 4)
     return emitOpError() << "expects counts of type tensor<4xf32>, got "
                          << counts;
-  int64_t outputs = dim(getPredictions(), 1);
-  if (rank(getIndices()) == 2)
-    return expectSameDim(*this, dim(getIndices(), 0), "index rows", outputs,
-                         "prediction columns");
-  return expectSameDim(*this, outputs, "prediction columns", 1,
-                       "the single output a rank-1 index list implies");
+  return verifyRouterChoice(*this, getPredictions(), getIndices());
 }
 
 LogicalResult RoutingDisagreementOp::verify() {
-  int64_t outputs = dim(getPredictions(), 1);
-  if (rank(getIndices()) == 2)
-    return expectSameDim(*this, dim(getIndices(), 0), "index rows", outputs,
-                         "prediction columns");
-  if (rank(getIndices()) == 1)
-    return expectSameDim(*this, outputs, "prediction columns", 1,
-                         "the single output a rank-1 index list implies");
-  return emitOpError() << "expects indices of rank 1 or 2, got rank "
-                       << rank(getIndices());
+  return verifyRouterChoice(*this, getPredictions(), getIndices());
 }
 
 //===----------------------------------------------------------------------===//
