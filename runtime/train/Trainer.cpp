@@ -9,6 +9,7 @@
 #include "runtime/data/IndexedDataset.h"
 #include "runtime/data/SequenceStream.h"
 #include "runtime/model/Weights.h"
+#include "runtime/train/RunRecord.h"
 
 #include "llvm/ADT/StringMap.h"
 #include "llvm/Support/FileSystem.h"
@@ -217,6 +218,31 @@ llvm::Error momac::train(const TrainOptions &options) {
       secondMoments.emplace_back(size, 0.0f);
     }
     llvm::sys::fs::remove(metricsPath);
+    // RUN/run.json: the run's compute per step (momarun plot), and the run
+    // a stage 2 continues, whose compute comes first.
+    RunRecord record;
+    record.model = manifest.model;
+    record.tokensPerStep =
+        manifest.batchSize * manifest.seqLen * hyper.microBatches;
+    ModelStats stats = computeModelStats(config);
+    for (const TokenCost &cost : stats.perModality)
+      record.trainFlopsPerToken +=
+          cost.trainFlops / double(stats.perModality.size());
+    if (!options.dataPositionFrom.empty()) {
+      llvm::SmallString<256> stageOne(
+          llvm::sys::path::parent_path(options.dataPositionFrom));
+      if (stageOne.empty())
+        stageOne = ".";
+      llvm::sys::fs::make_absolute(stageOne);
+      if (llvm::Expected<double> spent = flopsSpent(stageOne)) {
+        record.flopsBefore = *spent;
+        record.continues = std::string(stageOne);
+      } else {
+        llvm::consumeError(spent.takeError()); // not a momarun run directory
+      }
+    }
+    if (llvm::Error error = writeRunRecord(options.runDirectory, record))
+      return error;
   }
 
   llvm::Expected<IndexedDataset> dataset =

@@ -20,7 +20,9 @@
 #include "runtime/model/Weights.h"
 #include "lib/config/ModelStats.h"
 #include "lib/support/AtomicFile.h"
+#include "lib/support/SvgLineChart.h"
 #include "runtime/train/AuxRouterTrainer.h"
+#include "runtime/train/RunRecord.h"
 #include "runtime/train/Trainer.h"
 
 #include "lib/safetensors/Safetensors.h"
@@ -63,6 +65,10 @@ cl::SubCommand trainCommand("train",
 cl::SubCommand trainAuxCommand(
     "train-aux", "Train the auxiliary routers of a trained model (MODEL_SPEC "
                  "section 6), the model frozen");
+
+cl::SubCommand plotCommand(
+    "plot", "Draw the loss curves of training runs against training FLOPs, "
+            "per modality, as SVG, and print their final losses");
 
 cl::SubCommand upcycleCommand(
     "upcycle", "Build the weights of a model with more experts from a "
@@ -242,6 +248,20 @@ cl::opt<int64_t> trainAuxLogEvery(
     "log-every", cl::init(10),
     cl::desc("Steps between progress lines, at least 1 (default 10)"),
     cl::sub(trainAuxCommand), cl::cat(momarunCategory));
+
+cl::list<std::string> plotRuns(cl::Positional, cl::OneOrMore,
+                               cl::desc("<run directory>..."),
+                               cl::sub(plotCommand), cl::cat(momarunCategory));
+cl::opt<std::string> plotOutput("o", cl::Required,
+                                cl::desc("The SVG file to write"),
+                                cl::value_desc("file"), cl::sub(plotCommand),
+                                cl::cat(momarunCategory));
+cl::opt<int64_t> plotSmooth(
+    "smooth", cl::init(10),
+    cl::desc("Average each curve over its last N steps, at least 1 (1: the "
+             "raw per-step losses; default 10); the final losses are means "
+             "over the last N steps too"),
+    cl::value_desc("N"), cl::sub(plotCommand), cl::cat(momarunCategory));
 
 cl::opt<std::string> upcycleFrom(
     "from", cl::Required,
@@ -732,6 +752,89 @@ int runTrainAux() {
   return 0;
 }
 
+/// The trailing mean over `window` points of each point.
+std::vector<std::pair<double, double>>
+trailingMean(const std::vector<std::pair<double, double>> &points,
+             size_t window) {
+  std::vector<std::pair<double, double>> smoothed;
+  double sum = 0;
+  for (size_t i = 0; i < points.size(); ++i) {
+    sum += points[i].second;
+    if (i >= window)
+      sum -= points[i - window].second;
+    smoothed.push_back(
+        {points[i].first, sum / double(std::min(i + 1, window))});
+  }
+  return smoothed;
+}
+
+int runPlot() {
+  if (plotSmooth < 1)
+    return fail(runtimeError("--smooth must be at least 1"));
+  std::vector<RunCurves> runs;
+  for (const std::string &dir : plotRuns) {
+    llvm::Expected<RunCurves> curves = readRunCurves(dir);
+    if (!curves)
+      return fail(curves.takeError());
+    runs.push_back(std::move(*curves));
+  }
+  // Panels: "loss" over all tokens, then each modality's loss.
+  std::vector<std::string> seriesNames = {"loss"};
+  for (const RunCurves &run : runs)
+    for (const auto &[name, points] : run.series)
+      if (!llvm::is_contained(seriesNames, name))
+        seriesNames.push_back(name);
+  std::vector<ChartPanel> panels;
+  for (const std::string &name : seriesNames) {
+    ChartPanel panel;
+    panel.title = name == "loss" ? "all tokens (section-7 loss)"
+                                 : name.substr(5) + " tokens";
+    for (const RunCurves &run : runs) {
+      auto found = run.series.find(name);
+      if (found != run.series.end())
+        panel.series.push_back(
+            {run.label, trailingMean(found->second, size_t(plotSmooth))});
+    }
+    panels.push_back(std::move(panel));
+  }
+  std::string svg =
+      renderLineCharts(panels, "training FLOPs", "loss");
+  llvm::Expected<TempFile> temp = createTempBeside(plotOutput);
+  if (!temp)
+    return fail(temp.takeError());
+  {
+    llvm::raw_fd_ostream out(temp->fd, /*shouldClose=*/false);
+    out << svg;
+  }
+  if (llvm::Error error = commitTemp(*temp))
+    return fail(std::move(error));
+
+  // The table: each run's compute and its final losses.
+  llvm::outs() << llvm::formatv("{0,-24} {1,12}", "run", "FLOPs");
+  for (const std::string &name : seriesNames)
+    llvm::outs() << llvm::formatv(" {0,12}", name);
+  llvm::outs() << "\n";
+  for (const RunCurves &run : runs) {
+    llvm::outs() << llvm::formatv("{0,-24} {1,12:e2}", run.label,
+                                  run.totalFlops);
+    for (const std::string &name : seriesNames) {
+      auto found = run.series.find(name);
+      if (found == run.series.end() || found->second.empty()) {
+        llvm::outs() << llvm::formatv(" {0,12}", "-");
+        continue;
+      }
+      llvm::outs() << llvm::formatv(
+          " {0,12:F4}",
+          trailingMean(found->second, size_t(plotSmooth)).back().second);
+    }
+    llvm::outs() << "\n";
+  }
+  llvm::outs() << llvm::formatv("final losses: means over the last {0} steps; "
+                                "wrote {1}\n",
+                                int64_t(plotSmooth), plotOutput);
+  return 0;
+}
+
 int runUpcycle() {
   llvm::Expected<LoadedArtifact> artifact = LoadedArtifact::open(upcycleTo);
   if (!artifact)
@@ -825,6 +928,7 @@ int main(int argc, char **argv) {
       "[--resume | --data-position-from CKPT]\n"
       "  momarun train-aux ARTIFACT --weights W --data PREFIX --steps N "
       "--out RUN/\n"
+      "  momarun plot RUN... -o curves.svg [--smooth N]\n"
       "  momarun upcycle --from CKPT --to ARTIFACT -o W.safetensors "
       "[--seed N]\n"
       "  momarun corpus MODEL --out PREFIX (--synthetic N | --input FILE)\n");
@@ -840,6 +944,8 @@ int main(int argc, char **argv) {
     return runUpcycle();
   if (trainAuxCommand)
     return runTrainAux();
+  if (plotCommand)
+    return runPlot();
   if (corpusCommand)
     return runCorpus();
   cl::PrintHelpMessage();

@@ -1,0 +1,155 @@
+//===- RunRecord.cpp - What a training run was, and its loss curves -------===//
+
+#include "runtime/train/RunRecord.h"
+
+#include "lib/support/AtomicFile.h"
+
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/raw_ostream.h"
+
+using namespace momac;
+
+namespace {
+
+llvm::Error recordError(const llvm::Twine &message) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                 message.str());
+}
+
+std::string pathIn(llvm::StringRef directory, llvm::StringRef name) {
+  llvm::SmallString<256> path(directory);
+  llvm::sys::path::append(path, name);
+  return std::string(path);
+}
+
+/// Every JSON object of RUN/metrics.jsonl, in order.
+llvm::Expected<std::vector<llvm::json::Object>>
+readMetrics(llvm::StringRef runDirectory) {
+  std::string path = pathIn(runDirectory, "metrics.jsonl");
+  auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/true);
+  if (!buffer)
+    return recordError(path + ": " + buffer.getError().message());
+  std::vector<llvm::json::Object> lines;
+  llvm::SmallVector<llvm::StringRef> rows;
+  (*buffer)->getBuffer().split(rows, '\n', -1, /*KeepEmpty=*/false);
+  for (auto [i, row] : llvm::enumerate(rows)) {
+    llvm::Expected<llvm::json::Value> value = llvm::json::parse(row);
+    if (!value)
+      return recordError(llvm::formatv("{0}:{1}: {2}", path, i + 1,
+                                       llvm::toString(value.takeError())));
+    if (!value->getAsObject())
+      return recordError(llvm::formatv("{0}:{1}: not a JSON object", path,
+                                       i + 1));
+    lines.push_back(std::move(*value->getAsObject()));
+  }
+  return lines;
+}
+
+} // namespace
+
+llvm::Error momac::writeRunRecord(llvm::StringRef runDirectory,
+                                  const RunRecord &record) {
+  llvm::json::Object object{
+      {"model", record.model},
+      {"tokens_per_step", record.tokensPerStep},
+      {"train_flops_per_token", record.trainFlopsPerToken},
+      {"flops_before", record.flopsBefore}};
+  if (!record.continues.empty())
+    object["continues"] = record.continues;
+  std::string path = pathIn(runDirectory, "run.json");
+  llvm::Expected<TempFile> temp = createTempBeside(path);
+  if (!temp)
+    return temp.takeError();
+  {
+    llvm::raw_fd_ostream out(temp->fd, /*shouldClose=*/false);
+    out << llvm::formatv("{0:2}", llvm::json::Value(std::move(object)))
+        << "\n";
+  }
+  return commitTemp(*temp);
+}
+
+llvm::Expected<RunRecord> momac::readRunRecord(llvm::StringRef runDirectory) {
+  std::string path = pathIn(runDirectory, "run.json");
+  auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/true);
+  if (!buffer)
+    return recordError(path + ": " + buffer.getError().message() +
+                       " (written by momarun train)");
+  llvm::Expected<llvm::json::Value> value =
+      llvm::json::parse((*buffer)->getBuffer());
+  if (!value)
+    return recordError(path + ": " + llvm::toString(value.takeError()));
+  const llvm::json::Object *object = value->getAsObject();
+  RunRecord record;
+  auto tokens = object ? object->getInteger("tokens_per_step") : std::nullopt;
+  auto flops =
+      object ? object->getNumber("train_flops_per_token") : std::nullopt;
+  if (!tokens || !flops)
+    return recordError(path + ": expected tokens_per_step and "
+                              "train_flops_per_token");
+  record.tokensPerStep = *tokens;
+  record.trainFlopsPerToken = *flops;
+  if (auto model = object->getString("model"))
+    record.model = model->str();
+  record.flopsBefore = object->getNumber("flops_before").value_or(0);
+  if (auto continues = object->getString("continues"))
+    record.continues = continues->str();
+  return record;
+}
+
+llvm::Expected<double> momac::flopsSpent(llvm::StringRef runDirectory) {
+  llvm::Expected<RunRecord> record = readRunRecord(runDirectory);
+  if (!record)
+    return record.takeError();
+  llvm::Expected<std::vector<llvm::json::Object>> metrics =
+      readMetrics(runDirectory);
+  if (!metrics)
+    return metrics.takeError();
+  int64_t steps = 0;
+  if (!metrics->empty())
+    steps = metrics->back().getInteger("step").value_or(0);
+  return record->flopsBefore + double(steps) * double(record->tokensPerStep) *
+                                   record->trainFlopsPerToken;
+}
+
+llvm::Expected<RunCurves> momac::readRunCurves(llvm::StringRef runDirectory) {
+  llvm::Expected<RunRecord> record = readRunRecord(runDirectory);
+  if (!record)
+    return record.takeError();
+  RunCurves curves;
+  curves.label = llvm::sys::path::filename(
+                     llvm::sys::path::remove_leading_dotslash(runDirectory))
+                     .str();
+  if (curves.label.empty() || curves.label == ".")
+    curves.label = runDirectory.str();
+  if (!record->continues.empty()) {
+    llvm::Expected<RunCurves> before = readRunCurves(record->continues);
+    if (!before)
+      return before.takeError();
+    curves.series = std::move(before->series);
+  }
+  llvm::Expected<std::vector<llvm::json::Object>> metrics =
+      readMetrics(runDirectory);
+  if (!metrics)
+    return metrics.takeError();
+  const double perStep =
+      double(record->tokensPerStep) * record->trainFlopsPerToken;
+  curves.totalFlops = record->flopsBefore;
+  for (const llvm::json::Object &line : *metrics) {
+    auto step = line.getInteger("step");
+    if (!step)
+      continue;
+    double flops = record->flopsBefore + double(*step) * perStep;
+    curves.totalFlops = flops;
+    for (const auto &[key, value] : line) {
+      llvm::StringRef name = key;
+      if (name != "loss" && !name.starts_with("loss."))
+        continue;
+      if (auto number = value.getAsNumber())
+        curves.series[name.str()].push_back({flops, *number});
+    }
+  }
+  return curves;
+}

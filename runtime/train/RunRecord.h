@@ -1,0 +1,57 @@
+//===- RunRecord.h - What a training run was, and its loss curves -*- C++ -*-===//
+//
+// momarun train writes RUN/run.json next to RUN/metrics.jsonl: the model, the
+// tokens of a step and the training FLOPs of a token (momac --report), and,
+// for stage 2 of an upcycling (--data-position-from), the run it continues.
+// momarun plot reads them back to put runs of different models on one axis
+// of training compute, as the MoMa paper compares them.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOMAC_RUNTIME_TRAIN_RUNRECORD_H
+#define MOMAC_RUNTIME_TRAIN_RUNRECORD_H
+
+#include "llvm/ADT/StringRef.h"
+#include "llvm/Support/Error.h"
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace momac {
+
+struct RunRecord {
+  std::string model;
+  int64_t tokensPerStep = 0;
+  /// Training FLOPs of a token, the mean over the modalities' paths.
+  double trainFlopsPerToken = 0;
+  /// Training FLOPs spent before this run's step 1 (by the run it
+  /// continues), and that run's directory; 0 and empty for a fresh run.
+  double flopsBefore = 0;
+  std::string continues;
+};
+
+llvm::Error writeRunRecord(llvm::StringRef runDirectory,
+                           const RunRecord &record);
+llvm::Expected<RunRecord> readRunRecord(llvm::StringRef runDirectory);
+
+/// A run's metrics against training FLOPs: each series ("loss",
+/// "loss.<modality>") as (FLOPs after the step, value) points, steps with a
+/// non-finite value left out. A run that continues another starts with that
+/// run's points.
+struct RunCurves {
+  std::string label;
+  std::map<std::string, std::vector<std::pair<double, double>>> series;
+  double totalFlops = 0;
+};
+
+llvm::Expected<RunCurves> readRunCurves(llvm::StringRef runDirectory);
+
+/// The training FLOPs a run has spent by its last logged step.
+llvm::Expected<double> flopsSpent(llvm::StringRef runDirectory);
+
+} // namespace momac
+
+#endif // MOMAC_RUNTIME_TRAIN_RUNRECORD_H
