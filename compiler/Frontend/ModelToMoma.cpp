@@ -22,6 +22,7 @@
 #include "mlir/IR/BuiltinAttributes.h"
 #include "llvm/ADT/StringMap.h"
 
+#include <array>
 #include <cmath>
 
 using namespace mlir;
@@ -58,7 +59,9 @@ public:
                  StringRef sourceName, ForwardKind kind)
       : config(config), b(&context), sourceName(sourceName.str()),
         f32(b.getF32Type()), i32(b.getI32Type()),
-        causal(kind == ForwardKind::CausalRouting),
+        causal(kind == ForwardKind::CausalRouting ||
+               kind == ForwardKind::Decode),
+        decode(kind == ForwardKind::Decode),
         auxTraining(kind == ForwardKind::AuxRouterTraining) {}
 
   /// With `dynamicBatch`, the entry points take up to train.batch_size
@@ -160,6 +163,12 @@ private:
   bool causal;
   /// Build the auxiliary routers' objective instead of the model's loss.
   bool auxTraining;
+  /// One decoding step against key/value caches (implies causal routing).
+  bool decode;
+  /// Decoding: each layer's caches (key, value, valid) as arguments, and as
+  /// updated by the layer's attention.
+  SmallVector<std::array<Value, 3>> caches, updatedCaches;
+  OwningOpRef<ModuleOp> buildDecodeStep();
   /// Results after the losses: per router, its disagreement (causal) or its
   /// BCE and confusion counts (aux training).
   SmallVector<std::pair<std::string, Value>> routerResults;
@@ -204,6 +213,44 @@ Value ForwardBuilder::attention(const std::string &layer,
   k = moma::RopeOp::create(b, at, k.getType(), k, tokens.positions, heads,
                            theta);
   auto scale = b.getF64FloatAttr(1.0 / std::sqrt(double(config.headDim())));
+  if (decode) {
+    // Write this layer's keys and values of the tokens it sees into their
+    // rows (sequence * seq_len + position), then attend over the cache.
+    int64_t layerIndex = int64_t(updatedCaches.size());
+    auto [keyCache, valueCache, valid] = caches[layerIndex];
+    auto indexType = cast<RankedTensorType>(tokens.positions.getType());
+    Value context = arith::ConstantOp::create(
+        b, at, DenseElementsAttr::get(RankedTensorType::get({}, i32),
+                                      int32_t(config.seqLen)));
+    SmallVector<Value> dynamic;
+    if (indexType.isDynamicDim(0))
+      dynamic.push_back(tensor::DimOp::create(b, at, tokens.positions, 0));
+    Value contextRows = tensor::SplatOp::create(
+        b, at, tensor::ExtractOp::create(b, at, context, ValueRange{}),
+        indexType, dynamic);
+    Value rows = arith::AddIOp::create(
+        b, at, arith::MulIOp::create(b, at, tokens.sequenceIds, contextRows),
+        tokens.positions);
+    keyCache = moma::ScatterAddTokensOp::create(b, at, keyCache.getType(), k,
+                                                keyCache, rows, Value());
+    valueCache = moma::ScatterAddTokensOp::create(
+        b, at, valueCache.getType(), v, valueCache, rows, Value());
+    Value ones = tensor::SplatOp::create(
+        b, at,
+        arith::ConstantOp::create(b, at, b.getF32FloatAttr(1.0f)),
+        rowsLike(k, 1), dynamic);
+    valid = moma::ScatterAddTokensOp::create(b, at, valid.getType(), ones,
+                                             valid, rows, Value());
+    updatedCaches.push_back({keyCache, valueCache, valid});
+    Value flatValid = tensor::CollapseShapeOp::create(
+        b, at, tensor({config.train.batchSize * config.seqLen}, f32), valid,
+        SmallVector<ReassociationIndices>{{0, 1}});
+    Value o = moma::CachedAttentionOp::create(
+        b, at, q.getType(), q, keyCache, valueCache, flatValid,
+        tokens.positions, tokens.sequenceIds, heads, scale,
+        b.getI64IntegerAttr(config.seqLen));
+    return linear(at, o, prefix + "wo.weight");
+  }
   Value o =
       moma::AttentionOp::create(b, at, q.getType(), q, k, v, tokens.positions,
                                 tokens.sequenceIds, heads, scale);
@@ -377,7 +424,90 @@ Value ForwardBuilder::modLayer(const std::string &layer, int64_t l,
                                   gates);
 }
 
+OwningOpRef<ModuleOp> ForwardBuilder::buildDecodeStep() {
+  const int64_t sequences = config.train.batchSize, seq = config.seqLen;
+  const int64_t rows = sequences * seq, d = config.dModel;
+  Location moduleLoc = FileLineColLoc::get(b.getStringAttr(sourceName), 0, 0);
+  OwningOpRef<ModuleOp> module = ModuleOp::create(moduleLoc);
+  module->getOperation()->setAttr("moma.model", b.getStringAttr(config.name));
+  if (config.train.precision == Precision::BF16)
+    module->getOperation()->setAttr(moma::kGemmOperandTypeAttrName,
+                                    TypeAttr::get(b.getBF16Type()));
+  b.setInsertionPointToEnd(module->getBody());
+
+  std::vector<ParameterSpec> specs = listParameters(config);
+  SmallVector<Type> argTypes = {tensor({sequences}, i32),
+                                tensor({sequences}, i32)};
+  SmallVector<std::string> argNames = {"tokens", "positions"};
+  for (const ParameterSpec &spec : specs) {
+    argTypes.push_back(tensor(spec.shape, f32));
+    argNames.push_back(spec.name);
+  }
+  SmallVector<Type> cacheTypes = {tensor({rows, d}, f32), tensor({rows, d}, f32),
+                                  tensor({rows, 1}, f32)};
+  SmallVector<std::string> cacheNames;
+  const char *cacheParts[] = {"key", "value", "valid"};
+  for (int64_t l = 0; l < config.nLayers; ++l)
+    for (int part = 0; part < 3; ++part) {
+      cacheNames.push_back("cache.layers." + std::to_string(l) + "." +
+                           cacheParts[part]);
+      argNames.push_back(cacheNames.back());
+      argTypes.push_back(cacheTypes[part]);
+    }
+  auto func = func::FuncOp::create(b, moduleLoc, kDecodeFunctionName,
+                                   b.getFunctionType(argTypes, {}));
+  for (auto [i, name] : llvm::enumerate(argNames))
+    func.setArgAttr(i, kParamAttrName, b.getStringAttr(name));
+  Block *entry = func.addEntryBlock();
+  b.setInsertionPointToStart(entry);
+  for (auto [i, spec] : llvm::enumerate(specs))
+    params[spec.name] = entry->getArgument(i + 2);
+  for (int64_t l = 0; l < config.nLayers; ++l) {
+    unsigned first = 2 + specs.size() + 3 * l;
+    caches.push_back({entry->getArgument(first), entry->getArgument(first + 1),
+                      entry->getArgument(first + 2)});
+  }
+
+  Location inputAt = loc("inputs");
+  Value ids = entry->getArgument(0), positions = entry->getArgument(1);
+  SmallVector<int32_t> slots;
+  for (int64_t s = 0; s < sequences; ++s)
+    slots.push_back(int32_t(s));
+  Value sequenceIds = arith::ConstantOp::create(
+      b, inputAt,
+      DenseElementsAttr::get(tensor({sequences}, i32), ArrayRef(slots)));
+  Value hidden = moma::EmbedOp::create(b, loc("tok_embeddings"),
+                                       tensor({sequences, d}, f32),
+                                       param("tok_embeddings.weight"), ids);
+  for (int64_t l = 0; l < config.nLayers; ++l) {
+    std::string layer = "layers." + std::to_string(l) + ".";
+    TokenSet all{hidden, ids, positions, sequenceIds};
+    hidden =
+        config.isModLayer(l) ? modLayer(layer, l, all) : block(layer, l, all);
+  }
+  Location outputAt = loc("output");
+  Value logits = linear(outputAt, rmsNorm(outputAt, hidden, "norm.weight"),
+                        "output.weight");
+  SmallVector<Value> results = {logits};
+  SmallVector<std::string> resultNames = {"logits"};
+  for (auto [l, updated] : llvm::enumerate(updatedCaches))
+    for (auto [part, value] : llvm::enumerate(updated)) {
+      results.push_back(value);
+      resultNames.push_back(cacheNames[3 * l + part]);
+    }
+  func::ReturnOp::create(b, outputAt, results);
+  func.setFunctionType(
+      b.getFunctionType(argTypes, ValueRange(results).getTypes()));
+  func.setAllResultAttrs(
+      SmallVector<DictionaryAttr>(results.size(), b.getDictionaryAttr({})));
+  for (auto [i, name] : llvm::enumerate(resultNames))
+    func.setResultAttr(i, kResultAttrName, b.getStringAttr(name));
+  return module;
+}
+
 OwningOpRef<ModuleOp> ForwardBuilder::build(bool dynamicBatch) {
+  if (decode)
+    return buildDecodeStep();
   const int64_t batch = config.train.batchSize, seq = config.seqLen;
   // The compiled bound of the token count, and the token dimension.
   const int64_t maxTokens = batch * seq;

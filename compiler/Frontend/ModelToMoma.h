@@ -36,11 +36,21 @@ constexpr llvm::StringLiteral kCausalForwardFunctionName = "forward_causal";
 /// the auxiliary routers' is marked moma.no_grad.
 constexpr llvm::StringLiteral kAuxForwardFunctionName = "forward_aux";
 
+/// One step of causal decoding (momarun generate): for train.batch_size
+/// sequences, each one new token (`tokens`, `positions`), routed by the
+/// auxiliary routers, against per-layer key/value caches of seq_len rows
+/// per sequence (`cache.layers.<l>.key`, `.value`, and `.valid`, 1 where a
+/// row is written; a MoD layer writes only the rows of tokens its aux
+/// router passes). Results: `logits` [batch, V] of the next token and the
+/// updated caches under the same names.
+constexpr llvm::StringLiteral kDecodeFunctionName = "decode_step";
+
 /// Which forward function to build.
 enum class ForwardKind {
   Training,          // @forward: batch routing, the section-7 loss
   CausalRouting,     // @forward_causal
   AuxRouterTraining, // @forward_aux
+  Decode,            // @decode_step
 };
 /// The argument that says how many rows of the tokens buffer hold the
 /// micro-batch, in entry points compiled for any batch size up to

@@ -149,17 +149,13 @@ momac::writeSyntheticCorpus(const ModelConfig &config, llvm::StringRef prefix,
   return stats;
 }
 
-llvm::Expected<CorpusStatistics>
-momac::importTokenCorpus(const ModelConfig &config, llvm::StringRef input,
-                         llvm::StringRef prefix) {
+llvm::Expected<std::vector<std::vector<int64_t>>>
+momac::readTokenDocuments(const ModelConfig &config, llvm::StringRef input) {
   auto buffer = llvm::MemoryBuffer::getFileOrSTDIN(input, /*IsText=*/true);
   if (!buffer)
     return corpusError(input + ": cannot read: " + buffer.getError().message());
   bool jsonl = input.ends_with(".jsonl");
-  auto builder = openBuilder(config, prefix);
-  if (!builder)
-    return builder.takeError();
-  CorpusStatistics stats;
+  std::vector<std::vector<int64_t>> documents;
   llvm::SmallVector<llvm::StringRef> lines;
   (*buffer)->getBuffer().split(lines, '\n');
   for (size_t lineNumber = 0; lineNumber < lines.size(); ++lineNumber) {
@@ -197,10 +193,28 @@ momac::importTokenCorpus(const ModelConfig &config, llvm::StringRef input,
         tokens.push_back(id);
       }
     }
-    for (int64_t id : tokens) {
+    for (int64_t id : tokens)
       if (id < 0 || id >= config.vocabSize)
         return where(llvm::formatv("token id {0} outside [0, {1})", id,
                                    config.vocabSize));
+    documents.push_back(std::move(tokens));
+  }
+  return documents;
+}
+
+llvm::Expected<CorpusStatistics>
+momac::importTokenCorpus(const ModelConfig &config, llvm::StringRef input,
+                         llvm::StringRef prefix) {
+  llvm::Expected<std::vector<std::vector<int64_t>>> documents =
+      readTokenDocuments(config, input);
+  if (!documents)
+    return documents.takeError();
+  auto builder = openBuilder(config, prefix);
+  if (!builder)
+    return builder.takeError();
+  CorpusStatistics stats;
+  for (const std::vector<int64_t> &tokens : *documents) {
+    for (int64_t id : tokens) {
       int m = config.modalityOf(id);
       (config.modalities[m].name == "image" ? stats.imageTokens
                                             : stats.textTokens) += 1;

@@ -48,6 +48,13 @@ llvm::Expected<CorpusStatistics>
 writeSyntheticCorpus(const ModelConfig &config, llvm::StringRef prefix,
                      const SyntheticCorpusOptions &options);
 
+/// Token-id documents from text (one per line, ids separated by spaces) or
+/// JSONL (by the .jsonl extension: a list or {"tokens": [...]} per line);
+/// blank lines are skipped. An id outside [0, vocab_size) is an error
+/// naming the line.
+llvm::Expected<std::vector<std::vector<int64_t>>>
+readTokenDocuments(const ModelConfig &config, llvm::StringRef input);
+
 /// Converts token-id text or JSONL (chosen by the .jsonl extension) into
 /// PREFIX.bin/.idx; ids must lie in [0, vocab_size). Errors name the line.
 llvm::Expected<CorpusStatistics> importTokenCorpus(const ModelConfig &config,

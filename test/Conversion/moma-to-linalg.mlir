@@ -237,3 +237,25 @@ func.func @aux_router_loss_grad(%p: tensor<?x1xf32>, %sel: tensor<?xi32>, %g: te
   %d = moma.aux_router_loss_grad %p, %sel, %g : tensor<?x1xf32>, tensor<?xi32>, tensor<f32>
   return %d : tensor<?x1xf32>
 }
+
+// -----
+
+// Cached attention: one query per parallel iteration; its sequence's 16
+// cache rows are the keys, positions 0..15, present where valid != 0
+// (absent rows get sequence -1, which no query has).
+// CHECK-LABEL: func.func @cached_attention
+// CHECK: scf.forall (%[[I:.*]]) in (%{{.*}}) shared_outs
+// CHECK: %[[SEQ:.*]] = tensor.extract %{{.*}}[%[[I]]] : tensor<2xi32>
+// CHECK: arith.muli %{{.*}}, %c16
+// CHECK: tensor.extract_slice %{{.*}} [16, 64] [1, 1] : tensor<32x64xf32> to tensor<16x64xf32>
+// CHECK: linalg.index 0
+// CHECK: arith.cmpf one
+// CHECK: arith.select %{{.*}}, %[[SEQ]], %c-1_i32
+// CHECK: math.exp
+// CHECK: tensor.parallel_insert_slice %{{.*}} into %{{.*}}[%[[I]], 0] [1, 64] [1, 1]
+func.func @cached_attention(%q: tensor<2x64xf32>, %kc: tensor<32x64xf32>, %vc: tensor<32x64xf32>,
+                            %valid: tensor<32xf32>, %pos: tensor<2xi32>, %seq: tensor<2xi32>) -> tensor<2x64xf32> {
+  %o = moma.cached_attention %q, %kc, %vc, %valid, %pos, %seq heads = 4 scale = 0.25 context = 16
+      : tensor<2x64xf32>, tensor<32x64xf32>, tensor<32xf32>, tensor<2xi32>
+  return %o : tensor<2x64xf32>
+}

@@ -703,6 +703,107 @@ class AuxRouterTraining(TemporaryDirectoryTestCase):
         self.assertIn("has no auxiliary routers to train", result.stderr)
 
 
+class Generation(TemporaryDirectoryTestCase):
+    """momarun generate (@decode_step with key/value caches) against a full
+    forward pass with causal routing (MODEL_SPEC section 6): token by token,
+    the logits at every position are those of the whole sequence."""
+
+    def prepare(self, variant, **overrides):
+        artifact, cfg = compile_variant(self.tmp.name, variant, **overrides)
+        params = R.init_params(cfg, seed=13)
+        for name in params:  # aux scores well away from the 0.5 threshold
+            if ".aux_router." in name:
+                params[name] *= 100
+        weights = os.path.join(artifact, "w.safetensors")
+        R.write_safetensors(weights, {k: v.float() for k, v in params.items()})
+        return artifact, cfg, params, weights
+
+    def generate(self, artifact, weights, prompts, *extra):
+        path = os.path.join(artifact, "prompts.jsonl")
+        with open(path, "w") as f:
+            for prompt in prompts:
+                f.write(json.dumps({"tokens": [int(t) for t in prompt]}) + "\n")
+        return run(MOMARUN, "generate", artifact, "--weights", weights, "--prompt",
+                   path, *extra)
+
+    def reference_logits(self, cfg, params, sequence):
+        full = list(sequence) + [0] * (cfg["seq_len"] + 1 - len(sequence))
+        _, _, details = R.forward(cfg, {k: v.double() for k, v in params.items()},
+                                  torch.tensor([full]), details=True, causal={})
+        return details["logits"].numpy()[:len(sequence) - 1]
+
+    def check(self, variant, **overrides):
+        artifact, cfg, params, weights = self.prepare(variant, **overrides)
+        tokens = np.asarray(R.random_tokens(cfg, 1, seed=3))[0]
+        prompts = [tokens[:10], tokens[20:24]]
+        logits_file = os.path.join(artifact, "logits.bin")
+        out = self.generate(artifact, weights, prompts, "--max-new", "6",
+                            "--temperature", "0", "--logits", logits_file)
+        generated = [[int(t) for t in line.split()] for line in out.splitlines()]
+        self.assertEqual([len(g) for g in generated], [6, 6])
+        got = np.fromfile(logits_file, dtype=np.float32).reshape(-1, cfg["vocab_size"])
+        for prompt, new, check_logits in ((prompts[0], generated[0], True),
+                                          (prompts[1], generated[1], False)):
+            sequence = list(prompt) + new
+            expected = self.reference_logits(cfg, params, sequence)
+            if check_logits:
+                self.assertEqual(got.shape, expected.shape)
+                error = np.abs(got - expected).max() / np.abs(expected).max()
+                self.assertLessEqual(error, RELATIVE_TOLERANCE)
+            # Greedy: each new token is the reference's most likely one.
+            greedy = [int(np.argmax(expected[i]))
+                      for i in range(len(prompt) - 1, len(sequence) - 1)]
+            self.assertEqual(greedy, new)
+
+    def test_decode_equals_a_causal_forward_pass_mod_moe_4t4i(self):
+        self.check("mod_moe_4t4i_aux")
+
+    def test_decode_equals_a_causal_forward_pass_moe_4t4i_pre_norm(self):
+        self.check("moe_4t4i", aux_routers=True, norm="pre")
+
+    def test_sampling_is_seeded_and_top_p_narrows_it(self):
+        artifact, cfg, params, weights = self.prepare("mod_moe_4t4i_aux")
+        prompt = [np.asarray(R.random_tokens(cfg, 1, seed=4))[0][:5]]
+        sample = lambda *extra: self.generate(artifact, weights, prompt,
+                                              "--max-new", "12", *extra)
+        self.assertEqual(sample("--seed", "7"), sample("--seed", "7"))
+        self.assertNotEqual(sample("--seed", "7"), sample("--seed", "8"))
+        # A nucleus of one token is greedy decoding.
+        self.assertEqual(sample("--top-p", "1e-9", "--seed", "3"),
+                         sample("--temperature", "0"))
+        labelled = sample("--modality-of-next", "--temperature", "0")
+        for item in labelled.split():
+            token, modality = item.split("/")
+            self.assertEqual(modality,
+                             R.modality_names(cfg)[int(R.modality_of_id(cfg)[int(token)])])
+
+    def test_bad_requests_are_one_line_errors(self):
+        artifact, cfg, params, weights = self.prepare("mod_moe_4t4i_aux")
+        plain, _ = compile_variant(self.tmp.name, "moe_4t4i")
+        plain_weights = os.path.join(plain, "w.safetensors")
+        run(MOMARUN, "init", plain, "-o", plain_weights)
+        cases = [
+            (artifact, weights, "[]", [], "prompt 1 is empty"),
+            (artifact, weights, "[1, 9999]", [], "token id 9999 outside [0, 512)"),
+            (artifact, weights, "[1, 2, 3]", ["--max-new", "126"],
+             "prompt 1 has 3 tokens; with --max-new 126 that is more than the 128"),
+            (artifact, weights, "[1]\n[2]\n[3]", [],
+             "3 prompts, but this artifact decodes at most 2"),
+            (plain, plain_weights, "[1, 2]", [],
+             "has no auxiliary routers, and expert choice and MoD choose over a whole batch"),
+        ]
+        for target, w, prompts, extra, message in cases:
+            path = os.path.join(self.tmp.name, "bad.jsonl")
+            with open(path, "w") as f:
+                f.write(prompts + "\n")
+            result = subprocess.run([MOMARUN, "generate", target, "--weights", w,
+                                     "--prompt", path, *extra],
+                                    capture_output=True, text=True)
+            self.assertEqual(result.returncode, 1, message)
+            self.assertIn(message, result.stderr)
+            self.assertEqual(result.stderr.count("\n"), 1, result.stderr)
+
+
 class CompiledTrainingMatchesReference(TemporaryDirectoryTestCase):
     """momarun train (compiled @grad and @optimizer_step) against the
     reference's AdamW steps; --resume against an uninterrupted run."""

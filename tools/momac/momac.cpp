@@ -111,11 +111,13 @@ mlir::OwningOpRef<mlir::ModuleOp> buildTrainStep(mlir::MLIRContext &context,
   mlir::OwningOpRef<mlir::ModuleOp> module =
       buildForwardModule(context, config, inputPath, /*dynamicBatch=*/true);
   // Models with auxiliary routers also get @forward_causal, the forward
-  // pass with causal routing (momarun eval --causal), and @forward_aux, the
-  // objective that trains the auxiliary routers (momarun train-aux).
+  // pass with causal routing (momarun eval --causal), @forward_aux, the
+  // objective that trains the auxiliary routers (momarun train-aux), and
+  // @decode_step, one token of causal decoding (momarun generate).
   if (config.auxRouters)
     for (ForwardKind kind :
-         {ForwardKind::CausalRouting, ForwardKind::AuxRouterTraining}) {
+         {ForwardKind::CausalRouting, ForwardKind::AuxRouterTraining,
+          ForwardKind::Decode}) {
       mlir::OwningOpRef<mlir::ModuleOp> extra = buildForwardModule(
           context, config, inputPath, /*dynamicBatch=*/true, kind);
       for (mlir::Operation &op :

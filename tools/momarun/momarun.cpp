@@ -21,6 +21,7 @@
 #include "lib/config/ModelStats.h"
 #include "lib/support/AtomicFile.h"
 #include "lib/support/SvgLineChart.h"
+#include "runtime/generate/Generator.h"
 #include "runtime/train/AuxRouterTrainer.h"
 #include "runtime/train/RunRecord.h"
 #include "runtime/train/Trainer.h"
@@ -65,6 +66,11 @@ cl::SubCommand trainCommand("train",
 cl::SubCommand trainAuxCommand(
     "train-aux", "Train the auxiliary routers of a trained model (MODEL_SPEC "
                  "section 6), the model frozen");
+
+cl::SubCommand generateCommand(
+    "generate", "Continue prompts token by token with causal routing by the "
+                "auxiliary routers and a key/value cache (MODEL_SPEC section "
+                "6)");
 
 cl::SubCommand plotCommand(
     "plot", "Draw the loss curves of training runs against training FLOPs, "
@@ -248,6 +254,56 @@ cl::opt<int64_t> trainAuxLogEvery(
     "log-every", cl::init(10),
     cl::desc("Steps between progress lines, at least 1 (default 10)"),
     cl::sub(trainAuxCommand), cl::cat(momarunCategory));
+
+cl::opt<std::string> generateArtifact(cl::Positional, cl::Required,
+                                      cl::desc("<artifact directory>"),
+                                      cl::sub(generateCommand),
+                                      cl::cat(momarunCategory));
+cl::opt<std::string> generateWeights("weights", cl::Required,
+                                     cl::desc("Weights (.safetensors)"),
+                                     cl::value_desc("file"),
+                                     cl::sub(generateCommand),
+                                     cl::cat(momarunCategory));
+cl::opt<std::string> generatePrompt(
+    "prompt", cl::Required,
+    cl::desc("Prompts, one per line: token ids separated by spaces, or JSONL "
+             "(.jsonl: a list or {\"tokens\": [...]}); up to train.batch_size "
+             "prompts decode together"),
+    cl::value_desc("file"), cl::sub(generateCommand), cl::cat(momarunCategory));
+cl::opt<int64_t> generateMaxNew(
+    "max-new", cl::init(32),
+    cl::desc("New tokens per prompt, at least 1; prompt + new must fit in "
+             "seq_len (default 32)"),
+    cl::value_desc("N"), cl::sub(generateCommand), cl::cat(momarunCategory));
+cl::opt<double> generateTemperature(
+    "temperature", cl::init(1.0),
+    cl::desc("Softmax temperature, >= 0; 0 is greedy (default 1)"),
+    cl::sub(generateCommand), cl::cat(momarunCategory));
+cl::opt<double> generateTopP(
+    "top-p", cl::init(1.0),
+    cl::desc("Nucleus sampling: keep the most likely tokens up to this "
+             "probability mass, in (0, 1] (default 1: all)"),
+    cl::sub(generateCommand), cl::cat(momarunCategory));
+cl::opt<uint64_t> generateSeed("seed", cl::init(0),
+                               cl::desc("Seed of the sampling (default 0)"),
+                               cl::sub(generateCommand),
+                               cl::cat(momarunCategory));
+cl::opt<std::string> generateOut(
+    "out", cl::init("-"),
+    cl::desc("Where to write the new tokens: one line of ids per prompt, or "
+             "JSONL ({\"tokens\": [...]}) for a .jsonl name (default: "
+             "stdout)"),
+    cl::value_desc("file"), cl::sub(generateCommand), cl::cat(momarunCategory));
+cl::opt<bool> generateModalityOfNext(
+    "modality-of-next",
+    cl::desc("Also say which modality each new token belongs to (id/modality "
+             "in text, \"modalities\" in JSONL)"),
+    cl::sub(generateCommand), cl::cat(momarunCategory));
+cl::opt<std::string> generateLogits(
+    "logits",
+    cl::desc("Write the first prompt's logits at every decoded position, raw "
+             "float32 [positions, vocab] (for testing)"),
+    cl::value_desc("file"), cl::sub(generateCommand), cl::cat(momarunCategory));
 
 cl::list<std::string> plotRuns(cl::Positional, cl::OneOrMore,
                                cl::desc("<run directory>..."),
@@ -768,6 +824,60 @@ trailingMean(const std::vector<std::pair<double, double>> &points,
   return smoothed;
 }
 
+int runGenerate() {
+  if (!(generateTemperature >= 0))
+    return fail(runtimeError("--temperature must be >= 0"));
+  if (!(generateTopP > 0 && generateTopP <= 1))
+    return fail(runtimeError("--top-p must be in (0, 1]"));
+  std::string modelPath = generateArtifact + "/model.json";
+  llvm::Expected<ModelConfig> config = loadModelConfig(modelPath);
+  if (!config)
+    return fail(
+        runtimeError(modelPath + ": " + llvm::toString(config.takeError())));
+  llvm::Expected<std::vector<std::vector<int64_t>>> prompts =
+      readTokenDocuments(*config, generatePrompt);
+  if (!prompts)
+    return fail(prompts.takeError());
+  GenerateOptions options;
+  options.artifact = generateArtifact;
+  options.weights = generateWeights;
+  options.prompts = std::move(*prompts);
+  options.maxNew = generateMaxNew;
+  options.temperature = generateTemperature;
+  options.topP = generateTopP;
+  options.seed = generateSeed;
+  options.logitsPath = generateLogits;
+  llvm::Expected<std::vector<GeneratedSequence>> generated = generate(options);
+  if (!generated)
+    return fail(generated.takeError());
+  std::error_code ec;
+  llvm::raw_fd_ostream out(generateOut, ec);
+  if (ec)
+    return fail(runtimeError(generateOut + ": " + ec.message()));
+  bool jsonl = llvm::StringRef(generateOut).ends_with(".jsonl");
+  for (const GeneratedSequence &sequence : *generated) {
+    if (jsonl) {
+      llvm::json::Array ids, modalities;
+      for (int64_t id : sequence.tokens) {
+        ids.push_back(id);
+        modalities.push_back(config->modalities[config->modalityOf(id)].name);
+      }
+      llvm::json::Object line{{"tokens", std::move(ids)}};
+      if (generateModalityOfNext)
+        line["modalities"] = std::move(modalities);
+      out << llvm::formatv("{0}", llvm::json::Value(std::move(line))) << "\n";
+      continue;
+    }
+    for (auto [i, id] : llvm::enumerate(sequence.tokens)) {
+      out << (i ? " " : "") << id;
+      if (generateModalityOfNext)
+        out << "/" << config->modalities[config->modalityOf(id)].name;
+    }
+    out << "\n";
+  }
+  return 0;
+}
+
 int runPlot() {
   if (plotSmooth < 1)
     return fail(runtimeError("--smooth must be at least 1"));
@@ -928,6 +1038,8 @@ int main(int argc, char **argv) {
       "[--resume | --data-position-from CKPT]\n"
       "  momarun train-aux ARTIFACT --weights W --data PREFIX --steps N "
       "--out RUN/\n"
+      "  momarun generate ARTIFACT --weights W --prompt FILE [--max-new N] "
+      "[--temperature T] [--top-p P] [--seed S]\n"
       "  momarun plot RUN... -o curves.svg [--smooth N]\n"
       "  momarun upcycle --from CKPT --to ARTIFACT -o W.safetensors "
       "[--seed N]\n"
@@ -946,6 +1058,8 @@ int main(int argc, char **argv) {
     return runTrainAux();
   if (plotCommand)
     return runPlot();
+  if (generateCommand)
+    return runGenerate();
   if (corpusCommand)
     return runCorpus();
   cl::PrintHelpMessage();

@@ -200,7 +200,8 @@ SmallVector<Value> attentionGradOfSequence(KernelBuilder &kb, Value query,
   Value k = kb.splitHeads(key, heads);
   Value v = kb.splitHeads(value, heads);
   Value dout = kb.splitHeads(outputGrad, heads);
-  Value p = attentionProbabilities(kb, q, k, positions, sequenceIds, scale);
+  Value p = attentionProbabilities(
+      kb, q, k, {positions, positions, sequenceIds, sequenceIds}, scale);
   // The GEMMs' operands, rounded when GEMMs take bf16; the softmax gradient
   // in between stays f32.
   Value pOperand = kb.gemmOperand(p), doutOperand = kb.gemmOperand(dout);

@@ -631,22 +631,33 @@ forEachSequence(KernelBuilder &kb, Value ids, ValueRange inputs,
   return SmallVector<Value>(forall.getResults());
 }
 
-/// Masked softmax attention probabilities p[h, i, j] for per-head q and k of
-/// shape [n, H, hd]: key j is visible from query i when both are in the same
-/// sequence and j's position is not later. Every row sees its own key, so the
-/// row maximum is finite.
+/// Which keys a query sees: key j is visible from query i iff both are in
+/// the same sequence and j's position is not later than i's.
+struct AttentionMask {
+  Value queryPositions, keyPositions;
+  Value querySequences, keySequences;
+};
+
+/// Masked softmax attention probabilities p[h, i, j] for per-head q [nq, H,
+/// hd] and k [nk, H, hd]. Every query must see at least one key (its own,
+/// in self-attention), so the row maximum is finite.
 inline Value attentionProbabilities(KernelBuilder &kb, Value q, Value k,
-                                    Value positions, Value sequences,
+                                    const AttentionMask &mask,
                                     double scaleValue) {
   auto type = cast<RankedTensorType>(q.getType());
-  int64_t heads = type.getDimSize(1), rows = type.getDimSize(0);
-  Value n = kb.dim(q, 0);
-  SmallVector<int64_t> scoreShape = {heads, rows, rows};
-  SmallVector<Value> scoreDyn =
-      type.isDynamicDim(0) ? SmallVector<Value>{n, n} : SmallVector<Value>{};
-  SmallVector<int64_t> rowShape = {heads, rows};
+  auto keyType = cast<RankedTensorType>(k.getType());
+  int64_t heads = type.getDimSize(1);
+  SmallVector<int64_t> scoreShape = {heads, type.getDimSize(0),
+                                     keyType.getDimSize(0)};
+  SmallVector<Value> scoreDyn;
+  if (type.isDynamicDim(0))
+    scoreDyn.push_back(kb.dim(q, 0));
+  if (keyType.isDynamicDim(0))
+    scoreDyn.push_back(kb.dim(k, 0));
+  SmallVector<int64_t> rowShape = {heads, type.getDimSize(0)};
   SmallVector<Value> rowDyn =
-      type.isDynamicDim(0) ? SmallVector<Value>{n} : SmallVector<Value>{};
+      type.isDynamicDim(0) ? SmallVector<Value>{kb.dim(q, 0)}
+                           : SmallVector<Value>{};
   // scores[h, i, j] = q[i, h, :] . k[j, h, :]; loops (h, i, j, c).
   Value scores = kb.generic({kb.gemmOperand(q), kb.gemmOperand(k)}, kb.zeros(scoreShape, kb.f32, scoreDyn),
                             {kb.map(4, {1, 0, 3}), kb.map(4, {2, 0, 3}),
@@ -658,7 +669,8 @@ inline Value attentionProbabilities(KernelBuilder &kb, Value q, Value k,
   Value scale = kb.f32Const(scaleValue);
   Value minusInf = kb.f32Const(-std::numeric_limits<double>::infinity());
   Value masked =
-      kb.generic({scores, positions, positions, sequences, sequences},
+      kb.generic({scores, mask.queryPositions, mask.keyPositions,
+                  mask.querySequences, mask.keySequences},
                  kb.empty(scoreShape, kb.f32, scoreDyn),
                  {kb.identity(3), kb.map(3, {1}), kb.map(3, {2}),
                   kb.map(3, {1}), kb.map(3, {2}), kb.identity(3)},
@@ -675,8 +687,7 @@ inline Value attentionProbabilities(KernelBuilder &kb, Value q, Value k,
                        b, loc, visible, scaled, minusInf)};
                  })
           .front();
-  // Softmax over j. Every row sees at least its own key, so the max is
-  // finite.
+  // Softmax over j; every row sees a key, so the max is finite.
   Value rowMax =
       kb.generic({masked}, kb.filled(rowShape, kb.f32, minusInf, rowDyn),
                  {kb.identity(3), kb.map(3, {0, 1})}, {kPar, kPar, kRed},

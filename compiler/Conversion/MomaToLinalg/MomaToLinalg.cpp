@@ -300,7 +300,8 @@ Value attentionOfSequence(KernelBuilder &kb, Value q, Value k, Value v,
                                   ? SmallVector<Value>{kb.dim(qh, 0)}
                                   : SmallVector<Value>{};
   Value probabilities =
-      attentionProbabilities(kb, qh, kh, positions, sequenceIds, scale);
+      attentionProbabilities(
+          kb, qh, kh, {positions, positions, sequenceIds, sequenceIds}, scale);
   // out[i, h, c] = sum_j p[h, i, j] v[j, h, c]; loops (i, h, c, j).
   auto splitType = cast<RankedTensorType>(qh.getType());
   Value out = kb.generic({kb.gemmOperand(probabilities), vh},
@@ -335,6 +336,100 @@ struct LowerAttention : OpRewritePattern<moma::AttentionOp> {
             })
             .front();
     rewriter.replaceOp(op, out);
+    return success();
+  }
+};
+
+struct LowerCachedAttention : OpRewritePattern<moma::CachedAttentionOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(moma::CachedAttentionOp op,
+                                PatternRewriter &rewriter) const override {
+    KernelBuilder kb(rewriter, op.getLoc());
+    OpBuilder &b = kb.b;
+    Location loc = op.getLoc();
+    Value query = op.getQuery();
+    auto type = cast<RankedTensorType>(query.getType());
+    int64_t width = type.getDimSize(1), heads = op.getNumHeads();
+    int64_t context = op.getContext();
+    double scale = op.getScale().convertToDouble();
+    Value init = kb.empty(type.getShape(), kb.f32,
+                          kb.dynamicOf(type.getShape(), kb.dims(query)));
+    // One query per iteration: its sequence's cache rows are the keys.
+    auto forall = scf::ForallOp::create(
+        b, loc, ArrayRef<OpFoldResult>{OpFoldResult(kb.dim(query, 0))},
+        ValueRange{init}, std::nullopt);
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPoint(forall.getTerminator());
+    Value i = forall.getInductionVar(0);
+    Value sequence = tensor::ExtractOp::create(b, loc, op.getSequenceIds(),
+                                               ValueRange{i});
+    Value position =
+        tensor::ExtractOp::create(b, loc, op.getPositions(), ValueRange{i});
+    Value first = arith::MulIOp::create(b, loc, toIndex(b, loc, sequence),
+                                        kb.index(context));
+    auto rows = [&](Value tensor, Value offset, int64_t count) -> Value {
+      auto tensorType = cast<RankedTensorType>(tensor.getType());
+      SmallVector<OpFoldResult> offsets(tensorType.getRank(),
+                                        b.getIndexAttr(0)),
+          sizes = {b.getIndexAttr(count)},
+          strides(tensorType.getRank(), b.getIndexAttr(1));
+      offsets[0] = offset;
+      if (tensorType.getRank() == 2)
+        sizes.push_back(b.getIndexAttr(width));
+      return tensor::ExtractSliceOp::create(b, loc, tensor, offsets, sizes,
+                                            strides);
+    };
+    Value q = kb.splitHeads(rows(query, i, 1), heads);
+    Value k = kb.splitHeads(rows(op.getKeyCache(), first, context), heads);
+    Value v = kb.splitHeads(rows(op.getValueCache(), first, context), heads);
+    // Keys: positions 0..context-1; the sequence id where a row is
+    // present, -1 (no sequence) where it is not.
+    Value keyPositions =
+        kb.generic({}, kb.empty({context}, kb.i32), {kb.identity(1)}, {kPar},
+                   [&](OpBuilder &nested, Location at, ValueRange) {
+                     Value j = linalg::IndexOp::create(nested, at, 0);
+                     return SmallVector<Value>{toI32(nested, at, j)};
+                   })
+            .front();
+    Value keySequences =
+        kb.generic({rows(op.getValid(), first, context)},
+                   kb.empty({context}, kb.i32),
+                   {kb.identity(1), kb.identity(1)}, {kPar},
+                   [&](OpBuilder &nested, Location at, ValueRange args) {
+                     Value present = arith::CmpFOp::create(
+                         nested, at, arith::CmpFPredicate::ONE, args[0],
+                         arith::ConstantOp::create(
+                             nested, at, nested.getF32FloatAttr(0.0f)));
+                     return SmallVector<Value>{arith::SelectOp::create(
+                         nested, at, present, sequence,
+                         arith::ConstantOp::create(
+                             nested, at, nested.getI32IntegerAttr(-1)))};
+                   })
+            .front();
+    auto one = [&](Value scalar) -> Value {
+      return tensor::FromElementsOp::create(
+          b, loc, RankedTensorType::get({1}, b.getI32Type()),
+          ValueRange{scalar});
+    };
+    Value probabilities = attentionProbabilities(
+        kb, q, k, {one(position), keyPositions, one(sequence), keySequences},
+        scale);
+    // out[0, h, c] = sum_j p[h, 0, j] v[j, h, c]; loops (i, h, c, j).
+    auto splitType = cast<RankedTensorType>(q.getType());
+    Value out = kb.generic({kb.gemmOperand(probabilities), kb.gemmOperand(v)},
+                           kb.zeros(splitType.getShape(), kb.f32),
+                           {kb.map(4, {1, 0, 3}), kb.map(4, {3, 1, 2}),
+                            kb.map(4, {0, 1, 2})},
+                           {kPar, kPar, kPar, kRed}, multiplyAccumulate)
+                    .front();
+    Value row = kb.joinHeads(out, RankedTensorType::get({1, width}, kb.f32));
+    b.setInsertionPointToStart(forall.getTerminator().getBody());
+    tensor::ParallelInsertSliceOp::create(
+        b, loc, row, forall.getRegionIterArgs()[0],
+        ArrayRef<OpFoldResult>{i, b.getIndexAttr(0)},
+        ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(width)},
+        ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)});
+    rewriter.replaceOp(op, forall.getResults());
     return success();
   }
 };
@@ -953,6 +1048,7 @@ struct ConvertMomaToLinalgPass
     RewritePatternSet patterns(context);
     patterns.add<LowerShiftTokens, LowerTokenPositions, LowerEmbed, LowerLinear,
                  LowerRMSNorm, LowerHeadLayerNorm, LowerRope, LowerAttention,
+                 LowerCachedAttention,
                  LowerSwiGLU, LowerRouter, LowerAuxRouter,
                  LowerModalityPartition, LowerExpertChoice, LowerModSelect,
                  LowerModMerge, LowerGatherTokens, LowerScatterAddTokens,

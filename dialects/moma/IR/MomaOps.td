@@ -506,6 +506,41 @@ def Moma_AttentionOp : Moma_Op<"attention",
   let hasVerifier = 1;
 }
 
+def Moma_CachedAttentionOp : Moma_Op<"cached_attention",
+    [Pure, AllTypesMatch<["query", "result"]>,
+     AllTypesMatch<["key_cache", "value_cache"]>,
+     AllTypesMatch<["positions", "sequence_ids"]>]> {
+  let summary = "attention of new tokens over a key/value cache (decoding)";
+  let description = [{
+    The cache holds `context` rows per sequence: row s * context + j is
+    sequence s's key (value) at position j, present where `valid` is
+    nonzero. Query i, of sequence `sequence_ids[i]` at `positions[i]`,
+    attends to its sequence's present rows at positions up to its own
+    (which the caller has written first), with softmax scale `scale`: the
+    same function as moma.attention over the whole sequence, one new token
+    at a time.
+
+    ```mlir
+    %o = moma.cached_attention %q, %kc, %vc, %valid, %pos, %seq heads = 4
+        scale = 0.25 context = 128
+        : tensor<?x64xf32>, tensor<256x64xf32>, tensor<256xf32>, tensor<?xi32>
+    ```
+  }];
+  let arguments = (ins Moma_FloatMatrix:$query, Moma_FloatMatrix:$key_cache,
+                       Moma_FloatMatrix:$value_cache, Moma_FloatVector:$valid,
+                       Moma_TokenVector:$positions,
+                       Moma_TokenVector:$sequence_ids,
+                       Moma_PositiveI64:$num_heads, Moma_PositiveF64:$scale,
+                       Moma_PositiveI64:$context);
+  let results = (outs Moma_FloatMatrix:$result);
+  let assemblyFormat = [{
+    $query `,` $key_cache `,` $value_cache `,` $valid `,` $positions `,`
+    $sequence_ids `heads` `=` $num_heads `scale` `=` $scale
+    `context` `=` $context attr-dict
+    `:` type($query) `,` type($key_cache) `,` type($valid) `,` type($positions)
+  }];
+}
+
 def Moma_SwiGLUOp : Moma_Op<"swiglu",
     [Pure, AllTypesMatch<["input", "result"]>, AllTypesMatch<["w1", "w3"]>,
      DeclareOpInterfaceMethods<Moma_DifferentiableOpInterface>]> {

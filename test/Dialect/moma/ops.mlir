@@ -107,3 +107,13 @@ func.func @transformer(%table: tensor<512x64xf32>, %ids: tensor<16xi32>, %pos: t
       : tensor<16x512xf32>, tensor<16xi32> -> tensor<f32>, tensor<f32>, tensor<f32>
   return %loss, %text, %image : tensor<f32>, tensor<f32>, tensor<f32>
 }
+
+// Decoding: new tokens against a key/value cache of 16 rows per sequence.
+// CHECK-LABEL: func.func @cached_attention
+func.func @cached_attention(%q: tensor<2x64xf32>, %kc: tensor<32x64xf32>, %vc: tensor<32x64xf32>,
+                            %valid: tensor<32xf32>, %pos: tensor<2xi32>, %seq: tensor<2xi32>) -> tensor<2x64xf32> {
+  // CHECK: moma.cached_attention %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} heads = 4 scale = 2.500000e-01 context = 16 : tensor<2x64xf32>, tensor<32x64xf32>, tensor<32xf32>, tensor<2xi32>
+  %o = moma.cached_attention %q, %kc, %vc, %valid, %pos, %seq heads = 4 scale = 0.25 context = 16
+      : tensor<2x64xf32>, tensor<32x64xf32>, tensor<32xf32>, tensor<2xi32>
+  return %o : tensor<2x64xf32>
+}
