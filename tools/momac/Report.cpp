@@ -189,7 +189,9 @@ void momac::printStatistics(
   double stepPeak = 0;
   for (const auto &[name, stats] : statistics) {
     row(name, stats.total, stats.peakTemporaryBytes);
-    if (name != "forward") {
+    // A training step is @grad then @optimizer_step; the other entry
+    // points (evaluation, decoding, the aux routers' training) run alone.
+    if (name == "grad" || name == "optimizer_step") {
       step += stats.total;
       stepPeak = std::max(stepPeak, stats.peakTemporaryBytes);
     }
