@@ -61,11 +61,15 @@ std::vector<double> momac::niceTicks(double lo, double hi,
       step = multiple * power;
       break;
     }
-  // Multiples of the step, each computed from its index (no drift).
+  // Multiples of the step, each computed from its index (no drift). A range
+  // a few float steps wide next to its values has no nice ticks: its ends.
+  double first = std::ceil(lo / step - 1e-9), last = std::floor(hi / step + 1e-9);
+  if (first + 1 == first ||
+      !(last - first >= 0 && last - first <= 4.0 * approximateCount + 4))
+    return {lo, hi};
   std::vector<double> ticks;
-  for (double i = std::ceil(lo / step - 1e-9); i * step <= hi + step * 1e-9;
-       i += 1)
-    ticks.push_back(i == 0 ? 0.0 : i * step);
+  for (int k = 0; k <= int(last - first); ++k)
+    ticks.push_back(first + k == 0 ? 0.0 : (first + k) * step);
   return ticks;
 }
 

@@ -90,7 +90,8 @@ momac::generate(const GenerateOptions &options) {
   for (auto [i, prompt] : llvm::enumerate(options.prompts)) {
     if (prompt.empty())
       return generateError(llvm::formatv("prompt {0} is empty", i + 1));
-    if (int64_t(prompt.size()) + options.maxNew > context)
+    // Compared without adding, so that no --max-new can overflow.
+    if (options.maxNew > context - int64_t(prompt.size()))
       return generateError(llvm::formatv(
           "prompt {0} has {1} tokens; with --max-new {2} that is more than "
           "the {3} positions this artifact supports (seq_len)",
@@ -140,7 +141,13 @@ momac::generate(const GenerateOptions &options) {
     if (ec)
       return generateError(options.logitsPath + ": " + ec.message());
   }
-  std::mt19937_64 rng(options.seed);
+  // One generator per prompt: a prompt samples the same tokens alone as
+  // next to others.
+  std::vector<std::mt19937_64> rngs;
+  for (size_t s = 0; s < options.prompts.size(); ++s) {
+    std::seed_seq seeds{uint64_t(options.seed), uint64_t(s)};
+    rngs.emplace_back(seeds);
+  }
   std::vector<GeneratedSequence> out(options.prompts.size());
   int64_t longest = 0;
   for (const auto &prompt : options.prompts)
@@ -171,7 +178,15 @@ momac::generate(const GenerateOptions &options) {
           p < length + options.maxNew - 1)
         out[s].tokens.push_back(
             sample(llvm::ArrayRef<float>(logits).slice(s * vocab, vocab),
-                   options.temperature, options.topP, rng));
+                   options.temperature, options.topP, rngs[s]));
+    }
+  }
+  if (logitsOut) {
+    logitsOut->close();
+    if (logitsOut->has_error()) {
+      std::string message = logitsOut->error().message();
+      logitsOut->clear_error();
+      return generateError(options.logitsPath + ": " + message);
     }
   }
   // A one-token prompt with --max-new 1 decodes only its prompt: sampled

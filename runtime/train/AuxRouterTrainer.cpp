@@ -15,6 +15,7 @@
 #include "llvm/Support/Path.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 
@@ -118,19 +119,39 @@ llvm::Error momac::trainAuxRouters(const AuxTrainOptions &options) {
     const float *bce, *confusion;
   };
   std::vector<Router> routers;
+  for (auto [spec, buffer] : llvm::zip(gradSpec.results, outputs)) {
+    if (!llvm::StringRef(spec.name).starts_with("bce."))
+      continue;
+    std::string router = spec.name.substr(4);
+    void *confusion = gradResults.lookup("confusion." + router);
+    if (!confusion)
+      return auxError("the grad_aux entry point lacks confusion." + router);
+    routers.push_back({router, buffer.data(),
+                       static_cast<const float *>(confusion)});
+  }
+  // The gradients the optimizer reads, checked before each update.
+  std::vector<std::pair<std::string, const std::vector<float> *>> gradients;
   for (auto [spec, buffer] : llvm::zip(gradSpec.results, outputs))
-    if (llvm::StringRef(spec.name).starts_with("bce."))
-      routers.push_back(
-          {spec.name.substr(4), buffer.data(),
-           static_cast<const float *>(gradResults["confusion." +
-                                                  spec.name.substr(4)])});
+    if (llvm::StringRef(spec.name).starts_with("grad."))
+      gradients.push_back({spec.name, &buffer});
+  std::string weightsPath = options.runDirectory + "/weights.safetensors";
+  auto saveWeights = [&](int64_t steps) {
+    return weights->save(weightsPath,
+                         {{"model", manifest.model},
+                          {"aux_steps", std::to_string(steps)},
+                          {"trained_from", options.weights}});
+  };
 
   std::string metricsPath = options.runDirectory + "/metrics.jsonl";
   std::error_code ec;
   llvm::raw_fd_ostream metrics(metricsPath, ec);
   if (ec)
     return auxError(metricsPath + ": " + ec.message());
-  const TrainConfig &hyper = config.train;
+  // The schedule of train.* over this run's steps: warm-up for a tenth of
+  // them at most (train.warmup_steps if fewer), then the decay to min_lr.
+  TrainConfig hyper = config.train;
+  hyper.totalSteps = options.steps;
+  hyper.warmupSteps = std::min(hyper.warmupSteps, options.steps / 10);
   auto start = std::chrono::steady_clock::now();
   for (int64_t step = 1; step <= options.steps; ++step) {
     auto stepStart = std::chrono::steady_clock::now();
@@ -138,10 +159,22 @@ llvm::Error momac::trainAuxRouters(const AuxTrainOptions &options) {
       return error;
     gradEntry->second(gradBuffers->data());
     const float auxLoss = outputs[0][0];
+    std::string nonFinite;
     if (!std::isfinite(auxLoss))
-      return auxError(llvm::formatv("step {0}: the auxiliary routers' loss is "
-                                    "{1}; nothing was updated",
-                                    step, auxLoss));
+      nonFinite = llvm::formatv("the loss is {0}", auxLoss).str();
+    for (const auto &[name, values] : gradients)
+      if (nonFinite.empty() &&
+          !llvm::all_of(*values, [](float g) { return std::isfinite(g); }))
+        nonFinite = name + " is not finite";
+    if (!nonFinite.empty()) {
+      // Keep what the steps before it trained.
+      if (llvm::Error error = saveWeights(step - 1))
+        return error;
+      return auxError(llvm::formatv(
+          "step {0}: {1}; stopped before updating, {2} holds the weights "
+          "after step {3}",
+          step, nonFinite, weightsPath, step - 1));
+    }
     double lr = learningRate(hyper, step);
     schedule = {float(lr), float(1 - std::pow(hyper.beta1, double(step))),
                 float(1 - std::pow(hyper.beta2, double(step)))};
@@ -170,6 +203,11 @@ llvm::Error momac::trainAuxRouters(const AuxTrainOptions &options) {
     metrics << llvm::formatv("{0}", llvm::json::Value(std::move(line)))
             << "\n";
     metrics.flush();
+    if (metrics.has_error()) {
+      std::string message = metrics.error().message();
+      metrics.clear_error();
+      return auxError(metricsPath + ": " + message);
+    }
     if (step % options.logEvery == 0 || step == options.steps)
       llvm::outs() << llvm::formatv(
           "aux step {0}/{1} loss {2:F4} | mean accuracy {3:F3} over {4} "
@@ -178,17 +216,14 @@ llvm::Error momac::trainAuxRouters(const AuxTrainOptions &options) {
           routers.empty() ? 0.0 : accuracySum / double(routers.size()),
           routers.size(), lr);
   }
-  std::string out = options.runDirectory + "/weights.safetensors";
-  if (llvm::Error error = weights->save(
-          out, {{"model", manifest.model},
-                {"aux_steps", std::to_string(options.steps)},
-                {"trained_from", options.weights}}))
+  if (llvm::Error error = saveWeights(options.steps))
     return error;
   double seconds = std::chrono::duration<double>(
                        std::chrono::steady_clock::now() - start)
                        .count();
   llvm::outs() << llvm::formatv("trained {0} auxiliary routers for {1} steps "
                                 "in {2:F1} s; wrote {3}\n",
-                                routers.size(), options.steps, seconds, out);
+                                routers.size(), options.steps, seconds,
+                                weightsPath);
   return llvm::Error::success();
 }

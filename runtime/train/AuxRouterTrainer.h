@@ -4,7 +4,9 @@
 // predict the batch routers' top-k choices from one token's hidden state, by
 // binary cross-entropy, with the main model frozen. momarun train-aux runs
 // the compiled @grad_aux and @optimizer_step_aux (AdamW on the auxiliary
-// routers only, train.* hyperparameters, no weight decay).
+// routers only, train.* hyperparameters, no weight decay), with the LR
+// schedule of train.* stretched over the run's --steps (warm-up: at most a
+// tenth of them).
 //
 //===----------------------------------------------------------------------===//
 

@@ -63,10 +63,14 @@ llvm::Error momac::writeRunRecord(llvm::StringRef runDirectory,
   llvm::Expected<TempFile> temp = createTempBeside(path);
   if (!temp)
     return temp.takeError();
-  {
-    llvm::raw_fd_ostream out(temp->fd, /*shouldClose=*/false);
-    out << llvm::formatv("{0:2}", llvm::json::Value(std::move(object)))
-        << "\n";
+  llvm::raw_fd_ostream out(temp->fd, /*shouldClose=*/false);
+  out << llvm::formatv("{0:2}", llvm::json::Value(std::move(object))) << "\n";
+  out.flush();
+  if (out.has_error()) {
+    std::string message = out.error().message();
+    out.clear_error();
+    discardTemp(*temp);
+    return recordError(path + ": " + message);
   }
   return commitTemp(*temp);
 }
@@ -99,22 +103,22 @@ llvm::Expected<RunRecord> momac::readRunRecord(llvm::StringRef runDirectory) {
   return record;
 }
 
-llvm::Expected<double> momac::flopsSpent(llvm::StringRef runDirectory) {
-  llvm::Expected<RunRecord> record = readRunRecord(runDirectory);
-  if (!record)
-    return record.takeError();
-  llvm::Expected<std::vector<llvm::json::Object>> metrics =
-      readMetrics(runDirectory);
-  if (!metrics)
-    return metrics.takeError();
-  int64_t steps = 0;
-  if (!metrics->empty())
-    steps = metrics->back().getInteger("step").value_or(0);
-  return record->flopsBefore + double(steps) * double(record->tokensPerStep) *
-                                   record->trainFlopsPerToken;
-}
+namespace {
+llvm::Expected<RunCurves> readRunCurvesAt(llvm::StringRef runDirectory,
+                                          int depth);
+} // namespace
 
 llvm::Expected<RunCurves> momac::readRunCurves(llvm::StringRef runDirectory) {
+  return readRunCurvesAt(runDirectory, 0);
+}
+
+namespace {
+llvm::Expected<RunCurves> readRunCurvesAt(llvm::StringRef runDirectory,
+                                          int depth) {
+  // Runs continue runs (upcycling stages); a chain this long is a cycle.
+  if (depth > 64)
+    return recordError(pathIn(runDirectory, "run.json") +
+                       ": its \"continues\" links form a cycle");
   llvm::Expected<RunRecord> record = readRunRecord(runDirectory);
   if (!record)
     return record.takeError();
@@ -125,10 +129,16 @@ llvm::Expected<RunCurves> momac::readRunCurves(llvm::StringRef runDirectory) {
   if (curves.label.empty() || curves.label == ".")
     curves.label = runDirectory.str();
   if (!record->continues.empty()) {
-    llvm::Expected<RunCurves> before = readRunCurves(record->continues);
+    llvm::Expected<RunCurves> before =
+        readRunCurvesAt(record->continues, depth + 1);
     if (!before)
       return before.takeError();
-    curves.series = std::move(before->series);
+    // Up to the checkpoint this run started from; steps logged after it
+    // were not continued.
+    for (auto &[name, points] : before->series)
+      for (auto [x, y] : points)
+        if (x <= record->flopsBefore * (1 + 1e-12))
+          curves.series[name].push_back({x, y});
   }
   llvm::Expected<std::vector<llvm::json::Object>> metrics =
       readMetrics(runDirectory);
@@ -153,3 +163,4 @@ llvm::Expected<RunCurves> momac::readRunCurves(llvm::StringRef runDirectory) {
   }
   return curves;
 }
+} // namespace

@@ -49,9 +49,6 @@ struct RunCurves {
 
 llvm::Expected<RunCurves> readRunCurves(llvm::StringRef runDirectory);
 
-/// The training FLOPs a run has spent by its last logged step.
-llvm::Expected<double> flopsSpent(llvm::StringRef runDirectory);
-
 } // namespace momac
 
 #endif // MOMAC_RUNTIME_TRAIN_RUNRECORD_H

@@ -234,11 +234,24 @@ llvm::Error momac::train(const TrainOptions &options) {
       if (stageOne.empty())
         stageOne = ".";
       llvm::sys::fs::make_absolute(stageOne);
-      if (llvm::Expected<double> spent = flopsSpent(stageOne)) {
-        record.flopsBefore = *spent;
+      // The compute up to the checkpoint's step (the stage-1 run may have
+      // logged steps after it).
+      int64_t checkpointStep = 0;
+      llvm::Expected<SafetensorsFile> from =
+          SafetensorsFile::open(options.dataPositionFrom);
+      if (from)
+        if (auto step = from->getMetadata("step"))
+          (void)step->getAsInteger(10, checkpointStep);
+      if (!from)
+        llvm::consumeError(from.takeError());
+      if (llvm::Expected<RunRecord> stage = readRunRecord(stageOne)) {
+        record.flopsBefore = stage->flopsBefore +
+                             double(checkpointStep) *
+                                 double(stage->tokensPerStep) *
+                                 stage->trainFlopsPerToken;
         record.continues = std::string(stageOne);
       } else {
-        llvm::consumeError(spent.takeError()); // not a momarun run directory
+        llvm::consumeError(stage.takeError()); // not a momarun run directory
       }
     }
     if (llvm::Error error = writeRunRecord(options.runDirectory, record))

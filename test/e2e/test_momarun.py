@@ -767,6 +767,12 @@ class Generation(TemporaryDirectoryTestCase):
         sample = lambda *extra: self.generate(artifact, weights, prompt,
                                               "--max-new", "12", *extra)
         self.assertEqual(sample("--seed", "7"), sample("--seed", "7"))
+        # Each prompt has its own generator: alone or next to another
+        # prompt, it samples the same tokens.
+        other = np.asarray(R.random_tokens(cfg, 1, seed=5))[0][:8]
+        together = self.generate(artifact, weights, prompt + [other], "--max-new", "12",
+                                 "--seed", "7")
+        self.assertEqual(together.splitlines()[0], sample("--seed", "7").strip())
         self.assertNotEqual(sample("--seed", "7"), sample("--seed", "8"))
         # A nucleus of one token is greedy decoding.
         self.assertEqual(sample("--top-p", "1e-9", "--seed", "3"),

@@ -27,6 +27,8 @@ TEST(NiceTicks, AreMultiplesOfOneTwoOrFiveTimesAPowerOfTen) {
   expectTicks(niceTicks(0, 3.1e12, 5), {0, 1e12, 2e12, 3e12});
   expectTicks(niceTicks(-0.3, 0.3, 6), {-0.3, -0.2, -0.1, 0, 0.1, 0.2, 0.3});
   expectTicks(niceTicks(1, 1, 5), {1});
+  // A range a few float steps wide next to its values: just its ends.
+  expectTicks(niceTicks(1e17, 1e17 + 16, 5), {1e17, 1e17 + 16});
 }
 
 size_t count(const std::string &text, const std::string &what) {

@@ -243,7 +243,8 @@ cl::opt<std::string> trainAuxData("data", cl::Required,
                                   cl::cat(momarunCategory));
 cl::opt<int64_t> trainAuxSteps(
     "steps", cl::Required,
-    cl::desc("Steps of train.batch_size sequences, at least 1"),
+    cl::desc("Steps of train.batch_size sequences, at least 1; the LR "
+             "schedule of train.* spans them (warm-up: at most a tenth)"),
     cl::sub(trainAuxCommand), cl::cat(momarunCategory));
 cl::opt<std::string> trainAuxOut(
     "out", cl::Required,
@@ -825,6 +826,8 @@ trailingMean(const std::vector<std::pair<double, double>> &points,
 }
 
 int runGenerate() {
+  if (generateMaxNew < 1)
+    return fail(runtimeError("--max-new must be at least 1"));
   if (!(generateTemperature >= 0))
     return fail(runtimeError("--temperature must be >= 0"));
   if (!(generateTopP > 0 && generateTopP <= 1))
@@ -915,6 +918,13 @@ int runPlot() {
   {
     llvm::raw_fd_ostream out(temp->fd, /*shouldClose=*/false);
     out << svg;
+    out.flush();
+    if (out.has_error()) {
+      std::string message = out.error().message();
+      out.clear_error();
+      discardTemp(*temp);
+      return fail(runtimeError(plotOutput + ": " + message));
+    }
   }
   if (llvm::Error error = commitTemp(*temp))
     return fail(std::move(error));
