@@ -43,7 +43,7 @@ struct SynthesizeOptimizerStepPass
       auto type = dyn_cast<RankedTensorType>(forward.getArgument(i).getType());
       if (!name || !type || !isa<FloatType>(type.getElementType()) ||
           forward.getArgAttr(i, moma::kNoGradAttrName) ||
-          name.getValue().contains("aux_router.") != bool(auxRouters))
+          momac::isAuxRouterParameter(name.getValue()) != bool(auxRouters))
         continue;
       params.emplace_back(name.str(), type);
     }

@@ -138,6 +138,31 @@ private:
         strides);
     return gather(at, layerNoise, rows);
   }
+  /// An empty module for the description (its model name, and its GEMM
+  /// precision for the lowering); the builder inserts into it.
+  OwningOpRef<ModuleOp> newModule() {
+    OwningOpRef<ModuleOp> module =
+        ModuleOp::create(FileLineColLoc::get(b.getStringAttr(sourceName), 0, 0));
+    module->getOperation()->setAttr("moma.model",
+                                    b.getStringAttr(config.name));
+    if (config.train.precision == Precision::BF16)
+      module->getOperation()->setAttr(moma::kGemmOperandTypeAttrName,
+                                      TypeAttr::get(b.getBF16Type()));
+    b.setInsertionPointToEnd(module->getBody());
+    return module;
+  }
+  /// Ends `func` by returning `results`, named `names` (moma.result), which
+  /// become its result types.
+  void returnResults(func::FuncOp func, Location at, ValueRange results,
+                     ArrayRef<std::string> names) {
+    func::ReturnOp::create(b, at, results);
+    func.setFunctionType(
+        b.getFunctionType(func.getArgumentTypes(), results.getTypes()));
+    func.setAllResultAttrs(
+        SmallVector<DictionaryAttr>(results.size(), b.getDictionaryAttr({})));
+    for (auto [i, name] : llvm::enumerate(names))
+      func.setResultAttr(i, kResultAttrName, b.getStringAttr(name));
+  }
   void addAuxLoss(Value loss) {
     auxLoss = auxLoss ? add(loss.getLoc(), auxLoss, loss) : loss;
   }
@@ -305,27 +330,37 @@ Value ForwardBuilder::momaModule(const std::string &layer, int64_t l,
         b, groupAt, rowsLike(groupInput, experts), groupInput,
         param(prefix + "router.weight"),
         gumbelNoise ? routerNoise(groupAt, l, v, rows, experts) : Value());
-    auto choice = moma::ExpertChoiceOp::create(
-        b, groupAt, tensor({experts, ShapedType::kDynamic}, i32),
-        tensor({experts, ShapedType::kDynamic}, f32), scores,
-        b.getF64FloatAttr(moe.capacityFactor));
+    // The batch choice: what training routes by and what causal evaluation
+    // compares the aux routers with. A decoding step has no batch to
+    // choose over.
+    moma::ExpertChoiceOp choice;
+    if (!decode)
+      choice = moma::ExpertChoiceOp::create(
+          b, groupAt, tensor({experts, ShapedType::kDynamic}, i32),
+          tensor({experts, ShapedType::kDynamic}, f32), scores,
+          b.getF64FloatAttr(moe.capacityFactor));
     Value predicted;
     if (config.auxRouters)
       predicted = moma::AuxRouterOp::create(
           b, groupAt, rowsLike(groupInput, experts), groupInput,
           param(prefix + "aux_router.w1.weight"),
           param(prefix + "aux_router.w2.weight"));
-    Value chosenRows = choice.getIndices(), gates = choice.getGates();
+    Value chosenRows, gates;
     if (causal) {
       auto route = moma::CausalRouteOp::create(
           b, groupAt, tensor({experts, ShapedType::kDynamic}, i32),
           tensor({experts, ShapedType::kDynamic}, f32), scores, predicted);
       chosenRows = route.getIndices();
       gates = route.getGates();
-      routerResults.push_back(
-          {"disagreement." + prefix.substr(0, prefix.size() - 1),
-           moma::RoutingDisagreementOp::create(b, groupAt, scalar(), predicted,
-                                               choice.getIndices())});
+      if (!decode)
+        routerResults.push_back(
+            {"disagreement." + prefix.substr(0, prefix.size() - 1),
+             moma::RoutingDisagreementOp::create(b, groupAt, scalar(),
+                                                 predicted,
+                                                 choice.getIndices())});
+    } else {
+      chosenRows = choice.getIndices();
+      gates = choice.getGates();
     }
     Value expertInput = gather(groupAt, groupInput, chosenRows);
     Value expertOutput = moma::SwiGLUOp::create(
@@ -390,10 +425,16 @@ Value ForwardBuilder::modLayer(const std::string &layer, int64_t l,
       ShapedType::isDynamic(rowsIn)
           ? ShapedType::kDynamic
           : int64_t(std::ceil(config.mod->capacity * double(rowsIn)));
-  auto select = moma::ModSelectOp::create(
-      b, at, tensor({kept}, i32), tensor({kept}, f32), scores,
-      b.getF64FloatAttr(config.mod->capacity));
-  Value rows = select.getIndices(), gates = select.getGates();
+  // The batch choice, as in the MoMa module: none when decoding.
+  moma::ModSelectOp select;
+  Value rows, gates;
+  if (!decode) {
+    select = moma::ModSelectOp::create(
+        b, at, tensor({kept}, i32), tensor({kept}, f32), scores,
+        b.getF64FloatAttr(config.mod->capacity));
+    rows = select.getIndices();
+    gates = select.getGates();
+  }
   Value predicted;
   if (config.auxRouters)
     predicted = moma::AuxRouterOp::create(
@@ -409,10 +450,11 @@ Value ForwardBuilder::modLayer(const std::string &layer, int64_t l,
         b, at, tensor({ShapedType::kDynamic}, i32), route.getIndices(), flatten);
     gates = tensor::CollapseShapeOp::create(
         b, at, tensor({ShapedType::kDynamic}, f32), route.getGates(), flatten);
-    routerResults.push_back(
-        {"disagreement." + layer + "mod",
-         moma::RoutingDisagreementOp::create(b, at, scalar(), predicted,
-                                             select.getIndices())});
+    if (!decode)
+      routerResults.push_back(
+          {"disagreement." + layer + "mod",
+           moma::RoutingDisagreementOp::create(b, at, scalar(), predicted,
+                                               select.getIndices())});
   }
   TokenSet selected{gather(at, x, rows), gather(at, tokens.ids, rows),
                     gather(at, tokens.positions, rows),
@@ -427,13 +469,8 @@ Value ForwardBuilder::modLayer(const std::string &layer, int64_t l,
 OwningOpRef<ModuleOp> ForwardBuilder::buildDecodeStep() {
   const int64_t sequences = config.train.batchSize, seq = config.seqLen;
   const int64_t rows = sequences * seq, d = config.dModel;
-  Location moduleLoc = FileLineColLoc::get(b.getStringAttr(sourceName), 0, 0);
-  OwningOpRef<ModuleOp> module = ModuleOp::create(moduleLoc);
-  module->getOperation()->setAttr("moma.model", b.getStringAttr(config.name));
-  if (config.train.precision == Precision::BF16)
-    module->getOperation()->setAttr(moma::kGemmOperandTypeAttrName,
-                                    TypeAttr::get(b.getBF16Type()));
-  b.setInsertionPointToEnd(module->getBody());
+  OwningOpRef<ModuleOp> module = newModule();
+  Location moduleLoc = module->getLoc();
 
   std::vector<ParameterSpec> specs = listParameters(config);
   SmallVector<Type> argTypes = {tensor({sequences}, i32),
@@ -495,13 +532,7 @@ OwningOpRef<ModuleOp> ForwardBuilder::buildDecodeStep() {
       results.push_back(value);
       resultNames.push_back(cacheNames[3 * l + part]);
     }
-  func::ReturnOp::create(b, outputAt, results);
-  func.setFunctionType(
-      b.getFunctionType(argTypes, ValueRange(results).getTypes()));
-  func.setAllResultAttrs(
-      SmallVector<DictionaryAttr>(results.size(), b.getDictionaryAttr({})));
-  for (auto [i, name] : llvm::enumerate(resultNames))
-    func.setResultAttr(i, kResultAttrName, b.getStringAttr(name));
+  returnResults(func, outputAt, results, resultNames);
   return module;
 }
 
@@ -512,13 +543,8 @@ OwningOpRef<ModuleOp> ForwardBuilder::build(bool dynamicBatch) {
   // The compiled bound of the token count, and the token dimension.
   const int64_t maxTokens = batch * seq;
   const int64_t tokens = dynamicBatch ? ShapedType::kDynamic : maxTokens;
-  Location moduleLoc = FileLineColLoc::get(b.getStringAttr(sourceName), 0, 0);
-  OwningOpRef<ModuleOp> module = ModuleOp::create(moduleLoc);
-  module->getOperation()->setAttr("moma.model", b.getStringAttr(config.name));
-  if (config.train.precision == Precision::BF16)
-    module->getOperation()->setAttr(moma::kGemmOperandTypeAttrName,
-                                    TypeAttr::get(b.getBF16Type()));
-  b.setInsertionPointToEnd(module->getBody());
+  OwningOpRef<ModuleOp> module = newModule();
+  Location moduleLoc = module->getLoc();
 
   std::vector<ParameterSpec> specs = listParameters(config);
   SmallVector<Type> argTypes = {tensor({batch, seq + 1}, i32)};
@@ -537,21 +563,13 @@ OwningOpRef<ModuleOp> ForwardBuilder::build(bool dynamicBatch) {
   if (dynamicBatch)
     argTypes.push_back(tensor({}, i32));
 
-  SmallVector<std::string> resultNames = {"loss"};
-  for (const Modality &modality : config.modalities)
-    resultNames.push_back("loss." + modality.name);
-  bool hasAuxRouters = llvm::any_of(
-      specs, [](const ParameterSpec &spec) { return spec.auxRouter; });
-  if (hasAuxRouters && !causal)
-    resultNames.push_back("aux_loss");
-  SmallVector<Type> resultTypes(resultNames.size(), scalar());
-
+  // The results are known once the body is built (returnResults).
   auto func = func::FuncOp::create(
       b, moduleLoc,
       causal        ? kCausalForwardFunctionName
       : auxTraining ? kAuxForwardFunctionName
                     : kForwardFunctionName,
-      b.getFunctionType(argTypes, resultTypes));
+      b.getFunctionType(argTypes, {}));
   func.setArgAttr(0, kParamAttrName, b.getStringAttr("tokens"));
   for (auto [i, spec] : llvm::enumerate(specs)) {
     func.setArgAttr(i + 1, kParamAttrName, b.getStringAttr(spec.name));
@@ -569,8 +587,6 @@ OwningOpRef<ModuleOp> ForwardBuilder::build(bool dynamicBatch) {
     func.setArgAttr(rows, kParamAttrName, b.getStringAttr(kBatchRowsName));
     func.setArgAttr(rows, moma::kNoGradAttrName, b.getUnitAttr());
   }
-  for (auto [i, name] : llvm::enumerate(resultNames))
-    func.setResultAttr(i, kResultAttrName, b.getStringAttr(name));
 
   Block *entry = func.addEntryBlock();
   b.setInsertionPointToStart(entry);
@@ -644,8 +660,15 @@ OwningOpRef<ModuleOp> ForwardBuilder::build(bool dynamicBatch) {
 
   SmallVector<Value> results = {loss.getLoss()};
   llvm::append_range(results, loss.getModalityLosses());
-  if (hasAuxRouters && !causal)
+  SmallVector<std::string> resultNames = {"loss"};
+  for (const Modality &modality : config.modalities)
+    resultNames.push_back("loss." + modality.name);
+  bool hasAuxRouters = llvm::any_of(
+      specs, [](const ParameterSpec &spec) { return spec.auxRouter; });
+  if (hasAuxRouters && !causal) {
     results.push_back(auxLoss);
+    resultNames.push_back("aux_loss");
+  }
   if (auxTraining) {
     // The objective first (what the gradient is of); the model's loss is
     // dead code, removed by the lowering.
@@ -656,13 +679,7 @@ OwningOpRef<ModuleOp> ForwardBuilder::build(bool dynamicBatch) {
     resultNames.push_back(name);
     results.push_back(value);
   }
-  func::ReturnOp::create(b, outputAt, results);
-  func.setFunctionType(
-      b.getFunctionType(argTypes, ValueRange(results).getTypes()));
-  func.setAllResultAttrs(
-      SmallVector<DictionaryAttr>(results.size(), b.getDictionaryAttr({})));
-  for (auto [i, name] : llvm::enumerate(resultNames))
-    func.setResultAttr(i, kResultAttrName, b.getStringAttr(name));
+  returnResults(func, outputAt, results, resultNames);
   return module;
 }
 

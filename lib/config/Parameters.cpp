@@ -14,6 +14,10 @@ int64_t ParameterSpec::numElements() const {
   return n;
 }
 
+bool momac::isAuxRouterParameter(llvm::StringRef name) {
+  return name.contains(".aux_router.");
+}
+
 bool momac::hasWeightDecay(llvm::StringRef name) {
   static constexpr llvm::StringRef kDecayedSuffixes[] = {
       ".wq.weight", ".wk.weight", ".wv.weight",   ".wo.weight",

@@ -42,6 +42,11 @@ std::vector<ParameterSpec> listParameters(const ModelConfig &config);
 /// The weight-decay rule of section 7, by name suffix.
 bool hasWeightDecay(llvm::StringRef name);
 
+/// Whether `name` is a parameter of an auxiliary router (section 2:
+/// `...moe.<group>.aux_router.*`, `...mod.aux_router.*`), which section 6
+/// trains apart from the model.
+bool isAuxRouterParameter(llvm::StringRef name);
+
 } // namespace momac
 
 #endif // MOMAC_LIB_CONFIG_PARAMETERS_H

@@ -57,13 +57,10 @@ int64_t sample(llvm::ArrayRef<float> logits, double temperature, double topP,
 } // namespace
 
 llvm::Expected<std::vector<GeneratedSequence>>
-momac::generate(const GenerateOptions &options) {
-  llvm::Expected<LoadedArtifact> artifact =
-      LoadedArtifact::open(options.artifact);
-  if (!artifact)
-    return artifact.takeError();
-  const Manifest &manifest = artifact->manifest();
-  const ModelConfig &config = artifact->config();
+momac::generate(const LoadedArtifact &artifact,
+                const GenerateOptions &options) {
+  const Manifest &manifest = artifact.manifest();
+  const ModelConfig &config = artifact.config();
   if (!config.auxRouters)
     return generateError(
         manifest.model +
@@ -72,7 +69,7 @@ momac::generate(const GenerateOptions &options) {
         "true to the description, recompile, train the model (or load its "
         "weights) and train the routers with momarun train-aux (MODEL_SPEC "
         "section 6)");
-  auto entry = artifact->entryPoint("decode_step");
+  auto entry = artifact.entryPoint("decode_step");
   if (!entry)
     return entry.takeError();
   const EntryPointSpec &spec = *entry->first;

@@ -19,8 +19,9 @@
 
 namespace momac {
 
+class LoadedArtifact;
+
 struct GenerateOptions {
-  std::string artifact;
   std::string weights;
   std::vector<std::vector<int64_t>> prompts;
   int64_t maxNew = 32;
@@ -44,7 +45,7 @@ struct GeneratedSequence {
 /// to add them), more prompts than train.batch_size, an empty prompt, a
 /// prompt plus max_new longer than seq_len.
 llvm::Expected<std::vector<GeneratedSequence>>
-generate(const GenerateOptions &options);
+generate(const LoadedArtifact &artifact, const GenerateOptions &options);
 
 } // namespace momac
 

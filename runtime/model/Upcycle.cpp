@@ -2,6 +2,7 @@
 
 #include "runtime/model/Upcycle.h"
 
+#include "lib/config/Parameters.h"
 #include "lib/safetensors/Safetensors.h"
 
 #include "llvm/ADT/StringSet.h"
@@ -31,11 +32,7 @@ splitExpertMatrix(llvm::StringRef name) {
 
 bool isExpertRouter(llvm::StringRef name) {
   return name.contains(".moe.") && name.ends_with(".router.weight") &&
-         !name.contains(".aux_router.");
-}
-
-bool isAuxRouter(llvm::StringRef name) {
-  return name.contains(".aux_router.");
+         !isAuxRouterParameter(name);
 }
 
 /// `values` (one expert's [...] matrix) repeated `experts` times.
@@ -120,7 +117,7 @@ llvm::Expected<Weights> momac::upcycle(const Manifest &target,
           "from: the two models' layers do not correspond",
           path, name, dense));
     }
-    if (isExpertRouter(name) || isAuxRouter(name)) {
+    if (isExpertRouter(name) || isAuxRouterParameter(name)) {
       made.fresh.push_back(name.str()); // already drawn by initialize()
       continue;
     }
@@ -134,7 +131,7 @@ llvm::Expected<Weights> momac::upcycle(const Manifest &target,
   // silently dropped training: refuse.
   for (llvm::StringRef name : source.names())
     if (!used.contains(name) && !name.starts_with("optim.") &&
-        !isExpertRouter(name) && !isAuxRouter(name))
+        !isExpertRouter(name) && !isAuxRouterParameter(name))
       return upcycleError(llvm::formatv(
           "{0}: '{1}' has no counterpart in the target model: the two "
           "models' layers or groups do not correspond",

@@ -201,6 +201,8 @@ llvm::Error momac::train(const TrainOptions &options) {
     } else {
       weights = Weights::initialize(manifest, seed);
     }
+    // Stage 2 of an upcycling: where stage 1's data and compute stopped.
+    int64_t stageOneSteps = 0;
     if (!options.dataPositionFrom.empty()) {
       llvm::Expected<SafetensorsFile> from =
           SafetensorsFile::open(options.dataPositionFrom);
@@ -211,6 +213,8 @@ llvm::Error momac::train(const TrainOptions &options) {
         return trainError(options.dataPositionFrom +
                           ": not a momarun checkpoint (its metadata has no "
                           "data_position)");
+      if (auto step = from->getMetadata("step"))
+        (void)step->getAsInteger(10, stageOneSteps);
     }
     for (const ManifestParameter &param : manifest.parameters) {
       size_t size = param.auxRouter ? 0 : size_t(param.numElements());
@@ -236,17 +240,9 @@ llvm::Error momac::train(const TrainOptions &options) {
       llvm::sys::fs::make_absolute(stageOne);
       // The compute up to the checkpoint's step (the stage-1 run may have
       // logged steps after it).
-      int64_t checkpointStep = 0;
-      llvm::Expected<SafetensorsFile> from =
-          SafetensorsFile::open(options.dataPositionFrom);
-      if (from)
-        if (auto step = from->getMetadata("step"))
-          (void)step->getAsInteger(10, checkpointStep);
-      if (!from)
-        llvm::consumeError(from.takeError());
       if (llvm::Expected<RunRecord> stage = readRunRecord(stageOne)) {
         record.flopsBefore = stage->flopsBefore +
-                             double(checkpointStep) *
+                             double(stageOneSteps) *
                                  double(stage->tokensPerStep) *
                                  stage->trainFlopsPerToken;
         record.continues = std::string(stageOne);

@@ -832,17 +832,16 @@ int runGenerate() {
     return fail(runtimeError("--temperature must be >= 0"));
   if (!(generateTopP > 0 && generateTopP <= 1))
     return fail(runtimeError("--top-p must be in (0, 1]"));
-  std::string modelPath = generateArtifact + "/model.json";
-  llvm::Expected<ModelConfig> config = loadModelConfig(modelPath);
-  if (!config)
-    return fail(
-        runtimeError(modelPath + ": " + llvm::toString(config.takeError())));
+  llvm::Expected<LoadedArtifact> artifact =
+      LoadedArtifact::open(generateArtifact);
+  if (!artifact)
+    return fail(artifact.takeError());
+  const ModelConfig &config = artifact->config();
   llvm::Expected<std::vector<std::vector<int64_t>>> prompts =
-      readTokenDocuments(*config, generatePrompt);
+      readTokenDocuments(config, generatePrompt);
   if (!prompts)
     return fail(prompts.takeError());
   GenerateOptions options;
-  options.artifact = generateArtifact;
   options.weights = generateWeights;
   options.prompts = std::move(*prompts);
   options.maxNew = generateMaxNew;
@@ -850,7 +849,8 @@ int runGenerate() {
   options.topP = generateTopP;
   options.seed = generateSeed;
   options.logitsPath = generateLogits;
-  llvm::Expected<std::vector<GeneratedSequence>> generated = generate(options);
+  llvm::Expected<std::vector<GeneratedSequence>> generated =
+      generate(*artifact, options);
   if (!generated)
     return fail(generated.takeError());
   std::error_code ec;
@@ -863,7 +863,7 @@ int runGenerate() {
       llvm::json::Array ids, modalities;
       for (int64_t id : sequence.tokens) {
         ids.push_back(id);
-        modalities.push_back(config->modalities[config->modalityOf(id)].name);
+        modalities.push_back(config.modalities[config.modalityOf(id)].name);
       }
       llvm::json::Object line{{"tokens", std::move(ids)}};
       if (generateModalityOfNext)
@@ -874,7 +874,7 @@ int runGenerate() {
     for (auto [i, id] : llvm::enumerate(sequence.tokens)) {
       out << (i ? " " : "") << id;
       if (generateModalityOfNext)
-        out << "/" << config->modalities[config->modalityOf(id)].name;
+        out << "/" << config.modalities[config.modalityOf(id)].name;
     }
     out << "\n";
   }

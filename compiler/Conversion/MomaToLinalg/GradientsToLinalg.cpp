@@ -30,6 +30,30 @@ SmallVector<Value> multiplyThreeAccumulate(OpBuilder &b, Location loc,
   return {arith::AddFOp::create(b, loc, args[3], product)};
 }
 
+/// The derivative of silu at z: s (1 + z (1 - s)) with s = sigmoid(z).
+Value siluDerivative(OpBuilder &b, Location loc, Value z) {
+  Value s = sigmoid(b, loc, z);
+  Value one = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(1.0f));
+  return arith::MulFOp::create(
+      b, loc, s,
+      arith::AddFOp::create(
+          b, loc, one,
+          arith::MulFOp::create(b, loc, z,
+                                arith::SubFOp::create(b, loc, one, s))));
+}
+
+/// The gradient of z through s = sigmoid(z), given ds and s: ds s (1 - s).
+Value sigmoidBackward(KernelBuilder &kb, Value scoresGrad, Value scores) {
+  return kb.elementwise(
+      {scoresGrad, scores}, kb.f32,
+      [](OpBuilder &b, Location loc, ValueRange args) {
+        Value one = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(1.0f));
+        Value slope = arith::MulFOp::create(
+            b, loc, args[1], arith::SubFOp::create(b, loc, one, args[1]));
+        return SmallVector<Value>{arith::MulFOp::create(b, loc, args[0], slope)};
+      });
+}
+
 Value addTensors(KernelBuilder &kb, Value x, Value y) {
   return kb.elementwise({x, y}, kb.f32,
                         [](OpBuilder &b, Location loc, ValueRange args) {
@@ -313,18 +337,9 @@ struct LowerSwiGLUGrad : OpRewritePattern<moma::SwiGLUGradOp> {
     Value dw2 = kb.matmul(dy, g, true, false);
     Value dh1 = kb.elementwise(
         {dg, h1, h3}, kb.f32, [](OpBuilder &b, Location loc, ValueRange args) {
-          Value s = sigmoid(b, loc, args[1]);
-          Value one =
-              arith::ConstantOp::create(b, loc, b.getF32FloatAttr(1.0f));
-          Value derivative = arith::MulFOp::create(
-              b, loc, s,
-              arith::AddFOp::create(
-                  b, loc, one,
-                  arith::MulFOp::create(
-                      b, loc, args[1], arith::SubFOp::create(b, loc, one, s))));
           return SmallVector<Value>{arith::MulFOp::create(
               b, loc, arith::MulFOp::create(b, loc, args[0], args[2]),
-              derivative)};
+              siluDerivative(b, loc, args[1]))};
         });
     Value dh3 = kb.elementwise(
         {dg, h1}, kb.f32, [](OpBuilder &b, Location loc, ValueRange args) {
@@ -346,16 +361,7 @@ struct LowerRouterGrad : OpRewritePattern<moma::RouterGradOp> {
                                 PatternRewriter &rewriter) const override {
     // s = sigmoid(x w^T): dz = ds s (1 - s), dx = dz w, dw = dz^T x.
     KernelBuilder kb(rewriter, op.getLoc());
-    Value dz = kb.elementwise(
-        {op.getScoresGrad(), op.getScores()}, kb.f32,
-        [](OpBuilder &b, Location loc, ValueRange args) {
-          Value one =
-              arith::ConstantOp::create(b, loc, b.getF32FloatAttr(1.0f));
-          Value slope = arith::MulFOp::create(
-              b, loc, args[1], arith::SubFOp::create(b, loc, one, args[1]));
-          return SmallVector<Value>{
-              arith::MulFOp::create(b, loc, args[0], slope)};
-        });
+    Value dz = sigmoidBackward(kb, op.getScoresGrad(), op.getScores());
     rewriter.replaceOp(op,
                        {kb.matmulInF32(dz, op.getWeight(), false, false),
                         kb.matmulInF32(dz, op.getInput(), true, false)});
@@ -703,18 +709,6 @@ struct LowerAdamWUpdate : OpRewritePattern<moma::AdamWUpdateOp> {
 
 } // namespace
 
-/// The derivative of silu at z: s (1 + z (1 - s)) with s = sigmoid(z).
-Value siluDerivative(OpBuilder &b, Location loc, Value z) {
-  Value s = sigmoid(b, loc, z);
-  Value one = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(1.0f));
-  return arith::MulFOp::create(
-      b, loc, s,
-      arith::AddFOp::create(
-          b, loc, one,
-          arith::MulFOp::create(b, loc, z,
-                                arith::SubFOp::create(b, loc, one, s))));
-}
-
 struct LowerAuxRouterGrad : OpRewritePattern<moma::AuxRouterGradOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(moma::AuxRouterGradOp op,
@@ -729,15 +723,7 @@ struct LowerAuxRouterGrad : OpRewritePattern<moma::AuxRouterGradOp> {
                              [](OpBuilder &b, Location loc, ValueRange args) {
                                return SmallVector<Value>{silu(b, loc, args[0])};
                              });
-    Value dz = kb.elementwise(
-        {op.getScoresGrad(), op.getScores()}, kb.f32,
-        [](OpBuilder &b, Location loc, ValueRange args) {
-          Value one = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(1.0f));
-          Value slope = arith::MulFOp::create(
-              b, loc, args[1], arith::SubFOp::create(b, loc, one, args[1]));
-          return SmallVector<Value>{
-              arith::MulFOp::create(b, loc, args[0], slope)};
-        });
+    Value dz = sigmoidBackward(kb, op.getScoresGrad(), op.getScores());
     Value dw2 = kb.matmulInF32(dz, h, true, false);
     Value da = kb.elementwise(
         {kb.matmulInF32(dz, op.getW2(), false, false), a}, kb.f32,

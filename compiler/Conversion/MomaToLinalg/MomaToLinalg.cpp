@@ -977,11 +977,9 @@ struct LowerRoutingDisagreement
                     AffineMap::get(2, 0, {}, rewriter.getContext())},
                    {kRed, kRed},
                    [](OpBuilder &b, Location loc, ValueRange args) {
+                     // The mask is 0 or 1: above a half where chosen.
                      Value predicted = aboveHalf(b, loc, args[0]);
-                     Value batch = arith::CmpFOp::create(
-                         b, loc, arith::CmpFPredicate::OGT, args[1],
-                         arith::ConstantOp::create(b, loc,
-                                                   b.getF32FloatAttr(0.5f)));
+                     Value batch = aboveHalf(b, loc, args[1]);
                      Value differ = arith::XOrIOp::create(b, loc, predicted,
                                                           batch);
                      Value count = arith::UIToFPOp::create(
