@@ -24,6 +24,7 @@ def ConvertMomaToLinalg : Pass<"convert-moma-to-linalg", "::mlir::ModuleOp"> {
     `moma.router` and is added to the logits.
   }];
   let dependentDialects = [
+    "::mlir::affine::AffineDialect",
     "::mlir::arith::ArithDialect",
     "::mlir::bufferization::BufferizationDialect",
     "::mlir::func::FuncDialect",

@@ -2,8 +2,8 @@
 //
 // mlir-opt with the moma dialect and passes registered; lit tests drive each
 // pass through it. Every upstream dialect and pass is registered too, so
-// that any prefix of the CPU pipeline (momac::cpuLoweringPipeline) can be
-// replayed pass by pass.
+// that any prefix of a target's pipeline (momac::cpuLoweringPipeline,
+// momac::cudaLoweringPipeline) can be replayed pass by pass.
 //
 //===----------------------------------------------------------------------===//
 
@@ -11,6 +11,7 @@
 #include "compiler/Codegen/Passes.h"
 #include "compiler/Conversion/Passes.h"
 #include "compiler/Target/CPU/Passes.h"
+#include "compiler/Target/CUDA/Passes.h"
 #include "dialects/moma/IR/MomaDialect.h"
 #include "dialects/moma/Transforms/Passes.h"
 
@@ -18,6 +19,8 @@
 #include "mlir/InitAllDialects.h"
 #include "mlir/InitAllExtensions.h"
 #include "mlir/InitAllPasses.h"
+#include "mlir/Target/LLVM/NVVM/Target.h"
+#include "mlir/Target/LLVMIR/Dialect/All.h"
 #include "mlir/Tools/mlir-opt/MlirOptMain.h"
 
 int main(int argc, char **argv) {
@@ -25,11 +28,16 @@ int main(int argc, char **argv) {
   registry.insert<mlir::moma::MomaDialect>();
   mlir::registerAllDialects(registry);
   mlir::registerAllExtensions(registry);
+  // gpu-module-to-binary translates gpu.modules to LLVM IR and serializes
+  // them for their NVVM target (PTX, cubin with ptxas).
+  mlir::registerAllToLLVMIRTranslations(registry);
+  mlir::NVVM::registerNVVMTargetInterfaceExternalModels(registry);
   mlir::registerAllPasses();
   mlir::moma::registerMomaPasses();
   momac::registerMomacConversionPasses();
   momac::registerMomacCodegenPasses();
   momac::registerMomacCpuTargetPasses();
+  momac::registerMomacCudaTargetPasses();
   momac::registerMomacAutodiffPasses();
   momac::registerUpstreamVJPModels(registry);
   return mlir::asMainReturnCode(mlir::MlirOptMain(

@@ -290,7 +290,9 @@ SmallVector<Value> attentionGradOfSequence(KernelBuilder &kb, Value query,
 }
 
 struct LowerAttentionGrad : OpRewritePattern<moma::AttentionGradOp> {
-  using OpRewritePattern::OpRewritePattern;
+  LowerAttentionGrad(MLIRContext *context, int64_t maxSequenceRows)
+      : OpRewritePattern(context), maxSequenceRows(maxSequenceRows) {}
+  int64_t maxSequenceRows;
   LogicalResult matchAndRewrite(moma::AttentionGradOp op,
                                 PatternRewriter &rewriter) const override {
     KernelBuilder kb(rewriter, op.getLoc());
@@ -307,7 +309,7 @@ struct LowerAttentionGrad : OpRewritePattern<moma::AttentionGradOp> {
                             {op.getQuery(), op.getKey(), op.getValue(),
                              op.getOutputGrad(), op.getPositions(),
                              op.getSequenceIds()},
-                            inits, [&](ValueRange rows) {
+                            inits, maxSequenceRows, [&](ValueRange rows) {
                               return attentionGradOfSequence(
                                   kb, rows[0], rows[1], rows[2], rows[3],
                                   rows[4], rows[5], heads, scale);
@@ -770,11 +772,20 @@ struct LowerAuxRouterLossGrad : OpRewritePattern<moma::AuxRouterLossGradOp> {
 };
 
 void momac::lowering::populateGradientLoweringPatterns(
-    RewritePatternSet &patterns) {
+    RewritePatternSet &patterns, int64_t maxSequenceRows) {
+  patterns.add<LowerAttentionGrad>(patterns.getContext(), maxSequenceRows);
   patterns.add<LowerMatmul, LowerRMSNormGrad, LowerHeadLayerNormGrad,
-               LowerAttentionGrad, LowerSwiGLUGrad, LowerRouterGrad,
+               LowerSwiGLUGrad, LowerRouterGrad,
                LowerGateGrad, LowerScatterAddTokensGrad, LowerModMergeGrad,
                LowerCrossEntropyGrad, LowerGlobalNorm, LowerAdamWUpdate,
                LowerAuxRouterGrad, LowerAuxRouterLossGrad>(
       patterns.getContext());
+}
+
+int64_t momac::lowering::maxSequenceRowsOf(Operation *module) {
+  int64_t rows = 0;
+  module->walk([&](moma::TokenPositionsOp op) {
+    rows = std::max<int64_t>(rows, op.getSeqLen());
+  });
+  return rows;
 }

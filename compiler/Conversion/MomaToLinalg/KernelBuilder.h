@@ -11,6 +11,7 @@
 
 #include "dialects/moma/IR/MomaDialect.h"
 
+#include "mlir/Dialect/Affine/IR/AffineOps.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Bufferization/IR/Bufferization.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -571,9 +572,14 @@ inline Value lowerBound(KernelBuilder &kb, Value ids, Value value) {
 /// get empty slices. Work that only mixes tokens of one sequence (attention)
 /// then costs the sum of the squares of the sequence lengths, not the square
 /// of the batch.
+///
+/// `maxRows`, when positive, is a bound on a sequence's rows (seq_len): it
+/// changes nothing here but states the bound in the IR, where a target that
+/// sizes a sequence's temporaries statically (CUDA's per-block scratch)
+/// reads it.
 inline SmallVector<Value>
 forEachSequence(KernelBuilder &kb, Value ids, ValueRange inputs,
-                ValueRange outputs,
+                ValueRange outputs, int64_t maxRows,
                 function_ref<SmallVector<Value>(ValueRange)> body) {
   OpBuilder &b = kb.b;
   Location loc = kb.loc;
@@ -603,6 +609,14 @@ forEachSequence(KernelBuilder &kb, Value ids, ValueRange inputs,
   Value end = lowerBound(
       kb, ids, arith::AddIOp::create(b, loc, sequence, kb.index(1)));
   Value length = arith::SubIOp::create(b, loc, end, start);
+  if (maxRows > 0)
+    length = affine::AffineMinOp::create(
+        b, loc,
+        AffineMap::get(1, 0,
+                       {b.getAffineDimExpr(0),
+                        b.getAffineConstantExpr(maxRows)},
+                       b.getContext()),
+        ValueRange{length});
   // The rows [start, end) of a tensor, every other dimension whole.
   auto rowsOf = [&](Value tensor) {
     auto type = cast<RankedTensorType>(tensor.getType());
@@ -811,7 +825,13 @@ inline Value rowLogSumExp(KernelBuilder &kb, Value logits) {
 }
 
 /// Registers the gradient ops' patterns (GradientsToLinalg.cpp).
-void populateGradientLoweringPatterns(RewritePatternSet &patterns);
+/// `maxSequenceRows`: seq_len where the module has one (see
+/// forEachSequence), else 0.
+void populateGradientLoweringPatterns(RewritePatternSet &patterns,
+                                      int64_t maxSequenceRows);
+
+/// The largest seq_len of the module's moma.token_positions ops, or 0.
+int64_t maxSequenceRowsOf(Operation *module);
 
 } // namespace momac::lowering
 

@@ -314,7 +314,9 @@ Value attentionOfSequence(KernelBuilder &kb, Value q, Value k, Value v,
 }
 
 struct LowerAttention : OpRewritePattern<moma::AttentionOp> {
-  using OpRewritePattern::OpRewritePattern;
+  LowerAttention(MLIRContext *context, int64_t maxSequenceRows)
+      : OpRewritePattern(context), maxSequenceRows(maxSequenceRows) {}
+  int64_t maxSequenceRows;
   LogicalResult matchAndRewrite(moma::AttentionOp op,
                                 PatternRewriter &rewriter) const override {
     KernelBuilder kb(rewriter, op.getLoc());
@@ -328,7 +330,7 @@ struct LowerAttention : OpRewritePattern<moma::AttentionOp> {
             kb, op.getSequenceIds(),
             {op.getQuery(), op.getKey(), op.getValue(), op.getPositions(),
              op.getSequenceIds()},
-            init,
+            init, maxSequenceRows,
             [&](ValueRange rows) {
               return SmallVector<Value>{attentionOfSequence(
                   kb, rows[0], rows[1], rows[2], rows[3], rows[4], heads,
@@ -1045,14 +1047,16 @@ struct ConvertMomaToLinalgPass
     MLIRContext *context = &getContext();
     RewritePatternSet patterns(context);
     patterns.add<LowerShiftTokens, LowerTokenPositions, LowerEmbed, LowerLinear,
-                 LowerRMSNorm, LowerHeadLayerNorm, LowerRope, LowerAttention,
+                 LowerRMSNorm, LowerHeadLayerNorm, LowerRope,
                  LowerCachedAttention,
                  LowerSwiGLU, LowerRouter, LowerAuxRouter,
                  LowerModalityPartition, LowerExpertChoice, LowerModSelect,
                  LowerModMerge, LowerGatherTokens, LowerScatterAddTokens,
                  LowerCrossEntropy, LowerAuxRouterLoss, LowerCausalRoute,
                  LowerRoutingDisagreement, LowerAuxRouterConfusion>(context);
-    populateGradientLoweringPatterns(patterns);
+    int64_t maxSequenceRows = maxSequenceRowsOf(getOperation());
+    patterns.add<LowerAttention>(context, maxSequenceRows);
+    populateGradientLoweringPatterns(patterns, maxSequenceRows);
     ConversionTarget target(*context);
     target.addIllegalDialect<moma::MomaDialect>();
     target.markUnknownOpDynamicallyLegal([](Operation *) { return true; });

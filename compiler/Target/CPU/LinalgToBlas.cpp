@@ -9,6 +9,8 @@
 
 #include "compiler/Target/CPU/Passes.h"
 
+#include "compiler/Codegen/BufferGemm.h"
+
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
@@ -32,211 +34,38 @@ namespace {
 // CBLAS enumerations.
 constexpr int32_t kRowMajor = 101, kNoTrans = 111, kTrans = 112;
 
-/// `v` without an `arith.extf` in front (a bf16 operand widened to f32).
-Value skipExtension(Value v) {
-  if (auto ext = v.getDefiningOp<arith::ExtFOp>())
-    return ext.getIn();
-  return v;
-}
-
-/// True when the body is `yield(c + a * b)` (either operand order), where a
-/// and b may be widened from a narrower type by `arith.extf`.
-bool isMultiplyAccumulate(linalg::GenericOp op) {
-  Block &body = op.getRegion().front();
-  auto yield = dyn_cast<linalg::YieldOp>(body.getTerminator());
-  if (!yield || yield.getValues().size() != 1)
-    return false;
-  auto add = yield.getValues()[0].getDefiningOp<arith::AddFOp>();
-  if (!add)
-    return false;
-  Value a = body.getArgument(0), b = body.getArgument(1),
-        c = body.getArgument(2);
-  Value product = add.getLhs() == c ? add.getRhs() : add.getLhs();
-  if ((add.getLhs() == c) == (add.getRhs() == c))
-    return false;
-  auto mul = product.getDefiningOp<arith::MulFOp>();
-  if (!mul)
-    return false;
-  Value x = skipExtension(mul.getLhs()), y = skipExtension(mul.getRhs());
-  bool mulOk = (x == a && y == b) || (x == b && y == a);
-  // Nothing but the extensions, the multiply and the add.
-  size_t extensions = (x != mul.getLhs()) + (y != mul.getRhs());
-  return mulOk && body.getOperations().size() == 3 + extensions;
-}
-
-/// One operand of the GEMM: which memref dimension each loop sits in.
-struct Operand {
-  Value buffer;
-  MemRefType type;
-  SmallVector<int64_t> strides;
-  AffineMap map;
-
-  /// The memref dimension of loop `loop`, or -1.
-  int64_t dimOf(unsigned loop) const {
-    for (unsigned r = 0; r < map.getNumResults(); ++r)
-      if (map.getDimPosition(r) == loop)
-        return r;
-    return -1;
-  }
-  int64_t strideOf(unsigned loop) const {
-    int64_t d = dimOf(loop);
-    return d < 0 ? 0 : strides[d];
-  }
-};
-
 struct ContractionToSgemm : OpRewritePattern<linalg::GenericOp> {
   using OpRewritePattern::OpRewritePattern;
 
   LogicalResult matchAndRewrite(linalg::GenericOp op,
                                 PatternRewriter &rewriter) const override {
-    if (!op.hasPureBufferSemantics() || op.getNumDpsInputs() != 2 ||
-        op.getNumDpsInits() != 1 || !isMultiplyAccumulate(op))
+    FailureOr<momac::BufferGemm> match = momac::matchBufferGemm(op);
+    if (failed(match))
       return failure();
-    // f32 C += f32 A B (sgemm), or f32 C += bf16 A B with f32 accumulation.
-    SmallVector<Operand> operands;
-    for (OpOperand &use : op->getOpOperands()) {
-      auto type = dyn_cast<MemRefType>(use.get().getType());
-      if (!type)
-        return failure();
-      Type element = type.getElementType();
-      bool isOutput = op.isDpsInit(&use);
-      if (!element.isF32() && (isOutput || !element.isBF16()))
-        return failure();
-      Operand operand{use.get(), type, {}, op.getMatchingIndexingMap(&use)};
-      int64_t offset;
-      if (failed(type.getStridesAndOffset(operand.strides, offset)) ||
-          !operand.map.isProjectedPermutation())
-        return failure();
-      operands.push_back(operand);
-    }
-    const Operand &a = operands[0], &b = operands[1], &c = operands[2];
-    Type operandType = a.type.getElementType();
-    if (b.type.getElementType() != operandType)
-      return failure();
-    bool bf16 = operandType.isBF16();
-
-    // Classify the loops.
-    SmallVector<unsigned> batch;
-    std::optional<unsigned> m, n, k;
-    for (unsigned loop = 0; loop < op.getNumLoops(); ++loop) {
-      bool inA = a.dimOf(loop) >= 0, inB = b.dimOf(loop) >= 0,
-           inC = c.dimOf(loop) >= 0;
-      bool reduction =
-          op.getIteratorTypesArray()[loop] == utils::IteratorType::reduction;
-      if (inA && inB && inC && !reduction)
-        batch.push_back(loop);
-      else if (inA && inC && !inB && !reduction && !m)
-        m = loop;
-      else if (inB && inC && !inA && !reduction && !n)
-        n = loop;
-      else if (inA && inB && !inC && reduction && !k)
-        k = loop;
-      else
-        return failure();
-    }
-    if (!m || !n || !k)
-      return failure();
-    // Row-major C, and one unit stride in each of A and B.
-    if (c.strideOf(*n) != 1)
-      return failure();
-    // The unit strides must be known statically; leading dimensions and
-    // batch strides may be dynamic (read from the buffers' metadata).
-    bool transA, transB;
-    unsigned ldaLoop, ldbLoop, ldcLoop = *m;
-    if (a.strideOf(*k) == 1) {
-      transA = false;
-      ldaLoop = *m;
-    } else if (a.strideOf(*m) == 1) {
-      transA = true;
-      ldaLoop = *k;
-    } else {
-      return failure();
-    }
-    if (b.strideOf(*n) == 1) {
-      transB = false;
-      ldbLoop = *k;
-    } else if (b.strideOf(*k) == 1) {
-      transB = true;
-      ldbLoop = *n;
-    } else {
-      return failure();
-    }
-
-    // C zeroed just before (a fill of 0 with only pure ops between): BLAS
-    // overwrites C with beta = 0 instead, saving a pass over C.
-    linalg::FillOp zeroFill = zeroFillOf(op, c.buffer);
+    const momac::BufferGemm &gemm = *match;
+    const momac::GemmOperand &a = gemm.a, &b = gemm.b, &c = gemm.c;
+    linalg::FillOp zeroFill = gemm.zeroFill;
 
     Location loc = op.getLoc();
     auto module = op->getParentOfType<ModuleOp>();
-    func::FuncOp gemm = declareGemm(
-        rewriter, module, bf16 ? "momart_gemm_bf16" : "cblas_sgemm");
+    func::FuncOp gemmFunc = declareGemm(
+        rewriter, module, gemm.bf16 ? "momart_gemm_bf16" : "cblas_sgemm");
     auto i32 = rewriter.getI32Type();
-    auto i64 = rewriter.getI64Type();
-    auto ptrType = LLVM::LLVMPointerType::get(rewriter.getContext());
-    auto sizeOf = [&](unsigned loop) -> Value {
-      for (const Operand &x : operands)
-        if (int64_t d = x.dimOf(loop); d >= 0)
-          return memref::DimOp::create(rewriter, loc, x.buffer, d);
-      return Value();
-    };
     auto toI32 = [&](Value index) -> Value {
       return arith::IndexCastOp::create(rewriter, loc, i32, index);
     };
-    Value rows = sizeOf(*m), cols = sizeOf(*n), inner = sizeOf(*k);
-    // Each operand's first element, offset and strides, from its metadata.
-    struct View {
-      Value aligned;
-      mutable memref::ExtractStridedMetadataOp metadata;
-      Value stride(const Operand &x, unsigned loop) const {
-        return metadata.getStrides()[x.dimOf(loop)];
-      }
-    };
-    auto view = [&](const Operand &x) {
-      return View{
-          memref::ExtractAlignedPointerAsIndexOp::create(rewriter, loc,
-                                                         x.buffer),
-          memref::ExtractStridedMetadataOp::create(rewriter, loc, x.buffer)};
-    };
-    View viewA = view(a), viewB = view(b), viewC = view(c);
-    // BLAS asks a leading dimension of at least the row length. A dimension
-    // of size 1 can have any stride (a MoD router's [N, 1] scores), so
-    // raise the leading dimension to that minimum, which then changes no
-    // address.
-    auto leading = [&](const View &v, const Operand &x, unsigned loop,
-                       Value rowLength) {
-      return toI32(arith::MaxSIOp::create(rewriter, loc, v.stride(x, loop),
-                                          rowLength));
-    };
-    Value lda = leading(viewA, a, ldaLoop, transA ? rows : inner);
-    Value ldb = leading(viewB, b, ldbLoop, transB ? inner : cols);
-    Value ldc = leading(viewC, c, ldcLoop, cols);
+    momac::GemmAddressing addressing(rewriter, gemm);
+    Value rows = addressing.sizeOf(gemm.m), cols = addressing.sizeOf(gemm.n),
+          inner = addressing.sizeOf(gemm.k);
+    Value lda = toI32(addressing.lda()), ldb = toI32(addressing.ldb()),
+          ldc = toI32(addressing.ldc());
+    bool transA = gemm.transA, transB = gemm.transB;
+    unsigned m = gemm.m, n = gemm.n;
 
     // One call computes C[m0 : m0 + mSize, n0 : n0 + nSize] of the batch
     // element at `batchIndices`.
     auto emitCall = [&](OpBuilder &builder, ValueRange batchIndices, Value m0,
                         Value mSize, Value n0, Value nSize) {
-      auto pointer = [&](const Operand &x, const View &v,
-                         ArrayRef<std::pair<unsigned, Value>> starts) {
-        Value elements = v.metadata.getOffset();
-        auto advance = [&](unsigned loop, Value index) {
-          elements = arith::AddIOp::create(
-              builder, loc, elements,
-              arith::MulIOp::create(builder, loc, index, v.stride(x, loop)));
-        };
-        for (auto [loop, index] : llvm::zip(batch, batchIndices))
-          advance(loop, index);
-        for (auto [loop, index] : starts)
-          advance(loop, index);
-        Value bytes = arith::MulIOp::create(
-            builder, loc, elements,
-            arith::ConstantIndexOp::create(
-                builder, loc,
-                x.type.getElementType().getIntOrFloatBitWidth() / 8));
-        Value address = arith::AddIOp::create(builder, loc, v.aligned, bytes);
-        Value asInt = arith::IndexCastOp::create(builder, loc, i64, address);
-        return LLVM::IntToPtrOp::create(builder, loc, ptrType, asInt)
-            .getResult();
-      };
       Value one = arith::ConstantOp::create(builder, loc,
                                             builder.getF32FloatAttr(1.0f));
       Value beta = arith::ConstantOp::create(
@@ -248,14 +77,18 @@ struct ContractionToSgemm : OpRewritePattern<linalg::GenericOp> {
       auto size = [&](Value index) -> Value {
         return arith::IndexCastOp::create(builder, loc, i32, index);
       };
+      auto pointer = [&](const momac::GemmOperand &x,
+                         ArrayRef<std::pair<unsigned, Value>> starts) {
+        return addressing.pointer(builder, x, batchIndices, starts);
+      };
       func::CallOp::create(
-          builder, loc, gemm,
+          builder, loc, gemmFunc,
           ValueRange{flag(kRowMajor), flag(transA ? kTrans : kNoTrans),
                      flag(transB ? kTrans : kNoTrans), size(mSize),
                      size(nSize), size(inner), one,
-                     pointer(a, viewA, {{*m, m0}}), lda,
-                     pointer(b, viewB, {{*n, n0}}), ldb, beta,
-                     pointer(c, viewC, {{*m, m0}, {*n, n0}}), ldc});
+                     pointer(a, {{m, m0}}), lda,
+                     pointer(b, {{n, n0}}), ldb, beta,
+                     pointer(c, {{m, m0}, {n, n0}}), ldc});
     };
 
     // The calls run single-threaded BLAS inside one parallel loop over the
@@ -272,9 +105,9 @@ struct ContractionToSgemm : OpRewritePattern<linalg::GenericOp> {
             .getResult(0));
     SmallVector<Value> lower, upper, steps;
     Value batchCount = oneIndex;
-    for (unsigned loop : batch) {
+    for (unsigned loop : gemm.batchLoops) {
       lower.push_back(zero);
-      upper.push_back(sizeOf(loop));
+      upper.push_back(addressing.sizeOf(loop));
       steps.push_back(oneIndex);
       batchCount = arith::MulIOp::create(rewriter, loc, batchCount,
                                          upper.back());
@@ -321,20 +154,6 @@ struct ContractionToSgemm : OpRewritePattern<linalg::GenericOp> {
     if (zeroFill)
       rewriter.eraseOp(zeroFill);
     return success();
-  }
-
-  /// The `linalg.fill` of zero into `buffer` that precedes `op` with only
-  /// side-effect-free ops in between, or null.
-  static linalg::FillOp zeroFillOf(Operation *op, Value buffer) {
-    Operation *previous = op->getPrevNode();
-    while (previous && isMemoryEffectFree(previous))
-      previous = previous->getPrevNode();
-    auto fill = dyn_cast_or_null<linalg::FillOp>(previous);
-    if (!fill || !fill.hasPureBufferSemantics() ||
-        fill.getOutputs().front() != buffer ||
-        !matchPattern(fill.getInputs().front(), m_AnyZeroFloat()))
-      return nullptr;
-    return fill;
   }
 
   static func::FuncOp declareMaxThreads(PatternRewriter &rewriter,

@@ -1,0 +1,81 @@
+//===- Passes.td - Passes of the CUDA target ---------------*- tablegen -*-===//
+//
+// What only the CUDA target does after the shared pipeline: the shared
+// pipeline's row tiles become thread blocks, GEMMs become cuBLAS calls, and
+// upstream MLIR's GPU passes outline, lower to NVVM and serialize the
+// kernels for sm_90. The CPU target has its own (compiler/Target/CPU).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOMAC_TARGET_CUDA_PASSES_TD
+#define MOMAC_TARGET_CUDA_PASSES_TD
+
+include "mlir/Pass/PassBase.td"
+
+def MapTilesToGpu : Pass<"moma-map-tiles-to-gpu", "::mlir::func::FuncOp"> {
+  let summary = "Run each scf.forall tile loop as a gpu.launch: a tile per "
+                "thread block, each kernel of a tile spread over its threads";
+  let description = [{
+    The shared pipeline leaves a step as `scf.forall` loops over row tiles,
+    each iteration a few fused kernels (`linalg` ops) on its tile plus the
+    tile's temporaries. On the GPU, an iteration is a thread block:
+
+    - every outermost `scf.forall` becomes a `gpu.launch` with one block per
+      iteration (up to three loop dimensions, the innermost on x) and
+      `threads-per-block` threads (a multiple of 128, Hopper's warp
+      scheduler granularity);
+    - each kernel of the tile becomes loops whose parallel iterations the
+      block's threads share cyclically (consecutive threads on consecutive
+      elements of the innermost parallel dimension, so global accesses
+      coalesce); its reduction loops stay sequential per thread; a kernel
+      with no parallel loop runs on thread 0; a `gpu.barrier` follows every
+      kernel, since the next one reads what it wrote (upstream
+      `gpu-eliminate-barriers` removes the ones that are not needed);
+    - the tile's temporaries (`memref.alloc` inside the loop) live in one
+      scratch buffer allocated around the launch, a slice of it per block,
+      sized by each temporary's constant upper bound (a tile has at most
+      `step` rows); a temporary without such a bound is an error;
+    - scalar stores outside kernels run on thread 0.
+
+    The code inside stays `scf`/`memref`/`arith` for upstream's
+    `gpu-kernel-outlining` and `convert-gpu-to-nvvm`.
+  }];
+  let options = [
+    Option<"threadsPerBlock", "threads-per-block", "int64_t",
+           /*default=*/"128", "Threads of each block (a multiple of 32)">
+  ];
+  let dependentDialects = [
+    "::mlir::arith::ArithDialect",
+    "::mlir::gpu::GPUDialect",
+    "::mlir::memref::MemRefDialect",
+    "::mlir::scf::SCFDialect"
+  ];
+}
+
+def ConvertLinalgToCublas
+    : Pass<"convert-linalg-to-cublas", "::mlir::ModuleOp"> {
+  let summary = "Turn buffer contractions outside tiles into cuBLAS "
+                "strided-batched GEMM calls";
+  let description = [{
+    A contraction the shared GEMM matcher accepts
+    (compiler/Codegen/BufferGemm.h: f32 `C += A B`, or bf16 A and B with an
+    f32 C) at the top of a function becomes a call to
+    `momart_cuda_gemm_f32` (or `momart_cuda_gemm_bf16`): row-major
+    operands, the transposes and leading dimensions the matcher found, the
+    innermost batch loop (experts, heads) as the call's batch with each
+    operand's stride along it, outer batch loops as host loops around the
+    call, and beta = 0 when a zero fill of C comes right before (the call
+    replaces it). Contractions inside a tile (`scf.forall`) or a
+    `gpu.launch` stay generated code: a library call cannot run inside a
+    kernel.
+  }];
+  let dependentDialects = [
+    "::mlir::arith::ArithDialect",
+    "::mlir::func::FuncDialect",
+    "::mlir::LLVM::LLVMDialect",
+    "::mlir::memref::MemRefDialect",
+    "::mlir::scf::SCFDialect"
+  ];
+}
+
+#endif // MOMAC_TARGET_CUDA_PASSES_TD

@@ -1,0 +1,107 @@
+// RUN: moma-opt %s -moma-map-tiles-to-gpu -canonicalize -split-input-file -verify-diagnostics | FileCheck %s
+
+// A row tile of RMSNorm: one block per 32 rows (the grid is the tile count),
+// 128 threads; the row sums run a row per thread, the normalization spreads
+// rows x columns over the threads (the column fastest); the tile's sum
+// temporary is this block's 128-byte slice of one scratch buffer; a barrier
+// follows each kernel.
+
+// CHECK-LABEL: func.func @norm
+// CHECK-DAG:     %[[C128:.*]] = arith.constant 128 : index
+// CHECK-DAG:     %[[C32:.*]] = arith.constant 32 : index
+// CHECK:         %[[N:.*]] = memref.dim %arg0
+// CHECK:         %[[TILES:.*]] = arith.ceildivui %[[N]], %[[C32]]
+// CHECK:         %[[BYTES:.*]] = arith.muli %[[TILES]], %[[C128]]
+// CHECK:         %[[SCRATCH:.*]] = memref.alloc(%[[BYTES]]) {alignment = 64 : i64} : memref<?xi8>
+// CHECK:         gpu.launch blocks(%[[BX:.*]], %{{.*}}, %{{.*}}) in (%{{.*}} = %[[TILES]], %{{.*}} = %c1{{.*}}, %{{.*}} = %c1{{.*}}) threads(%[[TX:.*]], %{{.*}}, %{{.*}}) in (%{{.*}} = %[[C128]],
+// CHECK:           %[[SLICE:.*]] = arith.muli %[[BX]], %[[C128]]
+// CHECK:           %[[ROW0:.*]] = arith.muli %[[BX]], %[[C32]]
+// CHECK:           %[[ROWS:.*]] = affine.min
+// CHECK:           %[[SUM:.*]] = memref.view %[[SCRATCH]][%[[SLICE]]][%[[ROWS]]] : memref<?xi8> to memref<?xf32>
+// CHECK:           scf.for %{{.*}} = %[[TX]] to %[[ROWS]] step %[[C128]] {
+// CHECK:             memref.store %{{.*}}, %[[SUM]]
+// CHECK:           gpu.barrier
+// CHECK:           scf.for %[[R:.*]] = %[[TX]] to %[[ROWS]] step %[[C128]] {
+// CHECK:             scf.for %{{.*}} = %c0{{.*}} to %[[C128]] step %c1
+// CHECK:               memref.store %{{.*}}, %[[SUM]][%[[R]]]
+// CHECK:           gpu.barrier
+// CHECK:           %[[ELEMENTS:.*]] = arith.muli %[[ROWS]], %[[C128]]
+// CHECK:           scf.for %[[E:.*]] = %[[TX]] to %[[ELEMENTS]] step %[[C128]] {
+// CHECK:             %[[COL:.*]] = arith.remui %[[E]], %[[C128]]
+// CHECK:             %[[ROW:.*]] = arith.divui %[[E]], %[[C128]]
+// CHECK:             memref.store %{{.*}}[%[[ROW]], %[[COL]]]
+// CHECK:           gpu.barrier
+// CHECK-NEXT:      gpu.terminator
+// CHECK:         memref.dealloc %[[SCRATCH]]
+// CHECK-NOT:     scf.forall
+
+#rows = affine_map<(d0)[s0] -> (-d0 + s0, 32)>
+func.func @norm(%x: memref<?x128xf32>, %w: memref<128xf32>, %y: memref<?x128xf32>, %s: memref<f32>) {
+  %c0 = arith.constant 0 : index
+  %zero = arith.constant 0.0 : f32
+  %n = memref.dim %x, %c0 : memref<?x128xf32>
+  scf.forall (%i) = (0) to (%n) step (32) {
+    %rows = affine.min #rows(%i)[%n]
+    %xt = memref.subview %x[%i, 0] [%rows, 128] [1, 1] : memref<?x128xf32> to memref<?x128xf32, strided<[128, 1], offset: ?>>
+    %yt = memref.subview %y[%i, 0] [%rows, 128] [1, 1] : memref<?x128xf32> to memref<?x128xf32, strided<[128, 1], offset: ?>>
+    %sum = memref.alloc(%rows) {alignment = 64 : i64} : memref<?xf32>
+    linalg.fill ins(%zero : f32) outs(%sum : memref<?xf32>)
+    linalg.generic {indexing_maps = [affine_map<(d0, d1) -> (d0, d1)>, affine_map<(d0, d1) -> (d0)>], iterator_types = ["parallel", "reduction"]} ins(%xt : memref<?x128xf32, strided<[128, 1], offset: ?>>) outs(%sum : memref<?xf32>) {
+    ^bb0(%in: f32, %out: f32):
+      %sq = arith.mulf %in, %in : f32
+      %acc = arith.addf %out, %sq : f32
+      linalg.yield %acc : f32
+    }
+    linalg.generic {indexing_maps = [affine_map<(d0, d1) -> (d0, d1)>, affine_map<(d0, d1) -> (d0)>, affine_map<(d0, d1) -> (d1)>, affine_map<(d0, d1) -> (d0, d1)>], iterator_types = ["parallel", "parallel"]} ins(%xt, %sum, %w : memref<?x128xf32, strided<[128, 1], offset: ?>>, memref<?xf32>, memref<128xf32>) outs(%yt : memref<?x128xf32, strided<[128, 1], offset: ?>>) {
+    ^bb0(%in: f32, %ss: f32, %g: f32, %out: f32):
+      %r = math.rsqrt %ss : f32
+      %a = arith.mulf %in, %r : f32
+      %b = arith.mulf %a, %g : f32
+      linalg.yield %b : f32
+    }
+    memref.dealloc %sum : memref<?xf32>
+  }
+  return
+}
+
+// -----
+
+// A scalar result of a tile (a sum into a rank-0 buffer) and a scalar store
+// run on thread 0 only.
+
+// CHECK-LABEL: func.func @scalar
+// CHECK:         gpu.launch
+// CHECK:           %[[FIRST:.*]] = arith.cmpi eq, %{{.*}}, %c0
+// CHECK:           scf.if %[[FIRST]] {
+// CHECK:             scf.for
+// CHECK:           gpu.barrier
+// CHECK:           scf.if %{{.*}} {
+// CHECK-NEXT:        memref.store
+// CHECK:           gpu.barrier
+func.func @scalar(%x: memref<4x64xf32>, %s: memref<4xf32>) {
+  %one = arith.constant 1.0 : f32
+  scf.forall (%i) in (4) {
+    %row = memref.subview %x[%i, 0] [1, 64] [1, 1] : memref<4x64xf32> to memref<64xf32, strided<[1], offset: ?>>
+    %out = memref.subview %s[%i] [1] [1] : memref<4xf32> to memref<f32, strided<[], offset: ?>>
+    linalg.generic {indexing_maps = [affine_map<(d0) -> (d0)>, affine_map<(d0) -> ()>], iterator_types = ["reduction"]} ins(%row : memref<64xf32, strided<[1], offset: ?>>) outs(%out : memref<f32, strided<[], offset: ?>>) {
+    ^bb0(%in: f32, %acc: f32):
+      %a = arith.addf %acc, %in : f32
+      linalg.yield %a : f32
+    }
+    memref.store %one, %x[%i, %i] : memref<4x64xf32>
+  }
+  return
+}
+
+// -----
+
+// Temporaries are sized by a constant bound; one without fails.
+func.func @unbounded(%x: memref<?xf32>, %n: index) {
+  scf.forall (%i) in (4) {
+    // expected-error @+1 {{a temporary whose size has no constant upper bound}}
+    %t = memref.alloc(%n) : memref<?xf32>
+    memref.copy %x, %t : memref<?xf32> to memref<?xf32>
+    memref.dealloc %t : memref<?xf32>
+  }
+  return
+}
