@@ -78,4 +78,61 @@ def ConvertLinalgToCublas
   ];
 }
 
+def MapHostCodeToGpu
+    : Pass<"moma-map-host-code-to-gpu", "::mlir::func::FuncOp"> {
+  let summary = "Run what touches memory between the tiles on the GPU; "
+                "allocate on the GPU";
+  let description = [{
+    After `-convert-linalg-to-cublas` and `-moma-map-tiles-to-gpu`, every
+    buffer a step touches is device memory, so the host code left between
+    the launches and library calls becomes device work too:
+
+    - a kernel outside a tile (a zero fill, a sum into a scalar) is a
+      `gpu.launch` of its own: one thread per iteration of its leading
+      parallel loops, `threads-per-block` per block (a kernel with no
+      leading parallel loop runs on one thread); a copy between identity
+      layouts is a `gpu.memcpy`;
+    - each maximal stretch of scalar code that loads or stores (token
+      counts, a loss over its count, a combine loop over a group's experts)
+      runs as one single-thread `gpu.launch`. The values the host uses
+      after it (sizes of later buffers and grids) are written to a small
+      device buffer and read back with one `gpu.memcpy` into host memory
+      (`memref.alloca`): the step's only device-to-host reads, which
+      `-moma-order-on-step-stream` turns into its only waits;
+    - a constant global becomes a device buffer (filled by a kernel when
+      it is a splat, copied otherwise);
+    - `memref.alloc`/`dealloc` become `gpu.alloc`/`gpu.dealloc`.
+  }];
+  let options = [
+    Option<"threadsPerBlock", "threads-per-block", "int64_t",
+           /*default=*/"128", "Threads of each block of a kernel's launch">
+  ];
+  let dependentDialects = [
+    "::mlir::arith::ArithDialect",
+    "::mlir::gpu::GPUDialect",
+    "::mlir::linalg::LinalgDialect",
+    "::mlir::memref::MemRefDialect",
+    "::mlir::scf::SCFDialect"
+  ];
+}
+
+def OrderOnStepStream
+    : Pass<"moma-order-on-step-stream", "::mlir::func::FuncOp"> {
+  let summary = "Make a step's GPU work asynchronous, in program order on "
+                "one stream, waiting only where the host reads";
+  let description = [{
+    Every `gpu.launch`, `gpu.memcpy`, `gpu.alloc` and `gpu.dealloc` of a
+    function becomes `async`, each depending on the previous one, so that
+    the lowering (`gpu-to-llvm`) puts them all on the stream of the first
+    `gpu.wait async` (the step's stream, which the CUDA runtime also gives
+    its cuBLAS and top-k calls: their order with the generated kernels is
+    the stream's). The host waits (`gpu.wait` of the chain) only after a
+    `gpu.memcpy` into host memory (the reads of
+    `-moma-map-host-code-to-gpu`) and before the function returns. Unlike
+    upstream `gpu-async-region`, a call to the runtime (`momart_cuda_*`)
+    is stream-ordered work, not a host side effect to wait for.
+  }];
+  let dependentDialects = ["::mlir::gpu::GPUDialect"];
+}
+
 #endif // MOMAC_TARGET_CUDA_PASSES_TD
