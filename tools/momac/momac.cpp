@@ -179,7 +179,7 @@ int compileArtifact(const ModelConfig &config, mlir::TimingScope &timing) {
       buildTrainStep(context, config, timing);
   if (!module)
     return 2;
-  CpuArtifactOptions options;
+  ArtifactOptions options;
   options.outputDir = outputPath;
   options.keepLLVMIR = keepLLVMIR;
   options.timing = &timing;

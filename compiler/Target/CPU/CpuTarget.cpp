@@ -2,44 +2,16 @@
 
 #include "compiler/Target/CPU/CpuTarget.h"
 
-#include "compiler/Conversion/Passes.h"
 #include "compiler/Pipelines/Pipelines.h"
 #include "compiler/Target/CPU/Passes.h"
-#include "compiler/Target/CPU/EntryPoints.h"
-#include "lib/config/Parameters.h"
+#include "compiler/Target/Common/EntryPoints.h"
 
-#include "mlir/Dialect/Func/IR/FuncOps.h"
-#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
-#include "mlir/ExecutionEngine/OptUtils.h"
-#include "mlir/IR/Verifier.h"
-#include "mlir/InitAllDialects.h"
-#include "mlir/InitAllExtensions.h"
 #include "mlir/Pass/PassManager.h"
-#include "mlir/Pass/PassRegistry.h"
-#include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
-#include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
 #include "mlir/Target/LLVMIR/Dialect/OpenMP/OpenMPToLLVMIRTranslation.h"
-#include "mlir/Target/LLVMIR/Export.h"
 
 #include "llvm/ADT/ScopeExit.h"
-#include "llvm/Bitcode/BitcodeReader.h"
-#include "llvm/Bitcode/BitcodeWriter.h"
-#include "llvm/IR/LegacyPassManager.h"
-#include "llvm/IR/Module.h"
-#include "llvm/MC/TargetRegistry.h"
 #include "llvm/Support/FileSystem.h"
-#include "llvm/Support/JSON.h"
 #include "llvm/Support/Path.h"
-#include "llvm/Support/Program.h"
-#include "llvm/Support/TargetSelect.h"
-#include "llvm/Support/ToolOutputFile.h"
-#include "llvm/Target/TargetMachine.h"
-#include "llvm/Transforms/IPO/MergeFunctions.h"
-#include "llvm/Transforms/Utils/SplitModule.h"
-#include "llvm/TargetParser/Host.h"
-#include "llvm/TargetParser/SubtargetFeature.h"
-
-#include <thread>
 
 using namespace mlir;
 using namespace momac;
@@ -56,236 +28,17 @@ std::string momac::cpuLoweringPipeline() {
 
 namespace {
 
-const char *initName(ParameterRole role) {
-  switch (role) {
-  case ParameterRole::Matrix:
-    return "normal";
-  case ParameterRole::NormWeight:
-    return "ones";
-  case ParameterRole::NormBias:
-    return "zeros";
-  }
-  return "normal";
-}
-
-LogicalResult writeText(Location loc, llvm::StringRef path,
-                        llvm::StringRef text) {
-  std::error_code ec;
-  llvm::ToolOutputFile file(path, ec, llvm::sys::fs::OF_Text);
-  if (ec)
-    return emitError(loc) << "cannot write " << path << ": " << ec.message();
-  file.os() << text;
-  file.keep();
-  return success();
-}
-
-LogicalResult writeManifest(Location loc, const ModelConfig &config,
-                            llvm::ArrayRef<EntryPointSpec> entries,
-                            llvm::StringRef libraryPath,
-                            llvm::StringRef path) {
-  Manifest manifest;
-  // momarun checks the library against these before loading it.
-  llvm::Expected<std::pair<int64_t, std::string>> fingerprint =
-      fingerprintFile(libraryPath);
-  if (!fingerprint)
-    return emitError(loc) << llvm::toString(fingerprint.takeError());
-  manifest.librarySize = fingerprint->first;
-  manifest.libraryHash = fingerprint->second;
-  manifest.model = config.name;
-  manifest.batchSize = config.train.batchSize;
-  manifest.seqLen = config.seqLen;
-  manifest.vocabSize = config.vocabSize;
-  for (const ParameterSpec &spec : listParameters(config))
-    manifest.parameters.push_back({spec.name, spec.shape, initName(spec.role),
-                                   spec.weightDecay, spec.auxRouter});
-  manifest.entryPoints.assign(entries.begin(), entries.end());
-  std::string text;
-  llvm::raw_string_ostream os(text);
-  os << llvm::formatv("{0:2}", toJSON(manifest)) << "\n";
-  return writeText(loc, path, text);
-}
-
-/// Removes the argument and result attributes of other dialects (moma.param,
-/// moma.result, ...) from the LLVM functions. The entry points were described
-/// from them before lowering; left in place, the translation to LLVM IR warns
-/// about each one, printing the whole function into a diagnostic nobody
-/// reads: that was a third of the compile time.
-void dropForeignArgumentAttributes(ModuleOp module) {
-  auto foreign = [](NamedAttribute attr) {
-    return !attr.getName().getValue().starts_with("llvm.");
-  };
-  auto keepLLVM = [&](DictionaryAttr dict) -> DictionaryAttr {
-    if (!dict || llvm::none_of(dict, foreign))
-      return dict;
-    SmallVector<NamedAttribute> kept;
-    for (NamedAttribute attr : dict)
-      if (!foreign(attr))
-        kept.push_back(attr);
-    return DictionaryAttr::get(module.getContext(), kept);
-  };
-  module.walk([&](LLVM::LLVMFuncOp func) {
-    for (unsigned i = 0; i < func.getNumArguments(); ++i)
-      func.setArgAttrs(i, keepLLVM(func.getArgAttrDict(i)));
-    for (unsigned i = 0; i < func.getNumResults(); ++i)
-      func.setResultAttrs(i, keepLLVM(func.getResultAttrDict(i)));
-  });
-}
-
-/// A target machine for this host (every feature of its CPU: AVX-512 here).
-std::unique_ptr<llvm::TargetMachine> createHostMachine(std::string &error) {
-  llvm::Triple triple(llvm::sys::getProcessTriple());
-  const llvm::Target *target =
-      llvm::TargetRegistry::lookupTarget(triple, error);
-  if (!target)
-    return nullptr;
-  llvm::SubtargetFeatures features;
-  for (const auto &feature : llvm::sys::getHostCPUFeatures())
-    features.AddFeature(feature.first(), feature.second);
-  return std::unique_ptr<llvm::TargetMachine>(target->createTargetMachine(
-      triple, llvm::sys::getHostCPUName(), features.getString(),
-      llvm::TargetOptions(), llvm::Reloc::PIC_, std::nullopt,
-      llvm::CodeGenOptLevel::Aggressive));
-}
-
-/// O3 for this host, then machine code for `module` into `objectPath` (and
-/// the optimized IR into `llvmIRPath` when not empty). Returns an error
-/// message, empty on success.
-std::string optimizeAndEmit(llvm::Module &module, llvm::StringRef objectPath,
-                            llvm::StringRef llvmIRPath) {
-  std::string error;
-  std::unique_ptr<llvm::TargetMachine> machine = createHostMachine(error);
-  if (!machine)
-    return "no LLVM target for this host: " + error;
-  module.setTargetTriple(machine->getTargetTriple());
-  module.setDataLayout(machine->createDataLayout());
-  auto optimize = makeOptimizingTransformer(3, 0, machine.get());
-  if (llvm::Error err = optimize(&module))
-    return "LLVM optimization failed: " + llvm::toString(std::move(err));
-  std::error_code ec;
-  if (!llvmIRPath.empty()) {
-    llvm::ToolOutputFile text(llvmIRPath, ec, llvm::sys::fs::OF_Text);
-    if (ec)
-      return "cannot write " + llvmIRPath.str() + ": " + ec.message();
-    module.print(text.os(), nullptr);
-    text.keep();
-  }
-  llvm::ToolOutputFile object(objectPath, ec, llvm::sys::fs::OF_None);
-  if (ec)
-    return "cannot write " + objectPath.str() + ": " + ec.message();
-  llvm::legacy::PassManager codegen;
-  if (machine->addPassesToEmitFile(codegen, object.os(), nullptr,
-                                   llvm::CodeGenFileType::ObjectFile))
-    return "the target cannot emit object files";
-  codegen.run(module);
-  object.keep();
-  return "";
-}
-
-/// LLVM dialect -> optimized object files for this machine, written as
-/// `prefix`.N.o (and, when `keepLLVMIR`, the optimized IR as `prefix`.N.ll);
-/// returns the objects' paths. LLVM's O3 and code generation are most of the
-/// compile time, so they run in parallel: the module is split into one
-/// partition per hardware thread (llvm::SplitModule, as LTO splits its code
-/// generation), each optimized and compiled in its own LLVMContext and
-/// thread. Little is lost to the split: the kernels are OpenMP outlined
-/// functions, called through the runtime, never inlined into each other.
-FailureOr<SmallVector<std::string>> emitObjects(ModuleOp module,
-                                                llvm::StringRef prefix,
-                                                bool keepLLVMIR,
-                                                TimingScope &timing) {
-  Location loc = module.getLoc();
-  TimingScope translateTimer = timing.nest("translate to LLVM IR");
-  dropForeignArgumentAttributes(module);
-  registerBuiltinDialectTranslation(*module.getContext());
-  registerLLVMDialectTranslation(*module.getContext());
-  registerOpenMPDialectTranslation(*module.getContext());
-  llvm::LLVMContext llvmContext;
-  std::unique_ptr<llvm::Module> llvmModule =
-      translateModuleToLLVMIR(module, llvmContext);
-  if (!llvmModule)
-    return emitError(loc) << "translation to LLVM IR failed";
-  translateTimer.stop();
-
-  // The layers of a model share their kernels' code: each kernel is an
-  // outlined function whose shapes are constants and whose buffers are
-  // arguments, so the copies that L layers make of it are identical.
-  // LLVM's MergeFunctions keeps one of each before the expensive part.
-  // OpenMP passes each region to the runtime by address; nothing compares
-  // those addresses, so they may be shared (unnamed_addr), which lets
-  // MergeFunctions replace a copy instead of keeping it as a thunk.
-  TimingScope mergeTimer = timing.nest("merge identical kernels");
-  for (llvm::Function &function : *llvmModule)
-    if (function.hasLocalLinkage())
-      function.setUnnamedAddr(llvm::GlobalValue::UnnamedAddr::Global);
-  llvm::MergeFunctionsPass::runOnModule(*llvmModule);
-  mergeTimer.stop();
-
-  TimingScope splitTimer = timing.nest("split into partitions");
-  llvm::InitializeNativeTarget();
-  llvm::InitializeNativeTargetAsmPrinter();
-  unsigned threads = std::max(1u, std::thread::hardware_concurrency());
-  // Partitions cross threads as bitcode: an LLVMContext is single-threaded.
-  std::vector<llvm::SmallString<0>> partitions;
-  llvm::SplitModule(*llvmModule, threads,
-                    [&](std::unique_ptr<llvm::Module> part) {
-                      llvm::raw_svector_ostream os(partitions.emplace_back());
-                      llvm::WriteBitcodeToFile(*part, os);
-                    });
-  llvmModule.reset();
-  splitTimer.stop();
-
-  TimingScope codegenTimer =
-      timing.nest("LLVM O3 + code generation (parallel)");
-  SmallVector<std::string> paths;
-  std::vector<std::string> failures(partitions.size());
-  std::vector<std::thread> workers;
-  for (unsigned part = 0; part < partitions.size(); ++part) {
-    paths.push_back((prefix + "." + llvm::Twine(part) + ".o").str());
-    std::string irPath =
-        keepLLVMIR ? (prefix + "." + llvm::Twine(part) + ".ll").str() : "";
-    workers.emplace_back([&, part, irPath] {
-      llvm::LLVMContext context;
-      llvm::Expected<std::unique_ptr<llvm::Module>> partModule =
-          llvm::parseBitcodeFile(
-              llvm::MemoryBufferRef(partitions[part], "partition"), context);
-      if (!partModule)
-        failures[part] = llvm::toString(partModule.takeError());
-      else
-        failures[part] = optimizeAndEmit(**partModule, paths[part], irPath);
-    });
-  }
-  for (std::thread &worker : workers)
-    worker.join();
-  for (const std::string &failure : failures)
-    if (!failure.empty())
-      return emitError(loc) << failure;
-  return paths;
-}
-
-/// Links the object into a shared library with the system compiler driver,
-/// with the CPU runtime archive (momart_*: top-k selection, bf16 GEMM)
-/// inside, against the OpenMP runtime, OpenBLAS (the f32 GEMMs), oneDNN
-/// (the bf16 GEMMs) and MLIR's C runner utilities
-/// (memrefCopy, for copies between strided views). The archive is C++, so
-/// the link goes through c++ for its standard library.
-LogicalResult linkSharedLibrary(Location loc,
-                                llvm::ArrayRef<std::string> objectPaths,
-                                llvm::StringRef libraryPath) {
-  llvm::ErrorOr<std::string> driver = llvm::sys::findProgramByName("c++");
-  if (!driver)
-    return emitError(loc) << "no C++ compiler driver (c++) on PATH to link "
-                          << libraryPath;
+/// What model.so links besides its objects: the CPU runtime archive
+/// (momart_*: top-k selection, bf16 GEMM) inside, the OpenMP runtime,
+/// OpenBLAS (the f32 GEMMs), oneDNN (the bf16 GEMMs) and MLIR's C runner
+/// utilities (memrefCopy, for copies between strided views).
+std::vector<std::string> cpuLinkArguments() {
   std::string libDir = MOMAC_LLVM_LIBRARY_DIR;
-  std::string rpath = "-Wl,-rpath," + libDir;
-  std::string libFlag = "-L" + libDir;
-  llvm::SmallVector<llvm::StringRef> args = {*driver, "-shared", "-o",
-                                             libraryPath};
-  args.append(objectPaths.begin(), objectPaths.end());
-  args.append({
+  return {
       MOMAC_CPU_RUNTIME_ARCHIVE,
-      libFlag,
+      "-L" + libDir,
       "-lomp",
-      rpath,
+      "-Wl,-rpath," + libDir,
       "-lmlir_c_runner_utils",
       "-lopenblas",
       // oneDNN, for the bf16 GEMMs only (kept as a dependency only when
@@ -298,45 +51,15 @@ LogicalResult linkSharedLibrary(Location loc,
       "-Wl,--as-needed",
       "-ldnnl",
       "-Wl,--no-as-needed",
-      "-lm"});
-  std::string message;
-  int status = llvm::sys::ExecuteAndWait(*driver, args, std::nullopt, {}, 0, 0,
-                                         &message);
-  if (status != 0)
-    return emitError(loc) << "linking " << libraryPath << " failed (" << status
-                          << "): " << message;
-  return success();
-}
-
-/// The lowering needs every dialect and pass it names.
-void loadLoweringDialects(MLIRContext *context) {
-  DialectRegistry registry;
-  registerAllDialects(registry);
-  registerAllExtensions(registry);
-  context->appendDialectRegistry(registry);
-  context->loadAllAvailableDialects();
+      "-lm"};
 }
 
 } // namespace
 
-LogicalResult momac::lowerThroughSharedPipeline(ModuleOp module) {
-  loadLoweringDialects(module.getContext());
-  for (auto func : module.getOps<func::FuncOp>())
-    if (!func.isPrivate() && failed(resultsToOutParams(func)))
-      return failure();
-  PassManager pm(module.getContext());
-  // MLIR's pass manager flags (--mlir-print-ir-after-all, ...) apply here
-  // as they do when compiling an artifact.
-  if (failed(applyPassManagerCLOptions(pm)))
-    return failure();
-  addSharedLoweringPasses(pm);
-  return pm.run(module);
-}
-
 LogicalResult momac::buildCpuArtifact(ModuleOp module,
                                       const ModelConfig &config,
                                       llvm::StringRef descriptionText,
-                                      const CpuArtifactOptions &options) {
+                                      const ArtifactOptions &options) {
   Location loc = module.getLoc();
   MLIRContext *context = module.getContext();
   if (std::error_code ec = llvm::sys::fs::create_directories(options.outputDir))
@@ -344,15 +67,9 @@ LogicalResult momac::buildCpuArtifact(ModuleOp module,
                           << ec.message();
 
   loadLoweringDialects(context);
-  std::vector<EntryPointSpec> entries;
-  for (auto func : module.getOps<func::FuncOp>()) {
-    if (func.isPrivate())
-      continue;
-    FailureOr<EntryPointSpec> entry = describeEntryPoint(func);
-    if (failed(entry) || failed(resultsToOutParams(func)))
-      return failure();
-    entries.push_back(*entry);
-  }
+  FailureOr<std::vector<EntryPointSpec>> entries = prepareEntryPoints(module);
+  if (failed(entries))
+    return failure();
 
   TimingScope disabled;
   TimingScope &timing = options.timing ? *options.timing : disabled;
@@ -366,21 +83,18 @@ LogicalResult momac::buildCpuArtifact(ModuleOp module,
   addCpuCodegenPasses(pm);
   if (failed(pm.run(module)))
     return failure();
-  for (const EntryPointSpec &entry : entries)
+  for (const EntryPointSpec &entry : *entries)
     if (failed(addPackedEntryPoint(module, entry.name)))
       return failure();
   loweringTimer.stop();
 
   llvm::SmallString<256> objectPrefix(options.outputDir),
-      library(options.outputDir),
-      manifest(options.outputDir),
-      description(options.outputDir);
+      library(options.outputDir);
   llvm::sys::path::append(objectPrefix, "model");
   llvm::sys::path::append(library, "model.so");
-  llvm::sys::path::append(manifest, "manifest.json");
-  llvm::sys::path::append(description, "model.json");
-  FailureOr<SmallVector<std::string>> objects =
-      emitObjects(module, objectPrefix, options.keepLLVMIR, timing);
+  registerOpenMPDialectTranslation(*context);
+  FailureOr<SmallVector<std::string>> objects = emitHostObjects(
+      module, objectPrefix, options.keepLLVMIR, /*partitions=*/0, timing);
   if (failed(objects))
     return failure();
   TimingScope linkTimer = timing.nest("link model.so");
@@ -388,9 +102,9 @@ LogicalResult momac::buildCpuArtifact(ModuleOp module,
     for (const std::string &object : *objects)
       llvm::sys::fs::remove(object);
   });
-  if (failed(linkSharedLibrary(loc, *objects, library)) ||
-      failed(writeManifest(loc, config, entries, library, manifest)) ||
-      failed(writeText(loc, description, descriptionText)))
+  if (failed(linkSharedLibrary(loc, *objects, library, cpuLinkArguments())) ||
+      failed(writeManifestAndDescription(loc, config, "cpu", *entries,
+                                         options.outputDir, descriptionText)))
     return failure();
   return success();
 }

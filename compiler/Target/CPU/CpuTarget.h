@@ -1,37 +1,18 @@
 //===- CpuTarget.h - Compile moma modules into CPU artifacts ----*- C++ -*-===//
 //
-// An artifact is a directory:
-//   model.so        the compiled entry points (void momac_<name>(void **))
-//   manifest.json   parameters, entry points and their buffers
-//   model.json      the model description it was compiled from
-// momarun dlopens model.so; nothing is compiled at run time.
+// The CPU target: the shared pipeline, the CPU's passes
+// (compiler/Target/CPU/Passes.td: BLAS and oneDNN GEMMs, OpenMP, vector
+// code for this host), then the artifact steps every target shares
+// (compiler/Target/Common/Artifact.h).
 //
 //===----------------------------------------------------------------------===//
 
 #ifndef MOMAC_COMPILER_TARGET_CPU_CPUTARGET_H
 #define MOMAC_COMPILER_TARGET_CPU_CPUTARGET_H
 
-#include "lib/config/ModelConfig.h"
-
-#include "mlir/IR/BuiltinOps.h"
-#include "mlir/Support/Timing.h"
+#include "compiler/Target/Common/Artifact.h"
 
 namespace momac {
-
-struct CpuArtifactOptions {
-  std::string outputDir;
-  /// Also write the optimized LLVM IR, for inspection: model.N.ll, one per
-  /// code-generation partition.
-  bool keepLLVMIR = false;
-  /// Where the phases (MLIR lowering, LLVM optimization, code generation,
-  /// link) record their time; a disabled scope records nothing.
-  mlir::TimingScope *timing = nullptr;
-};
-
-/// The CPU artifact's lowering up to the target split: entry-point results
-/// become out-parameters (the artifact's ABI), then the shared pipeline
-/// (compiler/Pipelines) fuses, tiles and bufferizes. What --stats counts.
-mlir::LogicalResult lowerThroughSharedPipeline(mlir::ModuleOp module);
 
 /// Lowers `module` (moma dialect, entry points named by `moma.param` and
 /// `moma.result` attributes) to native code and writes the artifact.
@@ -39,7 +20,7 @@ mlir::LogicalResult lowerThroughSharedPipeline(mlir::ModuleOp module);
 mlir::LogicalResult buildCpuArtifact(mlir::ModuleOp module,
                                      const ModelConfig &config,
                                      llvm::StringRef descriptionText,
-                                     const CpuArtifactOptions &options);
+                                     const ArtifactOptions &options);
 
 /// The pass pipeline from the moma dialect to the LLVM dialect, as the
 /// textual pass list of a builtin.module pass manager (for debugging:

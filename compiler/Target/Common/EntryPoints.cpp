@@ -1,6 +1,6 @@
 //===- EntryPoints.cpp - The calling convention of compiled steps ---------===//
 
-#include "compiler/Target/CPU/EntryPoints.h"
+#include "compiler/Target/Common/EntryPoints.h"
 
 #include "mlir/Dialect/Bufferization/IR/Bufferization.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"

@@ -11,8 +11,8 @@
 //
 //===----------------------------------------------------------------------===//
 
-#ifndef MOMAC_COMPILER_TARGET_CPU_ENTRYPOINTS_H
-#define MOMAC_COMPILER_TARGET_CPU_ENTRYPOINTS_H
+#ifndef MOMAC_COMPILER_TARGET_COMMON_ENTRYPOINTS_H
+#define MOMAC_COMPILER_TARGET_COMMON_ENTRYPOINTS_H
 
 #include "lib/artifact/Manifest.h"
 
@@ -38,4 +38,4 @@ mlir::LogicalResult addPackedEntryPoint(mlir::ModuleOp module,
 
 } // namespace momac
 
-#endif // MOMAC_COMPILER_TARGET_CPU_ENTRYPOINTS_H
+#endif // MOMAC_COMPILER_TARGET_COMMON_ENTRYPOINTS_H
