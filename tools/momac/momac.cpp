@@ -19,6 +19,7 @@
 #include "compiler/Pipelines/Pipelines.h"
 #include "compiler/Pipelines/StepStatistics.h"
 #include "compiler/Target/CPU/CpuTarget.h"
+#include "compiler/Target/CUDA/CudaTarget.h"
 #include "lib/config/ModelConfig.h"
 #include "lib/config/ModelStats.h"
 #include "lib/config/Parameters.h"
@@ -75,6 +76,20 @@ cl::opt<std::string>
                         "stdout). Alone: the artifact directory to compile "
                         "into (model.so, manifest.json, model.json)"),
                cl::value_desc("path"), cl::init("-"), cl::cat(momacCategory));
+
+enum class TargetKind { Cpu, Cuda };
+
+cl::opt<TargetKind> target(
+    "target", cl::desc("What the artifact (-o DIR) runs on"),
+    cl::init(TargetKind::Cpu),
+    cl::values(clEnumValN(TargetKind::Cpu, "cpu",
+                          "this machine's CPU: BLAS/oneDNN GEMMs, OpenMP, its "
+                          "vector ISA (default)"),
+               clEnumValN(TargetKind::Cuda, "cuda",
+                          "NVIDIA GPUs of compute capability 9.0 (H100, "
+                          "H200): kernels as an sm_90 cubin plus PTX, cuBLAS "
+                          "GEMMs; needs a momac built with CUDA")),
+    cl::cat(momacCategory));
 
 cl::opt<bool> keepLLVMIR("keep-llvm-ir",
                          cl::desc("With an artifact: also write the optimized "
@@ -179,6 +194,19 @@ int compileArtifact(const ModelConfig &config, mlir::TimingScope &timing) {
       buildTrainStep(context, config, timing);
   if (!module)
     return 2;
+  if (target == TargetKind::Cuda) {
+    CudaArtifactOptions options;
+    options.outputDir = outputPath;
+    options.keepLLVMIR = keepLLVMIR;
+    options.timing = &timing;
+    if (mlir::failed(buildCudaArtifact(*module, config,
+                                       (*description)->getBuffer(), options)))
+      return fail("compiling the CUDA artifact failed", 2);
+    llvm::outs() << "wrote " << outputPath << "/model.so (sm_90 kernels "
+                 << "embedded), manifest.json, model.json, kernels.ptx, "
+                 << "kernels.ptxas.txt\n";
+    return 0;
+  }
   ArtifactOptions options;
   options.outputDir = outputPath;
   options.keepLLVMIR = keepLLVMIR;
@@ -248,6 +276,12 @@ int main(int argc, char **argv) {
   llvm::Expected<ModelConfig> config = loadModelConfig(inputPath);
   if (!config)
     return fail(llvm::toString(config.takeError()));
+
+  if (target == TargetKind::Cuda) {
+    std::string why;
+    if (!cudaTargetAvailable(why))
+      return fail("--target=cuda: " + why);
+  }
 
   if (!report && !printStats && emit == EmitKind::None && outputPath != "-") {
     // --time and --mlir-timing print one tree of the phases when the

@@ -13,6 +13,7 @@
 #include "compiler/Target/CUDA/Passes.h"
 #include "compiler/Target/CUDA/ThreadDistribution.h"
 
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/IR/IRMapping.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
@@ -26,6 +27,11 @@ namespace momac {
 using namespace mlir;
 
 namespace {
+
+/// void momart_cuda_read_to_host(void *host, const void *device, i64 bytes):
+/// copies after the work queued so far, and waits for it
+/// (runtime/device/cuda/CudaRuntime.h).
+constexpr llvm::StringLiteral kReadToHost = "momart_cuda_read_to_host";
 
 Value indexConstant(OpBuilder &b, Location loc, int64_t value) {
   return arith::ConstantIndexOp::create(b, loc, value);
@@ -360,11 +366,35 @@ struct MapHostCodeToGpuPass
     if (!hostReads)
       return success();
 
-    // The read: one copy to the host, then the values in their own types.
+    // The read: one copy to the host, which waits for the stream (the
+    // runtime's momart_cuda_read_to_host), then the values in their own
+    // types.
     rewriter.setInsertionPointAfter(launch);
     Value host = memref::AllocaOp::create(rewriter, loc, resultsType);
-    gpu::MemcpyOp::create(rewriter, loc, TypeRange{}, ValueRange{}, host,
-                          results);
+    auto module = launch->getParentOfType<ModuleOp>();
+    Type ptr = LLVM::LLVMPointerType::get(rewriter.getContext());
+    auto readToHost = module.lookupSymbol<func::FuncOp>(kReadToHost);
+    if (!readToHost) {
+      OpBuilder::InsertionGuard guard(rewriter);
+      rewriter.setInsertionPointToStart(module.getBody());
+      readToHost = func::FuncOp::create(
+          rewriter, loc, kReadToHost,
+          rewriter.getFunctionType({ptr, ptr, rewriter.getI64Type()}, {}));
+      readToHost.setPrivate();
+    }
+    auto address = [&](Value buffer) -> Value {
+      Value index =
+          memref::ExtractAlignedPointerAsIndexOp::create(rewriter, loc, buffer);
+      Value integer = arith::IndexCastOp::create(
+          rewriter, loc, rewriter.getI64Type(), index);
+      return LLVM::IntToPtrOp::create(rewriter, loc, ptr, integer).getResult();
+    };
+    func::CallOp::create(
+        rewriter, loc, readToHost,
+        ValueRange{address(host), address(results),
+                   arith::ConstantIntOp::create(rewriter, loc,
+                                                rewriter.getI64Type(),
+                                                8 * escaping.size())});
     for (auto [i, value] : llvm::enumerate(escaping)) {
       if (llvm::all_of(value.getUsers(), [&](Operation *user) {
             return launch->isProperAncestor(user);

@@ -2,8 +2,8 @@
 //
 // See Passes.td. Each block of host code gets one chain of async tokens:
 // `gpu.wait async` starts it (the lowering asks the runtime for a stream:
-// the step's), every GPU op depends on the one before, and a wait ends the
-// chain only where the host must see device results. The cloning of an op
+// the step's), every GPU op depends on the one before, and the function
+// waits for its chain before it returns. The cloning of an op
 // into its async form follows upstream `gpu-async-region`.
 //
 //===----------------------------------------------------------------------===//
@@ -20,13 +20,6 @@ namespace momac {
 using namespace mlir;
 
 namespace {
-
-/// True for a copy whose destination is host memory (a stack buffer): the
-/// host reads it next, so the stream must be drained after it.
-bool isReadByHost(Operation *op) {
-  auto copy = dyn_cast<gpu::MemcpyOp>(op);
-  return copy && copy.getDst().getDefiningOp<memref::AllocaOp>();
-}
 
 struct OrderOnStepStreamPass
     : momac::impl::OrderOnStepStreamBase<OrderOnStepStreamPass> {
@@ -83,12 +76,6 @@ struct OrderOnStepStreamPass
       op.replaceAllUsesWith(clone->getResults().drop_back());
       op.erase();
       token = clone->getResults().back();
-      if (isReadByHost(clone)) {
-        builder.setInsertionPointAfter(clone);
-        gpu::WaitOp::create(builder, clone->getLoc(), Type(),
-                            ValueRange{token});
-        token = nullptr;
-      }
     }
   }
 };

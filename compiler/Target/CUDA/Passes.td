@@ -94,11 +94,13 @@ def MapHostCodeToGpu
       layouts is a `gpu.memcpy`;
     - each maximal stretch of scalar code that loads or stores (token
       counts, a loss over its count, a combine loop over a group's experts)
-      runs as one single-thread `gpu.launch`. The values the host uses
-      after it (sizes of later buffers and grids) are written to a small
-      device buffer and read back with one `gpu.memcpy` into host memory
-      (`memref.alloca`): the step's only device-to-host reads, which
-      `-moma-order-on-step-stream` turns into its only waits;
+      runs as one single-thread `gpu.launch`. Its results that later
+      kernels use are loaded by those kernels from a small device buffer;
+      the ones host code uses (sizes of later buffers and grids) are read
+      back with one call to the runtime's `momart_cuda_read_to_host`, which
+      waits for the stream: the step's only waits inside an entry point.
+      Host ops that do not depend on a stretch (allocations, views,
+      constants) move above it instead of ending it;
     - a constant global becomes a device buffer (filled by a kernel when
       it is a splat, copied otherwise);
     - `memref.alloc`/`dealloc` become `gpu.alloc`/`gpu.dealloc`.
@@ -109,8 +111,10 @@ def MapHostCodeToGpu
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect",
+    "::mlir::func::FuncDialect",
     "::mlir::gpu::GPUDialect",
     "::mlir::linalg::LinalgDialect",
+    "::mlir::LLVM::LLVMDialect",
     "::mlir::memref::MemRefDialect",
     "::mlir::scf::SCFDialect"
   ];
@@ -126,12 +130,29 @@ def OrderOnStepStream
     the lowering (`gpu-to-llvm`) puts them all on the stream of the first
     `gpu.wait async` (the step's stream, which the CUDA runtime also gives
     its cuBLAS and top-k calls: their order with the generated kernels is
-    the stream's). The host waits (`gpu.wait` of the chain) only after a
-    `gpu.memcpy` into host memory (the reads of
-    `-moma-map-host-code-to-gpu`) and before the function returns. Unlike
-    upstream `gpu-async-region`, a call to the runtime (`momart_cuda_*`)
-    is stream-ordered work, not a host side effect to wait for.
+    the stream's). The host waits (`gpu.wait` of the chain) only before the
+    function returns, so that its results are complete; the reads of
+    `-moma-map-host-code-to-gpu` wait inside the runtime. Unlike upstream
+    `gpu-async-region`, a call to the runtime (`momart_cuda_*`) is
+    stream-ordered work, not a host side effect to wait for.
   }];
+  let dependentDialects = ["::mlir::gpu::GPUDialect"];
+}
+
+def MergeKernelModules
+    : Pass<"moma-merge-kernel-modules", "::mlir::ModuleOp"> {
+  let summary = "Gather the outlined kernels into one gpu.module";
+  let description = [{
+    `gpu-kernel-outlining` puts each kernel in a `gpu.module` of its own;
+    a step has hundreds. This pass moves them all into one module named
+    `module-name` and points every `gpu.launch_func` at it, so that the
+    artifact carries one PTX and one cubin, loaded with one
+    `cuModuleLoadData`, and `ptxas -v` reports on every kernel at once.
+  }];
+  let options = [
+    Option<"moduleName", "module-name", "std::string",
+           /*default=*/"\"momac_kernels\"", "The merged gpu.module's name">
+  ];
   let dependentDialects = ["::mlir::gpu::GPUDialect"];
 }
 

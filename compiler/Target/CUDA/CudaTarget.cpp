@@ -1,0 +1,268 @@
+//===- CudaTarget.cpp - Compile moma modules into CUDA artifacts ----------===//
+
+#include "compiler/Target/CUDA/CudaTarget.h"
+
+#include "compiler/Pipelines/Pipelines.h"
+#include "compiler/Target/Common/EntryPoints.h"
+
+#include "mlir/Dialect/GPU/IR/CompilationInterfaces.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Target/LLVM/NVVM/Target.h"
+#include "mlir/Target/LLVMIR/Dialect/All.h"
+
+#include "llvm/ADT/ScopeExit.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/Program.h"
+#include "llvm/Support/Regex.h"
+#include "llvm/Support/ToolOutputFile.h"
+
+using namespace mlir;
+using namespace momac;
+
+std::string momac::cudaLoweringPipeline() {
+  OpPassManager pm(ModuleOp::getOperationName());
+  addSharedLoweringPasses(pm);
+  addCudaCodegenPasses(pm);
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  pm.printAsTextualPipeline(os);
+  return text;
+}
+
+#ifndef MOMAC_CUDA_TOOLKIT_DIR
+
+bool momac::cudaTargetAvailable(std::string &why) {
+  why = "this momac was built without CUDA (no CUDA toolkit was found when "
+        "it was configured); rebuild it where CUDA is installed to compile "
+        "for NVIDIA GPUs";
+  return false;
+}
+
+LogicalResult momac::buildCudaArtifact(ModuleOp module, const ModelConfig &,
+                                       llvm::StringRef,
+                                       const CudaArtifactOptions &) {
+  std::string why;
+  cudaTargetAvailable(why);
+  return emitError(module.getLoc()) << why;
+}
+
+#else
+
+bool momac::cudaTargetAvailable(std::string &) { return true; }
+
+namespace {
+
+/// Runs `program` with `args`, its output (stdout and stderr) into
+/// `outputPath`.
+LogicalResult runTool(Location loc, llvm::StringRef program,
+                      llvm::ArrayRef<std::string> args,
+                      llvm::StringRef outputPath) {
+  llvm::SmallVector<llvm::StringRef> argv = {program};
+  for (const std::string &arg : args)
+    argv.push_back(arg);
+  std::optional<llvm::StringRef> redirects[] = {std::nullopt, outputPath,
+                                                outputPath};
+  std::string message;
+  int status = llvm::sys::ExecuteAndWait(program, argv, std::nullopt,
+                                         redirects, 0, 0, &message);
+  if (status == 0)
+    return success();
+  auto output = llvm::MemoryBuffer::getFile(outputPath);
+  return emitError(loc) << llvm::sys::path::filename(program) << " failed ("
+                        << status << "): " << message
+                        << (output ? (*output)->getBuffer() : "");
+}
+
+/// Checks ptxas's report (`ptxas -v`): a kernel that spills registers to
+/// local memory is a compile error, since every kernel here is small
+/// enough not to.
+LogicalResult checkNoSpills(Location loc, llvm::StringRef report) {
+  llvm::Regex spill("([0-9]+) bytes spill stores, ([0-9]+) bytes spill loads");
+  llvm::Regex function("Compiling entry function '([^']+)'");
+  llvm::StringRef kernel = "?";
+  llvm::SmallVector<llvm::StringRef> lines;
+  report.split(lines, '\n');
+  for (llvm::StringRef line : lines) {
+    llvm::SmallVector<llvm::StringRef> match;
+    if (function.match(line, &match))
+      kernel = match[1];
+    else if (spill.match(line, &match) &&
+             (match[1] != "0" || match[2] != "0"))
+      return emitError(loc) << "kernel " << kernel << " spills registers ("
+                            << match[1] << " bytes stored, " << match[2]
+                            << " loaded; see kernels.ptxas.txt)";
+  }
+  return success();
+}
+
+/// Replaces every gpu.module with a gpu.binary holding one fatbinary: the
+/// cubin for the chip (ptxas, whose register and spill report is kept as
+/// kernels.ptxas.txt) and the PTX (kernels.ptx), which a newer driver can
+/// compile for a GPU the cubin does not run on.
+LogicalResult serializeKernels(ModuleOp module,
+                               const CudaArtifactOptions &options) {
+  std::string toolkit = MOMAC_CUDA_TOOLKIT_DIR;
+  llvm::SmallString<256> ptxas(toolkit), fatbinary(toolkit);
+  llvm::sys::path::append(ptxas, "bin", "ptxas");
+  llvm::sys::path::append(fatbinary, "bin", "fatbinary");
+  auto path = [&](llvm::StringRef name) {
+    llvm::SmallString<256> p(options.outputDir);
+    llvm::sys::path::append(p, name);
+    return std::string(p);
+  };
+  std::string ptxPath = path("kernels.ptx"), reportPath =
+                                                  path("kernels.ptxas.txt"),
+              cubinPath = path("kernels.cubin"),
+              fatbinPath = path("kernels.fatbin"),
+              fatbinLog = path("kernels.fatbinary.txt");
+  auto removeTemporaries = llvm::make_scope_exit([&] {
+    for (const std::string &file : {cubinPath, fatbinPath, fatbinLog})
+      llvm::sys::fs::remove(file);
+  });
+  llvm::StringRef arch = options.codegen.chip;
+  arch.consume_front("sm_");
+  for (auto kernels :
+       llvm::make_early_inc_range(module.getOps<gpu::GPUModuleOp>())) {
+    Location loc = kernels.getLoc();
+    if (!kernels.getTargetsAttr() || kernels.getTargetsAttr().size() != 1)
+      return emitError(loc) << "expects one NVVM target on the kernels";
+    auto target =
+        cast<gpu::TargetAttrInterface>(kernels.getTargetsAttr()[0]);
+    gpu::TargetOptions ptxOptions(toolkit, {}, "", "",
+                                  gpu::CompilationTarget::Assembly);
+    std::optional<SmallVector<char, 0>> ptx =
+        target.serializeToObject(kernels, ptxOptions);
+    if (!ptx)
+      return emitError(loc) << "the NVPTX backend could not compile the "
+                               "kernels";
+    {
+      std::error_code ec;
+      llvm::ToolOutputFile file(ptxPath, ec, llvm::sys::fs::OF_None);
+      if (ec)
+        return emitError(loc) << "cannot write " << ptxPath << ": "
+                              << ec.message();
+      // The serialized assembly ends with a NUL for the driver's loader.
+      llvm::StringRef text(ptx->data(), ptx->size());
+      file.os() << text.take_until([](char c) { return c == '\0'; });
+      file.keep();
+    }
+    if (failed(runTool(loc, ptxas,
+                       {"-arch=" + options.codegen.chip, "-O3", "-v", ptxPath,
+                        "-o", cubinPath},
+                       reportPath)))
+      return failure();
+    auto report = llvm::MemoryBuffer::getFile(reportPath);
+    if (!report)
+      return emitError(loc) << "cannot read " << reportPath;
+    if (failed(checkNoSpills(loc, (*report)->getBuffer())))
+      return failure();
+    if (failed(runTool(loc, fatbinary,
+                       {"-64", "--create", fatbinPath,
+                        "--image3=kind=elf,sm=" + arch.str() + ",file=" +
+                            cubinPath,
+                        "--image3=kind=ptx,sm=" + arch.str() + ",file=" +
+                            ptxPath},
+                       fatbinLog)))
+      return failure();
+    auto fatbin = llvm::MemoryBuffer::getFile(fatbinPath, /*IsText=*/false,
+                                              /*RequiresNullTerminator=*/false);
+    if (!fatbin)
+      return emitError(loc) << "cannot read " << fatbinPath;
+    SmallVector<char, 0> bytes((*fatbin)->getBufferStart(),
+                               (*fatbin)->getBufferEnd());
+    gpu::TargetOptions fatbinOptions(toolkit, {}, "", "",
+                                     gpu::CompilationTarget::Fatbin);
+    Attribute object = target.createObject(kernels, bytes, fatbinOptions);
+    OpBuilder builder(kernels);
+    gpu::BinaryOp::create(builder, loc, kernels.getName(), Attribute(),
+                          builder.getArrayAttr({object}));
+    kernels.erase();
+  }
+  return success();
+}
+
+/// What model.so links besides its objects: the CUDA runtime archive
+/// (runtime/device/cuda), cuBLAS and the CUDA runtime library (CUB's
+/// kernels). Not the driver: the archive opens libcuda.so.1 when first
+/// needed, so that the artifact loads, and says why it cannot run, on a
+/// machine without one.
+std::vector<std::string> cudaLinkArguments() {
+  std::string libDir = MOMAC_CUDA_LIBRARY_DIR;
+  return {MOMAC_CUDA_RUNTIME_ARCHIVE,
+          "-L" + libDir,
+          "-Wl,-rpath," + libDir,
+          "-lcublasLt",
+          "-lcublas",
+          "-lcudart",
+          "-ldl",
+          "-lm"};
+}
+
+} // namespace
+
+LogicalResult momac::buildCudaArtifact(ModuleOp module,
+                                       const ModelConfig &config,
+                                       llvm::StringRef descriptionText,
+                                       const CudaArtifactOptions &options) {
+  Location loc = module.getLoc();
+  MLIRContext *context = module.getContext();
+  if (std::error_code ec = llvm::sys::fs::create_directories(options.outputDir))
+    return emitError(loc) << "cannot create " << options.outputDir << ": "
+                          << ec.message();
+  DialectRegistry registry;
+  // The kernels go through LLVM IR (NVVM, LLVM dialects) to PTX; the host
+  // code embeds them (GPU dialect, offloading).
+  NVVM::registerNVVMTargetInterfaceExternalModels(registry);
+  registerAllToLLVMIRTranslations(registry);
+  context->appendDialectRegistry(registry);
+  loadLoweringDialects(context);
+  FailureOr<std::vector<EntryPointSpec>> entries = prepareEntryPoints(module);
+  if (failed(entries))
+    return failure();
+
+  TimingScope disabled;
+  TimingScope &timing = options.timing ? *options.timing : disabled;
+  PassManager pm(context);
+  if (failed(applyPassManagerCLOptions(pm)))
+    return failure();
+  TimingScope loweringTimer = timing.nest("CUDA lowering (MLIR passes)");
+  pm.enableTiming(loweringTimer);
+  addSharedLoweringPasses(pm);
+  addCudaCodegenPasses(pm, options.codegen);
+  if (failed(pm.run(module)))
+    return failure();
+  for (const EntryPointSpec &entry : *entries)
+    if (failed(addPackedEntryPoint(module, entry.name)))
+      return failure();
+  loweringTimer.stop();
+
+  TimingScope kernelTimer =
+      timing.nest("kernels: NVPTX, ptxas, fatbinary");
+  if (failed(serializeKernels(module, options)))
+    return failure();
+  kernelTimer.stop();
+
+  llvm::SmallString<256> objectPrefix(options.outputDir),
+      library(options.outputDir);
+  llvm::sys::path::append(objectPrefix, "model");
+  llvm::sys::path::append(library, "model.so");
+  // Host code is small next to the CPU target's: one partition.
+  FailureOr<SmallVector<std::string>> objects = emitHostObjects(
+      module, objectPrefix, options.keepLLVMIR, /*partitions=*/1, timing);
+  if (failed(objects))
+    return failure();
+  TimingScope linkTimer = timing.nest("link model.so");
+  auto removeObjects = llvm::make_scope_exit([&] {
+    for (const std::string &object : *objects)
+      llvm::sys::fs::remove(object);
+  });
+  if (failed(linkSharedLibrary(loc, *objects, library, cudaLinkArguments())) ||
+      failed(writeManifestAndDescription(loc, config, "cuda", *entries,
+                                         options.outputDir, descriptionText)))
+    return failure();
+  return success();
+}
+
+#endif // MOMAC_CUDA_TOOLKIT_DIR

@@ -1,0 +1,43 @@
+//===- CudaTarget.h - Compile moma modules into CUDA artifacts --*- C++ -*-===//
+//
+// The CUDA target: the shared pipeline, the CUDA passes
+// (compiler/Target/CUDA/Passes.td), serialization of the kernels (PTX from
+// LLVM's NVPTX backend, cubin from ptxas, both in one fatbinary embedded in
+// model.so), then the artifact steps every target shares
+// (compiler/Target/Common/Artifact.h). model.so links the CUDA runtime
+// archive (runtime/device/cuda: the mgpu* ABI, cuBLAS GEMMs, top-k) and
+// exports its entry points for momarun.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOMAC_COMPILER_TARGET_CUDA_CUDATARGET_H
+#define MOMAC_COMPILER_TARGET_CUDA_CUDATARGET_H
+
+#include "compiler/Target/CUDA/Passes.h"
+#include "compiler/Target/Common/Artifact.h"
+
+namespace momac {
+
+struct CudaArtifactOptions : ArtifactOptions {
+  CudaCodegenOptions codegen;
+};
+
+/// Whether this momac can build CUDA artifacts (CUDA was found when it was
+/// configured); when not, `why` says so.
+bool cudaTargetAvailable(std::string &why);
+
+/// Lowers `module` to host code and sm_90 kernels and writes the artifact
+/// (model.so, manifest.json, model.json, kernels.ptx and ptxas's report on
+/// each kernel, kernels.ptxas.txt). Diagnostics go to the module's context.
+mlir::LogicalResult buildCudaArtifact(mlir::ModuleOp module,
+                                      const ModelConfig &config,
+                                      llvm::StringRef descriptionText,
+                                      const CudaArtifactOptions &options);
+
+/// The pass pipeline from the moma dialect to host LLVM and NVVM kernels,
+/// as the textual pass list of a builtin.module pass manager.
+std::string cudaLoweringPipeline();
+
+} // namespace momac
+
+#endif // MOMAC_COMPILER_TARGET_CUDA_CUDATARGET_H

@@ -1,0 +1,64 @@
+//===- MergeKernelModules.cpp - One gpu.module for a step's kernels -------===//
+//
+// See Passes.td.
+//
+//===----------------------------------------------------------------------===//
+
+#include "compiler/Target/CUDA/Passes.h"
+
+#include "mlir/IR/SymbolTable.h"
+
+namespace momac {
+#define GEN_PASS_DEF_MERGEKERNELMODULES
+#include "compiler/Target/CUDA/Passes.h.inc"
+} // namespace momac
+
+using namespace mlir;
+
+namespace {
+
+struct MergeKernelModulesPass
+    : momac::impl::MergeKernelModulesBase<MergeKernelModulesPass> {
+  using MergeKernelModulesBase::MergeKernelModulesBase;
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    SmallVector<gpu::GPUModuleOp> kernels(module.getOps<gpu::GPUModuleOp>());
+    if (kernels.empty())
+      return;
+    if (module.lookupSymbol(moduleName)) {
+      module.emitError("moma-merge-kernel-modules: '")
+          << moduleName << "' is taken";
+      return signalPassFailure();
+    }
+    OpBuilder builder(kernels.front());
+    auto merged =
+        gpu::GPUModuleOp::create(builder, kernels.front().getLoc(), moduleName);
+    SymbolTable table(merged);
+    // Outlining names every kernel function after its entry point
+    // (forward_kernel) and makes the modules' names unique
+    // (forward_kernel_0, ...): a kernel takes its module's name.
+    for (gpu::GPUModuleOp kernel : kernels) {
+      auto functions = llvm::to_vector(kernel.getOps<gpu::GPUFuncOp>());
+      if (functions.size() != 1 ||
+          !llvm::hasSingleElement(kernel.getBody()->without_terminator())) {
+        kernel.emitError("moma-merge-kernel-modules: expects one kernel per "
+                         "outlined module");
+        return signalPassFailure();
+      }
+      gpu::GPUFuncOp function = functions.front();
+      function.setName(kernel.getName());
+      function->remove();
+      table.insert(function);
+    }
+    auto mergedName = builder.getStringAttr(moduleName);
+    module.walk([&](gpu::LaunchFuncOp launch) {
+      launch.setKernelAttr(SymbolRefAttr::get(
+          mergedName, {FlatSymbolRefAttr::get(launch.getKernelModuleName())}));
+    });
+    for (gpu::GPUModuleOp kernel : kernels)
+      kernel.erase();
+  }
+};
+
+} // namespace

@@ -1,0 +1,95 @@
+//===- CublasGemm.cpp - The compiled step's GEMMs on cuBLAS ---------------===//
+//
+// A row-major C = A B is the column-major C^T = B^T A^T, so each call hands
+// cuBLAS B as its first operand and A as its second, with m and n swapped;
+// the transposes carry over unchanged. One strided-batched call covers a
+// group's experts (expert choice gives them the same k) or an attention's
+// heads. f32 accumulates in f32 without TF32 unless MOMA_ALLOW_TF32=1 (the
+// reference comparison needs full f32 products); bf16 operands accumulate
+// in f32 too (MODEL_SPEC section 7).
+//
+//===----------------------------------------------------------------------===//
+
+#include "runtime/device/cuda/CudaRuntime.h"
+#include "runtime/device/cuda/CudaState.h"
+
+#include <cublas_v2.h>
+
+#include <cstdlib>
+#include <string>
+
+using namespace momac::cuda;
+
+namespace {
+
+cublasHandle_t handle() {
+  static cublasHandle_t instance = [] {
+    cublasHandle_t created = nullptr;
+    cublasStatus_t status = cublasCreate(&created);
+    if (status != CUBLAS_STATUS_SUCCESS) {
+      recordError(std::string("cublasCreate: ") +
+                  cublasGetStatusName(status));
+      return static_cast<cublasHandle_t>(nullptr);
+    }
+    cublasSetStream(created, stepStream());
+    const char *tf32 = std::getenv("MOMA_ALLOW_TF32");
+    cublasSetMathMode(created, tf32 && std::string(tf32) == "1"
+                                   ? CUBLAS_TF32_TENSOR_OP_MATH
+                                   : CUBLAS_PEDANTIC_MATH);
+    return created;
+  }();
+  return instance;
+}
+
+void gemm(int32_t transA, int32_t transB, int32_t m, int32_t n, int32_t k,
+          const void *a, int64_t lda, int64_t strideA, const void *b,
+          int64_t ldb, int64_t strideB, float beta, float *c, int64_t ldc,
+          int64_t strideC, int32_t batch, cudaDataType operandType,
+          const char *name) {
+  // Empty groups and experts (no tokens) make empty products.
+  if (m <= 0 || n <= 0 || batch <= 0 || !ready())
+    return;
+  cublasHandle_t cublas = handle();
+  if (!cublas)
+    return;
+  float alpha = 1.0f;
+  if (k <= 0) {
+    // C = beta C: cuBLAS with k = 0 does exactly that.
+    k = 0;
+  }
+  cublasStatus_t status = cublasGemmStridedBatchedEx(
+      cublas, transB ? CUBLAS_OP_T : CUBLAS_OP_N,
+      transA ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, b, operandType,
+      static_cast<int>(ldb), strideB, a, operandType, static_cast<int>(lda),
+      strideA, &beta, c, CUDA_R_32F, static_cast<int>(ldc), strideC, batch,
+      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  if (status != CUBLAS_STATUS_SUCCESS)
+    recordError(std::string(name) + " (cublasGemmStridedBatchedEx, m=" +
+                std::to_string(m) + " n=" + std::to_string(n) +
+                " k=" + std::to_string(k) + " batch=" + std::to_string(batch) +
+                "): " + cublasGetStatusName(status));
+}
+
+} // namespace
+
+extern "C" void momart_cuda_gemm_f32(int32_t transA, int32_t transB,
+                                     int32_t m, int32_t n, int32_t k,
+                                     const float *a, int64_t lda,
+                                     int64_t strideA, const float *b,
+                                     int64_t ldb, int64_t strideB, float beta,
+                                     float *c, int64_t ldc, int64_t strideC,
+                                     int32_t batch) {
+  gemm(transA, transB, m, n, k, a, lda, strideA, b, ldb, strideB, beta, c,
+       ldc, strideC, batch, CUDA_R_32F, "momart_cuda_gemm_f32");
+}
+
+extern "C" void momart_cuda_gemm_bf16(int32_t transA, int32_t transB,
+                                      int32_t m, int32_t n, int32_t k,
+                                      const uint16_t *a, int64_t lda,
+                                      int64_t strideA, const uint16_t *b,
+                                      int64_t ldb, int64_t strideB, float beta,
+                                      float *c, int64_t ldc, int64_t strideC,
+                                      int32_t batch) {
+  gemm(transA, transB, m, n, k, a, lda, strideA, b, ldb, strideB, beta, c,
+       ldc, strideC, batch, CUDA_R_16BF, "momart_cuda_gemm_bf16");
+}

@@ -1,0 +1,35 @@
+//===- CudaState.h - The CUDA runtime's process state -----------*- C++ -*-===//
+//
+// Internal to runtime/device/cuda: what the mgpu* ABI, the cuBLAS GEMMs and
+// the top-k share. One device, one context (the primary one, which cuBLAS
+// and CUB's runtime-API calls use too), one stream for the steps.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOMAC_RUNTIME_DEVICE_CUDA_CUDASTATE_H
+#define MOMAC_RUNTIME_DEVICE_CUDA_CUDASTATE_H
+
+#include "runtime/device/cuda/CachingAllocator.h"
+
+#include <cuda.h>
+
+#include <string>
+
+namespace momac::cuda {
+
+/// Initializes the driver on first use. False when there is no usable
+/// device or an error is pending: the caller skips its work.
+bool ready();
+/// The stream every step's work runs on.
+CUstream stepStream();
+CachingAllocator &allocator();
+/// Keeps `message` as the pending error unless one is pending already.
+void recordError(const std::string &message);
+/// `call` failed with `result`: records "<call>: <CUDA error name> (<its
+/// description>)"; returns false on failure so callers can write
+/// `if (!check(cuX(...), "cuX")) return;`.
+bool check(CUresult result, const std::string &call);
+
+} // namespace momac::cuda
+
+#endif // MOMAC_RUNTIME_DEVICE_CUDA_CUDASTATE_H
