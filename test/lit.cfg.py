@@ -15,3 +15,7 @@ config.environment["PATH"] = os.pathsep.join(
      config.environment.get("PATH", os.environ.get("PATH", ""))])
 config.substitutions.append(
     ("%examples", os.path.join(config.momac_src_root, "examples")))
+
+# momac built with CUDA: --target=cuda compiles (tests: REQUIRES: cuda).
+if config.momac_cuda.upper() in ("ON", "1", "TRUE", "YES"):
+    config.available_features.add("cuda")

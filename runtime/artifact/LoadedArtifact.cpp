@@ -6,6 +6,7 @@
 
 #include "lib/config/Parameters.h"
 #include "runtime/device/cpu/CpuThreads.h"
+#include "runtime/device/cuda/ArtifactCudaRuntime.h"
 
 #include "llvm/Support/DynamicLibrary.h"
 #include "llvm/Support/FileSystem.h"
@@ -101,18 +102,29 @@ llvm::Expected<LoadedArtifact> LoadedArtifact::open(llvm::StringRef directory) {
                            "with momac");
   }
   // Each target's device runtime prepares what its libraries read at load.
-  if (artifact.manifestData.target == "cpu")
+  const std::string &target = artifact.manifestData.target;
+  if (target == "cpu")
     cpu::configureThreadsBeforeLoad();
-  else
+  else if (target != "cuda")
     return artifactError(manifestPath + ": an artifact for target '" +
-                         artifact.manifestData.target +
-                         "'; this momarun runs 'cpu' artifacts");
+                         target + "'; momarun runs 'cpu' and 'cuda' artifacts");
   std::string error;
-  if (llvm::sys::DynamicLibrary::getPermanentLibrary(libraryPath.c_str(),
-                                                     &error)
-          .isValid() == false)
+  llvm::sys::DynamicLibrary library =
+      llvm::sys::DynamicLibrary::getPermanentLibrary(libraryPath.c_str(),
+                                                     &error);
+  if (!library.isValid())
     return artifactError(libraryPath + ": cannot load: " + error);
   artifact.libraryPath = libraryPath.str().str();
+  // A CUDA artifact carries its runtime; it says here whether this
+  // machine's GPU (and driver) can run it. Without one, what needs no
+  // entry point (init, upcycle) still works; entryPoint() says why not.
+  if (target == "cuda") {
+    auto runtime = cuda::ArtifactCudaRuntime::open(library, libraryPath.str());
+    if (runtime)
+      artifact.cudaRuntime = std::move(*runtime);
+    else
+      artifact.cudaUnavailable = llvm::toString(runtime.takeError());
+  }
   return artifact;
 }
 
@@ -122,13 +134,30 @@ LoadedArtifact::entryPoint(llvm::StringRef name) const {
   if (!spec)
     return artifactError(dir + ": the artifact has no entry point '" + name +
                          "'");
+  if (!cudaUnavailable.empty())
+    return artifactError(cudaUnavailable);
   std::string error;
   auto library = llvm::sys::DynamicLibrary::getPermanentLibrary(
       libraryPath.c_str(), &error);
   void *address = library.getAddressOfSymbol(spec->symbol.c_str());
   if (!address)
     return artifactError(libraryPath + ": no symbol " + spec->symbol);
-  return std::make_pair(spec, reinterpret_cast<EntryFunction>(address));
+  EntryFunction function;
+  function.function = reinterpret_cast<void (*)(void **)>(address);
+  function.spec = spec;
+  function.cuda = cudaRuntime;
+  return std::make_pair(spec, function);
+}
+
+std::string LoadedArtifact::deviceDescription() const {
+  return cudaRuntime ? cudaRuntime->deviceDescription() : std::string();
+}
+
+llvm::Error EntryFunction::operator()(void **buffers) const {
+  if (cuda)
+    return cuda->call(function, *spec, buffers);
+  function(buffers);
+  return llvm::Error::success();
 }
 
 llvm::Expected<std::vector<void *>>

@@ -9,6 +9,7 @@
 #include "llvm/ADT/StringMap.h"
 #include "llvm/Support/Error.h"
 
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -28,9 +29,32 @@ bool takesBatchRows(const EntryPointSpec &entry);
 
 /// The manifest, the model description and the dlopened library of an
 /// artifact directory written by `momac MODEL.json -o DIR`.
+namespace cuda {
+class ArtifactCudaRuntime;
+} // namespace cuda
+
+/// An entry point of a loaded artifact, called with its buffers: host
+/// memory, arguments then results in manifest order and shapes. A CPU
+/// artifact runs on them directly. A CUDA artifact runs on the GPU: each
+/// call copies the buffers to device memory and the results back
+/// (runtime/device/cuda/ArtifactCudaRuntime.h); an error names the failed
+/// CUDA call.
+class EntryFunction {
+public:
+  EntryFunction() = default;
+  llvm::Error operator()(void **buffers) const;
+  explicit operator bool() const { return function != nullptr; }
+
+private:
+  friend class LoadedArtifact;
+  void (*function)(void **) = nullptr;
+  const EntryPointSpec *spec = nullptr;
+  std::shared_ptr<const cuda::ArtifactCudaRuntime> cuda;
+};
+
 class LoadedArtifact {
 public:
-  using EntryFunction = void (*)(void **buffers);
+  using EntryFunction = momac::EntryFunction;
 
   /// Checks that the three files exist and agree (the manifest's parameters
   /// are the description's), then loads model.so. Errors name the file.
@@ -44,11 +68,18 @@ public:
   llvm::Expected<std::pair<const EntryPointSpec *, EntryFunction>>
   entryPoint(llvm::StringRef name) const;
 
+  /// For a CUDA artifact, the GPU it runs on ("NVIDIA H200, 139.8 GiB");
+  /// empty for a CPU artifact.
+  std::string deviceDescription() const;
+
 private:
   std::string dir;
   Manifest manifestData;
   ModelConfig configData;
   std::string libraryPath;
+  std::shared_ptr<const cuda::ArtifactCudaRuntime> cudaRuntime;
+  /// For a CUDA artifact this machine cannot run: why.
+  std::string cudaUnavailable;
 };
 
 /// Binds an entry point's buffers by name: the call array lists the

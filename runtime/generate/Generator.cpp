@@ -163,7 +163,8 @@ momac::generate(const LoadedArtifact &artifact,
       positions[s] = int32_t(position);
     }
     int set = p % 2;
-    entry->second(buffers[set].data());
+    if (llvm::Error error = entry->second(buffers[set].data()))
+      return error;
     if (logitsOut && p < int64_t(options.prompts[0].size()) +
                              options.maxNew - 1)
       logitsOut->write(reinterpret_cast<const char *>(logits.data()),

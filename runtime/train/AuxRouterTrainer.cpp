@@ -157,7 +157,8 @@ llvm::Error momac::trainAuxRouters(const AuxTrainOptions &options) {
     auto stepStart = std::chrono::steady_clock::now();
     if (llvm::Error error = stream->next(batch, tokens))
       return error;
-    gradEntry->second(gradBuffers->data());
+    if (llvm::Error error = gradEntry->second(gradBuffers->data()))
+      return error;
     const float auxLoss = outputs[0][0];
     std::string nonFinite;
     if (!std::isfinite(auxLoss))
@@ -178,7 +179,8 @@ llvm::Error momac::trainAuxRouters(const AuxTrainOptions &options) {
     double lr = learningRate(hyper, step);
     schedule = {float(lr), float(1 - std::pow(hyper.beta1, double(step))),
                 float(1 - std::pow(hyper.beta2, double(step)))};
-    stepEntry->second(stepBuffers->data());
+    if (llvm::Error error = stepEntry->second(stepBuffers->data()))
+      return error;
     double seconds = std::chrono::duration<double>(
                          std::chrono::steady_clock::now() - stepStart)
                          .count();

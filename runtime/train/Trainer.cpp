@@ -384,7 +384,8 @@ llvm::Error momac::train(const TrainOptions &options) {
         return error;
       if (noiseSpec)
         sampleGumbelNoise(noiseRng, noise);
-      gradEntry->second(gradBuffers->data());
+      if (llvm::Error error = gradEntry->second(gradBuffers->data()))
+        return error;
       loss += gradOutputs[0][0] / double(microBatches);
       std::vector<uint64_t> counts = config.countTargetsByModality(tokens);
       for (size_t m = 0; m < modalities; ++m) {
@@ -459,7 +460,8 @@ llvm::Error momac::train(const TrainOptions &options) {
     } else {
       schedule = {float(lr), float(1 - std::pow(hyper.beta1, double(step))),
                   float(1 - std::pow(hyper.beta2, double(step)))};
-      stepEntry->second(stepBuffers->data());
+      if (llvm::Error error = stepEntry->second(stepBuffers->data()))
+        return error;
     }
 
     auto now = std::chrono::steady_clock::now();

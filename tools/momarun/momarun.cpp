@@ -522,7 +522,7 @@ int runEval() {
     return fail(entry.takeError());
   auto [spec, forward] = *entry;
   const EntryPointSpec *causalSpec = nullptr;
-  void (*causalForward)(void **) = nullptr;
+  LoadedArtifact::EntryFunction causalForward;
   if (evalCausal) {
     if (!config.auxRouters)
       return fail(runtimeError(
@@ -604,11 +604,13 @@ int runEval() {
   for (uint64_t b = 0; b < batches; ++b) {
     if (llvm::Error error = stream->next(batch, batchTokens))
       return fail(std::move(error));
-    forward(buffers->data());
+    if (llvm::Error error = forward(buffers->data()))
+      return fail(std::move(error));
     lossSum += resultBuffers[0][0];
     std::vector<uint64_t> counts = config.countTargetsByModality(batchTokens);
     if (causalForward) {
-      causalForward(causalBuffers.data());
+      if (llvm::Error error = causalForward(causalBuffers.data()))
+        return fail(std::move(error));
       causalLossSum += causalResults[0][0];
       for (size_t m = 0; m < modalities; ++m)
         causalModalitySum[m] +=
@@ -743,7 +745,8 @@ int runGrad() {
       entryBuffers(*spec, *tokens, batchRows, *weights, noise, results);
   if (!buffers)
     return fail(buffers.takeError());
-  gradient(buffers->data());
+  if (llvm::Error error = gradient(buffers->data()))
+    return fail(std::move(error));
 
   SafetensorsWriter writer;
   for (size_t i = 0; i < results.size(); ++i) {

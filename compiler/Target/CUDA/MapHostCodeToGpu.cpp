@@ -118,6 +118,8 @@ struct MapHostCodeToGpuPass
                                             ValueRange{}, copy, get);
         rewriter.replaceAllUsesExcept(get, copy, upload);
       }
+      if (get->use_empty())
+        rewriter.eraseOp(get);
       // Freed where the function returns.
       for (Operation &op : func.getBody().front())
         if (isa<func::ReturnOp>(op)) {
@@ -202,24 +204,36 @@ struct MapHostCodeToGpuPass
   LogicalResult launchScalarCode(IRRewriter &rewriter, Block &block) {
     SmallVector<Operation *> stretch;
     auto flush = [&]() -> LogicalResult {
-      // Pure ops at the end of a stretch stay on the host, and so do those
-      // at its start that the host uses too; the others (arithmetic on
-      // values an earlier stretch computed, for this one) run in it.
-      while (!stretch.empty() && !isDeviceScalarCode(*stretch.back()))
-        stretch.pop_back();
-      llvm::SmallPtrSet<Operation *, 16> inside(stretch.begin(),
-                                                stretch.end());
-      size_t first = 0;
-      while (first < stretch.size() && !isDeviceScalarCode(*stretch[first]) &&
-             llvm::any_of(stretch[first]->getUsers(), [&](Operation *user) {
-               Operation *owner =
-                   stretch[first]->getBlock()->findAncestorOpInBlock(*user);
-               return !owner || !inside.contains(owner);
-             })) {
-        inside.erase(stretch[first]);
-        ++first;
+      // Pure ops that do not depend on the stretch's device code are host
+      // arithmetic (grid and buffer sizes): they move above it. The others
+      // (arithmetic on values the stretch loads, for later kernels, or on
+      // an earlier stretch's values, for this one) run in it, and a host
+      // use of theirs is a read.
+      llvm::SmallPtrSet<Operation *, 16> kernelOps;
+      auto dependsOnKernel = [&](Operation *op) {
+        return llvm::any_of(op->getOperands(), [&](Value v) {
+          Operation *def = v.getDefiningOp();
+          Operation *owner =
+              def ? op->getBlock()->findAncestorOpInBlock(*def) : nullptr;
+          return owner && kernelOps.contains(owner);
+        });
+      };
+      SmallVector<Operation *> kept;
+      for (Operation *op : stretch) {
+        if (!isDeviceScalarCode(*op) && !dependsOnKernel(op)) {
+          if (!kept.empty())
+            op->moveBefore(kept.front());
+          continue;
+        }
+        kept.push_back(op);
+        kernelOps.insert(op);
       }
-      stretch.erase(stretch.begin(), stretch.begin() + first);
+      stretch = std::move(kept);
+      // A stretch of pure ops alone is host arithmetic.
+      if (llvm::none_of(stretch, [](Operation *op) {
+            return isDeviceScalarCode(*op);
+          }))
+        stretch.clear();
       LogicalResult result = success();
       if (!stretch.empty())
         result = launchStretch(rewriter, stretch);
@@ -343,17 +357,25 @@ struct MapHostCodeToGpuPass
         return Value(arith::TruncIOp::create(b, loc, type, bits));
       return bits;
     };
-    // A value that later kernels use (a loss's count, a clipping factor)
-    // is loaded from the device buffer by those kernels; only what host
-    // code uses (a buffer's size, a grid, a loop bound) is read back.
+    // What host code uses (a buffer's size, a grid, a loop bound) is read
+    // back, and later kernels get it as an argument; a value only later
+    // kernels use (a loss's count, a clipping factor) they load from the
+    // device buffer, without a read.
+    auto usedByHost = [&](Value value) {
+      return llvm::any_of(value.getUsers(), [&](Operation *user) {
+        return !user->getParentOfType<gpu::LaunchOp>();
+      });
+    };
     bool hostReads = false;
     for (auto [i, value] : llvm::enumerate(escaping)) {
+      if (usedByHost(value)) {
+        hostReads = true;
+        continue;
+      }
       for (OpOperand &use : llvm::make_early_inc_range(value.getUses())) {
         auto user = use.getOwner()->getParentOfType<gpu::LaunchOp>();
-        if (!user || user == launch) {
-          hostReads |= !user;
+        if (user == launch)
           continue;
-        }
         OpBuilder::InsertionGuard guard(rewriter);
         rewriter.setInsertionPointToStart(&user.getBody().front());
         use.set(load(rewriter, results, i, value.getType()));

@@ -199,8 +199,14 @@ struct MapTilesToGpuPass
     }
     rewriter.eraseOp(tile);
 
+    // The thread count is a constant of the kernel (not a value captured
+    // from the host), so that the index arithmetic of the spread loops
+    // divides by a constant.
+    rewriter.setInsertionPointToStart(&body);
+    Value threadsInKernel = indexConstant(rewriter, loc, threadsPerBlock);
     momac::ThreadDistribution distribution{rewriter, launch.getThreadIds().x,
-                                           threads, /*oneBlock=*/true};
+                                           threadsInKernel,
+                                           /*oneBlock=*/true};
     return distribution.lowerUniformBlock(body);
   }
 };

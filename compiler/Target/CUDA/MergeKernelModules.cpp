@@ -48,6 +48,11 @@ struct MergeKernelModulesPass
       }
       gpu::GPUFuncOp function = functions.front();
       function.setName(kernel.getName());
+      // With only a maximum block size (.maxntid 128, from the launch),
+      // ptxas budgets registers for 16 resident blocks per SM (32 per
+      // thread) and spills rather than exceed it; one block per SM at
+      // least (.minnctapersm 1) lets it use what the kernel needs.
+      function->setAttr("nvvm.minctasm", builder.getI32IntegerAttr(1));
       function->remove();
       table.insert(function);
     }

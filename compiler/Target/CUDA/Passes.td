@@ -148,6 +148,9 @@ def MergeKernelModules
     `module-name` and points every `gpu.launch_func` at it, so that the
     artifact carries one PTX and one cubin, loaded with one
     `cuModuleLoadData`, and `ptxas -v` reports on every kernel at once.
+    Each kernel takes its module's (unique) name, and `nvvm.minctasm = 1`:
+    given only the block size, ptxas would cap registers at 32 per thread
+    (16 blocks per SM) and spill.
   }];
   let options = [
     Option<"moduleName", "module-name", "std::string",

@@ -1,0 +1,64 @@
+//===- ArtifactCudaRuntime.h - A CUDA artifact's runtime, from momarun -*-===//
+//
+// A CUDA artifact's model.so carries the CUDA runtime (CudaRuntime.h);
+// momarun reaches it through the symbols the library exports, so momarun
+// builds and runs without CUDA and every CUDA call happens in the
+// artifact. This is momarun's side: whether the GPU can run the artifact,
+// and an entry-point call on host buffers.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOMAC_RUNTIME_DEVICE_CUDA_ARTIFACTCUDARUNTIME_H
+#define MOMAC_RUNTIME_DEVICE_CUDA_ARTIFACTCUDARUNTIME_H
+
+#include "lib/artifact/Manifest.h"
+
+#include "llvm/Support/DynamicLibrary.h"
+#include "llvm/Support/Error.h"
+
+#include <memory>
+#include <string>
+
+namespace momac::cuda {
+
+class ArtifactCudaRuntime {
+public:
+  /// Looks up the runtime's symbols in `library` (model.so at
+  /// `libraryPath`) and asks it whether the GPU is ready: an error, in one
+  /// line, when there is no driver, no GPU, a driver too old for the
+  /// kernels, or a GPU they cannot run on.
+  static llvm::Expected<std::shared_ptr<ArtifactCudaRuntime>>
+  open(llvm::sys::DynamicLibrary library, llvm::StringRef libraryPath);
+
+  /// "NVIDIA H200, 139.8 GiB".
+  std::string deviceDescription() const;
+
+  /// Calls `function` (an entry point of `entry`) on the GPU with the
+  /// host buffers `buffers` (arguments then results, manifest order and
+  /// shapes): each distinct buffer is copied to device memory, the step
+  /// runs, the results are copied back. A CUDA error during the call is
+  /// an error naming the failed call and kernel; the host buffers then
+  /// keep what they held before.
+  llvm::Error call(void (*function)(void **), const EntryPointSpec &entry,
+                   void **buffers) const;
+
+private:
+  using Status = const char *(*)();
+  using Alloc = void *(*)(size_t);
+  using Free = void (*)(void *);
+  using CopyTo = void (*)(void *, const void *, size_t);
+  using Synchronize = void (*)();
+  using Device = bool (*)(char *, size_t, size_t *);
+
+  std::string libraryPath;
+  Status status = nullptr, takeError = nullptr;
+  Alloc alloc = nullptr;
+  Free free = nullptr;
+  CopyTo copyToDevice = nullptr, copyToHost = nullptr;
+  Synchronize synchronize = nullptr;
+  Device device = nullptr;
+};
+
+} // namespace momac::cuda
+
+#endif // MOMAC_RUNTIME_DEVICE_CUDA_ARTIFACTCUDARUNTIME_H
