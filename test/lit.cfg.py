@@ -19,3 +19,11 @@ config.substitutions.append(
 # momac built with CUDA: --target=cuda compiles (tests: REQUIRES: cuda).
 if config.momac_cuda.upper() in ("ON", "1", "TRUE", "YES"):
     config.available_features.add("cuda")
+
+# This machine has the NVIDIA driver (a CUDA artifact can try to run).
+try:
+    import ctypes
+    ctypes.CDLL("libcuda.so.1")
+    config.available_features.add("nvidia-driver")
+except OSError:
+    pass

@@ -15,11 +15,15 @@
 //===----------------------------------------------------------------------===//
 
 #include "compiler/Autodiff/Passes.h"
+#include "compiler/Codegen/Passes.h"
+#include "compiler/Conversion/Passes.h"
 #include "compiler/Frontend/ModelToMoma.h"
 #include "compiler/Pipelines/Pipelines.h"
 #include "compiler/Pipelines/StepStatistics.h"
 #include "compiler/Target/CPU/CpuTarget.h"
+#include "compiler/Target/CPU/Passes.h"
 #include "compiler/Target/CUDA/CudaTarget.h"
+#include "dialects/moma/Transforms/Passes.h"
 #include "lib/config/ModelConfig.h"
 #include "lib/config/ModelStats.h"
 #include "lib/config/Parameters.h"
@@ -243,6 +247,15 @@ int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
   mlir::registerAsmPrinterCLOptions();
   mlir::registerMLIRContextCLOptions();
+  // momac's own passes, by name (before the pass manager's options, which
+  // list the registered ones), for --mlir-print-ir-after=<pass> and the
+  // like (upstream passes are named only once their pipeline builds them).
+  mlir::moma::registerMomaPasses();
+  registerMomacConversionPasses();
+  registerMomacCodegenPasses();
+  registerMomacCpuTargetPasses();
+  registerMomacCudaTargetPasses();
+  registerMomacAutodiffPasses();
   mlir::registerPassManagerCLOptions();
   mlir::registerDefaultTimingManagerCLOptions();
   // libLLVM registers hundreds of backend flags; --help lists momac's own.
