@@ -37,6 +37,7 @@
 #include "mlir/Support/Timing.h"
 #include "llvm/ADT/Statistic.h"
 #include "llvm/Support/CommandLine.h"
+#include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/ToolOutputFile.h"
@@ -94,6 +95,14 @@ cl::opt<TargetKind> target(
                           "H200): kernels as an sm_90 cubin plus PTX, cuBLAS "
                           "GEMMs; needs a momac built with CUDA")),
     cl::cat(momacCategory));
+
+cl::opt<double> gpuMemory(
+    "gpu-memory",
+    cl::desc("With --target=cuda: the GPU memory, in GB, the training step "
+             "must fit (default 141, an H200's); a model whose parameters, "
+             "gradients and AdamW state (momac --report) need more is "
+             "refused at compile time"),
+    cl::value_desc("GB"), cl::init(141.0), cl::cat(momacCategory));
 
 cl::opt<bool> keepLLVMIR("keep-llvm-ir",
                          cl::desc("With an artifact: also write the optimized "
@@ -291,6 +300,23 @@ int main(int argc, char **argv) {
     return fail(llvm::toString(config.takeError()));
 
   if (target == TargetKind::Cuda) {
+    // Refused before anything is compiled: the state that lives on the GPU
+    // for the whole run must fit its memory.
+    ModelStats stats = computeModelStats(*config);
+    double needed = double(stats.totalStateBytes()) / 1e9;
+    if (gpuMemory <= 0)
+      return fail(llvm::formatv("--gpu-memory {0}: expected a positive "
+                                "number of GB",
+                                double(gpuMemory)));
+    if (needed > gpuMemory)
+      return fail(llvm::formatv(
+          "--target=cuda: the training step keeps {0:F1} GB on the GPU "
+          "(parameters {1:F1}, gradients {2:F1}, AdamW state {3:F1}; momac "
+          "--report), more than --gpu-memory {4} GB; shard it over several "
+          "GPUs (FSDP) or pick a smaller model",
+          needed, double(stats.parameterBytes) / 1e9,
+          double(stats.gradientBytes) / 1e9, double(stats.optimizerBytes) / 1e9,
+          double(gpuMemory)));
     std::string why;
     if (!cudaTargetAvailable(why))
       return fail("--target=cuda: " + why);
