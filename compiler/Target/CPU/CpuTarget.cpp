@@ -94,7 +94,8 @@ LogicalResult momac::buildCpuArtifact(ModuleOp module,
   llvm::sys::path::append(library, "model.so");
   registerOpenMPDialectTranslation(*context);
   FailureOr<SmallVector<std::string>> objects = emitHostObjects(
-      module, objectPrefix, options.keepLLVMIR, /*partitions=*/0, timing);
+      module, objectPrefix, options.keepLLVMIR, /*partitions=*/0,
+      /*optLevel=*/3, timing);
   if (failed(objects))
     return failure();
   TimingScope linkTimer = timing.nest("link model.so");

@@ -248,9 +248,14 @@ LogicalResult momac::buildCudaArtifact(ModuleOp module,
       library(options.outputDir);
   llvm::sys::path::append(objectPrefix, "model");
   llvm::sys::path::append(library, "model.so");
-  // Host code is small next to the CPU target's: one partition.
-  FailureOr<SmallVector<std::string>> objects = emitHostObjects(
-      module, objectPrefix, options.keepLLVMIR, /*partitions=*/1, timing);
+  // The host code is a sequence of launches and library calls, a few
+  // thousand in a deep model's gradient, all in one function: LLVM's
+  // optimizer and instruction selection are superlinear in it, and there
+  // is nothing to vectorize or schedule. Unoptimized (FastISel), it
+  // compiles in a fraction of the time and costs the GPU nothing.
+  FailureOr<SmallVector<std::string>> objects =
+      emitHostObjects(module, objectPrefix, options.keepLLVMIR,
+                      /*partitions=*/0, /*optLevel=*/0, timing);
   if (failed(objects))
     return failure();
   TimingScope linkTimer = timing.nest("link model.so");

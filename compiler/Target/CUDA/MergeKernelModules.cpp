@@ -56,10 +56,34 @@ struct MergeKernelModulesPass
       function->remove();
       table.insert(function);
     }
+    // The layers of a model launch the same kernels on different buffers
+    // (their shapes are constants, their buffers arguments): a kernel
+    // identical to an earlier one but for its name is dropped, and its
+    // launches go to the earlier one. A 24-layer model then compiles
+    // about one layer's kernels.
+    llvm::StringMap<StringAttr> firstWithBody;
+    llvm::DenseMap<StringAttr, StringAttr> replacement;
+    for (gpu::GPUFuncOp function :
+         llvm::make_early_inc_range(merged.getOps<gpu::GPUFuncOp>())) {
+      StringAttr name = function.getNameAttr();
+      function.setName("kernel");
+      std::string body;
+      llvm::raw_string_ostream os(body);
+      function->print(os, OpPrintingFlags().useLocalScope());
+      function.setName(name);
+      auto [first, inserted] = firstWithBody.try_emplace(body, name);
+      if (!inserted) {
+        replacement[name] = first->second;
+        table.erase(function);
+      }
+    }
     auto mergedName = builder.getStringAttr(moduleName);
     module.walk([&](gpu::LaunchFuncOp launch) {
-      launch.setKernelAttr(SymbolRefAttr::get(
-          mergedName, {FlatSymbolRefAttr::get(launch.getKernelModuleName())}));
+      StringAttr kernel = launch.getKernelModuleName();
+      if (auto found = replacement.find(kernel); found != replacement.end())
+        kernel = found->second;
+      launch.setKernelAttr(
+          SymbolRefAttr::get(mergedName, {FlatSymbolRefAttr::get(kernel)}));
     });
     for (gpu::GPUModuleOp kernel : kernels)
       kernel.erase();

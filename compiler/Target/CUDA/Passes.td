@@ -148,6 +148,10 @@ def MergeKernelModules
     `module-name` and points every `gpu.launch_func` at it, so that the
     artifact carries one PTX and one cubin, loaded with one
     `cuModuleLoadData`, and `ptxas -v` reports on every kernel at once.
+    A kernel identical to an earlier one but for its name (the same
+    kernel of another layer: shapes are constants, buffers arguments) is
+    dropped and its launches use the earlier one, so a model's kernels are
+    compiled about once rather than once per layer.
     Each kernel takes its module's (unique) name, and `nvvm.minctasm = 1`:
     given only the block size, ptxas would cap registers at 32 per thread
     (16 blocks per SM) and spill.

@@ -119,7 +119,8 @@ void dropForeignArgumentAttributes(ModuleOp module) {
 }
 
 /// A target machine for this host (every feature of its CPU: AVX-512 here).
-std::unique_ptr<llvm::TargetMachine> createHostMachine(std::string &error) {
+std::unique_ptr<llvm::TargetMachine> createHostMachine(unsigned optLevel,
+                                                       std::string &error) {
   llvm::Triple triple(llvm::sys::getProcessTriple());
   const llvm::Target *target =
       llvm::TargetRegistry::lookupTarget(triple, error);
@@ -131,21 +132,24 @@ std::unique_ptr<llvm::TargetMachine> createHostMachine(std::string &error) {
   return std::unique_ptr<llvm::TargetMachine>(target->createTargetMachine(
       triple, llvm::sys::getHostCPUName(), features.getString(),
       llvm::TargetOptions(), llvm::Reloc::PIC_, std::nullopt,
-      llvm::CodeGenOptLevel::Aggressive));
+      llvm::CodeGenOpt::getLevel(int(optLevel))
+          .value_or(llvm::CodeGenOptLevel::Aggressive)));
 }
 
 /// O3 for this host, then machine code for `module` into `objectPath` (and
 /// the optimized IR into `llvmIRPath` when not empty). Returns an error
 /// message, empty on success.
-std::string optimizeAndEmit(llvm::Module &module, llvm::StringRef objectPath,
+std::string optimizeAndEmit(llvm::Module &module, unsigned optLevel,
+                            llvm::StringRef objectPath,
                             llvm::StringRef llvmIRPath) {
   std::string error;
-  std::unique_ptr<llvm::TargetMachine> machine = createHostMachine(error);
+  std::unique_ptr<llvm::TargetMachine> machine =
+      createHostMachine(optLevel, error);
   if (!machine)
     return "no LLVM target for this host: " + error;
   module.setTargetTriple(machine->getTargetTriple());
   module.setDataLayout(machine->createDataLayout());
-  auto optimize = makeOptimizingTransformer(3, 0, machine.get());
+  auto optimize = makeOptimizingTransformer(optLevel, 0, machine.get());
   if (llvm::Error err = optimize(&module))
     return "LLVM optimization failed: " + llvm::toString(std::move(err));
   std::error_code ec;
@@ -180,7 +184,7 @@ std::string optimizeAndEmit(llvm::Module &module, llvm::StringRef objectPath,
 FailureOr<SmallVector<std::string>>
 momac::emitHostObjects(ModuleOp module, llvm::StringRef prefix,
                        bool keepLLVMIR, unsigned partitionCount,
-                       TimingScope &timing) {
+                       unsigned optLevel, TimingScope &timing) {
   Location loc = module.getLoc();
   TimingScope translateTimer = timing.nest("translate to LLVM IR");
   dropForeignArgumentAttributes(module);
@@ -224,7 +228,7 @@ momac::emitHostObjects(ModuleOp module, llvm::StringRef prefix,
   splitTimer.stop();
 
   TimingScope codegenTimer =
-      timing.nest("LLVM O3 + code generation (parallel)");
+      timing.nest("LLVM optimization + code generation (parallel)");
   SmallVector<std::string> paths;
   std::vector<std::string> failures(partitions.size());
   std::vector<std::thread> workers;
@@ -240,7 +244,8 @@ momac::emitHostObjects(ModuleOp module, llvm::StringRef prefix,
       if (!partModule)
         failures[part] = llvm::toString(partModule.takeError());
       else
-        failures[part] = optimizeAndEmit(**partModule, paths[part], irPath);
+        failures[part] =
+            optimizeAndEmit(**partModule, optLevel, paths[part], irPath);
     });
   }
   for (std::thread &worker : workers)

@@ -47,14 +47,15 @@ prepareEntryPoints(mlir::ModuleOp module);
 /// tiles and bufferizes. What --stats counts.
 mlir::LogicalResult lowerThroughSharedPipeline(mlir::ModuleOp module);
 
-/// LLVM dialect (host code) -> optimized object files for this machine,
-/// written as `prefix`.N.o (and, when `keepLLVMIR`, `prefix`.N.ll); returns
-/// their paths. The module is split into `partitions` parts (0: one per
-/// hardware thread) compiled in parallel. The target registers the LLVM IR
-/// translations its dialects need (OpenMP, GPU) before calling this.
+/// LLVM dialect (host code) -> object files for this machine, optimized at
+/// `optLevel` (0-3), written as `prefix`.N.o (and, when `keepLLVMIR`,
+/// `prefix`.N.ll); returns their paths. The module is split into
+/// `partitions` parts (0: one per hardware thread) compiled in parallel.
+/// The target registers the LLVM IR translations its dialects need
+/// (OpenMP, GPU) before calling this.
 mlir::FailureOr<llvm::SmallVector<std::string>>
 emitHostObjects(mlir::ModuleOp module, llvm::StringRef prefix,
-                bool keepLLVMIR, unsigned partitions,
+                bool keepLLVMIR, unsigned partitions, unsigned optLevel,
                 mlir::TimingScope &timing);
 
 /// Links `objects` into the shared library `libraryPath` with the system
