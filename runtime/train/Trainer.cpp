@@ -112,6 +112,8 @@ llvm::Error momac::train(const TrainOptions &options) {
   auto stepEntry = artifact->entryPoint("optimizer_step");
   if (!stepEntry)
     return stepEntry.takeError();
+  if (std::string gpu = artifact->deviceDescription(); !gpu.empty())
+    llvm::errs() << "momarun: training on " << gpu << "\n";
 
   if (std::error_code ec =
           llvm::sys::fs::create_directories(options.runDirectory))

@@ -99,7 +99,7 @@ LogicalResult momac::buildCpuArtifact(ModuleOp module,
   if (failed(objects))
     return failure();
   TimingScope linkTimer = timing.nest("link model.so");
-  auto removeObjects = llvm::make_scope_exit([&] {
+  llvm::scope_exit removeObjects([&] {
     for (const std::string &object : *objects)
       llvm::sys::fs::remove(object);
   });

@@ -117,7 +117,7 @@ LogicalResult serializeKernels(ModuleOp module,
               cubinPath = path("kernels.cubin"),
               fatbinPath = path("kernels.fatbin"),
               fatbinLog = path("kernels.fatbinary.txt");
-  auto removeTemporaries = llvm::make_scope_exit([&] {
+  llvm::scope_exit removeTemporaries([&] {
     for (const std::string &file : {cubinPath, fatbinPath, fatbinLog})
       llvm::sys::fs::remove(file);
   });
@@ -259,7 +259,7 @@ LogicalResult momac::buildCudaArtifact(ModuleOp module,
   if (failed(objects))
     return failure();
   TimingScope linkTimer = timing.nest("link model.so");
-  auto removeObjects = llvm::make_scope_exit([&] {
+  llvm::scope_exit removeObjects([&] {
     for (const std::string &object : *objects)
       llvm::sys::fs::remove(object);
   });
