@@ -31,4 +31,21 @@ grep -q "MOMAC_ENABLE_CUDA:BOOL=ON" "$build/CMakeCache.txt" || {
   echo "gpu-check: CUDA was not found when configuring $build"; exit 1; }
 
 "$build/bin/momac-cuda-unittests" --gtest_brief=1
-MOMAC_BUILD_DIR="$build" python3 "$root/scripts/gpu_check.py"
+status=0
+MOMAC_BUILD_DIR="$build" python3 "$root/scripts/gpu_check.py" || status=1
+
+# Where Debian's PyTorch is, the e2e gradient tests also run on CUDA
+# artifacts, against the PyTorch reference (test/e2e).
+if /usr/bin/python3 -c "import torch" 2>/dev/null; then
+  if (cd "$root/test/e2e" && MOMAC_E2E_TARGET=cuda MOMAC_BUILD_DIR="$build" \
+        timeout 180 /usr/bin/python3 -m unittest -q \
+        test_momarun.CompiledGradMatchesReference); then
+    echo "gpu-check: e2e CompiledGradMatchesReference on CUDA artifacts: ok"
+  else
+    echo "gpu-check: e2e CompiledGradMatchesReference on CUDA artifacts: FAILED"
+    status=1
+  fi
+else
+  echo "gpu-check: no PyTorch for /usr/bin/python3: e2e tests on CUDA skipped"
+fi
+exit $status

@@ -29,6 +29,17 @@ void buildMomaOptimizationPipeline(mlir::OpPassManager &pm);
 /// -> memref. The entry points keep identity-layout memref signatures.
 void addSharedLoweringPasses(mlir::OpPassManager &pm);
 
+/// The end of every target's pipeline: host code (memref, scf, affine,
+/// arith, math on the host, after the target's own passes) to the LLVM
+/// dialect, functions with bare-pointer signatures (the artifact's entry
+/// ABI, compiler/Target/Common/EntryPoints.h). memref ops are lowered before
+/// scf.for becomes CFG (an scf.for in an OpenMP region sits in a
+/// memref.alloca_scope that must keep a single block), and functions before
+/// the target's runtime dialect (OpenMP, GPU launches), whose conversion
+/// would otherwise lower them with full memref descriptors. The target
+/// lowers that dialect and reconciles the casts after this.
+void addHostLoweringToLLVMPasses(mlir::OpPassManager &pm);
+
 } // namespace momac
 
 #endif // MOMAC_COMPILER_PIPELINES_PIPELINES_H

@@ -26,6 +26,10 @@ import moma_reference as R  # noqa: E402
 BUILD = os.environ.get("MOMAC_BUILD_DIR", os.path.join(ROOT, "build"))
 MOMAC = os.path.join(BUILD, "bin", "momac")
 MOMARUN = os.path.join(BUILD, "bin", "momarun")
+# MOMAC_E2E_TARGET=cuda runs these tests on CUDA artifacts (a GPU machine:
+# scripts/gpu-check.sh does when PyTorch is there); the default is the CPU.
+TARGET_ARGS = (["--target=" + os.environ["MOMAC_E2E_TARGET"]]
+               if os.environ.get("MOMAC_E2E_TARGET") else [])
 TINY = os.path.join(ROOT, "examples", "models", "tiny")
 
 # The compiled forward pass is fp32; the reference runs in float64.
@@ -77,7 +81,7 @@ def compile_variant(directory, variant, batch_size=2, **overrides):
     with open(path, "w") as f:
         json.dump(desc, f)
     artifact = os.path.join(directory, tag)
-    run(MOMAC, path, "-o", artifact)
+    run(MOMAC, path, "-o", artifact, *TARGET_ARGS)
     return artifact, R.load_config(path)
 
 

@@ -2,6 +2,8 @@
 
 #include "compiler/Target/CPU/Passes.h"
 
+#include "compiler/Pipelines/Pipelines.h"
+
 #include "mlir/Conversion/ArithToLLVM/ArithToLLVM.h"
 #include "mlir/Conversion/ControlFlowToLLVM/ControlFlowToLLVM.h"
 #include "mlir/Conversion/FuncToLLVM/ConvertFuncToLLVMPass.h"
@@ -35,21 +37,7 @@ void momac::addCpuCodegenPasses(OpPassManager &pm) {
   pm.nest<func::FuncOp>().addPass(arith::createArithExpandOpsPass(expandOptions));
   pm.nest<func::FuncOp>().addPass(createForallToParallelLoopPass());
   pm.addPass(createConvertSCFToOpenMPPass());
-  // memref ops are lowered before scf.for becomes CFG, since an scf.for
-  // inside an OpenMP region sits in a memref.alloca_scope that must keep a
-  // single block. Functions are lowered before OpenMP, whose conversion
-  // would otherwise lower them with full memref descriptors instead of the
-  // bare pointers of our entry ABI.
-  pm.addPass(memref::createExpandStridedMetadataPass());
-  pm.addPass(createLowerAffinePass());
-  pm.addPass(createFinalizeMemRefToLLVMConversionPass());
-  pm.addPass(createSCFToControlFlowPass());
-  pm.addPass(createConvertMathToLLVMPass());
-  pm.addPass(createArithToLLVMConversionPass());
-  ConvertFuncToLLVMPassOptions funcOptions;
-  funcOptions.useBarePtrCallConv = true;
-  pm.addPass(createConvertFuncToLLVMPass(funcOptions));
-  pm.addPass(createConvertControlFlowToLLVMPass());
+  addHostLoweringToLLVMPasses(pm);
   pm.addPass(createConvertOpenMPToLLVMPass());
   pm.addPass(createReconcileUnrealizedCastsPass());
   // One function per parallel loop: keeps the OpenMP translation linear.

@@ -4,14 +4,9 @@
 
 #include "compiler/Pipelines/Pipelines.h"
 #include "compiler/Target/CPU/Passes.h"
-#include "compiler/Target/Common/EntryPoints.h"
 
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Target/LLVMIR/Dialect/OpenMP/OpenMPToLLVMIRTranslation.h"
-
-#include "llvm/ADT/ScopeExit.h"
-#include "llvm/Support/FileSystem.h"
-#include "llvm/Support/Path.h"
 
 using namespace mlir;
 using namespace momac;
@@ -60,52 +55,13 @@ LogicalResult momac::buildCpuArtifact(ModuleOp module,
                                       const ModelConfig &config,
                                       llvm::StringRef descriptionText,
                                       const ArtifactOptions &options) {
-  Location loc = module.getLoc();
-  MLIRContext *context = module.getContext();
-  if (std::error_code ec = llvm::sys::fs::create_directories(options.outputDir))
-    return emitError(loc) << "cannot create " << options.outputDir << ": "
-                          << ec.message();
-
-  loadLoweringDialects(context);
-  FailureOr<std::vector<EntryPointSpec>> entries = prepareEntryPoints(module);
-  if (failed(entries))
-    return failure();
-
-  TimingScope disabled;
-  TimingScope &timing = options.timing ? *options.timing : disabled;
-  PassManager pm(context);
-  // Honors --mlir-print-ir-after-all, ... where registered.
-  if (failed(applyPassManagerCLOptions(pm)))
-    return failure();
-  TimingScope loweringTimer = timing.nest("CPU lowering (MLIR passes)");
-  pm.enableTiming(loweringTimer);
-  addSharedLoweringPasses(pm);
-  addCpuCodegenPasses(pm);
-  if (failed(pm.run(module)))
-    return failure();
-  for (const EntryPointSpec &entry : *entries)
-    if (failed(addPackedEntryPoint(module, entry.name)))
-      return failure();
-  loweringTimer.stop();
-
-  llvm::SmallString<256> objectPrefix(options.outputDir),
-      library(options.outputDir);
-  llvm::sys::path::append(objectPrefix, "model");
-  llvm::sys::path::append(library, "model.so");
-  registerOpenMPDialectTranslation(*context);
-  FailureOr<SmallVector<std::string>> objects = emitHostObjects(
-      module, objectPrefix, options.keepLLVMIR, /*partitions=*/0,
-      /*optLevel=*/3, timing);
-  if (failed(objects))
-    return failure();
-  TimingScope linkTimer = timing.nest("link model.so");
-  llvm::scope_exit removeObjects([&] {
-    for (const std::string &object : *objects)
-      llvm::sys::fs::remove(object);
-  });
-  if (failed(linkSharedLibrary(loc, *objects, library, cpuLinkArguments())) ||
-      failed(writeManifestAndDescription(loc, config, "cpu", *entries,
-                                         options.outputDir, descriptionText)))
-    return failure();
-  return success();
+  TargetBackend cpu;
+  cpu.name = "cpu";
+  cpu.addCodegenPasses = [](OpPassManager &pm) { addCpuCodegenPasses(pm); };
+  cpu.registerDialects = [](DialectRegistry &registry) {
+    registerOpenMPDialectTranslation(registry);
+  };
+  cpu.hostOptLevel = 3;
+  cpu.linkArguments = cpuLinkArguments();
+  return buildArtifact(module, config, descriptionText, options, cpu);
 }

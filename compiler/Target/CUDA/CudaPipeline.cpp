@@ -2,6 +2,8 @@
 
 #include "compiler/Target/CUDA/Passes.h"
 
+#include "compiler/Pipelines/Pipelines.h"
+
 #include "mlir/Conversion/AffineToStandard/AffineToStandard.h"
 #include "mlir/Conversion/ArithToLLVM/ArithToLLVM.h"
 #include "mlir/Conversion/ControlFlowToLLVM/ControlFlowToLLVM.h"
@@ -49,18 +51,8 @@ void momac::addCudaCodegenPasses(OpPassManager &pm,
   kernels.addPass(createCSEPass());
   kernels.addPass(createReconcileUnrealizedCastsPass());
 
-  // Host code: to the LLVM dialect with the bare-pointer entry ABI the CPU
-  // target has too; launches become mgpu* runtime calls.
-  pm.nest<func::FuncOp>().addPass(memref::createExpandStridedMetadataPass());
-  pm.addPass(createLowerAffinePass());
-  pm.addPass(createFinalizeMemRefToLLVMConversionPass());
-  pm.addPass(createSCFToControlFlowPass());
-  pm.addPass(createConvertMathToLLVMPass());
-  pm.addPass(createArithToLLVMConversionPass());
-  ConvertFuncToLLVMPassOptions funcOptions;
-  funcOptions.useBarePtrCallConv = true;
-  pm.addPass(createConvertFuncToLLVMPass(funcOptions));
-  pm.addPass(createConvertControlFlowToLLVMPass());
+  // Host code: launches become mgpu* runtime calls.
+  addHostLoweringToLLVMPasses(pm);
   GpuToLLVMConversionPassOptions gpuToLLVM;
   gpuToLLVM.hostBarePtrCallConv = true;
   pm.addPass(createGpuToLLVMConversionPass(gpuToLLVM));

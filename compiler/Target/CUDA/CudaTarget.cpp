@@ -3,7 +3,6 @@
 #include "compiler/Target/CUDA/CudaTarget.h"
 
 #include "compiler/Pipelines/Pipelines.h"
-#include "compiler/Target/Common/EntryPoints.h"
 
 #include "mlir/Dialect/GPU/IR/CompilationInterfaces.h"
 #include "mlir/Pass/PassManager.h"
@@ -206,68 +205,29 @@ LogicalResult momac::buildCudaArtifact(ModuleOp module,
                                        const ModelConfig &config,
                                        llvm::StringRef descriptionText,
                                        const CudaArtifactOptions &options) {
-  Location loc = module.getLoc();
-  MLIRContext *context = module.getContext();
-  if (std::error_code ec = llvm::sys::fs::create_directories(options.outputDir))
-    return emitError(loc) << "cannot create " << options.outputDir << ": "
-                          << ec.message();
-  DialectRegistry registry;
+  TargetBackend cuda;
+  cuda.name = "cuda";
+  cuda.addCodegenPasses = [&](OpPassManager &pm) {
+    addCudaCodegenPasses(pm, options.codegen);
+  };
   // The kernels go through LLVM IR (NVVM, LLVM dialects) to PTX; the host
   // code embeds them (GPU dialect, offloading).
-  NVVM::registerNVVMTargetInterfaceExternalModels(registry);
-  registerAllToLLVMIRTranslations(registry);
-  context->appendDialectRegistry(registry);
-  loadLoweringDialects(context);
-  FailureOr<std::vector<EntryPointSpec>> entries = prepareEntryPoints(module);
-  if (failed(entries))
-    return failure();
-
-  TimingScope disabled;
-  TimingScope &timing = options.timing ? *options.timing : disabled;
-  PassManager pm(context);
-  if (failed(applyPassManagerCLOptions(pm)))
-    return failure();
-  TimingScope loweringTimer = timing.nest("CUDA lowering (MLIR passes)");
-  pm.enableTiming(loweringTimer);
-  addSharedLoweringPasses(pm);
-  addCudaCodegenPasses(pm, options.codegen);
-  if (failed(pm.run(module)))
-    return failure();
-  for (const EntryPointSpec &entry : *entries)
-    if (failed(addPackedEntryPoint(module, entry.name)))
-      return failure();
-  loweringTimer.stop();
-
-  TimingScope kernelTimer =
-      timing.nest("kernels: NVPTX, ptxas, fatbinary");
-  if (failed(serializeKernels(module, options)))
-    return failure();
-  kernelTimer.stop();
-
-  llvm::SmallString<256> objectPrefix(options.outputDir),
-      library(options.outputDir);
-  llvm::sys::path::append(objectPrefix, "model");
-  llvm::sys::path::append(library, "model.so");
+  cuda.registerDialects = [](DialectRegistry &registry) {
+    NVVM::registerNVVMTargetInterfaceExternalModels(registry);
+    registerAllToLLVMIRTranslations(registry);
+  };
+  cuda.finishModule = [&](ModuleOp module) {
+    return serializeKernels(module, options);
+  };
+  cuda.finishPhase = "kernels: NVPTX, ptxas, fatbinary";
   // The host code is a sequence of launches and library calls, a few
   // thousand in a deep model's gradient, all in one function: LLVM's
   // optimizer and instruction selection are superlinear in it, and there
   // is nothing to vectorize or schedule. Unoptimized (FastISel), it
   // compiles in a fraction of the time and costs the GPU nothing.
-  FailureOr<SmallVector<std::string>> objects =
-      emitHostObjects(module, objectPrefix, options.keepLLVMIR,
-                      /*partitions=*/0, /*optLevel=*/0, timing);
-  if (failed(objects))
-    return failure();
-  TimingScope linkTimer = timing.nest("link model.so");
-  llvm::scope_exit removeObjects([&] {
-    for (const std::string &object : *objects)
-      llvm::sys::fs::remove(object);
-  });
-  if (failed(linkSharedLibrary(loc, *objects, library, cudaLinkArguments())) ||
-      failed(writeManifestAndDescription(loc, config, "cuda", *entries,
-                                         options.outputDir, descriptionText)))
-    return failure();
-  return success();
+  cuda.hostOptLevel = 0;
+  cuda.linkArguments = cudaLinkArguments();
+  return buildArtifact(module, config, descriptionText, options, cuda);
 }
 
 #endif // MOMAC_CUDA_TOOLKIT_DIR

@@ -16,6 +16,7 @@
 #include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
 #include "mlir/Target/LLVMIR/Export.h"
 
+#include "llvm/ADT/ScopeExit.h"
 #include "llvm/Bitcode/BitcodeReader.h"
 #include "llvm/Bitcode/BitcodeWriter.h"
 #include "llvm/IR/LegacyPassManager.h"
@@ -328,6 +329,70 @@ LogicalResult momac::writeManifestAndDescription(
   llvm::sys::path::append(description, "model.json");
   if (failed(writeManifest(loc, config, target, entries, library, manifest)) ||
       failed(writeText(loc, description, descriptionText)))
+    return failure();
+  return success();
+}
+
+LogicalResult momac::buildArtifact(ModuleOp module, const ModelConfig &config,
+                                   llvm::StringRef descriptionText,
+                                   const ArtifactOptions &options,
+                                   const TargetBackend &target) {
+  Location loc = module.getLoc();
+  MLIRContext *context = module.getContext();
+  if (std::error_code ec = llvm::sys::fs::create_directories(options.outputDir))
+    return emitError(loc) << "cannot create " << options.outputDir << ": "
+                          << ec.message();
+  if (target.registerDialects) {
+    DialectRegistry registry;
+    target.registerDialects(registry);
+    context->appendDialectRegistry(registry);
+  }
+  loadLoweringDialects(context);
+  FailureOr<std::vector<EntryPointSpec>> entries = prepareEntryPoints(module);
+  if (failed(entries))
+    return failure();
+
+  TimingScope disabled;
+  TimingScope &timing = options.timing ? *options.timing : disabled;
+  PassManager pm(context);
+  // Honors --mlir-print-ir-after-all, ... where registered.
+  if (failed(applyPassManagerCLOptions(pm)))
+    return failure();
+  TimingScope loweringTimer =
+      timing.nest(llvm::StringRef(target.name).upper() +
+                  " lowering (MLIR passes)");
+  pm.enableTiming(loweringTimer);
+  addSharedLoweringPasses(pm);
+  target.addCodegenPasses(pm);
+  if (failed(pm.run(module)))
+    return failure();
+  for (const EntryPointSpec &entry : *entries)
+    if (failed(addPackedEntryPoint(module, entry.name)))
+      return failure();
+  loweringTimer.stop();
+  if (target.finishModule) {
+    TimingScope finishTimer = timing.nest(target.finishPhase);
+    if (failed(target.finishModule(module)))
+      return failure();
+  }
+
+  llvm::SmallString<256> objectPrefix(options.outputDir),
+      library(options.outputDir);
+  llvm::sys::path::append(objectPrefix, "model");
+  llvm::sys::path::append(library, "model.so");
+  FailureOr<SmallVector<std::string>> objects =
+      emitHostObjects(module, objectPrefix, options.keepLLVMIR,
+                      /*partitions=*/0, target.hostOptLevel, timing);
+  if (failed(objects))
+    return failure();
+  TimingScope linkTimer = timing.nest("link model.so");
+  llvm::scope_exit removeObjects([&] {
+    for (const std::string &object : *objects)
+      llvm::sys::fs::remove(object);
+  });
+  if (failed(linkSharedLibrary(loc, *objects, library, target.linkArguments)) ||
+      failed(writeManifestAndDescription(loc, config, target.name, *entries,
+                                         options.outputDir, descriptionText)))
     return failure();
   return success();
 }

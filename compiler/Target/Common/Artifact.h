@@ -20,7 +20,11 @@
 #include "lib/config/ModelConfig.h"
 
 #include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/DialectRegistry.h"
+#include "mlir/Pass/PassManager.h"
 #include "mlir/Support/Timing.h"
+
+#include <functional>
 
 namespace momac {
 
@@ -33,6 +37,38 @@ struct ArtifactOptions {
   /// link) record their time; a disabled scope records nothing.
   mlir::TimingScope *timing = nullptr;
 };
+
+/// What a target adds to the artifact steps every target shares.
+struct TargetBackend {
+  /// The manifest's "target" ("cpu", "cuda") and the phase names' prefix.
+  std::string name;
+  /// The target's passes after the shared pipeline, down to the LLVM
+  /// dialect.
+  std::function<void(mlir::OpPassManager &)> addCodegenPasses;
+  /// Registers what the target needs in the context (translations of its
+  /// dialects to LLVM IR, GPU targets), before anything runs.
+  std::function<void(mlir::DialectRegistry &)> registerDialects;
+  /// After the passes and the entry points, before the host code is
+  /// compiled (CUDA: the kernels' serialization), timed as `finishPhase`;
+  /// may be empty.
+  std::function<mlir::LogicalResult(mlir::ModuleOp)> finishModule;
+  std::string finishPhase;
+  /// LLVM's optimization level for the host code.
+  unsigned hostOptLevel = 3;
+  /// What model.so links besides its objects (runtime archive, libraries).
+  std::vector<std::string> linkArguments;
+};
+
+/// Compiles `module` (moma dialect, entry points named by `moma.param` and
+/// `moma.result` attributes) for `target` and writes the artifact into
+/// options.outputDir: the shared pipeline, the target's passes, the packed
+/// entry points, the target's finishing step, host objects, the link, the
+/// manifest. Diagnostics go to the module's context.
+mlir::LogicalResult buildArtifact(mlir::ModuleOp module,
+                                  const ModelConfig &config,
+                                  llvm::StringRef descriptionText,
+                                  const ArtifactOptions &options,
+                                  const TargetBackend &target);
 
 /// Registers every dialect, extension and interface the lowerings name.
 void loadLoweringDialects(mlir::MLIRContext *context);
