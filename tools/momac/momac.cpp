@@ -82,7 +82,7 @@ cl::opt<std::string>
                         "into (model.so, manifest.json, model.json)"),
                cl::value_desc("path"), cl::init("-"), cl::cat(momacCategory));
 
-enum class TargetKind { Cpu, Cuda };
+enum class TargetKind { Cpu, Cuda, CudaEmulated };
 
 cl::opt<TargetKind> target(
     "target", cl::desc("What the artifact (-o DIR) runs on"),
@@ -93,7 +93,11 @@ cl::opt<TargetKind> target(
                clEnumValN(TargetKind::Cuda, "cuda",
                           "NVIDIA GPUs of compute capability 9.0 (H100, "
                           "H200): kernels as an sm_90 cubin plus PTX, cuBLAS "
-                          "GEMMs; needs a momac built with CUDA")),
+                          "GEMMs; needs a momac built with CUDA"),
+               clEnumValN(TargetKind::CudaEmulated, "cuda-emulated",
+                          "for testing: the CUDA target's mapping (blocks, "
+                          "threads, GEMM calls, host reads) run on this CPU, "
+                          "as a CPU artifact")),
     cl::cat(momacCategory));
 
 cl::opt<double> gpuMemory(
@@ -224,8 +228,13 @@ int compileArtifact(const ModelConfig &config, mlir::TimingScope &timing) {
   options.outputDir = outputPath;
   options.keepLLVMIR = keepLLVMIR;
   options.timing = &timing;
-  if (mlir::failed(buildCpuArtifact(*module, config,
-                                    (*description)->getBuffer(), options)))
+  if (mlir::failed(target == TargetKind::CudaEmulated
+                       ? buildCudaEmulatedArtifact(
+                             *module, config, (*description)->getBuffer(),
+                             options)
+                       : buildCpuArtifact(*module, config,
+                                          (*description)->getBuffer(),
+                                          options)))
     return fail("compiling the artifact failed", 2);
   llvm::outs() << "wrote " << outputPath << "/model.so, manifest.json, "
                << "model.json\n";

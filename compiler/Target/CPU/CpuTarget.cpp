@@ -21,13 +21,11 @@ std::string momac::cpuLoweringPipeline() {
   return text;
 }
 
-namespace {
-
-/// What model.so links besides its objects: the CPU runtime archive
-/// (momart_*: top-k selection, bf16 GEMM) inside, the OpenMP runtime,
-/// OpenBLAS (the f32 GEMMs), oneDNN (the bf16 GEMMs) and MLIR's C runner
-/// utilities (memrefCopy, for copies between strided views).
-std::vector<std::string> cpuLinkArguments() {
+/// The CPU runtime archive (momart_*: top-k selection, bf16 GEMM) inside,
+/// the OpenMP runtime, OpenBLAS (the f32 GEMMs), oneDNN (the bf16 GEMMs)
+/// and MLIR's C runner utilities (memrefCopy, for copies between strided
+/// views).
+std::vector<std::string> momac::cpuLinkArguments() {
   std::string libDir = MOMAC_LLVM_LIBRARY_DIR;
   return {
       MOMAC_CPU_RUNTIME_ARCHIVE,
@@ -48,8 +46,6 @@ std::vector<std::string> cpuLinkArguments() {
       "-Wl,--no-as-needed",
       "-lm"};
 }
-
-} // namespace
 
 LogicalResult momac::buildCpuArtifact(ModuleOp module,
                                       const ModelConfig &config,

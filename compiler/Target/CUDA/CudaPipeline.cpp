@@ -58,3 +58,16 @@ void momac::addCudaCodegenPasses(OpPassManager &pm,
   pm.addPass(createGpuToLLVMConversionPass(gpuToLLVM));
   pm.addPass(createReconcileUnrealizedCastsPass());
 }
+
+void momac::addCudaEmulationPasses(OpPassManager &pm) {
+  // The CUDA mapping, as for the GPU...
+  pm.addPass(createConvertLinalgToCublas());
+  pm.nest<func::FuncOp>().addPass(createMapTilesToGpu());
+  pm.nest<func::FuncOp>().addPass(createMapHostCodeToGpu());
+  pm.addPass(createCanonicalizerPass());
+  // ... run block by block, thread by thread, on the host.
+  pm.nest<func::FuncOp>().addPass(createEmulateGpuOnHost());
+  pm.addPass(createCanonicalizerPass());
+  addHostLoweringToLLVMPasses(pm);
+  pm.addPass(createReconcileUnrealizedCastsPass());
+}

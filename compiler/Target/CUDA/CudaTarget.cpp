@@ -3,6 +3,7 @@
 #include "compiler/Target/CUDA/CudaTarget.h"
 
 #include "compiler/Pipelines/Pipelines.h"
+#include "compiler/Target/CPU/CpuTarget.h"
 
 #include "mlir/Dialect/GPU/IR/CompilationInterfaces.h"
 #include "mlir/Pass/PassManager.h"
@@ -28,6 +29,19 @@ std::string momac::cudaLoweringPipeline() {
   llvm::raw_string_ostream os(text);
   pm.printAsTextualPipeline(os);
   return text;
+}
+
+LogicalResult momac::buildCudaEmulatedArtifact(
+    ModuleOp module, const ModelConfig &config, llvm::StringRef descriptionText,
+    const ArtifactOptions &options) {
+  TargetBackend emulated;
+  emulated.name = "cpu";
+  emulated.addCodegenPasses = [](OpPassManager &pm) {
+    addCudaEmulationPasses(pm);
+  };
+  emulated.hostOptLevel = 2;
+  emulated.linkArguments = cpuLinkArguments();
+  return buildArtifact(module, config, descriptionText, options, emulated);
 }
 
 #ifndef MOMAC_CUDA_TOOLKIT_DIR

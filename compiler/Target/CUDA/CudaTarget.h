@@ -34,6 +34,15 @@ mlir::LogicalResult buildCudaArtifact(mlir::ModuleOp module,
                                       llvm::StringRef descriptionText,
                                       const CudaArtifactOptions &options);
 
+/// momac --target=cuda-emulated: a CPU artifact whose step is the CUDA
+/// target's mapping run block by block and thread by thread on the host
+/// (addCudaEmulationPasses). It needs no CUDA; it exists so that the e2e
+/// tests check the mapping's numbers on machines without a GPU.
+mlir::LogicalResult buildCudaEmulatedArtifact(mlir::ModuleOp module,
+                                              const ModelConfig &config,
+                                              llvm::StringRef descriptionText,
+                                              const ArtifactOptions &options);
+
 /// The pass pipeline from the moma dialect to host LLVM and NVVM kernels,
 /// as the textual pass list of a builtin.module pass manager.
 std::string cudaLoweringPipeline();

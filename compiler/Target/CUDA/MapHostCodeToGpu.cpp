@@ -154,8 +154,9 @@ struct MapHostCodeToGpuPass
           rewriter.eraseOp(copy);
           continue;
         }
-        op = linalg::CopyOp::create(rewriter, loc, copy.getSource(),
-                                    copy.getTarget());
+        op = linalg::CopyOp::create(rewriter, loc,
+                                    ValueRange{copy.getSource()},
+                                    ValueRange{copy.getTarget()});
         rewriter.eraseOp(copy);
       }
       auto kernel = cast<linalg::LinalgOp>(op);

@@ -58,9 +58,14 @@ struct MapTilesToGpuPass
   }
 
   /// The tile's temporaries with the bytes each needs at most.
+  /// A tile temporary: its bytes are `staticBytes` times the product of
+  /// `hostSizes` (sizes known on the host before the tile, when they have
+  /// no constant bound).
   struct Temporary {
     Value alloc;
-    int64_t offset;
+    int64_t staticBytes;
+    SmallVector<Value> hostSizes;
+    Value offset; // in the block's slice, set when the launch is built
   };
 
   LogicalResult mapTile(scf::ForallOp tile) {
@@ -72,9 +77,10 @@ struct MapTilesToGpuPass
       return tile.emitError(
           "moma-map-tiles-to-gpu: expects a tile loop on buffers");
 
-    // Scratch: each temporary at a fixed offset of a block's slice.
+    // Scratch: each temporary at an offset of a block's slice, sized by
+    // its constant bound (a tile has at most `step` rows) or, failing
+    // that, by sizes the host knows before the tile (a token count).
     SmallVector<Temporary> temporaries;
-    int64_t bytesPerBlock = 0;
     WalkResult walk = tile.getBody()->walk([&](memref::AllocOp alloc) {
       for (Operation *parent = alloc->getParentOp(); parent != tile;
            parent = parent->getParentOp())
@@ -89,29 +95,42 @@ struct MapTilesToGpuPass
                         "or memory space");
         return WalkResult::interrupt();
       }
-      int64_t elements = 1;
+      Temporary temporary{alloc.getResult(),
+                          int64_t(llvm::divideCeil(
+                              type.getElementTypeBitWidth(), 8)),
+                          {},
+                          Value()};
       unsigned dynamicIndex = 0;
       for (int64_t size : type.getShape()) {
-        if (ShapedType::isDynamic(size)) {
-          Value dynamic = alloc.getDynamicSizes()[dynamicIndex++];
-          FailureOr<int64_t> bound =
-              ValueBoundsConstraintSet::computeConstantBound(
-                  presburger::BoundType::UB,
-                  ValueBoundsConstraintSet::Variable(dynamic),
-                  /*stopCondition=*/nullptr, /*closedUB=*/true);
-          if (failed(bound)) {
-            alloc.emitError("moma-map-tiles-to-gpu: a temporary whose size "
-                            "has no constant upper bound");
-            return WalkResult::interrupt();
-          }
-          size = std::max<int64_t>(*bound, 0);
+        if (!ShapedType::isDynamic(size)) {
+          temporary.staticBytes *= size;
+          continue;
         }
-        elements *= size;
+        Value dynamic = alloc.getDynamicSizes()[dynamicIndex++];
+        FailureOr<int64_t> bound =
+            ValueBoundsConstraintSet::computeConstantBound(
+                presburger::BoundType::UB,
+                ValueBoundsConstraintSet::Variable(dynamic),
+                /*stopCondition=*/nullptr, /*closedUB=*/true);
+        if (succeeded(bound)) {
+          temporary.staticBytes *= std::max<int64_t>(*bound, 0);
+          continue;
+        }
+        Operation *def = dynamic.getDefiningOp();
+        bool onHost = def ? !tile->isAncestor(def)
+                          : !tile->isAncestor(
+                                cast<BlockArgument>(dynamic).getOwner()
+                                    ->getParentOp());
+        if (!onHost) {
+          InFlightDiagnostic diag = alloc.emitError(
+              "moma-map-tiles-to-gpu: a temporary whose size has no "
+              "constant upper bound and is computed in the tile: ");
+          diag << type;
+          return WalkResult::interrupt();
+        }
+        temporary.hostSizes.push_back(dynamic);
       }
-      int64_t bytes = elements *
-                      llvm::divideCeil(type.getElementTypeBitWidth(), 8);
-      temporaries.push_back({alloc.getResult(), bytesPerBlock});
-      bytesPerBlock += llvm::alignTo(bytes, kScratchAlignment);
+      temporaries.push_back(std::move(temporary));
       return WalkResult::advance();
     });
     if (walk.wasInterrupted())
@@ -131,13 +150,29 @@ struct MapTilesToGpuPass
     SmallVector<Value, 3> grid(3, one);
     for (unsigned i = 0; i < counts.size(); ++i)
       grid[i] = counts[counts.size() - 1 - i];
+    // Each temporary's offset in a block's slice, and the slice's size,
+    // on the host.
+    Value bytesPerBlock = indexConstant(rewriter, loc, 0);
+    for (Temporary &temporary : temporaries) {
+      temporary.offset = bytesPerBlock;
+      Value bytes = indexConstant(rewriter, loc, temporary.staticBytes);
+      for (Value size : temporary.hostSizes)
+        bytes = arith::MulIOp::create(rewriter, loc, bytes, size);
+      Value aligned = arith::MulIOp::create(
+          rewriter, loc,
+          arith::CeilDivUIOp::create(
+              rewriter, loc, bytes,
+              indexConstant(rewriter, loc, kScratchAlignment)),
+          indexConstant(rewriter, loc, kScratchAlignment));
+      bytesPerBlock =
+          arith::AddIOp::create(rewriter, loc, bytesPerBlock, aligned);
+    }
     Value scratch;
-    if (bytesPerBlock > 0) {
+    if (!temporaries.empty()) {
       Value blocks = arith::MulIOp::create(
           rewriter, loc, arith::MulIOp::create(rewriter, loc, grid[0], grid[1]),
           grid[2]);
-      Value bytes = arith::MulIOp::create(
-          rewriter, loc, blocks, indexConstant(rewriter, loc, bytesPerBlock));
+      Value bytes = arith::MulIOp::create(rewriter, loc, blocks, bytesPerBlock);
       scratch = memref::AllocOp::create(
           rewriter, loc,
           MemRefType::get({ShapedType::kDynamic}, rewriter.getI8Type()),
@@ -177,15 +212,14 @@ struct MapTilesToGpuPass
                   rewriter, loc, blockIds.y,
                   arith::MulIOp::create(rewriter, loc, gridSize.y,
                                         blockIds.z))));
-      Value sliceStart = arith::MulIOp::create(
-          rewriter, loc, linear, indexConstant(rewriter, loc, bytesPerBlock));
+      Value sliceStart =
+          arith::MulIOp::create(rewriter, loc, linear, bytesPerBlock);
       for (const Temporary &temporary : temporaries) {
         auto alloc = cast<memref::AllocOp>(
             mapping.lookup(temporary.alloc).getDefiningOp());
         rewriter.setInsertionPoint(alloc);
-        Value shift = arith::AddIOp::create(
-            rewriter, loc, sliceStart,
-            indexConstant(rewriter, loc, temporary.offset));
+        Value shift =
+            arith::AddIOp::create(rewriter, loc, sliceStart, temporary.offset);
         Value view = memref::ViewOp::create(rewriter, alloc.getLoc(),
                                             alloc.getType(), scratch, shift,
                                             alloc.getDynamicSizes());

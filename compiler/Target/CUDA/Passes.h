@@ -36,6 +36,12 @@ struct CudaCodegenOptions {
 void addCudaCodegenPasses(mlir::OpPassManager &pm,
                           const CudaCodegenOptions &options = {});
 
+/// For testing the CUDA mapping without a GPU: the same GEMM calls, tiles
+/// and host-code mapping, then -moma-emulate-gpu-on-host and the host
+/// lowering, so that the step runs on the CPU (with the CPU runtime's
+/// versions of the CUDA library calls, runtime/device/cpu/CudaEmulation).
+void addCudaEmulationPasses(mlir::OpPassManager &pm);
+
 } // namespace momac
 
 #endif // MOMAC_COMPILER_TARGET_CUDA_PASSES_H

@@ -47,6 +47,7 @@ def MapTilesToGpu : Pass<"moma-map-tiles-to-gpu", "::mlir::func::FuncOp"> {
   let dependentDialects = [
     "::mlir::arith::ArithDialect",
     "::mlir::gpu::GPUDialect",
+    "::mlir::linalg::LinalgDialect",
     "::mlir::memref::MemRefDialect",
     "::mlir::scf::SCFDialect"
   ];
@@ -161,6 +162,29 @@ def MergeKernelModules
            /*default=*/"\"momac_kernels\"", "The merged gpu.module's name">
   ];
   let dependentDialects = ["::mlir::gpu::GPUDialect"];
+}
+
+def EmulateGpuOnHost
+    : Pass<"moma-emulate-gpu-on-host", "::mlir::func::FuncOp"> {
+  let summary = "Run the CUDA mapping's launches as host loops (testing "
+                "the mapping without a GPU)";
+  let description = [{
+    For `momac --target=cuda-emulated`: after `-moma-map-tiles-to-gpu` and
+    `-moma-map-host-code-to-gpu` (before `-moma-order-on-step-stream`),
+    each `gpu.launch` becomes loops over its blocks; inside, each op that
+    depends on the thread id (a kernel's loop spread over the threads, a
+    thread-0 guard, with the index arithmetic that feeds it) runs in a loop
+    over the block's threads and everything else once; barriers go, since
+    each phase then completes before the next. `gpu.alloc`, `gpu.dealloc`
+    and `gpu.memcpy` become their memref counterparts. The result computes
+    what the GPU would, block by block and thread by thread, so the e2e
+    tests check the CUDA mapping's numbers on the CPU.
+  }];
+  let dependentDialects = [
+    "::mlir::arith::ArithDialect",
+    "::mlir::memref::MemRefDialect",
+    "::mlir::scf::SCFDialect"
+  ];
 }
 
 #endif // MOMAC_TARGET_CUDA_PASSES_TD

@@ -134,8 +134,10 @@ LogicalResult ThreadDistribution::lowerUniformBlock(Block &block) {
   for (Operation &op : llvm::make_early_inc_range(block)) {
     if (auto copy = dyn_cast<memref::CopyOp>(op)) {
       rewriter.setInsertionPoint(copy);
-      auto kernel = linalg::CopyOp::create(rewriter, copy.getLoc(),
-                                           copy.getSource(), copy.getTarget());
+      auto kernel =
+          linalg::CopyOp::create(rewriter, copy.getLoc(),
+                                 ValueRange{copy.getSource()},
+                                 ValueRange{copy.getTarget()});
       rewriter.eraseOp(copy);
       if (failed(lowerKernel(cast<linalg::LinalgOp>(kernel.getOperation()))))
         return failure();

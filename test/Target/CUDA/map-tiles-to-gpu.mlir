@@ -95,12 +95,38 @@ func.func @scalar(%x: memref<4x64xf32>, %s: memref<4xf32>) {
 
 // -----
 
-// Temporaries are sized by a constant bound; one without fails.
-func.func @unbounded(%x: memref<?xf32>, %n: index) {
+// A temporary without a constant bound is sized by what the host knows
+// before the tile (here %n): the scratch holds 4 blocks of n floats,
+// rounded up to 64 bytes. One whose size the tile computes fails.
+
+// CHECK-LABEL: func.func @host_sized
+// CHECK:         %[[BYTES:.*]] = arith.muli %arg1, %c4
+// CHECK:         %[[SLICE:.*]] = arith.ceildivui %[[BYTES]], %c64
+// CHECK:         %[[ALIGNED:.*]] = arith.muli %[[SLICE]], %c64
+// CHECK:         %[[TOTAL:.*]] = arith.muli %[[SLICE]], %c256
+// CHECK:         %[[SCRATCH:.*]] = memref.alloc(%[[TOTAL]])
+// CHECK:         gpu.launch blocks(%[[BX:[a-z0-9]+]], %{{.*}}, %{{.*}}) in
+// CHECK:           %[[START:.*]] = arith.muli %[[BX]], %[[ALIGNED]]
+// CHECK:           memref.view %[[SCRATCH]][%[[START]]][%arg1] : memref<?xi8> to memref<?xf32>
+func.func @host_sized(%x: memref<?xf32>, %n: index) {
   scf.forall (%i) in (4) {
-    // expected-error @+1 {{a temporary whose size has no constant upper bound}}
     %t = memref.alloc(%n) : memref<?xf32>
     memref.copy %x, %t : memref<?xf32> to memref<?xf32>
+    memref.dealloc %t : memref<?xf32>
+  }
+  return
+}
+
+// -----
+
+func.func @tile_sized(%x: memref<?xf32>) {
+  %c0 = arith.constant 0 : index
+  scf.forall (%i) in (4) {
+    %v = memref.load %x[%i] : memref<?xf32>
+    %n = arith.fptoui %v : f32 to i32
+    %m = arith.index_cast %n : i32 to index
+    // expected-error @+1 {{a temporary whose size has no constant upper bound and is computed in the tile}}
+    %t = memref.alloc(%m) : memref<?xf32>
     memref.dealloc %t : memref<?xf32>
   }
   return
