@@ -3,7 +3,7 @@
 // mlir-opt with the moma dialect and passes registered; lit tests drive each
 // pass through it. Every upstream dialect and pass is registered too, so
 // that any prefix of a target's pipeline (momac::cpuLoweringPipeline,
-// momac::cudaLoweringPipeline) can be replayed pass by pass.
+// momac::addCudaCodegenPasses) can be replayed pass by pass.
 //
 //===----------------------------------------------------------------------===//
 

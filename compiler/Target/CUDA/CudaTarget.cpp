@@ -21,16 +21,6 @@
 using namespace mlir;
 using namespace momac;
 
-std::string momac::cudaLoweringPipeline() {
-  OpPassManager pm(ModuleOp::getOperationName());
-  addSharedLoweringPasses(pm);
-  addCudaCodegenPasses(pm);
-  std::string text;
-  llvm::raw_string_ostream os(text);
-  pm.printAsTextualPipeline(os);
-  return text;
-}
-
 LogicalResult momac::buildCudaEmulatedArtifact(
     ModuleOp module, const ModelConfig &config, llvm::StringRef descriptionText,
     const ArtifactOptions &options) {

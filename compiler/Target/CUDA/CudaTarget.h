@@ -43,10 +43,6 @@ mlir::LogicalResult buildCudaEmulatedArtifact(mlir::ModuleOp module,
                                               llvm::StringRef descriptionText,
                                               const ArtifactOptions &options);
 
-/// The pass pipeline from the moma dialect to host LLVM and NVVM kernels,
-/// as the textual pass list of a builtin.module pass manager.
-std::string cudaLoweringPipeline();
-
 } // namespace momac
 
 #endif // MOMAC_COMPILER_TARGET_CUDA_CUDATARGET_H

@@ -67,6 +67,18 @@ bool holdsHostWork(Operation &op) {
   return found;
 }
 
+/// True when an operand of `op` is a result of one of `ops` (ops of its
+/// block) or of an op nested in one of them.
+bool usesResultOf(Operation *op,
+                  const llvm::SmallPtrSetImpl<Operation *> &ops) {
+  return llvm::any_of(op->getOperands(), [&](Value v) {
+    Operation *def = v.getDefiningOp();
+    Operation *owner =
+        def ? op->getBlock()->findAncestorOpInBlock(*def) : nullptr;
+    return owner && ops.contains(owner);
+  });
+}
+
 /// Scalar code that touches device memory: loads, stores, and loops or
 /// branches of them.
 bool isDeviceScalarCode(Operation &op) {
@@ -211,17 +223,9 @@ struct MapHostCodeToGpuPass
       // an earlier stretch's values, for this one) run in it, and a host
       // use of theirs is a read.
       llvm::SmallPtrSet<Operation *, 16> kernelOps;
-      auto dependsOnKernel = [&](Operation *op) {
-        return llvm::any_of(op->getOperands(), [&](Value v) {
-          Operation *def = v.getDefiningOp();
-          Operation *owner =
-              def ? op->getBlock()->findAncestorOpInBlock(*def) : nullptr;
-          return owner && kernelOps.contains(owner);
-        });
-      };
       SmallVector<Operation *> kept;
       for (Operation *op : stretch) {
-        if (!isDeviceScalarCode(*op) && !dependsOnKernel(op)) {
+        if (!isDeviceScalarCode(*op) && !usesResultOf(op, kernelOps)) {
           if (!kept.empty())
             op->moveBefore(kept.front());
           continue;
@@ -265,12 +269,8 @@ struct MapHostCodeToGpuPass
                        op.hasTrait<OpTrait::ConstantLike>();
         llvm::SmallPtrSet<Operation *, 16> inside(stretch.begin(),
                                                   stretch.end());
-        bool independent = llvm::none_of(op.getOperands(), [&](Value v) {
-          Operation *def = v.getDefiningOp();
-          Operation *owner = def ? block.findAncestorOpInBlock(*def) : nullptr;
-          return owner && inside.contains(owner);
-        });
-        if (movable && independent && op.getNumRegions() == 0) {
+        if (movable && !usesResultOf(&op, inside) &&
+            op.getNumRegions() == 0) {
           op.moveBefore(stretch.front());
           continue;
         }
@@ -295,7 +295,8 @@ struct MapHostCodeToGpuPass
     for (Operation *op : stretch)
       for (Value result : op->getResults())
         if (llvm::any_of(result.getUsers(), [&](Operation *user) {
-              Operation *owner = stretch.front()->getBlock()->findAncestorOpInBlock(*user);
+              Operation *owner =
+                  op->getBlock()->findAncestorOpInBlock(*user);
               return !owner || !inside.contains(owner);
             }))
           escaping.push_back(result);

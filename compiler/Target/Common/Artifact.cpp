@@ -173,19 +173,22 @@ std::string optimizeAndEmit(llvm::Module &module, unsigned optLevel,
   return "";
 }
 
-// LLVM's O3 and code generation are most of the
-/// compile time, so they run in parallel: the module is split into one
-/// partition per hardware thread (llvm::SplitModule, as LTO splits its code
-// generation), each optimized and compiled in its own LLVMContext and
-// thread. Little is lost to the split: the CPU's kernels are OpenMP
-// outlined functions, called through the runtime, never inlined into each
-// other (a GPU target's kernels are not host code at all).
-} // namespace
-
+/// LLVM dialect (host code) -> object files for this machine, optimized at
+/// `optLevel` (0-3), written as `prefix`.N.o (and, when `keepLLVMIR`,
+/// `prefix`.N.ll); returns their paths. The target registers the LLVM IR
+/// translations its dialects need (OpenMP, GPU) before this runs.
+///
+/// Optimization and code generation are most of the compile time, so they
+/// run in parallel: the module is split into `partitionCount` partitions
+/// (0: one per hardware thread; llvm::SplitModule, as LTO splits its code
+/// generation), each optimized and compiled in its own LLVMContext and
+/// thread. Little is lost to the split: the CPU's kernels are OpenMP
+/// outlined functions, called through the runtime, never inlined into each
+/// other (a GPU target's kernels are not host code at all).
 FailureOr<SmallVector<std::string>>
-momac::emitHostObjects(ModuleOp module, llvm::StringRef prefix,
-                       bool keepLLVMIR, unsigned partitionCount,
-                       unsigned optLevel, TimingScope &timing) {
+emitHostObjects(ModuleOp module, llvm::StringRef prefix, bool keepLLVMIR,
+                unsigned partitionCount, unsigned optLevel,
+                TimingScope &timing) {
   Location loc = module.getLoc();
   TimingScope translateTimer = timing.nest("translate to LLVM IR");
   dropForeignArgumentAttributes(module);
@@ -257,8 +260,11 @@ momac::emitHostObjects(ModuleOp module, llvm::StringRef prefix,
   return paths;
 }
 
+/// Links `objectPaths` into the shared library `libraryPath` with the system
+/// C++ driver, followed by `linkArguments` (the target's runtime archive and
+/// libraries).
 LogicalResult
-momac::linkSharedLibrary(Location loc, llvm::ArrayRef<std::string> objectPaths,
+linkSharedLibrary(Location loc, llvm::ArrayRef<std::string> objectPaths,
                          llvm::StringRef libraryPath,
                          llvm::ArrayRef<std::string> linkArguments) {
   // The runtime archives are C++, so the link goes through c++ for its
@@ -282,7 +288,7 @@ momac::linkSharedLibrary(Location loc, llvm::ArrayRef<std::string> objectPaths,
 }
 
 /// The lowering needs every dialect and pass it names.
-void momac::loadLoweringDialects(MLIRContext *context) {
+void loadLoweringDialects(MLIRContext *context) {
   DialectRegistry registry;
   registerAllDialects(registry);
   registerAllExtensions(registry);
@@ -291,8 +297,9 @@ void momac::loadLoweringDialects(MLIRContext *context) {
 }
 
 
-FailureOr<std::vector<EntryPointSpec>>
-momac::prepareEntryPoints(ModuleOp module) {
+/// The entry points of `module` (its public functions) described for the
+/// manifest, their results turned into out-parameters (the artifact's ABI).
+FailureOr<std::vector<EntryPointSpec>> prepareEntryPoints(ModuleOp module) {
   std::vector<EntryPointSpec> entries;
   for (auto func : module.getOps<func::FuncOp>()) {
     if (func.isPrivate())
@@ -305,20 +312,8 @@ momac::prepareEntryPoints(ModuleOp module) {
   return entries;
 }
 
-LogicalResult momac::lowerThroughSharedPipeline(ModuleOp module) {
-  loadLoweringDialects(module.getContext());
-  if (failed(prepareEntryPoints(module)))
-    return failure();
-  PassManager pm(module.getContext());
-  // MLIR's pass manager flags (--mlir-print-ir-after-all, ...) apply here
-  // as they do when compiling an artifact.
-  if (failed(applyPassManagerCLOptions(pm)))
-    return failure();
-  addSharedLoweringPasses(pm);
-  return pm.run(module);
-}
-
-LogicalResult momac::writeManifestAndDescription(
+/// Writes manifest.json (with the library's fingerprint) and model.json.
+LogicalResult writeManifestAndDescription(
     Location loc, const ModelConfig &config, llvm::StringRef target,
     llvm::ArrayRef<EntryPointSpec> entries, llvm::StringRef outputDir,
     llvm::StringRef descriptionText) {
@@ -331,6 +326,21 @@ LogicalResult momac::writeManifestAndDescription(
       failed(writeText(loc, description, descriptionText)))
     return failure();
   return success();
+}
+
+} // namespace
+
+LogicalResult momac::lowerThroughSharedPipeline(ModuleOp module) {
+  loadLoweringDialects(module.getContext());
+  if (failed(prepareEntryPoints(module)))
+    return failure();
+  PassManager pm(module.getContext());
+  // MLIR's pass manager flags (--mlir-print-ir-after-all, ...) apply here
+  // as they do when compiling an artifact.
+  if (failed(applyPassManagerCLOptions(pm)))
+    return failure();
+  addSharedLoweringPasses(pm);
+  return pm.run(module);
 }
 
 LogicalResult momac::buildArtifact(ModuleOp module, const ModelConfig &config,

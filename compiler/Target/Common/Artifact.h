@@ -70,43 +70,10 @@ mlir::LogicalResult buildArtifact(mlir::ModuleOp module,
                                   const ArtifactOptions &options,
                                   const TargetBackend &target);
 
-/// Registers every dialect, extension and interface the lowerings name.
-void loadLoweringDialects(mlir::MLIRContext *context);
-
-/// The entry points of `module` (its public functions) described for the
-/// manifest, their results turned into out-parameters (the artifact's ABI).
-mlir::FailureOr<std::vector<EntryPointSpec>>
-prepareEntryPoints(mlir::ModuleOp module);
-
 /// The lowering up to the target split: entry-point results become
 /// out-parameters, then the shared pipeline (compiler/Pipelines) fuses,
 /// tiles and bufferizes. What --stats counts.
 mlir::LogicalResult lowerThroughSharedPipeline(mlir::ModuleOp module);
-
-/// LLVM dialect (host code) -> object files for this machine, optimized at
-/// `optLevel` (0-3), written as `prefix`.N.o (and, when `keepLLVMIR`,
-/// `prefix`.N.ll); returns their paths. The module is split into
-/// `partitions` parts (0: one per hardware thread) compiled in parallel.
-/// The target registers the LLVM IR translations its dialects need
-/// (OpenMP, GPU) before calling this.
-mlir::FailureOr<llvm::SmallVector<std::string>>
-emitHostObjects(mlir::ModuleOp module, llvm::StringRef prefix,
-                bool keepLLVMIR, unsigned partitions, unsigned optLevel,
-                mlir::TimingScope &timing);
-
-/// Links `objects` into the shared library `libraryPath` with the system
-/// C++ driver, followed by `linkArguments` (the target's runtime archive
-/// and libraries).
-mlir::LogicalResult linkSharedLibrary(mlir::Location loc,
-                                      llvm::ArrayRef<std::string> objects,
-                                      llvm::StringRef libraryPath,
-                                      llvm::ArrayRef<std::string> linkArguments);
-
-/// Writes manifest.json (with the library's fingerprint) and model.json.
-mlir::LogicalResult writeManifestAndDescription(
-    mlir::Location loc, const ModelConfig &config, llvm::StringRef target,
-    llvm::ArrayRef<EntryPointSpec> entries, llvm::StringRef outputDir,
-    llvm::StringRef descriptionText);
 
 } // namespace momac
 
