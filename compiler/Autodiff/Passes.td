@@ -79,4 +79,42 @@ def MomaSynthesizeOptimizerStep
   ];
 }
 
+def MomaSynthesizeShardedStep
+    : Pass<"moma-synthesize-sharded-step", "::mlir::ModuleOp"> {
+  let summary = "Add the entry points of a fully sharded (FSDP) training step";
+  let description = [{
+    For `momac --fsdp`. Adds:
+    - @fsdp_grad, a copy of @grad whose parameters and gradients are
+      sharded across ranks. It is marked `moma.sharded_parameters`; every
+      parameter argument and gradient result carries its FSDP unit
+      (`moma.shard_unit`, an index into the function's `moma.shard_units`)
+      and its offset in the unit's flat buffer (`moma.shard_offset`), as
+      lib/config/ShardUnits.h plans them. -moma-shard-parameters later
+      turns them into gathers and reduce-scatters; the runtime owns the
+      shards.
+    - @fsdp_grad_norm: the L2 norm of one `chunk`-element slice of a
+      gradient shard. The runtime sums the squares of its slices' norms,
+      all-reduces the sum over the ranks and clips with the global norm.
+    - @fsdp_adamw_decayed and @fsdp_adamw_undecayed: AdamW (MODEL_SPEC
+      section 7) of one `chunk`-element slice of a rank's shards, with and
+      without weight decay, given the clipping factor `clip`; updated in
+      place like @optimizer_step's tensors.
+  }];
+  let options = [
+    Option<"beta1", "beta1", "double", "0.9", "AdamW beta1">,
+    Option<"beta2", "beta2", "double", "0.95", "AdamW beta2">,
+    Option<"eps", "eps", "double", "1e-5", "AdamW epsilon">,
+    Option<"weightDecay", "weight-decay", "double", "0.1",
+           "Decoupled weight decay of the decayed parameters">,
+    Option<"chunkElements", "chunk", "int64_t", "65536",
+           "Elements of one optimizer slice">,
+    Option<"gradName", "grad", "std::string", "\"grad\"",
+           "The gradient function to shard">
+  ];
+  let dependentDialects = [
+    "::mlir::moma::MomaDialect",
+    "::mlir::tensor::TensorDialect"
+  ];
+}
+
 #endif // MOMAC_AUTODIFF_PASSES_TD

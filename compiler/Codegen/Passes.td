@@ -99,4 +99,41 @@ def CloneSharedFills
   ];
 }
 
+def ShardParameters : Pass<"moma-shard-parameters", "::mlir::ModuleOp"> {
+  let summary = "FSDP: gather each unit's parameters around its uses, "
+                "reduce-scatter its gradients";
+  let description = [{
+    On bufferized functions marked `moma.sharded_parameters`
+    (-moma-synthesize-sharded-step), whose parameter arguments and gradient
+    out-parameters carry their FSDP unit and offset (lib/config/ShardUnits.h):
+
+    - The uses of a unit's parameters, in program order, form windows: runs
+      of uses with no other unit's parameter in between (a layer's forward,
+      its recomputation and backward, ...). Before a window, the unit's
+      parameters are gathered into one flat buffer, of which each parameter
+      is a view, and the buffer is freed right after the window's last use.
+      The gather of the next window is started when the current one begins
+      (`momart_fsdp_all_gather_start`) and waited for just before its
+      first use (`momart_fsdp_all_gather_wait`), so that communication
+      overlaps the current unit's compute; at most two units are gathered
+      at a time.
+    - A unit's gradients are written into one flat buffer, allocated before
+      the first write and handed to `momart_fsdp_reduce_scatter` right after
+      the last, then freed: the runtime sums them over the ranks into its
+      gradient shard.
+    - The parameter arguments and gradient out-parameters are removed: the
+      entry point takes the data only, the runtime owns every shard.
+
+    The collectives are calls into the runtime, which implements them with
+    its communicator (MPI on CPUs, NCCL on GPUs) for any number of ranks.
+    It runs at the end of the shared pipeline, after buffer deallocation.
+  }];
+  let dependentDialects = [
+    "::mlir::LLVM::LLVMDialect",
+    "::mlir::arith::ArithDialect",
+    "::mlir::func::FuncDialect",
+    "::mlir::memref::MemRefDialect"
+  ];
+}
+
 #endif // MOMAC_CODEGEN_PASSES_TD

@@ -64,6 +64,9 @@ void momac::addSharedLoweringPasses(OpPassManager &pm) {
   pm.addPass(bufferization::createOneShotBufferizePass(bufferize));
   bufferization::buildBufferDeallocationPipeline(pm);
   pm.addPass(createConvertBufferizationToMemRefPass());
+  // FSDP (momac --fsdp): once buffers are explicit, each unit's parameters
+  // are gathered around their uses and its gradients reduce-scattered.
+  pm.addPass(createShardParameters());
 }
 
 void momac::addHostLoweringToLLVMPasses(OpPassManager &pm) {

@@ -73,6 +73,24 @@ Value momac::toJSON(const Manifest &manifest) {
                 {"vocab_size", manifest.vocabSize},
                 {"parameters", std::move(parameters)},
                 {"entry_points", std::move(entryPoints)}};
+  if (!manifest.shardUnits.empty()) {
+    Array units;
+    for (const ManifestShardUnit &unit : manifest.shardUnits) {
+      Array members;
+      for (auto [name, offset] : llvm::zip(unit.parameters, unit.offsets))
+        members.push_back(Object{{"name", name}, {"offset", offset}});
+      units.push_back(Object{{"name", unit.name},
+                             {"elements", unit.elements},
+                             {"parameters", std::move(members)}});
+    }
+    object["fsdp"] = Object{
+        {"layout", "each unit's parameters at their offsets in one flat f32 "
+                   "buffer; R ranks hold R contiguous shards of "
+                   "ceil(elements / R) elements rounded up to 16, the last "
+                   "zero-padded"},
+        {"chunk_elements", manifest.shardChunkElements},
+        {"units", std::move(units)}};
+  }
   if (manifest.librarySize) {
     object["library_size"] = *manifest.librarySize;
     object["library_xxh3"] = manifest.libraryHash;
@@ -104,6 +122,40 @@ static bool fromJSON(const Value &value, ManifestParameter &param,
          mapper.map("weight_decay", param.weightDecay) &&
          mapper.map("aux_router", param.auxRouter);
 }
+static bool fromJSON(const Value &value, ManifestShardUnit &unit,
+                     llvm::json::Path path) {
+  llvm::json::ObjectMapper mapper(value, path);
+  const llvm::json::Array *members =
+      value.getAsObject() ? value.getAsObject()->getArray("parameters")
+                          : nullptr;
+  if (!mapper || !mapper.map("name", unit.name) ||
+      !mapper.map("elements", unit.elements))
+    return false;
+  if (!members) {
+    path.field("parameters").report("expected an array");
+    return false;
+  }
+  for (auto [i, member] : llvm::enumerate(*members)) {
+    llvm::json::ObjectMapper memberMapper(member, path.field("parameters").index(i));
+    std::string name;
+    int64_t offset = 0;
+    if (!memberMapper || !memberMapper.map("name", name) ||
+        !memberMapper.map("offset", offset))
+      return false;
+    unit.parameters.push_back(name);
+    unit.offsets.push_back(offset);
+  }
+  return true;
+}
+static bool mapFsdp(const Value &value, Manifest &manifest,
+                    llvm::json::Path path) {
+  const Value *fsdp = value.getAsObject()->get("fsdp");
+  if (!fsdp)
+    return true;
+  llvm::json::ObjectMapper mapper(*fsdp, path.field("fsdp"));
+  return mapper && mapper.map("chunk_elements", manifest.shardChunkElements) &&
+         mapper.map("units", manifest.shardUnits);
+}
 static bool fromJSON(const Value &value, Manifest &manifest,
                      llvm::json::Path path) {
   llvm::json::ObjectMapper mapper(value, path);
@@ -130,7 +182,8 @@ static bool fromJSON(const Value &value, Manifest &manifest,
          mapper.map("seq_len", manifest.seqLen) &&
          mapper.map("vocab_size", manifest.vocabSize) &&
          mapper.map("parameters", manifest.parameters) &&
-         mapper.map("entry_points", manifest.entryPoints);
+         mapper.map("entry_points", manifest.entryPoints) &&
+         mapFsdp(value, manifest, path);
 }
 } // namespace momac
 

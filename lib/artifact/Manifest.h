@@ -44,6 +44,17 @@ struct ManifestParameter {
   int64_t numElements() const;
 };
 
+/// An FSDP unit of an artifact compiled with `momac --fsdp`
+/// (lib/config/ShardUnits.h): its parameters lie at `offsets` in one flat
+/// buffer of `elements` f32, which R ranks split into R contiguous shards of
+/// ShardUnit::shardElements(R) elements, zero-padded at the end.
+struct ManifestShardUnit {
+  std::string name;
+  int64_t elements = 0;
+  std::vector<std::string> parameters;
+  std::vector<int64_t> offsets;
+};
+
 struct Manifest {
   static constexpr int kVersion = 1;
   std::string target = "cpu";
@@ -60,6 +71,11 @@ struct Manifest {
   int64_t vocabSize = 0;
   std::vector<ManifestParameter> parameters;
   std::vector<EntryPointSpec> entryPoints;
+  /// With `momac --fsdp`: the units the sharded entry points gather and
+  /// reduce-scatter, and the elements of one optimizer chunk (the static
+  /// size of fsdp_adamw_* and fsdp_grad_norm's buffers); else empty and 0.
+  std::vector<ManifestShardUnit> shardUnits;
+  int64_t shardChunkElements = 0;
 
   const EntryPointSpec *findEntryPoint(llvm::StringRef name) const;
 };

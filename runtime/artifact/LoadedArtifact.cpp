@@ -149,6 +149,13 @@ LoadedArtifact::entryPoint(llvm::StringRef name) const {
   return std::make_pair(spec, function);
 }
 
+void *LoadedArtifact::symbol(llvm::StringRef name) const {
+  std::string error;
+  auto library = llvm::sys::DynamicLibrary::getPermanentLibrary(
+      libraryPath.c_str(), &error);
+  return library.getAddressOfSymbol(name.str().c_str());
+}
+
 std::string LoadedArtifact::deviceDescription() const {
   return cudaRuntime ? cudaRuntime->deviceDescription() : std::string();
 }

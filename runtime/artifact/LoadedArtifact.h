@@ -68,6 +68,10 @@ public:
   llvm::Expected<std::pair<const EntryPointSpec *, EntryFunction>>
   entryPoint(llvm::StringRef name) const;
 
+  /// The address of a symbol model.so exports (a runtime hook such as
+  /// momart_fsdp_install), or null.
+  void *symbol(llvm::StringRef name) const;
+
   /// For a CUDA artifact, the GPU it runs on ("NVIDIA H200, 139.8 GiB");
   /// empty for a CPU artifact.
   std::string deviceDescription() const;

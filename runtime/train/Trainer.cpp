@@ -10,6 +10,7 @@
 #include "runtime/data/SequenceStream.h"
 #include "runtime/model/Weights.h"
 #include "runtime/train/RunRecord.h"
+#include "runtime/train/TrainingCheckpoint.h"
 
 #include "llvm/ADT/StringMap.h"
 #include "llvm/Support/FileSystem.h"
@@ -145,53 +146,25 @@ llvm::Error momac::train(const TrainOptions &options) {
   std::vector<std::vector<float>> firstMoments, secondMoments;
   std::optional<Weights> weights;
   if (options.resume) {
-    if (!llvm::sys::fs::exists(checkpointPath))
-      return trainError(checkpointPath + ": no checkpoint to resume from");
-    llvm::Expected<SafetensorsFile> checkpoint =
-        SafetensorsFile::open(checkpointPath);
-    if (!checkpoint)
-      return checkpoint.takeError();
-    // Weights::load rejects unknown tensors, so read the parameters here.
+    // The latest checkpoint, of one rank or a shard set of several.
+    llvm::Expected<TrainingState> state =
+        readTrainingCheckpoint(options.runDirectory, manifest.parameters);
+    if (!state)
+      return state.takeError();
     weights = Weights::initialize(manifest, 0);
-    for (size_t i = 0; i < weights->size(); ++i) {
-      llvm::Expected<std::vector<float>> values =
-          checkpoint->readFloats(weights->spec(i).name);
-      if (!values)
-        return values.takeError();
-      (*weights)[i] = std::move(*values);
-    }
-    for (size_t i = 0; i < manifest.parameters.size(); ++i) {
-      const ManifestParameter &param = manifest.parameters[i];
-      if (param.auxRouter) {
-        firstMoments.emplace_back();
-        secondMoments.emplace_back();
-        continue;
-      }
-      auto m = checkpoint->readFloats("optim.m." + param.name);
-      if (!m)
-        return m.takeError();
-      auto v = checkpoint->readFloats("optim.v." + param.name);
-      if (!v)
-        return v.takeError();
-      firstMoments.push_back(std::move(*m));
-      secondMoments.push_back(std::move(*v));
-    }
+    for (size_t i = 0; i < weights->size(); ++i)
+      (*weights)[i] = std::move(state->weights[i]);
+    firstMoments = std::move(state->firstMoments);
+    secondMoments = std::move(state->secondMoments);
     if (noiseSpec) {
-      auto state = checkpoint->getMetadata("rng");
-      std::istringstream stream(state ? state->str() : "");
+      std::istringstream stream(state->rng);
       if (!(stream >> noiseRng))
-        return trainError(checkpointPath +
+        return trainError(state->source +
                           ": metadata lacks the router-noise RNG state (rng)");
     }
-    auto step = checkpoint->getMetadata("step");
-    auto position = checkpoint->getMetadata("data_position");
-    int64_t completed = 0;
-    if (!step || !position || step->getAsInteger(10, completed) ||
-        position->getAsInteger(10, dataPosition))
-      return trainError(checkpointPath +
-                        ": metadata lacks step or data_position");
-    firstStep = completed + 1;
-    if (llvm::Error error = truncateMetrics(metricsPath, completed))
+    dataPosition = state->dataPosition;
+    firstStep = state->step + 1;
+    if (llvm::Error error = truncateMetrics(metricsPath, state->step))
       return error;
   } else {
     if (!options.initWeights.empty()) {
@@ -324,6 +297,35 @@ llvm::Error momac::train(const TrainOptions &options) {
   if (!stepBuffers)
     return stepBuffers.takeError();
 
+  // What this one rank holds (compare mpirun -np R: each rank 1/R of it).
+  {
+    int64_t parameterBytes = 0, gradientBytes = 0, optimizerBytes = 0;
+    for (size_t i = 0; i < weights->size(); ++i) {
+      parameterBytes += int64_t((*weights)[i].size() * sizeof(float));
+      optimizerBytes += int64_t((firstMoments[i].size() +
+                                 secondMoments[i].size()) * sizeof(float));
+      gradientBytes += int64_t((gradOutputs[gradIndex[i]].size() +
+                                meanGrads[i].size()) * sizeof(float));
+    }
+    auto mib = [](int64_t bytes) {
+      return llvm::formatv("{0:F2} MiB", double(bytes) / (1 << 20)).str();
+    };
+    llvm::errs() << "momarun: rank 0 of 1 holds parameters "
+                 << mib(parameterBytes) << ", gradients " << mib(gradientBytes)
+                 << ", optimizer state " << mib(optimizerBytes) << "\n";
+    llvm::json::Object memory{{"rank", 0},
+                              {"ranks", 1},
+                              {"parameter_bytes", parameterBytes},
+                              {"gradient_bytes", gradientBytes},
+                              {"optimizer_bytes", optimizerBytes}};
+    std::error_code memoryError;
+    llvm::raw_fd_ostream out(joinPath(options.runDirectory, "memory.rank-0.json"),
+                             memoryError);
+    if (!memoryError)
+      out << llvm::formatv("{0:2}", llvm::json::Value(std::move(memory)))
+          << "\n";
+  }
+
   std::error_code ec;
   llvm::raw_fd_ostream metrics(metricsPath, ec, llvm::sys::fs::OF_Append);
   if (ec)
@@ -367,7 +369,11 @@ llvm::Error momac::train(const TrainOptions &options) {
       writer.setMetadata("rng", "none");
     }
     writer.setMetadata("model", manifest.model);
-    return writer.write(checkpointPath);
+    if (llvm::Error error = writer.write(checkpointPath))
+      return error;
+    // A shard set an earlier run on several ranks left is older now.
+    removeOtherCheckpoints(options.runDirectory, {checkpointPath});
+    return llvm::Error::success();
   };
 
   int64_t skippedSteps = 0;

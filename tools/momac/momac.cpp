@@ -108,6 +108,15 @@ cl::opt<double> gpuMemory(
              "refused at compile time"),
     cl::value_desc("GB"), cl::init(141.0), cl::cat(momacCategory));
 
+cl::opt<bool> fsdp(
+    "fsdp",
+    cl::desc("With an artifact: also compile the fully sharded (FSDP) step "
+             "that `mpirun -np R momarun train` runs on R ranks, for any R: "
+             "each layer's parameters gathered around their use, gradients "
+             "reduce-scattered, AdamW on each rank's shard "
+             "(entry points fsdp_grad, fsdp_grad_norm, fsdp_adamw_*)"),
+    cl::cat(momacCategory));
+
 cl::opt<bool> keepLLVMIR("keep-llvm-ir",
                          cl::desc("With an artifact: also write the optimized "
                                   "LLVM IR, as model.N.ll (one file per "
@@ -178,6 +187,14 @@ mlir::OwningOpRef<mlir::ModuleOp> buildTrainStep(mlir::MLIRContext &context,
   optimizer.weightDecay = config.train.weightDecay;
   optimizer.gradClip = config.train.gradClip;
   pm.addPass(createMomaSynthesizeOptimizerStep(optimizer));
+  if (fsdp) {
+    MomaSynthesizeShardedStepOptions sharded;
+    sharded.beta1 = config.train.beta1;
+    sharded.beta2 = config.train.beta2;
+    sharded.eps = config.train.eps;
+    sharded.weightDecay = config.train.weightDecay;
+    pm.addPass(createMomaSynthesizeShardedStep(sharded));
+  }
   if (config.auxRouters) {
     MomaSynthesizeGradOptions auxGrad;
     auxGrad.forwardName = kAuxForwardFunctionName.str();
@@ -303,6 +320,10 @@ int main(int argc, char **argv) {
                 "(-o DIR, without --report, --stats or --emit)");
   if (reportJson && !report)
     return fail("--json only applies to --report");
+  if (fsdp && target != TargetKind::Cpu)
+    return fail("--fsdp: only the CPU target shards its step so far (the "
+                "CUDA target's runtime has the NCCL communicator, not yet "
+                "the sharded step)");
 
   llvm::Expected<ModelConfig> config = loadModelConfig(inputPath);
   if (!config)

@@ -25,6 +25,9 @@
 #include "runtime/train/AuxRouterTrainer.h"
 #include "runtime/train/RunRecord.h"
 #include "runtime/train/Trainer.h"
+#include "runtime/train/TrainingCheckpoint.h"
+#include "runtime/comm/Communicator.h"
+#include "runtime/fsdp/ShardedTrainer.h"
 
 #include "lib/safetensors/Safetensors.h"
 
@@ -79,6 +82,11 @@ cl::SubCommand plotCommand(
 cl::SubCommand upcycleCommand(
     "upcycle", "Build the weights of a model with more experts from a "
                "checkpoint of one with fewer (MODEL_SPEC section 7)");
+
+cl::SubCommand ckptCommand(
+    "ckpt", "Checkpoint tools: `ckpt consolidate RUN/ -o W.safetensors` puts "
+            "the shard set of a run on several ranks (or its one-rank "
+            "checkpoint) into one MODEL_SPEC checkpoint");
 
 cl::SubCommand corpusCommand("corpus",
                              "Write a Megatron indexed dataset for a model: "
@@ -226,6 +234,23 @@ cl::opt<int64_t> trainLogEvery(
     cl::desc("Steps between progress lines when not on a terminal, at least "
              "1 (default 10)"),
     cl::sub(trainCommand), cl::cat(momarunCategory));
+
+cl::opt<double> trainCommTimeout(
+    "comm-timeout", cl::init(60.0),
+    cl::desc("On several ranks (mpirun): seconds a collective may take before "
+             "the run stops with an error naming it, because another rank is "
+             "lost or stalled (default 60)"),
+    cl::value_desc("seconds"), cl::sub(trainCommand),
+    cl::cat(momarunCategory));
+
+cl::list<std::string> ckptArguments(cl::Positional, cl::OneOrMore,
+                                    cl::desc("consolidate <run directory>"),
+                                    cl::sub(ckptCommand),
+                                    cl::cat(momarunCategory));
+cl::opt<std::string> ckptOutput("o", cl::Required,
+                                cl::desc("The consolidated checkpoint to write"),
+                                cl::value_desc("W.safetensors"),
+                                cl::sub(ckptCommand), cl::cat(momarunCategory));
 
 cl::opt<std::string> trainAuxArtifact(cl::Positional, cl::Required,
                                       cl::desc("<artifact directory>"),
@@ -792,8 +817,43 @@ int runTrain() {
       return fail(runtimeError("--memory-limit must be a number of GB > 0"));
     options.memoryLimitBytes = int64_t(trainMemoryLimit * 1e9);
   }
-  if (llvm::Error error = train(options))
+  if (!(trainCommTimeout > 0))
+    return fail(runtimeError("--comm-timeout must be a number of seconds > 0"));
+  // Several ranks when an MPI launcher started this process; one without.
+  llvm::Expected<std::unique_ptr<Communicator>> comm =
+      createProcessCommunicator(std::chrono::milliseconds(
+          int64_t(trainCommTimeout * 1000)));
+  if (!comm)
+    return fail(comm.takeError());
+  if ((*comm)->size() == 1) {
+    if (llvm::Error error = train(options))
+      return fail(std::move(error));
+    return 0;
+  }
+  if (llvm::Error error = trainSharded(options, **comm)) {
+    // The other ranks would wait in their next collective: stop them all.
+    llvm::WithColor::error(llvm::errs(), "momarun")
+        << "rank " << (*comm)->rank() << " of " << (*comm)->size() << ": "
+        << llvm::toString(std::move(error)) << "\n";
+    llvm::errs().flush();
+    (*comm)->abort(1);
+  }
+  return 0;
+}
+
+int runCkpt() {
+  if (ckptArguments.size() != 2 || ckptArguments[0] != "consolidate")
+    return fail(runtimeError("usage: momarun ckpt consolidate RUN/ -o "
+                             "W.safetensors"));
+  llvm::Expected<TrainingState> state =
+      readTrainingCheckpoint(ckptArguments[1]);
+  if (!state)
+    return fail(state.takeError());
+  if (llvm::Error error = writeSingleCheckpoint(*state, ckptOutput))
     return fail(std::move(error));
+  llvm::outs() << "wrote " << ckptOutput << ": " << state->parameters.size()
+               << " parameters with their AdamW moments, step "
+               << state->step << ", from " << state->source << "\n";
   return 0;
 }
 
@@ -1056,7 +1116,10 @@ int main(int argc, char **argv) {
       "  momarun plot RUN... -o curves.svg [--smooth N]\n"
       "  momarun upcycle --from CKPT --to ARTIFACT -o W.safetensors "
       "[--seed N]\n"
-      "  momarun corpus MODEL --out PREFIX (--synthetic N | --input FILE)\n");
+      "  momarun corpus MODEL --out PREFIX (--synthetic N | --input FILE)\n"
+      "  momarun ckpt consolidate RUN/ -o W.safetensors\n"
+      "  mpirun -np R momarun train ARTIFACT ...   (FSDP on R ranks; the "
+      "artifact compiled with momac --fsdp)\n");
   if (initCommand)
     return runInit();
   if (evalCommand)
@@ -1075,6 +1138,8 @@ int main(int argc, char **argv) {
     return runGenerate();
   if (corpusCommand)
     return runCorpus();
+  if (ckptCommand)
+    return runCkpt();
   cl::PrintHelpMessage();
   return 1;
 }

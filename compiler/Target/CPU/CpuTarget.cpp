@@ -21,7 +21,8 @@ std::string momac::cpuLoweringPipeline() {
   return text;
 }
 
-/// The CPU runtime archive (momart_*: top-k selection, bf16 GEMM) inside,
+/// The CPU runtime archive (momart_*: top-k selection, bf16 GEMM) and the
+/// FSDP calls inside,
 /// the OpenMP runtime, OpenBLAS (the f32 GEMMs), oneDNN (the bf16 GEMMs)
 /// and MLIR's C runner utilities (memrefCopy, for copies between strided
 /// views).
@@ -29,6 +30,9 @@ std::vector<std::string> momac::cpuLinkArguments() {
   std::string libDir = MOMAC_LLVM_LIBRARY_DIR;
   return {
       MOMAC_CPU_RUNTIME_ARCHIVE,
+      // The collective calls of a sharded (momac --fsdp) step; linked in
+      // only when the step calls them.
+      MOMAC_FSDP_RUNTIME_ARCHIVE,
       "-L" + libDir,
       "-lomp",
       "-Wl,-rpath," + libDir,

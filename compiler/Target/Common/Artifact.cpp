@@ -68,6 +68,8 @@ LogicalResult writeText(Location loc, llvm::StringRef path,
 LogicalResult writeManifest(Location loc, const ModelConfig &config,
                             llvm::StringRef target,
                             llvm::ArrayRef<EntryPointSpec> entries,
+                            llvm::ArrayRef<ManifestShardUnit> shardUnits,
+                            int64_t shardChunkElements,
                             llvm::StringRef libraryPath,
                             llvm::StringRef path) {
   Manifest manifest;
@@ -87,6 +89,8 @@ LogicalResult writeManifest(Location loc, const ModelConfig &config,
     manifest.parameters.push_back({spec.name, spec.shape, initName(spec.role),
                                    spec.weightDecay, spec.auxRouter});
   manifest.entryPoints.assign(entries.begin(), entries.end());
+  manifest.shardUnits.assign(shardUnits.begin(), shardUnits.end());
+  manifest.shardChunkElements = shardChunkElements;
   std::string text;
   llvm::raw_string_ostream os(text);
   os << llvm::formatv("{0:2}", toJSON(manifest)) << "\n";
@@ -315,14 +319,17 @@ FailureOr<std::vector<EntryPointSpec>> prepareEntryPoints(ModuleOp module) {
 /// Writes manifest.json (with the library's fingerprint) and model.json.
 LogicalResult writeManifestAndDescription(
     Location loc, const ModelConfig &config, llvm::StringRef target,
-    llvm::ArrayRef<EntryPointSpec> entries, llvm::StringRef outputDir,
+    llvm::ArrayRef<EntryPointSpec> entries,
+    llvm::ArrayRef<ManifestShardUnit> shardUnits, int64_t shardChunkElements,
+    llvm::StringRef outputDir,
     llvm::StringRef descriptionText) {
   llvm::SmallString<256> library(outputDir), manifest(outputDir),
       description(outputDir);
   llvm::sys::path::append(library, "model.so");
   llvm::sys::path::append(manifest, "manifest.json");
   llvm::sys::path::append(description, "model.json");
-  if (failed(writeManifest(loc, config, target, entries, library, manifest)) ||
+  if (failed(writeManifest(loc, config, target, entries, shardUnits,
+                           shardChunkElements, library, manifest)) ||
       failed(writeText(loc, description, descriptionText)))
     return failure();
   return success();
@@ -358,6 +365,11 @@ LogicalResult momac::buildArtifact(ModuleOp module, const ModelConfig &config,
     context->appendDialectRegistry(registry);
   }
   loadLoweringDialects(context);
+  std::vector<ManifestShardUnit> shardUnits = describeShardUnits(module);
+  int64_t shardChunkElements = 0;
+  if (auto norm = module.lookupSymbol<func::FuncOp>("fsdp_grad_norm"))
+    shardChunkElements =
+        cast<RankedTensorType>(norm.getArgument(0).getType()).getNumElements();
   FailureOr<std::vector<EntryPointSpec>> entries = prepareEntryPoints(module);
   if (failed(entries))
     return failure();
@@ -401,8 +413,9 @@ LogicalResult momac::buildArtifact(ModuleOp module, const ModelConfig &config,
       llvm::sys::fs::remove(object);
   });
   if (failed(linkSharedLibrary(loc, *objects, library, target.linkArguments)) ||
-      failed(writeManifestAndDescription(loc, config, target.name, *entries,
-                                         options.outputDir, descriptionText)))
+      failed(writeManifestAndDescription(
+          loc, config, target.name, *entries, shardUnits, shardChunkElements,
+          options.outputDir, descriptionText)))
     return failure();
   return success();
 }

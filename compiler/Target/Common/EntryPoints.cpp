@@ -2,6 +2,8 @@
 
 #include "compiler/Target/Common/EntryPoints.h"
 
+#include "dialects/moma/IR/MomaDialect.h"
+
 #include "mlir/Dialect/Bufferization/IR/Bufferization.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
@@ -38,6 +40,8 @@ FailureOr<EntryPointSpec> momac::describeEntryPoint(func::FuncOp func) {
   entry.name = func.getName().str();
   entry.symbol = "momac_" + entry.name;
   for (unsigned i = 0; i < func.getNumArguments(); ++i) {
+    if (func.getArgAttr(i, moma::kShardUnitAttrName))
+      continue;
     auto name = func.getArgAttrOfType<StringAttr>(i, "moma.param");
     FailureOr<BufferSpec> spec = describeBuffer(
         func, func.getArgument(i).getType(), name, i, "argument");
@@ -46,6 +50,8 @@ FailureOr<EntryPointSpec> momac::describeEntryPoint(func::FuncOp func) {
     entry.arguments.push_back(*spec);
   }
   for (unsigned i = 0; i < func.getNumResults(); ++i) {
+    if (func.getResultAttr(i, moma::kShardUnitAttrName))
+      continue;
     auto name = func.getResultAttrOfType<StringAttr>(i, "moma.result");
     FailureOr<BufferSpec> spec = describeBuffer(
         func, func.getFunctionType().getResult(i), name, i, "result");
@@ -54,6 +60,32 @@ FailureOr<EntryPointSpec> momac::describeEntryPoint(func::FuncOp func) {
     entry.results.push_back(*spec);
   }
   return entry;
+}
+
+std::vector<ManifestShardUnit> momac::describeShardUnits(ModuleOp module) {
+  std::vector<ManifestShardUnit> units;
+  for (auto func : module.getOps<func::FuncOp>()) {
+    auto names = func->getAttrOfType<ArrayAttr>(moma::kShardUnitsAttrName);
+    auto elements = func->getAttrOfType<DenseI64ArrayAttr>(
+        moma::kShardUnitElementsAttrName);
+    if (!names || !elements)
+      continue;
+    for (auto [name, size] : llvm::zip(names, elements.asArrayRef()))
+      units.push_back({cast<StringAttr>(name).str(), size, {}, {}});
+    for (unsigned i = 0; i < func.getNumArguments(); ++i) {
+      auto unit = func.getArgAttrOfType<IntegerAttr>(i, moma::kShardUnitAttrName);
+      auto offset =
+          func.getArgAttrOfType<IntegerAttr>(i, moma::kShardOffsetAttrName);
+      auto name = func.getArgAttrOfType<StringAttr>(i, "moma.param");
+      if (!unit || !offset || !name)
+        continue;
+      ManifestShardUnit &target = units[unit.getInt()];
+      target.parameters.push_back(name.str());
+      target.offsets.push_back(offset.getInt());
+    }
+    break;
+  }
+  return units;
 }
 
 LogicalResult momac::resultsToOutParams(func::FuncOp func) {
@@ -71,14 +103,15 @@ LogicalResult momac::resultsToOutParams(func::FuncOp func) {
         MemRefType::get(tensor.getShape(), tensor.getElementType()));
   }
   unsigned firstOut = func.getNumArguments();
-  SmallVector<Attribute> names;
+  // The out-parameters keep the results' attributes (moma.result, and the
+  // FSDP placement of gradients).
+  SmallVector<DictionaryAttr> resultAttrs;
   for (unsigned i = 0; i < func.getNumResults(); ++i)
-    names.push_back(func.getResultAttr(i, "moma.result"));
+    resultAttrs.push_back(func.getResultAttrDict(i));
   for (auto [i, type] : llvm::enumerate(outTypes)) {
-    if (failed(func.insertArgument(firstOut + i, type, {}, func.getLoc())))
+    if (failed(func.insertArgument(firstOut + i, type, resultAttrs[i],
+                                   func.getLoc())))
       return failure();
-    if (names[i])
-      func.setArgAttr(firstOut + i, "moma.result", names[i]);
   }
   for (auto [i, value] : llvm::enumerate(ret.getOperands()))
     bufferization::MaterializeInDestinationOp::create(

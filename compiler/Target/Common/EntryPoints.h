@@ -22,7 +22,15 @@
 namespace momac {
 
 /// Describes `func` (tensor arguments named by `moma.param`, results by
-/// `moma.result`) as an entry point. Fails on dynamic shapes.
+/// `moma.result`) as an entry point. Fails on dynamic shapes. A function
+/// with sharded parameters (moma.sharded_parameters) takes neither its
+/// parameters nor its gradients: -moma-shard-parameters removes them, and
+/// the runtime provides them through its momart_fsdp_* calls.
+mlir::FailureOr<EntryPointSpec> describeEntryPoint(mlir::func::FuncOp func);
+
+/// The FSDP units of the module's function with sharded parameters, for
+/// the manifest; empty when it has none.
+std::vector<ManifestShardUnit> describeShardUnits(mlir::ModuleOp module);
 mlir::FailureOr<EntryPointSpec> describeEntryPoint(mlir::func::FuncOp func);
 
 /// Tensor level: turns the results of `func` into trailing memref arguments

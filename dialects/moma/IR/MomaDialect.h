@@ -19,6 +19,19 @@ constexpr llvm::StringLiteral kNoGradAttrName = "moma.no_grad";
 /// accumulates in f32.
 constexpr llvm::StringLiteral kGemmOperandTypeAttrName =
     "moma.gemm_operand_type";
+/// FSDP (momac --fsdp, lib/config/ShardUnits.h). On a function: its
+/// parameters and gradients are sharded across ranks, and
+/// `moma.shard_units` (an array of strings) names its units. On each
+/// parameter argument and gradient result: the index of its unit
+/// (`moma.shard_unit`) and its offset in the unit's flat buffer, in
+/// elements (`moma.shard_offset`).
+constexpr llvm::StringLiteral kShardedParametersAttrName =
+    "moma.sharded_parameters";
+constexpr llvm::StringLiteral kShardUnitsAttrName = "moma.shard_units";
+constexpr llvm::StringLiteral kShardUnitElementsAttrName =
+    "moma.shard_unit_elements";
+constexpr llvm::StringLiteral kShardUnitAttrName = "moma.shard_unit";
+constexpr llvm::StringLiteral kShardOffsetAttrName = "moma.shard_offset";
 } // namespace mlir::moma
 
 #endif // MOMAC_DIALECTS_MOMA_IR_MOMADIALECT_H

@@ -1,0 +1,184 @@
+//===- MpiCommunicator.cpp - Collectives over MPI -------------------------===//
+//
+// Non-blocking MPI collectives (MPI-3), completed by polling MPI_Test until
+// the timeout: a blocking MPI call would wait forever on a stalled rank.
+// Shards that do not divide the buffer evenly use the v-variants
+// (Iallgatherv, Ireduce_scatter), so nothing is padded or copied.
+//
+//===----------------------------------------------------------------------===//
+
+#include "runtime/comm/Communicator.h"
+
+#include "llvm/Support/FormatVariadic.h"
+
+#include <mpi.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <limits>
+#include <thread>
+#include <vector>
+
+using namespace momac;
+
+namespace {
+
+llvm::Error mpiError(int code, llvm::StringRef what) {
+  char text[MPI_MAX_ERROR_STRING];
+  int length = 0;
+  MPI_Error_string(code, text, &length);
+  return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                 "MPI: %s failed: %s", what.str().c_str(),
+                                 std::string(text, length).c_str());
+}
+
+class MpiCommunicator;
+
+class MpiPending : public PendingCollective {
+public:
+  MpiPending(const MpiCommunicator &comm, std::string what)
+      : comm(comm), what(std::move(what)) {}
+  ~MpiPending() override;
+  llvm::Error wait() override;
+
+  MPI_Request request = MPI_REQUEST_NULL;
+  std::vector<int> counts, displacements;
+
+private:
+  const MpiCommunicator &comm;
+  std::string what;
+};
+
+class MpiCommunicator : public Communicator {
+public:
+  MpiCommunicator(int rank, int size, std::chrono::milliseconds timeout)
+      : Communicator(rank, size, timeout) {}
+  ~MpiCommunicator() override {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized)
+      MPI_Finalize();
+  }
+  llvm::StringRef backend() const override { return "mpi"; }
+
+  /// Polls `request` until it completes or the timeout passes; spins at
+  /// first, then sleeps a little between polls so that oversubscribed
+  /// ranks leave the core to the one computing.
+  llvm::Error complete(MPI_Request &request, llvm::StringRef what) const {
+    auto deadline = std::chrono::steady_clock::now() + timeout();
+    for (int polls = 0;; ++polls) {
+      int done = 0;
+      if (int code = MPI_Test(&request, &done, MPI_STATUS_IGNORE))
+        return mpiError(code, what);
+      if (done)
+        return llvm::Error::success();
+      if (polls > 1000) {
+        if (std::chrono::steady_clock::now() > deadline)
+          return timeoutError(what);
+        std::this_thread::sleep_for(std::chrono::microseconds(50));
+      }
+    }
+  }
+
+  void shardCounts(size_t shardElements, size_t total, std::vector<int> &counts,
+                   std::vector<int> &displacements) const {
+    for (int r = 0; r < size(); ++r) {
+      counts.push_back(int(ownedElements(shardElements, total, r)));
+      displacements.push_back(
+          int(std::min(total, size_t(r) * shardElements)));
+    }
+  }
+
+  llvm::Expected<std::unique_ptr<PendingCollective>>
+  startAllGather(const float *shard, float *full, size_t shardElements,
+                 size_t total, llvm::StringRef what) override {
+    if (total > size_t(std::numeric_limits<int>::max()))
+      return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                     "%s: more than 2^31 elements",
+                                     what.str().c_str());
+    auto pending = std::make_unique<MpiPending>(*this, what.str());
+    shardCounts(shardElements, total, pending->counts, pending->displacements);
+    if (int code = MPI_Iallgatherv(
+            shard, pending->counts[rank()], MPI_FLOAT, full,
+            pending->counts.data(), pending->displacements.data(), MPI_FLOAT,
+            MPI_COMM_WORLD, &pending->request))
+      return mpiError(code, what);
+    return pending;
+  }
+
+  llvm::Error reduceScatterSum(const float *full, float *shard,
+                               size_t shardElements, size_t total,
+                               llvm::StringRef what) override {
+    std::vector<int> counts, displacements;
+    shardCounts(shardElements, total, counts, displacements);
+    MPI_Request request;
+    if (int code = MPI_Ireduce_scatter(full, shard, counts.data(), MPI_FLOAT,
+                                       MPI_SUM, MPI_COMM_WORLD, &request))
+      return mpiError(code, what);
+    if (llvm::Error error = complete(request, what))
+      return error;
+    std::fill(shard + counts[rank()], shard + shardElements, 0.0f);
+    return llvm::Error::success();
+  }
+
+  llvm::Error allReduceSum(double *values, size_t count,
+                           llvm::StringRef what) override {
+    MPI_Request request;
+    if (int code = MPI_Iallreduce(MPI_IN_PLACE, values, int(count), MPI_DOUBLE,
+                                  MPI_SUM, MPI_COMM_WORLD, &request))
+      return mpiError(code, what);
+    return complete(request, what);
+  }
+
+  llvm::Error barrier(llvm::StringRef what) override {
+    MPI_Request request;
+    if (int code = MPI_Ibarrier(MPI_COMM_WORLD, &request))
+      return mpiError(code, what);
+    return complete(request, what);
+  }
+
+  llvm::Error broadcast(void *bytes, size_t size, int root,
+                        llvm::StringRef what) override {
+    MPI_Request request;
+    if (int code = MPI_Ibcast(bytes, int(size), MPI_BYTE, root, MPI_COMM_WORLD,
+                              &request))
+      return mpiError(code, what);
+    return complete(request, what);
+  }
+
+  [[noreturn]] void abort(int exitCode) override {
+    MPI_Abort(MPI_COMM_WORLD, exitCode);
+    std::exit(exitCode);
+  }
+};
+
+MpiPending::~MpiPending() {
+  // A collective abandoned after an error: the process is ending anyway.
+  if (request != MPI_REQUEST_NULL)
+    MPI_Request_free(&request);
+}
+
+llvm::Error MpiPending::wait() { return comm.complete(request, what); }
+
+} // namespace
+
+llvm::Expected<std::unique_ptr<Communicator>>
+momac::createProcessCommunicator(std::chrono::milliseconds timeout) {
+  if (!launchedByMpiLauncher())
+    return createSingleRankCommunicator(timeout);
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (!initialized) {
+    int provided = 0;
+    if (int code = MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED,
+                                   &provided))
+      return mpiError(code, "MPI_Init_thread");
+  }
+  // Errors come back as codes, turned into messages naming the
+  // collective, instead of MPI's default abort.
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  int rank = 0, size = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  return std::make_unique<MpiCommunicator>(rank, size, timeout);
+}

@@ -1,0 +1,659 @@
+//===- ShardedTrainer.cpp - One model trained across ranks (FSDP) ---------===//
+
+#include "runtime/fsdp/ShardedTrainer.h"
+
+#include "lib/config/ShardUnits.h"
+#include "lib/safetensors/Safetensors.h"
+#include "lib/support/AtomicFile.h"
+#include "runtime/artifact/LoadedArtifact.h"
+#include "runtime/data/IndexedDataset.h"
+#include "runtime/data/SequenceStream.h"
+#include "runtime/fsdp/FsdpAbi.h"
+#include "runtime/model/Weights.h"
+#include "runtime/train/RunRecord.h"
+#include "runtime/train/TrainingCheckpoint.h"
+
+#include "lib/config/ModelStats.h"
+
+#include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/StringMap.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <optional>
+#include <sstream>
+
+using namespace momac;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+llvm::Error fsdpError(const llvm::Twine &message) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                 message.str());
+}
+
+double seconds(Clock::duration d) {
+  return std::chrono::duration<double>(d).count();
+}
+
+std::string mib(int64_t bytes) {
+  return llvm::formatv("{0:F2} MiB", double(bytes) / (1 << 20)).str();
+}
+
+/// A contiguous range of a rank's shard of one unit that AdamW updates the
+/// same way: trained parameters with (or without) weight decay, and the
+/// alignment padding between them, which stays zero.
+struct OptimizerSegment {
+  size_t unit;
+  int64_t begin, end; // in the shard
+  bool decayed;
+};
+
+/// This rank's piece of every FSDP unit, and the callbacks that the
+/// compiled step's gathers and reduce-scatters reach.
+class ShardedModel {
+public:
+  ShardedModel(const Manifest &manifest, Communicator &comm)
+      : manifest(manifest), comm(comm) {
+    for (const ManifestShardUnit &unit : manifest.shardUnits) {
+      Shard &shard = shards.emplace_back();
+      ShardUnit planned{unit.name, {}, {}, unit.elements};
+      shard.elements = unit.elements;
+      shard.shardElements = planned.shardElements(comm.size());
+      shard.begin = std::min<int64_t>(unit.elements,
+                                      int64_t(comm.rank()) * shard.shardElements);
+      for (auto *buffer : {&shard.params, &shard.grads, &shard.firstMoments,
+                           &shard.secondMoments})
+        buffer->assign(shard.shardElements, 0.0f);
+      largestUnit = std::max(largestUnit, unit.elements);
+    }
+    reduced.resize(largestUnitShard());
+    for (size_t i = 0; i < manifest.parameters.size(); ++i)
+      parameterIndex[manifest.parameters[i].name] = i;
+    // The padding between a unit's parameters (zeroed before each
+    // reduce-scatter: the compiled step never writes it).
+    for (auto [u, unit] : llvm::enumerate(manifest.shardUnits)) {
+      int64_t covered = 0;
+      std::vector<std::pair<int64_t, int64_t>> spans;
+      for (auto [name, offset] : llvm::zip(unit.parameters, unit.offsets))
+        spans.push_back(
+            {offset, offset + manifest.parameters[parameterIndex[name]]
+                                  .numElements()});
+      llvm::sort(spans);
+      for (auto [begin, end] : spans) {
+        if (begin > covered)
+          shards[u].gaps.push_back({covered, begin});
+        covered = std::max(covered, end);
+      }
+      if (covered < unit.elements)
+        shards[u].gaps.push_back({covered, unit.elements});
+    }
+  }
+
+  size_t largestUnitShard() const {
+    int64_t most = 0;
+    for (const Shard &shard : shards)
+      most = std::max(most, shard.shardElements);
+    return size_t(most);
+  }
+
+  /// Keeps this rank's shard of full per-parameter tensors (manifest order).
+  void scatterFrom(const TrainingState &state) {
+    for (auto [u, unit] : llvm::enumerate(manifest.shardUnits)) {
+      Shard &shard = shards[u];
+      for (auto [name, offset] : llvm::zip(unit.parameters, unit.offsets)) {
+        size_t p = parameterIndex[name];
+        auto copy = [&](const std::vector<float> &full,
+                        std::vector<float> &into) {
+          if (full.empty())
+            return;
+          int64_t begin = std::max(offset, shard.begin);
+          int64_t end = std::min<int64_t>(offset + int64_t(full.size()),
+                                          shard.begin + shard.shardElements);
+          for (int64_t i = begin; i < end; ++i)
+            into[i - shard.begin] = full[i - offset];
+        };
+        copy(state.weights[p], shard.params);
+        copy(state.firstMoments[p], shard.firstMoments);
+        copy(state.secondMoments[p], shard.secondMoments);
+      }
+    }
+  }
+
+  /// The segments of this rank's shards that AdamW updates (not the aux
+  /// routers, MODEL_SPEC section 7).
+  std::vector<OptimizerSegment> optimizerSegments() const {
+    std::vector<OptimizerSegment> segments;
+    for (auto [u, unit] : llvm::enumerate(manifest.shardUnits)) {
+      const Shard &shard = shards[u];
+      for (auto [name, offset] : llvm::zip(unit.parameters, unit.offsets)) {
+        const ManifestParameter &param =
+            manifest.parameters[parameterIndex.lookup(name)];
+        if (param.auxRouter)
+          continue;
+        int64_t begin = std::max(offset, shard.begin) - shard.begin;
+        int64_t end = std::min(offset + param.numElements(),
+                               shard.begin + shard.shardElements) -
+                      shard.begin;
+        if (begin >= end)
+          continue;
+        if (!segments.empty() && segments.back().unit == u &&
+            segments.back().decayed == param.weightDecay &&
+            segments.back().end <= begin)
+          segments.back().end = end; // across the zero padding
+        else
+          segments.push_back({u, begin, end, param.weightDecay});
+      }
+    }
+    return segments;
+  }
+
+  MomartFsdpCallbacks callbacks() {
+    MomartFsdpCallbacks table;
+    table.context = this;
+    table.allGatherStart = [](void *context, int32_t unit, float *full) {
+      static_cast<ShardedModel *>(context)->allGatherStart(unit, full);
+    };
+    table.allGatherWait = [](void *context, int32_t unit, float *full) {
+      static_cast<ShardedModel *>(context)->allGatherWait(unit, full);
+    };
+    table.reduceScatter = [](void *context, int32_t unit, float *full) {
+      static_cast<ShardedModel *>(context)->reduceScatter(unit, full);
+    };
+    return table;
+  }
+
+  void zeroGradients() {
+    for (Shard &shard : shards)
+      std::fill(shard.grads.begin(), shard.grads.end(), 0.0f);
+  }
+
+  struct Shard {
+    std::vector<float> params, grads, firstMoments, secondMoments;
+    int64_t elements = 0, shardElements = 0, begin = 0;
+    std::vector<std::pair<int64_t, int64_t>> gaps;
+  };
+  std::vector<Shard> shards;
+  /// Each micro-batch's gradients are added with this weight: 1 / (R M).
+  float gradientScale = 1.0f;
+  /// Time spent blocked in collectives during the compiled step.
+  Clock::duration communicationWait{};
+  int64_t largestUnit = 0;
+
+private:
+  [[noreturn]] void fail(llvm::Error error) {
+    llvm::errs() << "momarun: error: " << llvm::toString(std::move(error))
+                 << "\n";
+    llvm::errs().flush();
+    comm.abort(1);
+  }
+
+  std::string describe(const char *what, int32_t unit) const {
+    return llvm::formatv("{0} of unit {1}", what,
+                         manifest.shardUnits[unit].name)
+        .str();
+  }
+
+  void allGatherStart(int32_t unit, float *full) {
+    Shard &shard = shards[unit];
+    auto started = comm.startAllGather(shard.params.data(), full,
+                                       size_t(shard.shardElements),
+                                       size_t(shard.elements),
+                                       describe("all-gather", unit));
+    if (!started)
+      fail(started.takeError());
+    pending[full] = std::move(*started);
+  }
+
+  void allGatherWait(int32_t unit, float *full) {
+    auto it = pending.find(full);
+    if (it == pending.end())
+      fail(fsdpError(describe("a wait without a started all-gather", unit)));
+    auto start = Clock::now();
+    if (llvm::Error error = it->second->wait())
+      fail(std::move(error));
+    communicationWait += Clock::now() - start;
+    pending.erase(it);
+  }
+
+  void reduceScatter(int32_t unit, float *full) {
+    Shard &shard = shards[unit];
+    for (auto [begin, end] : shard.gaps)
+      std::fill(full + begin, full + end, 0.0f);
+    auto start = Clock::now();
+    if (llvm::Error error = comm.reduceScatterSum(
+            full, reduced.data(), size_t(shard.shardElements),
+            size_t(shard.elements), describe("reduce-scatter", unit)))
+      fail(std::move(error));
+    communicationWait += Clock::now() - start;
+    for (int64_t i = 0; i < shard.shardElements; ++i)
+      shard.grads[i] += gradientScale * reduced[i];
+  }
+
+  const Manifest &manifest;
+  Communicator &comm;
+  llvm::StringMap<size_t> parameterIndex;
+  llvm::DenseMap<float *, std::unique_ptr<PendingCollective>> pending;
+  std::vector<float> reduced;
+};
+
+} // namespace
+
+llvm::Error momac::trainSharded(const TrainOptions &options,
+                                Communicator &comm) {
+  const int rank = comm.rank(), ranks = comm.size();
+  llvm::Expected<LoadedArtifact> artifact =
+      LoadedArtifact::open(options.artifact);
+  if (!artifact)
+    return artifact.takeError();
+  const Manifest &manifest = artifact->manifest();
+  const ModelConfig &config = artifact->config();
+  const TrainConfig &hyper = config.train;
+  if (manifest.shardUnits.empty())
+    return fsdpError(options.artifact +
+                     ": compiled without --fsdp, so it cannot train on " +
+                     std::to_string(ranks) +
+                     " ranks; compile it with momac MODEL.json --fsdp -o ART");
+  auto install = reinterpret_cast<void (*)(const MomartFsdpCallbacks *)>(
+      artifact->symbol("momart_fsdp_install"));
+  if (!install)
+    return fsdpError(options.artifact +
+                     "/model.so: no momart_fsdp_install (not an FSDP artifact)");
+  auto gradEntry = artifact->entryPoint("fsdp_grad");
+  auto normEntry = artifact->entryPoint("fsdp_grad_norm");
+  auto decayedEntry = artifact->entryPoint("fsdp_adamw_decayed");
+  auto undecayedEntry = artifact->entryPoint("fsdp_adamw_undecayed");
+  for (auto *entry : {&gradEntry, &normEntry, &decayedEntry, &undecayedEntry})
+    if (!*entry)
+      return entry->takeError();
+
+  if (std::error_code ec =
+          llvm::sys::fs::create_directories(options.runDirectory))
+    return fsdpError(options.runDirectory + ": " + ec.message());
+  const std::string metricsPath =
+      (options.runDirectory + "/metrics.jsonl");
+  const std::string myCheckpoint =
+      shardCheckpointPath(options.runDirectory, rank, ranks);
+  if (rank == 0)
+    if (unsigned stale = removeStaleTemporaries(myCheckpoint))
+      llvm::errs() << llvm::formatv(
+          "momarun: removed {0} temporary file(s) of an interrupted "
+          "checkpoint write\n",
+          stale);
+
+  // The full state, then only this rank's shard of it.
+  const EntryPointSpec &gradSpec = *gradEntry->first;
+  const BufferSpec *noiseSpec = nullptr;
+  for (const BufferSpec &spec : gradSpec.arguments)
+    if (spec.name == kGumbelNoiseArgument)
+      noiseSpec = &spec;
+  const uint64_t seed = options.seed.value_or(uint64_t(hyper.seed));
+  std::mt19937_64 noiseRng(seed ^ 0x9e3779b97f4a7c15ULL);
+  TrainingState state;
+  if (options.resume) {
+    llvm::Expected<TrainingState> read =
+        readTrainingCheckpoint(options.runDirectory, manifest.parameters);
+    if (!read)
+      return read.takeError();
+    state = std::move(*read);
+    if (noiseSpec) {
+      std::istringstream stream(state.rng);
+      if (!(stream >> noiseRng))
+        return fsdpError(state.source +
+                         ": metadata lacks the router-noise RNG state (rng)");
+    }
+  } else {
+    llvm::Expected<Weights> weights =
+        options.initWeights.empty()
+            ? llvm::Expected<Weights>(Weights::initialize(manifest, seed))
+            : Weights::load(manifest, options.initWeights);
+    if (!weights)
+      return weights.takeError();
+    state.parameters = manifest.parameters;
+    for (size_t i = 0; i < weights->size(); ++i) {
+      state.weights.push_back(std::move((*weights)[i]));
+      size_t n = manifest.parameters[i].auxRouter
+                     ? 0
+                     : size_t(manifest.parameters[i].numElements());
+      state.firstMoments.emplace_back(n, 0.0f);
+      state.secondMoments.emplace_back(n, 0.0f);
+    }
+    if (!options.dataPositionFrom.empty()) {
+      llvm::Expected<SafetensorsFile> from =
+          SafetensorsFile::open(options.dataPositionFrom);
+      if (!from)
+        return from.takeError();
+      auto position = from->getMetadata("data_position");
+      if (!position || position->getAsInteger(10, state.dataPosition))
+        return fsdpError(options.dataPositionFrom +
+                         ": not a momarun checkpoint (no data_position)");
+    }
+    if (rank == 0) {
+      llvm::sys::fs::remove(metricsPath);
+      RunRecord record;
+      record.model = manifest.model;
+      record.tokensPerStep = manifest.batchSize * manifest.seqLen *
+                             hyper.microBatches * ranks;
+      ModelStats stats = computeModelStats(config);
+      for (const TokenCost &cost : stats.perModality)
+        record.trainFlopsPerToken +=
+            cost.trainFlops / double(stats.perModality.size());
+      if (llvm::Error error = writeRunRecord(options.runDirectory, record))
+        return error;
+    }
+  }
+  ShardedModel model(manifest, comm);
+  model.scatterFrom(state);
+  const int64_t firstStep = state.step + 1;
+  uint64_t dataPosition = state.dataPosition;
+  state = TrainingState(); // the full copy is not kept
+
+  MomartFsdpCallbacks callbacks = model.callbacks();
+  install(&callbacks);
+
+  // What each rank holds (momac --report --ranks R predicts the same).
+  int64_t parameterBytes = 0, optimizerBytes = 0;
+  for (const ShardedModel::Shard &shard : model.shards)
+    parameterBytes += shard.shardElements * int64_t(sizeof(float));
+  optimizerBytes = 2 * parameterBytes;
+  const int64_t gatheredBytes = 2 * model.largestUnit * int64_t(sizeof(float));
+  llvm::errs() << llvm::formatv(
+      "momarun: rank {0} of {1} ({2}) holds parameters {3}, gradients {4}, "
+      "optimizer state {5}; gathered at once at most {6} (two units)\n",
+      rank, ranks, comm.backend(), mib(parameterBytes), mib(parameterBytes),
+      mib(optimizerBytes), mib(gatheredBytes));
+  {
+    llvm::json::Object memory{{"rank", rank},
+                              {"ranks", ranks},
+                              {"parameter_bytes", parameterBytes},
+                              {"gradient_bytes", parameterBytes},
+                              {"optimizer_bytes", optimizerBytes},
+                              {"gathered_bytes", gatheredBytes}};
+    std::error_code ec;
+    llvm::raw_fd_ostream out(
+        options.runDirectory + "/memory.rank-" + std::to_string(rank) + ".json",
+        ec);
+    if (!ec)
+      out << llvm::formatv("{0:2}", llvm::json::Value(std::move(memory)))
+          << "\n";
+  }
+
+  llvm::Expected<IndexedDataset> dataset =
+      IndexedDataset::open(options.dataPrefix);
+  if (!dataset)
+    return dataset.takeError();
+  SequenceStreamOptions streamOptions;
+  streamOptions.vocabSize = manifest.vocabSize;
+  llvm::Expected<SequenceStream> stream =
+      SequenceStream::create(*dataset, manifest.seqLen, streamOptions);
+  if (!stream)
+    return stream.takeError();
+
+  const int64_t batch = manifest.batchSize, seqLen = manifest.seqLen;
+  const int64_t microBatches = hyper.microBatches;
+  const int64_t globalMicroBatches = microBatches * ranks;
+  model.gradientScale = 1.0f / float(globalMicroBatches);
+  std::vector<int32_t> tokens(batch * (seqLen + 1));
+  int32_t batchRows = int32_t(batch);
+  std::vector<float> noise(noiseSpec ? noiseSpec->numElements() : 0);
+  std::vector<std::vector<float>> noiseOfMicroBatch(
+      noiseSpec ? microBatches : 0);
+  llvm::StringMap<void *> gradArguments, gradResults;
+  gradArguments["tokens"] = tokens.data();
+  if (takesBatchRows(gradSpec))
+    gradArguments[kBatchRowsArgument] = &batchRows;
+  std::vector<std::vector<float>> gradOutputs;
+  for (const BufferSpec &spec : gradSpec.results)
+    gradOutputs.emplace_back(spec.numElements(), 0.0f);
+  for (auto [spec, buffer] : llvm::zip(gradSpec.results, gradOutputs))
+    gradResults[spec.name] = buffer.data();
+  if (noiseSpec)
+    gradArguments[kGumbelNoiseArgument] = noise.data();
+  auto gradBuffers = bindByName(gradSpec, gradArguments, gradResults);
+  if (!gradBuffers)
+    return gradBuffers.takeError();
+
+  // The optimizer's chunked entry points, over staging buffers when a
+  // segment's last chunk is short.
+  const int64_t chunk = manifest.shardChunkElements;
+  std::vector<float> stage[4];
+  for (std::vector<float> &buffer : stage)
+    buffer.assign(chunk, 0.0f);
+  std::vector<float> schedule(3), clipFactor(1), chunkNorm(1);
+  const std::vector<OptimizerSegment> segments = model.optimizerSegments();
+  auto forEachChunk = [&](auto &&body) -> llvm::Error {
+    for (const OptimizerSegment &segment : segments) {
+      ShardedModel::Shard &shard = model.shards[segment.unit];
+      for (int64_t at = segment.begin; at < segment.end; at += chunk) {
+        int64_t n = std::min(chunk, segment.end - at);
+        float *data[4] = {shard.params.data() + at, shard.grads.data() + at,
+                          shard.firstMoments.data() + at,
+                          shard.secondMoments.data() + at};
+        bool staged = n < chunk;
+        if (staged)
+          for (int k = 0; k < 4; ++k) {
+            std::copy(data[k], data[k] + n, stage[k].begin());
+            std::fill(stage[k].begin() + n, stage[k].end(), 0.0f);
+            data[k] = stage[k].data();
+          }
+        if (llvm::Error error = body(segment, data))
+          return error;
+        if (staged) {
+          float *home[4] = {shard.params.data() + at, shard.grads.data() + at,
+                            shard.firstMoments.data() + at,
+                            shard.secondMoments.data() + at};
+          for (int k = 0; k < 4; ++k)
+            std::copy(stage[k].begin(), stage[k].begin() + n, home[k]);
+        }
+      }
+    }
+    return llvm::Error::success();
+  };
+
+  std::error_code ec;
+  std::optional<llvm::raw_fd_ostream> metrics;
+  if (rank == 0) {
+    metrics.emplace(metricsPath, ec, llvm::sys::fs::OF_Append);
+    if (ec)
+      return fsdpError(metricsPath + ": " + ec.message());
+  }
+  const size_t modalities = config.modalities.size();
+  const int64_t lastStep = firstStep + options.steps - 1;
+  auto runStart = Clock::now();
+
+  auto saveCheckpoint = [&](int64_t completed) -> llvm::Error {
+    SafetensorsWriter writer;
+    auto bytes = [](const std::vector<float> &v) {
+      return llvm::ArrayRef<char>(reinterpret_cast<const char *>(v.data()),
+                                  v.size() * sizeof(float));
+    };
+    llvm::json::Array units, parameters;
+    for (auto [u, unit] : llvm::enumerate(manifest.shardUnits)) {
+      const ShardedModel::Shard &shard = model.shards[u];
+      std::vector<int64_t> shape{shard.shardElements};
+      const char *prefixes[] = {"fsdp.", "fsdp.optim.m.", "fsdp.optim.v."};
+      const std::vector<float> *buffers[] = {
+          &shard.params, &shard.firstMoments, &shard.secondMoments};
+      for (int k = 0; k < 3; ++k)
+        if (llvm::Error error = writer.addBorrowed(
+                prefixes[k] + unit.name, DType::F32, shape, bytes(*buffers[k])))
+          return error;
+      llvm::json::Array names, offsets;
+      for (auto [name, offset] : llvm::zip(unit.parameters, unit.offsets)) {
+        names.push_back(name);
+        offsets.push_back(offset);
+      }
+      units.push_back(llvm::json::Object{{"name", unit.name},
+                                         {"elements", unit.elements},
+                                         {"shard_elements", shard.shardElements},
+                                         {"parameters", std::move(names)},
+                                         {"offsets", std::move(offsets)}});
+    }
+    for (const ManifestParameter &param : manifest.parameters) {
+      llvm::json::Array shape;
+      for (int64_t d : param.shape)
+        shape.push_back(d);
+      parameters.push_back(llvm::json::Object{{"name", param.name},
+                                              {"shape", std::move(shape)},
+                                              {"aux_router", param.auxRouter}});
+    }
+    writer.setMetadata(
+        "fsdp_layout",
+        llvm::formatv("{0}", llvm::json::Value(llvm::json::Object{
+                                 {"world_size", ranks},
+                                 {"rank", rank},
+                                 {"parameters", std::move(parameters)},
+                                 {"units", std::move(units)}}))
+            .str());
+    writer.setMetadata("step", std::to_string(completed));
+    writer.setMetadata("data_position", std::to_string(dataPosition));
+    if (noiseSpec) {
+      std::ostringstream text;
+      text << noiseRng;
+      writer.setMetadata("rng", text.str());
+    } else {
+      writer.setMetadata("rng", "none");
+    }
+    writer.setMetadata("model", manifest.model);
+    if (llvm::Error error = writer.write(myCheckpoint))
+      return error;
+    // Every shard is in place before the older forms go.
+    if (llvm::Error error = comm.barrier("the checkpoint barrier"))
+      return error;
+    if (rank == 0) {
+      std::vector<std::string> keep;
+      for (int r = 0; r < ranks; ++r)
+        keep.push_back(shardCheckpointPath(options.runDirectory, r, ranks));
+      removeOtherCheckpoints(options.runDirectory, keep);
+    }
+    return llvm::Error::success();
+  };
+
+  for (int64_t step = firstStep; step <= lastStep; ++step) {
+    auto stepStart = Clock::now();
+    model.communicationWait = {};
+    model.zeroGradients();
+    // Rank r's micro-batches are the global ones r*M .. r*M + M-1; the
+    // router noise is drawn for all of them in order, as one rank would.
+    if (noiseSpec)
+      for (int64_t g = 0; g < globalMicroBatches; ++g) {
+        sampleGumbelNoise(noiseRng, noise);
+        if (g / microBatches == rank)
+          noiseOfMicroBatch[g % microBatches] = noise;
+      }
+    std::vector<double> sums(1 + 2 * modalities, 0.0);
+    for (int64_t micro = 0; micro < microBatches; ++micro) {
+      stream->seek(dataPosition + uint64_t((rank * microBatches + micro) * batch));
+      if (llvm::Error error = stream->next(batch, tokens))
+        return error;
+      if (noiseSpec)
+        noise = noiseOfMicroBatch[micro];
+      if (llvm::Error error = gradEntry->second(gradBuffers->data()))
+        return error;
+      sums[0] += gradOutputs[0][0];
+      std::vector<uint64_t> counts = config.countTargetsByModality(tokens);
+      for (size_t m = 0; m < modalities; ++m) {
+        sums[1 + m] += double(gradOutputs[1 + m][0]) * double(counts[m]);
+        sums[1 + modalities + m] += double(counts[m]);
+      }
+    }
+    dataPosition += uint64_t(globalMicroBatches * batch);
+    auto computeEnd = Clock::now();
+
+    // The global gradient norm from the shards' squared norms.
+    double squares = 0;
+    if (llvm::Error error = forEachChunk(
+            [&](const OptimizerSegment &, float **data) -> llvm::Error {
+              void *buffers[] = {data[1], chunkNorm.data()};
+              if (llvm::Error error = normEntry->second(buffers))
+                return error;
+              squares += double(chunkNorm[0]) * double(chunkNorm[0]);
+              return llvm::Error::success();
+            }))
+      return error;
+    sums.push_back(squares);
+    // Each rank's compute time, to find the slowest.
+    std::vector<double> times(ranks, 0.0);
+    times[rank] = seconds(computeEnd - stepStart);
+    sums.insert(sums.end(), times.begin(), times.end());
+    if (llvm::Error error =
+            comm.allReduceSum(sums.data(), sums.size(), "the step's sums"))
+      return error;
+    const double loss = sums[0] / double(globalMicroBatches);
+    const double gradNorm = std::sqrt(sums[1 + 2 * modalities]);
+    double slowest = 0;
+    for (int r = 0; r < ranks; ++r)
+      slowest = std::max(slowest, sums[2 + 2 * modalities + r]);
+    double lr = learningRate(hyper, step);
+    if (!std::isfinite(loss) || !std::isfinite(gradNorm))
+      return fsdpError(llvm::formatv(
+          "step {0}: the loss is {1} and the gradient norm {2}; stopped "
+          "without updating the weights (the last checkpoint holds the last "
+          "good state)",
+          step, loss, gradNorm));
+    schedule = {float(lr), float(1 - std::pow(hyper.beta1, double(step))),
+                float(1 - std::pow(hyper.beta2, double(step)))};
+    clipFactor[0] =
+        hyper.gradClip > 0
+            ? std::min(1.0f, float(hyper.gradClip) / (float(gradNorm) + 1e-6f))
+            : 1.0f;
+    if (llvm::Error error = forEachChunk(
+            [&](const OptimizerSegment &segment, float **data) -> llvm::Error {
+              void *buffers[] = {data[0], data[1],       data[2],
+                                 data[3], schedule.data(), clipFactor.data(),
+                                 data[0], data[2],       data[3]};
+              return (segment.decayed ? decayedEntry : undecayedEntry)
+                  ->second(buffers);
+            }))
+      return error;
+
+    auto now = Clock::now();
+    double stepSeconds = seconds(now - stepStart);
+    double tokensPerSecond =
+        double(globalMicroBatches * batch * seqLen) / stepSeconds;
+    if (rank == 0) {
+      llvm::json::Object line{{"step", step},
+                              {"loss", jsonNumber(loss)},
+                              {"lr", lr},
+                              {"grad_norm", jsonNumber(gradNorm)},
+                              {"tokens_per_s", jsonNumber(tokensPerSecond)},
+                              {"ranks", ranks},
+                              {"slowest_rank_s", slowest},
+                              {"comm_wait_s",
+                               seconds(model.communicationWait)}};
+      for (size_t m = 0; m < modalities; ++m) {
+        double count = sums[1 + modalities + m];
+        line["loss." + config.modalities[m].name] =
+            jsonNumber(count ? sums[1 + m] / count : 0.0);
+      }
+      *metrics << llvm::formatv("{0}", llvm::json::Value(std::move(line)))
+               << "\n";
+      metrics->flush();
+    }
+    if ((step - firstStep + 1) % options.checkpointEvery == 0 ||
+        step == lastStep)
+      if (llvm::Error error = saveCheckpoint(step))
+        return error;
+    if (rank == 0 && ((step - firstStep + 1) % options.logEvery == 0 ||
+                      step == firstStep || step == lastStep)) {
+      double elapsed = seconds(now - runStart);
+      llvm::outs() << llvm::formatv(
+          "step {0}/{1} loss {2:F4} | lr {3:e2} | {4:F0} tok/s on {5} ranks "
+          "| slowest rank {6:F3} s | waiting on communication {7:F3} s | "
+          "elapsed {8:F1} s\n",
+          step, lastStep, loss, lr, tokensPerSecond, ranks, slowest,
+          seconds(model.communicationWait), elapsed);
+      llvm::outs().flush();
+    }
+  }
+  install(nullptr);
+  return llvm::Error::success();
+}

@@ -1,0 +1,65 @@
+//===- TrainingCheckpoint.h - Reading back a run's training state -*- C++ -*-===//
+//
+// A run directory holds its last checkpoint in one of two forms:
+// - RUN/checkpoint.safetensors (one rank, MODEL_SPEC section 8: the
+//   parameters by name, optim.m.<name> and optim.v.<name>);
+// - a shard set, RUN/checkpoint.shard-<r>-of-<R>.safetensors for r < R,
+//   written by `mpirun -np R momarun train` (runtime/fsdp): each rank's
+//   shards of every FSDP unit (fsdp.<unit>, fsdp.optim.m.<unit>,
+//   fsdp.optim.v.<unit>) and, in the metadata, the unit layout, so that the
+//   set can be put back together without the artifact.
+// Both carry step, data_position and rng in their metadata. Reading takes
+// the form with the most steps, so a run may resume on any number of ranks.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOMAC_RUNTIME_TRAIN_TRAININGCHECKPOINT_H
+#define MOMAC_RUNTIME_TRAIN_TRAININGCHECKPOINT_H
+
+#include "lib/artifact/Manifest.h"
+
+#include "llvm/Support/Error.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace momac {
+
+struct TrainingState {
+  /// In the order of `parameters`; moments empty for aux routers.
+  std::vector<ManifestParameter> parameters;
+  std::vector<std::vector<float>> weights, firstMoments, secondMoments;
+  int64_t step = 0;
+  uint64_t dataPosition = 0;
+  /// The router-noise generator's state (text), or "none".
+  std::string rng = "none";
+  std::string model;
+  /// What was read, for messages.
+  std::string source;
+};
+
+std::string singleCheckpointPath(llvm::StringRef runDirectory);
+std::string shardCheckpointPath(llvm::StringRef runDirectory, int rank,
+                                int ranks);
+
+/// The latest checkpoint of `runDirectory`, either form, with the
+/// parameters of `parameters` (a missing or misshapen one is an error); an
+/// empty `parameters` takes those the checkpoint has (a shard set's
+/// layout; consolidation).
+llvm::Expected<TrainingState>
+readTrainingCheckpoint(llvm::StringRef runDirectory,
+                       const std::vector<ManifestParameter> &parameters = {});
+
+/// Writes `state` as one MODEL_SPEC checkpoint (atomically).
+llvm::Error writeSingleCheckpoint(const TrainingState &state,
+                                  llvm::StringRef path);
+
+/// Removes the checkpoint files of `runDirectory` other than `keep` (the
+/// forms and shard sets an earlier run with another rank count left).
+void removeOtherCheckpoints(llvm::StringRef runDirectory,
+                            const std::vector<std::string> &keep);
+
+} // namespace momac
+
+#endif // MOMAC_RUNTIME_TRAIN_TRAININGCHECKPOINT_H
