@@ -15,6 +15,9 @@ config.environment["PATH"] = os.pathsep.join(
      config.environment.get("PATH", os.environ.get("PATH", ""))])
 config.substitutions.append(
     ("%examples", os.path.join(config.momac_src_root, "examples")))
+# The interpreter running lit, for tests that read JSON.
+import sys
+config.substitutions.append(("%python", sys.executable))
 
 # momac built with CUDA: --target=cuda compiles (tests: REQUIRES: cuda).
 if config.momac_cuda.upper() in ("ON", "1", "TRUE", "YES"):

@@ -43,7 +43,7 @@ struct SynthesizeShardedStepPass
       return signalPassFailure();
     }
     if (chunkElements <= 0 || chunkElements % momac::kShardAlignment) {
-      module.emitError() << "the optimizer chunk (" << chunkElements
+      module.emitError() << "the optimizer chunk (" << int64_t(chunkElements)
                          << " elements) must be a positive multiple of "
                          << momac::kShardAlignment;
       return signalPassFailure();

@@ -304,6 +304,9 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
     if (!read)
       return read.takeError();
     state = std::move(*read);
+    if (rank == 0)
+      if (llvm::Error error = truncateMetrics(metricsPath, state.step))
+        return error;
     if (noiseSpec) {
       std::istringstream stream(state.rng);
       if (!(stream >> noiseRng))
@@ -370,6 +373,12 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
       "optimizer state {5}; gathered at once at most {6} (two units)\n",
       rank, ranks, comm.backend(), mib(parameterBytes), mib(parameterBytes),
       mib(optimizerBytes), mib(gatheredBytes));
+  if (rank == 0) // the reports of a run on more ranks
+    for (int r = ranks; r < 1024; ++r)
+      if (llvm::sys::fs::remove(options.runDirectory + "/memory.rank-" +
+                                std::to_string(r) + ".json",
+                                /*IgnoreNonExisting=*/false))
+        break;
   {
     llvm::json::Object memory{{"rank", rank},
                               {"ranks", ranks},

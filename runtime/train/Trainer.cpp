@@ -45,8 +45,9 @@ std::string formatDuration(double seconds) {
       .str();
 }
 
-/// Keeps the metrics of steps 1..lastStep (a resumed run rewrites the rest).
-llvm::Error truncateMetrics(llvm::StringRef path, int64_t lastStep) {
+} // namespace
+
+llvm::Error momac::truncateMetrics(llvm::StringRef path, int64_t lastStep) {
   auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/true);
   if (!buffer)
     return llvm::Error::success();
@@ -72,8 +73,6 @@ llvm::Error truncateMetrics(llvm::StringRef path, int64_t lastStep) {
   out << kept;
   return llvm::Error::success();
 }
-
-} // namespace
 
 llvm::json::Value momac::jsonNumber(double value) {
   if (!std::isfinite(value))
@@ -318,6 +317,12 @@ llvm::Error momac::train(const TrainOptions &options) {
                               {"parameter_bytes", parameterBytes},
                               {"gradient_bytes", gradientBytes},
                               {"optimizer_bytes", optimizerBytes}};
+    for (int r = 1; r < 1024; ++r) // the reports of a run on more ranks
+      if (llvm::sys::fs::remove(joinPath(options.runDirectory,
+                                         "memory.rank-" + std::to_string(r) +
+                                             ".json"),
+                                /*IgnoreNonExisting=*/false))
+        break;
     std::error_code memoryError;
     llvm::raw_fd_ostream out(joinPath(options.runDirectory, "memory.rank-0.json"),
                              memoryError);

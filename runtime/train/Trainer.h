@@ -60,6 +60,10 @@ double learningRate(const TrainConfig &train, int64_t step);
 
 llvm::Error train(const TrainOptions &options);
 
+/// Keeps the metrics of steps 1..lastStep in metrics.jsonl at `path` (a
+/// resumed run rewrites the rest).
+llvm::Error truncateMetrics(llvm::StringRef path, int64_t lastStep);
+
 } // namespace momac
 
 #endif // MOMAC_RUNTIME_TRAIN_TRAINER_H
