@@ -7,6 +7,7 @@
 #include "lib/support/AtomicFile.h"
 #include "runtime/artifact/LoadedArtifact.h"
 #include "runtime/data/IndexedDataset.h"
+#include "runtime/data/ModalityBalance.h"
 #include "runtime/data/SequenceStream.h"
 #include "runtime/fsdp/FsdpAbi.h"
 #include "runtime/model/Weights.h"
@@ -411,6 +412,9 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
   const int64_t globalMicroBatches = microBatches * ranks;
   model.gradientScale = 1.0f / float(globalMicroBatches);
   std::vector<int32_t> tokens(batch * (seqLen + 1));
+  const int64_t stepSequences = globalMicroBatches * batch;
+  std::vector<int32_t> window(stepSequences * (seqLen + 1));
+  const std::vector<double> targetShares = modalityTargetShares(config);
   int32_t batchRows = int32_t(batch);
   std::vector<float> noise(noiseSpec ? noiseSpec->numElements() : 0);
   std::vector<std::vector<float>> noiseOfMicroBatch(
@@ -558,11 +562,37 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
         if (g / microBatches == rank)
           noiseOfMicroBatch[g % microBatches] = noise;
       }
+    // The step's R * M * B sequences, and which of them each rank trains:
+    // rank r the r-th M * B (MODEL_SPEC section 8), or a balanced deal.
+    stream->seek(dataPosition);
+    if (llvm::Error error = stream->next(size_t(stepSequences), window))
+      return error;
+    std::vector<std::vector<uint64_t>> sequenceCounts;
+    for (int64_t i = 0; i < stepSequences; ++i)
+      sequenceCounts.push_back(config.countTargetsByModality(
+          llvm::ArrayRef<int32_t>(window).slice(i * (seqLen + 1), seqLen + 1)));
+    std::vector<std::vector<size_t>> deal(ranks);
+    if (options.balanceModalities) {
+      deal = balanceByModality(sequenceCounts, targetShares, ranks,
+                               size_t(microBatches * batch));
+    } else {
+      for (int64_t i = 0; i < stepSequences; ++i)
+        deal[i / (microBatches * batch)].push_back(size_t(i));
+    }
+    std::vector<std::vector<uint64_t>> rankCounts(
+        ranks, std::vector<uint64_t>(modalities, 0));
+    for (int r = 0; r < ranks; ++r)
+      for (size_t i : deal[r])
+        for (size_t m = 0; m < modalities; ++m)
+          rankCounts[r][m] += sequenceCounts[i][m];
+
     std::vector<double> sums(1 + 2 * modalities, 0.0);
     for (int64_t micro = 0; micro < microBatches; ++micro) {
-      stream->seek(dataPosition + uint64_t((rank * microBatches + micro) * batch));
-      if (llvm::Error error = stream->next(batch, tokens))
-        return error;
+      for (int64_t row = 0; row < batch; ++row) {
+        size_t sequence = deal[rank][size_t(micro * batch + row)];
+        std::copy_n(window.begin() + sequence * (seqLen + 1), seqLen + 1,
+                    tokens.begin() + row * (seqLen + 1));
+      }
       if (noiseSpec)
         noise = noiseOfMicroBatch[micro];
       if (llvm::Error error = gradEntry->second(gradBuffers->data()))
@@ -638,6 +668,15 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
                               {"slowest_rank_s", slowest},
                               {"comm_wait_s",
                                seconds(model.communicationWait)}};
+      llvm::json::Array byRank;
+      for (const std::vector<uint64_t> &counts : rankCounts) {
+        llvm::json::Array row;
+        for (uint64_t n : counts)
+          row.push_back(int64_t(n));
+        byRank.push_back(std::move(row));
+      }
+      line["modality_targets_by_rank"] = std::move(byRank);
+      line["modality_share_spread"] = modalityShareSpread(rankCounts);
       for (size_t m = 0; m < modalities; ++m) {
         double count = sums[1 + modalities + m];
         line["loss." + config.modalities[m].name] =
@@ -657,9 +696,10 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
       llvm::outs() << llvm::formatv(
           "step {0}/{1} loss {2:F4} | lr {3:e2} | {4:F0} tok/s on {5} ranks "
           "| slowest rank {6:F3} s | waiting on communication {7:F3} s | "
-          "elapsed {8:F1} s\n",
+          "modality share spread {8:F3} | elapsed {9:F1} s\n",
           step, lastStep, loss, lr, tokensPerSecond, ranks, slowest,
-          seconds(model.communicationWait), elapsed);
+          seconds(model.communicationWait), modalityShareSpread(rankCounts),
+          elapsed);
       llvm::outs().flush();
     }
   }

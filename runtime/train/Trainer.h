@@ -46,6 +46,9 @@ struct TrainOptions {
   /// then its update is skipped instead, and logged (Megatron's skipped
   /// iterations). metrics.jsonl writes non-finite numbers as null.
   int64_t skipNonFinite = 0;
+  /// On several ranks: deal each step's sequences so that every rank's
+  /// modality mix stays near the model's expert mix (ModalityBalance.h).
+  bool balanceModalities = false;
   /// Refuse to start when the training state (weights, gradients, AdamW
   /// moments) would not fit in this many bytes; 0: physical memory.
   int64_t memoryLimitBytes = 0;

@@ -227,6 +227,57 @@ class ResumeOnAnotherRankCount(FsdpTestCase):
                           "checkpoint.shard-1-of-2.safetensors"])
 
 
+def write_indexed_dataset(prefix, documents):
+    """A Megatron-LM MMIDIDX v1 dataset of uint16 ids."""
+    with open(prefix + ".bin", "wb") as f:
+        for doc in documents:
+            f.write(np.asarray(doc, dtype=np.uint16).tobytes())
+    sizes = np.array([len(d) for d in documents], dtype=np.int32)
+    pointers = np.concatenate([[0], np.cumsum(sizes[:-1]) * 2]).astype(np.int64)
+    with open(prefix + ".idx", "wb") as f:
+        f.write(b"MMIDIDX\x00\x00")
+        f.write(struct.pack("<QBQQ", 1, 8, len(sizes), len(sizes) + 1))
+        f.write(sizes.tobytes())
+        f.write(pointers.tobytes())
+        f.write(np.arange(len(sizes) + 1, dtype=np.int64).tobytes())
+
+
+@unittest.skipUnless(MPIRUN, "needs mpirun (OpenMPI)")
+class BalancedModalityMix(FsdpTestCase):
+    """--balance-modalities on a corpus of one-modality documents in runs of
+    eight: the plain split gives one rank only text and the other only
+    image; the balanced deal gives both the model's 4:4 expert mix."""
+
+    def test_spread_shrinks(self):
+        sharded, description = self.compile("moe_4t4i", fsdp=True)
+        with open(description) as f:
+            desc = json.load(f)
+        seq = desc["seq_len"]
+        rng = np.random.default_rng(5)
+        documents = []
+        for block in range(16):
+            low, high = (0, 256) if block % 2 == 0 else (256, 512)
+            documents += [rng.integers(low, high, size=seq) for _ in range(8)]
+        data = self.path("uneven")
+        write_indexed_dataset(data, documents)
+        spreads, totals = {}, {}
+        for balanced in (False, True):
+            out = self.path(f"uneven-{balanced}")
+            mpirun(2, "train", sharded, "--data", data, "--steps", "4",
+                   "--out", out,
+                   *(["--balance-modalities"] if balanced else []))
+            lines = metrics(out)
+            spreads[balanced] = np.mean([m["modality_share_spread"]
+                                         for m in lines])
+            totals[balanced] = [np.sum(m["modality_targets_by_rank"], axis=0)
+                                .tolist() for m in lines]
+            self.assertTrue(all(np.isfinite(m["loss"]) for m in lines))
+        # The same sequences per step, dealt differently.
+        self.assertEqual(totals[False], totals[True])
+        self.assertGreater(spreads[False], 0.9)
+        self.assertLess(spreads[True], 0.1)
+
+
 def rank_pids(marker):
     """The PIDs of the momarun ranks whose command line holds `marker`, by
     their MPI rank (OMPI_COMM_WORLD_RANK in their environment)."""

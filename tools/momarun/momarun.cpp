@@ -243,6 +243,15 @@ cl::opt<double> trainCommTimeout(
     cl::value_desc("seconds"), cl::sub(trainCommand),
     cl::cat(momarunCategory));
 
+cl::opt<bool> trainBalanceModalities(
+    "balance-modalities",
+    cl::desc("On several ranks (mpirun): deal each step's sequences so that "
+             "every rank's text:image token mix stays near the model's "
+             "text:image expert ratio (the MoMa paper's fix for stragglers); "
+             "without it, rank r trains the r-th share of the step's "
+             "sequences (MODEL_SPEC section 8)"),
+    cl::sub(trainCommand), cl::cat(momarunCategory));
+
 cl::list<std::string> ckptArguments(cl::Positional, cl::OneOrMore,
                                     cl::desc("consolidate <run directory>"),
                                     cl::sub(ckptCommand),
@@ -812,6 +821,7 @@ int runTrain() {
   options.checkpointEvery = trainCheckpointEvery;
   options.logEvery = trainLogEvery;
   options.skipNonFinite = trainSkipNonFinite;
+  options.balanceModalities = trainBalanceModalities;
   if (trainMemoryLimit.getNumOccurrences()) {
     if (!(trainMemoryLimit > 0))
       return fail(runtimeError("--memory-limit must be a number of GB > 0"));
