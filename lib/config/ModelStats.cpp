@@ -1,7 +1,9 @@
 //===- ModelStats.cpp - Sizes, FLOPs and memory of a model ----------------===//
 
 #include "lib/config/ModelStats.h"
+
 #include "lib/config/Parameters.h"
+#include "lib/config/ShardUnits.h"
 
 using namespace momac;
 
@@ -110,4 +112,25 @@ ModelStats momac::computeModelStats(const ModelConfig &config) {
   stats.gradientBytes = 4 * stats.totalParams;
   stats.optimizerBytes = 2 * 4 * stats.trainableParams;
   return stats;
+}
+
+ShardedStateBytes momac::computeShardedStateBytes(const ModelConfig &config,
+                                                  int64_t ranks) {
+  std::vector<std::pair<std::string, int64_t>> parameters;
+  for (const ParameterSpec &spec : listParameters(config))
+    parameters.emplace_back(spec.name, spec.numElements());
+  ShardedStateBytes bytes;
+  bytes.ranks = ranks;
+  int64_t largest = 0;
+  for (const ShardUnit &unit : planShardUnits(parameters)) {
+    bytes.parameterBytes += 4 * unit.shardElements(ranks);
+    if (unit.elements > largest) {
+      largest = unit.elements;
+      bytes.largestUnit = unit.name;
+    }
+  }
+  bytes.gradientBytes = bytes.parameterBytes;
+  bytes.optimizerBytes = 2 * bytes.parameterBytes;
+  bytes.gatheredBytes = 2 * 4 * largest;
+  return bytes;
 }

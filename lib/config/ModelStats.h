@@ -60,6 +60,25 @@ struct ModelStats {
 
 ModelStats computeModelStats(const ModelConfig &config);
 
+/// What each of `ranks` FSDP ranks holds (momac --fsdp, runtime/fsdp): its
+/// shard of every unit's parameters, gradients and AdamW moments (shards
+/// are padded: lib/config/ShardUnits.h), and at most two gathered units at
+/// once (the one computing and the one prefetched).
+struct ShardedStateBytes {
+  int64_t ranks = 1;
+  int64_t parameterBytes = 0;
+  int64_t gradientBytes = 0;
+  int64_t optimizerBytes = 0;
+  int64_t gatheredBytes = 0;
+  std::string largestUnit;
+  int64_t totalBytes() const {
+    return parameterBytes + gradientBytes + optimizerBytes + gatheredBytes;
+  }
+};
+
+ShardedStateBytes computeShardedStateBytes(const ModelConfig &config,
+                                           int64_t ranks);
+
 } // namespace momac
 
 #endif // MOMAC_LIB_CONFIG_MODELSTATS_H

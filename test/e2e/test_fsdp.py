@@ -187,6 +187,9 @@ class ShardedTrainingMatchesOneRank(FsdpTestCase):
                sharded_run)
         with open(os.path.join(single, "memory.rank-0.json")) as f:
             whole = json.load(f)
+        predicted = json.loads(run(MOMAC, description, "--report", "--json",
+                                   "--ranks", "2").stdout)
+        predicted = predicted["memory_bytes_per_rank"]
         for rank in range(2):
             with open(os.path.join(sharded_run, f"memory.rank-{rank}.json")) as f:
                 part = json.load(f)
@@ -196,6 +199,11 @@ class ShardedTrainingMatchesOneRank(FsdpTestCase):
                 self.assertLess(abs(part[key] - share), 0.1 * share,
                                 f"rank {rank} {key}: {part[key]} for "
                                 f"{whole[key]} on one rank")
+            # momac --report --ranks 2 predicts exactly what momarun holds.
+            for key in ("parameter", "gradient", "optimizer", "gathered"):
+                self.assertEqual(part[key + "_bytes"],
+                                 predicted[key + "s" if key != "optimizer"
+                                           and key != "gathered" else key])
 
 
 @unittest.skipUnless(MPIRUN, "needs mpirun (OpenMPI)")

@@ -58,7 +58,7 @@ std::vector<const TokenCost *> costRows(const ModelStats &stats) {
 } // namespace
 
 void momac::printReport(llvm::raw_ostream &os, const ModelConfig &config,
-                        const ModelStats &stats) {
+                        const ModelStats &stats, int64_t ranks) {
   os << "model " << config.name << "\n";
   os << llvm::formatv("  {0} layers ({1} MoE, {2} MoD), d_model {3}, {4} "
                       "heads of {5}, ffn_hidden {6}, seq_len {7}, vocab {8}, "
@@ -116,12 +116,24 @@ void momac::printReport(llvm::raw_ostream &os, const ModelConfig &config,
   byteRow("gradients", stats.gradientBytes);
   byteRow("optimizer (m, v)", stats.optimizerBytes);
   byteRow("total", stats.totalStateBytes());
+  if (ranks > 1) {
+    ShardedStateBytes sharded = computeShardedStateBytes(config, ranks);
+    os << llvm::formatv("\nper rank with FSDP on {0} ranks (momac --fsdp, "
+                        "mpirun -np {0} momarun train)\n",
+                        ranks);
+    byteRow("parameters (shard)", sharded.parameterBytes);
+    byteRow("gradients (shard)", sharded.gradientBytes);
+    byteRow("optimizer (shard)", sharded.optimizerBytes);
+    byteRow("gathered units (2)", sharded.gatheredBytes);
+    os << llvm::formatv("  {0,-24}{1,12}   (largest unit: {2})\n", "total",
+                        humanBytes(sharded.totalBytes()), sharded.largestUnit);
+  }
   os << "\nFLOPs count matrix multiplies (2 per multiply-add) incl. causal "
         "attention;\na training step is 3x the forward pass.\n";
 }
 
 void momac::printReportJson(llvm::raw_ostream &os, const ModelConfig &config,
-                            const ModelStats &stats) {
+                            const ModelStats &stats, int64_t ranks) {
   llvm::json::OStream json(os, /*IndentSize=*/2);
   json.object([&] {
     json.attribute("model", config.name);
@@ -157,6 +169,18 @@ void momac::printReportJson(llvm::raw_ostream &os, const ModelConfig &config,
       json.attribute("optimizer", stats.optimizerBytes);
       json.attribute("total", stats.totalStateBytes());
     });
+    if (ranks > 1) {
+      ShardedStateBytes sharded = computeShardedStateBytes(config, ranks);
+      json.attributeObject("memory_bytes_per_rank", [&] {
+        json.attribute("ranks", ranks);
+        json.attribute("parameters", sharded.parameterBytes);
+        json.attribute("gradients", sharded.gradientBytes);
+        json.attribute("optimizer", sharded.optimizerBytes);
+        json.attribute("gathered", sharded.gatheredBytes);
+        json.attribute("largest_unit", sharded.largestUnit);
+        json.attribute("total", sharded.totalBytes());
+      });
+    }
   });
   os << "\n";
 }

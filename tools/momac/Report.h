@@ -13,11 +13,11 @@ namespace momac {
 
 /// A table for people: sizes, FLOPs per token and training-step memory.
 void printReport(llvm::raw_ostream &os, const ModelConfig &config,
-                 const ModelStats &stats);
+                 const ModelStats &stats, int64_t ranks = 1);
 
 /// The same numbers as one JSON object, exact integers throughout.
 void printReportJson(llvm::raw_ostream &os, const ModelConfig &config,
-                     const ModelStats &stats);
+                     const ModelStats &stats, int64_t ranks = 1);
 
 /// momac --stats: kernels, library calls, copies and bytes per entry point,
 /// then per model part of the gradient (the step's largest function).

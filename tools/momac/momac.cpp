@@ -108,6 +108,13 @@ cl::opt<double> gpuMemory(
              "refused at compile time"),
     cl::value_desc("GB"), cl::init(141.0), cl::cat(momacCategory));
 
+cl::opt<int64_t> reportRanks(
+    "ranks",
+    cl::desc("With --report: also predict what each of R FSDP ranks holds "
+             "(its shards of parameters, gradients and AdamW state, and the "
+             "gathered units), as momarun reports it"),
+    cl::value_desc("R"), cl::init(1), cl::cat(momacCategory));
+
 cl::opt<bool> fsdp(
     "fsdp",
     cl::desc("With an artifact: also compile the fully sharded (FSDP) step "
@@ -320,6 +327,10 @@ int main(int argc, char **argv) {
                 "(-o DIR, without --report, --stats or --emit)");
   if (reportJson && !report)
     return fail("--json only applies to --report");
+  if (reportRanks < 1)
+    return fail("--ranks must be at least 1");
+  if (reportRanks.getNumOccurrences() && !report)
+    return fail("--ranks only applies to --report");
   if (fsdp && target != TargetKind::Cpu)
     return fail("--fsdp: only the CPU target shards its step so far (the "
                 "CUDA target's runtime has the NCCL communicator, not yet "
@@ -380,9 +391,9 @@ int main(int argc, char **argv) {
   if (report) {
     ModelStats stats = computeModelStats(*config);
     if (reportJson)
-      printReportJson(os, *config, stats);
+      printReportJson(os, *config, stats, reportRanks);
     else
-      printReport(os, *config, stats);
+      printReport(os, *config, stats, reportRanks);
   }
 
   if (emit != EmitKind::None) {
