@@ -9,6 +9,7 @@
 
 #include "runtime/comm/Communicator.h"
 
+#include "llvm/ADT/STLExtras.h"
 #include "llvm/Support/FormatVariadic.h"
 
 #include <mpi.h>
@@ -52,18 +53,26 @@ private:
 class MpiCommunicator : public Communicator {
 public:
   MpiCommunicator(int rank, int size, std::chrono::milliseconds timeout)
-      : Communicator(rank, size, timeout) {}
+      : Communicator(rank, size, timeout) {
+    // Liveness pings travel on their own communicator, never matching a
+    // collective's traffic.
+    MPI_Comm_dup(MPI_COMM_WORLD, &pingComm);
+  }
   ~MpiCommunicator() override {
     int finalized = 0;
     MPI_Finalized(&finalized);
-    if (!finalized)
+    if (!finalized) {
+      MPI_Comm_free(&pingComm);
       MPI_Finalize();
+    }
   }
   llvm::StringRef backend() const override { return "mpi"; }
 
   /// Polls `request` until it completes or the timeout passes; spins at
   /// first, then sleeps a little between polls so that oversubscribed
-  /// ranks leave the core to the one computing.
+  /// ranks leave the core to the one computing. While waiting, a rank
+  /// answers the others' liveness pings; when its own wait times out, it
+  /// pings every rank and names those that do not answer.
   llvm::Error complete(MPI_Request &request, llvm::StringRef what) const {
     auto deadline = std::chrono::steady_clock::now() + timeout();
     for (int polls = 0;; ++polls) {
@@ -73,13 +82,81 @@ public:
       if (done)
         return llvm::Error::success();
       if (polls > 1000) {
+        answerPings();
         if (std::chrono::steady_clock::now() > deadline)
-          return timeoutError(what);
+          return lostRanksError(what);
         std::this_thread::sleep_for(std::chrono::microseconds(50));
       }
     }
   }
 
+private:
+  static constexpr int kPingTag = 1, kPongTag = 2;
+
+  void answerPings() const {
+    for (;;) {
+      int pending = 0;
+      MPI_Status status;
+      MPI_Iprobe(MPI_ANY_SOURCE, kPingTag, pingComm, &pending, &status);
+      if (!pending)
+        return;
+      char byte;
+      MPI_Recv(&byte, 1, MPI_CHAR, status.MPI_SOURCE, kPingTag, pingComm,
+               MPI_STATUS_IGNORE);
+      // A send buffer that outlives the freed request.
+      static const char pong = 0;
+      MPI_Request reply;
+      MPI_Isend(&pong, 1, MPI_CHAR, status.MPI_SOURCE, kPongTag, pingComm,
+                &reply);
+      MPI_Request_free(&reply);
+    }
+  }
+
+  /// The timeout error, naming the ranks that do not answer a ping within
+  /// a few seconds (killed, stopped, or stuck outside any collective).
+  llvm::Error lostRanksError(llvm::StringRef what) const {
+    std::vector<MPI_Request> pongs;
+    std::vector<int> peers;
+    std::vector<char> bytes(size(), 0);
+    static const char ping = 0;
+    for (int r = 0; r < size(); ++r) {
+      if (r == rank())
+        continue;
+      MPI_Request send, receive;
+      MPI_Isend(&ping, 1, MPI_CHAR, r, kPingTag, pingComm, &send);
+      MPI_Request_free(&send);
+      MPI_Irecv(&bytes[r], 1, MPI_CHAR, r, kPongTag, pingComm, &receive);
+      pongs.push_back(receive);
+      peers.push_back(r);
+    }
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+    std::vector<bool> answered(peers.size(), false);
+    while (std::chrono::steady_clock::now() < until &&
+           !llvm::all_of(answered, [](bool a) { return a; })) {
+      answerPings();
+      for (size_t i = 0; i < pongs.size(); ++i) {
+        int done = 0;
+        if (!answered[i] &&
+            MPI_Test(&pongs[i], &done, MPI_STATUS_IGNORE) == MPI_SUCCESS &&
+            done)
+          answered[i] = true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    std::string silent;
+    for (size_t i = 0; i < peers.size(); ++i)
+      if (!answered[i])
+        silent += (silent.empty() ? "" : ", ") + std::to_string(peers[i]);
+    llvm::Error base = timeoutError(what);
+    if (silent.empty())
+      return base;
+    return llvm::createStringError(
+        llvm::inconvertibleErrorCode(),
+        llvm::toString(std::move(base)) + "; rank(s) " + silent +
+            " do not answer (lost, stopped or stuck)");
+  }
+
+public:
   void shardCounts(size_t shardElements, size_t total, std::vector<int> &counts,
                    std::vector<int> &displacements) const {
     for (int r = 0; r < size(); ++r) {
@@ -150,6 +227,9 @@ public:
     MPI_Abort(MPI_COMM_WORLD, exitCode);
     std::exit(exitCode);
   }
+
+private:
+  MPI_Comm pingComm = MPI_COMM_NULL;
 };
 
 MpiPending::~MpiPending() {

@@ -74,7 +74,10 @@ public:
       for (auto *buffer : {&shard.params, &shard.grads, &shard.firstMoments,
                            &shard.secondMoments})
         buffer->assign(shard.shardElements, 0.0f);
-      largestUnit = std::max(largestUnit, unit.elements);
+      if (unit.elements > largestUnit) {
+        largestUnit = unit.elements;
+        largestUnitName = unit.name;
+      }
     }
     reduced.resize(largestUnitShard());
     for (size_t i = 0; i < manifest.parameters.size(); ++i)
@@ -188,6 +191,7 @@ public:
   /// Time spent blocked in collectives during the compiled step.
   Clock::duration communicationWait{};
   int64_t largestUnit = 0;
+  std::string largestUnitName;
 
 private:
   [[noreturn]] void fail(llvm::Error error) {
@@ -371,9 +375,10 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
   const int64_t gatheredBytes = 2 * model.largestUnit * int64_t(sizeof(float));
   llvm::errs() << llvm::formatv(
       "momarun: rank {0} of {1} ({2}) holds parameters {3}, gradients {4}, "
-      "optimizer state {5}; gathered at once at most {6} (two units)\n",
+      "optimizer state {5}; gathered at once at most {6} (two units; the "
+      "largest is {7})\n",
       rank, ranks, comm.backend(), mib(parameterBytes), mib(parameterBytes),
-      mib(optimizerBytes), mib(gatheredBytes));
+      mib(optimizerBytes), mib(gatheredBytes), model.largestUnitName);
   if (rank == 0) // the reports of a run on more ranks
     for (int r = ranks; r < 1024; ++r)
       if (llvm::sys::fs::remove(options.runDirectory + "/memory.rank-" +

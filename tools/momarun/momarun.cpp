@@ -836,6 +836,10 @@ int runTrain() {
   if (!comm)
     return fail(comm.takeError());
   if ((*comm)->size() == 1) {
+    if (options.balanceModalities)
+      llvm::WithColor::warning(llvm::errs(), "momarun")
+          << "--balance-modalities deals sequences among ranks; on one rank "
+             "it changes nothing\n";
     if (llvm::Error error = train(options))
       return fail(std::move(error));
     return 0;
