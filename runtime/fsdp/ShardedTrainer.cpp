@@ -373,12 +373,13 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
     parameterBytes += shard.shardElements * int64_t(sizeof(float));
   optimizerBytes = 2 * parameterBytes;
   const int64_t gatheredBytes = 2 * model.largestUnit * int64_t(sizeof(float));
-  llvm::errs() << llvm::formatv(
+  llvm::outs() << llvm::formatv(
       "momarun: rank {0} of {1} ({2}) holds parameters {3}, gradients {4}, "
       "optimizer state {5}; gathered at once at most {6} (two units; the "
       "largest is {7})\n",
       rank, ranks, comm.backend(), mib(parameterBytes), mib(parameterBytes),
       mib(optimizerBytes), mib(gatheredBytes), model.largestUnitName);
+  llvm::outs().flush();
   if (rank == 0) // the reports of a run on more ranks
     for (int r = ranks; r < 1024; ++r)
       if (llvm::sys::fs::remove(options.runDirectory + "/memory.rank-" +

@@ -309,9 +309,10 @@ llvm::Error momac::train(const TrainOptions &options) {
     auto mib = [](int64_t bytes) {
       return llvm::formatv("{0:F2} MiB", double(bytes) / (1 << 20)).str();
     };
-    llvm::errs() << "momarun: rank 0 of 1 holds parameters "
+    llvm::outs() << "momarun: rank 0 of 1 holds parameters "
                  << mib(parameterBytes) << ", gradients " << mib(gradientBytes)
                  << ", optimizer state " << mib(optimizerBytes) << "\n";
+    llvm::outs().flush();
     llvm::json::Object memory{{"rank", 0},
                               {"ranks", 1},
                               {"parameter_bytes", parameterBytes},

@@ -209,7 +209,10 @@ cl::opt<std::string> trainDataPositionFrom(
     cl::value_desc("checkpoint"), cl::sub(trainCommand),
     cl::cat(momarunCategory));
 cl::opt<bool> trainResume("resume",
-                          cl::desc("Continue from RUN/checkpoint.safetensors"),
+                          cl::desc("Continue from the run's latest "
+                                   "checkpoint: RUN/checkpoint.safetensors, "
+                                   "or the shard set of a run on several "
+                                   "ranks; on any number of ranks"),
                           cl::sub(trainCommand), cl::cat(momarunCategory));
 cl::opt<int64_t> trainCheckpointEvery(
     "checkpoint-every", cl::init(100),
@@ -803,7 +806,7 @@ int runTrain() {
         "--steps, --checkpoint-every and --log-every must be at least 1"));
   if (!trainInit.empty() && trainResume)
     return fail(runtimeError("give --init or --resume, not both: --resume "
-                             "continues from RUN/checkpoint.safetensors"));
+                             "continues from the run's latest checkpoint"));
   if (!trainDataPositionFrom.empty() && trainResume)
     return fail(runtimeError("give --data-position-from or --resume, not "
                              "both: --resume continues the run's own data "
