@@ -156,3 +156,21 @@ llvm::Error SequenceStream::next(size_t count,
   consumed += count;
   return llvm::Error::success();
 }
+
+llvm::Expected<PackedDataset> momac::openPackedDataset(llvm::StringRef prefix,
+                                                       int64_t seqLen,
+                                                       int64_t vocabSize) {
+  llvm::Expected<IndexedDataset> dataset = IndexedDataset::open(prefix);
+  if (!dataset)
+    return dataset.takeError();
+  PackedDataset packed;
+  packed.dataset = std::make_unique<IndexedDataset>(std::move(*dataset));
+  SequenceStreamOptions options;
+  options.vocabSize = vocabSize;
+  llvm::Expected<SequenceStream> stream =
+      SequenceStream::create(*packed.dataset, seqLen, options);
+  if (!stream)
+    return stream.takeError();
+  packed.stream = std::make_unique<SequenceStream>(std::move(*stream));
+  return packed;
+}

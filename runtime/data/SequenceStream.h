@@ -26,6 +26,7 @@
 #include "llvm/Support/Error.h"
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 namespace momac {
@@ -88,6 +89,19 @@ private:
   uint64_t consumed = 0;
   std::vector<int64_t> scratch;
 };
+
+/// A training loop's data: the dataset of PREFIX and the packed stream
+/// over it, which points into it.
+struct PackedDataset {
+  std::unique_ptr<IndexedDataset> dataset;
+  std::unique_ptr<SequenceStream> stream;
+};
+
+/// Opens PREFIX.idx/.bin and packs it into sequences of seqLen + 1 tokens
+/// whose ids must lie in [0, vocabSize).
+llvm::Expected<PackedDataset> openPackedDataset(llvm::StringRef prefix,
+                                                int64_t seqLen,
+                                                int64_t vocabSize);
 
 } // namespace momac
 

@@ -26,6 +26,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <optional>
 #include <sstream>
@@ -199,6 +200,7 @@ private:
                  << "\n";
     llvm::errs().flush();
     comm.abort(1);
+    std::abort(); // not reached: abort ends the process
   }
 
   std::string describe(const char *what, int32_t unit) const {
@@ -267,6 +269,10 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
                      ": compiled without --fsdp, so it cannot train on " +
                      std::to_string(ranks) +
                      " ranks; compile it with momac MODEL.json --fsdp -o ART");
+  if (options.skipNonFinite > 0)
+    return fsdpError("--skip-nonfinite is not supported on several ranks "
+                     "yet: a non-finite step stops the run, and --resume "
+                     "continues from the last checkpoint");
   auto install = reinterpret_cast<void (*)(const MomartFsdpCallbacks *)>(
       artifact->symbol("momart_fsdp_install"));
   if (!install)
@@ -334,27 +340,22 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
       state.firstMoments.emplace_back(n, 0.0f);
       state.secondMoments.emplace_back(n, 0.0f);
     }
+    // Stage 2 of an upcycling: where stage 1's data and compute stopped.
+    int64_t stageOneSteps = 0;
     if (!options.dataPositionFrom.empty()) {
-      llvm::Expected<SafetensorsFile> from =
-          SafetensorsFile::open(options.dataPositionFrom);
+      llvm::Expected<std::pair<uint64_t, int64_t>> from =
+          readDataPosition(options.dataPositionFrom);
       if (!from)
         return from.takeError();
-      auto position = from->getMetadata("data_position");
-      if (!position || position->getAsInteger(10, state.dataPosition))
-        return fsdpError(options.dataPositionFrom +
-                         ": not a momarun checkpoint (no data_position)");
+      std::tie(state.dataPosition, stageOneSteps) = *from;
     }
     if (rank == 0) {
       llvm::sys::fs::remove(metricsPath);
-      RunRecord record;
-      record.model = manifest.model;
-      record.tokensPerStep = manifest.batchSize * manifest.seqLen *
-                             hyper.microBatches * ranks;
-      ModelStats stats = computeModelStats(config);
-      for (const TokenCost &cost : stats.perModality)
-        record.trainFlopsPerToken +=
-            cost.trainFlops / double(stats.perModality.size());
-      if (llvm::Error error = writeRunRecord(options.runDirectory, record))
+      if (llvm::Error error = writeNewRunRecord(
+              options.runDirectory, config,
+              manifest.batchSize * manifest.seqLen * hyper.microBatches *
+                  ranks,
+              options.dataPositionFrom, stageOneSteps))
         return error;
     }
   }
@@ -380,38 +381,17 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
       rank, ranks, comm.backend(), mib(parameterBytes), mib(parameterBytes),
       mib(optimizerBytes), mib(gatheredBytes), model.largestUnitName);
   llvm::outs().flush();
-  if (rank == 0) // the reports of a run on more ranks
-    for (int r = ranks; r < 1024; ++r)
-      if (llvm::sys::fs::remove(options.runDirectory + "/memory.rank-" +
-                                std::to_string(r) + ".json",
-                                /*IgnoreNonExisting=*/false))
-        break;
-  {
-    llvm::json::Object memory{{"rank", rank},
-                              {"ranks", ranks},
-                              {"parameter_bytes", parameterBytes},
-                              {"gradient_bytes", parameterBytes},
-                              {"optimizer_bytes", optimizerBytes},
-                              {"gathered_bytes", gatheredBytes}};
-    std::error_code ec;
-    llvm::raw_fd_ostream out(
-        options.runDirectory + "/memory.rank-" + std::to_string(rank) + ".json",
-        ec);
-    if (!ec)
-      out << llvm::formatv("{0:2}", llvm::json::Value(std::move(memory)))
-          << "\n";
-  }
+  writeMemoryReport(options.runDirectory, rank, ranks,
+                    llvm::json::Object{{"parameter_bytes", parameterBytes},
+                     {"gradient_bytes", parameterBytes},
+                     {"optimizer_bytes", optimizerBytes},
+                     {"gathered_bytes", gatheredBytes}});
 
-  llvm::Expected<IndexedDataset> dataset =
-      IndexedDataset::open(options.dataPrefix);
-  if (!dataset)
-    return dataset.takeError();
-  SequenceStreamOptions streamOptions;
-  streamOptions.vocabSize = manifest.vocabSize;
-  llvm::Expected<SequenceStream> stream =
-      SequenceStream::create(*dataset, manifest.seqLen, streamOptions);
-  if (!stream)
-    return stream.takeError();
+  llvm::Expected<PackedDataset> data = openPackedDataset(
+      options.dataPrefix, manifest.seqLen, manifest.vocabSize);
+  if (!data)
+    return data.takeError();
+  SequenceStream *stream = data->stream.get();
 
   const int64_t batch = manifest.batchSize, seqLen = manifest.seqLen;
   const int64_t microBatches = hyper.microBatches;

@@ -55,16 +55,11 @@ llvm::Error momac::trainAuxRouters(const AuxTrainOptions &options) {
   llvm::Expected<Weights> weights = Weights::load(manifest, options.weights);
   if (!weights)
     return weights.takeError();
-  llvm::Expected<IndexedDataset> dataset =
-      IndexedDataset::open(options.dataPrefix);
-  if (!dataset)
-    return dataset.takeError();
-  SequenceStreamOptions streamOptions;
-  streamOptions.vocabSize = manifest.vocabSize;
-  llvm::Expected<SequenceStream> stream =
-      SequenceStream::create(*dataset, manifest.seqLen, streamOptions);
-  if (!stream)
-    return stream.takeError();
+  llvm::Expected<PackedDataset> data = openPackedDataset(
+      options.dataPrefix, manifest.seqLen, manifest.vocabSize);
+  if (!data)
+    return data.takeError();
+  SequenceStream *stream = data->stream.get();
   if (std::error_code ec =
           llvm::sys::fs::create_directories(options.runDirectory))
     return auxError(options.runDirectory + ": " + ec.message());

@@ -2,8 +2,10 @@
 
 #include "runtime/train/RunRecord.h"
 
+#include "lib/config/ModelStats.h"
 #include "lib/support/AtomicFile.h"
 
+#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/JSON.h"
 #include "llvm/Support/MemoryBuffer.h"
@@ -164,3 +166,55 @@ llvm::Expected<RunCurves> readRunCurvesAt(llvm::StringRef runDirectory,
   return curves;
 }
 } // namespace
+
+llvm::Error momac::writeNewRunRecord(llvm::StringRef runDirectory,
+                                     const ModelConfig &config,
+                                     int64_t tokensPerStep,
+                                     llvm::StringRef continuedCheckpoint,
+                                     int64_t continuedSteps) {
+  RunRecord record;
+  record.model = config.name;
+  record.tokensPerStep = tokensPerStep;
+  ModelStats stats = computeModelStats(config);
+  for (const TokenCost &cost : stats.perModality)
+    record.trainFlopsPerToken +=
+        cost.trainFlops / double(stats.perModality.size());
+  if (!continuedCheckpoint.empty()) {
+    llvm::SmallString<256> stageOne(
+        llvm::sys::path::parent_path(continuedCheckpoint));
+    if (stageOne.empty())
+      stageOne = ".";
+    llvm::sys::fs::make_absolute(stageOne);
+    // The compute up to the checkpoint's step (the stage-1 run may have
+    // logged steps after it).
+    if (llvm::Expected<RunRecord> stage = readRunRecord(stageOne)) {
+      record.flopsBefore =
+          stage->flopsBefore + double(continuedSteps) *
+                                   double(stage->tokensPerStep) *
+                                   stage->trainFlopsPerToken;
+      record.continues = std::string(stageOne);
+    } else {
+      llvm::consumeError(stage.takeError()); // not a momarun run directory
+    }
+  }
+  return writeRunRecord(runDirectory, record);
+}
+
+void momac::writeMemoryReport(llvm::StringRef runDirectory, int rank,
+                              int ranks, llvm::json::Object bytes) {
+  auto path = [&](int r) {
+    llvm::SmallString<256> file(runDirectory);
+    llvm::sys::path::append(file, "memory.rank-" + std::to_string(r) + ".json");
+    return std::string(file);
+  };
+  if (rank == 0)
+    for (int r = ranks;; ++r)
+      if (llvm::sys::fs::remove(path(r), /*IgnoreNonExisting=*/false))
+        break;
+  bytes["rank"] = rank;
+  bytes["ranks"] = ranks;
+  std::error_code ec;
+  llvm::raw_fd_ostream out(path(rank), ec);
+  if (!ec)
+    out << llvm::formatv("{0:2}", llvm::json::Value(std::move(bytes))) << "\n";
+}

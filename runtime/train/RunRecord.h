@@ -11,7 +11,10 @@
 #ifndef MOMAC_RUNTIME_TRAIN_RUNRECORD_H
 #define MOMAC_RUNTIME_TRAIN_RUNRECORD_H
 
+#include "lib/config/ModelConfig.h"
+
 #include "llvm/ADT/StringRef.h"
+#include "llvm/Support/JSON.h"
 #include "llvm/Support/Error.h"
 
 #include <cstdint>
@@ -36,6 +39,22 @@ struct RunRecord {
 llvm::Error writeRunRecord(llvm::StringRef runDirectory,
                            const RunRecord &record);
 llvm::Expected<RunRecord> readRunRecord(llvm::StringRef runDirectory);
+
+/// Writes RUN/run.json for a fresh run of `config`: its training FLOPs per
+/// token (momac --report, the mean over the modalities' paths) and tokens
+/// per step. For stage 2 of an upcycling, `continuedCheckpoint` is stage
+/// 1's checkpoint, taken after `continuedSteps` steps: the record then
+/// names stage 1's run and counts its compute up to that step first.
+llvm::Error writeNewRunRecord(llvm::StringRef runDirectory,
+                              const ModelConfig &config, int64_t tokensPerStep,
+                              llvm::StringRef continuedCheckpoint,
+                              int64_t continuedSteps);
+
+/// Writes RUN/memory.rank-<rank>.json, what one rank holds (`bytes`: the
+/// parameter_bytes, gradient_bytes, ... of the run), and, on rank 0, removes
+/// the reports an earlier run on more ranks left.
+void writeMemoryReport(llvm::StringRef runDirectory, int rank, int ranks,
+                       llvm::json::Object bytes);
 
 /// A run's metrics against training FLOPs: each series ("loss",
 /// "loss.<modality>") as (FLOPs after the step, value) points, steps with a

@@ -178,17 +178,11 @@ llvm::Error momac::train(const TrainOptions &options) {
     // Stage 2 of an upcycling: where stage 1's data and compute stopped.
     int64_t stageOneSteps = 0;
     if (!options.dataPositionFrom.empty()) {
-      llvm::Expected<SafetensorsFile> from =
-          SafetensorsFile::open(options.dataPositionFrom);
+      llvm::Expected<std::pair<uint64_t, int64_t>> from =
+          readDataPosition(options.dataPositionFrom);
       if (!from)
         return from.takeError();
-      auto position = from->getMetadata("data_position");
-      if (!position || position->getAsInteger(10, dataPosition))
-        return trainError(options.dataPositionFrom +
-                          ": not a momarun checkpoint (its metadata has no "
-                          "data_position)");
-      if (auto step = from->getMetadata("step"))
-        (void)step->getAsInteger(10, stageOneSteps);
+      std::tie(dataPosition, stageOneSteps) = *from;
     }
     for (const ManifestParameter &param : manifest.parameters) {
       size_t size = param.auxRouter ? 0 : size_t(param.numElements());
@@ -196,48 +190,18 @@ llvm::Error momac::train(const TrainOptions &options) {
       secondMoments.emplace_back(size, 0.0f);
     }
     llvm::sys::fs::remove(metricsPath);
-    // RUN/run.json: the run's compute per step (momarun plot), and the run
-    // a stage 2 continues, whose compute comes first.
-    RunRecord record;
-    record.model = manifest.model;
-    record.tokensPerStep =
-        manifest.batchSize * manifest.seqLen * hyper.microBatches;
-    ModelStats stats = computeModelStats(config);
-    for (const TokenCost &cost : stats.perModality)
-      record.trainFlopsPerToken +=
-          cost.trainFlops / double(stats.perModality.size());
-    if (!options.dataPositionFrom.empty()) {
-      llvm::SmallString<256> stageOne(
-          llvm::sys::path::parent_path(options.dataPositionFrom));
-      if (stageOne.empty())
-        stageOne = ".";
-      llvm::sys::fs::make_absolute(stageOne);
-      // The compute up to the checkpoint's step (the stage-1 run may have
-      // logged steps after it).
-      if (llvm::Expected<RunRecord> stage = readRunRecord(stageOne)) {
-        record.flopsBefore = stage->flopsBefore +
-                             double(stageOneSteps) *
-                                 double(stage->tokensPerStep) *
-                                 stage->trainFlopsPerToken;
-        record.continues = std::string(stageOne);
-      } else {
-        llvm::consumeError(stage.takeError()); // not a momarun run directory
-      }
-    }
-    if (llvm::Error error = writeRunRecord(options.runDirectory, record))
+    if (llvm::Error error = writeNewRunRecord(
+            options.runDirectory, config,
+            manifest.batchSize * manifest.seqLen * hyper.microBatches,
+            options.dataPositionFrom, stageOneSteps))
       return error;
   }
 
-  llvm::Expected<IndexedDataset> dataset =
-      IndexedDataset::open(options.dataPrefix);
-  if (!dataset)
-    return dataset.takeError();
-  SequenceStreamOptions streamOptions;
-  streamOptions.vocabSize = manifest.vocabSize;
-  llvm::Expected<SequenceStream> stream =
-      SequenceStream::create(*dataset, manifest.seqLen, streamOptions);
-  if (!stream)
-    return stream.takeError();
+  llvm::Expected<PackedDataset> data = openPackedDataset(
+      options.dataPrefix, manifest.seqLen, manifest.vocabSize);
+  if (!data)
+    return data.takeError();
+  SequenceStream *stream = data->stream.get();
   stream->seek(dataPosition);
 
   // Buffers, bound by name to the entry points.
@@ -313,23 +277,10 @@ llvm::Error momac::train(const TrainOptions &options) {
                  << mib(parameterBytes) << ", gradients " << mib(gradientBytes)
                  << ", optimizer state " << mib(optimizerBytes) << "\n";
     llvm::outs().flush();
-    llvm::json::Object memory{{"rank", 0},
-                              {"ranks", 1},
-                              {"parameter_bytes", parameterBytes},
-                              {"gradient_bytes", gradientBytes},
-                              {"optimizer_bytes", optimizerBytes}};
-    for (int r = 1; r < 1024; ++r) // the reports of a run on more ranks
-      if (llvm::sys::fs::remove(joinPath(options.runDirectory,
-                                         "memory.rank-" + std::to_string(r) +
-                                             ".json"),
-                                /*IgnoreNonExisting=*/false))
-        break;
-    std::error_code memoryError;
-    llvm::raw_fd_ostream out(joinPath(options.runDirectory, "memory.rank-0.json"),
-                             memoryError);
-    if (!memoryError)
-      out << llvm::formatv("{0:2}", llvm::json::Value(std::move(memory)))
-          << "\n";
+    writeMemoryReport(options.runDirectory, 0, 1,
+                      llvm::json::Object{{"parameter_bytes", parameterBytes},
+                       {"gradient_bytes", gradientBytes},
+                       {"optimizer_bytes", optimizerBytes}});
   }
 
   std::error_code ec;

@@ -288,6 +288,22 @@ momac::readTrainingCheckpoint(llvm::StringRef runDirectory,
                                         "checkpoint.shard-*-of-*.safetensors)");
 }
 
+llvm::Expected<std::pair<uint64_t, int64_t>>
+momac::readDataPosition(llvm::StringRef checkpoint) {
+  llvm::Expected<SafetensorsFile> file = SafetensorsFile::open(checkpoint);
+  if (!file)
+    return file.takeError();
+  uint64_t position = 0;
+  int64_t step = 0;
+  auto text = file->getMetadata("data_position");
+  if (!text || text->getAsInteger(10, position))
+    return checkpointError(checkpoint + ": not a momarun checkpoint (its "
+                                        "metadata has no data_position)");
+  if (auto steps = file->getMetadata("step"))
+    (void)steps->getAsInteger(10, step);
+  return std::make_pair(position, step);
+}
+
 llvm::Error momac::writeSingleCheckpoint(const TrainingState &state,
                                          llvm::StringRef path) {
   SafetensorsWriter writer;

@@ -51,6 +51,11 @@ llvm::Expected<TrainingState>
 readTrainingCheckpoint(llvm::StringRef runDirectory,
                        const std::vector<ManifestParameter> &parameters = {});
 
+/// The data_position and step of a momarun checkpoint (stage 2 of an
+/// upcycling starts where stage 1's data stopped).
+llvm::Expected<std::pair<uint64_t, int64_t>>
+readDataPosition(llvm::StringRef checkpoint);
+
 /// Writes `state` as one MODEL_SPEC checkpoint (atomically).
 llvm::Error writeSingleCheckpoint(const TrainingState &state,
                                   llvm::StringRef path);

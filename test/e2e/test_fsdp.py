@@ -11,8 +11,8 @@ import json
 import os
 import shutil
 import signal
-import struct
 import subprocess
+import sys
 import tempfile
 import time
 import unittest
@@ -20,6 +20,9 @@ import unittest
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import moma_reference as R  # noqa: E402
+from test_momarun import write_indexed_dataset  # noqa: E402
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
 BUILD = os.environ.get("MOMAC_BUILD_DIR", os.path.join(ROOT, "build"))
 MOMAC = os.path.join(BUILD, "bin", "momac")
@@ -47,18 +50,8 @@ def mpirun(ranks, *args):
 
 
 def read_safetensors(path):
-    with open(path, "rb") as f:
-        size = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(size))
-        data = f.read()
-    tensors = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        begin, end = info["data_offsets"]
-        tensors[name] = np.frombuffer(data[begin:end], dtype=np.float32
-                                      ).reshape(info["shape"])
-    return tensors, header.get("__metadata__", {})
+    tensors, metadata = R.read_safetensors(path, with_metadata=True)
+    return {name: t.numpy() for name, t in tensors.items()}, metadata
 
 
 def metrics(run_dir):
@@ -233,21 +226,6 @@ class ResumeOnAnotherRankCount(FsdpTestCase):
                                 if f.startswith("checkpoint")),
                          ["checkpoint.shard-0-of-2.safetensors",
                           "checkpoint.shard-1-of-2.safetensors"])
-
-
-def write_indexed_dataset(prefix, documents):
-    """A Megatron-LM MMIDIDX v1 dataset of uint16 ids."""
-    with open(prefix + ".bin", "wb") as f:
-        for doc in documents:
-            f.write(np.asarray(doc, dtype=np.uint16).tobytes())
-    sizes = np.array([len(d) for d in documents], dtype=np.int32)
-    pointers = np.concatenate([[0], np.cumsum(sizes[:-1]) * 2]).astype(np.int64)
-    with open(prefix + ".idx", "wb") as f:
-        f.write(b"MMIDIDX\x00\x00")
-        f.write(struct.pack("<QBQQ", 1, 8, len(sizes), len(sizes) + 1))
-        f.write(sizes.tobytes())
-        f.write(pointers.tobytes())
-        f.write(np.arange(len(sizes) + 1, dtype=np.int64).tobytes())
 
 
 @unittest.skipUnless(MPIRUN, "needs mpirun (OpenMPI)")

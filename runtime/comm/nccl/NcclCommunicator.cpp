@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 #include <nccl.h>
 
+#include <cstdlib>
 #include <thread>
 
 using namespace momac;
@@ -94,6 +95,16 @@ public:
     return event;
   }
 
+  /// Waits for everything queued on the stream so far.
+  llvm::Error finish(llvm::StringRef what) {
+    llvm::Expected<cudaEvent_t> done = record(what);
+    if (!done)
+      return done.takeError();
+    llvm::Error error = complete(*done, what);
+    cudaEventDestroy(*done);
+    return error;
+  }
+
   llvm::Expected<std::unique_ptr<PendingCollective>>
   startAllGather(const float *shard, float *full, size_t shardElements,
                  size_t total, llvm::StringRef what) override {
@@ -144,12 +155,7 @@ public:
                    what);
     if (staged)
       RETURN_IF_CUDA(cudaFreeAsync(staged, stream), what);
-    llvm::Expected<cudaEvent_t> done = record(what);
-    if (!done)
-      return done.takeError();
-    llvm::Error error = complete(*done, what);
-    cudaEventDestroy(*done);
-    return error;
+    return finish(what);
   }
 
   /// Host values through a device buffer.
@@ -166,12 +172,7 @@ public:
                                    stream),
                    what);
     RETURN_IF_CUDA(cudaFreeAsync(device, stream), what);
-    llvm::Expected<cudaEvent_t> done = record(what);
-    if (!done)
-      return done.takeError();
-    llvm::Error error = complete(*done, what);
-    cudaEventDestroy(*done);
-    return error;
+    return finish(what);
   }
 
   llvm::Error allReduceSum(double *values, size_t count,
@@ -199,6 +200,7 @@ public:
   [[noreturn]] void abort(int exitCode) override {
     ncclCommAbort(comm);
     bootstrap.abort(exitCode);
+    std::exit(exitCode); // not reached: the bootstrap's abort ends the job
   }
 
 private:
