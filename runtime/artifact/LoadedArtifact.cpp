@@ -205,6 +205,17 @@ bool momac::takesBatchRows(const EntryPointSpec &entry) {
   });
 }
 
+std::vector<std::vector<float>>
+momac::allocateResults(const EntryPointSpec &entry,
+                       llvm::StringMap<void *> &results) {
+  std::vector<std::vector<float>> buffers;
+  for (const BufferSpec &spec : entry.results)
+    buffers.emplace_back(spec.numElements(), 0.0f);
+  for (auto [spec, buffer] : llvm::zip(entry.results, buffers))
+    results[spec.name] = buffer.data();
+  return buffers;
+}
+
 llvm::Error momac::checkMemoryEstimate(int64_t bytes, llvm::StringRef what,
                                        int64_t limitBytes) {
   int64_t limit = limitBytes;

@@ -94,6 +94,11 @@ bindByName(const EntryPointSpec &entry,
            const llvm::StringMap<void *> &arguments,
            const llvm::StringMap<void *> &results);
 
+/// Zeroed f32 host buffers for every result of `entry`, in manifest order,
+/// each bound by its name in `results` (for bindByName).
+std::vector<std::vector<float>>
+allocateResults(const EntryPointSpec &entry, llvm::StringMap<void *> &results);
+
 /// Refuses, before anything is allocated, work whose memory estimate
 /// (`bytes`, for `what`) exceeds `limitBytes`, or the machine's physical
 /// memory when `limitBytes` is 0: a one-line error with both numbers

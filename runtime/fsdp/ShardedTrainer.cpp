@@ -409,11 +409,8 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
   gradArguments["tokens"] = tokens.data();
   if (takesBatchRows(gradSpec))
     gradArguments[kBatchRowsArgument] = &batchRows;
-  std::vector<std::vector<float>> gradOutputs;
-  for (const BufferSpec &spec : gradSpec.results)
-    gradOutputs.emplace_back(spec.numElements(), 0.0f);
-  for (auto [spec, buffer] : llvm::zip(gradSpec.results, gradOutputs))
-    gradResults[spec.name] = buffer.data();
+  std::vector<std::vector<float>> gradOutputs =
+      allocateResults(gradSpec, gradResults);
   if (noiseSpec)
     gradArguments[kGumbelNoiseArgument] = noise.data();
   auto gradBuffers = bindByName(gradSpec, gradArguments, gradResults);
@@ -512,16 +509,8 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
                                  {"parameters", std::move(parameters)},
                                  {"units", std::move(units)}}))
             .str());
-    writer.setMetadata("step", std::to_string(completed));
-    writer.setMetadata("data_position", std::to_string(dataPosition));
-    if (noiseSpec) {
-      std::ostringstream text;
-      text << noiseRng;
-      writer.setMetadata("rng", text.str());
-    } else {
-      writer.setMetadata("rng", "none");
-    }
-    writer.setMetadata("model", manifest.model);
+    setProgressMetadata(writer, completed, dataPosition,
+                        noiseSpec ? &noiseRng : nullptr, manifest.model);
     if (llvm::Error error = writer.write(myCheckpoint))
       return error;
     // Every shard is in place before the older forms go.

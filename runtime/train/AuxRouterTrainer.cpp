@@ -75,11 +75,8 @@ llvm::Error momac::trainAuxRouters(const AuxTrainOptions &options) {
   gradArguments["tokens"] = tokens.data();
   if (takesBatchRows(gradSpec))
     gradArguments[kBatchRowsArgument] = &batchRows;
-  std::vector<std::vector<float>> outputs;
-  for (const BufferSpec &spec : gradSpec.results)
-    outputs.emplace_back(spec.numElements(), 0.0f);
-  for (auto [spec, buffer] : llvm::zip(gradSpec.results, outputs))
-    gradResults[spec.name] = buffer.data();
+  std::vector<std::vector<float>> outputs =
+      allocateResults(gradSpec, gradResults);
   std::vector<std::vector<float>> firstMoments, secondMoments;
   for (size_t i = 0; i < weights->size(); ++i) {
     const ManifestParameter &param = manifest.parameters[i];

@@ -216,11 +216,8 @@ llvm::Error momac::train(const TrainOptions &options) {
     gradArguments[kBatchRowsArgument] = &batchRows;
   if (noiseSpec)
     gradArguments[kGumbelNoiseArgument] = noise.data();
-  std::vector<std::vector<float>> gradOutputs;
-  for (const BufferSpec &spec : gradSpec.results)
-    gradOutputs.emplace_back(spec.numElements(), 0.0f);
-  for (auto [spec, buffer] : llvm::zip(gradSpec.results, gradOutputs))
-    gradResults[spec.name] = buffer.data();
+  std::vector<std::vector<float>> gradOutputs =
+      allocateResults(gradSpec, gradResults);
   // Where each parameter's gradient lands among the grad results.
   std::vector<size_t> gradIndex;
   for (const ManifestParameter &param : manifest.parameters) {
@@ -314,18 +311,10 @@ llvm::Error momac::train(const TrainOptions &options) {
                                  param.shape, bytes(secondMoments[i])))
         return error;
     }
-    writer.setMetadata("step", std::to_string(completed));
-    writer.setMetadata("data_position", std::to_string(stream->position()));
-    // The router-noise stream (std::mt19937_64's text form); without
-    // moe.gumbel routing is noise-free and the run draws no random numbers.
-    if (noiseSpec) {
-      std::ostringstream state;
-      state << noiseRng;
-      writer.setMetadata("rng", state.str());
-    } else {
-      writer.setMetadata("rng", "none");
-    }
-    writer.setMetadata("model", manifest.model);
+    // Without moe.gumbel routing is noise-free: the run draws no random
+    // numbers.
+    setProgressMetadata(writer, completed, stream->position(),
+                        noiseSpec ? &noiseRng : nullptr, manifest.model);
     if (llvm::Error error = writer.write(checkpointPath))
       return error;
     // A shard set an earlier run on several ranks left is older now.

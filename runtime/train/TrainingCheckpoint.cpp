@@ -13,6 +13,7 @@
 
 #include <map>
 #include <optional>
+#include <sstream>
 
 using namespace momac;
 
@@ -288,6 +289,22 @@ momac::readTrainingCheckpoint(llvm::StringRef runDirectory,
                                         "checkpoint.shard-*-of-*.safetensors)");
 }
 
+void momac::setProgressMetadata(SafetensorsWriter &writer, int64_t step,
+                                uint64_t dataPosition,
+                                const std::mt19937_64 *rng,
+                                llvm::StringRef model) {
+  writer.setMetadata("step", std::to_string(step));
+  writer.setMetadata("data_position", std::to_string(dataPosition));
+  if (rng) {
+    std::ostringstream state;
+    state << *rng;
+    writer.setMetadata("rng", state.str());
+  } else {
+    writer.setMetadata("rng", "none");
+  }
+  writer.setMetadata("model", model);
+}
+
 llvm::Expected<std::pair<uint64_t, int64_t>>
 momac::readDataPosition(llvm::StringRef checkpoint) {
   llvm::Expected<SafetensorsFile> file = SafetensorsFile::open(checkpoint);
@@ -330,7 +347,7 @@ llvm::Error momac::writeSingleCheckpoint(const TrainingState &state,
   }
   writer.setMetadata("step", std::to_string(state.step));
   writer.setMetadata("data_position", std::to_string(state.dataPosition));
-  writer.setMetadata("rng", state.rng);
+  writer.setMetadata("rng", state.rng); // already in text form
   writer.setMetadata("model", state.model);
   return writer.write(path);
 }

@@ -17,10 +17,12 @@
 #define MOMAC_RUNTIME_TRAIN_TRAININGCHECKPOINT_H
 
 #include "lib/artifact/Manifest.h"
+#include "lib/safetensors/Safetensors.h"
 
 #include "llvm/Support/Error.h"
 
 #include <cstdint>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -50,6 +52,14 @@ std::string shardCheckpointPath(llvm::StringRef runDirectory, int rank,
 llvm::Expected<TrainingState>
 readTrainingCheckpoint(llvm::StringRef runDirectory,
                        const std::vector<ManifestParameter> &parameters = {});
+
+/// The metadata every momarun checkpoint has: step (steps completed),
+/// data_position (sequences consumed), rng (the router-noise generator's
+/// state, std::mt19937_64's text form; "none" without router noise) and
+/// model.
+void setProgressMetadata(SafetensorsWriter &writer, int64_t step,
+                         uint64_t dataPosition, const std::mt19937_64 *rng,
+                         llvm::StringRef model);
 
 /// The data_position and step of a momarun checkpoint (stage 2 of an
 /// upcycling starts where stage 1's data stopped).
