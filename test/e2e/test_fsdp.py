@@ -72,20 +72,23 @@ class FsdpTestCase(unittest.TestCase):
     def path(self, *names):
         return os.path.join(self.tmp.name, *names)
 
-    def compile(self, variant, micro_batches=1, fsdp=False, **train):
+    def compile(self, variant, micro_batches=1, fsdp=False, target=None,
+                **train):
         """examples/models/tiny/<variant>.json with train.micro_batches."""
         with open(os.path.join(TINY, variant + ".json")) as f:
             desc = json.load(f)
         desc.setdefault("train", {}).update(micro_batches=micro_batches,
                                             **train)
-        tag = f"{variant}-m{micro_batches}{'-fsdp' if fsdp else ''}"
+        tag = (f"{variant}-m{micro_batches}{'-fsdp' if fsdp else ''}"
+               f"{'-' + target if target else ''}")
         description = self.path(tag + ".json")
         with open(description, "w") as f:
             json.dump(desc, f)
         artifact = self.path(tag)
         if not os.path.exists(artifact):
             run(MOMAC, description, "-o", artifact,
-                *(["--fsdp"] if fsdp else []))
+                *(["--fsdp"] if fsdp else []),
+                *(["--target=" + target] if target else []))
         return artifact, description
 
     def corpus(self, description):
@@ -148,6 +151,22 @@ class ShardedTrainingMatchesOneRank(FsdpTestCase):
 
     def test_dense_on_four_ranks(self):
         self.check("dense", 4, steps=3)
+
+    def test_cuda_mapping_of_the_sharded_step(self):
+        # The CUDA target's mapping of @fsdp_grad (tiles as blocks, host
+        # code as launches, the gathers between them), run on the CPU:
+        # against one rank of the same mapping.
+        one, description = self.compile("moe_4t4i", micro_batches=2,
+                                        target="cuda-emulated")
+        sharded, _ = self.compile("moe_4t4i", fsdp=True,
+                                  target="cuda-emulated")
+        data = self.corpus(description)
+        run(MOMARUN, "train", one, "--data", data, "--steps", "3", "--out",
+            self.path("emulated-one"))
+        mpirun(2, "train", sharded, "--data", data, "--steps", "3", "--out",
+               self.path("emulated-many"))
+        self.assertCurvesEqual(metrics(self.path("emulated-one")),
+                               metrics(self.path("emulated-many")), 3)
 
     def test_router_noise_is_drawn_as_one_rank_would(self):
         # moe.gumbel: rank r uses the noise of global micro-batch r.
