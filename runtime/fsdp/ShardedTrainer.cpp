@@ -273,6 +273,23 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
     return fsdpError("--skip-nonfinite is not supported on several ranks "
                      "yet: a non-finite step stops the run, and --resume "
                      "continues from the last checkpoint");
+  // What this rank keeps (momac --report --ranks R), times the ranks that
+  // share this machine's memory, against --memory-limit or the memory.
+  {
+    int64_t local = ranks;
+    if (const char *size = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE"))
+      local = std::max<int64_t>(1, std::atoll(size));
+    if (llvm::Error error = checkMemoryEstimate(
+            computeShardedStateBytes(config, ranks).totalBytes() * local,
+            llvm::formatv("training {0} on {1} ranks, {2} of them on this "
+                          "machine (each: its shards of the weights, "
+                          "gradients and AdamW moments, and two gathered "
+                          "units)",
+                          manifest.model, ranks, local)
+                .str(),
+            options.memoryLimitBytes))
+      return error;
+  }
   auto install = reinterpret_cast<void (*)(const MomartFsdpCallbacks *)>(
       artifact->symbol("momart_fsdp_install"));
   if (!install)
