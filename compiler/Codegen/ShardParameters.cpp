@@ -100,8 +100,7 @@ public:
 
     SmallVector<Window> gathers = parameterWindows();
     SmallVector<Window> reductions = gradientWindows();
-    if (failed(placeGathers(gathers)))
-      return failure();
+    placeGathers(gathers);
     placeReduceScatters(reductions);
     return removeShardedArguments();
   }
@@ -240,7 +239,7 @@ private:
       use.operand->set(rebase(use.operand->get(), *use.buffer));
   }
 
-  LogicalResult placeGathers(SmallVector<Window> &windows) {
+  void placeGathers(SmallVector<Window> &windows) {
     // Window k's gather starts where window k-1 starts (the first at its
     // own start) and is waited for just before its first use.
     Location loc = func.getLoc();
@@ -258,7 +257,6 @@ private:
       memref::DeallocOp::create(b, loc, window.flat);
       rebaseUses(window, alloc);
     }
-    return success();
   }
 
   void placeReduceScatters(SmallVector<Window> &windows) {

@@ -42,14 +42,27 @@ static Value bufferJSON(const BufferSpec &spec) {
                 {"shape", shapeJSON(spec.shape)}};
 }
 
+Value momac::toJSON(const ManifestParameter &p) {
+  return Object{{"name", p.name},
+                {"shape", shapeJSON(p.shape)},
+                {"init", p.init},
+                {"weight_decay", p.weightDecay},
+                {"aux_router", p.auxRouter}};
+}
+
+Value momac::toJSON(const ManifestShardUnit &unit) {
+  Array members;
+  for (auto [name, offset] : llvm::zip(unit.parameters, unit.offsets))
+    members.push_back(Object{{"name", name}, {"offset", offset}});
+  return Object{{"name", unit.name},
+                {"elements", unit.elements},
+                {"parameters", std::move(members)}};
+}
+
 Value momac::toJSON(const Manifest &manifest) {
   Array parameters;
   for (const ManifestParameter &p : manifest.parameters)
-    parameters.push_back(Object{{"name", p.name},
-                                {"shape", shapeJSON(p.shape)},
-                                {"init", p.init},
-                                {"weight_decay", p.weightDecay},
-                                {"aux_router", p.auxRouter}});
+    parameters.push_back(toJSON(p));
   Array entryPoints;
   for (const EntryPointSpec &entry : manifest.entryPoints) {
     Array arguments, results;
@@ -75,14 +88,8 @@ Value momac::toJSON(const Manifest &manifest) {
                 {"entry_points", std::move(entryPoints)}};
   if (!manifest.shardUnits.empty()) {
     Array units;
-    for (const ManifestShardUnit &unit : manifest.shardUnits) {
-      Array members;
-      for (auto [name, offset] : llvm::zip(unit.parameters, unit.offsets))
-        members.push_back(Object{{"name", name}, {"offset", offset}});
-      units.push_back(Object{{"name", unit.name},
-                             {"elements", unit.elements},
-                             {"parameters", std::move(members)}});
-    }
+    for (const ManifestShardUnit &unit : manifest.shardUnits)
+      units.push_back(toJSON(unit));
     object["fsdp"] = Object{
         {"layout", "each unit's parameters at their offsets in one flat f32 "
                    "buffer; R ranks hold R contiguous shards of "
@@ -114,16 +121,16 @@ static bool fromJSON(const Value &value, EntryPointSpec &entry,
          mapper.map("arguments", entry.arguments) &&
          mapper.map("results", entry.results);
 }
-static bool fromJSON(const Value &value, ManifestParameter &param,
-                     llvm::json::Path path) {
+bool fromJSON(const Value &value, ManifestParameter &param,
+              llvm::json::Path path) {
   llvm::json::ObjectMapper mapper(value, path);
   return mapper && mapper.map("name", param.name) &&
          mapper.map("shape", param.shape) && mapper.map("init", param.init) &&
          mapper.map("weight_decay", param.weightDecay) &&
          mapper.map("aux_router", param.auxRouter);
 }
-static bool fromJSON(const Value &value, ManifestShardUnit &unit,
-                     llvm::json::Path path) {
+bool fromJSON(const Value &value, ManifestShardUnit &unit,
+              llvm::json::Path path) {
   llvm::json::ObjectMapper mapper(value, path);
   const llvm::json::Array *members =
       value.getAsObject() ? value.getAsObject()->getArray("parameters")

@@ -82,6 +82,16 @@ struct Manifest {
 
 llvm::json::Value toJSON(const Manifest &manifest);
 
+/// A parameter and an FSDP unit as the manifest writes them (a shard-set
+/// checkpoint records its layout the same way); fromJSON reads them back,
+/// reporting errors at `path`.
+llvm::json::Value toJSON(const ManifestParameter &parameter);
+llvm::json::Value toJSON(const ManifestShardUnit &unit);
+bool fromJSON(const llvm::json::Value &value, ManifestParameter &parameter,
+              llvm::json::Path path);
+bool fromJSON(const llvm::json::Value &value, ManifestShardUnit &unit,
+              llvm::json::Path path);
+
 /// The size and XXH3-64 hash (16 hex digits) of the file at `path`, as the
 /// manifest records them for the library.
 llvm::Expected<std::pair<int64_t, std::string>>

@@ -10,8 +10,12 @@ static int64_t roundUp(int64_t value, int64_t multiple) {
   return (value + multiple - 1) / multiple * multiple;
 }
 
-int64_t ShardUnit::shardElements(int64_t ranks) const {
+int64_t momac::shardElements(int64_t elements, int64_t ranks) {
   return roundUp((elements + ranks - 1) / ranks, kShardAlignment);
+}
+
+int64_t ShardUnit::shardElements(int64_t ranks) const {
+  return momac::shardElements(elements, ranks);
 }
 
 std::string momac::shardUnitName(llvm::StringRef parameter) {

@@ -38,10 +38,13 @@ struct ShardUnit {
   /// The flat buffer's length (elements), alignment padding included.
   int64_t elements = 0;
 
-  /// The elements one of `ranks` ranks holds: ceil(elements / ranks),
-  /// rounded up to kShardAlignment.
+  /// The elements one of `ranks` ranks holds (shardElements below).
   int64_t shardElements(int64_t ranks) const;
 };
+
+/// The elements each of `ranks` ranks holds of a unit of `elements`:
+/// ceil(elements / ranks), rounded up to kShardAlignment.
+int64_t shardElements(int64_t elements, int64_t ranks);
 
 /// The unit a parameter belongs to: "layers.N" for a layer's parameters,
 /// else the parameter's own name.

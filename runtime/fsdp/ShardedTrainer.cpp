@@ -46,10 +46,6 @@ double seconds(Clock::duration d) {
   return std::chrono::duration<double>(d).count();
 }
 
-std::string mib(int64_t bytes) {
-  return llvm::formatv("{0:F2} MiB", double(bytes) / (1 << 20)).str();
-}
-
 /// A contiguous range of a rank's shard of one unit that AdamW updates the
 /// same way: trained parameters with (or without) weight decay, and the
 /// alignment padding between them, which stays zero.
@@ -67,9 +63,8 @@ public:
       : manifest(manifest), comm(comm) {
     for (const ManifestShardUnit &unit : manifest.shardUnits) {
       Shard &shard = shards.emplace_back();
-      ShardUnit planned{unit.name, {}, {}, unit.elements};
       shard.elements = unit.elements;
-      shard.shardElements = planned.shardElements(comm.size());
+      shard.shardElements = shardElements(unit.elements, comm.size());
       shard.begin = std::min<int64_t>(unit.elements,
                                       int64_t(comm.rank()) * shard.shardElements);
       for (auto *buffer : {&shard.params, &shard.grads, &shard.firstMoments,
@@ -308,14 +303,13 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
     return fsdpError(options.runDirectory + ": " + ec.message());
   const std::string metricsPath =
       (options.runDirectory + "/metrics.jsonl");
-  const std::string myCheckpoint =
-      shardCheckpointPath(options.runDirectory, rank, ranks);
-  if (rank == 0)
-    if (unsigned stale = removeStaleTemporaries(myCheckpoint))
-      llvm::errs() << llvm::formatv(
-          "momarun: removed {0} temporary file(s) of an interrupted "
-          "checkpoint write\n",
-          stale);
+  // Each rank removes what its own interrupted checkpoint write left.
+  if (unsigned stale = removeStaleTemporaries(
+          shardCheckpointPath(options.runDirectory, rank, ranks)))
+    llvm::errs() << llvm::formatv("momarun: rank {0} removed {1} temporary "
+                                  "file(s) of an interrupted checkpoint "
+                                  "write\n",
+                                  rank, stale);
 
   // The full state, then only this rank's shard of it.
   const EntryPointSpec &gradSpec = *gradEntry->first;
@@ -386,23 +380,15 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
   install(&callbacks);
 
   // What each rank holds (momac --report --ranks R predicts the same).
-  int64_t parameterBytes = 0, optimizerBytes = 0;
+  RankMemory memory;
   for (const ShardedModel::Shard &shard : model.shards)
-    parameterBytes += shard.shardElements * int64_t(sizeof(float));
-  optimizerBytes = 2 * parameterBytes;
-  const int64_t gatheredBytes = 2 * model.largestUnit * int64_t(sizeof(float));
-  llvm::outs() << llvm::formatv(
-      "momarun: rank {0} of {1} ({2}) holds parameters {3}, gradients {4}, "
-      "optimizer state {5}; gathered at once at most {6} (two units; the "
-      "largest is {7})\n",
-      rank, ranks, comm.backend(), mib(parameterBytes), mib(parameterBytes),
-      mib(optimizerBytes), mib(gatheredBytes), model.largestUnitName);
-  llvm::outs().flush();
-  writeMemoryReport(options.runDirectory, rank, ranks,
-                    llvm::json::Object{{"parameter_bytes", parameterBytes},
-                     {"gradient_bytes", parameterBytes},
-                     {"optimizer_bytes", optimizerBytes},
-                     {"gathered_bytes", gatheredBytes}});
+    memory.parameterBytes += shard.shardElements * int64_t(sizeof(float));
+  memory.gradientBytes = memory.parameterBytes;
+  memory.optimizerBytes = 2 * memory.parameterBytes;
+  memory.gatheredBytes = 2 * model.largestUnit * int64_t(sizeof(float));
+  memory.largestUnit = model.largestUnitName;
+  reportRankMemory(llvm::outs(), options.runDirectory, rank, ranks,
+                   comm.backend(), memory);
 
   llvm::Expected<PackedDataset> data = openPackedDataset(
       options.dataPrefix, manifest.seqLen, manifest.vocabSize);
@@ -447,25 +433,23 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
       ShardedModel::Shard &shard = model.shards[segment.unit];
       for (int64_t at = segment.begin; at < segment.end; at += chunk) {
         int64_t n = std::min(chunk, segment.end - at);
-        float *data[4] = {shard.params.data() + at, shard.grads.data() + at,
+        float *home[4] = {shard.params.data() + at, shard.grads.data() + at,
                           shard.firstMoments.data() + at,
                           shard.secondMoments.data() + at};
         bool staged = n < chunk;
-        if (staged)
-          for (int k = 0; k < 4; ++k) {
-            std::copy(data[k], data[k] + n, stage[k].begin());
+        float *data[4];
+        for (int k = 0; k < 4; ++k) {
+          data[k] = staged ? stage[k].data() : home[k];
+          if (staged) {
+            std::copy(home[k], home[k] + n, stage[k].begin());
             std::fill(stage[k].begin() + n, stage[k].end(), 0.0f);
-            data[k] = stage[k].data();
           }
+        }
         if (llvm::Error error = body(segment, data))
           return error;
-        if (staged) {
-          float *home[4] = {shard.params.data() + at, shard.grads.data() + at,
-                            shard.firstMoments.data() + at,
-                            shard.secondMoments.data() + at};
+        if (staged)
           for (int k = 0; k < 4; ++k)
             std::copy(stage[k].begin(), stage[k].begin() + n, home[k]);
-        }
       }
     }
     return llvm::Error::success();
@@ -483,52 +467,17 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
   auto runStart = Clock::now();
 
   auto saveCheckpoint = [&](int64_t completed) -> llvm::Error {
-    SafetensorsWriter writer;
-    auto bytes = [](const std::vector<float> &v) {
-      return llvm::ArrayRef<char>(reinterpret_cast<const char *>(v.data()),
-                                  v.size() * sizeof(float));
-    };
-    llvm::json::Array units, parameters;
-    for (auto [u, unit] : llvm::enumerate(manifest.shardUnits)) {
-      const ShardedModel::Shard &shard = model.shards[u];
-      std::vector<int64_t> shape{shard.shardElements};
-      const char *prefixes[] = {"fsdp.", "fsdp.optim.m.", "fsdp.optim.v."};
-      const std::vector<float> *buffers[] = {
-          &shard.params, &shard.firstMoments, &shard.secondMoments};
-      for (int k = 0; k < 3; ++k)
-        if (llvm::Error error = writer.addBorrowed(
-                prefixes[k] + unit.name, DType::F32, shape, bytes(*buffers[k])))
-          return error;
-      llvm::json::Array names, offsets;
-      for (auto [name, offset] : llvm::zip(unit.parameters, unit.offsets)) {
-        names.push_back(name);
-        offsets.push_back(offset);
-      }
-      units.push_back(llvm::json::Object{{"name", unit.name},
-                                         {"elements", unit.elements},
-                                         {"shard_elements", shard.shardElements},
-                                         {"parameters", std::move(names)},
-                                         {"offsets", std::move(offsets)}});
-    }
-    for (const ManifestParameter &param : manifest.parameters) {
-      llvm::json::Array shape;
-      for (int64_t d : param.shape)
-        shape.push_back(d);
-      parameters.push_back(llvm::json::Object{{"name", param.name},
-                                              {"shape", std::move(shape)},
-                                              {"aux_router", param.auxRouter}});
-    }
-    writer.setMetadata(
-        "fsdp_layout",
-        llvm::formatv("{0}", llvm::json::Value(llvm::json::Object{
-                                 {"world_size", ranks},
-                                 {"rank", rank},
-                                 {"parameters", std::move(parameters)},
-                                 {"units", std::move(units)}}))
-            .str());
-    setProgressMetadata(writer, completed, dataPosition,
-                        noiseSpec ? &noiseRng : nullptr, manifest.model);
-    if (llvm::Error error = writer.write(myCheckpoint))
+    std::vector<UnitShards> shards;
+    for (const ShardedModel::Shard &shard : model.shards)
+      shards.push_back(
+          {shard.params, shard.firstMoments, shard.secondMoments});
+    CheckpointProgress progress;
+    progress.step = completed;
+    progress.dataPosition = dataPosition;
+    progress.rng = rngState(noiseSpec ? &noiseRng : nullptr);
+    progress.model = manifest.model;
+    if (llvm::Error error = writeShardCheckpoint(
+            options.runDirectory, rank, ranks, manifest, shards, progress))
       return error;
     // Every shard is in place before the older forms go.
     if (llvm::Error error = comm.barrier("the checkpoint barrier"))

@@ -34,6 +34,8 @@ public:
   const ManifestParameter &spec(size_t i) const { return params[i]; }
   std::vector<float> &operator[](size_t i) { return values[i]; }
   const std::vector<float> &operator[](size_t i) const { return values[i]; }
+  /// Every parameter's values, in manifest order.
+  const std::vector<std::vector<float>> &tensors() const { return values; }
 
 private:
   std::vector<ManifestParameter> params;

@@ -200,8 +200,27 @@ llvm::Error momac::writeNewRunRecord(llvm::StringRef runDirectory,
   return writeRunRecord(runDirectory, record);
 }
 
-void momac::writeMemoryReport(llvm::StringRef runDirectory, int rank,
-                              int ranks, llvm::json::Object bytes) {
+void momac::reportRankMemory(llvm::raw_ostream &os,
+                             llvm::StringRef runDirectory, int rank, int ranks,
+                             llvm::StringRef backend,
+                             const RankMemory &memory) {
+  auto mib = [](int64_t bytes) {
+    return llvm::formatv("{0:F2} MiB", double(bytes) / (1 << 20)).str();
+  };
+  os << llvm::formatv("momarun: rank {0} of {1}{2} holds parameters {3}, "
+                      "gradients {4}, optimizer state {5}",
+                      rank, ranks,
+                      backend.empty() ? std::string()
+                                      : " (" + backend.str() + ")",
+                      mib(memory.parameterBytes), mib(memory.gradientBytes),
+                      mib(memory.optimizerBytes));
+  if (memory.gatheredBytes)
+    os << llvm::formatv("; gathered at once at most {0} (two units; the "
+                        "largest is {1})",
+                        mib(memory.gatheredBytes), memory.largestUnit);
+  os << "\n";
+  os.flush();
+
   auto path = [&](int r) {
     llvm::SmallString<256> file(runDirectory);
     llvm::sys::path::append(file, "memory.rank-" + std::to_string(r) + ".json");
@@ -211,10 +230,15 @@ void momac::writeMemoryReport(llvm::StringRef runDirectory, int rank,
     for (int r = ranks;; ++r)
       if (llvm::sys::fs::remove(path(r), /*IgnoreNonExisting=*/false))
         break;
-  bytes["rank"] = rank;
-  bytes["ranks"] = ranks;
+  llvm::json::Object json{{"rank", rank},
+                          {"ranks", ranks},
+                          {"parameter_bytes", memory.parameterBytes},
+                          {"gradient_bytes", memory.gradientBytes},
+                          {"optimizer_bytes", memory.optimizerBytes}};
+  if (memory.gatheredBytes)
+    json["gathered_bytes"] = memory.gatheredBytes;
   std::error_code ec;
   llvm::raw_fd_ostream out(path(rank), ec);
   if (!ec)
-    out << llvm::formatv("{0:2}", llvm::json::Value(std::move(bytes))) << "\n";
+    out << llvm::formatv("{0:2}", llvm::json::Value(std::move(json))) << "\n";
 }

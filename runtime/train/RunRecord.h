@@ -14,7 +14,7 @@
 #include "lib/config/ModelConfig.h"
 
 #include "llvm/ADT/StringRef.h"
-#include "llvm/Support/JSON.h"
+#include "llvm/Support/raw_ostream.h"
 #include "llvm/Support/Error.h"
 
 #include <cstdint>
@@ -50,11 +50,20 @@ llvm::Error writeNewRunRecord(llvm::StringRef runDirectory,
                               llvm::StringRef continuedCheckpoint,
                               int64_t continuedSteps);
 
-/// Writes RUN/memory.rank-<rank>.json, what one rank holds (`bytes`: the
-/// parameter_bytes, gradient_bytes, ... of the run), and, on rank 0, removes
-/// the reports an earlier run on more ranks left.
-void writeMemoryReport(llvm::StringRef runDirectory, int rank, int ranks,
-                       llvm::json::Object bytes);
+/// What one rank of a run holds in memory.
+struct RankMemory {
+  int64_t parameterBytes = 0, gradientBytes = 0, optimizerBytes = 0;
+  /// With FSDP: the most it holds gathered at once, and the largest unit.
+  int64_t gatheredBytes = 0;
+  std::string largestUnit;
+};
+
+/// Prints on `os` what rank `rank` of `ranks` holds (`backend`, when not
+/// empty, names its communicator), writes it to RUN/memory.rank-<rank>.json
+/// and, on rank 0, removes the reports an earlier run on more ranks left.
+void reportRankMemory(llvm::raw_ostream &os, llvm::StringRef runDirectory,
+                      int rank, int ranks, llvm::StringRef backend,
+                      const RankMemory &memory);
 
 /// A run's metrics against training FLOPs: each series ("loss",
 /// "loss.<modality>") as (FLOPs after the step, value) points, steps with a

@@ -258,27 +258,16 @@ llvm::Error momac::train(const TrainOptions &options) {
     return stepBuffers.takeError();
 
   // What this one rank holds (compare mpirun -np R: each rank 1/R of it).
-  {
-    int64_t parameterBytes = 0, gradientBytes = 0, optimizerBytes = 0;
-    for (size_t i = 0; i < weights->size(); ++i) {
-      parameterBytes += int64_t((*weights)[i].size() * sizeof(float));
-      optimizerBytes += int64_t((firstMoments[i].size() +
-                                 secondMoments[i].size()) * sizeof(float));
-      gradientBytes += int64_t((gradOutputs[gradIndex[i]].size() +
-                                meanGrads[i].size()) * sizeof(float));
-    }
-    auto mib = [](int64_t bytes) {
-      return llvm::formatv("{0:F2} MiB", double(bytes) / (1 << 20)).str();
-    };
-    llvm::outs() << "momarun: rank 0 of 1 holds parameters "
-                 << mib(parameterBytes) << ", gradients " << mib(gradientBytes)
-                 << ", optimizer state " << mib(optimizerBytes) << "\n";
-    llvm::outs().flush();
-    writeMemoryReport(options.runDirectory, 0, 1,
-                      llvm::json::Object{{"parameter_bytes", parameterBytes},
-                       {"gradient_bytes", gradientBytes},
-                       {"optimizer_bytes", optimizerBytes}});
+  RankMemory memory;
+  for (size_t i = 0; i < weights->size(); ++i) {
+    memory.parameterBytes += int64_t((*weights)[i].size() * sizeof(float));
+    memory.optimizerBytes += int64_t(
+        (firstMoments[i].size() + secondMoments[i].size()) * sizeof(float));
+    memory.gradientBytes += int64_t(
+        (gradOutputs[gradIndex[i]].size() + meanGrads[i].size()) *
+        sizeof(float));
   }
+  reportRankMemory(llvm::outs(), options.runDirectory, 0, 1, "", memory);
 
   std::error_code ec;
   llvm::raw_fd_ostream metrics(metricsPath, ec, llvm::sys::fs::OF_Append);
@@ -290,32 +279,14 @@ llvm::Error momac::train(const TrainOptions &options) {
   auto runStart = std::chrono::steady_clock::now();
 
   auto saveCheckpoint = [&](int64_t completed) -> llvm::Error {
-    SafetensorsWriter writer;
-    for (size_t i = 0; i < weights->size(); ++i) {
-      const ManifestParameter &param = manifest.parameters[i];
-      auto bytes = [](const std::vector<float> &v) {
-        return llvm::ArrayRef<char>(reinterpret_cast<const char *>(v.data()),
-                                    v.size() * sizeof(float));
-      };
-      if (llvm::Error error = writer.addBorrowed(
-              param.name, DType::F32, param.shape, bytes((*weights)[i])))
-        return error;
-      if (param.auxRouter)
-        continue;
-      if (llvm::Error error =
-              writer.addBorrowed("optim.m." + param.name, DType::F32,
-                                 param.shape, bytes(firstMoments[i])))
-        return error;
-      if (llvm::Error error =
-              writer.addBorrowed("optim.v." + param.name, DType::F32,
-                                 param.shape, bytes(secondMoments[i])))
-        return error;
-    }
-    // Without moe.gumbel routing is noise-free: the run draws no random
-    // numbers.
-    setProgressMetadata(writer, completed, stream->position(),
-                        noiseSpec ? &noiseRng : nullptr, manifest.model);
-    if (llvm::Error error = writer.write(checkpointPath))
+    CheckpointProgress progress;
+    progress.step = completed;
+    progress.dataPosition = stream->position();
+    progress.rng = rngState(noiseSpec ? &noiseRng : nullptr);
+    progress.model = manifest.model;
+    if (llvm::Error error = writeSingleCheckpoint(
+            checkpointPath, manifest.parameters, weights->tensors(),
+            firstMoments, secondMoments, progress))
       return error;
     // A shard set an earlier run on several ranks left is older now.
     removeOtherCheckpoints(options.runDirectory, {checkpointPath});

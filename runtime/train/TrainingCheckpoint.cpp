@@ -2,6 +2,7 @@
 
 #include "runtime/train/TrainingCheckpoint.h"
 
+#include "lib/config/ShardUnits.h"
 #include "lib/safetensors/Safetensors.h"
 #include "runtime/comm/Communicator.h"
 
@@ -30,15 +31,9 @@ std::string joinPath(llvm::StringRef directory, llvm::StringRef file) {
   return path.str().str();
 }
 
-int64_t product(const std::vector<int64_t> &shape) {
-  int64_t n = 1;
-  for (int64_t d : shape)
-    n *= d;
-  return n;
-}
-
-/// step, data_position and rng of a checkpoint's metadata.
-llvm::Error readProgress(const SafetensorsFile &file, TrainingState &state) {
+/// step, data_position, rng and model of a checkpoint's metadata.
+llvm::Error readProgress(const SafetensorsFile &file,
+                         CheckpointProgress &state) {
   auto step = file.getMetadata("step");
   auto position = file.getMetadata("data_position");
   if (!step || !position || step->getAsInteger(10, state.step) ||
@@ -83,62 +78,53 @@ readSingle(llvm::StringRef path,
   return state;
 }
 
-/// A shard set's layout, from the fsdp_layout metadata of its files.
+/// A shard set's layout, from the fsdp_layout metadata of its files
+/// (writeShardCheckpoint): the parameters and units as the manifest
+/// writes them.
 struct ShardLayout {
   std::vector<ManifestParameter> parameters;
   std::vector<ManifestShardUnit> units;
-  std::vector<int64_t> shardElements;
 };
+
+bool fromJSON(const llvm::json::Value &value, ShardLayout &layout,
+              llvm::json::Path path) {
+  llvm::json::ObjectMapper mapper(value, path);
+  return mapper && mapper.map("parameters", layout.parameters) &&
+         mapper.map("units", layout.units);
+}
 
 llvm::Expected<ShardLayout> parseLayout(const SafetensorsFile &file) {
   auto text = file.getMetadata("fsdp_layout");
-  auto fail = [&](llvm::StringRef why) {
-    return checkpointError(file.path() + ": fsdp_layout metadata: " + why);
-  };
   if (!text)
-    return fail("missing");
-  llvm::Expected<llvm::json::Value> json = llvm::json::parse(*text);
-  if (!json)
-    return fail(llvm::toString(json.takeError()));
-  ShardLayout layout;
-  const llvm::json::Object *root = json->getAsObject();
-  const llvm::json::Array *params = root ? root->getArray("parameters") : nullptr;
-  const llvm::json::Array *units = root ? root->getArray("units") : nullptr;
-  if (!params || !units)
-    return fail("expected parameters and units");
-  for (const llvm::json::Value &value : *params) {
-    const llvm::json::Object *object = value.getAsObject();
-    const llvm::json::Array *shape = object ? object->getArray("shape") : nullptr;
-    auto name = object ? object->getString("name") : std::nullopt;
-    if (!shape || !name)
-      return fail("a parameter without name or shape");
-    ManifestParameter param;
-    param.name = name->str();
-    for (const llvm::json::Value &d : *shape)
-      param.shape.push_back(d.getAsInteger().value_or(-1));
-    param.auxRouter = object->getBoolean("aux_router").value_or(false);
-    layout.parameters.push_back(std::move(param));
-  }
-  for (const llvm::json::Value &value : *units) {
-    const llvm::json::Object *object = value.getAsObject();
-    const llvm::json::Array *members =
-        object ? object->getArray("parameters") : nullptr;
-    auto offsets = object ? object->getArray("offsets") : nullptr;
-    if (!members || !offsets || members->size() != offsets->size())
-      return fail("a unit without parameters and offsets");
-    ManifestShardUnit unit;
-    unit.name = object->getString("name").value_or("").str();
-    unit.elements = object->getInteger("elements").value_or(0);
-    for (auto [member, offset] : llvm::zip(*members, *offsets)) {
-      unit.parameters.push_back(member.getAsString().value_or("").str());
-      unit.offsets.push_back(offset.getAsInteger().value_or(0));
-    }
-    layout.shardElements.push_back(
-        object->getInteger("shard_elements").value_or(0));
-    layout.units.push_back(std::move(unit));
-  }
+    return checkpointError(file.path() + ": no fsdp_layout metadata");
+  llvm::Expected<ShardLayout> layout =
+      llvm::json::parse<ShardLayout>(*text, "fsdp_layout");
+  if (!layout)
+    return checkpointError(file.path() + ": " +
+                           llvm::toString(layout.takeError()));
   return layout;
 }
+
+/// Adds `values` (owned by the caller until the write) as an F32 tensor.
+llvm::Error addFloats(SafetensorsWriter &writer, const std::string &name,
+                      llvm::ArrayRef<int64_t> shape,
+                      llvm::ArrayRef<float> values) {
+  return writer.addBorrowed(
+      name, DType::F32, shape,
+      llvm::ArrayRef<char>(reinterpret_cast<const char *>(values.data()),
+                           values.size() * sizeof(float)));
+}
+
+void setProgressMetadata(SafetensorsWriter &writer,
+                         const CheckpointProgress &progress) {
+  writer.setMetadata("step", std::to_string(progress.step));
+  writer.setMetadata("data_position", std::to_string(progress.dataPosition));
+  writer.setMetadata("rng", progress.rng);
+  writer.setMetadata("model", progress.model);
+}
+
+constexpr const char *kShardPrefixes[3] = {"fsdp.", "fsdp.optim.m.",
+                                           "fsdp.optim.v."};
 
 llvm::Expected<TrainingState>
 readShardSet(llvm::StringRef runDirectory, int ranks,
@@ -157,7 +143,7 @@ readShardSet(llvm::StringRef runDirectory, int ranks,
   if (llvm::Error error = readProgress(files[0], state))
     return std::move(error);
   for (const SafetensorsFile &file : files) {
-    TrainingState other;
+    CheckpointProgress other;
     if (llvm::Error error = readProgress(file, other))
       return std::move(error);
     if (other.step != state.step)
@@ -173,22 +159,26 @@ readShardSet(llvm::StringRef runDirectory, int ranks,
   // Each unit's flat buffers, put back together from the ranks' pieces.
   llvm::StringMap<std::pair<size_t, int64_t>> placement; // unit, offset
   std::vector<std::vector<float>> flat[3];
-  const char *prefixes[3] = {"fsdp.", "fsdp.optim.m.", "fsdp.optim.v."};
   for (auto [u, unit] : llvm::enumerate(layout->units)) {
+    int64_t shard = shardElements(unit.elements, ranks);
     for (auto [name, offset] : llvm::zip(unit.parameters, unit.offsets))
       placement[name] = {u, offset};
     for (int kind = 0; kind < 3; ++kind) {
       std::vector<float> &buffer = flat[kind].emplace_back();
       buffer.reserve(unit.elements);
       for (int r = 0; r < ranks; ++r) {
-        auto piece = files[r].readFloats(prefixes[kind] + unit.name);
+        auto piece = files[r].readFloats(kShardPrefixes[kind] + unit.name);
         if (!piece)
           return piece.takeError();
+        if (piece->size() != size_t(shard))
+          return checkpointError(files[r].path() + ": " +
+                                 kShardPrefixes[kind] + unit.name +
+                                 " is not a shard of " +
+                                 std::to_string(unit.elements) +
+                                 " elements over " + std::to_string(ranks) +
+                                 " ranks");
         size_t owned = Communicator::ownedElements(
-            size_t(layout->shardElements[u]), size_t(unit.elements), r);
-        if (piece->size() < owned)
-          return checkpointError(files[r].path() + ": " + prefixes[kind] +
-                                 unit.name + " is shorter than its shard");
+            size_t(shard), size_t(unit.elements), r);
         buffer.insert(buffer.end(), piece->begin(), piece->begin() + owned);
       }
     }
@@ -206,7 +196,7 @@ readShardSet(llvm::StringRef runDirectory, int ranks,
       return checkpointError(state.source + ": " + param.name +
                              " has another shape than the model's");
     auto [unit, offset] = it->second;
-    int64_t n = product(param.shape);
+    int64_t n = param.numElements();
     auto slice = [&](int kind) {
       const std::vector<float> &buffer = flat[kind][unit];
       return std::vector<float>(buffer.begin() + offset,
@@ -289,20 +279,12 @@ momac::readTrainingCheckpoint(llvm::StringRef runDirectory,
                                         "checkpoint.shard-*-of-*.safetensors)");
 }
 
-void momac::setProgressMetadata(SafetensorsWriter &writer, int64_t step,
-                                uint64_t dataPosition,
-                                const std::mt19937_64 *rng,
-                                llvm::StringRef model) {
-  writer.setMetadata("step", std::to_string(step));
-  writer.setMetadata("data_position", std::to_string(dataPosition));
-  if (rng) {
-    std::ostringstream state;
-    state << *rng;
-    writer.setMetadata("rng", state.str());
-  } else {
-    writer.setMetadata("rng", "none");
-  }
-  writer.setMetadata("model", model);
+std::string momac::rngState(const std::mt19937_64 *rng) {
+  if (!rng)
+    return "none";
+  std::ostringstream state;
+  state << *rng;
+  return state.str();
 }
 
 llvm::Expected<std::pair<uint64_t, int64_t>>
@@ -321,35 +303,60 @@ momac::readDataPosition(llvm::StringRef checkpoint) {
   return std::make_pair(position, step);
 }
 
-llvm::Error momac::writeSingleCheckpoint(const TrainingState &state,
-                                         llvm::StringRef path) {
+llvm::Error momac::writeSingleCheckpoint(
+    llvm::StringRef path, llvm::ArrayRef<ManifestParameter> parameters,
+    const std::vector<std::vector<float>> &weights,
+    const std::vector<std::vector<float>> &firstMoments,
+    const std::vector<std::vector<float>> &secondMoments,
+    const CheckpointProgress &progress) {
   SafetensorsWriter writer;
-  auto bytes = [](const std::vector<float> &v) {
-    return llvm::ArrayRef<char>(reinterpret_cast<const char *>(v.data()),
-                                v.size() * sizeof(float));
-  };
-  for (size_t i = 0; i < state.parameters.size(); ++i) {
-    const ManifestParameter &param = state.parameters[i];
-    if (llvm::Error error = writer.addBorrowed(param.name, DType::F32,
-                                               param.shape,
-                                               bytes(state.weights[i])))
+  for (size_t i = 0; i < parameters.size(); ++i) {
+    const ManifestParameter &param = parameters[i];
+    if (llvm::Error error =
+            addFloats(writer, param.name, param.shape, weights[i]))
       return error;
     if (param.auxRouter)
       continue;
-    if (llvm::Error error =
-            writer.addBorrowed("optim.m." + param.name, DType::F32,
-                               param.shape, bytes(state.firstMoments[i])))
+    if (llvm::Error error = addFloats(writer, "optim.m." + param.name,
+                                      param.shape, firstMoments[i]))
       return error;
-    if (llvm::Error error =
-            writer.addBorrowed("optim.v." + param.name, DType::F32,
-                               param.shape, bytes(state.secondMoments[i])))
+    if (llvm::Error error = addFloats(writer, "optim.v." + param.name,
+                                      param.shape, secondMoments[i]))
       return error;
   }
-  writer.setMetadata("step", std::to_string(state.step));
-  writer.setMetadata("data_position", std::to_string(state.dataPosition));
-  writer.setMetadata("rng", state.rng); // already in text form
-  writer.setMetadata("model", state.model);
+  setProgressMetadata(writer, progress);
   return writer.write(path);
+}
+
+llvm::Error momac::writeShardCheckpoint(llvm::StringRef runDirectory,
+                                        int rank, int ranks,
+                                        const Manifest &manifest,
+                                        llvm::ArrayRef<UnitShards> shards,
+                                        const CheckpointProgress &progress) {
+  SafetensorsWriter writer;
+  llvm::json::Array parameters, units;
+  for (const ManifestParameter &param : manifest.parameters)
+    parameters.push_back(toJSON(param));
+  for (auto [unit, shard] : llvm::zip(manifest.shardUnits, shards)) {
+    std::vector<int64_t> shape{int64_t(shard.params.size())};
+    llvm::ArrayRef<float> buffers[3] = {shard.params, shard.firstMoments,
+                                        shard.secondMoments};
+    for (int kind = 0; kind < 3; ++kind)
+      if (llvm::Error error = addFloats(writer, kShardPrefixes[kind] + unit.name,
+                                        shape, buffers[kind]))
+        return error;
+    units.push_back(toJSON(unit));
+  }
+  writer.setMetadata(
+      "fsdp_layout",
+      llvm::formatv("{0}", llvm::json::Value(llvm::json::Object{
+                               {"world_size", ranks},
+                               {"rank", rank},
+                               {"parameters", std::move(parameters)},
+                               {"units", std::move(units)}}))
+          .str());
+  setProgressMetadata(writer, progress);
+  return writer.write(shardCheckpointPath(runDirectory, rank, ranks));
 }
 
 void momac::removeOtherCheckpoints(llvm::StringRef runDirectory,

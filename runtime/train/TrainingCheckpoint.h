@@ -17,8 +17,8 @@
 #define MOMAC_RUNTIME_TRAIN_TRAININGCHECKPOINT_H
 
 #include "lib/artifact/Manifest.h"
-#include "lib/safetensors/Safetensors.h"
 
+#include "llvm/ADT/ArrayRef.h"
 #include "llvm/Support/Error.h"
 
 #include <cstdint>
@@ -28,17 +28,33 @@
 
 namespace momac {
 
-struct TrainingState {
+/// The metadata every momarun checkpoint has.
+struct CheckpointProgress {
+  /// Steps completed.
+  int64_t step = 0;
+  /// Sequences consumed.
+  uint64_t dataPosition = 0;
+  /// The router-noise generator's state (rngState), or "none".
+  std::string rng = "none";
+  std::string model;
+};
+
+/// The text form of the router-noise generator's state that checkpoints
+/// keep; "none" without router noise (a run without moe.gumbel draws no
+/// random numbers).
+std::string rngState(const std::mt19937_64 *rng);
+
+struct TrainingState : CheckpointProgress {
   /// In the order of `parameters`; moments empty for aux routers.
   std::vector<ManifestParameter> parameters;
   std::vector<std::vector<float>> weights, firstMoments, secondMoments;
-  int64_t step = 0;
-  uint64_t dataPosition = 0;
-  /// The router-noise generator's state (text), or "none".
-  std::string rng = "none";
-  std::string model;
   /// What was read, for messages.
   std::string source;
+};
+
+/// One rank's shards of a unit (ShardUnits.h), as a shard set stores them.
+struct UnitShards {
+  llvm::ArrayRef<float> params, firstMoments, secondMoments;
 };
 
 std::string singleCheckpointPath(llvm::StringRef runDirectory);
@@ -53,22 +69,28 @@ llvm::Expected<TrainingState>
 readTrainingCheckpoint(llvm::StringRef runDirectory,
                        const std::vector<ManifestParameter> &parameters = {});
 
-/// The metadata every momarun checkpoint has: step (steps completed),
-/// data_position (sequences consumed), rng (the router-noise generator's
-/// state, std::mt19937_64's text form; "none" without router noise) and
-/// model.
-void setProgressMetadata(SafetensorsWriter &writer, int64_t step,
-                         uint64_t dataPosition, const std::mt19937_64 *rng,
-                         llvm::StringRef model);
-
 /// The data_position and step of a momarun checkpoint (stage 2 of an
 /// upcycling starts where stage 1's data stopped).
 llvm::Expected<std::pair<uint64_t, int64_t>>
 readDataPosition(llvm::StringRef checkpoint);
 
-/// Writes `state` as one MODEL_SPEC checkpoint (atomically).
-llvm::Error writeSingleCheckpoint(const TrainingState &state,
-                                  llvm::StringRef path);
+/// Writes one MODEL_SPEC checkpoint (atomically): each parameter under its
+/// name, the AdamW moments of those that are not aux routers, `progress`.
+llvm::Error
+writeSingleCheckpoint(llvm::StringRef path,
+                      llvm::ArrayRef<ManifestParameter> parameters,
+                      const std::vector<std::vector<float>> &weights,
+                      const std::vector<std::vector<float>> &firstMoments,
+                      const std::vector<std::vector<float>> &secondMoments,
+                      const CheckpointProgress &progress);
+
+/// Writes rank `rank`'s file of a shard set of `ranks` (atomically): its
+/// shards of each of `manifest`'s units, in manifest order, and the unit
+/// layout that reading the set back needs.
+llvm::Error writeShardCheckpoint(llvm::StringRef runDirectory, int rank,
+                                 int ranks, const Manifest &manifest,
+                                 llvm::ArrayRef<UnitShards> shards,
+                                 const CheckpointProgress &progress);
 
 /// Removes the checkpoint files of `runDirectory` other than `keep` (the
 /// forms and shard sets an earlier run with another rank count left).

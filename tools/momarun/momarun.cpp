@@ -866,7 +866,9 @@ int runCkpt() {
       readTrainingCheckpoint(ckptArguments[1]);
   if (!state)
     return fail(state.takeError());
-  if (llvm::Error error = writeSingleCheckpoint(*state, ckptOutput))
+  if (llvm::Error error = writeSingleCheckpoint(
+          ckptOutput, state->parameters, state->weights, state->firstMoments,
+          state->secondMoments, *state))
     return fail(std::move(error));
   llvm::outs() << "wrote " << ckptOutput << ": " << state->parameters.size()
                << " parameters with their AdamW moments, step "
