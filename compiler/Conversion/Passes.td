@@ -22,7 +22,17 @@ def ConvertMomaToLinalg : Pass<"convert-moma-to-linalg", "::mlir::ModuleOp"> {
     (a library call: each target's runtime implements it).
     Router noise (Gumbel, training only) comes in as an operand of
     `moma.router` and is added to the logits.
+
+    Attention and its gradient are online-softmax kernels over
+    `attention-block-rows` query (and key) rows of one head of one sequence
+    (AttentionToLinalg.cpp): no sequence's score matrix is ever written,
+    only tiles of it, and tiles above the causal diagonal are skipped.
   }];
+  let options = [
+    Option<"attentionBlockRows", "attention-block-rows", "int64_t",
+           /*default=*/"64",
+           "Query and key rows per attention tile">
+  ];
   let dependentDialects = [
     "::mlir::affine::AffineDialect",
     "::mlir::arith::ArithDialect",

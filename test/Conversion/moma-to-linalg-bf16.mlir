@@ -38,13 +38,18 @@ func.func @router(%x: tensor<16x64xf32>, %w: tensor<4x64xf32>) -> tensor<16x4xf3
 
 // -----
 
-// Attention: q and k rounded for the scores, the probabilities and v for
-// their product; the masked softmax in between is f32.
+// Attention: q, k and v rounded once, before the tiles; the scores of a
+// tile from bf16 q and k, the masked softmax in f32, its normalized
+// probabilities rounded for their product with v.
 // CHECK-LABEL: func.func @attention
-// CHECK: ins(%{{.*}}, %{{.*}} : tensor<?x4x16xbf16>, tensor<?x4x16xbf16>) outs(%{{.*}} : tensor<4x?x?xf32>)
+// CHECK-COUNT-3: arith.truncf %{{.*}} : f32 to bf16
+// CHECK: scf.forall
+// CHECK: ins(%{{.*}}, %{{.*}} : tensor<?x16xbf16>, tensor<?x16xbf16>) outs(%{{.*}} : tensor<?x?xf32>)
 // CHECK: math.exp %{{.*}} : f32
-// CHECK: ins(%{{.*}} : tensor<4x?x?xf32>) outs(%{{.*}} : tensor<4x?x?xbf16>)
-// CHECK: ins(%{{.*}}, %{{.*}} : tensor<4x?x?xbf16>, tensor<?x4x16xbf16>) outs(%{{.*}} : tensor<?x4x16xf32>)
+// CHECK: math.log
+// CHECK: math.exp %{{.*}} : f32
+// CHECK: ins(%{{.*}} : tensor<?x?xf32>) outs(%{{.*}} : tensor<?x?xbf16>)
+// CHECK: ins(%{{.*}}, %{{.*}} : tensor<?x?xbf16>, tensor<?x16xbf16>) outs(%{{.*}} : tensor<?x16xf32>)
 module attributes {moma.gemm_operand_type = bf16} {
 func.func @attention(%x: tensor<16x64xf32>, %p: tensor<16xi32>) -> tensor<16x64xf32> {
   %o = moma.attention %x, %x, %x, %p, %p heads = 4 scale = 0.25 : tensor<16x64xf32>, tensor<16xi32>

@@ -74,30 +74,7 @@ func.func @partition(%ids: tensor<16xi32>) -> (tensor<?xi32>, tensor<?xi32>) {
 
 // -----
 
-// Attention runs once per sequence, in parallel: each sequence's rows
-// [start, end) are found by binary search in the nondecreasing sequence ids,
-// and the kernels mask by the tokens' own ids and positions within it.
-// CHECK-LABEL: func.func @attention
-// CHECK: %[[COUNT:.*]] = scf.if
-// CHECK: scf.forall (%[[SEQ:.*]]) in (%[[COUNT]]) shared_outs(%[[OUT:.*]] = %{{.*}}) -> (tensor<16x64xf32>)
-// CHECK: scf.while
-// CHECK: scf.while
-// CHECK: %[[Q:.*]] = tensor.extract_slice %{{.*}}[%[[START:.*]], 0] [%[[LEN:.*]], 64] [1, 1] : tensor<16x64xf32> to tensor<?x64xf32>
-// CHECK: tensor.expand_shape %[[Q]] {{\[\[}}0], [1, 2]] output_shape [%{{.*}}, 4, 16]
-// CHECK: linalg.generic
-// CHECK: arith.cmpi eq
-// CHECK: arith.cmpi sle
-// CHECK: arith.select
-// CHECK: arith.maximumf
-// CHECK: math.exp
-// CHECK: arith.divf
-// CHECK: %[[ROWS:.*]] = tensor.collapse_shape %{{.*}} {{\[\[}}0], [1, 2]] : tensor<?x4x16xf32> into tensor<?x64xf32>
-// CHECK: scf.forall.in_parallel
-// CHECK-NEXT: tensor.parallel_insert_slice %[[ROWS]] into %[[OUT]][%[[START]], 0] [%[[LEN]], 64] [1, 1]
-func.func @attention(%x: tensor<16x64xf32>, %p: tensor<16xi32>) -> tensor<16x64xf32> {
-  %o = moma.attention %x, %x, %x, %p, %p heads = 4 scale = 0.25 : tensor<16x64xf32>, tensor<16xi32>
-  return %o : tensor<16x64xf32>
-}
+// Attention: test/Conversion/attention-online-softmax.mlir.
 
 // -----
 

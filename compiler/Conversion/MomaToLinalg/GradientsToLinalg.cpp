@@ -210,114 +210,6 @@ struct LowerHeadLayerNormGrad : OpRewritePattern<moma::HeadLayerNormGradOp> {
   }
 };
 
-/// The gradients (dq, dk, dv) of one sequence's attention, [len, H * hd]
-/// each. o = p v with p = softmax(scale q k^T, masked):
-///   dv = p^T do; dp = do v^T; ds = p (dp - rowsum(p dp)) scale;
-///   dq = ds k; dk = ds^T q.
-SmallVector<Value> attentionGradOfSequence(KernelBuilder &kb, Value query,
-                                           Value key, Value value,
-                                           Value outputGrad, Value positions,
-                                           Value sequenceIds, int64_t heads,
-                                           double scale) {
-  auto type = cast<RankedTensorType>(query.getType());
-  Value q = kb.splitHeads(query, heads);
-  Value k = kb.splitHeads(key, heads);
-  Value v = kb.splitHeads(value, heads);
-  Value dout = kb.splitHeads(outputGrad, heads);
-  Value p = attentionProbabilities(
-      kb, q, k, {positions, positions, sequenceIds, sequenceIds}, scale);
-  // The GEMMs' operands, rounded when GEMMs take bf16; the softmax gradient
-  // in between stays f32.
-  Value pOperand = kb.gemmOperand(p), doutOperand = kb.gemmOperand(dout);
-  Value qOperand = kb.gemmOperand(q), kOperand = kb.gemmOperand(k);
-  SmallVector<Value> rows = rowsOf(kb, q);
-  auto splitShape = cast<RankedTensorType>(q.getType()).getShape();
-  auto pType = cast<RankedTensorType>(p.getType());
-  SmallVector<Value> pDyn = type.isDynamicDim(0)
-                                ? SmallVector<Value>{rows[0], rows[0]}
-                                : SmallVector<Value>{};
-  SmallVector<IteratorType> contract = {kPar, kPar, kPar, kRed};
-  // dv[j, h, c] = sum_i p[h, i, j] do[i, h, c]; loops (j, h, c, i).
-  Value dv = kb.generic({pOperand, doutOperand}, kb.zeros(splitShape, kb.f32, rows),
-                        {kb.map(4, {1, 3, 0}), kb.map(4, {3, 1, 2}),
-                         kb.map(4, {0, 1, 2})},
-                        contract, multiplyAccumulate)
-                 .front();
-  // dp[h, i, j] = sum_c do[i, h, c] v[j, h, c]; loops (h, i, j, c).
-  Value vOperand = kb.gemmOperand(v);
-  Value dp = kb.generic({doutOperand, vOperand},
-                        kb.zeros(pType.getShape(), kb.f32, pDyn),
-                        {kb.map(4, {1, 0, 3}), kb.map(4, {2, 0, 3}),
-                         kb.map(4, {0, 1, 2})},
-                        contract, multiplyAccumulate)
-                 .front();
-  SmallVector<int64_t> rowShape = {heads, type.getDimSize(0)};
-  Value rowDot =
-      kb.generic({p, dp}, kb.zeros(rowShape, kb.f32, rows),
-                 {kb.identity(3), kb.identity(3), kb.map(3, {0, 1})},
-                 {kPar, kPar, kRed}, multiplyAccumulate)
-          .front();
-  Value scaleValue = kb.f32Const(scale);
-  Value ds =
-      kb.generic({p, dp, rowDot}, kb.empty(pType.getShape(), kb.f32, pDyn),
-                 {kb.identity(3), kb.identity(3), kb.map(3, {0, 1}),
-                  kb.identity(3)},
-                 {kPar, kPar, kPar},
-                 [&](OpBuilder &b, Location loc, ValueRange args) {
-                   Value centered =
-                       arith::SubFOp::create(b, loc, args[1], args[2]);
-                   return SmallVector<Value>{arith::MulFOp::create(
-                       b, loc,
-                       arith::MulFOp::create(b, loc, args[0], centered),
-                       scaleValue)};
-                 })
-          .front();
-  // dq[i, h, c] = sum_j ds[h, i, j] k[j, h, c]; loops (i, h, c, j).
-  Value dsOperand = kb.gemmOperand(ds);
-  Value dq = kb.generic({dsOperand, kOperand}, kb.zeros(splitShape, kb.f32, rows),
-                        {kb.map(4, {1, 0, 3}), kb.map(4, {3, 1, 2}),
-                         kb.map(4, {0, 1, 2})},
-                        contract, multiplyAccumulate)
-                 .front();
-  // dk[j, h, c] = sum_i ds[h, i, j] q[i, h, c]; loops (j, h, c, i).
-  Value dk = kb.generic({dsOperand, qOperand}, kb.zeros(splitShape, kb.f32, rows),
-                        {kb.map(4, {1, 3, 0}), kb.map(4, {3, 1, 2}),
-                         kb.map(4, {0, 1, 2})},
-                        contract, multiplyAccumulate)
-                 .front();
-  return {kb.joinHeads(dq, type), kb.joinHeads(dk, type),
-          kb.joinHeads(dv, type)};
-}
-
-struct LowerAttentionGrad : OpRewritePattern<moma::AttentionGradOp> {
-  LowerAttentionGrad(MLIRContext *context, int64_t maxSequenceRows)
-      : OpRewritePattern(context), maxSequenceRows(maxSequenceRows) {}
-  int64_t maxSequenceRows;
-  LogicalResult matchAndRewrite(moma::AttentionGradOp op,
-                                PatternRewriter &rewriter) const override {
-    KernelBuilder kb(rewriter, op.getLoc());
-    auto type = cast<RankedTensorType>(op.getQuery().getType());
-    SmallVector<Value> inits;
-    for (int i = 0; i < 3; ++i)
-      inits.push_back(
-          kb.empty(type.getShape(), kb.f32,
-                   kb.dynamicOf(type.getShape(), kb.dims(op.getQuery()))));
-    int64_t heads = op.getNumHeads();
-    double scale = op.getScale().convertToDouble();
-    rewriter.replaceOp(
-        op, forEachSequence(kb, op.getSequenceIds(),
-                            {op.getQuery(), op.getKey(), op.getValue(),
-                             op.getOutputGrad(), op.getPositions(),
-                             op.getSequenceIds()},
-                            inits, maxSequenceRows, [&](ValueRange rows) {
-                              return attentionGradOfSequence(
-                                  kb, rows[0], rows[1], rows[2], rows[3],
-                                  rows[4], rows[5], heads, scale);
-                            }));
-    return success();
-  }
-};
-
 struct LowerSwiGLUGrad : OpRewritePattern<moma::SwiGLUGradOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(moma::SwiGLUGradOp op,
@@ -772,8 +664,7 @@ struct LowerAuxRouterLossGrad : OpRewritePattern<moma::AuxRouterLossGradOp> {
 };
 
 void momac::lowering::populateGradientLoweringPatterns(
-    RewritePatternSet &patterns, int64_t maxSequenceRows) {
-  patterns.add<LowerAttentionGrad>(patterns.getContext(), maxSequenceRows);
+    RewritePatternSet &patterns) {
   patterns.add<LowerMatmul, LowerRMSNormGrad, LowerHeadLayerNormGrad,
                LowerSwiGLUGrad, LowerRouterGrad,
                LowerGateGrad, LowerScatterAddTokensGrad, LowerModMergeGrad,

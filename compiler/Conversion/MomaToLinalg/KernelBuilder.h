@@ -563,6 +563,54 @@ inline Value lowerBound(KernelBuilder &kb, Value ids, Value value) {
   return search.getResult(0);
 }
 
+/// The number of sequences of nondecreasing `ids`: ids[n - 1] + 1, or 0
+/// when there are no rows.
+inline Value sequenceCount(KernelBuilder &kb, Value ids) {
+  OpBuilder &b = kb.b;
+  Location loc = kb.loc;
+  Value rows = kb.dim(ids, 0);
+  Value none = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, rows,
+                                     kb.index(0));
+  auto count = scf::IfOp::create(
+      b, loc, none,
+      [&](OpBuilder &b, Location loc) {
+        scf::YieldOp::create(b, loc, ValueRange{kb.index(0)});
+      },
+      [&](OpBuilder &b, Location loc) {
+        Value last = arith::SubIOp::create(b, loc, rows, kb.index(1));
+        Value id = tensor::ExtractOp::create(b, loc, ids, ValueRange{last});
+        Value sequences = arith::AddIOp::create(
+            b, loc, toIndex(b, loc, id), arith::ConstantIndexOp::create(b, loc, 1));
+        scf::YieldOp::create(b, loc, ValueRange{sequences});
+      });
+  return count.getResult(0);
+}
+
+/// Sequence `sequence`'s rows [start, start + length) of nondecreasing
+/// `ids`. `maxRows`, when positive, bounds the length in the IR (see
+/// forEachSequence).
+struct SequenceRows {
+  Value start, length;
+};
+inline SequenceRows rowsOfSequence(KernelBuilder &kb, Value ids,
+                                   Value sequence, int64_t maxRows) {
+  OpBuilder &b = kb.b;
+  Location loc = kb.loc;
+  Value start = lowerBound(kb, ids, sequence);
+  Value end = lowerBound(
+      kb, ids, arith::AddIOp::create(b, loc, sequence, kb.index(1)));
+  Value length = arith::SubIOp::create(b, loc, end, start);
+  if (maxRows > 0)
+    length = affine::AffineMinOp::create(
+        b, loc,
+        AffineMap::get(1, 0,
+                       {b.getAffineDimExpr(0),
+                        b.getAffineConstantExpr(maxRows)},
+                       b.getContext()),
+        ValueRange{length});
+  return {start, length};
+}
+
 /// Runs `body` once per sequence, in parallel over the sequences: `inputs`
 /// are tensors whose row i belongs to sequence ids[i], `body` gets the rows
 /// of one sequence ([len, ...] slices of each input) and returns [len, ...]
@@ -583,40 +631,14 @@ forEachSequence(KernelBuilder &kb, Value ids, ValueRange inputs,
                 function_ref<SmallVector<Value>(ValueRange)> body) {
   OpBuilder &b = kb.b;
   Location loc = kb.loc;
-  // ids[n - 1] + 1 sequences; none when there are no rows.
-  Value rows = kb.dim(ids, 0);
-  Value none = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, rows,
-                                     kb.index(0));
-  auto count = scf::IfOp::create(
-      b, loc, none,
-      [&](OpBuilder &b, Location loc) {
-        scf::YieldOp::create(b, loc, ValueRange{kb.index(0)});
-      },
-      [&](OpBuilder &b, Location loc) {
-        Value last = arith::SubIOp::create(b, loc, rows, kb.index(1));
-        Value id = tensor::ExtractOp::create(b, loc, ids, ValueRange{last});
-        Value sequences = arith::AddIOp::create(
-            b, loc, toIndex(b, loc, id), arith::ConstantIndexOp::create(b, loc, 1));
-        scf::YieldOp::create(b, loc, ValueRange{sequences});
-      });
   auto forall = scf::ForallOp::create(
-      b, loc, ArrayRef<OpFoldResult>{OpFoldResult(count.getResult(0))},
+      b, loc, ArrayRef<OpFoldResult>{OpFoldResult(sequenceCount(kb, ids))},
       outputs, std::nullopt);
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPoint(forall.getTerminator());
-  Value sequence = forall.getInductionVar(0);
-  Value start = lowerBound(kb, ids, sequence);
-  Value end = lowerBound(
-      kb, ids, arith::AddIOp::create(b, loc, sequence, kb.index(1)));
-  Value length = arith::SubIOp::create(b, loc, end, start);
-  if (maxRows > 0)
-    length = affine::AffineMinOp::create(
-        b, loc,
-        AffineMap::get(1, 0,
-                       {b.getAffineDimExpr(0),
-                        b.getAffineConstantExpr(maxRows)},
-                       b.getContext()),
-        ValueRange{length});
+  SequenceRows rows =
+      rowsOfSequence(kb, ids, forall.getInductionVar(0), maxRows);
+  Value start = rows.start, length = rows.length;
   // The rows [start, end) of a tensor, every other dimension whole.
   auto rowsOf = [&](Value tensor) {
     auto type = cast<RankedTensorType>(tensor.getType());
@@ -824,11 +846,17 @@ inline Value rowLogSumExp(KernelBuilder &kb, Value logits) {
       });
 }
 
-/// Registers the gradient ops' patterns (GradientsToLinalg.cpp).
-/// `maxSequenceRows`: seq_len where the module has one (see
-/// forEachSequence), else 0.
-void populateGradientLoweringPatterns(RewritePatternSet &patterns,
-                                      int64_t maxSequenceRows);
+/// Registers the gradient ops' patterns (GradientsToLinalg.cpp) but
+/// attention's.
+void populateGradientLoweringPatterns(RewritePatternSet &patterns);
+
+/// Registers moma.attention's and moma.attention_grad's patterns
+/// (AttentionToLinalg.cpp): online-softmax kernels per block of
+/// `blockRows` query rows. `maxSequenceRows`: seq_len where the module has
+/// one (see forEachSequence), else 0.
+void populateAttentionLoweringPatterns(RewritePatternSet &patterns,
+                                       int64_t maxSequenceRows,
+                                       int64_t blockRows);
 
 /// The largest seq_len of the module's moma.token_positions ops, or 0.
 int64_t maxSequenceRowsOf(Operation *module);

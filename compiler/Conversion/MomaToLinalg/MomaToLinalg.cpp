@@ -288,60 +288,6 @@ struct LowerRope : OpRewritePattern<moma::RopeOp> {
   }
 };
 
-/// Attention of one sequence's tokens: q, k, v [len, H * hd] -> [len, H * hd].
-Value attentionOfSequence(KernelBuilder &kb, Value q, Value k, Value v,
-                          Value positions, Value sequenceIds, int64_t heads,
-                          double scale) {
-  auto type = cast<RankedTensorType>(q.getType());
-  Value qh = kb.splitHeads(q, heads);
-  Value kh = kb.splitHeads(k, heads);
-  Value vh = kb.gemmOperand(kb.splitHeads(v, heads));
-  SmallVector<Value> rowDyn = type.isDynamicDim(0)
-                                  ? SmallVector<Value>{kb.dim(qh, 0)}
-                                  : SmallVector<Value>{};
-  Value probabilities =
-      attentionProbabilities(
-          kb, qh, kh, {positions, positions, sequenceIds, sequenceIds}, scale);
-  // out[i, h, c] = sum_j p[h, i, j] v[j, h, c]; loops (i, h, c, j).
-  auto splitType = cast<RankedTensorType>(qh.getType());
-  Value out = kb.generic({kb.gemmOperand(probabilities), vh},
-                         kb.zeros(splitType.getShape(), kb.f32, rowDyn),
-                         {kb.map(4, {1, 0, 3}), kb.map(4, {3, 1, 2}),
-                          kb.map(4, {0, 1, 2})},
-                         {kPar, kPar, kPar, kRed}, multiplyAccumulate)
-                  .front();
-  return kb.joinHeads(out, type);
-}
-
-struct LowerAttention : OpRewritePattern<moma::AttentionOp> {
-  LowerAttention(MLIRContext *context, int64_t maxSequenceRows)
-      : OpRewritePattern(context), maxSequenceRows(maxSequenceRows) {}
-  int64_t maxSequenceRows;
-  LogicalResult matchAndRewrite(moma::AttentionOp op,
-                                PatternRewriter &rewriter) const override {
-    KernelBuilder kb(rewriter, op.getLoc());
-    auto type = cast<RankedTensorType>(op.getQuery().getType());
-    Value init = kb.empty(type.getShape(), kb.f32,
-                          kb.dynamicOf(type.getShape(), kb.dims(op.getQuery())));
-    int64_t heads = op.getNumHeads();
-    double scale = op.getScale().convertToDouble();
-    Value out =
-        forEachSequence(
-            kb, op.getSequenceIds(),
-            {op.getQuery(), op.getKey(), op.getValue(), op.getPositions(),
-             op.getSequenceIds()},
-            init, maxSequenceRows,
-            [&](ValueRange rows) {
-              return SmallVector<Value>{attentionOfSequence(
-                  kb, rows[0], rows[1], rows[2], rows[3], rows[4], heads,
-                  scale)};
-            })
-            .front();
-    rewriter.replaceOp(op, out);
-    return success();
-  }
-};
-
 struct LowerCachedAttention : OpRewritePattern<moma::CachedAttentionOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(moma::CachedAttentionOp op,
@@ -1043,6 +989,7 @@ struct LowerAuxRouterLoss : OpRewritePattern<moma::AuxRouterLossOp> {
 
 struct ConvertMomaToLinalgPass
     : public momac::impl::ConvertMomaToLinalgBase<ConvertMomaToLinalgPass> {
+  using ConvertMomaToLinalgBase::ConvertMomaToLinalgBase;
   void runOnOperation() override {
     MLIRContext *context = &getContext();
     RewritePatternSet patterns(context);
@@ -1055,8 +1002,9 @@ struct ConvertMomaToLinalgPass
                  LowerCrossEntropy, LowerAuxRouterLoss, LowerCausalRoute,
                  LowerRoutingDisagreement, LowerAuxRouterConfusion>(context);
     int64_t maxSequenceRows = maxSequenceRowsOf(getOperation());
-    patterns.add<LowerAttention>(context, maxSequenceRows);
-    populateGradientLoweringPatterns(patterns, maxSequenceRows);
+    populateAttentionLoweringPatterns(patterns, maxSequenceRows,
+                                      attentionBlockRows);
+    populateGradientLoweringPatterns(patterns);
     ConversionTarget target(*context);
     target.addIllegalDialect<moma::MomaDialect>();
     target.markUnknownOpDynamicallyLegal([](Operation *) { return true; });

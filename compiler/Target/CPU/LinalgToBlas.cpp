@@ -43,6 +43,13 @@ struct ContractionToSgemm : OpRewritePattern<linalg::GenericOp> {
     if (failed(match))
       return failure();
     const momac::BufferGemm &gemm = *match;
+    // A GEMM inside a tile (attention's, per head and block) already runs
+    // on one of the threads: one call, no loop of its own. Batched ones
+    // there (decoding's per-head scores) stay loops.
+    bool insideTile = op->getParentOfType<scf::ForallOp>() ||
+                      op->getParentOfType<scf::ParallelOp>();
+    if (insideTile && !gemm.batchLoops.empty())
+      return rewriter.notifyMatchFailure(op, "a batched GEMM inside a tile");
     const momac::GemmOperand &a = gemm.a, &b = gemm.b, &c = gemm.c;
     linalg::FillOp zeroFill = gemm.zeroFill;
 
@@ -91,12 +98,20 @@ struct ContractionToSgemm : OpRewritePattern<linalg::GenericOp> {
                      pointer(c, {{m, m0}, {n, n0}}), ldc});
     };
 
+    Value zero = arith::ConstantIndexOp::create(rewriter, loc, 0);
+    if (insideTile) {
+      emitCall(rewriter, ValueRange{}, zero, rows, zero, cols);
+      rewriter.eraseOp(op);
+      if (zeroFill)
+        rewriter.eraseOp(zeroFill);
+      return success();
+    }
+
     // The calls run single-threaded BLAS inside one parallel loop over the
     // batch (experts, heads) and, when the batch has fewer elements than
     // there are threads, over row or column blocks of C (whichever side is
     // longer), so that GEMMs and the generated kernels share one thread
     // pool instead of two pools fighting over the cores.
-    Value zero = arith::ConstantIndexOp::create(rewriter, loc, 0);
     Value oneIndex = arith::ConstantIndexOp::create(rewriter, loc, 1);
     Value threads = arith::IndexCastOp::create(
         rewriter, loc, rewriter.getIndexType(),

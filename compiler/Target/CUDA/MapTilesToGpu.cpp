@@ -35,6 +35,26 @@ Value indexConstant(OpBuilder &b, Location loc, int64_t value) {
   return arith::ConstantIndexOp::create(b, loc, value);
 }
 
+/// True when `alloc`, in `loop` inside a tile, is used only within the
+/// iteration that allocates it: neither it nor a view of it reaches a
+/// terminator that hands values to the next iteration or out of the loop.
+/// (Attention's score tiles, allocated per key block.) One slot of the
+/// block's scratch then serves every iteration.
+bool staysInIteration(memref::AllocOp alloc, Operation *loop) {
+  SmallVector<Value> worklist = {alloc.getResult()};
+  while (!worklist.empty()) {
+    Value value = worklist.pop_back_val();
+    for (Operation *user : value.getUsers()) {
+      if (!loop->isProperAncestor(user) ||
+          user->hasTrait<OpTrait::IsTerminator>())
+        return false;
+      if (isa<ViewLikeOpInterface, memref::CastOp>(user))
+        llvm::append_range(worklist, user->getResults());
+    }
+  }
+  return true;
+}
+
 struct MapTilesToGpuPass
     : momac::impl::MapTilesToGpuBase<MapTilesToGpuPass> {
   using MapTilesToGpuBase::MapTilesToGpuBase;
@@ -85,9 +105,12 @@ struct MapTilesToGpuPass
       for (Operation *parent = alloc->getParentOp(); parent != tile;
            parent = parent->getParentOp())
         if (isa<LoopLikeOpInterface>(parent)) {
-          alloc.emitError("moma-map-tiles-to-gpu: a temporary allocated in "
-                          "a loop inside a tile");
-          return WalkResult::interrupt();
+          if (!staysInIteration(alloc, parent)) {
+            alloc.emitError("moma-map-tiles-to-gpu: a temporary allocated "
+                            "in a loop inside a tile outlives its iteration");
+            return WalkResult::interrupt();
+          }
+          break;
         }
       MemRefType type = alloc.getType();
       if (!type.getLayout().isIdentity() || type.getMemorySpace()) {

@@ -131,3 +131,48 @@ func.func @tile_sized(%x: memref<?xf32>) {
   }
   return
 }
+
+// -----
+
+// A temporary allocated in a loop inside the tile (attention's score tiles,
+// one per key block) takes one slot of the block's scratch, reused by every
+// iteration: here at most 8 x 8 floats (its bound), 256 bytes per block.
+
+// CHECK-LABEL: func.func @per_iteration
+// CHECK:         %[[SCRATCH:.*]] = memref.alloc() {alignment = 64 : i64} : memref<1024xi8>
+// CHECK:         gpu.launch
+// CHECK:           scf.for
+// CHECK:             memref.view %[[SCRATCH]][%{{.*}}][%{{.*}}] : memref<1024xi8> to memref<?x8xf32>
+// CHECK-NOT:         memref.dealloc
+// CHECK:           }
+func.func @per_iteration(%x: memref<?x8xf32>, %n: index) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  scf.forall (%i) in (4) {
+    scf.for %j = %c0 to %n step %c1 {
+      %rows = affine.min affine_map<(d0) -> (8, d0)>(%j)
+      %t = memref.alloc(%rows) : memref<?x8xf32>
+      %s = memref.subview %x[0, 0] [%rows, 8] [1, 1] : memref<?x8xf32> to memref<?x8xf32, strided<[8, 1]>>
+      memref.copy %s, %t : memref<?x8xf32, strided<[8, 1]>> to memref<?x8xf32>
+      memref.dealloc %t : memref<?x8xf32>
+    }
+  }
+  return
+}
+
+// -----
+
+// One that the loop hands to its next iteration cannot share a slot.
+func.func @outlives_iteration(%x: memref<8xf32>, %n: index) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  scf.forall (%i) in (4) {
+    %r = scf.for %j = %c0 to %n step %c1 iter_args(%prev = %x) -> (memref<8xf32>) {
+      // expected-error @+1 {{a temporary allocated in a loop inside a tile outlives its iteration}}
+      %t = memref.alloc() : memref<8xf32>
+      memref.copy %prev, %t : memref<8xf32> to memref<8xf32>
+      scf.yield %t : memref<8xf32>
+    }
+  }
+  return
+}
