@@ -20,9 +20,10 @@ Value skipExtension(Value v) {
 }
 
 /// True when the body is `yield(c + a * b)` (either operand order), where a
-/// and b may be widened from a narrower type by `arith.extf`.
-bool isMultiplyAccumulate(linalg::GenericOp op) {
-  Block &body = op.getRegion().front();
+/// and b may be widened from a narrower type by `arith.extf`: a
+/// linalg.contract of floats, or a generic op written as one.
+bool isMultiplyAccumulate(linalg::LinalgOp op) {
+  Block &body = *op.getBlock();
   auto yield = dyn_cast<linalg::YieldOp>(body.getTerminator());
   if (!yield || yield.getValues().size() != 1)
     return false;
@@ -72,9 +73,10 @@ int64_t GemmOperand::strideOf(unsigned loop) const {
   return d < 0 ? 0 : strides[d];
 }
 
-FailureOr<BufferGemm> momac::matchBufferGemm(linalg::GenericOp op) {
+FailureOr<BufferGemm> momac::matchBufferGemm(linalg::LinalgOp op) {
   if (!op.hasPureBufferSemantics() || op.getNumDpsInputs() != 2 ||
-      op.getNumDpsInits() != 1 || !isMultiplyAccumulate(op))
+      op.getNumDpsInits() != 1 || !linalg::isaContractionOpInterface(op) ||
+      !isMultiplyAccumulate(op))
     return failure();
   // f32 C += f32 A B, or f32 C += bf16 A B with f32 accumulation.
   SmallVector<GemmOperand> operands;
@@ -104,51 +106,39 @@ FailureOr<BufferGemm> momac::matchBufferGemm(linalg::GenericOp op) {
     return failure();
   gemm.bf16 = operandType.isBF16();
 
-  // Classify the loops: in A, B and C a batch loop; in A and C the rows M,
-  // in B and C the columns N, in A and B the reduction K.
-  std::optional<unsigned> m, n, k;
-  for (unsigned loop = 0; loop < op.getNumLoops(); ++loop) {
-    bool inA = a.dimOf(loop) >= 0, inB = b.dimOf(loop) >= 0,
-         inC = c.dimOf(loop) >= 0;
-    bool reduction =
-        op.getIteratorTypesArray()[loop] == utils::IteratorType::reduction;
-    if (inA && inB && inC && !reduction)
-      gemm.batchLoops.push_back(loop);
-    else if (inA && inC && !inB && !reduction && !m)
-      m = loop;
-    else if (inB && inC && !inA && !reduction && !n)
-      n = loop;
-    else if (inA && inB && !inC && reduction && !k)
-      k = loop;
-    else
-      return failure();
-  }
-  if (!m || !n || !k)
+  // The loops, read from the op: batch (in A, B and C), M (A and C), N (B
+  // and C), K (A and B, reduced). A BLAS GEMM has one of each of M, N, K.
+  FailureOr<linalg::ContractionDimensions> dims =
+      linalg::inferContractionDims(op);
+  if (failed(dims) || dims->m.size() != 1 || dims->n.size() != 1 ||
+      dims->k.size() != 1)
     return failure();
-  gemm.m = *m;
-  gemm.n = *n;
-  gemm.k = *k;
+  gemm.batchLoops.assign(dims->batch.begin(), dims->batch.end());
+  gemm.m = dims->m.front();
+  gemm.n = dims->n.front();
+  gemm.k = dims->k.front();
+  unsigned m = gemm.m, n = gemm.n, k = gemm.k;
   // Row-major C, and one unit stride in each of A and B. The unit strides
   // must be known statically; leading dimensions and batch strides may be
   // dynamic (read from the buffers' metadata).
-  if (c.strideOf(*n) != 1)
+  if (c.strideOf(n) != 1)
     return failure();
-  gemm.ldcLoop = *m;
-  if (a.strideOf(*k) == 1) {
+  gemm.ldcLoop = m;
+  if (a.strideOf(k) == 1) {
     gemm.transA = false;
-    gemm.ldaLoop = *m;
-  } else if (a.strideOf(*m) == 1) {
+    gemm.ldaLoop = m;
+  } else if (a.strideOf(m) == 1) {
     gemm.transA = true;
-    gemm.ldaLoop = *k;
+    gemm.ldaLoop = k;
   } else {
     return failure();
   }
-  if (b.strideOf(*n) == 1) {
+  if (b.strideOf(n) == 1) {
     gemm.transB = false;
-    gemm.ldbLoop = *k;
-  } else if (b.strideOf(*k) == 1) {
+    gemm.ldbLoop = k;
+  } else if (b.strideOf(k) == 1) {
     gemm.transB = true;
-    gemm.ldbLoop = *n;
+    gemm.ldbLoop = n;
   } else {
     return failure();
   }

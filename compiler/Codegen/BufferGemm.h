@@ -35,7 +35,7 @@ struct GemmOperand {
 
 /// A contraction `C (+)= A B` on buffers in BLAS terms (row-major C).
 struct BufferGemm {
-  mlir::linalg::GenericOp op;
+  mlir::linalg::LinalgOp op;
   GemmOperand a, b, c;
   /// Loops in A, B and C (experts, heads), outermost first.
   llvm::SmallVector<unsigned> batchLoops;
@@ -54,7 +54,7 @@ struct BufferGemm {
 /// `op` as a GEMM: f32 C += f32 A B, or f32 C += bf16 A B, with one unit
 /// stride in each of A's and B's non-batch dimensions and C row major;
 /// failure for any other op.
-mlir::FailureOr<BufferGemm> matchBufferGemm(mlir::linalg::GenericOp op);
+mlir::FailureOr<BufferGemm> matchBufferGemm(mlir::linalg::LinalgOp op);
 
 /// Addresses and sizes of a matched GEMM's operands, read from the buffers'
 /// metadata at the insertion point (identical on every target: a device

@@ -21,7 +21,7 @@
 // by position; the running maximum and the sum rescaled to it in place.
 // CHECK: %[[STATS:.*]]:2 = scf.for %{{.*}} = %c0{{.*}} to %[[KEYBLOCKS]] step %c1{{.*}} iter_args(%[[M:.*]] = %{{.*}}, %[[L:.*]] = %{{.*}}) -> (tensor<?xf32>, tensor<?xf32>)
 // CHECK: %[[K:.*]] = tensor.extract_slice %arg0[%{{.*}}, %[[COL]]] [%{{.*}}, 16] [1, 1]
-// CHECK: %[[S:.*]] = linalg.generic {{.*}} iterator_types = ["parallel", "parallel", "reduction"]} ins(%[[Q]], %[[K]] : tensor<?x16xf32>, tensor<?x16xf32>) outs(%{{.*}} : tensor<?x?xf32>)
+// CHECK: %[[S:.*]] = linalg.contract indexing_maps = {{.*}} ins(%[[Q]], %[[K]] : tensor<?x16xf32>, tensor<?x16xf32>) outs(%{{.*}} : tensor<?x?xf32>)
 // CHECK: ins(%[[S]], %{{.*}}, %{{.*}} : tensor<?x?xf32>, tensor<?xi32>, tensor<?xi32>)
 // CHECK: arith.cmpi sle
 // CHECK: arith.select %{{.*}}, %{{.*}}, %cst
@@ -37,7 +37,7 @@
 // CHECK: %[[ZERO:.*]] = linalg.fill ins(%{{.*}} : f32) outs(%[[DEST]] : tensor<?x16xf32>)
 // CHECK: %[[TILE:.*]] = scf.for %{{.*}} = %c0{{.*}} to %[[KEYBLOCKS]] step %c1{{.*}} iter_args(%[[ACC:.*]] = %[[ZERO]]) -> (tensor<?x16xf32>)
 // CHECK: math.exp
-// CHECK: linalg.generic {{.*}} iterator_types = ["parallel", "parallel", "reduction"]} ins(%{{.*}}, %{{.*}} : tensor<?x?xf32>, tensor<?x16xf32>) outs(%[[ACC]] : tensor<?x16xf32>)
+// CHECK: linalg.contract indexing_maps = {{.*}} ins(%{{.*}}, %{{.*}} : tensor<?x?xf32>, tensor<?x16xf32>) outs(%[[ACC]] : tensor<?x16xf32>)
 // CHECK: scf.forall.in_parallel
 // CHECK-NEXT: tensor.parallel_insert_slice %[[TILE]] into %[[OUT]][%[[QROW]], %[[COL]]] [%[[QROWS]], 16] [1, 1]
 func.func @attention(%x: tensor<16x64xf32>, %p: tensor<16xi32>) -> tensor<16x64xf32> {
@@ -70,13 +70,13 @@ func.func @attention(%x: tensor<16x64xf32>, %p: tensor<16xi32>) -> tensor<16x64x
 // ds = p (dp - D) scale; dq += ds k; dk += ds^T q.
 // CHECK: %[[P:.*]] = linalg.generic {{.*}} ins(%{{.*}}, %[[TILELSE]] : tensor<?x?xf32>, tensor<?xf32>)
 // CHECK: math.exp
-// CHECK: linalg.generic {{.*}} iterator_types = ["parallel", "parallel", "reduction"]} ins(%[[P]], %{{.*}} : tensor<?x?xf32>, tensor<?x16xf32>)
-// CHECK: %[[DP:.*]] = linalg.generic {{.*}} iterator_types = ["parallel", "parallel", "reduction"]}
+// CHECK: linalg.contract indexing_maps = {{.*}} ins(%[[P]], %{{.*}} : tensor<?x?xf32>, tensor<?x16xf32>)
+// CHECK: %[[DP:.*]] = linalg.contract
 // CHECK: %[[DS:.*]] = linalg.generic {{.*}} ins(%[[P]], %[[DP]], %[[TILED]] : tensor<?x?xf32>, tensor<?x?xf32>, tensor<?xf32>)
 // CHECK: arith.subf
-// CHECK: linalg.generic {{.*}} iterator_types = ["parallel", "parallel", "reduction"]} ins(%[[DS]], %{{.*}} : tensor<?x?xf32>, tensor<?x16xf32>)
+// CHECK: linalg.contract indexing_maps = {{.*}} ins(%[[DS]], %{{.*}} : tensor<?x?xf32>, tensor<?x16xf32>)
 // CHECK: tensor.insert_slice
-// CHECK: linalg.generic {{.*}} iterator_types = ["parallel", "parallel", "reduction"]} ins(%[[DS]], %{{.*}} : tensor<?x?xf32>, tensor<?x16xf32>)
+// CHECK: linalg.contract indexing_maps = {{.*}} ins(%[[DS]], %{{.*}} : tensor<?x?xf32>, tensor<?x16xf32>)
 // CHECK: scf.forall.in_parallel
 // CHECK-NEXT: tensor.parallel_insert_slice %{{.*}} into %[[DQ]]
 // CHECK-NEXT: tensor.parallel_insert_slice %{{.*}} into %[[DK]]

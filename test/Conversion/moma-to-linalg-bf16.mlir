@@ -2,19 +2,14 @@
 
 // train.precision "bf16" (MODEL_SPEC section 7): the module asks for bf16
 // GEMM operands. A linear map rounds x and w to bf16 (arith.truncf, one
-// element-wise kernel each) and contracts them widened to f32, into an f32
-// accumulator.
+// element-wise kernel each) and contracts them into an f32 accumulator
+// (linalg.contract widens its operands to the accumulator's type).
 // CHECK-LABEL: func.func @linear
 // CHECK: %[[X:.*]] = linalg.generic {{.*}} ins(%{{.*}} : tensor<?x64xf32>) outs(%{{.*}} : tensor<?x64xbf16>)
 // CHECK: arith.truncf %{{.*}} : f32 to bf16
 // CHECK: %[[W:.*]] = linalg.generic {{.*}} ins(%{{.*}} : tensor<32x64xf32>) outs(%{{.*}} : tensor<32x64xbf16>)
 // CHECK: arith.truncf
-// CHECK: linalg.generic {{.*}} iterator_types = ["parallel", "parallel", "reduction"]} ins(%[[X]], %[[W]] : tensor<?x64xbf16>, tensor<32x64xbf16>) outs(%{{.*}} : tensor<?x32xf32>)
-// CHECK: ^bb0(%[[A:.*]]: bf16, %[[B:.*]]: bf16, %[[C:.*]]: f32):
-// CHECK-DAG: %[[AW:.*]] = arith.extf %[[A]] : bf16 to f32
-// CHECK-DAG: %[[BW:.*]] = arith.extf %[[B]] : bf16 to f32
-// CHECK: %[[P:.*]] = arith.mulf %[[AW]], %[[BW]] : f32
-// CHECK: arith.addf %[[C]], %[[P]] : f32
+// CHECK: linalg.contract indexing_maps = {{.*}} ins(%[[X]], %[[W]] : tensor<?x64xbf16>, tensor<32x64xbf16>) outs(%{{.*}} : tensor<?x32xf32>)
 module attributes {moma.gemm_operand_type = bf16} {
 func.func @linear(%x: tensor<?x64xf32>, %w: tensor<32x64xf32>) -> tensor<?x32xf32> {
   %y = moma.linear %x, %w : tensor<?x64xf32>, tensor<32x64xf32> -> tensor<?x32xf32>

@@ -45,17 +45,15 @@ namespace {
 /// Rows [row, row + rows) and columns [col, col + cols) of matrix `x`.
 Value blockOf(KernelBuilder &kb, Value x, OpFoldResult row, OpFoldResult rows,
               OpFoldResult col, int64_t cols) {
-  SmallVector<OpFoldResult> offsets = {row, col}, sizes = {rows,
-                                                           kb.b.getIndexAttr(
-                                                               cols)},
+  SmallVector<OpFoldResult> offsets = {row, col},
+                            sizes = {rows, kb.b.getIndexAttr(cols)},
                             strides(2, kb.b.getIndexAttr(1));
   return tensor::ExtractSliceOp::create(kb.b, kb.loc, x, offsets, sizes,
                                         strides);
 }
 
 /// Elements [row, row + rows) of vector `x`.
-Value rangeOf(KernelBuilder &kb, Value x, OpFoldResult row,
-              OpFoldResult rows) {
+Value rangeOf(KernelBuilder &kb, Value x, OpFoldResult row, OpFoldResult rows) {
   return tensor::ExtractSliceOp::create(
       kb.b, kb.loc, x, ArrayRef<OpFoldResult>{row},
       ArrayRef<OpFoldResult>{rows},
@@ -85,15 +83,13 @@ Value blockLength(KernelBuilder &kb, Value length, Value block,
              index = getAffineDimExpr(1, context);
   Value remaining = affine::AffineMaxOp::create(
       kb.b, kb.loc,
-      AffineMap::get(2, 0,
-                     {getAffineConstantExpr(0, context),
-                      len - index * blockRows},
-                     context),
+      AffineMap::get(
+          2, 0, {getAffineConstantExpr(0, context), len - index * blockRows},
+          context),
       ValueRange{length, block});
   return affine::AffineMinOp::create(
       kb.b, kb.loc,
-      AffineMap::get(1, 0,
-                     {getAffineConstantExpr(blockRows, context), len},
+      AffineMap::get(1, 0, {getAffineConstantExpr(blockRows, context), len},
                      context),
       ValueRange{remaining});
 }
@@ -139,25 +135,22 @@ Value maskedScores(KernelBuilder &kb, Value q, Value k, Value queryPositions,
   Value queries = kb.dim(q, 0), keys = kb.dim(k, 0);
   // s[i, j] = sum_c q[i, c] k[j, c]; loops (i, j, c).
   Value scores =
-      kb.generic({q, k}, matrixInit(kb, queries, keys, /*zero=*/true),
-                 {kb.map(3, {0, 2}), kb.map(3, {1, 2}), kb.map(3, {0, 1})},
-                 {kPar, kPar, kRed}, multiplyAccumulate)
-          .front();
+      kb.contract(q, k, matrixInit(kb, queries, keys, /*zero=*/true),
+                  {kb.map(3, {0, 2}), kb.map(3, {1, 2}), kb.map(3, {0, 1})});
   Value scaleValue = kb.f32Const(scale);
   Value minusInf = kb.f32Const(-std::numeric_limits<double>::infinity());
   return kb
       .generic({scores, queryPositions, keyPositions},
                matrixInit(kb, queries, keys, /*zero=*/false),
-               {kb.identity(2), kb.map(2, {0}), kb.map(2, {1}),
-                kb.identity(2)},
+               {kb.identity(2), kb.map(2, {0}), kb.map(2, {1}), kb.identity(2)},
                {kPar, kPar},
                [&](OpBuilder &b, Location loc, ValueRange args) {
                  Value visible = arith::CmpIOp::create(
                      b, loc, arith::CmpIPredicate::sle, args[2], args[1]);
-                 Value scaled = arith::MulFOp::create(b, loc, args[0],
-                                                      scaleValue);
-                 return SmallVector<Value>{
-                     arith::SelectOp::create(b, loc, visible, scaled, minusInf)};
+                 Value scaled =
+                     arith::MulFOp::create(b, loc, args[0], scaleValue);
+                 return SmallVector<Value>{arith::SelectOp::create(
+                     b, loc, visible, scaled, minusInf)};
                })
       .front();
 }
@@ -179,9 +172,8 @@ KeyBlock keyBlockOf(KernelBuilder &kb, const QueryBlock &block, Value index,
                     Value k, Value v, Value positions, int64_t headDim,
                     int64_t blockRows) {
   Value row = plus(kb, block.sequenceStart, times(kb, index, blockRows));
-  Value seen = arith::SubIOp::create(kb.b, kb.loc,
-                                     plus(kb, block.row, block.rows),
-                                     block.sequenceStart);
+  Value seen = arith::SubIOp::create(
+      kb.b, kb.loc, plus(kb, block.row, block.rows), block.sequenceStart);
   Value rows = blockLength(kb, seen, index, blockRows);
   return {row, rows, blockOf(kb, k, row, rows, block.col, headDim),
           blockOf(kb, v, row, rows, block.col, headDim),
@@ -214,13 +206,10 @@ Value probabilities(KernelBuilder &kb, Value t, Value logSumExp) {
 
 /// dp[i, j] = sum_c dout[i, c] v[j, c] for a tile; loops (i, j, c).
 Value outputGradScores(KernelBuilder &kb, Value outputGrad, Value value) {
-  return kb
-      .generic({outputGrad, value},
-               matrixInit(kb, kb.dim(outputGrad, 0), kb.dim(value, 0),
-                          /*zero=*/true),
-               {kb.map(3, {0, 2}), kb.map(3, {1, 2}), kb.map(3, {0, 1})},
-               {kPar, kPar, kRed}, multiplyAccumulate)
-      .front();
+  return kb.contract(outputGrad, value,
+                     matrixInit(kb, kb.dim(outputGrad, 0), kb.dim(value, 0),
+                                /*zero=*/true),
+                     {kb.map(3, {0, 2}), kb.map(3, {1, 2}), kb.map(3, {0, 1})});
 }
 
 /// Each query row's log-sum-exp of its masked scores, lse = m + log l, by
@@ -228,8 +217,8 @@ Value outputGradScores(KernelBuilder &kb, Value outputGrad, Value value) {
 /// softmax statistics without a row of scores ever whole. `keyBlocks`:
 /// visibleKeyBlocks; `query`,
 /// `queryPositions`: the block's rows; `k`, `v` [n, H * hd] GEMM operands.
-Value rowLogSumExp(KernelBuilder &kb, const QueryBlock &block,
-                   Value keyBlocks, Value query, Value queryPositions, Value k, Value v,
+Value rowLogSumExp(KernelBuilder &kb, const QueryBlock &block, Value keyBlocks,
+                   Value query, Value queryPositions, Value k, Value v,
                    Value positions, int64_t headDim, int64_t blockRows,
                    double scale) {
   OpBuilder &b = kb.b;
@@ -308,8 +297,7 @@ struct TileWrite {
 SmallVector<Value> forEachQueryBlock(
     KernelBuilder &kb, Value sequenceIds, ValueRange outputs, int64_t heads,
     int64_t headDim, int64_t maxRows, int64_t blockRows,
-    function_ref<SmallVector<TileWrite>(const QueryBlock &, Value,
-                                        ValueRange)>
+    function_ref<SmallVector<TileWrite>(const QueryBlock &, Value, ValueRange)>
         body) {
   OpBuilder &b = kb.b;
   Location loc = kb.loc;
@@ -317,8 +305,9 @@ SmallVector<Value> forEachQueryBlock(
   OpFoldResult queryBlocks =
       maxRows > 0
           ? OpFoldResult(b.getIndexAttr(llvm::divideCeil(maxRows, blockRows)))
-          : OpFoldResult(arith::CeilDivUIOp::create(
-                b, loc, kb.dim(sequenceIds, 0), kb.index(blockRows))
+          : OpFoldResult(arith::CeilDivUIOp::create(b, loc,
+                                                    kb.dim(sequenceIds, 0),
+                                                    kb.index(blockRows))
                              .getResult());
   auto forall = scf::ForallOp::create(
       b, loc,
@@ -331,16 +320,16 @@ SmallVector<Value> forEachQueryBlock(
   SequenceRows sequence = rowsOfSequence(kb, sequenceIds, ivs[0], maxRows);
   Value offset = times(kb, ivs[2], blockRows);
   QueryBlock block{sequence.start, plus(kb, sequence.start, offset),
-                   blockLength(kb, sequence.length, ivs[2], blockRows),
-                   ivs[1], times(kb, ivs[1], headDim)};
+                   blockLength(kb, sequence.length, ivs[2], blockRows), ivs[1],
+                   times(kb, ivs[1], headDim)};
   SmallVector<TileWrite> writes =
       body(block, ivs[2], forall.getRegionIterArgs());
   b.setInsertionPointToStart(forall.getTerminator().getBody());
   for (auto [write, shared] : llvm::zip(writes, forall.getRegionIterArgs())) {
     SmallVector<OpFoldResult> offsets = {block.row, write.col},
                               sizes = {block.rows,
-                                       b.getIndexAttr(std::max<int64_t>(
-                                           write.cols, 1))},
+                                       b.getIndexAttr(
+                                           std::max<int64_t>(write.cols, 1))},
                               strides(2, b.getIndexAttr(1));
     tensor::ParallelInsertSliceOp::create(b, loc, write.tile, shared, offsets,
                                           sizes, strides);
@@ -364,8 +353,9 @@ struct LowerAttention : OpRewritePattern<moma::AttentionOp> {
     double scale = op.getScale().convertToDouble();
     Value q = kb.gemmOperand(op.getQuery()), k = kb.gemmOperand(op.getKey()),
           v = kb.gemmOperand(op.getValue());
-    Value init = kb.empty(type.getShape(), kb.f32,
-                          kb.dynamicOf(type.getShape(), kb.dims(op.getQuery())));
+    Value init =
+        kb.empty(type.getShape(), kb.f32,
+                 kb.dynamicOf(type.getShape(), kb.dims(op.getQuery())));
     Value out =
         forEachQueryBlock(
             kb, op.getSequenceIds(), init, heads, headDim, maxSequenceRows,
@@ -389,26 +379,22 @@ struct LowerAttention : OpRewritePattern<moma::AttentionOp> {
                       .getResult(0);
               Value tile =
                   forLoop(
-                      kb, kb.index(0), keyBlocks,
-                      {out0},
-                      [&](Value keyBlock, ValueRange out) -> SmallVector<Value> {
-                        KeyBlock keys = keyBlockOf(kb, block, keyBlock, k, v,
-                                                   positions, headDim,
-                                                   blockRows);
+                      kb, kb.index(0), keyBlocks, {out0},
+                      [&](Value keyBlock,
+                          ValueRange out) -> SmallVector<Value> {
+                        KeyBlock keys =
+                            keyBlockOf(kb, block, keyBlock, k, v, positions,
+                                       headDim, blockRows);
                         Value p = probabilities(
                             kb,
                             maskedScores(kb, query, keys.key, queryPositions,
                                          keys.positions, scale),
                             logSumExp);
                         // out[i, c] += sum_j p[i, j] v[j, c]; loops (i, c, j).
-                        return {kb.generic({kb.gemmOperand(p), keys.value},
-                                           out[0],
-                                           {kb.map(3, {0, 2}),
-                                            kb.map(3, {2, 1}),
-                                            kb.map(3, {0, 1})},
-                                           {kPar, kPar, kRed},
-                                           multiplyAccumulate)
-                                    .front()};
+                        return {
+                            kb.contract(kb.gemmOperand(p), keys.value, out[0],
+                                        {kb.map(3, {0, 2}), kb.map(3, {2, 1}),
+                                         kb.map(3, {0, 1})})};
                       })
                       .front();
               return SmallVector<TileWrite>{{tile, block.col, headDim}};
@@ -468,11 +454,11 @@ struct LowerAttentionGrad : OpRewritePattern<moma::AttentionGradOp> {
                   [&](Value keyBlock, ValueRange sum) -> SmallVector<Value> {
                     KeyBlock keys = keyBlockOf(kb, block, keyBlock, k, v,
                                                positions, headDim, blockRows);
-                    Value p = probabilities(
-                        kb,
-                        maskedScores(kb, query, keys.key, queryPositions,
-                                     keys.positions, scale),
-                        logSumExp);
+                    Value p = probabilities(kb,
+                                            maskedScores(kb, query, keys.key,
+                                                         queryPositions,
+                                                         keys.positions, scale),
+                                            logSumExp);
                     Value dp = outputGradScores(kb, outputGrad, keys.value);
                     return {kb.generic({p, dp}, sum[0],
                                        {kb.identity(2), kb.identity(2),
@@ -505,12 +491,11 @@ struct LowerAttentionGrad : OpRewritePattern<moma::AttentionGradOp> {
     // place.
     SmallVector<Value> grads;
     for (Value shared : forall.getRegionIterArgs())
-      grads.push_back(
-          linalg::FillOp::create(
-              rewriter, loc, ValueRange{zero},
-              ValueRange{blockOf(kb, shared, sequence.start, sequence.length,
-                                 col, headDim)})
-              .getResult(0));
+      grads.push_back(linalg::FillOp::create(
+                          rewriter, loc, ValueRange{zero},
+                          ValueRange{blockOf(kb, shared, sequence.start,
+                                             sequence.length, col, headDim)})
+                          .getResult(0));
     Value blocks = arith::CeilDivUIOp::create(rewriter, loc, sequence.length,
                                               kb.index(blockRows));
     Value scaleValue = kb.f32Const(scale);
@@ -519,17 +504,14 @@ struct LowerAttentionGrad : OpRewritePattern<moma::AttentionGradOp> {
         [&](Value keyBlock, ValueRange outer) -> SmallVector<Value> {
           Value keyOffset = times(kb, keyBlock, blockRows);
           Value keyRow = plus(kb, sequence.start, keyOffset);
-          Value keyRows =
-              blockLength(kb, sequence.length, keyBlock, blockRows);
+          Value keyRows = blockLength(kb, sequence.length, keyBlock, blockRows);
           Value key = blockOf(kb, k, keyRow, keyRows, col, headDim);
           Value value = blockOf(kb, v, keyRow, keyRows, col, headDim);
           Value keyPositions = rangeOf(kb, positions, keyRow, keyRows);
-          Value keyGrad0 =
-              blockOf(kb, outer[1], keyOffset, keyRows, kb.b.getIndexAttr(0),
-                      headDim);
-          Value valueGrad0 =
-              blockOf(kb, outer[2], keyOffset, keyRows, kb.b.getIndexAttr(0),
-                      headDim);
+          Value keyGrad0 = blockOf(kb, outer[1], keyOffset, keyRows,
+                                   kb.b.getIndexAttr(0), headDim);
+          Value valueGrad0 = blockOf(kb, outer[2], keyOffset, keyRows,
+                                     kb.b.getIndexAttr(0), headDim);
           // The query blocks that see this key block: itself and later.
           SmallVector<Value> inner = forLoop(
               kb, keyBlock, blocks, {outer[0], keyGrad0, valueGrad0},
@@ -538,10 +520,9 @@ struct LowerAttentionGrad : OpRewritePattern<moma::AttentionGradOp> {
                 Value queryRow = plus(kb, sequence.start, queryOffset);
                 Value queryRows =
                     blockLength(kb, sequence.length, queryBlock, blockRows);
-                Value query =
-                    blockOf(kb, q, queryRow, queryRows, col, headDim);
-                Value outputGrad = blockOf(kb, doutOperand, queryRow,
-                                           queryRows, col, headDim);
+                Value query = blockOf(kb, q, queryRow, queryRows, col, headDim);
+                Value outputGrad =
+                    blockOf(kb, doutOperand, queryRow, queryRows, col, headDim);
                 Value queryPositions =
                     rangeOf(kb, positions, queryRow, queryRows);
                 Value logSumExp =
@@ -552,42 +533,35 @@ struct LowerAttentionGrad : OpRewritePattern<moma::AttentionGradOp> {
                                        keyPositions, scale);
                 Value p = probabilities(kb, t, logSumExp);
                 // dv[j, c] += sum_i p[i, j] dout[i, c]; loops (j, c, i).
-                Value valueGrad =
-                    kb.generic({kb.gemmOperand(p), outputGrad}, state[2],
-                               {kb.map(3, {2, 0}), kb.map(3, {2, 1}),
-                                kb.map(3, {0, 1})},
-                               {kPar, kPar, kRed}, multiplyAccumulate)
-                        .front();
+                Value valueGrad = kb.contract(
+                    kb.gemmOperand(p), outputGrad, state[2],
+                    {kb.map(3, {2, 0}), kb.map(3, {2, 1}), kb.map(3, {0, 1})});
                 Value dp = outputGradScores(kb, outputGrad, value);
-                Value ds = kb.generic(
-                                 {p, dp, rowDot},
-                                 matrixInit(kb, queryRows, keyRows, false),
-                                 {kb.identity(2), kb.identity(2),
-                                  kb.map(2, {0}), kb.identity(2)},
-                                 {kPar, kPar},
-                                 [&](OpBuilder &b, Location loc,
-                                     ValueRange args) {
-                                   Value centered = arith::SubFOp::create(
-                                       b, loc, args[1], args[2]);
-                                   return SmallVector<Value>{
-                                       arith::MulFOp::create(
-                                           b, loc,
-                                           arith::MulFOp::create(
-                                               b, loc, args[0], centered),
-                                           scaleValue)};
-                                 })
-                               .front();
+                Value ds =
+                    kb.generic(
+                          {p, dp, rowDot},
+                          matrixInit(kb, queryRows, keyRows, false),
+                          {kb.identity(2), kb.identity(2), kb.map(2, {0}),
+                           kb.identity(2)},
+                          {kPar, kPar},
+                          [&](OpBuilder &b, Location loc, ValueRange args) {
+                            Value centered =
+                                arith::SubFOp::create(b, loc, args[1], args[2]);
+                            return SmallVector<Value>{arith::MulFOp::create(
+                                b, loc,
+                                arith::MulFOp::create(b, loc, args[0],
+                                                      centered),
+                                scaleValue)};
+                          })
+                        .front();
                 Value dsOperand = kb.gemmOperand(ds);
                 // dq[i, c] += sum_j ds[i, j] k[j, c]; loops (i, c, j).
                 Value queryGradBlock =
                     blockOf(kb, state[0], queryOffset, queryRows,
                             kb.b.getIndexAttr(0), headDim);
-                Value queryGradTile =
-                    kb.generic({dsOperand, key}, queryGradBlock,
-                               {kb.map(3, {0, 2}), kb.map(3, {2, 1}),
-                                kb.map(3, {0, 1})},
-                               {kPar, kPar, kRed}, multiplyAccumulate)
-                        .front();
+                Value queryGradTile = kb.contract(
+                    dsOperand, key, queryGradBlock,
+                    {kb.map(3, {0, 2}), kb.map(3, {2, 1}), kb.map(3, {0, 1})});
                 Value queryGrad = tensor::InsertSliceOp::create(
                     kb.b, loc, queryGradTile, state[0],
                     ArrayRef<OpFoldResult>{queryOffset, kb.b.getIndexAttr(0)},
@@ -596,12 +570,9 @@ struct LowerAttentionGrad : OpRewritePattern<moma::AttentionGradOp> {
                     ArrayRef<OpFoldResult>{kb.b.getIndexAttr(1),
                                            kb.b.getIndexAttr(1)});
                 // dk[j, c] += sum_i ds[i, j] q[i, c]; loops (j, c, i).
-                Value keyGrad =
-                    kb.generic({dsOperand, query}, state[1],
-                               {kb.map(3, {2, 0}), kb.map(3, {2, 1}),
-                                kb.map(3, {0, 1})},
-                               {kPar, kPar, kRed}, multiplyAccumulate)
-                        .front();
+                Value keyGrad = kb.contract(
+                    dsOperand, query, state[1],
+                    {kb.map(3, {2, 0}), kb.map(3, {2, 1}), kb.map(3, {0, 1})});
                 return {queryGrad, keyGrad, valueGrad};
               });
           auto insertRows = [&](Value tile, Value into) -> Value {
@@ -634,8 +605,8 @@ struct LowerAttentionGrad : OpRewritePattern<moma::AttentionGradOp> {
 void populateAttentionLoweringPatterns(RewritePatternSet &patterns,
                                        int64_t maxSequenceRows,
                                        int64_t blockRows) {
-  patterns.add<LowerAttention, LowerAttentionGrad>(
-      patterns.getContext(), maxSequenceRows, blockRows);
+  patterns.add<LowerAttention, LowerAttentionGrad>(patterns.getContext(),
+                                                   maxSequenceRows, blockRows);
 }
 
 } // namespace momac::lowering

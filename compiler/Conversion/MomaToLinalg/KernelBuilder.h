@@ -145,6 +145,18 @@ public:
     return op.getResults();
   }
 
+  /// A contraction `init += lhs * rhs` over the loops of `maps` (a loop in
+  /// the result is parallel, one only in the operands a reduction), as the
+  /// named op linalg.contract: every target's library-call mapping reads
+  /// its batch, M, N and K loops from the op (linalg::inferContractionDims).
+  /// Narrower operands (bf16) are widened to the accumulator's type.
+  Value contract(Value lhs, Value rhs, Value init, ArrayRef<AffineMap> maps) {
+    return linalg::ContractOp::create(b, loc, TypeRange{init.getType()},
+                                      ValueRange{lhs, rhs}, ValueRange{init},
+                                      b.getAffineMapArrayAttr(maps))
+        .getResult(0);
+  }
+
   /// An element-wise map of same-shape tensors into a new tensor of
   /// `element` type.
   Value elementwise(ValueRange inputs, Type element, Body body) {
@@ -241,10 +253,7 @@ public:
     SmallVector<AffineMap> maps = {transposeLhs ? with({k, m}) : with({m, k}),
                                    transposeRhs ? with({n, k}) : with({k, n}),
                                    with({m, n})};
-    SmallVector<IteratorType> iterators(numLoops, kPar);
-    iterators.back() = kRed;
-    return generic({lhs, rhs}, init, maps, iterators, multiplyAccumulate)
-        .front();
+    return contract(lhs, rhs, init, maps);
   }
 
   /// x w^T: [.., m, k] x [.., n, k] -> [.., m, n] (linear maps).
@@ -695,11 +704,10 @@ inline Value attentionProbabilities(KernelBuilder &kb, Value q, Value k,
       type.isDynamicDim(0) ? SmallVector<Value>{kb.dim(q, 0)}
                            : SmallVector<Value>{};
   // scores[h, i, j] = q[i, h, :] . k[j, h, :]; loops (h, i, j, c).
-  Value scores = kb.generic({kb.gemmOperand(q), kb.gemmOperand(k)}, kb.zeros(scoreShape, kb.f32, scoreDyn),
-                            {kb.map(4, {1, 0, 3}), kb.map(4, {2, 0, 3}),
-                             kb.map(4, {0, 1, 2})},
-                            {kPar, kPar, kPar, kRed}, multiplyAccumulate)
-                     .front();
+  Value scores = kb.contract(kb.gemmOperand(q), kb.gemmOperand(k),
+                             kb.zeros(scoreShape, kb.f32, scoreDyn),
+                             {kb.map(4, {1, 0, 3}), kb.map(4, {2, 0, 3}),
+                              kb.map(4, {0, 1, 2})});
   // Scale and mask: key j is visible from query i in the same sequence at
   // an earlier or equal position.
   Value scale = kb.f32Const(scaleValue);

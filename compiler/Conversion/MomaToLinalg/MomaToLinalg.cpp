@@ -364,12 +364,10 @@ struct LowerCachedAttention : OpRewritePattern<moma::CachedAttentionOp> {
         scale);
     // out[0, h, c] = sum_j p[h, 0, j] v[j, h, c]; loops (i, h, c, j).
     auto splitType = cast<RankedTensorType>(q.getType());
-    Value out = kb.generic({kb.gemmOperand(probabilities), kb.gemmOperand(v)},
-                           kb.zeros(splitType.getShape(), kb.f32),
-                           {kb.map(4, {1, 0, 3}), kb.map(4, {3, 1, 2}),
-                            kb.map(4, {0, 1, 2})},
-                           {kPar, kPar, kPar, kRed}, multiplyAccumulate)
-                    .front();
+    Value out = kb.contract(kb.gemmOperand(probabilities), kb.gemmOperand(v),
+                            kb.zeros(splitType.getShape(), kb.f32),
+                            {kb.map(4, {1, 0, 3}), kb.map(4, {3, 1, 2}),
+                             kb.map(4, {0, 1, 2})});
     Value row = kb.joinHeads(out, RankedTensorType::get({1, width}, kb.f32));
     b.setInsertionPointToStart(forall.getTerminator().getBody());
     tensor::ParallelInsertSliceOp::create(

@@ -34,10 +34,10 @@ namespace {
 // CBLAS enumerations.
 constexpr int32_t kRowMajor = 101, kNoTrans = 111, kTrans = 112;
 
-struct ContractionToSgemm : OpRewritePattern<linalg::GenericOp> {
-  using OpRewritePattern::OpRewritePattern;
+struct ContractionToSgemm : OpInterfaceRewritePattern<linalg::LinalgOp> {
+  using OpInterfaceRewritePattern::OpInterfaceRewritePattern;
 
-  LogicalResult matchAndRewrite(linalg::GenericOp op,
+  LogicalResult matchAndRewrite(linalg::LinalgOp op,
                                 PatternRewriter &rewriter) const override {
     FailureOr<momac::BufferGemm> match = momac::matchBufferGemm(op);
     if (failed(match))

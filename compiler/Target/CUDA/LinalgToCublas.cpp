@@ -47,10 +47,10 @@ func::FuncOp declareGemm(OpBuilder &builder, ModuleOp module, StringRef name) {
   return decl;
 }
 
-struct ContractionToCublas : OpRewritePattern<linalg::GenericOp> {
-  using OpRewritePattern::OpRewritePattern;
+struct ContractionToCublas : OpInterfaceRewritePattern<linalg::LinalgOp> {
+  using OpInterfaceRewritePattern::OpInterfaceRewritePattern;
 
-  LogicalResult matchAndRewrite(linalg::GenericOp op,
+  LogicalResult matchAndRewrite(linalg::LinalgOp op,
                                 PatternRewriter &rewriter) const override {
     // Kernels inside a tile or a launch are the generated code's own.
     if (op->getParentOfType<scf::ForallOp>() ||

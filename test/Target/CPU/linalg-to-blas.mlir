@@ -164,3 +164,32 @@ func.func @bf16_accumulator(%x: memref<?x64xbf16>, %w: memref<32x64xbf16>, %y: m
   }
   return
 }
+
+// -----
+
+// The named contraction the lowering emits (linalg.contract), inside a tile
+// (attention's p v, per head and block): the tile already runs on one of
+// the threads, so it is one call, with no loop or thread query of its own;
+// the strided head slices give the leading dimensions, and C is
+// accumulated (beta 1, no zero fill before it).
+// CHECK-LABEL: func.func @tile_gemm
+// CHECK: scf.forall
+// CHECK-NOT: omp_get_max_threads
+// CHECK-NOT: scf.parallel
+// CHECK: call @cblas_sgemm(%c101_i32, %c111_i32, %c111_i32, %c8_i32, %c16_i32, %c8_i32, %cst, %{{.*}}, %c8_i32, %{{.*}}, %c64_i32, %cst, %{{.*}}, %c64_i32) : (i32, i32, i32, i32, i32, i32, f32, !llvm.ptr, i32, !llvm.ptr, i32, f32, !llvm.ptr, i32) -> ()
+// CHECK-NOT: linalg.contract
+func.func @tile_gemm(%p: memref<4x8x8xf32>, %v: memref<8x64xf32>, %out: memref<8x64xf32>) {
+  scf.forall (%h) in (4) {
+    %c16 = arith.constant 16 : index
+    %col = arith.muli %h, %c16 : index
+    %ph = memref.subview %p[%h, 0, 0] [1, 8, 8] [1, 1, 1] : memref<4x8x8xf32> to memref<8x8xf32, strided<[8, 1], offset: ?>>
+    %vh = memref.subview %v[0, %col] [8, 16] [1, 1] : memref<8x64xf32> to memref<8x16xf32, strided<[64, 1], offset: ?>>
+    %oh = memref.subview %out[0, %col] [8, 16] [1, 1] : memref<8x64xf32> to memref<8x16xf32, strided<[64, 1], offset: ?>>
+    linalg.contract indexing_maps = [affine_map<(d0, d1, d2) -> (d0, d2)>,
+                                     affine_map<(d0, d1, d2) -> (d2, d1)>,
+                                     affine_map<(d0, d1, d2) -> (d0, d1)>]
+        ins(%ph, %vh : memref<8x8xf32, strided<[8, 1], offset: ?>>, memref<8x16xf32, strided<[64, 1], offset: ?>>)
+        outs(%oh : memref<8x16xf32, strided<[64, 1], offset: ?>>)
+  }
+  return
+}
