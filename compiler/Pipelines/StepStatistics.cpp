@@ -2,8 +2,11 @@
 
 #include "compiler/Pipelines/StepStatistics.h"
 
+#include "mlir/Dialect/Affine/IR/AffineOps.h"
+#include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Interfaces/ViewLikeInterface.h"
@@ -75,6 +78,236 @@ double kernelBytes(Operation *op, int64_t tokens) {
   return bytes;
 }
 
+/// The size an allocation's dynamic dimension takes in a step of `tokens`
+/// tokens, from the index arithmetic that computes it: constants, the
+/// arithmetic of sizes (a MoD layer's ceil(capacity n), a tile's min(64,
+/// ...)) and the sizes of the buffers it reads. What the IR leaves open (a
+/// count read from memory: the batch's rows, a modality group's tokens) is
+/// `tokens`, the bound of every token count; a difference of such values is
+/// unknown, and its dimension falls back to estimatedBytes' even split. The
+/// batch's row count (the entry point's `batch_rows` argument) is
+/// `sequences`.
+class SizeEvaluator {
+public:
+  SizeEvaluator(int64_t tokens, int64_t sequences)
+      : tokens(double(tokens)), sequences(double(sequences)) {}
+  int64_t tokenCount() const { return int64_t(tokens); }
+
+  std::optional<double> valueOf(Value value, unsigned depth = 0) {
+    if (depth > 64)
+      return std::nullopt;
+    if (auto it = memo.find(value); it != memo.end())
+      return it->second;
+    std::optional<double> result = compute(value, depth + 1);
+    memo[value] = result;
+    return result;
+  }
+
+  /// The bytes of `alloc` with its dynamic sizes evaluated.
+  double bytesOf(memref::AllocOp alloc) {
+    MemRefType type = alloc.getType();
+    double elements = 1, leading = 1;
+    unsigned dynamic = 0;
+    for (int64_t size : type.getShape()) {
+      if (!ShapedType::isDynamic(size)) {
+        elements *= double(size);
+        leading *= double(size);
+        continue;
+      }
+      std::optional<double> value = valueOf(alloc.getDynamicSizes()[dynamic++]);
+      elements *=
+          value ? std::max(0.0, *value) : std::max(1.0, tokens / leading);
+    }
+    double bytes = elements * double(type.getElementTypeBitWidth()) / 8;
+    return bytes;
+  }
+
+private:
+  double tokens, sequences;
+  llvm::DenseMap<Value, std::optional<double>> memo;
+
+  std::optional<double> compute(Value value, unsigned depth) {
+    Operation *def = value.getDefiningOp();
+    if (!def)
+      return std::nullopt; // a loop's induction variable or an argument
+    if (auto load = dyn_cast<memref::LoadOp>(def))
+      if (isBatchRows(load.getMemRef()))
+        return sequences;
+    auto operand = [&](unsigned i) {
+      return valueOf(def->getOperand(i), depth);
+    };
+    auto both = [&](auto combine) -> std::optional<double> {
+      std::optional<double> a = operand(0), b = operand(1);
+      if (!a || !b)
+        return std::nullopt;
+      return combine(*a, *b);
+    };
+    if (auto constant = dyn_cast<arith::ConstantOp>(def)) {
+      if (auto integer = dyn_cast<IntegerAttr>(constant.getValue()))
+        return double(integer.getInt());
+      if (auto real = dyn_cast<FloatAttr>(constant.getValue()))
+        return real.getValueAsDouble();
+      return std::nullopt;
+    }
+    if (isa<arith::IndexCastOp, arith::IndexCastUIOp, arith::UIToFPOp,
+            arith::SIToFPOp, arith::FPToUIOp, arith::FPToSIOp, arith::ExtUIOp,
+            arith::ExtSIOp, arith::TruncIOp>(def))
+      return operand(0);
+    if (isa<math::CeilOp>(def)) {
+      std::optional<double> x = operand(0);
+      return x ? std::optional<double>(std::ceil(*x)) : std::nullopt;
+    }
+    if (isa<arith::AddIOp, arith::AddFOp>(def))
+      return both([](double a, double b) { return a + b; });
+    if (isa<arith::MulIOp, arith::MulFOp>(def))
+      return both([](double a, double b) { return a * b; });
+    if (isa<arith::DivFOp>(def))
+      return both([](double a, double b) { return b ? a / b : a; });
+    if (isa<arith::DivUIOp, arith::DivSIOp, arith::FloorDivSIOp>(def))
+      return both([](double a, double b) { return b ? std::floor(a / b) : a; });
+    if (isa<arith::CeilDivUIOp, arith::CeilDivSIOp>(def))
+      return both([](double a, double b) { return b ? std::ceil(a / b) : a; });
+    if (isa<arith::MinUIOp, arith::MinSIOp>(def))
+      return both([](double a, double b) { return std::min(a, b); });
+    if (isa<arith::MaxUIOp, arith::MaxSIOp>(def))
+      return both([](double a, double b) { return std::max(a, b); });
+    if (isa<arith::SubIOp, arith::SubFOp>(def)) {
+      // Only a difference of known values: an open count minus another is
+      // not bounded by either.
+      if (isOpen(def->getOperand(0), depth) ||
+          isOpen(def->getOperand(1), depth))
+        return std::nullopt;
+      return both([](double a, double b) { return a - b; });
+    }
+    if (auto select = dyn_cast<arith::SelectOp>(def)) {
+      std::optional<double> a = valueOf(select.getTrueValue(), depth),
+                            b = valueOf(select.getFalseValue(), depth);
+      if (!a || !b)
+        return std::nullopt;
+      return std::max(*a, *b);
+    }
+    if (auto apply = dyn_cast<affine::AffineApplyOp>(def))
+      return evaluateMap(apply.getAffineMap(), apply.getMapOperands(), depth,
+                         /*takeMin=*/true);
+    if (auto min = dyn_cast<affine::AffineMinOp>(def))
+      return evaluateMap(min.getAffineMap(), min.getMapOperands(), depth,
+                         /*takeMin=*/true);
+    if (auto max = dyn_cast<affine::AffineMaxOp>(def))
+      return evaluateMap(max.getAffineMap(), max.getMapOperands(), depth,
+                         /*takeMin=*/false);
+    if (auto dim = dyn_cast<memref::DimOp>(def)) {
+      std::optional<int64_t> index = dim.getConstantIndex();
+      Value source = dim.getSource();
+      auto type = cast<MemRefType>(source.getType());
+      if (!index)
+        return std::nullopt;
+      if (!type.isDynamicDim(*index))
+        return double(type.getDimSize(*index));
+      if (auto alloc = source.getDefiningOp<memref::AllocOp>())
+        return valueOf(alloc.getDynamicSizes()[type.getDynamicDimIndex(*index)],
+                       depth);
+      if (auto subview = source.getDefiningOp<memref::SubViewOp>()) {
+        OpFoldResult size = subview.getMixedSizes()[*index];
+        if (auto attr = dyn_cast<Attribute>(size))
+          return double(cast<IntegerAttr>(attr).getInt());
+        return valueOf(cast<Value>(size), depth);
+      }
+      return tokens;
+    }
+    return tokens;
+  }
+
+  static bool isBatchRows(Value buffer) {
+    auto argument = dyn_cast<BlockArgument>(buffer);
+    if (!argument)
+      return false;
+    auto func = dyn_cast<func::FuncOp>(argument.getOwner()->getParentOp());
+    if (!func)
+      return false;
+    auto name = func.getArgAttrOfType<StringAttr>(argument.getArgNumber(),
+                                                  "moma.param");
+    return name && name.getValue() == "batch_rows";
+  }
+
+  /// True when `value` comes from a count the IR leaves open.
+  bool isOpen(Value value, unsigned depth) {
+    Operation *def = value.getDefiningOp();
+    if (!def || depth > 64)
+      return true;
+    if (isa<arith::ConstantOp>(def))
+      return false;
+    if (auto load = dyn_cast<memref::LoadOp>(def))
+      return !isBatchRows(load.getMemRef());
+    if (def->getNumRegions() > 0)
+      return true;
+    return llvm::any_of(def->getOperands(),
+                        [&](Value v) { return isOpen(v, depth + 1); });
+  }
+
+  std::optional<double> evaluateMap(AffineMap map, ValueRange operands,
+                                    unsigned depth, bool takeMin) {
+    SmallVector<std::optional<double>> values;
+    bool anyOpen = false;
+    for (Value operand : operands) {
+      values.push_back(valueOf(operand, depth));
+      anyOpen |= isOpen(operand, depth);
+    }
+    // A minimum is bounded by any result that can be evaluated (a tile's
+    // min(64, rows - 64 i) by 64); a maximum or a plain value needs them all.
+    std::optional<double> result;
+    for (AffineExpr expr : map.getResults()) {
+      // A difference (a - b) of open counts is not bounded by either.
+      bool subtracts = false;
+      expr.walk([&](AffineExpr inner) {
+        if (auto constant = dyn_cast<AffineConstantExpr>(inner))
+          subtracts |= constant.getValue() < 0;
+      });
+      std::optional<double> v =
+          anyOpen && subtracts ? std::nullopt
+                               : evaluateExpr(expr, values, map.getNumDims());
+      if (!v) {
+        if (takeMin)
+          continue;
+        return std::nullopt;
+      }
+      result = !result   ? *v
+               : takeMin ? std::min(*result, *v)
+                         : std::max(*result, *v);
+    }
+    return result;
+  }
+
+  static std::optional<double>
+  evaluateExpr(AffineExpr expr, ArrayRef<std::optional<double>> values,
+               unsigned numDims) {
+    if (auto constant = dyn_cast<AffineConstantExpr>(expr))
+      return double(constant.getValue());
+    if (auto dim = dyn_cast<AffineDimExpr>(expr))
+      return values[dim.getPosition()];
+    if (auto symbol = dyn_cast<AffineSymbolExpr>(expr))
+      return values[numDims + symbol.getPosition()];
+    auto binary = cast<AffineBinaryOpExpr>(expr);
+    std::optional<double> a = evaluateExpr(binary.getLHS(), values, numDims),
+                          b = evaluateExpr(binary.getRHS(), values, numDims);
+    if (!a || !b)
+      return std::nullopt;
+    switch (expr.getKind()) {
+    case AffineExprKind::Add:
+      return *a + *b;
+    case AffineExprKind::Mul:
+      return *a * *b;
+    case AffineExprKind::FloorDiv:
+      return *b ? std::floor(*a / *b) : *a;
+    case AffineExprKind::CeilDiv:
+      return *b ? std::ceil(*a / *b) : *a;
+    case AffineExprKind::Mod:
+      return *b ? std::fmod(*a, *b) : *a;
+    default:
+      return std::nullopt;
+    }
+  }
+};
+
 bool isTopKCall(Operation *op) {
   auto call = dyn_cast<func::CallOp>(op);
   return call && call.getCallee() == "momart_select_smallest_i64";
@@ -120,12 +353,15 @@ void countOp(Operation *op, int64_t tokens, KernelCounts &counts) {
 /// Replays the allocations and deallocations of `ops` in program order
 /// (into sequential control flow, not into kernels, whose per-iteration
 /// scratch is small), tracking the live bytes and their peak.
-void replayAllocations(Block &ops, int64_t tokens,
+void replayAllocations(Block &ops, SizeEvaluator &sizes,
                        llvm::DenseMap<Value, double> &live, double &current,
                        double &peak) {
   for (Operation &op : ops) {
     if (isa<memref::AllocOp, memref::AllocaOp>(op)) {
-      double bytes = estimatedBytes(op.getResult(0).getType(), tokens);
+      auto alloc = dyn_cast<memref::AllocOp>(op);
+      double bytes =
+          alloc ? sizes.bytesOf(alloc)
+                : estimatedBytes(op.getResult(0).getType(), sizes.tokenCount());
       live[op.getResult(0)] = bytes;
       current += bytes;
       peak = std::max(peak, current);
@@ -135,8 +371,7 @@ void replayAllocations(Block &ops, int64_t tokens,
       // Deallocation may free a view of the allocation, by its base.
       Value buffer = dealloc.getMemref();
       while (Operation *def = buffer.getDefiningOp()) {
-        if (live.count(buffer) ||
-            !isa<ViewLikeOpInterface>(def))
+        if (live.count(buffer) || !isa<ViewLikeOpInterface>(def))
           break;
         buffer = cast<ViewLikeOpInterface>(def).getViewSource();
       }
@@ -150,14 +385,15 @@ void replayAllocations(Block &ops, int64_t tokens,
       continue;
     for (Region &region : op.getRegions())
       for (Block &block : region)
-        replayAllocations(block, tokens, live, current, peak);
+        replayAllocations(block, sizes, live, current, peak);
   }
 }
 
 } // namespace
 
 std::map<std::string, FunctionStatistics>
-momac::collectStepStatistics(ModuleOp module, int64_t tokens) {
+momac::collectStepStatistics(ModuleOp module, int64_t tokens,
+                             int64_t sequences) {
   std::map<std::string, FunctionStatistics> result;
   for (auto func : module.getOps<func::FuncOp>()) {
     if (func.isPrivate() || func.isExternal())
@@ -171,7 +407,8 @@ momac::collectStepStatistics(ModuleOp module, int64_t tokens) {
     }
     llvm::DenseMap<Value, double> live;
     double current = 0;
-    replayAllocations(func.getBody().front(), tokens, live, current,
+    SizeEvaluator sizes(tokens, sequences);
+    replayAllocations(func.getBody().front(), sizes, live, current,
                       stats.peakTemporaryBytes);
   }
   return result;

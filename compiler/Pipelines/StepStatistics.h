@@ -48,9 +48,12 @@ struct FunctionStatistics {
 /// addSharedLoweringPasses. Buffers are counted once per kernel that reads
 /// or writes them; a dynamic dimension (the tokens of an expert or of a MoD
 /// subset) is estimated as an even split of `tokens` over the static
-/// dimensions before it, so [E, ?, d] counts tokens / E rows.
+/// dimensions before it, so [E, ?, d] counts tokens / E rows. The peak of
+/// temporaries evaluates each allocation's sizes from the index arithmetic
+/// that computes them, with `sequences` rows in the batch.
 std::map<std::string, FunctionStatistics>
-collectStepStatistics(mlir::ModuleOp module, int64_t tokens);
+collectStepStatistics(mlir::ModuleOp module, int64_t tokens,
+                      int64_t sequences);
 
 } // namespace momac
 

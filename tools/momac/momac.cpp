@@ -278,7 +278,8 @@ int printStepStatistics(const ModelConfig &config, llvm::raw_ostream &os) {
   if (mlir::failed(lowerThroughSharedPipeline(*module)))
     return fail("internal error: lowering for --stats failed", 2);
   int64_t tokens = config.train.batchSize * config.seqLen;
-  auto stats = collectStepStatistics(*module, tokens);
+  auto stats =
+      collectStepStatistics(*module, tokens, config.train.batchSize);
   printStatistics(os, config, stats, tokens);
   return 0;
 }
