@@ -264,10 +264,6 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
                      ": compiled without --fsdp, so it cannot train on " +
                      std::to_string(ranks) +
                      " ranks; compile it with momac MODEL.json --fsdp -o ART");
-  if (options.skipNonFinite > 0)
-    return fsdpError("--skip-nonfinite is not supported on several ranks "
-                     "yet: a non-finite step stops the run, and --resume "
-                     "continues from the last checkpoint");
   // What this rank keeps (momac --report --ranks R), times the ranks that
   // share this machine's memory, against --memory-limit or the memory.
   {
@@ -491,8 +487,12 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
     return llvm::Error::success();
   };
 
+  int64_t skippedSteps = 0;
+  int64_t lastCheckpoint = options.resume ? firstStep - 1 : 0;
   for (int64_t step = firstStep; step <= lastStep; ++step) {
     auto stepStart = Clock::now();
+    const uint64_t stepDataPosition = dataPosition;
+    const std::mt19937_64 stepNoiseRng = noiseRng;
     model.communicationWait = {};
     model.zeroGradients();
     // Rank r's micro-batches are the global ones r*M .. r*M + M-1; the
@@ -573,33 +573,75 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
     for (int r = 0; r < ranks; ++r)
       slowest = std::max(slowest, sums[2 + 2 * modalities + r]);
     double lr = learningRate(hyper, step);
-    if (!std::isfinite(loss) || !std::isfinite(gradNorm))
-      return fsdpError(llvm::formatv(
-          "step {0}: the loss is {1} and the gradient norm {2}; stopped "
-          "without updating the weights (the last checkpoint holds the last "
-          "good state)",
-          step, loss, gradNorm));
-    schedule = {float(lr), float(1 - std::pow(hyper.beta1, double(step))),
-                float(1 - std::pow(hyper.beta2, double(step)))};
-    clipFactor[0] =
-        hyper.gradClip > 0
-            ? std::min(1.0f, float(hyper.gradClip) / (float(gradNorm) + 1e-6f))
-            : 1.0f;
-    if (llvm::Error error = forEachChunk(
-            [&](const OptimizerSegment &segment, float **data) -> llvm::Error {
-              void *buffers[] = {data[0], data[1],       data[2],
-                                 data[3], schedule.data(), clipFactor.data(),
-                                 data[0], data[2],       data[3]};
-              return (segment.decayed ? decayedEntry : undecayedEntry)
-                  ->second(buffers);
-            }))
-      return error;
+    // A non-finite loss or gradient norm (all-reduced: every rank sees the
+    // same) stops the run before the update or, with --skip-nonfinite, skips
+    // the update on every rank, as on one rank (Trainer.cpp).
+    const bool finite = std::isfinite(loss) && std::isfinite(gradNorm);
+    if (!finite) {
+      bool skip = skippedSteps < options.skipNonFinite;
+      if (rank == 0) {
+        llvm::json::Object line{{"step", step},
+                                {"loss", jsonNumber(loss)},
+                                {"lr", lr},
+                                {"grad_norm", nullptr},
+                                {"skipped", skip}};
+        *metrics << llvm::formatv("{0}", llvm::json::Value(std::move(line)))
+                 << "\n";
+        metrics->flush();
+      }
+      std::string what = llvm::formatv("the loss is {0} and the gradient "
+                                       "norm {1}",
+                                       loss, gradNorm)
+                             .str();
+      if (!skip) {
+        if (lastCheckpoint < step - 1) {
+          // The shards still hold the state after step - 1: keep it, with
+          // the data position and noise stream of this step's start.
+          dataPosition = stepDataPosition;
+          noiseRng = stepNoiseRng;
+          if (llvm::Error error = saveCheckpoint(step - 1))
+            return error;
+          lastCheckpoint = step - 1;
+        }
+        return fsdpError(llvm::formatv(
+            "step {0}: {1}; stopped without updating the weights ({2}; "
+            "--skip-nonfinite N skips up to N such steps)",
+            step, what,
+            lastCheckpoint
+                ? "the shard checkpoints hold step " +
+                      std::to_string(lastCheckpoint) + ", the last good state"
+                : std::string("no step completed, no checkpoint")));
+      }
+      ++skippedSteps;
+      if (rank == 0)
+        llvm::errs() << llvm::formatv(
+            "momarun: warning: step {0}: {1}; update skipped ({2} of "
+            "--skip-nonfinite {3})\n",
+            step, what, skippedSteps, options.skipNonFinite);
+    } else {
+      schedule = {float(lr), float(1 - std::pow(hyper.beta1, double(step))),
+                  float(1 - std::pow(hyper.beta2, double(step)))};
+      clipFactor[0] = hyper.gradClip > 0
+                          ? std::min(1.0f, float(hyper.gradClip) /
+                                               (float(gradNorm) + 1e-6f))
+                          : 1.0f;
+      if (llvm::Error error = forEachChunk(
+              [&](const OptimizerSegment &segment,
+                  float **data) -> llvm::Error {
+                void *buffers[] = {data[0], data[1],       data[2],
+                                   data[3], schedule.data(), clipFactor.data(),
+                                   data[0], data[2],       data[3]};
+                return (segment.decayed ? decayedEntry : undecayedEntry)
+                    ->second(buffers);
+              }))
+        return error;
+    }
 
     auto now = Clock::now();
     double stepSeconds = seconds(now - stepStart);
     double tokensPerSecond =
         double(globalMicroBatches * batch * seqLen) / stepSeconds;
-    if (rank == 0) {
+    if (rank == 0 && finite) {
       llvm::json::Object line{{"step", step},
                               {"loss", jsonNumber(loss)},
                               {"lr", lr},
@@ -628,9 +670,11 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
       metrics->flush();
     }
     if ((step - firstStep + 1) % options.checkpointEvery == 0 ||
-        step == lastStep)
+        step == lastStep) {
       if (llvm::Error error = saveCheckpoint(step))
         return error;
+      lastCheckpoint = step;
+    }
     if (rank == 0 && ((step - firstStep + 1) % options.logEvery == 0 ||
                       step == firstStep || step == lastStep)) {
       double elapsed = seconds(now - runStart);

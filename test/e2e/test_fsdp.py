@@ -248,6 +248,60 @@ class ResumeOnAnotherRankCount(FsdpTestCase):
 
 
 @unittest.skipUnless(MPIRUN, "needs mpirun (OpenMPI)")
+class NonFiniteStepsOnRanks(FsdpTestCase):
+    """A diverging run (lr 50, one warm-up step) on 2 ranks skips the same
+    non-finite steps with --skip-nonfinite as one rank with 2 micro-batches,
+    stops on the same step, and leaves the last good state (finite, at the
+    same step and data position) in its shard checkpoints."""
+
+    def train(self, command, out):
+        result = subprocess.run(
+            [*command, "--steps", "30", "--checkpoint-every", "2",
+             "--skip-nonfinite", "2", "--out", out],
+            capture_output=True, text=True, env=ENV, timeout=600)
+        return result, metrics(out)
+
+    def test_skips_and_stops_as_one_rank(self):
+        diverging = dict(lr=50, min_lr=1, warmup_steps=1)
+        one, description = self.compile("moe_4t4i", micro_batches=2,
+                                        **diverging)
+        sharded, _ = self.compile("moe_4t4i", fsdp=True, **diverging)
+        data = self.corpus(description)
+        one_run, many_run = self.path("one"), self.path("many")
+        one_result, one_lines = self.train(
+            [MOMARUN, "train", one, "--data", data], one_run)
+        many_result, many_lines = self.train(
+            [MPIRUN, "--oversubscribe", "-np", "2", MOMARUN, "train", sharded,
+             "--data", data], many_run)
+        self.assertEqual(one_result.returncode, 1, one_result.stderr)
+        self.assertNotEqual(many_result.returncode, 0, many_result.stderr)
+        skipped = [line["step"] for line in many_lines if line.get("skipped")]
+        self.assertEqual(len(skipped), 2, many_lines)
+        self.assertEqual(
+            [(line["step"], line.get("skipped")) for line in many_lines],
+            [(line["step"], line.get("skipped")) for line in one_lines])
+        # Rank 0 warns once per skipped step; each rank's stop names the
+        # step.
+        self.assertEqual(many_result.stderr.count("update skipped"), 2)
+        stop = many_lines[-1]["step"]
+        self.assertIn(f"error: rank 0 of 2: step {stop}:", many_result.stderr)
+        self.assertIn("the last good state", many_result.stderr)
+        consolidated = self.path("consolidated.safetensors")
+        run(MOMARUN, "ckpt", "consolidate", many_run, "-o", consolidated)
+        weights, metadata = read_safetensors(consolidated)
+        self.assertEqual(int(metadata["step"]), stop - 1)
+        for name, value in weights.items():
+            self.assertTrue(bool(np.isfinite(value).all()), name)
+        # The same progress as one rank's. (The weights themselves agree
+        # only roughly: at lr 50 the last bits of the first steps' sums,
+        # taken in another order across ranks, grow with every update.)
+        _, one_metadata = read_safetensors(
+            os.path.join(one_run, "checkpoint.safetensors"))
+        for key in ("step", "data_position", "rng"):
+            self.assertEqual(metadata[key], one_metadata[key], key)
+
+
+@unittest.skipUnless(MPIRUN, "needs mpirun (OpenMPI)")
 class BalancedModalityMix(FsdpTestCase):
     """--balance-modalities on a corpus of one-modality documents in runs of
     eight: the plain split gives one rank only text and the other only
