@@ -12,6 +12,7 @@
 #include "llvm/Support/JSON.h"
 #include "llvm/Support/Path.h"
 
+#include <functional>
 #include <map>
 #include <optional>
 #include <sstream>
@@ -248,27 +249,51 @@ std::string momac::shardCheckpointPath(llvm::StringRef runDirectory, int rank,
 llvm::Expected<TrainingState>
 momac::readTrainingCheckpoint(llvm::StringRef runDirectory,
                               const std::vector<ManifestParameter> &parameters) {
-  // The latest of the forms present, by the step in their metadata.
-  std::optional<TrainingState> best;
+  // The forms present, newest first by the step in their headers; only the
+  // newest readable one is read whole (an older form exists only after a
+  // crash between writing a new form and removing the old).
+  struct Form {
+    int64_t step;
+    std::function<llvm::Expected<TrainingState>()> read;
+  };
+  std::vector<Form> forms;
   std::string failures;
-  auto consider = [&](llvm::Expected<TrainingState> state) {
-    if (!state) {
-      failures += "\n  " + llvm::toString(state.takeError());
-      return;
+  auto stepOf = [&](const std::string &path) -> std::optional<int64_t> {
+    llvm::Expected<std::pair<uint64_t, int64_t>> progress =
+        readDataPosition(path);
+    if (!progress) {
+      failures += "\n  " + llvm::toString(progress.takeError());
+      return std::nullopt;
     }
-    if (!best || state->step > best->step)
-      best = std::move(*state);
+    return progress->second;
   };
   std::string single = singleCheckpointPath(runDirectory);
   if (llvm::sys::fs::exists(single)) {
     if (parameters.empty())
       failures += "\n  " + single + ": a one-rank checkpoint is consolidated "
                                     "already";
-    else
-      consider(readSingle(single, parameters));
+    else if (std::optional<int64_t> step = stepOf(single))
+      forms.push_back({*step, [&, single] {
+                         return readSingle(single, parameters);
+                       }});
   }
   for (int ranks : shardSetSizes(runDirectory))
-    consider(readShardSet(runDirectory, ranks, parameters));
+    if (std::optional<int64_t> step =
+            stepOf(shardCheckpointPath(runDirectory, 0, ranks)))
+      forms.push_back({*step, [&, ranks] {
+                         return readShardSet(runDirectory, ranks, parameters);
+                       }});
+  std::stable_sort(forms.begin(), forms.end(),
+                   [](const Form &a, const Form &b) { return a.step > b.step; });
+  std::optional<TrainingState> best;
+  for (const Form &form : forms) {
+    llvm::Expected<TrainingState> state = form.read();
+    if (state) {
+      best = std::move(*state);
+      break;
+    }
+    failures += "\n  " + llvm::toString(state.takeError());
+  }
   if (best)
     return std::move(*best);
   if (!failures.empty())

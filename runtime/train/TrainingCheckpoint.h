@@ -9,7 +9,9 @@
 //   fsdp.optim.v.<unit>) and, in the metadata, the unit layout, so that the
 //   set can be put back together without the artifact.
 // Both carry step, data_position and rng in their metadata. Reading takes
-// the form with the most steps, so a run may resume on any number of ranks.
+// the form with the most steps by its header, and reads only that one whole
+// (an older one if it cannot be read), so a run may resume on any number of
+// ranks.
 //
 //===----------------------------------------------------------------------===//
 
