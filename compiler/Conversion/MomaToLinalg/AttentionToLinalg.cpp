@@ -337,12 +337,18 @@ SmallVector<Value> forEachQueryBlock(
   return SmallVector<Value>(forall.getResults());
 }
 
-struct LowerAttention : OpRewritePattern<moma::AttentionOp> {
-  LowerAttention(MLIRContext *context, int64_t maxSequenceRows,
-                 int64_t blockRows)
-      : OpRewritePattern(context), maxSequenceRows(maxSequenceRows),
+/// A pattern that knows seq_len (0 when the module has none) and the tile's
+/// rows.
+template <typename Op> struct AttentionPattern : OpRewritePattern<Op> {
+  AttentionPattern(MLIRContext *context, int64_t maxSequenceRows,
+                   int64_t blockRows)
+      : OpRewritePattern<Op>(context), maxSequenceRows(maxSequenceRows),
         blockRows(blockRows) {}
   int64_t maxSequenceRows, blockRows;
+};
+
+struct LowerAttention : AttentionPattern<moma::AttentionOp> {
+  using AttentionPattern::AttentionPattern;
 
   LogicalResult matchAndRewrite(moma::AttentionOp op,
                                 PatternRewriter &rewriter) const override {
@@ -405,12 +411,8 @@ struct LowerAttention : OpRewritePattern<moma::AttentionOp> {
   }
 };
 
-struct LowerAttentionGrad : OpRewritePattern<moma::AttentionGradOp> {
-  LowerAttentionGrad(MLIRContext *context, int64_t maxSequenceRows,
-                     int64_t blockRows)
-      : OpRewritePattern(context), maxSequenceRows(maxSequenceRows),
-        blockRows(blockRows) {}
-  int64_t maxSequenceRows, blockRows;
+struct LowerAttentionGrad : AttentionPattern<moma::AttentionGradOp> {
+  using AttentionPattern::AttentionPattern;
 
   LogicalResult matchAndRewrite(moma::AttentionGradOp op,
                                 PatternRewriter &rewriter) const override {
