@@ -50,8 +50,11 @@ struct FuseElementwiseProducersPass
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
     linalg::populateElementwiseOpsFusionPatterns(patterns, shouldFuse);
-    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
+    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns)))) {
+      // An internal error: say which pass, rather than fail silently.
+      getOperation()->emitError("moma-fuse-elementwise-producers: the rewrite did not converge");
       signalPassFailure();
+    }
   }
 };
 

@@ -29,8 +29,11 @@ struct ApproximateTranscendentalsPass
           return name == math::ExpOp::getOperationName() ||
                  name == math::LogOp::getOperationName();
         });
-    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
+    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns)))) {
+      // An internal error: say which pass, rather than fail silently.
+      getOperation()->emitError("moma-approximate-transcendentals: the rewrite did not converge");
       signalPassFailure();
+    }
   }
 };
 

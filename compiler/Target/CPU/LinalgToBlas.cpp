@@ -208,8 +208,11 @@ struct ConvertLinalgToBlasPass
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
     patterns.add<ContractionToSgemm>(&getContext());
-    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
+    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns)))) {
+      // An internal error: say which pass, rather than fail silently.
+      getOperation()->emitError("convert-linalg-to-blas: the rewrite did not converge");
       signalPassFailure();
+    }
   }
 };
 

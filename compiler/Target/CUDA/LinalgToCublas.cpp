@@ -129,8 +129,11 @@ struct ConvertLinalgToCublasPass
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
     patterns.add<ContractionToCublas>(&getContext());
-    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
+    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns)))) {
+      // An internal error: say which pass, rather than fail silently.
+      getOperation()->emitError("convert-linalg-to-cublas: the rewrite did not converge");
       signalPassFailure();
+    }
   }
 };
 
