@@ -33,6 +33,8 @@
 
 using namespace momac;
 
+char CollectiveStop::ID = 0;
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -603,14 +605,14 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
             return error;
           lastCheckpoint = step - 1;
         }
-        return fsdpError(llvm::formatv(
+        return llvm::make_error<CollectiveStop>(llvm::formatv(
             "step {0}: {1}; stopped without updating the weights ({2}; "
             "--skip-nonfinite N skips up to N such steps)",
             step, what,
             lastCheckpoint
                 ? "the shard checkpoints hold step " +
                       std::to_string(lastCheckpoint) + ", the last good state"
-                : std::string("no step completed, no checkpoint")));
+                : std::string("no step completed, no checkpoint")).str());
       }
       ++skippedSteps;
       if (rank == 0)

@@ -26,6 +26,22 @@ namespace momac {
 
 llvm::Error trainSharded(const TrainOptions &options, Communicator &comm);
 
+/// An error every rank reached together, on the same all-reduced values (a
+/// non-finite step): the ranks stop in step, so none needs to abort the
+/// others, and one message (rank 0's) says why.
+class CollectiveStop : public llvm::ErrorInfo<CollectiveStop> {
+public:
+  static char ID;
+  explicit CollectiveStop(std::string text) : text(std::move(text)) {}
+  void log(llvm::raw_ostream &os) const override { os << text; }
+  std::error_code convertToErrorCode() const override {
+    return llvm::inconvertibleErrorCode();
+  }
+
+private:
+  std::string text;
+};
+
 } // namespace momac
 
 #endif // MOMAC_RUNTIME_FSDP_SHARDEDTRAINER_H

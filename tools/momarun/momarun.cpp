@@ -847,15 +847,29 @@ int runTrain() {
       return fail(std::move(error));
     return 0;
   }
+  int status = 0;
   if (llvm::Error error = trainSharded(options, **comm)) {
-    // The other ranks would wait in their next collective: stop them all.
-    llvm::WithColor::error(llvm::errs(), "momarun")
-        << "rank " << (*comm)->rank() << " of " << (*comm)->size() << ": "
-        << llvm::toString(std::move(error)) << "\n";
-    llvm::errs().flush();
-    (*comm)->abort(1);
+    Communicator &ranks = **comm;
+    status = 1;
+    llvm::handleAllErrors(
+        std::move(error),
+        [&](const CollectiveStop &stop) {
+          // Every rank stops here together: rank 0 says why.
+          if (ranks.rank() == 0)
+            llvm::WithColor::error(llvm::errs(), "momarun")
+                << stop.message() << "\n";
+        },
+        [&](const llvm::ErrorInfoBase &other) {
+          // The other ranks would wait in their next collective: stop them
+          // all.
+          llvm::WithColor::error(llvm::errs(), "momarun")
+              << "rank " << ranks.rank() << " of " << ranks.size() << ": "
+              << other.message() << "\n";
+          llvm::errs().flush();
+          ranks.abort(1);
+        });
   }
-  return 0;
+  return status;
 }
 
 int runCkpt() {
