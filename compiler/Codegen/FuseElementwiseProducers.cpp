@@ -52,7 +52,8 @@ struct FuseElementwiseProducersPass
     linalg::populateElementwiseOpsFusionPatterns(patterns, shouldFuse);
     if (failed(applyPatternsGreedily(getOperation(), std::move(patterns)))) {
       // An internal error: say which pass, rather than fail silently.
-      getOperation()->emitError("moma-fuse-elementwise-producers: the rewrite did not converge");
+      getOperation()->emitError(
+          "moma-fuse-elementwise-producers: the rewrite did not converge");
       signalPassFailure();
     }
   }

@@ -118,13 +118,13 @@ public:
       elements *=
           value ? std::max(0.0, *value) : std::max(1.0, tokens / leading);
     }
-    double bytes = elements * double(type.getElementTypeBitWidth()) / 8;
-    return bytes;
+    return elements * double(type.getElementTypeBitWidth()) / 8;
   }
 
 private:
   double tokens, sequences;
   llvm::DenseMap<Value, std::optional<double>> memo;
+  llvm::DenseMap<Value, bool> openMemo;
 
   std::optional<double> compute(Value value, unsigned depth) {
     Operation *def = value.getDefiningOp();
@@ -229,8 +229,17 @@ private:
     return name && name.getValue() == "batch_rows";
   }
 
-  /// True when `value` comes from a count the IR leaves open.
+  /// True when `value` comes from a count the IR leaves open. Memoized like
+  /// valueOf: index arithmetic shares its operands, and a walk without
+  /// memory would revisit them once per path.
   bool isOpen(Value value, unsigned depth) {
+    if (auto it = openMemo.find(value); it != openMemo.end())
+      return it->second;
+    bool open = computeIsOpen(value, depth);
+    openMemo[value] = open;
+    return open;
+  }
+  bool computeIsOpen(Value value, unsigned depth) {
     Operation *def = value.getDefiningOp();
     if (!def || depth > 64)
       return true;

@@ -582,12 +582,8 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
     if (!finite) {
       bool skip = skippedSteps < options.skipNonFinite;
       if (rank == 0) {
-        llvm::json::Object line{{"step", step},
-                                {"loss", jsonNumber(loss)},
-                                {"lr", lr},
-                                {"grad_norm", nullptr},
-                                {"skipped", skip}};
-        *metrics << llvm::formatv("{0}", llvm::json::Value(std::move(line)))
+        *metrics << llvm::formatv("{0}", llvm::json::Value(nonFiniteStepLine(
+                                             step, loss, lr, skip)))
                  << "\n";
         metrics->flush();
       }
@@ -605,21 +601,16 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
             return error;
           lastCheckpoint = step - 1;
         }
-        return llvm::make_error<CollectiveStop>(llvm::formatv(
-            "step {0}: {1}; stopped without updating the weights ({2}; "
-            "--skip-nonfinite N skips up to N such steps)",
-            step, what,
-            lastCheckpoint
-                ? "the shard checkpoints hold step " +
-                      std::to_string(lastCheckpoint) + ", the last good state"
-                : std::string("no step completed, no checkpoint")).str());
+        return llvm::make_error<CollectiveStop>(nonFiniteStopMessage(
+            step, what, lastCheckpoint,
+            llvm::formatv("the shard set RUN/checkpoint.shard-*-of-{0}"
+                          ".safetensors",
+                          ranks)
+                .str()));
       }
       ++skippedSteps;
       if (rank == 0)
-        llvm::errs() << llvm::formatv(
-            "momarun: warning: step {0}: {1}; update skipped ({2} of "
-            "--skip-nonfinite {3})\n",
-            step, what, skippedSteps, options.skipNonFinite);
+        warnNonFiniteSkipped(step, what, skippedSteps, options.skipNonFinite);
     } else {
       schedule = {float(lr), float(1 - std::pow(hyper.beta1, double(step))),
                   float(1 - std::pow(hyper.beta2, double(step)))};

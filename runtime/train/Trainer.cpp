@@ -80,6 +80,38 @@ llvm::json::Value momac::jsonNumber(double value) {
   return value;
 }
 
+llvm::json::Object momac::nonFiniteStepLine(int64_t step, double loss,
+                                            double lr, bool skipped) {
+  return llvm::json::Object{{"step", step},
+                            {"loss", jsonNumber(loss)},
+                            {"lr", lr},
+                            {"grad_norm", nullptr},
+                            {"skipped", skipped}};
+}
+
+std::string momac::nonFiniteStopMessage(int64_t step, llvm::StringRef what,
+                                        int64_t lastCheckpoint,
+                                        llvm::StringRef checkpointForm) {
+  return llvm::formatv(
+             "step {0}: {1}; stopped without updating the weights ({2}; "
+             "--skip-nonfinite N skips up to N such steps)",
+             step, what,
+             lastCheckpoint
+                 ? llvm::formatv("{0} holds step {1}, the last good state",
+                                 checkpointForm, lastCheckpoint)
+                       .str()
+                 : std::string("no step completed, no checkpoint"))
+      .str();
+}
+
+void momac::warnNonFiniteSkipped(int64_t step, llvm::StringRef what,
+                                 int64_t skippedSteps, int64_t allowed) {
+  llvm::errs() << llvm::formatv(
+      "momarun: warning: step {0}: {1}; update skipped ({2} of "
+      "--skip-nonfinite {3})\n",
+      step, what, skippedSteps, allowed);
+}
+
 double momac::learningRate(const TrainConfig &train, int64_t step) {
   const int64_t total = train.totalSteps;
   const int64_t warmup = std::min(train.warmupSteps, total);
@@ -351,12 +383,8 @@ llvm::Error momac::train(const TrainOptions &options) {
     bool skipped = false;
     if (!nonFinite.empty()) {
       bool skip = skippedSteps < options.skipNonFinite;
-      llvm::json::Object line{{"step", step},
-                              {"loss", jsonNumber(loss)},
-                              {"lr", lr},
-                              {"grad_norm", nullptr},
-                              {"skipped", skip}};
-      metrics << llvm::formatv("{0}", llvm::json::Value(std::move(line)))
+      metrics << llvm::formatv("{0}", llvm::json::Value(nonFiniteStepLine(
+                                          step, loss, lr, skip)))
               << "\n";
       metrics.flush();
       if (!skip && lastCheckpoint < step - 1) {
@@ -368,20 +396,12 @@ llvm::Error momac::train(const TrainOptions &options) {
         lastCheckpoint = step - 1;
       }
       if (!skip)
-        return trainError(llvm::formatv(
-            "step {0}: {1}; stopped without updating the weights ({2}; "
-            "--skip-nonfinite N skips up to N such steps)",
-            step, nonFinite,
-            lastCheckpoint ? "RUN/checkpoint.safetensors holds step " +
-                                 std::to_string(lastCheckpoint) +
-                                 ", the last good state"
-                           : std::string("no step completed, no checkpoint")));
+        return trainError(nonFiniteStopMessage(step, nonFinite, lastCheckpoint,
+                                               "RUN/checkpoint.safetensors"));
       ++skippedSteps;
       skipped = true;
-      llvm::errs() << llvm::formatv(
-          "momarun: warning: step {0}: {1}; update skipped ({2} of "
-          "--skip-nonfinite {3})\n",
-          step, nonFinite, skippedSteps, options.skipNonFinite);
+      warnNonFiniteSkipped(step, nonFinite, skippedSteps,
+                           options.skipNonFinite);
     } else {
       schedule = {float(lr), float(1 - std::pow(hyper.beta1, double(step))),
                   float(1 - std::pow(hyper.beta2, double(step)))};

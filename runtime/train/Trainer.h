@@ -58,6 +58,21 @@ struct TrainOptions {
 /// JSON cannot write (llvm::json would print a bare `nan`).
 llvm::json::Value jsonNumber(double value);
 
+/// What a step whose loss or gradient is not finite (`what` says which)
+/// leaves behind, the same on one rank and on several
+/// (TrainOptions::skipNonFinite): its metrics.jsonl line, without a
+/// gradient norm;
+llvm::json::Object nonFiniteStepLine(int64_t step, double loss, double lr,
+                                     bool skipped);
+/// the error that stops the run, `lastCheckpoint` (0: none) holding the last
+/// good state in `checkpointForm` ("RUN/checkpoint.safetensors");
+std::string nonFiniteStopMessage(int64_t step, llvm::StringRef what,
+                                 int64_t lastCheckpoint,
+                                 llvm::StringRef checkpointForm);
+/// and the warning printed when its update is skipped instead.
+void warnNonFiniteSkipped(int64_t step, llvm::StringRef what,
+                          int64_t skippedSteps, int64_t allowed);
+
 /// lr(t) of MODEL_SPEC section 7 for step t >= 1.
 double learningRate(const TrainConfig &train, int64_t step);
 

@@ -31,7 +31,8 @@ struct ApproximateTranscendentalsPass
         });
     if (failed(applyPatternsGreedily(getOperation(), std::move(patterns)))) {
       // An internal error: say which pass, rather than fail silently.
-      getOperation()->emitError("moma-approximate-transcendentals: the rewrite did not converge");
+      getOperation()->emitError(
+          "moma-approximate-transcendentals: the rewrite did not converge");
       signalPassFailure();
     }
   }

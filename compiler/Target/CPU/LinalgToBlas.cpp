@@ -210,7 +210,8 @@ struct ConvertLinalgToBlasPass
     patterns.add<ContractionToSgemm>(&getContext());
     if (failed(applyPatternsGreedily(getOperation(), std::move(patterns)))) {
       // An internal error: say which pass, rather than fail silently.
-      getOperation()->emitError("convert-linalg-to-blas: the rewrite did not converge");
+      getOperation()->emitError(
+          "convert-linalg-to-blas: the rewrite did not converge");
       signalPassFailure();
     }
   }

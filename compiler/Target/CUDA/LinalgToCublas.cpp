@@ -131,7 +131,8 @@ struct ConvertLinalgToCublasPass
     patterns.add<ContractionToCublas>(&getContext());
     if (failed(applyPatternsGreedily(getOperation(), std::move(patterns)))) {
       // An internal error: say which pass, rather than fail silently.
-      getOperation()->emitError("convert-linalg-to-cublas: the rewrite did not converge");
+      getOperation()->emitError(
+          "convert-linalg-to-cublas: the rewrite did not converge");
       signalPassFailure();
     }
   }
