@@ -235,3 +235,28 @@ func.func @cached_attention(%q: tensor<2x64xf32>, %kc: tensor<32x64xf32>, %vc: t
       : tensor<2x64xf32>, tensor<32x64xf32>, tensor<32xf32>, tensor<2xi32>
   return %o : tensor<2x64xf32>
 }
+
+// -----
+
+// Splat zeros (what the embedding table's gradient accumulates into) become a
+// fill of an empty tensor, whatever their size: as a constant, a table-sized
+// splat would be a global in the artifact's read-only data, copied at every
+// step. Small splat constants stay constants.
+// CHECK-LABEL: func.func @splat_zeros
+// CHECK-NOT: tensor.splat
+// CHECK-NOT: dense<0.000000e+00> : tensor<4096x128xf32>
+// CHECK-DAG: %[[E:.*]] = tensor.empty() : tensor<4096x128xf32>
+// CHECK-DAG: linalg.fill ins(%{{.*}} : f32) outs(%[[E]] : tensor<4096x128xf32>)
+// CHECK-DAG: %[[ED:.*]] = tensor.empty(%{{.*}}) : tensor<?x128xf32>
+// CHECK-DAG: linalg.fill ins(%{{.*}} : f32) outs(%[[ED]] : tensor<?x128xf32>)
+// CHECK-DAG: %[[EC:.*]] = tensor.empty() : tensor<2048x2xf32>
+// CHECK-DAG: linalg.fill ins(%{{.*}} : f32) outs(%[[EC]] : tensor<2048x2xf32>)
+// CHECK-DAG: arith.constant dense<1.000000e+00> : tensor<4x2xf32>
+func.func @splat_zeros(%n: index) -> (tensor<4096x128xf32>, tensor<?x128xf32>, tensor<2048x2xf32>, tensor<4x2xf32>) {
+  %zero = arith.constant 0.0 : f32
+  %table = tensor.splat %zero : tensor<4096x128xf32>
+  %rows = tensor.splat %zero[%n] : tensor<?x128xf32>
+  %large = arith.constant dense<1.0> : tensor<2048x2xf32>
+  %small = arith.constant dense<1.0> : tensor<4x2xf32>
+  return %table, %rows, %large, %small : tensor<4096x128xf32>, tensor<?x128xf32>, tensor<2048x2xf32>, tensor<4x2xf32>
+}

@@ -985,6 +985,55 @@ struct LowerAuxRouterLoss : OpRewritePattern<moma::AuxRouterLossOp> {
   }
 };
 
+//===----------------------------------------------------------------------===//
+// Constants
+//===----------------------------------------------------------------------===//
+
+/// Splat tensor constants above this many elements become fills.
+constexpr int64_t kLargestSplatConstant = 1024;
+
+bool isLargeSplatConstant(arith::ConstantOp op) {
+  auto splat = dyn_cast<SplatElementsAttr>(op.getValue());
+  return splat && splat.getNumElements() > kLargestSplatConstant;
+}
+
+/// A large splat constant (the zeros a gradient accumulates into, such as
+/// the embedding table's) becomes tensor.empty + linalg.fill: bufferized as
+/// a constant it would be a global of the tensor's size in model.so's
+/// read-only data (512 MB for a 1.4B model's table), copied into a new
+/// buffer at every step, where a fill writes the buffer once, and writes
+/// it in place of a result's buffer when it is one.
+struct LowerLargeSplatConstant : OpRewritePattern<arith::ConstantOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(arith::ConstantOp op,
+                                PatternRewriter &rewriter) const override {
+    if (!isLargeSplatConstant(op))
+      return failure();
+    auto splat = cast<SplatElementsAttr>(op.getValue());
+    auto type = cast<RankedTensorType>(op.getType());
+    KernelBuilder kb(rewriter, op.getLoc());
+    Value value = arith::ConstantOp::create(
+        rewriter, op.getLoc(), cast<TypedAttr>(splat.getSplatValue<Attribute>()));
+    rewriter.replaceOp(op, kb.filled(type.getShape(), type.getElementType(),
+                                     value));
+    return success();
+  }
+};
+
+/// tensor.splat (the gradient rules' zeros) becomes the same fill, before
+/// canonicalization folds a static one into a constant.
+struct LowerTensorSplat : OpRewritePattern<tensor::SplatOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(tensor::SplatOp op,
+                                PatternRewriter &rewriter) const override {
+    KernelBuilder kb(rewriter, op.getLoc());
+    RankedTensorType type = op.getType();
+    rewriter.replaceOp(op, kb.filled(type.getShape(), type.getElementType(),
+                                     op.getInput(), op.getDynamicSizes()));
+    return success();
+  }
+};
+
 struct ConvertMomaToLinalgPass
     : public momac::impl::ConvertMomaToLinalgBase<ConvertMomaToLinalgPass> {
   using ConvertMomaToLinalgBase::ConvertMomaToLinalgBase;
@@ -998,13 +1047,17 @@ struct ConvertMomaToLinalgPass
                  LowerModalityPartition, LowerExpertChoice, LowerModSelect,
                  LowerModMerge, LowerGatherTokens, LowerScatterAddTokens,
                  LowerCrossEntropy, LowerAuxRouterLoss, LowerCausalRoute,
-                 LowerRoutingDisagreement, LowerAuxRouterConfusion>(context);
+                 LowerRoutingDisagreement, LowerAuxRouterConfusion,
+                 LowerLargeSplatConstant, LowerTensorSplat>(context);
     int64_t maxSequenceRows = maxSequenceRowsOf(getOperation());
     populateAttentionLoweringPatterns(patterns, maxSequenceRows,
                                       attentionBlockRows);
     populateGradientLoweringPatterns(patterns);
     ConversionTarget target(*context);
     target.addIllegalDialect<moma::MomaDialect>();
+    target.addIllegalOp<tensor::SplatOp>();
+    target.addDynamicallyLegalOp<arith::ConstantOp>(
+        [](arith::ConstantOp op) { return !isLargeSplatConstant(op); });
     target.markUnknownOpDynamicallyLegal([](Operation *) { return true; });
     FrozenRewritePatternSet frozen(std::move(patterns));
     if (failed(applyPartialConversion(getOperation(), target, frozen)))
