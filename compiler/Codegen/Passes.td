@@ -136,4 +136,34 @@ def ShardParameters : Pass<"moma-shard-parameters", "::mlir::ModuleOp"> {
   ];
 }
 
+def OutlineHostLoops : Pass<"moma-outline-host-loops", "::mlir::ModuleOp"> {
+  let summary = "Move the loops of an entry point's host code into functions "
+                "of their own";
+  let description = [{
+    An entry point is one long sequence of host code per step: allocations,
+    size arithmetic, kernel launches and library calls, and a few serial
+    loops (the counts of a modality partition, a top-k's bookkeeping). Each
+    `scf.for` at the top of a function's body becomes a function of its
+    own (private, LLVM internal linkage), called in its place, with the values it uses from outside as arguments
+    (constants are cloned in instead, so the callee still sees them).
+
+    This lets the artifact compile the entry points' own code cheaply (their
+    length makes LLVM's optimizing code generation superlinear, see
+    emitHostObjects) while the loops, which do the work, are compiled as the
+    kernels are; identical loops of different layers become one function
+    there. It also keeps SCF-to-CF from splitting a block of thousands of
+    operations once per loop.
+
+    It runs on host code being lowered to LLVM, after memrefs have become
+    LLVM descriptors and before SCF becomes control flow. A loop that uses a
+    value of memref type from outside stays in place: the entry points pass
+    memrefs as bare pointers, which cannot carry dynamic sizes.
+  }];
+  let dependentDialects = [
+    "::mlir::LLVM::LLVMDialect",
+    "::mlir::func::FuncDialect",
+    "::mlir::scf::SCFDialect"
+  ];
+}
+
 #endif // MOMAC_CODEGEN_PASSES_TD

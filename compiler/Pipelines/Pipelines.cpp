@@ -54,7 +54,12 @@ void momac::addSharedLoweringPasses(OpPassManager &pm) {
   // copy. It runs before cse, while every kernel still has its own
   // tensor.empty and fill: once cse shares a fill among several kernels,
   // giving it a result's buffer would let those kernels write into it too.
-  pm.addPass(bufferization::createEmptyTensorEliminationPass());
+  //
+  // It runs per function, so that the entry points are analyzed in parallel
+  // (their one-shot analysis is most of the pass, and grows faster than
+  // linearly with a function's length).
+  pm.nest<func::FuncOp>().addPass(
+      bufferization::createEmptyTensorEliminationPass());
   pm.addPass(createCSEPass());
   pm.nest<func::FuncOp>().addPass(createCloneSharedFills());
   bufferization::OneShotBufferizePassOptions bufferize;
@@ -70,12 +75,20 @@ void momac::addSharedLoweringPasses(OpPassManager &pm) {
 }
 
 void momac::addHostLoweringToLLVMPasses(OpPassManager &pm) {
-  pm.nest<func::FuncOp>().addPass(memref::createExpandStridedMetadataPass());
-  pm.addPass(createLowerAffinePass());
+  // The passes that need no module run per function, the entry points in
+  // parallel.
+  OpPassManager &func = pm.nest<func::FuncOp>();
+  func.addPass(memref::createExpandStridedMetadataPass());
+  func.addPass(createLowerAffinePass());
   pm.addPass(createFinalizeMemRefToLLVMConversionPass());
-  pm.addPass(createSCFToControlFlowPass());
-  pm.addPass(createConvertMathToLLVMPass());
-  pm.addPass(createArithToLLVMConversionPass());
+  // The entry points' loops become functions of their own, which the
+  // artifact optimizes with the kernels while it compiles the long entry
+  // points themselves unoptimized (emitHostObjects).
+  pm.addPass(createOutlineHostLoops());
+  OpPassManager &convertFunc = pm.nest<func::FuncOp>();
+  convertFunc.addPass(createSCFToControlFlowPass());
+  convertFunc.addPass(createConvertMathToLLVMPass());
+  convertFunc.addPass(createArithToLLVMConversionPass());
   ConvertFuncToLLVMPassOptions funcOptions;
   funcOptions.useBarePtrCallConv = true;
   pm.addPass(createConvertFuncToLLVMPass(funcOptions));

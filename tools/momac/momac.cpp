@@ -130,6 +130,14 @@ cl::opt<bool> keepLLVMIR("keep-llvm-ir",
                                   "code-generation partition)"),
                          cl::cat(momacCategory));
 
+cl::opt<bool> verifyEach(
+    "verify-each",
+    cl::desc("With an artifact: verify the IR after every lowering pass, "
+             "naming the pass that broke it (by default it is verified once, "
+             "after the last pass; this makes the lowering about a quarter "
+             "slower)"),
+    cl::cat(momacCategory));
+
 /// --stats is LLVM's own flag (its pass statistics, which momac's release
 /// build of LLVM does not collect), given momac's meaning in main().
 constexpr const char *kStatsHelp =
@@ -239,6 +247,7 @@ int compileArtifact(const ModelConfig &config, mlir::TimingScope &timing) {
     CudaArtifactOptions options;
     options.outputDir = outputPath;
     options.keepLLVMIR = keepLLVMIR;
+    options.verifyEachPass = verifyEach;
     options.timing = &timing;
     if (mlir::failed(buildCudaArtifact(*module, config,
                                        (*description)->getBuffer(), options)))
@@ -251,6 +260,7 @@ int compileArtifact(const ModelConfig &config, mlir::TimingScope &timing) {
   ArtifactOptions options;
   options.outputDir = outputPath;
   options.keepLLVMIR = keepLLVMIR;
+  options.verifyEachPass = verifyEach;
   options.timing = &timing;
   if (mlir::failed(target == TargetKind::CudaEmulated
                        ? buildCudaEmulatedArtifact(

@@ -11,6 +11,7 @@
 #include "mlir/ExecutionEngine/OptUtils.h"
 #include "mlir/InitAllDialects.h"
 #include "mlir/InitAllExtensions.h"
+#include "mlir/IR/Verifier.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
 #include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
@@ -33,6 +34,7 @@
 #include "llvm/TargetParser/Host.h"
 #include "llvm/TargetParser/SubtargetFeature.h"
 #include "llvm/Transforms/IPO/MergeFunctions.h"
+#include "llvm/Transforms/Utils/Cloning.h"
 #include "llvm/Transforms/Utils/SplitModule.h"
 
 #include <thread>
@@ -141,9 +143,9 @@ std::unique_ptr<llvm::TargetMachine> createHostMachine(unsigned optLevel,
           .value_or(llvm::CodeGenOptLevel::Aggressive)));
 }
 
-/// O3 for this host, then machine code for `module` into `objectPath` (and
-/// the optimized IR into `llvmIRPath` when not empty). Returns an error
-/// message, empty on success.
+/// IR optimization at `optLevel` for this host, then machine code for
+/// `module` into `objectPath` (and the optimized IR into `llvmIRPath` when
+/// not empty). Returns an error message, empty on success.
 std::string optimizeAndEmit(llvm::Module &module, unsigned optLevel,
                             llvm::StringRef objectPath,
                             llvm::StringRef llvmIRPath) {
@@ -177,6 +179,51 @@ std::string optimizeAndEmit(llvm::Module &module, unsigned optLevel,
   return "";
 }
 
+/// Whether `value` is used, directly or through constants, by an
+/// instruction of one of `functions`.
+bool isUsedIn(const llvm::Value &value,
+              const llvm::SmallPtrSetImpl<llvm::Function *> &functions) {
+  for (const llvm::User *user : value.users()) {
+    if (auto *inst = dyn_cast<llvm::Instruction>(user)) {
+      if (functions.contains(inst->getFunction()))
+        return true;
+    } else if (isa<llvm::Constant>(user) && isUsedIn(*user, functions)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+/// Moves the definitions of the entry points (the functions momarun calls)
+/// out of `module` into a module of their own, which is returned; each
+/// module declares what the other defines. What the entry points use of
+/// `module`'s local symbols (kernels, constants) becomes hidden globals,
+/// linked by name, as SplitModule does across its partitions.
+std::unique_ptr<llvm::Module> splitOffEntryPoints(llvm::Module &module) {
+  llvm::SmallPtrSet<llvm::Function *, 16> entryPoints;
+  for (llvm::Function &function : module)
+    if (!function.isDeclaration() && function.hasExternalLinkage())
+      entryPoints.insert(&function);
+  unsigned unnamed = 0;
+  for (llvm::GlobalValue &value : module.global_values()) {
+    if (!value.hasLocalLinkage() || !isUsedIn(value, entryPoints))
+      continue;
+    if (!value.hasName())
+      value.setName("__momac_unnamed." + llvm::Twine(unnamed++));
+    value.setLinkage(llvm::GlobalValue::ExternalLinkage);
+    value.setVisibility(llvm::GlobalValue::HiddenVisibility);
+  }
+  llvm::ValueToValueMapTy map;
+  std::unique_ptr<llvm::Module> entryModule =
+      llvm::CloneModule(module, map, [&](const llvm::GlobalValue *value) {
+        auto *function = dyn_cast<llvm::Function>(value);
+        return function && entryPoints.contains(function);
+      });
+  for (llvm::Function *function : entryPoints)
+    function->deleteBody();
+  return entryModule;
+}
+
 /// LLVM dialect (host code) -> object files for this machine, optimized at
 /// `optLevel` (0-3), written as `prefix`.N.o (and, when `keepLLVMIR`,
 /// `prefix`.N.ll); returns their paths. The target registers the LLVM IR
@@ -189,10 +236,20 @@ std::string optimizeAndEmit(llvm::Module &module, unsigned optLevel,
 /// thread. Little is lost to the split: the CPU's kernels are OpenMP
 /// outlined functions, called through the runtime, never inlined into each
 /// other (a GPU target's kernels are not host code at all).
+///
+/// The entry points are a partition of their own, compiled at
+/// `entryPointOptLevel`. An entry point is one long function of
+/// straight-line host code per step (allocations, size arithmetic, kernel
+/// and library calls, all layers one after another), and LLVM's
+/// optimization, instruction selection, scheduling and register allocation
+/// above O0 grow faster than linearly with a function's length: on a
+/// 14-layer model they were 7.6 s of 8.5 s of code generation. Its loops
+/// are functions of their own by then (OutlineHostLoops), optimized with the
+/// kernels; what is left runs once per step (0.03% of a step's time).
 FailureOr<SmallVector<std::string>>
 emitHostObjects(ModuleOp module, llvm::StringRef prefix, bool keepLLVMIR,
                 unsigned partitionCount, unsigned optLevel,
-                TimingScope &timing) {
+                unsigned entryPointOptLevel, TimingScope &timing) {
   Location loc = module.getLoc();
   TimingScope translateTimer = timing.nest("translate to LLVM IR");
   dropForeignArgumentAttributes(module);
@@ -227,10 +284,16 @@ emitHostObjects(ModuleOp module, llvm::StringRef prefix, bool keepLLVMIR,
                          : std::max(1u, std::thread::hardware_concurrency());
   // Partitions cross threads as bitcode: an LLVMContext is single-threaded.
   std::vector<llvm::SmallString<0>> partitions;
+  std::vector<unsigned> levels;
+  auto addPartition = [&](const llvm::Module &part, unsigned at) {
+    llvm::raw_svector_ostream os(partitions.emplace_back());
+    llvm::WriteBitcodeToFile(part, os);
+    levels.push_back(at);
+  };
+  addPartition(*splitOffEntryPoints(*llvmModule), entryPointOptLevel);
   llvm::SplitModule(*llvmModule, threads,
                     [&](std::unique_ptr<llvm::Module> part) {
-                      llvm::raw_svector_ostream os(partitions.emplace_back());
-                      llvm::WriteBitcodeToFile(*part, os);
+                      addPartition(*part, optLevel);
                     });
   llvmModule.reset();
   splitTimer.stop();
@@ -253,7 +316,7 @@ emitHostObjects(ModuleOp module, llvm::StringRef prefix, bool keepLLVMIR,
         failures[part] = llvm::toString(partModule.takeError());
       else
         failures[part] =
-            optimizeAndEmit(**partModule, optLevel, paths[part], irPath);
+            optimizeAndEmit(**partModule, levels[part], paths[part], irPath);
     });
   }
   for (std::thread &worker : workers)
@@ -377,6 +440,7 @@ LogicalResult momac::buildArtifact(ModuleOp module, const ModelConfig &config,
   TimingScope disabled;
   TimingScope &timing = options.timing ? *options.timing : disabled;
   PassManager pm(context);
+  pm.enableVerifier(options.verifyEachPass);
   // Honors --mlir-print-ir-after-all, ... where registered.
   if (failed(applyPassManagerCLOptions(pm)))
     return failure();
@@ -386,7 +450,7 @@ LogicalResult momac::buildArtifact(ModuleOp module, const ModelConfig &config,
   pm.enableTiming(loweringTimer);
   addSharedLoweringPasses(pm);
   target.addCodegenPasses(pm);
-  if (failed(pm.run(module)))
+  if (failed(pm.run(module)) || failed(verify(module)))
     return failure();
   for (const EntryPointSpec &entry : *entries)
     if (failed(addPackedEntryPoint(module, entry.name)))
@@ -404,7 +468,8 @@ LogicalResult momac::buildArtifact(ModuleOp module, const ModelConfig &config,
   llvm::sys::path::append(library, "model.so");
   FailureOr<SmallVector<std::string>> objects =
       emitHostObjects(module, objectPrefix, options.keepLLVMIR,
-                      /*partitions=*/0, target.hostOptLevel, timing);
+                      /*partitions=*/0, target.hostOptLevel,
+                      target.entryPointOptLevel, timing);
   if (failed(objects))
     return failure();
   TimingScope linkTimer = timing.nest("link model.so");

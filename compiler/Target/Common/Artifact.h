@@ -33,6 +33,10 @@ struct ArtifactOptions {
   /// Also write the optimized LLVM IR of the host code, for inspection:
   /// model.N.ll, one per code-generation partition.
   bool keepLLVMIR = false;
+  /// Verify the IR after every lowering pass (MLIR's default, momac
+  /// --verify-each), not only once after the last: a quarter of the
+  /// lowering time, worth it when a pass is suspected of breaking the IR.
+  bool verifyEachPass = false;
   /// Where the phases (MLIR lowering, LLVM optimization, code generation,
   /// link) record their time; a disabled scope records nothing.
   mlir::TimingScope *timing = nullptr;
@@ -55,6 +59,11 @@ struct TargetBackend {
   std::string finishPhase;
   /// LLVM's optimization level for the host code.
   unsigned hostOptLevel = 3;
+  /// LLVM's optimization level for the entry points' own code: the
+  /// straight-line host sequence of a step, which above O0 costs more to
+  /// compile than everything else (see emitHostObjects) and whose run time
+  /// is negligible.
+  unsigned entryPointOptLevel = 0;
   /// What model.so links besides its objects (runtime archive, libraries).
   std::vector<std::string> linkArguments;
 };
