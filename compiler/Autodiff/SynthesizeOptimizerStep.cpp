@@ -75,8 +75,12 @@ struct SynthesizeOptimizerStepPass
                              FunctionType::get(context, argTypes, resultTypes));
     for (auto [i, name] : llvm::enumerate(argNames))
       step.setArgAttr(i, "moma.param", b.getStringAttr(name));
-    for (auto [i, name] : llvm::enumerate(resultNames))
+    for (auto [i, name] : llvm::enumerate(resultNames)) {
       step.setResultAttr(i, "moma.result", b.getStringAttr(name));
+      // Parameters and moments are updated in place, element by element.
+      if (name != "grad_norm")
+        step.setResultAttr(i, moma::kInPlaceAttrName, b.getUnitAttr());
+    }
     Block *body = step.addEntryBlock();
     b.setInsertionPointToStart(body);
 

@@ -140,8 +140,10 @@ struct SynthesizeShardedStepPass
       for (auto [i, argName] : llvm::enumerate(argNames))
         step.setArgAttr(i, "moma.param", name(argName));
       const char *resultNames[] = {"param", "optim.m", "optim.v"};
-      for (auto [i, resultName] : llvm::enumerate(resultNames))
+      for (auto [i, resultName] : llvm::enumerate(resultNames)) {
         step.setResultAttr(i, "moma.result", name(resultName));
+        step.setResultAttr(i, moma::kInPlaceAttrName, b.getUnitAttr());
+      }
       OpBuilder::InsertionGuard guard(b);
       Block *body = step.addEntryBlock();
       b.setInsertionPointToStart(body);

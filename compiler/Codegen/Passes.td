@@ -136,6 +136,26 @@ def ShardParameters : Pass<"moma-shard-parameters", "::mlir::ModuleOp"> {
   ];
 }
 
+def WriteResultsInPlace
+    : Pass<"moma-write-results-in-place", "::mlir::func::FuncOp"> {
+  let summary = "Write a result marked moma.in_place into its argument's "
+                "buffer";
+  let description = [{
+    On a bufferized entry point, an out-parameter marked `moma.in_place`
+    (AdamW's new parameters and moments) is the buffer of the argument of
+    the same name: the caller passes it for both (the ABI, which momarun
+    checks). This pass says so in the IR: the out-parameter's uses become
+    uses of the argument (the out-parameter stays in the signature, unused).
+
+    Then a kernel that updates a tensor reads and writes one memref, and
+    LLVM's vectorizer sees one pointer. With two, it guards the vector loop
+    with a check that the pointers are at least a vector apart, which an
+    update in place fails at run time: the whole optimizer step ran its
+    scalar loop.
+  }];
+  let dependentDialects = ["::mlir::memref::MemRefDialect"];
+}
+
 def OutlineHostLoops : Pass<"moma-outline-host-loops", "::mlir::ModuleOp"> {
   let summary = "Move the loops of an entry point's host code into functions "
                 "of their own";

@@ -69,6 +69,7 @@ void momac::addSharedLoweringPasses(OpPassManager &pm) {
   pm.addPass(bufferization::createOneShotBufferizePass(bufferize));
   bufferization::buildBufferDeallocationPipeline(pm);
   pm.addPass(createConvertBufferizationToMemRefPass());
+  pm.nest<func::FuncOp>().addPass(createWriteResultsInPlace());
   // FSDP (momac --fsdp): once buffers are explicit, each unit's parameters
   // are gathered around their uses and its gradients reduce-scattered.
   pm.addPass(createShardParameters());

@@ -37,9 +37,12 @@ static Array shapeJSON(const std::vector<int64_t> &shape) {
 }
 
 static Value bufferJSON(const BufferSpec &spec) {
-  return Object{{"name", spec.name},
+  Object object{{"name", spec.name},
                 {"dtype", spec.dtype},
                 {"shape", shapeJSON(spec.shape)}};
+  if (spec.inPlace)
+    object["in_place"] = true;
+  return object;
 }
 
 Value momac::toJSON(const ManifestParameter &p) {
@@ -111,7 +114,8 @@ static bool fromJSON(const Value &value, BufferSpec &spec,
                      llvm::json::Path path) {
   llvm::json::ObjectMapper mapper(value, path);
   return mapper && mapper.map("name", spec.name) &&
-         mapper.map("dtype", spec.dtype) && mapper.map("shape", spec.shape);
+         mapper.map("dtype", spec.dtype) && mapper.map("shape", spec.shape) &&
+         mapper.mapOptional("in_place", spec.inPlace);
 }
 static bool fromJSON(const Value &value, EntryPointSpec &entry,
                      llvm::json::Path path) {

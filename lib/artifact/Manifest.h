@@ -4,7 +4,9 @@
 // shapes, init, optimizer treatment) and each entry point's buffers. An entry
 // point is called as `void symbol(void **buffers)` with one pointer per
 // argument followed by one per result, each a dense row-major buffer of the
-// listed dtype and shape; results are written in place.
+// listed dtype and shape; results are written in place. A result marked
+// "in_place" is its same-named argument updated: the caller passes that
+// argument's buffer for both (BufferSpec::inPlace).
 //
 //===----------------------------------------------------------------------===//
 
@@ -25,6 +27,9 @@ struct BufferSpec {
   std::string name;
   std::string dtype; // "F32" or "I32", as in safetensors
   std::vector<int64_t> shape;
+  /// A result written in place of the argument of the same name: the caller
+  /// passes that argument's buffer for it (AdamW's parameters and moments).
+  bool inPlace = false;
   int64_t numElements() const;
 };
 

@@ -184,6 +184,11 @@ momac::bindByName(const EntryPointSpec &entry,
     if (!buffer)
       return artifactError("no buffer for result '" + spec.name + "' of " +
                            entry.name);
+    // The compiled code writes such a result into its argument's buffer.
+    if (spec.inPlace && buffer != arguments.lookup(spec.name))
+      return artifactError("result '" + spec.name + "' of " + entry.name +
+                           " is updated in place: it must be bound to its "
+                           "argument's buffer");
     buffers.push_back(buffer);
   }
   return buffers;

@@ -88,7 +88,8 @@ private:
 
 /// Binds an entry point's buffers by name: the call array lists the
 /// argument buffers, then the result buffers, in manifest order. An unbound
-/// name is an error naming it.
+/// name is an error naming it, and so is an in-place result bound to another
+/// buffer than its argument.
 llvm::Expected<std::vector<void *>>
 bindByName(const EntryPointSpec &entry,
            const llvm::StringMap<void *> &arguments,

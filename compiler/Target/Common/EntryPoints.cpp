@@ -57,6 +57,7 @@ FailureOr<EntryPointSpec> momac::describeEntryPoint(func::FuncOp func) {
         func, func.getFunctionType().getResult(i), name, i, "result");
     if (failed(spec))
       return failure();
+    spec->inPlace = bool(func.getResultAttr(i, moma::kInPlaceAttrName));
     entry.results.push_back(*spec);
   }
   return entry;

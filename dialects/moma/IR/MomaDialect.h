@@ -32,6 +32,11 @@ constexpr llvm::StringLiteral kShardUnitElementsAttrName =
     "moma.shard_unit_elements";
 constexpr llvm::StringLiteral kShardUnitAttrName = "moma.shard_unit";
 constexpr llvm::StringLiteral kShardOffsetAttrName = "moma.shard_offset";
+/// On an entry point's result (a unit attribute): the result is written in
+/// place of the argument of the same name (`moma.param`), whose buffer the
+/// caller passes for it too. AdamW's parameters and moments are; the
+/// artifact's manifest says so ("in_place") and momarun checks the binding.
+constexpr llvm::StringLiteral kInPlaceAttrName = "moma.in_place";
 } // namespace mlir::moma
 
 #endif // MOMAC_DIALECTS_MOMA_IR_MOMADIALECT_H
