@@ -81,16 +81,21 @@ double kernelBytes(Operation *op, int64_t tokens) {
 /// The size an allocation's dynamic dimension takes in a step of `tokens`
 /// tokens, from the index arithmetic that computes it: constants, the
 /// arithmetic of sizes (a MoD layer's ceil(capacity n), a tile's min(64,
-/// ...)) and the sizes of the buffers it reads. What the IR leaves open (a
-/// count read from memory: the batch's rows, a modality group's tokens) is
-/// `tokens`, the bound of every token count; a difference of such values is
-/// unknown, and its dimension falls back to estimatedBytes' even split. The
-/// batch's row count (the entry point's `batch_rows` argument) is
-/// `sequences`.
+/// ...)) and the sizes of the buffers it reads. A count that a loop computes
+/// (a modality group's tokens among those the loop visits: the batch's, or
+/// a MoD block's subset) is the loop's trip count split evenly over the
+/// `groups` expert groups: the mix that --balance-modalities keeps, and
+/// whatever the mix, the groups' counts add up to the trip count, so what
+/// all groups hold at once is predicted right. What else the IR leaves open
+/// (a count read from memory) is `tokens`, the bound of every token count;
+/// a difference of open values is unknown, and its dimension falls back to
+/// estimatedBytes' even split. The batch's row count (the entry point's
+/// `batch_rows` argument) is `sequences`.
 class SizeEvaluator {
 public:
-  SizeEvaluator(int64_t tokens, int64_t sequences)
-      : tokens(double(tokens)), sequences(double(sequences)) {}
+  SizeEvaluator(int64_t tokens, int64_t sequences, int64_t groups)
+      : tokens(double(tokens)), sequences(double(sequences)),
+        groups(double(std::max<int64_t>(1, groups))) {}
   int64_t tokenCount() const { return int64_t(tokens); }
 
   std::optional<double> valueOf(Value value, unsigned depth = 0) {
@@ -122,7 +127,7 @@ public:
   }
 
 private:
-  double tokens, sequences;
+  double tokens, sequences, groups;
   llvm::DenseMap<Value, std::optional<double>> memo;
   llvm::DenseMap<Value, bool> openMemo;
 
@@ -133,6 +138,12 @@ private:
     if (auto load = dyn_cast<memref::LoadOp>(def))
       if (isBatchRows(load.getMemRef()))
         return sequences;
+    if (auto loop = dyn_cast<scf::ForOp>(def)) {
+      std::optional<double> lower = valueOf(loop.getLowerBound(), depth),
+                            upper = valueOf(loop.getUpperBound(), depth);
+      double trips = lower && upper ? std::max(0.0, *upper - *lower) : tokens;
+      return trips / groups;
+    }
     auto operand = [&](unsigned i) {
       return valueOf(def->getOperand(i), depth);
     };
@@ -402,7 +413,7 @@ void replayAllocations(Block &ops, SizeEvaluator &sizes,
 
 std::map<std::string, FunctionStatistics>
 momac::collectStepStatistics(ModuleOp module, int64_t tokens,
-                             int64_t sequences) {
+                             int64_t sequences, int64_t groups) {
   std::map<std::string, FunctionStatistics> result;
   for (auto func : module.getOps<func::FuncOp>()) {
     if (func.isPrivate() || func.isExternal())
@@ -416,7 +427,7 @@ momac::collectStepStatistics(ModuleOp module, int64_t tokens,
     }
     llvm::DenseMap<Value, double> live;
     double current = 0;
-    SizeEvaluator sizes(tokens, sequences);
+    SizeEvaluator sizes(tokens, sequences, groups);
     replayAllocations(func.getBody().front(), sizes, live, current,
                       stats.peakTemporaryBytes);
   }

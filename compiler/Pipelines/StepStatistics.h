@@ -50,10 +50,11 @@ struct FunctionStatistics {
 /// subset) is estimated as an even split of `tokens` over the static
 /// dimensions before it, so [E, ?, d] counts tokens / E rows. The peak of
 /// temporaries evaluates each allocation's sizes from the index arithmetic
-/// that computes them, with `sequences` rows in the batch.
+/// that computes them, with `sequences` rows in the batch and the tokens
+/// split evenly over `groups` expert groups (SizeEvaluator).
 std::map<std::string, FunctionStatistics>
 collectStepStatistics(mlir::ModuleOp module, int64_t tokens,
-                      int64_t sequences);
+                      int64_t sequences, int64_t groups);
 
 } // namespace momac
 

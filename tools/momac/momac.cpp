@@ -288,8 +288,9 @@ int printStepStatistics(const ModelConfig &config, llvm::raw_ostream &os) {
   if (mlir::failed(lowerThroughSharedPipeline(*module)))
     return fail("internal error: lowering for --stats failed", 2);
   int64_t tokens = config.train.batchSize * config.seqLen;
-  auto stats =
-      collectStepStatistics(*module, tokens, config.train.batchSize);
+  int64_t groups = config.moe ? int64_t(config.moe->groups.size()) : 1;
+  auto stats = collectStepStatistics(*module, tokens, config.train.batchSize,
+                                     groups);
   printStatistics(os, config, stats, tokens);
   return 0;
 }
