@@ -77,8 +77,9 @@ struct SynthesizeOptimizerStepPass
       step.setArgAttr(i, "moma.param", b.getStringAttr(name));
     for (auto [i, name] : llvm::enumerate(resultNames)) {
       step.setResultAttr(i, "moma.result", b.getStringAttr(name));
-      // Parameters and moments are updated in place, element by element.
-      if (name != "grad_norm")
+      // Parameters and moments are updated in place, element by element;
+      // the last result is the gradient norm.
+      if (i + 1 < resultNames.size())
         step.setResultAttr(i, moma::kInPlaceAttrName, b.getUnitAttr());
     }
     Block *body = step.addEntryBlock();

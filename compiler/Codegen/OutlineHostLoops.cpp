@@ -34,9 +34,13 @@ bool isClonableConstant(Value value) {
 }
 
 /// Replaces `loop` by a call to a new private function `name` that runs it.
-/// Fails (and changes nothing) when the loop reads a memref from outside.
+/// Fails (and changes nothing) when the loop reads a memref from outside,
+/// or allocates on the stack (what it allocates would not outlive a call).
 LogicalResult outline(scf::ForOp loop, StringRef name, ModuleOp module,
                       SymbolTable &symbols) {
+  if (loop->walk([](LLVM::AllocaOp) { return WalkResult::interrupt(); })
+          .wasInterrupted())
+    return failure();
   SetVector<Value> read = valuesReadBy(loop);
   SmallVector<Value> arguments;
   for (Value value : read) {

@@ -143,9 +143,12 @@ def WriteResultsInPlace
   let description = [{
     On a bufferized entry point, an out-parameter marked `moma.in_place`
     (AdamW's new parameters and moments) is the buffer of the argument of
-    the same name: the caller passes it for both (the ABI, which momarun
-    checks). This pass says so in the IR: the out-parameter's uses become
-    uses of the argument (the out-parameter stays in the signature, unused).
+    the same name: the caller passes it for both (the ABI, which
+    `bindByName` checks). Only a result that one element-wise kernel
+    computes from that argument is marked, so writing it into the argument
+    never overwrites an element that is still to be read. This pass says so
+    in the IR: the out-parameter's uses become uses of the argument (the
+    out-parameter stays in the signature, unused).
 
     Then a kernel that updates a tensor reads and writes one memref, and
     LLVM's vectorizer sees one pointer. With two, it guards the vector loop
@@ -163,9 +166,10 @@ def OutlineHostLoops : Pass<"moma-outline-host-loops", "::mlir::ModuleOp"> {
     An entry point is one long sequence of host code per step: allocations,
     size arithmetic, kernel launches and library calls, and a few serial
     loops (the counts of a modality partition, a top-k's bookkeeping). Each
-    `scf.for` at the top of a function's body becomes a function of its
-    own (private, LLVM internal linkage), called in its place, with the values it uses from outside as arguments
-    (constants are cloned in instead, so the callee still sees them).
+    `scf.for` at the top of a function's body becomes a function of its own
+    (private, LLVM internal linkage), called in its place, with the values
+    it uses from outside as arguments (constants are cloned in instead, so
+    the callee still sees them).
 
     This lets the artifact compile the entry points' own code cheaply (their
     length makes LLVM's optimizing code generation superlinear, see
@@ -177,7 +181,8 @@ def OutlineHostLoops : Pass<"moma-outline-host-loops", "::mlir::ModuleOp"> {
     It runs on host code being lowered to LLVM, after memrefs have become
     LLVM descriptors and before SCF becomes control flow. A loop that uses a
     value of memref type from outside stays in place: the entry points pass
-    memrefs as bare pointers, which cannot carry dynamic sizes.
+    memrefs as bare pointers, which cannot carry dynamic sizes; so does a
+    loop that allocates on the stack.
   }];
   let dependentDialects = [
     "::mlir::LLVM::LLVMDialect",

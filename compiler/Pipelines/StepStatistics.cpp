@@ -140,8 +140,11 @@ private:
         return sequences;
     if (auto loop = dyn_cast<scf::ForOp>(def)) {
       std::optional<double> lower = valueOf(loop.getLowerBound(), depth),
-                            upper = valueOf(loop.getUpperBound(), depth);
-      double trips = lower && upper ? std::max(0.0, *upper - *lower) : tokens;
+                            upper = valueOf(loop.getUpperBound(), depth),
+                            step = valueOf(loop.getStep(), depth);
+      double trips = lower && upper && step && *step > 0
+                         ? std::max(0.0, std::ceil((*upper - *lower) / *step))
+                         : tokens;
       return trips / groups;
     }
     auto operand = [&](unsigned i) {

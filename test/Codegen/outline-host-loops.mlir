@@ -1,4 +1,4 @@
-// RUN: moma-opt %s -moma-outline-host-loops | FileCheck %s
+// RUN: moma-opt %s -split-input-file -moma-outline-host-loops | FileCheck %s
 
 // The loops of an entry point's host code (here a count over the token ids,
 // as the modality partition's lowering leaves it) become internal functions
@@ -47,4 +47,22 @@ func.func @grad(%n: index, %ids: !llvm.struct<(ptr, ptr, i64, array<1 x i64>, ar
     memref.store %y, %buffer[%i] : memref<?xf32>
   }
   return %count : index
+}
+
+// -----
+
+// A loop that allocates on the stack stays too: its allocation would not
+// outlive the call.
+// CHECK-LABEL: func.func @stack(
+// CHECK: scf.for
+// CHECK: llvm.alloca
+// CHECK-NOT: func.func private @stack_loop_0
+func.func @stack(%n: index) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %one = llvm.mlir.constant(1 : i64) : i64
+  scf.for %i = %c0 to %n step %c1 {
+    %slot = llvm.alloca %one x i64 : (i64) -> !llvm.ptr
+  }
+  return
 }

@@ -994,7 +994,8 @@ constexpr int64_t kLargestSplatConstant = 1024;
 
 bool isLargeSplatConstant(arith::ConstantOp op) {
   auto splat = dyn_cast<SplatElementsAttr>(op.getValue());
-  return splat && splat.getNumElements() > kLargestSplatConstant;
+  return splat && isa<RankedTensorType>(op.getType()) &&
+         splat.getNumElements() > kLargestSplatConstant;
 }
 
 /// A large splat constant (the zeros a gradient accumulates into, such as

@@ -179,26 +179,13 @@ std::string optimizeAndEmit(llvm::Module &module, unsigned optLevel,
   return "";
 }
 
-/// Whether `value` is used, directly or through constants, by an
-/// instruction of one of `functions`.
-bool isUsedIn(const llvm::Value &value,
-              const llvm::SmallPtrSetImpl<llvm::Function *> &functions) {
-  for (const llvm::User *user : value.users()) {
-    if (auto *inst = dyn_cast<llvm::Instruction>(user)) {
-      if (functions.contains(inst->getFunction()))
-        return true;
-    } else if (isa<llvm::Constant>(user) && isUsedIn(*user, functions)) {
-      return true;
-    }
-  }
-  return false;
-}
-
 /// Moves the definitions of the entry points (the functions momarun calls)
 /// out of `module` into a module of their own, which is returned; each
-/// module declares what the other defines. What the entry points use of
-/// `module`'s local symbols (kernels, constants) becomes hidden globals,
-/// linked by name, as SplitModule does across its partitions.
+/// module declares what the other defines. Local symbols (kernels,
+/// constants) become hidden globals, linked by name, as SplitModule makes
+/// them across its partitions anyway. The entry points are the module's
+/// external definitions: everything else the lowering defines (outlined
+/// parallel regions and host loops) is internal.
 std::unique_ptr<llvm::Module> splitOffEntryPoints(llvm::Module &module) {
   llvm::SmallPtrSet<llvm::Function *, 16> entryPoints;
   for (llvm::Function &function : module)
@@ -206,7 +193,7 @@ std::unique_ptr<llvm::Module> splitOffEntryPoints(llvm::Module &module) {
       entryPoints.insert(&function);
   unsigned unnamed = 0;
   for (llvm::GlobalValue &value : module.global_values()) {
-    if (!value.hasLocalLinkage() || !isUsedIn(value, entryPoints))
+    if (!value.hasLocalLinkage())
       continue;
     if (!value.hasName())
       value.setName("__momac_unnamed." + llvm::Twine(unnamed++));

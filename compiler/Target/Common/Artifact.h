@@ -57,7 +57,8 @@ struct TargetBackend {
   /// may be empty.
   std::function<mlir::LogicalResult(mlir::ModuleOp)> finishModule;
   std::string finishPhase;
-  /// LLVM's optimization level for the host code.
+  /// LLVM's optimization level for the host code other than the entry
+  /// points' own: the CPU's kernels, the outlined host loops.
   unsigned hostOptLevel = 3;
   /// LLVM's optimization level for the entry points' own code: the
   /// straight-line host sequence of a step, which above O0 costs more to

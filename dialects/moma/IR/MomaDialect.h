@@ -34,8 +34,10 @@ constexpr llvm::StringLiteral kShardUnitAttrName = "moma.shard_unit";
 constexpr llvm::StringLiteral kShardOffsetAttrName = "moma.shard_offset";
 /// On an entry point's result (a unit attribute): the result is written in
 /// place of the argument of the same name (`moma.param`), whose buffer the
-/// caller passes for it too. AdamW's parameters and moments are; the
-/// artifact's manifest says so ("in_place") and momarun checks the binding.
+/// caller passes for it too. Only a result that one element-wise kernel
+/// computes from that argument may be marked (element i is read before it
+/// is written, and by nothing after): AdamW's parameters and moments. The
+/// artifact's manifest says so ("in_place"); bindByName checks the binding.
 constexpr llvm::StringLiteral kInPlaceAttrName = "moma.in_place";
 } // namespace mlir::moma
 
