@@ -7,11 +7,11 @@
 //===----------------------------------------------------------------------===//
 
 #include "compiler/Codegen/Passes.h"
+#include "compiler/Codegen/GreedyRewrite.h"
 
 #include "mlir/Dialect/Linalg/IR/LinalgInterfaces.h"
 #include "mlir/Dialect/Linalg/Transforms/Transforms.h"
 #include "mlir/Dialect/Math/IR/Math.h"
-#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 
 namespace momac {
 #define GEN_PASS_DEF_FUSEELEMENTWISEPRODUCERS
@@ -50,12 +50,9 @@ struct FuseElementwiseProducersPass
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
     linalg::populateElementwiseOpsFusionPatterns(patterns, shouldFuse);
-    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns)))) {
-      // An internal error: say which pass, rather than fail silently.
-      getOperation()->emitError(
-          "moma-fuse-elementwise-producers: the rewrite did not converge");
+    if (failed(momac::applyPatternsOrReport(getOperation(), std::move(patterns),
+                                            getArgument())))
       signalPassFailure();
-    }
   }
 };
 

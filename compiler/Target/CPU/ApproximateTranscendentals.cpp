@@ -6,9 +6,9 @@
 //===----------------------------------------------------------------------===//
 
 #include "compiler/Target/CPU/Passes.h"
+#include "compiler/Codegen/GreedyRewrite.h"
 
 #include "mlir/Dialect/Math/Transforms/Passes.h"
-#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 
 namespace momac {
 #define GEN_PASS_DEF_APPROXIMATETRANSCENDENTALS
@@ -29,12 +29,9 @@ struct ApproximateTranscendentalsPass
           return name == math::ExpOp::getOperationName() ||
                  name == math::LogOp::getOperationName();
         });
-    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns)))) {
-      // An internal error: say which pass, rather than fail silently.
-      getOperation()->emitError(
-          "moma-approximate-transcendentals: the rewrite did not converge");
+    if (failed(momac::applyPatternsOrReport(getOperation(), std::move(patterns),
+                                            getArgument())))
       signalPassFailure();
-    }
   }
 };
 

@@ -10,6 +10,7 @@
 #include "compiler/Target/CPU/Passes.h"
 
 #include "compiler/Codegen/BufferGemm.h"
+#include "compiler/Codegen/GreedyRewrite.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -20,7 +21,6 @@
 #include "mlir/IR/Matchers.h"
 #include "mlir/IR/PatternMatch.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
-#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 
 namespace momac {
 #define GEN_PASS_DEF_CONVERTLINALGTOBLAS
@@ -208,12 +208,9 @@ struct ConvertLinalgToBlasPass
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
     patterns.add<ContractionToSgemm>(&getContext());
-    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns)))) {
-      // An internal error: say which pass, rather than fail silently.
-      getOperation()->emitError(
-          "convert-linalg-to-blas: the rewrite did not converge");
+    if (failed(momac::applyPatternsOrReport(getOperation(), std::move(patterns),
+                                            getArgument())))
       signalPassFailure();
-    }
   }
 };
 

@@ -11,12 +11,12 @@
 #include "compiler/Target/CUDA/Passes.h"
 
 #include "compiler/Codegen/BufferGemm.h"
+#include "compiler/Codegen/GreedyRewrite.h"
 
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/SCF/Utils/Utils.h"
 #include "mlir/IR/PatternMatch.h"
-#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 
 namespace momac {
 #define GEN_PASS_DEF_CONVERTLINALGTOCUBLAS
@@ -129,12 +129,9 @@ struct ConvertLinalgToCublasPass
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
     patterns.add<ContractionToCublas>(&getContext());
-    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns)))) {
-      // An internal error: say which pass, rather than fail silently.
-      getOperation()->emitError(
-          "convert-linalg-to-cublas: the rewrite did not converge");
+    if (failed(momac::applyPatternsOrReport(getOperation(), std::move(patterns),
+                                            getArgument())))
       signalPassFailure();
-    }
   }
 };
 
