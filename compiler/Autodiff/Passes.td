@@ -51,7 +51,9 @@ def MomaSynthesizeOptimizerStep
     from the step number. Results: the updated parameters and moments under
     the same names, and `grad_norm`, the global norm before clipping. Each
     update is element-wise, so the runtime passes the same buffers for a
-    tensor and its update.
+    tensor and its update. When the norm is not finite (a NaN or Inf in some
+    gradient), nothing is updated: the runtime, which reads `grad_norm` to
+    log it, then stops or skips the step without scanning the gradients.
 
     Weight decay follows the name rule of section 7 (lib/config).
   }];

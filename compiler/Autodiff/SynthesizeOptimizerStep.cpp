@@ -14,6 +14,8 @@
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/Builders.h"
 
+#include <limits>
+
 namespace momac {
 #define GEN_PASS_DEF_MOMASYNTHESIZEOPTIMIZERSTEP
 #include "compiler/Autodiff/Passes.h.inc"
@@ -92,27 +94,30 @@ struct SynthesizeOptimizerStepPass
                secondMoments = args.slice(3 * n, n);
     Value schedule = args.back();
 
-    // clip = min(1, grad_clip / (norm + 1e-6)), or 1 without clipping.
+    // clip = min(1, grad_clip / (norm + 1e-6)), or 1 without clipping; NaN
+    // when the norm is not finite (a NaN or Inf in some gradient), which
+    // makes every update below leave its parameter and moments as they are:
+    // the runtime then stops or skips the step (momarun --skip-nonfinite)
+    // by reading the norm, without a pass of its own over the gradients.
     Value norm = moma::GlobalNormOp::create(b, loc, scalarType, grads);
-    Value clip;
+    Value normValue = tensor::ExtractOp::create(b, loc, norm, ValueRange{});
+    auto f32 = [&](float value) {
+      return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(value))
+          .getResult();
+    };
+    Value factor = f32(1.0f);
     if (double(gradClip) > 0) {
-      Value normValue = tensor::ExtractOp::create(b, loc, norm, ValueRange{});
-      Value shifted = arith::AddFOp::create(
-          b, loc, normValue,
-          arith::ConstantOp::create(b, loc, b.getF32FloatAttr(1e-6f)));
-      Value ratio = arith::DivFOp::create(
-          b, loc,
-          arith::ConstantOp::create(b, loc, b.getF32FloatAttr(gradClip)),
-          shifted);
-      Value factor = arith::MinimumFOp::create(
-          b, loc, ratio,
-          arith::ConstantOp::create(b, loc, b.getF32FloatAttr(1.0f)));
-      clip = tensor::FromElementsOp::create(b, loc, scalarType,
-                                            ValueRange{factor});
-    } else {
-      clip = arith::ConstantOp::create(
-          b, loc, DenseElementsAttr::get(scalarType, 1.0f));
+      Value shifted = arith::AddFOp::create(b, loc, normValue, f32(1e-6f));
+      Value ratio = arith::DivFOp::create(b, loc, f32(gradClip), shifted);
+      factor = arith::MinimumFOp::create(b, loc, ratio, f32(1.0f));
     }
+    Value finite = arith::CmpFOp::create(
+        b, loc, arith::CmpFPredicate::OLT, normValue,
+        f32(std::numeric_limits<float>::infinity()));
+    Value guarded = arith::SelectOp::create(
+        b, loc, finite, factor, f32(std::numeric_limits<float>::quiet_NaN()));
+    Value clip = tensor::FromElementsOp::create(b, loc, scalarType,
+                                                ValueRange{guarded});
 
     SmallVector<Value> newWeights, newFirst, newSecond;
     for (size_t i = 0; i < n; ++i) {

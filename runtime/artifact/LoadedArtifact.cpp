@@ -102,8 +102,11 @@ llvm::Expected<LoadedArtifact> LoadedArtifact::open(llvm::StringRef directory) {
                            "with momac");
   }
   // Each target's device runtime prepares what its libraries read at load.
+  // A cuda-emulated artifact runs the CUDA target's step on this CPU, with
+  // the CUDA runtime's interface over host memory (for the tests).
   const std::string &target = artifact.manifestData.target;
-  if (target == "cpu")
+  const bool cudaInterface = target == "cuda" || target == "cuda-emulated";
+  if (target == "cpu" || target == "cuda-emulated")
     cpu::configureThreadsBeforeLoad();
   else if (target != "cuda")
     return artifactError(manifestPath + ": an artifact for target '" +
@@ -118,7 +121,7 @@ llvm::Expected<LoadedArtifact> LoadedArtifact::open(llvm::StringRef directory) {
   // A CUDA artifact carries its runtime; it says here whether this
   // machine's GPU (and driver) can run it. Without one, what needs no
   // entry point (init, upcycle) still works; entryPoint() says why not.
-  if (target == "cuda") {
+  if (cudaInterface) {
     auto runtime = cuda::ArtifactCudaRuntime::open(library, libraryPath.str());
     if (runtime)
       artifact.cudaRuntime = std::move(*runtime);
@@ -158,6 +161,41 @@ void *LoadedArtifact::symbol(llvm::StringRef name) const {
 
 std::string LoadedArtifact::deviceDescription() const {
   return cudaRuntime ? cudaRuntime->deviceDescription() : std::string();
+}
+
+llvm::Error LoadedArtifact::keepOnDevice(void *host, size_t bytes,
+                                         llvm::StringRef what) {
+  return cudaRuntime ? cudaRuntime->keep(host, bytes, what)
+                     : llvm::Error::success();
+}
+
+llvm::Error LoadedArtifact::copyToHost(void *host) {
+  return cudaRuntime ? cudaRuntime->toHost(host) : llvm::Error::success();
+}
+
+void LoadedArtifact::hostChanged(void *host) {
+  if (cudaRuntime)
+    cudaRuntime->hostChanged(host);
+}
+
+llvm::Error LoadedArtifact::accumulate(float *sum, const float *addend,
+                                       size_t count, float scale, bool first) {
+  if (cudaRuntime)
+    return cudaRuntime->accumulate(sum, addend, count, scale, first);
+  if (first)
+    for (size_t i = 0; i < count; ++i)
+      sum[i] = scale * addend[i];
+  else
+    for (size_t i = 0; i < count; ++i)
+      sum[i] += scale * addend[i];
+  return llvm::Error::success();
+}
+
+std::optional<cuda::ResidentBuffers::Statistics>
+LoadedArtifact::residentStatistics() const {
+  if (!cudaRuntime)
+    return std::nullopt;
+  return cudaRuntime->residentStatistics();
 }
 
 llvm::Error EntryFunction::operator()(void **buffers) const {

@@ -5,11 +5,13 @@
 
 #include "lib/artifact/Manifest.h"
 #include "lib/config/ModelConfig.h"
+#include "runtime/device/cuda/ResidentBuffers.h"
 
 #include "llvm/ADT/StringMap.h"
 #include "llvm/Support/Error.h"
 
 #include <memory>
+#include <optional>
 #include <random>
 #include <vector>
 
@@ -35,8 +37,9 @@ class ArtifactCudaRuntime;
 
 /// An entry point of a loaded artifact, called with its buffers: host
 /// memory, arguments then results in manifest order and shapes. A CPU
-/// artifact runs on them directly. A CUDA artifact runs on the GPU: each
-/// call copies the buffers to device memory and the results back
+/// artifact runs on them directly. A CUDA artifact runs on the GPU: buffers
+/// kept on the device (LoadedArtifact::keepOnDevice) are used there, the
+/// others are copied to device memory and the results back
 /// (runtime/device/cuda/ArtifactCudaRuntime.h); an error names the failed
 /// CUDA call.
 class EntryFunction {
@@ -49,7 +52,7 @@ private:
   friend class LoadedArtifact;
   void (*function)(void **) = nullptr;
   const EntryPointSpec *spec = nullptr;
-  std::shared_ptr<const cuda::ArtifactCudaRuntime> cuda;
+  std::shared_ptr<cuda::ArtifactCudaRuntime> cuda;
 };
 
 class LoadedArtifact {
@@ -76,12 +79,27 @@ public:
   /// empty for a CPU artifact.
   std::string deviceDescription() const;
 
+  /// Where the training state lives between calls. A CUDA artifact keeps
+  /// `host` (`bytes`, named `what` in errors) in GPU memory: entry points
+  /// read and write it there, the host copy is current again only after
+  /// copyToHost, and a host write must be announced with hostChanged. For
+  /// a CPU artifact the host buffer is the state and these do nothing.
+  llvm::Error keepOnDevice(void *host, size_t bytes, llvm::StringRef what);
+  llvm::Error copyToHost(void *host);
+  void hostChanged(void *host);
+  /// sum = (first ? 0 : sum) + scale * addend over `count` floats, where
+  /// the buffers live (micro-batch gradients summed on the GPU).
+  llvm::Error accumulate(float *sum, const float *addend, size_t count,
+                         float scale, bool first);
+  /// For a CUDA artifact, the copies the kept buffers have made so far.
+  std::optional<cuda::ResidentBuffers::Statistics> residentStatistics() const;
+
 private:
   std::string dir;
   Manifest manifestData;
   ModelConfig configData;
   std::string libraryPath;
-  std::shared_ptr<const cuda::ArtifactCudaRuntime> cudaRuntime;
+  std::shared_ptr<cuda::ArtifactCudaRuntime> cudaRuntime;
   /// For a CUDA artifact this machine cannot run: why.
   std::string cudaUnavailable;
 };

@@ -289,6 +289,27 @@ llvm::Error momac::train(const TrainOptions &options) {
   if (!stepBuffers)
     return stepBuffers.takeError();
 
+  // The training state stays where the step runs: on a CUDA artifact's GPU,
+  // from the first call on. Per micro-batch only the tokens (and router
+  // noise) go up and the losses come down; per step, the gradient norm.
+  for (size_t i = 0; i < weights->size(); ++i) {
+    const std::string &name = manifest.parameters[i].name;
+    auto keep = [&](std::vector<float> &buffer,
+                    const std::string &what) -> llvm::Error {
+      if (buffer.empty())
+        return llvm::Error::success();
+      return artifact->keepOnDevice(buffer.data(),
+                                    buffer.size() * sizeof(float), what);
+    };
+    for (auto [buffer, what] :
+         {std::pair{&(*weights)[i], name}, {&firstMoments[i], "optim.m." + name},
+          {&secondMoments[i], "optim.v." + name},
+          {&gradOutputs[gradIndex[i]], "grad." + name},
+          {&meanGrads[i], "the mean of grad." + name}})
+      if (llvm::Error error = keep(*buffer, what))
+        return error;
+  }
+
   // What this one rank holds (compare mpirun -np R: each rank 1/R of it).
   RankMemory memory;
   for (size_t i = 0; i < weights->size(); ++i) {
@@ -311,6 +332,11 @@ llvm::Error momac::train(const TrainOptions &options) {
   auto runStart = std::chrono::steady_clock::now();
 
   auto saveCheckpoint = [&](int64_t completed) -> llvm::Error {
+    for (size_t i = 0; i < weights->size(); ++i)
+      for (std::vector<float> *buffer :
+           {&(*weights)[i], &firstMoments[i], &secondMoments[i]})
+        if (llvm::Error error = artifact->copyToHost(buffer->data()))
+          return error;
     CheckpointProgress progress;
     progress.step = completed;
     progress.dataPosition = stream->position();
@@ -323,6 +349,22 @@ llvm::Error momac::train(const TrainOptions &options) {
     // A shard set an earlier run on several ranks left is older now.
     removeOtherCheckpoints(options.runDirectory, {checkpointPath});
     return llvm::Error::success();
+  };
+
+  // Which gradient went non-finite, for the message: read from the device
+  // only then.
+  auto nonFiniteGradient = [&]() -> llvm::Expected<std::string> {
+    for (size_t i = 0; i < weights->size(); ++i) {
+      std::vector<float> &g =
+          microBatches > 1 ? meanGrads[i] : gradOutputs[gradIndex[i]];
+      if (llvm::Error error = artifact->copyToHost(g.data()))
+        return std::move(error);
+      if (!std::all_of(g.begin(), g.end(),
+                       [](float x) { return std::isfinite(x); }))
+        return "grad." + manifest.parameters[i].name + " holds NaN or Inf";
+    }
+    return std::string("every gradient is finite; their sum of squares "
+                       "overflows");
   };
 
   int64_t skippedSteps = 0;
@@ -349,37 +391,36 @@ llvm::Error momac::train(const TrainOptions &options) {
         modalitySum[m] += double(gradOutputs[1 + m][0]) * double(counts[m]);
         modalityCount[m] += counts[m];
       }
-      if (microBatches > 1) {
-        const float scale = 1.0f / float(microBatches);
-        for (size_t i = 0; i < meanGrads.size(); ++i) {
-          const std::vector<float> &g = gradOutputs[gradIndex[i]];
-          std::vector<float> &mean = meanGrads[i];
-          if (micro == 0)
-            for (size_t j = 0; j < g.size(); ++j)
-              mean[j] = scale * g[j];
-          else
-            for (size_t j = 0; j < g.size(); ++j)
-              mean[j] += scale * g[j];
-        }
-      }
+      if (microBatches > 1)
+        for (size_t i = 0; i < meanGrads.size(); ++i)
+          if (llvm::Error error = artifact->accumulate(
+                  meanGrads[i].data(), gradOutputs[gradIndex[i]].data(),
+                  meanGrads[i].size(), 1.0f / float(microBatches),
+                  /*first=*/micro == 0))
+            return error;
     }
     double lr = learningRate(hyper, step);
     // A non-finite loss or gradient would turn every parameter into NaN
-    // through the clipping scale: check before the update, which then
-    // either stops the run or, with --skip-nonfinite, is skipped.
+    // through the clipping scale. A non-finite loss is seen here; a
+    // non-finite gradient makes the compiled step's norm non-finite, and
+    // the step then leaves the weights and moments as they were
+    // (SynthesizeOptimizerStep). Either way the run then stops or, with
+    // --skip-nonfinite, skips the update.
     std::string nonFinite;
-    if (!std::isfinite(loss))
+    if (!std::isfinite(loss)) {
       nonFinite = llvm::formatv("the loss is {0}", loss).str();
-    else
-      for (size_t i = 0; i < weights->size() && nonFinite.empty(); ++i) {
-        const std::vector<float> &g = microBatches > 1
-                                          ? meanGrads[i]
-                                          : gradOutputs[gradIndex[i]];
-        if (!std::all_of(g.begin(), g.end(),
-                         [](float x) { return std::isfinite(x); }))
-          nonFinite = "the gradient norm is not finite (grad." +
-                      manifest.parameters[i].name + " holds NaN or Inf)";
+    } else {
+      schedule = {float(lr), float(1 - std::pow(hyper.beta1, double(step))),
+                  float(1 - std::pow(hyper.beta2, double(step)))};
+      if (llvm::Error error = stepEntry->second(stepBuffers->data()))
+        return error;
+      if (!std::isfinite(gradNorm[0])) {
+        llvm::Expected<std::string> which = nonFiniteGradient();
+        if (!which)
+          return which.takeError();
+        nonFinite = "the gradient norm is not finite (" + *which + ")";
       }
+    }
     bool skipped = false;
     if (!nonFinite.empty()) {
       bool skip = skippedSteps < options.skipNonFinite;
@@ -402,11 +443,6 @@ llvm::Error momac::train(const TrainOptions &options) {
       skipped = true;
       warnNonFiniteSkipped(step, nonFinite, skippedSteps,
                            options.skipNonFinite);
-    } else {
-      schedule = {float(lr), float(1 - std::pow(hyper.beta1, double(step))),
-                  float(1 - std::pow(hyper.beta2, double(step)))};
-      if (llvm::Error error = stepEntry->second(stepBuffers->data()))
-        return error;
     }
 
     auto now = std::chrono::steady_clock::now();
@@ -460,5 +496,12 @@ llvm::Error momac::train(const TrainOptions &options) {
       llvm::outs().flush();
     }
   }
+  if (auto copies = artifact->residentStatistics())
+    llvm::errs() << llvm::formatv(
+        "momarun: the training state ({0:F1} MB) stayed in device memory: {1} "
+        "uploads ({2:F1} MB), {3} downloads ({4:F1} MB) in {5} steps\n",
+        double(copies->deviceBytes) / 1e6, copies->uploads,
+        double(copies->uploadedBytes) / 1e6, copies->downloads,
+        double(copies->downloadedBytes) / 1e6, options.steps);
   return llvm::Error::success();
 }

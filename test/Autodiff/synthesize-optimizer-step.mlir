@@ -13,8 +13,13 @@
 // CHECK-NOT: aux_router
 // CHECK-SAME: {moma.result = "grad_norm"}
 // CHECK: %[[NORM:.*]] = moma.global_norm %[[GW]], %{{.*}} : tensor<4x4xf32>, tensor<4xf32> -> tensor<f32>
-// CHECK: arith.minimumf
-// CHECK: %[[CLIP:.*]] = tensor.from_elements
+// A non-finite norm (NaN fails every ordered comparison) makes the clip
+// factor NaN, which the updates take as "leave everything as it is".
+// CHECK: %[[NORMV:.*]] = tensor.extract %[[NORM]][]
+// CHECK: %[[FACTOR:.*]] = arith.minimumf
+// CHECK: %[[FINITE:.*]] = arith.cmpf olt, %[[NORMV]], %{{.*}} : f32
+// CHECK: %[[GUARDED:.*]] = arith.select %[[FINITE]], %[[FACTOR]], %{{.*}} : f32
+// CHECK: %[[CLIP:.*]] = tensor.from_elements %[[GUARDED]]
 // CHECK: moma.adamw_update %[[W]], %[[GW]], {{.*}} schedule %[[SCHEDULE]] clip %[[CLIP]] beta1 = 9.000000e-01 beta2 = 0.94999999999999996 eps = 1.000000e-05 weight_decay = 1.000000e-01
 // CHECK: moma.adamw_update %[[N]], {{.*}} weight_decay = 0.000000e+00
 // With aux-routers (MODEL_SPEC section 6), exactly the auxiliary routers,
@@ -25,7 +30,9 @@
 // AUX: moma.adamw_update {{.*}} weight_decay = 0.000000e+00
 // AUX-NOT: moma.adamw_update
 // NOCLIP-NOT: arith.minimumf
-// NOCLIP: arith.constant dense<1.000000e+00> : tensor<f32>
+// NOCLIP-DAG: %[[ONE:.*]] = arith.constant 1.000000e+00 : f32
+// NOCLIP-DAG: %[[NAN:.*]] = arith.constant 0x7FC00000 : f32
+// NOCLIP: arith.select %{{.*}}, %[[ONE]], %[[NAN]] : f32
 func.func @forward(%tokens: tensor<2x5xi32> {moma.param = "tokens"},
                    %wq: tensor<4x4xf32> {moma.param = "layers.0.attention.wq.weight"},
                    %norm: tensor<4xf32> {moma.param = "norm.weight"},

@@ -260,3 +260,30 @@ func.func @splat_zeros(%n: index) -> (tensor<4096x128xf32>, tensor<?x128xf32>, t
   %small = arith.constant dense<1.0> : tensor<4x2xf32>
   return %table, %rows, %large, %small : tensor<4096x128xf32>, tensor<?x128xf32>, tensor<2048x2xf32>, tensor<4x2xf32>
 }
+
+// -----
+
+// AdamW is one element-wise kernel over the parameter, its gradient and its
+// moments (so it may write over them in place); a NaN clip factor (a
+// non-finite gradient norm) selects the old values for all three outputs.
+// CHECK-LABEL: func.func @adamw
+// CHECK-DAG: %[[LR:.*]] = tensor.extract %{{.*}}[%c0
+// CHECK-DAG: %[[CLIP:.*]] = tensor.extract %{{.*}}[] : tensor<f32>
+// CHECK: linalg.generic
+// CHECK-SAME: ins(%{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} : tensor<8x4xf32>, tensor<8x4xf32>, tensor<8x4xf32>, tensor<8x4xf32>)
+// CHECK: ^bb0(%[[P:[a-z0-9_]+]]: f32, %{{[a-z0-9_]+}}: f32, %[[M:[a-z0-9_]+]]: f32, %[[V:[a-z0-9_]+]]: f32
+// CHECK: math.sqrt
+// CHECK: %[[SKIP:.*]] = arith.cmpf uno, %[[CLIP]], %[[CLIP]] : f32
+// CHECK-DAG: %[[P2:.*]] = arith.select %[[SKIP]], %[[P]], %{{.*}} : f32
+// CHECK-DAG: %[[M2:.*]] = arith.select %[[SKIP]], %[[M]], %{{.*}} : f32
+// CHECK-DAG: %[[V2:.*]] = arith.select %[[SKIP]], %[[V]], %{{.*}} : f32
+// CHECK: linalg.yield %[[P2]], %[[M2]], %[[V2]]
+// CHECK-NOT: linalg.generic
+func.func @adamw(%p: tensor<8x4xf32>, %g: tensor<8x4xf32>, %m: tensor<8x4xf32>,
+                 %v: tensor<8x4xf32>, %schedule: tensor<3xf32>, %clip: tensor<f32>)
+    -> (tensor<8x4xf32>, tensor<8x4xf32>, tensor<8x4xf32>) {
+  %p2, %m2, %v2 = moma.adamw_update %p, %g, %m, %v schedule %schedule clip %clip
+      beta1 = 0.9 beta2 = 0.95 eps = 1.0e-5 weight_decay = 0.1
+      : tensor<8x4xf32>, tensor<3xf32>, tensor<f32>
+  return %p2, %m2, %v2 : tensor<8x4xf32>, tensor<8x4xf32>, tensor<8x4xf32>
+}

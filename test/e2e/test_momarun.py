@@ -62,11 +62,13 @@ def run(*args):
     return result.stdout
 
 
-def compile_variant(directory, variant, batch_size=2, **overrides):
+def compile_variant(directory, variant, batch_size=2, target_args=None,
+                    **overrides):
     """Compiles examples/models/tiny/<variant>.json with `overrides` (an
     object merges into the description's object of that key) and
-    train.batch_size `batch_size` (the most sequences a batch may hold);
-    returns (artifact directory, reference config)."""
+    train.batch_size `batch_size` (the most sequences a batch may hold),
+    for TARGET_ARGS unless `target_args` says otherwise; returns (artifact
+    directory, reference config)."""
     with open(os.path.join(TINY, variant + ".json")) as f:
         desc = json.load(f)
     for key, value in overrides.items():
@@ -76,12 +78,14 @@ def compile_variant(directory, variant, batch_size=2, **overrides):
     desc.setdefault("train", {})["batch_size"] = batch_size
     tag = re.sub(r"[^A-Za-z0-9_.-]", "", variant + "".join(
         f"_{k}_{v}" for k, v in overrides.items())
-        + ("" if batch_size == 2 else f"_b{batch_size}"))
+        + ("" if batch_size == 2 else f"_b{batch_size}")
+        + ("" if target_args is None else "".join(target_args)))
     path = os.path.join(directory, tag + ".json")
     with open(path, "w") as f:
         json.dump(desc, f)
     artifact = os.path.join(directory, tag)
-    run(MOMAC, path, "-o", artifact, *TARGET_ARGS)
+    run(MOMAC, path, "-o", artifact,
+        *(TARGET_ARGS if target_args is None else target_args))
     return artifact, R.load_config(path)
 
 
@@ -948,6 +952,67 @@ class CompiledTrainingMatchesReference(TemporaryDirectoryTestCase):
         for name in a:
             self.assertTrue(torch.equal(a[name], b[name]), name)
         return artifact, cfg, params, whole
+
+
+class TrainingStateStaysOnTheDevice(TemporaryDirectoryTestCase):
+    """Issue 9: a CUDA artifact's parameters, gradients and AdamW moments
+    live in device memory. Run on a cuda-emulated artifact (the CUDA
+    runtime's interface over separate host allocations; on a GPU machine,
+    MOMAC_E2E_TARGET=cuda runs it on the GPU): the state goes up once and
+    comes down only for the checkpoint, however many steps run, and the
+    run equals the CPU artifact's."""
+
+    TRAIN = {"micro_batches": 2, "total_steps": 12, "warmup_steps": 2}
+
+    def train(self, artifact, data, steps):
+        out = os.path.join(self.tmp.name, f"{os.path.basename(artifact)}-{steps}")
+        result = subprocess.run(
+            [MOMARUN, "train", artifact, "--data", data, "--steps", str(steps),
+             "--out", out], capture_output=True, text=True)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        with open(os.path.join(out, "metrics.jsonl")) as f:
+            losses = [(m["loss"], m["grad_norm"]) for m in map(json.loads, f)]
+        return result.stderr, losses, out
+
+    def test_the_state_is_copied_up_once_and_down_for_checkpoints(self):
+        target = os.environ.get("MOMAC_E2E_TARGET") or "cuda-emulated"
+        device, _ = compile_variant(self.tmp.name, "moe_4t4i",
+                                    target_args=["--target=" + target],
+                                    train=dict(self.TRAIN))
+        cpu, _ = compile_variant(self.tmp.name, "moe_4t4i", target_args=[],
+                                 train=dict(self.TRAIN))
+        data = os.path.join(self.tmp.name, "data")
+        run(MOMARUN, "corpus", cpu, "--out", data, "--synthetic", "40")
+        copies = {}
+        for steps in (2, 5):
+            stderr, losses, out = self.train(device, data, steps)
+            match = re.search(r"\(([0-9.]+) MB\) stayed in device memory: "
+                              r"(\d+) uploads \(([0-9.]+) MB\), (\d+) downloads "
+                              r"\(([0-9.]+) MB\)", stderr)
+            self.assertIsNotNone(match, stderr)
+            copies[steps] = match.groups()
+            _, cpu_losses, cpu_out = self.train(cpu, data, steps)
+            for (loss, norm), (want_loss, want_norm) in zip(losses, cpu_losses):
+                self.assertAlmostEqual(loss, want_loss, delta=1e-5 * want_loss)
+                self.assertAlmostEqual(norm, want_norm, delta=1e-4 * want_norm)
+            a = R.read_safetensors(os.path.join(out, "checkpoint.safetensors"))
+            b = R.read_safetensors(os.path.join(cpu_out, "checkpoint.safetensors"))
+            for name in b:
+                self.assertLessEqual(float((a[name] - b[name]).abs().max()),
+                                     1e-5, name)
+        # Weights and both moments of each trained parameter: uploaded once,
+        # downloaded once (the final checkpoint), for 2 steps as for 5.
+        self.assertEqual(copies[2], copies[5])
+        state_mb, uploads, up_mb, downloads, down_mb = copies[5]
+        self.assertEqual(uploads, downloads)
+        self.assertEqual(up_mb, down_mb)
+        checkpoint = R.read_safetensors(os.path.join(out, "checkpoint.safetensors"))
+        self.assertEqual(int(uploads), len(checkpoint))
+        checkpoint_mb = sum(t.numel() * 4 for t in checkpoint.values()) / 1e6
+        self.assertAlmostEqual(float(up_mb), checkpoint_mb, delta=0.1)
+        # The state also holds the gradients and their micro-batch mean,
+        # which never leave the device.
+        self.assertGreater(float(state_mb), float(up_mb))
 
 
 class DivergingTraining(TemporaryDirectoryTestCase):

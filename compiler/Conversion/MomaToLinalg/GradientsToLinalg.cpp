@@ -594,7 +594,14 @@ struct LowerAdamWUpdate : OpRewritePattern<moma::AdamWUpdateOp> {
               add(mul(constant(decay), p),
                   arith::DivFOp::create(b, at, mHat, denominator));
           Value p2 = arith::SubFOp::create(b, at, p, mul(lr, direction));
-          return SmallVector<Value>{p2, m2, v2};
+          // A NaN clip factor (a non-finite gradient norm) updates nothing.
+          Value skip = arith::CmpFOp::create(b, at, arith::CmpFPredicate::UNO,
+                                             clip, clip);
+          auto keep = [&](Value old, Value updated) {
+            return arith::SelectOp::create(b, at, skip, old, updated)
+                .getResult();
+          };
+          return SmallVector<Value>{keep(p, p2), keep(m, m2), keep(v, v2)};
         });
     rewriter.replaceOp(op, updated);
     return success();

@@ -832,7 +832,8 @@ def Moma_AdamWUpdateOp : Moma_Op<"adamw_update",
     With `schedule = [lr, 1 - beta1^t, 1 - beta2^t]` and the clipping factor
     `clip`: g' = clip g, m' = b1 m + (1 - b1) g', v' = b2 v + (1 - b2) g'^2,
     p' = p - lr (wd p + (m' / (1 - b1^t)) / (sqrt(v' / (1 - b2^t)) + eps)).
-    Every output element depends only on the same element of the inputs, so
+    A NaN `clip` (what @optimizer_step passes when the gradient norm is not
+    finite) leaves p, m and v as they are. Every output element depends only on the same element of the inputs, so
     the update may be written over its inputs in place.
   }];
   let arguments = (ins Moma_Activations:$param, Moma_Activations:$grad,

@@ -4,7 +4,12 @@
 // (compiler/Target/CUDA/EmulateGpuOnHost.cpp), so the e2e tests can check
 // its numbers without a GPU. The step then calls the CUDA runtime's library
 // functions (runtime/device/cuda/CudaRuntime.h) on host memory: here they
-// are, with the same contracts, on BLAS.
+// are, with the same contracts, on BLAS. So is momarun's side of that
+// runtime (device memory, copies, errors), with "device" memory a separate
+// host allocation: momarun drives an emulated artifact exactly as a CUDA
+// one (runtime/device/cuda/ArtifactCudaRuntime.h), so a copy it forgets
+// (training state left on the "device" when a checkpoint is written) shows
+// in the tests here as it would on a GPU.
 //
 //===----------------------------------------------------------------------===//
 
@@ -13,9 +18,51 @@
 #include <cblas.h>
 
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 extern "C" {
+
+// --- momarun's side -------------------------------------------------------
+
+const char *momart_cuda_status(void) { return nullptr; }
+
+bool momart_cuda_device(char *name, size_t nameSize, size_t *totalBytes) {
+  std::snprintf(name, nameSize, "this CPU (momac --target=cuda-emulated)");
+  *totalBytes = 0;
+  return true;
+}
+
+void *momart_cuda_alloc(size_t bytes) {
+  // 64-byte aligned, as the compiled kernels' vector loads like.
+  return std::aligned_alloc(64, (bytes + 63) / 64 * 64 + 64);
+}
+
+void momart_cuda_free(void *pointer) { std::free(pointer); }
+
+void momart_cuda_copy_to_device(void *device, const void *host, size_t bytes) {
+  std::memcpy(device, host, bytes);
+}
+
+void momart_cuda_copy_to_host(void *host, const void *device, size_t bytes) {
+  std::memcpy(host, device, bytes);
+}
+
+void momart_cuda_zero(void *device, size_t bytes) {
+  std::memset(device, 0, bytes);
+}
+
+void momart_cuda_axpy(int64_t count, float alpha, const float *x, float *y) {
+  for (int64_t i = 0; i < count; ++i)
+    y[i] += alpha * x[i];
+}
+
+void momart_cuda_synchronize(void) {}
+
+const char *momart_cuda_take_error(void) { return nullptr; }
+
+// --- the compiled step's side ---------------------------------------------
 
 void momart_cuda_read_to_host(void *host, const void *device, int64_t bytes) {
   std::memcpy(host, device, static_cast<size_t>(bytes));

@@ -39,13 +39,30 @@ ArtifactCudaRuntime::open(llvm::sys::DynamicLibrary library,
       !lookup("momart_cuda_copy_to_device", runtime->copyToDevice) ||
       !lookup("momart_cuda_copy_to_host", runtime->copyToHost) ||
       !lookup("momart_cuda_synchronize", runtime->synchronize) ||
-      !lookup("momart_cuda_device", runtime->device))
+      !lookup("momart_cuda_device", runtime->device) ||
+      !lookup("momart_cuda_zero", runtime->zero) ||
+      !lookup("momart_cuda_axpy", runtime->axpy))
     return cudaError(libraryPath +
                      ": not a CUDA artifact's library (no CUDA runtime "
                      "symbols); recompile it with momac --target=cuda");
   if (const char *why = runtime->status())
     return cudaError(libraryPath + ": cannot run on this machine: " + why);
+  ArtifactCudaRuntime *self = runtime.get();
+  runtime->resident = std::make_unique<ResidentBuffers>(ResidentBuffers::Backend{
+      [self](size_t bytes) { return self->alloc(bytes); },
+      [self](void *pointer) { self->free(pointer); },
+      [self](void *device, const void *host, size_t bytes) {
+        self->copyToDevice(device, host, bytes);
+      },
+      [self](void *host, const void *device, size_t bytes) {
+        self->copyToHost(host, device, bytes);
+      }});
   return runtime;
+}
+
+ArtifactCudaRuntime::~ArtifactCudaRuntime() {
+  // The device copies go back to the allocator before the library does.
+  resident.reset();
 }
 
 std::string ArtifactCudaRuntime::deviceDescription() const {
@@ -53,20 +70,30 @@ std::string ArtifactCudaRuntime::deviceDescription() const {
   size_t total = 0;
   if (!device(name, sizeof(name), &total))
     return "no CUDA device";
+  if (total == 0) // the emulation, in host memory
+    return name;
   return llvm::formatv("{0}, {1:F1} GiB", name,
                        double(total) / double(1ull << 30))
       .str();
 }
 
+llvm::Error ArtifactCudaRuntime::takenError(const llvm::Twine &context) {
+  if (const char *error = takeError())
+    return cudaError(context + ": " + error);
+  return llvm::Error::success();
+}
+
 llvm::Error ArtifactCudaRuntime::call(void (*function)(void **),
                                       const EntryPointSpec &entry,
-                                      void **buffers) const {
-  // One device buffer per distinct host buffer: a result that is also an
-  // argument (an update in place) stays one buffer on the device too.
+                                      void **buffers) {
+  // Kept buffers are used in place. Every other distinct host buffer gets a
+  // device buffer for this call: a result that is also an argument (an
+  // update in place) stays one buffer on the device too.
   llvm::DenseMap<void *, void *> deviceOf;
+  llvm::DenseMap<void *, void *> staged; // host -> device, freed after
   std::vector<void *> deviceBuffers;
   auto release = [&] {
-    for (auto &[host, onDevice] : deviceOf)
+    for (auto &[host, onDevice] : staged)
       free(onDevice);
   };
   auto fail = [&](const llvm::Twine &what) {
@@ -76,41 +103,85 @@ llvm::Error ArtifactCudaRuntime::call(void (*function)(void **),
                      (error ? llvm::Twine(": ") + error : llvm::Twine()));
   };
   size_t index = 0;
-  auto stage = [&](const BufferSpec &spec, bool upload) -> bool {
+  auto stage = [&](const BufferSpec &spec, bool isArgument) -> bool {
     void *host = buffers[index++];
     auto [slot, inserted] = deviceOf.try_emplace(host, nullptr);
     if (inserted) {
-      slot->second = alloc(size_t(bytesOf(spec)));
-      if (!slot->second)
-        return false;
-      if (upload)
-        copyToDevice(slot->second, host, size_t(bytesOf(spec)));
+      slot->second = resident->device(host, /*read=*/isArgument);
+      if (!slot->second) {
+        slot->second = alloc(size_t(bytesOf(spec)));
+        if (!slot->second)
+          return false;
+        staged[host] = slot->second;
+        if (isArgument)
+          copyToDevice(slot->second, host, size_t(bytesOf(spec)));
+      }
     }
     deviceBuffers.push_back(slot->second);
     return true;
   };
   for (const BufferSpec &spec : entry.arguments)
-    if (!stage(spec, /*upload=*/true))
+    if (!stage(spec, /*isArgument=*/true))
       return fail("no device memory for argument '" + spec.name + "'");
   for (const BufferSpec &spec : entry.results)
-    if (!stage(spec, /*upload=*/false))
+    if (!stage(spec, /*isArgument=*/false))
       return fail("no device memory for result '" + spec.name + "'");
   function(deviceBuffers.data());
   synchronize();
-  if (const char *error = takeError()) {
-    std::string message = error;
+  if (llvm::Error error = takenError(entry.name + " on the GPU")) {
     release();
-    return cudaError(entry.name + " on the GPU: " + message);
+    return error;
   }
   size_t first = entry.arguments.size();
-  for (size_t r = 0; r < entry.results.size(); ++r)
-    copyToHost(buffers[first + r], deviceBuffers[first + r],
-               size_t(bytesOf(entry.results[r])));
-  if (const char *error = takeError()) {
-    std::string message = error;
-    release();
-    return cudaError(entry.name + " on the GPU: " + message);
+  for (size_t r = 0; r < entry.results.size(); ++r) {
+    void *host = buffers[first + r];
+    if (resident->isKept(host))
+      resident->deviceWrote(host);
+    else
+      copyToHost(host, deviceBuffers[first + r],
+                 size_t(bytesOf(entry.results[r])));
   }
   release();
-  return llvm::Error::success();
+  return takenError(entry.name + " on the GPU");
+}
+
+llvm::Error ArtifactCudaRuntime::keep(void *host, size_t bytes,
+                                      llvm::StringRef what) {
+  if (resident->keep(host, bytes))
+    return llvm::Error::success();
+  const char *error = takeError();
+  return cudaError(llvm::formatv("keeping {0} ({1} bytes) in GPU memory: {2}",
+                                 what, bytes,
+                                 error ? error
+                                       : "it is kept already with another "
+                                         "size"));
+}
+
+llvm::Error ArtifactCudaRuntime::toHost(void *host) {
+  resident->toHost(host);
+  return takenError("copying the training state to the host");
+}
+
+void ArtifactCudaRuntime::hostChanged(void *host) {
+  resident->hostChanged(host);
+}
+
+llvm::Error ArtifactCudaRuntime::accumulate(float *sum, const float *addend,
+                                            size_t count, float scale,
+                                            bool first) {
+  void *addendOnDevice = resident->device(const_cast<float *>(addend), true);
+  void *sumOnDevice = resident->device(sum, /*read=*/!first);
+  if (!addendOnDevice || !sumOnDevice)
+    return cudaError("accumulating gradients on the GPU: the buffers are not "
+                     "in GPU memory");
+  if (first)
+    zero(sumOnDevice, count * sizeof(float));
+  axpy(int64_t(count), scale, static_cast<const float *>(addendOnDevice),
+       static_cast<float *>(sumOnDevice));
+  resident->deviceWrote(sum);
+  return takenError("accumulating gradients on the GPU");
+}
+
+ResidentBuffers::Statistics ArtifactCudaRuntime::residentStatistics() const {
+  return resident->statistics();
 }

@@ -12,6 +12,7 @@
 #define MOMAC_RUNTIME_DEVICE_CUDA_ARTIFACTCUDARUNTIME_H
 
 #include "lib/artifact/Manifest.h"
+#include "runtime/device/cuda/ResidentBuffers.h"
 
 #include "llvm/Support/DynamicLibrary.h"
 #include "llvm/Support/Error.h"
@@ -35,12 +36,30 @@ public:
 
   /// Calls `function` (an entry point of `entry`) on the GPU with the
   /// host buffers `buffers` (arguments then results, manifest order and
-  /// shapes): each distinct buffer is copied to device memory, the step
-  /// runs, the results are copied back. A CUDA error during the call is
-  /// an error naming the failed call and kernel; the host buffers then
-  /// keep what they held before.
+  /// shapes). A kept buffer (keep) is used where it lives, in device
+  /// memory; every other distinct buffer is copied to device memory for the
+  /// call, and back when it is a result. A CUDA error during the call is an
+  /// error naming the failed call and kernel; the host buffers then keep
+  /// what they held before.
   llvm::Error call(void (*function)(void **), const EntryPointSpec &entry,
-                   void **buffers) const;
+                   void **buffers);
+
+  /// Keeps `host` (`bytes`) in device memory between calls
+  /// (ResidentBuffers.h); an error when the GPU has no room for it.
+  llvm::Error keep(void *host, size_t bytes, llvm::StringRef what);
+  /// Makes a kept buffer's host copy current.
+  llvm::Error toHost(void *host);
+  /// The host copy of a kept buffer changed; the next call uploads it.
+  void hostChanged(void *host);
+  /// sum = (first ? 0 : sum) + scale * addend over `count` floats, on the
+  /// device (cuBLAS saxpy) when both are kept.
+  llvm::Error accumulate(float *sum, const float *addend, size_t count,
+                         float scale, bool first);
+  /// The copies kept buffers have made so far.
+  ResidentBuffers::Statistics residentStatistics() const;
+
+  ArtifactCudaRuntime() = default;
+  ~ArtifactCudaRuntime();
 
 private:
   using Status = const char *(*)();
@@ -49,6 +68,10 @@ private:
   using CopyTo = void (*)(void *, const void *, size_t);
   using Synchronize = void (*)();
   using Device = bool (*)(char *, size_t, size_t *);
+  using Zero = void (*)(void *, size_t);
+  using Axpy = void (*)(int64_t, float, const float *, float *);
+
+  llvm::Error takenError(const llvm::Twine &context);
 
   std::string libraryPath;
   Status status = nullptr, takeError = nullptr;
@@ -57,6 +80,9 @@ private:
   CopyTo copyToDevice = nullptr, copyToHost = nullptr;
   Synchronize synchronize = nullptr;
   Device device = nullptr;
+  Zero zero = nullptr;
+  Axpy axpy = nullptr;
+  std::unique_ptr<ResidentBuffers> resident;
 };
 
 } // namespace momac::cuda

@@ -1,5 +1,6 @@
 //===- CublasGemm.cpp - The compiled step's GEMMs on cuBLAS ---------------===//
 //
+// (And momarun's gradient accumulation, a cuBLAS saxpy on the same handle.)
 // A row-major C = A B is the column-major C^T = B^T A^T, so each call hands
 // cuBLAS B as its first operand and A as its second, with m and n swapped;
 // the transposes carry over unchanged. One strided-batched call covers a
@@ -15,6 +16,7 @@
 
 #include <cublas_v2.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 
@@ -92,4 +94,25 @@ extern "C" void momart_cuda_gemm_bf16(int32_t transA, int32_t transB,
                                       int32_t batch) {
   gemm(transA, transB, m, n, k, a, lda, strideA, b, ldb, strideB, beta, c,
        ldc, strideC, batch, CUDA_R_16BF, "momart_cuda_gemm_bf16");
+}
+
+extern "C" void momart_cuda_axpy(int64_t count, float alpha, const float *x,
+                                 float *y) {
+  if (count <= 0 || !ready())
+    return;
+  cublasHandle_t cublas = handle();
+  if (!cublas)
+    return;
+  // cublasSaxpy counts in int: longer vectors go in pieces.
+  const int64_t piece = int64_t(1) << 30;
+  for (int64_t offset = 0; offset < count; offset += piece) {
+    int n = static_cast<int>(std::min(piece, count - offset));
+    cublasStatus_t status =
+        cublasSaxpy(cublas, n, &alpha, x + offset, 1, y + offset, 1);
+    if (status != CUBLAS_STATUS_SUCCESS) {
+      recordError(std::string("momart_cuda_axpy (cublasSaxpy, n=") +
+                  std::to_string(n) + "): " + cublasGetStatusName(status));
+      return;
+    }
+  }
 }

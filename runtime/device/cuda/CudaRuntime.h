@@ -50,6 +50,9 @@ void momart_cuda_copy_to_device(void *device, const void *host, size_t bytes);
 void momart_cuda_copy_to_host(void *host, const void *device, size_t bytes);
 /// Zeroes device memory in stream order.
 void momart_cuda_zero(void *device, size_t bytes);
+/// y += alpha x over `count` floats of device memory, in stream order
+/// (cuBLAS saxpy): momarun sums micro-batch gradients with it.
+void momart_cuda_axpy(int64_t count, float alpha, const float *x, float *y);
 /// Waits for everything queued.
 void momart_cuda_synchronize(void);
 /// The first error since the last call (null if none), and clears it. The

@@ -1,0 +1,67 @@
+//===- ResidentBuffers.cpp - Training state kept in device memory ---------===//
+
+#include "runtime/device/cuda/ResidentBuffers.h"
+
+using namespace momac::cuda;
+
+ResidentBuffers::ResidentBuffers(Backend backend)
+    : backend(std::move(backend)) {}
+
+ResidentBuffers::~ResidentBuffers() {
+  for (auto &[host, copy] : copies)
+    backend.release(copy.device);
+}
+
+bool ResidentBuffers::keep(void *host, size_t bytes) {
+  if (auto it = copies.find(host); it != copies.end())
+    return it->second.bytes == bytes;
+  void *device = backend.allocate(bytes);
+  if (!device)
+    return false;
+  copies[host] = {device, bytes, /*hostNewer=*/true, /*deviceNewer=*/false};
+  stats.deviceBytes += bytes;
+  return true;
+}
+
+bool ResidentBuffers::isKept(const void *host) const {
+  return copies.count(host) != 0;
+}
+
+void *ResidentBuffers::device(void *host, bool read) {
+  auto it = copies.find(host);
+  if (it == copies.end())
+    return nullptr;
+  Copy &copy = it->second;
+  if (read && copy.hostNewer) {
+    backend.upload(copy.device, host, copy.bytes);
+    ++stats.uploads;
+    stats.uploadedBytes += copy.bytes;
+    copy.hostNewer = false;
+  }
+  return copy.device;
+}
+
+void ResidentBuffers::deviceWrote(void *host) {
+  if (auto it = copies.find(host); it != copies.end()) {
+    it->second.deviceNewer = true;
+    it->second.hostNewer = false;
+  }
+}
+
+void ResidentBuffers::toHost(void *host) {
+  auto it = copies.find(host);
+  if (it == copies.end() || !it->second.deviceNewer)
+    return;
+  Copy &copy = it->second;
+  backend.download(host, copy.device, copy.bytes);
+  ++stats.downloads;
+  stats.downloadedBytes += copy.bytes;
+  copy.deviceNewer = false;
+}
+
+void ResidentBuffers::hostChanged(void *host) {
+  if (auto it = copies.find(host); it != copies.end()) {
+    it->second.hostNewer = true;
+    it->second.deviceNewer = false;
+  }
+}
