@@ -586,6 +586,7 @@ OwningOpRef<ModuleOp> ForwardBuilder::build(bool dynamicBatch) {
     unsigned rows = argTypes.size() - 1;
     func.setArgAttr(rows, kParamAttrName, b.getStringAttr(kBatchRowsName));
     func.setArgAttr(rows, moma::kNoGradAttrName, b.getUnitAttr());
+    func.setArgAttr(rows, moma::kHostScalarAttrName, b.getUnitAttr());
   }
 
   Block *entry = func.addEntryBlock();

@@ -42,6 +42,8 @@ static Value bufferJSON(const BufferSpec &spec) {
                 {"shape", shapeJSON(spec.shape)}};
   if (spec.inPlace)
     object["in_place"] = true;
+  if (spec.onHost)
+    object["on_host"] = true;
   return object;
 }
 
@@ -115,7 +117,8 @@ static bool fromJSON(const Value &value, BufferSpec &spec,
   llvm::json::ObjectMapper mapper(value, path);
   return mapper && mapper.map("name", spec.name) &&
          mapper.map("dtype", spec.dtype) && mapper.map("shape", spec.shape) &&
-         mapper.mapOptional("in_place", spec.inPlace);
+         mapper.mapOptional("in_place", spec.inPlace) &&
+         mapper.mapOptional("on_host", spec.onHost);
 }
 static bool fromJSON(const Value &value, EntryPointSpec &entry,
                      llvm::json::Path path) {

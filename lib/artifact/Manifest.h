@@ -30,6 +30,9 @@ struct BufferSpec {
   /// A result written in place of the argument of the same name: the caller
   /// passes that argument's buffer for it (AdamW's parameters and moments).
   bool inPlace = false;
+  /// An argument passed in host memory wherever the step runs (a scalar
+  /// its host code reads: batch_rows); a CUDA runtime does not copy it.
+  bool onHost = false;
   int64_t numElements() const;
 };
 

@@ -55,15 +55,22 @@ func.func @expert_choice(%s: tensor<?x4xf32>) -> (tensor<4x?xi32>, tensor<4x?xf3
 
 // -----
 
-// A partition counts each group's tokens, then lists them in ascending order.
+// A partition counts every group's tokens in one loop (so a GPU step reads
+// the counts back together), then lists each group's tokens in ascending
+// order.
 // CHECK-LABEL: func.func @partition
-// CHECK: %[[COUNT:.*]] = scf.for
+// CHECK: %[[COUNTS:.*]]:2 = scf.for {{.*}} iter_args(%{{.*}} = %[[ZERO:.*]], %{{.*}} = %[[ZERO]]) -> (index, index)
 // CHECK: arith.cmpi sge
 // CHECK: arith.cmpi slt
-// CHECK: tensor.empty(%[[COUNT]]) : tensor<?xi32>
+// CHECK: arith.cmpi sge
+// CHECK: arith.cmpi slt
+// CHECK: scf.yield
+// CHECK: tensor.empty(%[[COUNTS]]#0) : tensor<?xi32>
 // CHECK: scf.for
 // CHECK: scf.if
-// CHECK: tensor.empty(%{{.*}}) : tensor<?xi32>
+// CHECK: tensor.empty(%[[COUNTS]]#1) : tensor<?xi32>
+// CHECK: scf.for
+// CHECK: scf.if
 // CHECK-NOT: moma.
 func.func @partition(%ids: tensor<16xi32>) -> (tensor<?xi32>, tensor<?xi32>) {
   %t, %i = moma.modality_partition %ids groups ["text", "image"]

@@ -442,37 +442,47 @@ struct LowerModalityPartition : OpRewritePattern<moma::ModalityPartitionOp> {
     KernelBuilder kb(rewriter, op.getLoc());
     Value ids = op.getTokenIds();
     Value n = kb.dim(ids, 0);
+    SmallVector<ArrayRef<int64_t>> groupBounds;
+    for (Attribute rangeList : op.getGroupRanges())
+      groupBounds.push_back(cast<DenseI64ArrayAttr>(rangeList).asArrayRef());
+    auto member = [&](OpBuilder &b, Location loc, Value id, size_t group) {
+      return inRanges(b, loc, id, groupBounds[group]);
+    };
+    // Every group's count in one pass over the tokens, before any list:
+    // the counts size the lists (and the experts' buffers and grids), so a
+    // GPU step reads them back to the host, and computed together they come
+    // back in one read (moma-map-host-code-to-gpu).
+    SmallVector<Value> zeros(groupBounds.size(), kb.index(0));
+    SmallVector<Value> counts = kb.loops(
+        {n}, zeros,
+        [&](OpBuilder &b, Location loc, ValueRange ivs, ValueRange state) {
+          Value id = tensor::ExtractOp::create(b, loc, ids, ValueRange{ivs[0]});
+          Value one = arith::ConstantIndexOp::create(b, loc, 1);
+          Value zero = arith::ConstantIndexOp::create(b, loc, 0);
+          SmallVector<Value> next;
+          for (size_t g = 0; g < groupBounds.size(); ++g)
+            next.push_back(arith::AddIOp::create(
+                b, loc, state[g],
+                arith::SelectOp::create(b, loc, member(b, loc, id, g), one,
+                                        zero)));
+          return next;
+        });
+    // Then each group's tokens, in ascending order.
     SmallVector<Value> results;
-    for (auto [g, rangeList] : llvm::enumerate(op.getGroupRanges())) {
-      ArrayRef<int64_t> bounds =
-          cast<DenseI64ArrayAttr>(rangeList).asArrayRef();
-      auto member = [&](OpBuilder &b, Location loc, Value i) {
-        Value id = tensor::ExtractOp::create(b, loc, ids, ValueRange{i});
-        return inRanges(b, loc, id, bounds);
-      };
-      // Count the group's tokens, then list them in ascending order.
-      Value count = kb.loops({n}, {kb.index(0)},
-                             [&](OpBuilder &b, Location loc, ValueRange ivs,
-                                 ValueRange state) {
-                               Value add = arith::SelectOp::create(
-                                   b, loc, member(b, loc, ivs[0]),
-                                   arith::ConstantIndexOp::create(b, loc, 1),
-                                   arith::ConstantIndexOp::create(b, loc, 0));
-                               return SmallVector<Value>{arith::AddIOp::create(
-                                   b, loc, state[0], add)};
-                             })
-                        .front();
+    for (size_t g = 0; g < groupBounds.size(); ++g) {
       auto type = cast<RankedTensorType>(op.getIndices()[g].getType());
       Value list =
           kb.empty(type.getShape(), kb.i32,
-                   type.isDynamicDim(0) ? ValueRange{count} : ValueRange{});
+                   type.isDynamicDim(0) ? ValueRange{counts[g]} : ValueRange{});
       Value filled =
           kb.loops(
                 {n}, {list, kb.index(0)},
                 [&](OpBuilder &b, Location loc, ValueRange ivs,
                     ValueRange state) {
+                  Value id = tensor::ExtractOp::create(b, loc, ids,
+                                                       ValueRange{ivs[0]});
                   auto branch = scf::IfOp::create(
-                      b, loc, member(b, loc, ivs[0]),
+                      b, loc, member(b, loc, id, g),
                       [&](OpBuilder &tb, Location tl) {
                         Value stored = tensor::InsertOp::create(
                             tb, tl, toI32(tb, tl, ivs[0]), state[0],

@@ -12,6 +12,7 @@
 
 #include "compiler/Target/CUDA/Passes.h"
 #include "compiler/Target/CUDA/ThreadDistribution.h"
+#include "dialects/moma/IR/MomaDialect.h"
 
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
@@ -41,10 +42,23 @@ bool isInsideLaunch(Operation *op) {
   return op->getParentOfType<gpu::LaunchOp>() != nullptr;
 }
 
+/// A load of an argument the caller passes in host memory (batch_rows,
+/// `moma.host_scalar`).
+bool readsHostScalar(Operation &op) {
+  auto load = dyn_cast<memref::LoadOp>(op);
+  auto arg = load ? dyn_cast<BlockArgument>(load.getMemRef()) : nullptr;
+  auto func =
+      arg ? dyn_cast<func::FuncOp>(arg.getOwner()->getParentOp()) : nullptr;
+  return func && arg.getOwner()->isEntryBlock() &&
+         func.getArgAttr(arg.getArgNumber(), mlir::moma::kHostScalarAttrName);
+}
+
 /// Host-side ops that stay on the host: launches and library calls,
-/// allocation, buffer metadata (views, sizes, pointers) and what has no
-/// memory effect at all.
+/// allocation, buffer metadata (views, sizes, pointers), reads of host
+/// scalars and what has no memory effect at all.
 bool staysOnHost(Operation &op) {
+  if (readsHostScalar(op))
+    return true;
   if (isa<gpu::LaunchOp, func::CallOp, func::ReturnOp, memref::AllocOp,
           memref::DeallocOp, memref::AllocaOp, memref::DimOp,
           memref::ExtractStridedMetadataOp,

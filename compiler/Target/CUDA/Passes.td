@@ -101,7 +101,9 @@ def MapHostCodeToGpu
       back with one call to the runtime's `momart_cuda_read_to_host`, which
       waits for the stream: the step's only waits inside an entry point.
       Host ops that do not depend on a stretch (allocations, views,
-      constants) move above it instead of ending it;
+      constants) move above it instead of ending it. A load of an argument
+      marked `moma.host_scalar` (batch_rows, which the runtime passes in
+      host memory) is host code, and needs no read;
     - a constant global becomes a device buffer (filled by a kernel when
       it is a splat, copied otherwise);
     - `memref.alloc`/`dealloc` become `gpu.alloc`/`gpu.dealloc`.

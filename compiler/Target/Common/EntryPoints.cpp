@@ -47,6 +47,7 @@ FailureOr<EntryPointSpec> momac::describeEntryPoint(func::FuncOp func) {
         func, func.getArgument(i).getType(), name, i, "argument");
     if (failed(spec))
       return failure();
+    spec->onHost = bool(func.getArgAttr(i, moma::kHostScalarAttrName));
     entry.arguments.push_back(*spec);
   }
   for (unsigned i = 0; i < func.getNumResults(); ++i) {

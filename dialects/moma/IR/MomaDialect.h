@@ -39,6 +39,12 @@ constexpr llvm::StringLiteral kShardOffsetAttrName = "moma.shard_offset";
 /// is written, and by nothing after): AdamW's parameters and moments. The
 /// artifact's manifest says so ("in_place"); bindByName checks the binding.
 constexpr llvm::StringLiteral kInPlaceAttrName = "moma.in_place";
+
+/// On an entry point's argument (a unit attribute): a scalar the caller
+/// passes in host memory wherever the step runs (`batch_rows`). The step's
+/// host code reads it to size its work, so on a GPU it needs no copy to the
+/// device and no read back. The manifest says so ("on_host").
+constexpr llvm::StringLiteral kHostScalarAttrName = "moma.host_scalar";
 } // namespace mlir::moma
 
 #endif // MOMAC_DIALECTS_MOMA_IR_MOMADIALECT_H

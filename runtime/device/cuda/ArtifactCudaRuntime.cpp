@@ -105,6 +105,11 @@ llvm::Error ArtifactCudaRuntime::call(void (*function)(void **),
   size_t index = 0;
   auto stage = [&](const BufferSpec &spec, bool isArgument) -> bool {
     void *host = buffers[index++];
+    // A scalar the step's host code reads (batch_rows) stays where it is.
+    if (spec.onHost) {
+      deviceBuffers.push_back(host);
+      return true;
+    }
     auto [slot, inserted] = deviceOf.try_emplace(host, nullptr);
     if (inserted) {
       slot->second = resident->device(host, /*read=*/isArgument);

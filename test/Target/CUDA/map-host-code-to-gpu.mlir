@@ -81,3 +81,25 @@ func.func @step(%tokens: memref<16xi32>, %x: memref<16x8xf32>, %loss: memref<f32
   memref.dealloc %rows : memref<?x8xf32>
   return
 }
+
+// An argument the caller passes in host memory (moma.host_scalar: batch_rows)
+// is read by the host itself: no launch and no read back, and the buffer it
+// sizes is allocated right away.
+// CHECK-LABEL: func.func @host_scalar
+// CHECK-NOT:     gpu.launch
+// CHECK-NOT:     momart_cuda_read_to_host
+// CHECK:         %[[ROWS:.*]] = memref.load %arg0[] : memref<i32>
+// CHECK:         %[[N:.*]] = arith.index_cast %[[ROWS]] : i32 to index
+// CHECK:         gpu.alloc (%[[N]]) : memref<?x8xf32>
+// CHECK:         gpu.launch
+// CHECK-NOT:     momart_cuda_read_to_host
+// CHECK:         return
+func.func @host_scalar(%rows: memref<i32> {moma.host_scalar}) {
+  %r = memref.load %rows[] : memref<i32>
+  %n = arith.index_cast %r : i32 to index
+  %buffer = memref.alloc(%n) : memref<?x8xf32>
+  %zero = arith.constant 0.0 : f32
+  linalg.fill ins(%zero : f32) outs(%buffer : memref<?x8xf32>)
+  memref.dealloc %buffer : memref<?x8xf32>
+  return
+}
