@@ -99,26 +99,6 @@ def CloneSharedFills
   ];
 }
 
-def FoldIndexKernelExtracts
-    : Pass<"moma-fold-index-kernel-extracts", "::mlir::func::FuncOp"> {
-  let summary = "Compute an element of an index-only kernel where it is read";
-  let description = [{
-    A `tensor.extract` of an element of a `linalg.generic` that has no
-    inputs, identity output maps and a body that computes from
-    `linalg.index` alone (`moma.token_positions`' positions and sequence
-    ids), possibly through an `extract_slice`, becomes that body's scalar
-    code at the element's index. The sequence count attention asks for
-    (the last token's sequence id + 1) is then arithmetic on the token
-    count, known where the step runs, instead of a load from a kernel's
-    result, which a GPU step would read back to the host.
-  }];
-  let dependentDialects = [
-    "::mlir::linalg::LinalgDialect",
-    "::mlir::tensor::TensorDialect",
-    "::mlir::arith::ArithDialect"
-  ];
-}
-
 def ShardParameters : Pass<"moma-shard-parameters", "::mlir::ModuleOp"> {
   let summary = "FSDP: gather each unit's parameters around its uses, "
                 "reduce-scatter its gradients";

@@ -32,9 +32,6 @@ void momac::addSharedLoweringPasses(OpPassManager &pm) {
   pm.addPass(createConvertMomaToLinalg());
   pm.nest<func::FuncOp>().addPass(createConvertElementwiseToLinalgPass());
   pm.addPass(createCanonicalizerPass());
-  // What attention asks of the token positions (the sequence count) is
-  // arithmetic on the token count, not a read of a kernel's result.
-  pm.nest<func::FuncOp>().addPass(createFoldIndexKernelExtracts());
   // The sizes of dynamic token dimensions are read from kernels' results
   // (tensor.dim); asked of the kernels' operands instead, they no longer
   // count as readers that would keep a producer out of its consumer's loop.

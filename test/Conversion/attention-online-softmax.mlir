@@ -85,3 +85,24 @@ func.func @attention_grad(%x: tensor<?x64xf32>, %p: tensor<?xi32>, %s: tensor<?x
   %a, %b, %c = moma.attention_grad %x, %x, %x, %p, %s, %d heads = 4 scale = 0.25 : tensor<?x64xf32>, tensor<?xi32>
   return %a, %b, %c : tensor<?x64xf32>, tensor<?x64xf32>, tensor<?x64xf32>
 }
+
+// -----
+
+// In a model, moma.token_positions numbers at most 32 / 16 = 2 sequences:
+// attention runs over that bound, a constant, also for a subset of the
+// tokens (a Mixture-of-Depths layer's, gathered), where the last sequences
+// may have no tokens left. Without the bound the count is the last token's
+// sequence id + 1, a load that a GPU step would read back to size its grid.
+// CHECK-LABEL: func.func @attention_over_the_batch_sequences
+// CHECK-NOT: tensor.extract %{{.*}} : tensor<?xi32>
+// CHECK: scf.forall (%{{.*}}, %{{.*}}, %{{.*}}) in (2, 4, 2)
+// CHECK: scf.forall (%{{.*}}, %{{.*}}) in (2, 4)
+func.func @attention_over_the_batch_sequences(%x: tensor<?x64xf32>, %sel: tensor<?xi32>, %d: tensor<?x64xf32>)
+    -> (tensor<?x64xf32>, tensor<?x64xf32>, tensor<?x64xf32>, tensor<?x64xf32>) {
+  %pos, %seq = moma.token_positions seq_len = 16 : tensor<32xi32>
+  %p = moma.gather_tokens %pos[%sel] : tensor<32xi32>, tensor<?xi32> -> tensor<?xi32>
+  %s = moma.gather_tokens %seq[%sel] : tensor<32xi32>, tensor<?xi32> -> tensor<?xi32>
+  %o = moma.attention %x, %x, %x, %p, %s heads = 4 scale = 0.25 : tensor<?x64xf32>, tensor<?xi32>
+  %a, %b, %c = moma.attention_grad %x, %x, %x, %p, %s, %d heads = 4 scale = 0.25 : tensor<?x64xf32>, tensor<?xi32>
+  return %o, %a, %b, %c : tensor<?x64xf32>, tensor<?x64xf32>, tensor<?x64xf32>, tensor<?x64xf32>
+}

@@ -296,7 +296,7 @@ struct TileWrite {
 };
 SmallVector<Value> forEachQueryBlock(
     KernelBuilder &kb, Value sequenceIds, ValueRange outputs, int64_t heads,
-    int64_t headDim, int64_t maxRows, int64_t blockRows,
+    int64_t headDim, int64_t maxRows, int64_t maxSequences, int64_t blockRows,
     function_ref<SmallVector<TileWrite>(const QueryBlock &, Value, ValueRange)>
         body) {
   OpBuilder &b = kb.b;
@@ -311,7 +311,8 @@ SmallVector<Value> forEachQueryBlock(
                              .getResult());
   auto forall = scf::ForallOp::create(
       b, loc,
-      ArrayRef<OpFoldResult>{OpFoldResult(sequenceCount(kb, sequenceIds)),
+      ArrayRef<OpFoldResult>{OpFoldResult(sequenceCount(kb, sequenceIds,
+                                                        maxSequences)),
                              b.getIndexAttr(heads), queryBlocks},
       outputs, std::nullopt);
   OpBuilder::InsertionGuard guard(b);
@@ -337,14 +338,14 @@ SmallVector<Value> forEachQueryBlock(
   return SmallVector<Value>(forall.getResults());
 }
 
-/// A pattern that knows seq_len (0 when the module has none) and the tile's
-/// rows.
+/// A pattern that knows seq_len and the most sequences of a batch (0 when
+/// the module has none) and the tile's rows.
 template <typename Op> struct AttentionPattern : OpRewritePattern<Op> {
   AttentionPattern(MLIRContext *context, int64_t maxSequenceRows,
-                   int64_t blockRows)
+                   int64_t maxSequences, int64_t blockRows)
       : OpRewritePattern<Op>(context), maxSequenceRows(maxSequenceRows),
-        blockRows(blockRows) {}
-  int64_t maxSequenceRows, blockRows;
+        maxSequences(maxSequences), blockRows(blockRows) {}
+  int64_t maxSequenceRows, maxSequences, blockRows;
 };
 
 struct LowerAttention : AttentionPattern<moma::AttentionOp> {
@@ -365,7 +366,7 @@ struct LowerAttention : AttentionPattern<moma::AttentionOp> {
     Value out =
         forEachQueryBlock(
             kb, op.getSequenceIds(), init, heads, headDim, maxSequenceRows,
-            blockRows,
+            maxSequences, blockRows,
             [&](const QueryBlock &block, Value index, ValueRange shared) {
               Value positions = op.getPositions();
               Value query =
@@ -436,7 +437,7 @@ struct LowerAttentionGrad : AttentionPattern<moma::AttentionGradOp> {
         kb, ids,
         {kb.empty(statsShape, kb.f32, statsDyn),
          kb.empty(statsShape, kb.f32, statsDyn)},
-        heads, headDim, maxSequenceRows, blockRows,
+        heads, headDim, maxSequenceRows, maxSequences, blockRows,
         [&](const QueryBlock &block, Value index, ValueRange) {
           Value query =
               blockOf(kb, q, block.row, block.rows, block.col, headDim);
@@ -480,7 +481,8 @@ struct LowerAttentionGrad : AttentionPattern<moma::AttentionGradOp> {
                                kb.dynamicOf(type.getShape(), rowSizes)));
     auto forall = scf::ForallOp::create(
         rewriter, loc,
-        ArrayRef<OpFoldResult>{OpFoldResult(sequenceCount(kb, ids)),
+        ArrayRef<OpFoldResult>{OpFoldResult(sequenceCount(kb, ids,
+                                                          maxSequences)),
                                rewriter.getIndexAttr(heads)},
         inits, std::nullopt);
     OpBuilder::InsertionGuard guard(rewriter);
@@ -606,9 +608,10 @@ struct LowerAttentionGrad : AttentionPattern<moma::AttentionGradOp> {
 
 void populateAttentionLoweringPatterns(RewritePatternSet &patterns,
                                        int64_t maxSequenceRows,
+                                       int64_t maxSequences,
                                        int64_t blockRows) {
-  patterns.add<LowerAttention, LowerAttentionGrad>(patterns.getContext(),
-                                                   maxSequenceRows, blockRows);
+  patterns.add<LowerAttention, LowerAttentionGrad>(
+      patterns.getContext(), maxSequenceRows, maxSequences, blockRows);
 }
 
 } // namespace momac::lowering

@@ -680,6 +680,21 @@ void momac::lowering::populateGradientLoweringPatterns(
       patterns.getContext());
 }
 
+int64_t momac::lowering::maxSequencesOf(Operation *module) {
+  int64_t sequences = 0;
+  module->walk([&](moma::TokenPositionsOp op) {
+    auto type = cast<RankedTensorType>(op.getPositions().getType());
+    if (type.isDynamicDim(0)) {
+      sequences = -1; // unbounded: every attention counts its own
+      return WalkResult::interrupt();
+    }
+    sequences = std::max<int64_t>(
+        sequences, llvm::divideCeil(type.getDimSize(0), op.getSeqLen()));
+    return WalkResult::advance();
+  });
+  return std::max<int64_t>(sequences, 0);
+}
+
 int64_t momac::lowering::maxSequenceRowsOf(Operation *module) {
   int64_t rows = 0;
   module->walk([&](moma::TokenPositionsOp op) {

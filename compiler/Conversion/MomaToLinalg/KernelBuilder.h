@@ -573,8 +573,16 @@ inline Value lowerBound(KernelBuilder &kb, Value ids, Value value) {
 }
 
 /// The number of sequences of nondecreasing `ids`: ids[n - 1] + 1, or 0
-/// when there are no rows.
-inline Value sequenceCount(KernelBuilder &kb, Value ids) {
+/// when there are no rows. With `maxSequences` > 0, a bound on every id + 1
+/// (the batch's sequences, maxSequencesOf), that bound instead: a sequence
+/// past the last id gets no rows and costs next to nothing, as one without
+/// tokens between others does already (a Mixture-of-Depths layer's), and
+/// the count is a constant, which a GPU step need not read back from the
+/// device to size its grid.
+inline OpFoldResult sequenceCount(KernelBuilder &kb, Value ids,
+                                  int64_t maxSequences = 0) {
+  if (maxSequences > 0)
+    return kb.b.getIndexAttr(maxSequences);
   OpBuilder &b = kb.b;
   Location loc = kb.loc;
   Value rows = kb.dim(ids, 0);
@@ -861,13 +869,18 @@ void populateGradientLoweringPatterns(RewritePatternSet &patterns);
 /// Registers moma.attention's and moma.attention_grad's patterns
 /// (AttentionToLinalg.cpp): online-softmax kernels per block of
 /// `blockRows` query rows. `maxSequenceRows`: seq_len where the module has
-/// one (see forEachSequence), else 0.
+/// one (see forEachSequence), else 0; `maxSequences`: the most sequences a
+/// batch holds (see sequenceCount), else 0.
 void populateAttentionLoweringPatterns(RewritePatternSet &patterns,
                                        int64_t maxSequenceRows,
+                                       int64_t maxSequences,
                                        int64_t blockRows);
 
 /// The largest seq_len of the module's moma.token_positions ops, or 0.
 int64_t maxSequenceRowsOf(Operation *module);
+/// The most sequences a moma.token_positions op of the module numbers
+/// (its tokens over seq_len), or 0: a bound on every sequence id + 1.
+int64_t maxSequencesOf(Operation *module);
 
 } // namespace momac::lowering
 

@@ -1062,6 +1062,7 @@ struct ConvertMomaToLinalgPass
                  LowerLargeSplatConstant, LowerTensorSplat>(context);
     int64_t maxSequenceRows = maxSequenceRowsOf(getOperation());
     populateAttentionLoweringPatterns(patterns, maxSequenceRows,
+                                      maxSequencesOf(getOperation()),
                                       attentionBlockRows);
     populateGradientLoweringPatterns(patterns);
     ConversionTarget target(*context);
