@@ -61,6 +61,8 @@ struct OptimizerSegment {
 /// compiled step's gathers and reduce-scatters reach.
 class ShardedModel {
 public:
+  struct Shard;
+
   ShardedModel(const Manifest &manifest, Communicator &comm)
       : manifest(manifest), comm(comm) {
     for (const ManifestShardUnit &unit : manifest.shardUnits) {
@@ -107,26 +109,30 @@ public:
     return size_t(most);
   }
 
+  /// Keeps this rank's slice of parameter `p`'s full tensor `full` in the
+  /// shard buffer `member` (params or a moment) of its unit.
+  void keepSlice(size_t p, const std::vector<float> &full,
+                 std::vector<float> Shard::*member) {
+    for (auto [u, unit] : llvm::enumerate(manifest.shardUnits))
+      for (auto [name, offset] : llvm::zip(unit.parameters, unit.offsets)) {
+        if (full.empty() || parameterIndex.lookup(name) != p)
+          continue;
+        Shard &shard = shards[u];
+        int64_t begin = std::max(offset, shard.begin);
+        int64_t end = std::min<int64_t>(offset + int64_t(full.size()),
+                                        shard.begin + shard.shardElements);
+        std::vector<float> &into = shard.*member;
+        for (int64_t i = begin; i < end; ++i)
+          into[i - shard.begin] = full[i - offset];
+      }
+  }
+
   /// Keeps this rank's shard of full per-parameter tensors (manifest order).
   void scatterFrom(const TrainingState &state) {
-    for (auto [u, unit] : llvm::enumerate(manifest.shardUnits)) {
-      Shard &shard = shards[u];
-      for (auto [name, offset] : llvm::zip(unit.parameters, unit.offsets)) {
-        size_t p = parameterIndex[name];
-        auto copy = [&](const std::vector<float> &full,
-                        std::vector<float> &into) {
-          if (full.empty())
-            return;
-          int64_t begin = std::max(offset, shard.begin);
-          int64_t end = std::min<int64_t>(offset + int64_t(full.size()),
-                                          shard.begin + shard.shardElements);
-          for (int64_t i = begin; i < end; ++i)
-            into[i - shard.begin] = full[i - offset];
-        };
-        copy(state.weights[p], shard.params);
-        copy(state.firstMoments[p], shard.firstMoments);
-        copy(state.secondMoments[p], shard.secondMoments);
-      }
+    for (size_t p = 0; p < state.weights.size(); ++p) {
+      keepSlice(p, state.weights[p], &Shard::params);
+      keepSlice(p, state.firstMoments[p], &Shard::firstMoments);
+      keepSlice(p, state.secondMoments[p], &Shard::secondMoments);
     }
   }
 
@@ -309,7 +315,11 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
                                   "write\n",
                                   rank, stale);
 
-  // The full state, then only this rank's shard of it.
+  // This rank's shard of the state. Fresh weights (drawn or loaded) come one
+  // parameter at a time, so a rank never holds more than the largest one
+  // beyond its shard; a checkpoint is read whole (its shards may be cut for
+  // another rank count) and scattered.
+  ShardedModel model(manifest, comm);
   const EntryPointSpec &gradSpec = *gradEntry->first;
   const BufferSpec *noiseSpec = nullptr;
   for (const BufferSpec &spec : gradSpec.arguments)
@@ -333,22 +343,17 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
         return fsdpError(state.source +
                          ": metadata lacks the router-noise RNG state (rng)");
     }
+    model.scatterFrom(state);
   } else {
-    llvm::Expected<Weights> weights =
-        options.initWeights.empty()
-            ? llvm::Expected<Weights>(Weights::initialize(manifest, seed))
-            : Weights::load(manifest, options.initWeights);
-    if (!weights)
-      return weights.takeError();
-    state.parameters = manifest.parameters;
-    for (size_t i = 0; i < weights->size(); ++i) {
-      state.weights.push_back(std::move((*weights)[i]));
-      size_t n = manifest.parameters[i].auxRouter
-                     ? 0
-                     : size_t(manifest.parameters[i].numElements());
-      state.firstMoments.emplace_back(n, 0.0f);
-      state.secondMoments.emplace_back(n, 0.0f);
-    }
+    // The moments start at zero, as the shards do.
+    auto keep = [&](size_t p, std::vector<float> &values) {
+      model.keepSlice(p, values, &ShardedModel::Shard::params);
+    };
+    if (options.initWeights.empty())
+      Weights::initializeEach(manifest, seed, keep);
+    else if (llvm::Error error =
+                 Weights::loadEach(manifest, options.initWeights, keep))
+      return error;
     // Stage 2 of an upcycling: where stage 1's data and compute stopped.
     int64_t stageOneSteps = 0;
     if (!options.dataPositionFrom.empty()) {
@@ -368,8 +373,6 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
         return error;
     }
   }
-  ShardedModel model(manifest, comm);
-  model.scatterFrom(state);
   const int64_t firstStep = state.step + 1;
   uint64_t dataPosition = state.dataPosition;
   state = TrainingState(); // the full copy is not kept

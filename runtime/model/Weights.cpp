@@ -11,12 +11,12 @@
 
 using namespace momac;
 
-Weights Weights::initialize(const Manifest &manifest, uint64_t seed) {
-  Weights weights;
-  weights.params = manifest.parameters;
+void Weights::initializeEach(
+    const Manifest &manifest, uint64_t seed,
+    llvm::function_ref<void(size_t, std::vector<float> &)> take) {
   std::mt19937_64 generator(seed);
   std::normal_distribution<float> normal(0.0f, 0.02f);
-  for (const ManifestParameter &param : weights.params) {
+  for (auto [i, param] : llvm::enumerate(manifest.parameters)) {
     std::vector<float> values(param.numElements());
     if (param.init == "ones")
       std::fill(values.begin(), values.end(), 1.0f);
@@ -25,20 +25,27 @@ Weights Weights::initialize(const Manifest &manifest, uint64_t seed) {
     else
       for (float &v : values)
         v = normal(generator);
-    weights.values.push_back(std::move(values));
+    take(i, values);
   }
+}
+
+Weights Weights::initialize(const Manifest &manifest, uint64_t seed) {
+  Weights weights;
+  weights.params = manifest.parameters;
+  initializeEach(manifest, seed, [&](size_t, std::vector<float> &values) {
+    weights.values.push_back(std::move(values));
+  });
   return weights;
 }
 
-llvm::Expected<Weights> Weights::load(const Manifest &manifest,
-                                      llvm::StringRef path) {
+llvm::Error Weights::loadEach(
+    const Manifest &manifest, llvm::StringRef path,
+    llvm::function_ref<void(size_t, std::vector<float> &)> take) {
   llvm::Expected<SafetensorsFile> file = SafetensorsFile::open(path);
   if (!file)
     return file.takeError();
-  Weights weights;
-  weights.params = manifest.parameters;
   llvm::StringSet<> expected;
-  for (const ManifestParameter &param : weights.params) {
+  for (const ManifestParameter &param : manifest.parameters) {
     expected.insert(param.name);
     const TensorInfo *tensor = file->find(param.name);
     if (!tensor)
@@ -51,10 +58,6 @@ llvm::Expected<Weights> Weights::load(const Manifest &manifest,
           llvm::formatv("{0}: parameter '{1}' has shape {2}, expected {3}",
                         path, param.name, formatShape(tensor->shape),
                         formatShape(param.shape)));
-    llvm::Expected<std::vector<float>> values = file->readFloats(param.name);
-    if (!values)
-      return values.takeError();
-    weights.values.push_back(std::move(*values));
   }
   // A checkpoint is a weights file too: its optimizer moments are skipped.
   for (llvm::StringRef name : file->names())
@@ -63,6 +66,24 @@ llvm::Expected<Weights> Weights::load(const Manifest &manifest,
           llvm::inconvertibleErrorCode(),
           llvm::formatv("{0}: '{1}' is not a parameter of this model", path,
                         name));
+  for (auto [i, param] : llvm::enumerate(manifest.parameters)) {
+    llvm::Expected<std::vector<float>> values = file->readFloats(param.name);
+    if (!values)
+      return values.takeError();
+    take(i, *values);
+  }
+  return llvm::Error::success();
+}
+
+llvm::Expected<Weights> Weights::load(const Manifest &manifest,
+                                      llvm::StringRef path) {
+  Weights weights;
+  weights.params = manifest.parameters;
+  if (llvm::Error error =
+          loadEach(manifest, path, [&](size_t, std::vector<float> &values) {
+            weights.values.push_back(std::move(values));
+          }))
+    return std::move(error);
   return weights;
 }
 

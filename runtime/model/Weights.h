@@ -5,6 +5,7 @@
 
 #include "lib/artifact/Manifest.h"
 
+#include "llvm/ADT/STLFunctionalExtras.h"
 #include "llvm/Support/Error.h"
 
 #include <map>
@@ -19,12 +20,23 @@ public:
   /// from momarun's own generator (a 64-bit Mersenne Twister seeded with
   /// `seed`, parameters drawn in manifest order).
   static Weights initialize(const Manifest &manifest, uint64_t seed);
+  /// The same values one parameter at a time: `take(i, values)` for each
+  /// parameter i in manifest order, so that a caller keeping a slice of
+  /// each (an FSDP rank) never holds the whole model.
+  static void
+  initializeEach(const Manifest &manifest, uint64_t seed,
+                 llvm::function_ref<void(size_t, std::vector<float> &)> take);
 
   /// Loads F32 tensors named as the manifest's parameters; a missing, extra,
   /// misshapen or non-F32 tensor is an error naming it. Optimizer moments
   /// (optim.*) of a checkpoint are ignored.
   static llvm::Expected<Weights> load(const Manifest &manifest,
                                       llvm::StringRef path);
+  /// The same checks and values one parameter at a time (initializeEach);
+  /// the file is checked whole before the first `take`.
+  static llvm::Error
+  loadEach(const Manifest &manifest, llvm::StringRef path,
+           llvm::function_ref<void(size_t, std::vector<float> &)> take);
 
   llvm::Error
   save(llvm::StringRef path,

@@ -152,6 +152,26 @@ class ShardedTrainingMatchesOneRank(FsdpTestCase):
     def test_dense_on_four_ranks(self):
         self.check("dense", 4, steps=3)
 
+    def test_initial_weights_from_a_file(self):
+        # --init W: each rank reads W one tensor at a time and keeps its
+        # shard of each; the run is one rank's from the same file.
+        one, description = self.compile("moe_4t4i", micro_batches=2)
+        sharded, _ = self.compile("moe_4t4i", fsdp=True)
+        data = self.corpus(description)
+        weights = self.path("init-w.safetensors")
+        run(MOMARUN, "init", one, "-o", weights, "--seed", "77")
+        run(MOMARUN, "train", one, "--data", data, "--steps", "2", "--out",
+            self.path("init-one"), "--init", weights)
+        mpirun(2, "train", sharded, "--data", data, "--steps", "2", "--out",
+               self.path("init-many"), "--init", weights)
+        self.assertCurvesEqual(metrics(self.path("init-one")),
+                               metrics(self.path("init-many")), 2)
+        # And not the fresh initialization's curve.
+        run(MOMARUN, "train", one, "--data", data, "--steps", "1", "--out",
+            self.path("init-fresh"))
+        self.assertNotEqual(metrics(self.path("init-fresh"))[0]["loss"],
+                            metrics(self.path("init-many"))[0]["loss"])
+
     def test_cuda_mapping_of_the_sharded_step(self):
         # The CUDA target's mapping of @fsdp_grad (tiles as blocks, host
         # code as launches, the gathers between them), run on the CPU:
