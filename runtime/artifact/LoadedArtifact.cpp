@@ -164,22 +164,23 @@ std::string LoadedArtifact::deviceDescription() const {
 }
 
 llvm::Error LoadedArtifact::keepOnDevice(void *host, size_t bytes,
-                                         llvm::StringRef what) {
+                                         llvm::StringRef what) const {
   return cudaRuntime ? cudaRuntime->keep(host, bytes, what)
                      : llvm::Error::success();
 }
 
-llvm::Error LoadedArtifact::copyToHost(void *host) {
+llvm::Error LoadedArtifact::copyToHost(void *host) const {
   return cudaRuntime ? cudaRuntime->toHost(host) : llvm::Error::success();
 }
 
-void LoadedArtifact::hostChanged(void *host) {
+void LoadedArtifact::hostChanged(void *host) const {
   if (cudaRuntime)
     cudaRuntime->hostChanged(host);
 }
 
 llvm::Error LoadedArtifact::accumulate(float *sum, const float *addend,
-                                       size_t count, float scale, bool first) {
+                                       size_t count, float scale,
+                                       bool first) const {
   if (cudaRuntime)
     return cudaRuntime->accumulate(sum, addend, count, scale, first);
   if (first)

@@ -84,13 +84,14 @@ public:
   /// read and write it there, the host copy is current again only after
   /// copyToHost, and a host write must be announced with hostChanged. For
   /// a CPU artifact the host buffer is the state and these do nothing.
-  llvm::Error keepOnDevice(void *host, size_t bytes, llvm::StringRef what);
-  llvm::Error copyToHost(void *host);
-  void hostChanged(void *host);
+  llvm::Error keepOnDevice(void *host, size_t bytes,
+                           llvm::StringRef what) const;
+  llvm::Error copyToHost(void *host) const;
+  void hostChanged(void *host) const;
   /// sum = (first ? 0 : sum) + scale * addend over `count` floats, where
   /// the buffers live (micro-batch gradients summed on the GPU).
   llvm::Error accumulate(float *sum, const float *addend, size_t count,
-                         float scale, bool first);
+                         float scale, bool first) const;
   /// For a CUDA artifact, the copies the kept buffers have made so far.
   std::optional<cuda::ResidentBuffers::Statistics> residentStatistics() const;
 

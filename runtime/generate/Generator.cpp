@@ -123,6 +123,16 @@ momac::generate(const LoadedArtifact &artifact,
       }
       ++cacheIndex;
     }
+  // The weights and both cache sets stay on a CUDA artifact's GPU for the
+  // whole generation: each step copies only tokens and positions up and the
+  // logits down.
+  if (llvm::Error error = weights->keepOnDevice(artifact))
+    return std::move(error);
+  for (auto &set : cacheSets)
+    for (std::vector<float> &cache : set)
+      if (llvm::Error error = artifact.keepOnDevice(
+              cache.data(), cache.size() * sizeof(float), "a KV cache"))
+        return std::move(error);
   std::vector<void *> buffers[2];
   for (int set = 0; set < 2; ++set) {
     auto bound = bindByName(spec, arguments[set], results[set]);

@@ -3,6 +3,7 @@
 #include "runtime/model/Weights.h"
 
 #include "lib/safetensors/Safetensors.h"
+#include "runtime/artifact/LoadedArtifact.h"
 
 #include "llvm/ADT/StringSet.h"
 #include "llvm/Support/FormatVariadic.h"
@@ -85,6 +86,18 @@ llvm::Expected<Weights> Weights::load(const Manifest &manifest,
           }))
     return std::move(error);
   return weights;
+}
+
+llvm::Error Weights::keepOnDevice(
+    const LoadedArtifact &artifact,
+    llvm::function_ref<bool(const ManifestParameter &)> keep) {
+  for (size_t i = 0; i < values.size(); ++i)
+    if (keep(params[i]) && !values[i].empty())
+      if (llvm::Error error = artifact.keepOnDevice(
+              values[i].data(), values[i].size() * sizeof(float),
+              params[i].name))
+        return error;
+  return llvm::Error::success();
 }
 
 llvm::Error

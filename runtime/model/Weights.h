@@ -13,6 +13,8 @@
 
 namespace momac {
 
+class LoadedArtifact;
+
 /// One fp32 buffer per parameter, in manifest order.
 class Weights {
 public:
@@ -46,6 +48,14 @@ public:
   const ManifestParameter &spec(size_t i) const { return params[i]; }
   std::vector<float> &operator[](size_t i) { return values[i]; }
   const std::vector<float> &operator[](size_t i) const { return values[i]; }
+  /// Keeps every parameter on `artifact`'s device between calls that only
+  /// read them (LoadedArtifact::keepOnDevice); those for which `keep` is
+  /// false stay host buffers, copied for each call.
+  llvm::Error keepOnDevice(
+      const LoadedArtifact &artifact,
+      llvm::function_ref<bool(const ManifestParameter &)> keep =
+          [](const ManifestParameter &) { return true; });
+
   /// Every parameter's values, in manifest order.
   const std::vector<std::vector<float>> &tensors() const { return values; }
 

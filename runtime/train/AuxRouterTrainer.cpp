@@ -98,6 +98,13 @@ llvm::Error momac::trainAuxRouters(const AuxTrainOptions &options) {
   std::vector<float> schedule(3), gradNorm(1);
   stepArguments["schedule"] = schedule.data();
   stepResults["grad_norm"] = gradNorm.data();
+  // The frozen model stays on a CUDA artifact's GPU; the routers, their
+  // gradients and moments (small) are copied for each call, so that the
+  // host checks and saves them as they are.
+  if (llvm::Error error = weights->keepOnDevice(
+          *artifact,
+          [](const ManifestParameter &param) { return !param.auxRouter; }))
+    return error;
   auto gradBuffers = bindByName(gradSpec, gradArguments, gradResults);
   if (!gradBuffers)
     return gradBuffers.takeError();

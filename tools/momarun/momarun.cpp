@@ -576,6 +576,9 @@ int runEval() {
   llvm::Expected<Weights> weights = Weights::load(manifest, evalWeights);
   if (!weights)
     return fail(weights.takeError());
+  // On a CUDA artifact's GPU for every batch.
+  if (llvm::Error error = weights->keepOnDevice(*artifact))
+    return fail(std::move(error));
   llvm::Expected<IndexedDataset> dataset = IndexedDataset::open(evalData);
   if (!dataset)
     return fail(dataset.takeError());
