@@ -114,9 +114,27 @@ struct MapHostCodeToGpuPass
     IRRewriter rewriter(&getContext());
     if (failed(copyGlobalsToDevice(rewriter, func)) ||
         failed(launchHostKernels(rewriter, func)) ||
-        failed(launchScalarCode(rewriter, func.getBody().front())))
+        failed(launchScalarCode(rewriter, func.getBody().front())) ||
+        failed(checkHostScalarsStayOnHost(func)))
       return signalPassFailure();
     allocateOnDevice(rewriter, func);
+  }
+
+  /// The caller passes a `moma.host_scalar` argument in host memory: a use
+  /// by anything but a host load (a kernel, a copy) would read host memory
+  /// on the GPU.
+  LogicalResult checkHostScalarsStayOnHost(func::FuncOp func) {
+    for (BlockArgument arg : func.getArguments()) {
+      if (!func.getArgAttr(arg.getArgNumber(), mlir::moma::kHostScalarAttrName))
+        continue;
+      for (Operation *user : arg.getUsers())
+        if (!readsHostScalar(*user) || isInsideLaunch(user))
+          return user->emitError("moma-map-host-code-to-gpu: argument ")
+                 << arg.getArgNumber()
+                 << " is passed in host memory (moma.host_scalar), but "
+                    "device code would read it here";
+    }
+    return success();
   }
 
   /// A constant global (a bufferized constant tensor) is host memory: the

@@ -103,3 +103,4 @@ func.func @host_scalar(%rows: memref<i32> {moma.host_scalar}) {
   memref.dealloc %buffer : memref<?x8xf32>
   return
 }
+
