@@ -127,15 +127,6 @@ public:
       }
   }
 
-  /// Keeps this rank's shard of full per-parameter tensors (manifest order).
-  void scatterFrom(const TrainingState &state) {
-    for (size_t p = 0; p < state.weights.size(); ++p) {
-      keepSlice(p, state.weights[p], &Shard::params);
-      keepSlice(p, state.firstMoments[p], &Shard::firstMoments);
-      keepSlice(p, state.secondMoments[p], &Shard::secondMoments);
-    }
-  }
-
   /// The segments of this rank's shards that AdamW updates (not the aux
   /// routers, MODEL_SPEC section 7).
   std::vector<OptimizerSegment> optimizerSegments() const {
@@ -315,10 +306,10 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
                                   "write\n",
                                   rank, stale);
 
-  // This rank's shard of the state. Fresh weights (drawn or loaded) come one
-  // parameter at a time, so a rank never holds more than the largest one
-  // beyond its shard; a checkpoint is read whole (its shards may be cut for
-  // another rank count) and scattered.
+  // This rank's shard of the state. Fresh weights (drawn or loaded) and a
+  // checkpoint (of any rank count) come one parameter at a time, so a rank
+  // holds, beyond its shard, at most one parameter (or one FSDP unit of a
+  // shard set being put back together).
   ShardedModel model(manifest, comm);
   const EntryPointSpec &gradSpec = *gradEntry->first;
   const BufferSpec *noiseSpec = nullptr;
@@ -329,8 +320,14 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
   std::mt19937_64 noiseRng(seed ^ 0x9e3779b97f4a7c15ULL);
   TrainingState state;
   if (options.resume) {
-    llvm::Expected<TrainingState> read =
-        readTrainingCheckpoint(options.runDirectory, manifest.parameters);
+    llvm::Expected<TrainingState> read = readTrainingCheckpointEach(
+        options.runDirectory, manifest.parameters,
+        [&](size_t p, std::vector<float> &weights, std::vector<float> &m,
+            std::vector<float> &v) {
+          model.keepSlice(p, weights, &ShardedModel::Shard::params);
+          model.keepSlice(p, m, &ShardedModel::Shard::firstMoments);
+          model.keepSlice(p, v, &ShardedModel::Shard::secondMoments);
+        });
     if (!read)
       return read.takeError();
     state = std::move(*read);
@@ -343,7 +340,6 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
         return fsdpError(state.source +
                          ": metadata lacks the router-noise RNG state (rng)");
     }
-    model.scatterFrom(state);
   } else {
     // The moments start at zero, as the shards do.
     auto keep = [&](size_t p, std::vector<float> &values) {
@@ -375,7 +371,6 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
   }
   const int64_t firstStep = state.step + 1;
   uint64_t dataPosition = state.dataPosition;
-  state = TrainingState(); // the full copy is not kept
 
   MomartFsdpCallbacks callbacks = model.callbacks();
   install(&callbacks);

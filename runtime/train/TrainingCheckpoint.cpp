@@ -48,7 +48,8 @@ llvm::Error readProgress(const SafetensorsFile &file,
 
 llvm::Expected<TrainingState>
 readSingle(llvm::StringRef path,
-           const std::vector<ManifestParameter> &parameters) {
+           const std::vector<ManifestParameter> &parameters,
+           TakeParameter take) {
   llvm::Expected<SafetensorsFile> file = SafetensorsFile::open(path);
   if (!file)
     return file.takeError();
@@ -57,11 +58,10 @@ readSingle(llvm::StringRef path,
   state.source = path.str();
   if (llvm::Error error = readProgress(*file, state))
     return std::move(error);
-  for (const ManifestParameter &param : parameters) {
+  for (auto [i, param] : llvm::enumerate(parameters)) {
     llvm::Expected<std::vector<float>> values = file->readFloats(param.name);
     if (!values)
       return values.takeError();
-    state.weights.push_back(std::move(*values));
     std::vector<float> m, v;
     if (!param.auxRouter) {
       auto first = file->readFloats("optim.m." + param.name);
@@ -73,8 +73,7 @@ readSingle(llvm::StringRef path,
       m = std::move(*first);
       v = std::move(*second);
     }
-    state.firstMoments.push_back(std::move(m));
-    state.secondMoments.push_back(std::move(v));
+    take(i, *values, m, v);
   }
   return state;
 }
@@ -129,7 +128,8 @@ constexpr const char *kShardPrefixes[3] = {"fsdp.", "fsdp.optim.m.",
 
 llvm::Expected<TrainingState>
 readShardSet(llvm::StringRef runDirectory, int ranks,
-             const std::vector<ManifestParameter> &wanted) {
+             const std::vector<ManifestParameter> &wanted,
+             TakeParameter take) {
   std::vector<SafetensorsFile> files;
   for (int r = 0; r < ranks; ++r) {
     llvm::Expected<SafetensorsFile> file =
@@ -157,15 +157,37 @@ readShardSet(llvm::StringRef runDirectory, int ranks,
   if (!layout)
     return layout.takeError();
 
-  // Each unit's flat buffers, put back together from the ranks' pieces.
-  llvm::StringMap<std::pair<size_t, int64_t>> placement; // unit, offset
-  std::vector<std::vector<float>> flat[3];
-  for (auto [u, unit] : llvm::enumerate(layout->units)) {
-    int64_t shard = shardElements(unit.elements, ranks);
+  // Where each wanted parameter lies (unit, offset), checked against the
+  // stored layout before anything is read.
+  llvm::StringMap<std::pair<size_t, int64_t>> placement;
+  for (auto [u, unit] : llvm::enumerate(layout->units))
     for (auto [name, offset] : llvm::zip(unit.parameters, unit.offsets))
       placement[name] = {u, offset};
+  state.parameters = wanted.empty() ? layout->parameters : wanted;
+  llvm::StringMap<const ManifestParameter *> stored;
+  for (const ManifestParameter &param : layout->parameters)
+    stored[param.name] = &param;
+  std::vector<std::vector<size_t>> parametersOfUnit(layout->units.size());
+  for (auto [i, param] : llvm::enumerate(state.parameters)) {
+    auto it = placement.find(param.name);
+    const ManifestParameter *known = stored.lookup(param.name);
+    if (it == placement.end() || !known)
+      return checkpointError(state.source + ": no parameter " + param.name);
+    if (known->shape != param.shape)
+      return checkpointError(state.source + ": " + param.name +
+                             " has another shape than the model's");
+    parametersOfUnit[it->second.first].push_back(i);
+  }
+
+  // One unit at a time: its flat buffers, put back together from the
+  // ranks' pieces, then its parameters' slices.
+  for (auto [u, unit] : llvm::enumerate(layout->units)) {
+    if (parametersOfUnit[u].empty())
+      continue;
+    int64_t shard = shardElements(unit.elements, ranks);
+    std::vector<float> flat[3];
     for (int kind = 0; kind < 3; ++kind) {
-      std::vector<float> &buffer = flat[kind].emplace_back();
+      std::vector<float> &buffer = flat[kind];
       buffer.reserve(unit.elements);
       for (int r = 0; r < ranks; ++r) {
         auto piece = files[r].readFloats(kShardPrefixes[kind] + unit.name);
@@ -183,31 +205,19 @@ readShardSet(llvm::StringRef runDirectory, int ranks,
         buffer.insert(buffer.end(), piece->begin(), piece->begin() + owned);
       }
     }
-  }
-  state.parameters = wanted.empty() ? layout->parameters : wanted;
-  llvm::StringMap<const ManifestParameter *> stored;
-  for (const ManifestParameter &param : layout->parameters)
-    stored[param.name] = &param;
-  for (const ManifestParameter &param : state.parameters) {
-    auto it = placement.find(param.name);
-    const ManifestParameter *known = stored.lookup(param.name);
-    if (it == placement.end() || !known)
-      return checkpointError(state.source + ": no parameter " + param.name);
-    if (known->shape != param.shape)
-      return checkpointError(state.source + ": " + param.name +
-                             " has another shape than the model's");
-    auto [unit, offset] = it->second;
-    int64_t n = param.numElements();
-    auto slice = [&](int kind) {
-      const std::vector<float> &buffer = flat[kind][unit];
-      return std::vector<float>(buffer.begin() + offset,
-                                buffer.begin() + offset + n);
-    };
-    state.weights.push_back(slice(0));
-    state.firstMoments.push_back(param.auxRouter ? std::vector<float>()
-                                                 : slice(1));
-    state.secondMoments.push_back(param.auxRouter ? std::vector<float>()
-                                                  : slice(2));
+    for (size_t i : parametersOfUnit[u]) {
+      const ManifestParameter &param = state.parameters[i];
+      int64_t offset = placement.lookup(param.name).second;
+      int64_t n = param.numElements();
+      auto slice = [&](int kind) {
+        if (kind > 0 && param.auxRouter)
+          return std::vector<float>();
+        return std::vector<float>(flat[kind].begin() + offset,
+                                  flat[kind].begin() + offset + n);
+      };
+      std::vector<float> weights = slice(0), m = slice(1), v = slice(2);
+      take(i, weights, m, v);
+    }
   }
   return state;
 }
@@ -249,6 +259,31 @@ std::string momac::shardCheckpointPath(llvm::StringRef runDirectory, int rank,
 llvm::Expected<TrainingState>
 momac::readTrainingCheckpoint(llvm::StringRef runDirectory,
                               const std::vector<ManifestParameter> &parameters) {
+  TrainingState whole;
+  llvm::Expected<TrainingState> state = readTrainingCheckpointEach(
+      runDirectory, parameters,
+      [&](size_t i, std::vector<float> &weights, std::vector<float> &m,
+          std::vector<float> &v) {
+        if (whole.weights.size() <= i) {
+          whole.weights.resize(i + 1);
+          whole.firstMoments.resize(i + 1);
+          whole.secondMoments.resize(i + 1);
+        }
+        whole.weights[i] = std::move(weights);
+        whole.firstMoments[i] = std::move(m);
+        whole.secondMoments[i] = std::move(v);
+      });
+  if (!state)
+    return state.takeError();
+  state->weights = std::move(whole.weights);
+  state->firstMoments = std::move(whole.firstMoments);
+  state->secondMoments = std::move(whole.secondMoments);
+  return state;
+}
+
+llvm::Expected<TrainingState> momac::readTrainingCheckpointEach(
+    llvm::StringRef runDirectory,
+    const std::vector<ManifestParameter> &parameters, TakeParameter take) {
   // The forms present, newest first by the step in their headers; only the
   // newest readable one is read whole (an older form exists only after a
   // crash between writing a new form and removing the old).
@@ -274,14 +309,15 @@ momac::readTrainingCheckpoint(llvm::StringRef runDirectory,
                                     "already";
     else if (std::optional<int64_t> step = stepOf(single))
       forms.push_back({*step, [&, single] {
-                         return readSingle(single, parameters);
+                         return readSingle(single, parameters, take);
                        }});
   }
   for (int ranks : shardSetSizes(runDirectory))
     if (std::optional<int64_t> step =
             stepOf(shardCheckpointPath(runDirectory, 0, ranks)))
       forms.push_back({*step, [&, ranks] {
-                         return readShardSet(runDirectory, ranks, parameters);
+                         return readShardSet(runDirectory, ranks, parameters,
+                                             take);
                        }});
   std::stable_sort(forms.begin(), forms.end(),
                    [](const Form &a, const Form &b) { return a.step > b.step; });

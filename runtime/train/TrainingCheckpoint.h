@@ -21,6 +21,7 @@
 #include "lib/artifact/Manifest.h"
 
 #include "llvm/ADT/ArrayRef.h"
+#include "llvm/ADT/STLFunctionalExtras.h"
 #include "llvm/Support/Error.h"
 
 #include <cstdint>
@@ -70,6 +71,23 @@ std::string shardCheckpointPath(llvm::StringRef runDirectory, int rank,
 llvm::Expected<TrainingState>
 readTrainingCheckpoint(llvm::StringRef runDirectory,
                        const std::vector<ManifestParameter> &parameters = {});
+
+/// What readTrainingCheckpointEach hands over, parameter by parameter:
+/// its index in the state's `parameters`, its values and its moments
+/// (empty for aux routers), which the callee may move from.
+using TakeParameter = llvm::function_ref<void(
+    size_t, std::vector<float> &, std::vector<float> &, std::vector<float> &)>;
+
+/// readTrainingCheckpoint, one parameter at a time, so that a rank of a
+/// sharded run keeps its shard of each and never holds the whole state
+/// (a shard set is put back together one FSDP unit at a time). The
+/// returned state has the progress, the parameters and the source, no
+/// tensors. When the newest form fails partway, an older one is read
+/// again from its first parameter.
+llvm::Expected<TrainingState>
+readTrainingCheckpointEach(llvm::StringRef runDirectory,
+                           const std::vector<ManifestParameter> &parameters,
+                           TakeParameter take);
 
 /// The data_position and step of a momarun checkpoint (stage 2 of an
 /// upcycling starts where stage 1's data stopped).
