@@ -2,7 +2,8 @@
 
 1. `momarun grad` of each tiny variant on the GPU against the CPU artifact:
    every gradient within 1e-4 of its tensor's largest entry (TF32 off).
-2. 20 training steps on the GPU: the loss is finite and falls.
+2. 20 training steps on the GPU: the loss is finite and falls, and the
+   training state went up to the GPU once (and down once, to checkpoint).
 3. Training tokens/s on bench-tiny, small90 and a 435M-class moe_4t4i at
    seq_len 4096, with the fraction of the GPU's fp32 and bf16 peak.
 """
@@ -10,6 +11,7 @@
 import json
 import os
 import random
+import re
 import statistics
 import struct
 import subprocess
@@ -118,12 +120,24 @@ def train_check(tmp):
     run(MOMARUN, "corpus", os.path.join(ROOT, "examples", "models", "tiny", "moe_4t4i.json"),
         "--out", data, "--synthetic", "400")
     out = os.path.join(tmp, "train20")
-    run(MOMARUN, "train", art, "--data", data, "--steps", "20", "--out", out)
+    result = subprocess.run([MOMARUN, "train", art, "--data", data, "--steps", "20",
+                             "--out", out], capture_output=True, text=True, timeout=600)
+    if result.returncode != 0:
+        raise RuntimeError("momarun train failed:\n" + result.stderr[-2000:])
     losses = [json.loads(line)["loss"] for line in open(os.path.join(out, "metrics.jsonl"))
               if '"loss"' in line]
     ok = len(losses) == 20 and all(l is not None for l in losses) and losses[-1] < losses[0]
+    detail = f"loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else "no metrics"
+    # A CUDA artifact's state stays on the GPU: it goes up once and comes
+    # down once, for the one checkpoint (momarun's last line counts it).
+    copies = re.search(r"(\d+) uploads \(([0-9.]+) MB\), (\d+) downloads", result.stderr)
+    if TARGET == "cuda":
+        if not copies or copies.group(1) != copies.group(3):
+            ok = False
+        detail += (f"; state copies: {copies.group(1)} up ({copies.group(2)} MB), "
+                   f"{copies.group(3)} down" if copies else "; no copy count")
     return {"check": "train tiny moe_4t4i, 20 steps", "result": "ok" if ok else "FAIL",
-            "detail": f"loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else "no metrics"}
+            "detail": detail}
 
 
 def timing(tmp, name, desc, steps):
