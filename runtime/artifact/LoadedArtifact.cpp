@@ -173,11 +173,6 @@ llvm::Error LoadedArtifact::copyToHost(void *host) const {
   return cudaRuntime ? cudaRuntime->toHost(host) : llvm::Error::success();
 }
 
-void LoadedArtifact::hostChanged(void *host) const {
-  if (cudaRuntime)
-    cudaRuntime->hostChanged(host);
-}
-
 llvm::Error LoadedArtifact::accumulate(float *sum, const float *addend,
                                        size_t count, float scale,
                                        bool first) const {

@@ -80,14 +80,15 @@ public:
   std::string deviceDescription() const;
 
   /// Where the training state lives between calls. A CUDA artifact keeps
-  /// `host` (`bytes`, named `what` in errors) in GPU memory: entry points
-  /// read and write it there, the host copy is current again only after
-  /// copyToHost, and a host write must be announced with hostChanged. For
-  /// a CPU artifact the host buffer is the state and these do nothing.
+  /// `host` (`bytes`, named `what` in errors) in GPU memory: the host
+  /// values go up before the first call that reads them, entry points then
+  /// read and write the device copy, and the host copy is current again
+  /// only after copyToHost (the host writes a kept buffer only before
+  /// keeping it). For a CPU artifact the host buffer is the state and these
+  /// do nothing.
   llvm::Error keepOnDevice(void *host, size_t bytes,
                            llvm::StringRef what) const;
   llvm::Error copyToHost(void *host) const;
-  void hostChanged(void *host) const;
   /// sum = (first ? 0 : sum) + scale * addend over `count` floats, where
   /// the buffers live (micro-batch gradients summed on the GPU).
   llvm::Error accumulate(float *sum, const float *addend, size_t count,

@@ -82,15 +82,18 @@ public:
     reduced.resize(largestUnitShard());
     for (size_t i = 0; i < manifest.parameters.size(); ++i)
       parameterIndex[manifest.parameters[i].name] = i;
+    placement.resize(manifest.parameters.size());
     // The padding between a unit's parameters (zeroed before each
     // reduce-scatter: the compiled step never writes it).
     for (auto [u, unit] : llvm::enumerate(manifest.shardUnits)) {
       int64_t covered = 0;
       std::vector<std::pair<int64_t, int64_t>> spans;
-      for (auto [name, offset] : llvm::zip(unit.parameters, unit.offsets))
+      for (auto [name, offset] : llvm::zip(unit.parameters, unit.offsets)) {
+        size_t p = parameterIndex[name];
+        placement[p] = {u, offset};
         spans.push_back(
-            {offset, offset + manifest.parameters[parameterIndex[name]]
-                                  .numElements()});
+            {offset, offset + manifest.parameters[p].numElements()});
+      }
       llvm::sort(spans);
       for (auto [begin, end] : spans) {
         if (begin > covered)
@@ -113,18 +116,16 @@ public:
   /// shard buffer `member` (params or a moment) of its unit.
   void keepSlice(size_t p, const std::vector<float> &full,
                  std::vector<float> Shard::*member) {
-    for (auto [u, unit] : llvm::enumerate(manifest.shardUnits))
-      for (auto [name, offset] : llvm::zip(unit.parameters, unit.offsets)) {
-        if (full.empty() || parameterIndex.lookup(name) != p)
-          continue;
-        Shard &shard = shards[u];
-        int64_t begin = std::max(offset, shard.begin);
-        int64_t end = std::min<int64_t>(offset + int64_t(full.size()),
-                                        shard.begin + shard.shardElements);
-        std::vector<float> &into = shard.*member;
-        for (int64_t i = begin; i < end; ++i)
-          into[i - shard.begin] = full[i - offset];
-      }
+    if (full.empty())
+      return;
+    auto [unit, offset] = placement[p];
+    Shard &shard = shards[unit];
+    int64_t begin = std::max(offset, shard.begin);
+    int64_t end = std::min<int64_t>(offset + int64_t(full.size()),
+                                    shard.begin + shard.shardElements);
+    std::vector<float> &into = shard.*member;
+    for (int64_t i = begin; i < end; ++i)
+      into[i - shard.begin] = full[i - offset];
   }
 
   /// The segments of this rank's shards that AdamW updates (not the aux
@@ -242,6 +243,8 @@ private:
   const Manifest &manifest;
   Communicator &comm;
   llvm::StringMap<size_t> parameterIndex;
+  /// Each parameter's unit and offset in it, by manifest index.
+  std::vector<std::pair<size_t, int64_t>> placement;
   llvm::DenseMap<float *, std::unique_ptr<PendingCollective>> pending;
   std::vector<float> reduced;
 };

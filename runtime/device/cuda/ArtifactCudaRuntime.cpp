@@ -167,10 +167,6 @@ llvm::Error ArtifactCudaRuntime::toHost(void *host) {
   return takenError("copying the training state to the host");
 }
 
-void ArtifactCudaRuntime::hostChanged(void *host) {
-  resident->hostChanged(host);
-}
-
 llvm::Error ArtifactCudaRuntime::accumulate(float *sum, const float *addend,
                                             size_t count, float scale,
                                             bool first) {

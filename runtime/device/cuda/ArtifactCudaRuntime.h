@@ -49,8 +49,6 @@ public:
   llvm::Error keep(void *host, size_t bytes, llvm::StringRef what);
   /// Makes a kept buffer's host copy current.
   llvm::Error toHost(void *host);
-  /// The host copy of a kept buffer changed; the next call uploads it.
-  void hostChanged(void *host);
   /// sum = (first ? 0 : sum) + scale * addend over `count` floats, on the
   /// device (cuBLAS saxpy) when both are kept.
   llvm::Error accumulate(float *sum, const float *addend, size_t count,

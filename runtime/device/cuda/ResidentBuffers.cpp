@@ -18,7 +18,7 @@ bool ResidentBuffers::keep(void *host, size_t bytes) {
   void *device = backend.allocate(bytes);
   if (!device)
     return false;
-  copies[host] = {device, bytes, /*hostNewer=*/true, /*deviceNewer=*/false};
+  copies[host] = {device, bytes, Newer::Host};
   stats.deviceBytes += bytes;
   return true;
 }
@@ -32,36 +32,32 @@ void *ResidentBuffers::device(void *host, bool read) {
   if (it == copies.end())
     return nullptr;
   Copy &copy = it->second;
-  if (read && copy.hostNewer) {
+  if (read && copy.newer == Newer::Host) {
     backend.upload(copy.device, host, copy.bytes);
     ++stats.uploads;
     stats.uploadedBytes += copy.bytes;
-    copy.hostNewer = false;
+    copy.newer = Newer::Neither;
   }
   return copy.device;
 }
 
 void ResidentBuffers::deviceWrote(void *host) {
-  if (auto it = copies.find(host); it != copies.end()) {
-    it->second.deviceNewer = true;
-    it->second.hostNewer = false;
-  }
+  if (auto it = copies.find(host); it != copies.end())
+    it->second.newer = Newer::Device;
 }
 
 void ResidentBuffers::toHost(void *host) {
   auto it = copies.find(host);
-  if (it == copies.end() || !it->second.deviceNewer)
+  if (it == copies.end() || it->second.newer != Newer::Device)
     return;
   Copy &copy = it->second;
   backend.download(host, copy.device, copy.bytes);
   ++stats.downloads;
   stats.downloadedBytes += copy.bytes;
-  copy.deviceNewer = false;
+  copy.newer = Newer::Neither;
 }
 
 void ResidentBuffers::hostChanged(void *host) {
-  if (auto it = copies.find(host); it != copies.end()) {
-    it->second.hostNewer = true;
-    it->second.deviceNewer = false;
-  }
+  if (auto it = copies.find(host); it != copies.end())
+    it->second.newer = Newer::Host;
 }

@@ -72,11 +72,12 @@ public:
   Statistics statistics() const { return stats; }
 
 private:
+  /// Which side holds values the other does not have yet.
+  enum class Newer { Neither, Host, Device };
   struct Copy {
     void *device;
     size_t bytes;
-    bool hostNewer;
-    bool deviceNewer;
+    Newer newer;
   };
   Backend backend;
   std::unordered_map<const void *, Copy> copies;
