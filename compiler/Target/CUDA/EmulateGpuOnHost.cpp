@@ -13,14 +13,25 @@
 // block's threads; everything else is uniform and runs once. A barrier
 // then orders nothing that program order does not: it goes.
 //
+// A warp's combination (`gpu.subgroup_reduce`) goes through memory, as
+// shared memory would on the GPU: each thread stores its value in a slot
+// of its own, and the lane that uses the total reads back its warp's 32
+// slots and combines them. The store and the read are separate thread
+// loops, so every value is in place before any is read. Shared memory (the launch's workgroup
+// buffers) is one host buffer, reused by each block in turn.
+//
 //===----------------------------------------------------------------------===//
 
 #include "compiler/Target/CUDA/Passes.h"
+#include "compiler/Target/CUDA/ThreadDistribution.h"
 
 #include "mlir/Analysis/SliceAnalysis.h"
+#include "mlir/Dialect/GPU/Utils/GPUUtils.h"
 #include "mlir/Dialect/SCF/Utils/Utils.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/IR/IRMapping.h"
 #include "mlir/IR/PatternMatch.h"
+#include "mlir/Interfaces/SideEffectInterfaces.h"
 
 namespace momac {
 #define GEN_PASS_DEF_EMULATEGPUONHOST
@@ -30,6 +41,81 @@ namespace momac {
 using namespace mlir;
 
 namespace {
+
+/// Whether `op` or an op inside it may write memory.
+bool hasWriteEffect(Operation *op) {
+  bool writes = false;
+  op->walk([&](Operation *inner) {
+    auto effects = dyn_cast<MemoryEffectOpInterface>(inner);
+    if (effects ? effects.hasEffect<MemoryEffects::Write>()
+                : !inner->hasTrait<OpTrait::HasRecursiveMemoryEffects>() &&
+                      !isPure(inner))
+      writes = true;
+  });
+  return writes;
+}
+
+/// Each `gpu.subgroup_reduce` of `body` through memory: the value stored
+/// in the thread's slot of a buffer allocated before `launch` (one per
+/// op, freed after it), then the warp's slots loaded and combined.
+LogicalResult reduceWarpsThroughMemory(IRRewriter &rewriter,
+                                       gpu::LaunchOp launch, Value threadId,
+                                       Value threads) {
+  SmallVector<gpu::SubgroupReduceOp> reductions;
+  launch.getBody().walk(
+      [&](gpu::SubgroupReduceOp op) { reductions.push_back(op); });
+  for (gpu::SubgroupReduceOp op : reductions) {
+    if (op.getClusterSize())
+      return op.emitError("moma-emulate-gpu-on-host: a clustered "
+                          "gpu.subgroup_reduce");
+    Location loc = op.getLoc();
+    Type type = op.getValue().getType();
+    rewriter.setInsertionPoint(launch);
+    Value slots = memref::AllocOp::create(
+        rewriter, loc, MemRefType::get({ShapedType::kDynamic}, type),
+        ValueRange{threads});
+    rewriter.setInsertionPointAfter(launch);
+    memref::DeallocOp::create(rewriter, loc, slots);
+
+    rewriter.setInsertionPoint(op);
+    memref::StoreOp::create(rewriter, loc, op.getValue(), slots, threadId);
+    Value warpSize = arith::ConstantIndexOp::create(rewriter, loc,
+                                                    momac::kWarpSize);
+    Value firstLane = arith::MulIOp::create(
+        rewriter, loc,
+        arith::DivUIOp::create(rewriter, loc, threadId, warpSize), warpSize);
+    Value one = arith::ConstantIndexOp::create(rewriter, loc, 1);
+    // The combination runs where the value is used: when every use is in
+    // one block inside the op's (the warp's first lane writing the total),
+    // the other lanes need not combine.
+    Operation *firstUser = nullptr;
+    for (Operation *user : op->getUsers()) {
+      if (firstUser && user->getBlock() != firstUser->getBlock()) {
+        firstUser = nullptr;
+        break;
+      }
+      if (!firstUser || user->isBeforeInBlock(firstUser))
+        firstUser = user;
+    }
+    if (firstUser && firstUser->getBlock() != op->getBlock() &&
+        op->getBlock()->getParentOp()->isProperAncestor(firstUser))
+      rewriter.setInsertionPoint(firstUser);
+    Value first =
+        memref::LoadOp::create(rewriter, loc, slots, ValueRange{firstLane});
+    vector::CombiningKind kind = gpu::convertReductionKind(op.getOp());
+    auto loop = scf::ForOp::create(
+        rewriter, loc, one, warpSize, one, ValueRange{first},
+        [&](OpBuilder &b, Location loc, Value lane, ValueRange total) {
+          Value value = memref::LoadOp::create(
+              b, loc, slots,
+              ValueRange{arith::AddIOp::create(b, loc, firstLane, lane)});
+          scf::YieldOp::create(
+              b, loc, vector::makeArithReduction(b, loc, kind, value, total[0]));
+        });
+    rewriter.replaceOp(op, loop.getResults());
+  }
+  return success();
+}
 
 /// Runs each op of `body` that depends on `threadIds` inside a loop over
 /// the block's `threads`, with the thread-dependent ops that feed it.
@@ -76,8 +162,9 @@ LogicalResult serializeThreads(IRRewriter &rewriter, Block &body,
         sinks.push_back(&op);
         continue;
       }
-      // Thread-dependent arithmetic: cloned into the sinks that use it.
-      if (op.getNumRegions() == 0)
+      // Thread-dependent arithmetic, and loops that only read (a lane's
+      // partial reduction): cloned into the sinks that use them.
+      if (op.getNumRegions() == 0 || !hasWriteEffect(&op))
         continue;
       return op.emitError("moma-emulate-gpu-on-host: a thread-dependent '")
              << op.getName() << "' with results";
@@ -112,9 +199,21 @@ LogicalResult serializeThreads(IRRewriter &rewriter, Block &body,
   // The thread-dependent arithmetic outside the thread loops is now unused.
   llvm::SetVector<Operation *> left;
   getForwardSlice(threadId, &left, options);
-  for (Operation *op : llvm::reverse(left))
-    if (isOpTriviallyDead(op))
+  // Erased in rounds, users before their operands (an op with regions
+  // takes what they hold with it).
+  while (true) {
+    SmallVector<Operation *> dead;
+    body.walk<WalkOrder::PreOrder>([&](Operation *op) {
+      if (!left.contains(op) || !isOpTriviallyDead(op))
+        return WalkResult::advance();
+      dead.push_back(op);
+      return WalkResult::skip();
+    });
+    if (dead.empty())
+      break;
+    for (Operation *op : dead)
       rewriter.eraseOp(op);
+  }
   return success();
 }
 
@@ -165,7 +264,9 @@ struct EmulateGpuOnHostPass
     Value zero = arith::ConstantIndexOp::create(rewriter, launch.getLoc(), 0);
     rewriter.replaceAllUsesWith(threadIds.y, zero);
     rewriter.replaceAllUsesWith(threadIds.z, zero);
-    if (failed(serializeThreads(rewriter, body, threadIds.x, blockSize.x)))
+    if (failed(reduceWarpsThroughMemory(rewriter, launch, threadIds.x,
+                                        blockSize.x)) ||
+        failed(serializeThreads(rewriter, body, threadIds.x, blockSize.x)))
       return failure();
 
     // The blocks: nested loops over z, y, x.
@@ -182,6 +283,17 @@ struct EmulateGpuOnHostPass
     gpu::KernelDim3 gridArgs = launch.getGridSize();
     gpu::KernelDim3 blockArgs = launch.getBlockSize();
     IRMapping mapping;
+    // Shared memory: one host buffer per workgroup buffer, each block's
+    // work done before the next block's starts.
+    for (BlockArgument shared : launch.getWorkgroupAttributions()) {
+      auto type = cast<MemRefType>(shared.getType());
+      rewriter.setInsertionPoint(nest.loops.front());
+      Value host = memref::AllocOp::create(
+          rewriter, loc, MemRefType::get(type.getShape(), type.getElementType()));
+      rewriter.setInsertionPointAfter(nest.loops.front());
+      memref::DeallocOp::create(rewriter, loc, host);
+      mapping.map(shared, host);
+    }
     mapping.map(blockIds.z, nest.loops[0].getInductionVar());
     mapping.map(blockIds.y, nest.loops[1].getInductionVar());
     mapping.map(blockIds.x, nest.loops[2].getInductionVar());

@@ -204,10 +204,16 @@ struct MapHostCodeToGpuPass
         rewriter.eraseOp(copy);
       }
       auto kernel = cast<linalg::LinalgOp>(op);
-      // Iterations of the leading parallel loops: one per thread.
+      // Iterations of the leading parallel loops: each for one thread, or
+      // for a warp when they share the iteration's reduction; a reduction
+      // the whole block shares runs on one block.
+      int64_t lanes = momac::reductionLanes(kernel, threadsPerBlock,
+                                            /*oneBlock=*/true,
+                                            /*sizedToKernel=*/true);
+      bool wholeBlock = lanes == threadsPerBlock;
       rewriter.setInsertionPoint(kernel);
       SmallVector<Range> ranges = kernel.createLoopRanges(rewriter, loc);
-      Value iterations = indexConstant(rewriter, loc, 1);
+      Value iterations = indexConstant(rewriter, loc, lanes);
       auto iterators = kernel.getIteratorTypesArray();
       for (auto [range, iterator] : llvm::zip(ranges, iterators)) {
         if (iterator != utils::IteratorType::parallel)
@@ -217,10 +223,15 @@ struct MapHostCodeToGpuPass
             getValueOrCreateConstantIndexOp(rewriter, loc, range.size));
       }
       Value threads = indexConstant(rewriter, loc, threadsPerBlock);
-      Value blocks = arith::MaxUIOp::create(
-          rewriter, loc, indexConstant(rewriter, loc, 1),
-          arith::CeilDivUIOp::create(rewriter, loc, iterations, threads));
       Value one = indexConstant(rewriter, loc, 1);
+      Value blocks =
+          wholeBlock
+              ? one
+              : arith::MaxUIOp::create(
+                    rewriter, loc, one,
+                    arith::CeilDivUIOp::create(rewriter, loc, iterations,
+                                               threads))
+                    .getResult();
       auto launch = gpu::LaunchOp::create(rewriter, loc, blocks, one, one,
                                           threads, one, one);
       Block &body = launch.getBody().front();
@@ -228,15 +239,20 @@ struct MapHostCodeToGpuPass
       gpu::TerminatorOp::create(rewriter, loc);
       rewriter.moveOpBefore(kernel, body.getTerminator());
       rewriter.setInsertionPoint(kernel);
-      Value threadId = arith::AddIOp::create(
-          rewriter, loc,
-          arith::MulIOp::create(rewriter, loc, launch.getBlockIds().x, threads),
-          launch.getThreadIds().x);
-      Value threadCount = arith::MulIOp::create(
-          rewriter, loc, launch.getGridSize().x, threads);
+      Value threadId = launch.getThreadIds().x;
+      Value threadCount = indexConstant(rewriter, loc, threadsPerBlock);
+      if (!wholeBlock) {
+        threadId = arith::AddIOp::create(
+            rewriter, loc,
+            arith::MulIOp::create(rewriter, loc, launch.getBlockIds().x,
+                                  threadCount),
+            threadId);
+        threadCount = arith::MulIOp::create(
+            rewriter, loc, launch.getGridSize().x, threadCount);
+      }
       momac::ThreadDistribution distribution{rewriter, threadId, threadCount,
-                                             /*oneBlock=*/false};
-      if (failed(distribution.lowerKernel(kernel)))
+                                             /*oneBlock=*/wholeBlock};
+      if (failed(distribution.lowerKernel(kernel, lanes)))
         return failure();
     }
     return success();

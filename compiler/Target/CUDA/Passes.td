@@ -27,10 +27,23 @@ def MapTilesToGpu : Pass<"moma-map-tiles-to-gpu", "::mlir::func::FuncOp"> {
     - each kernel of the tile becomes loops whose parallel iterations the
       block's threads share cyclically (consecutive threads on consecutive
       elements of the innermost parallel dimension, so global accesses
-      coalesce); its reduction loops stay sequential per thread; a kernel
-      with no parallel loop runs on thread 0; a `gpu.barrier` follows every
-      kernel, since the next one reads what it wrote (upstream
-      `gpu-eliminate-barriers` removes the ones that are not needed);
+      coalesce); a `gpu.barrier` follows every kernel, since the next one
+      reads what it wrote;
+    - a kernel's reduction (parallel loops, then reduction loops, each
+      result a single add/mul/min/max/and/or/xor of at most 32 bits) runs
+      in one of three ways, whichever takes the fewest steps per thread
+      given the extents' constant bounds
+      (compiler/Target/CUDA/ThreadDistribution.h): sequentially in the
+      thread that owns the parallel iteration; shared by a warp's 32 lanes,
+      each combining every 32nd element (consecutive lanes on consecutive
+      elements) and the warp combining with `gpu.subgroup_reduce` (a row
+      norm or a softmax over 512 columns); or shared by the whole block,
+      the warps' totals combined through shared memory (a workgroup buffer
+      of the launch) by thread 0 (a sum over one long row). The lanes share
+      only a reduction whose innermost loop walks each input's contiguous
+      dimension. Every thread runs the same rounds, so each warp reaches
+      its shuffles whole. A kernel with no parallel loop that cannot be
+      shared runs on thread 0;
     - the tile's temporaries (`memref.alloc` inside the loop) live in one
       scratch buffer allocated around the launch, a slice of it per block,
       sized by each temporary's constant upper bound (a tile has at most
@@ -90,9 +103,12 @@ def MapHostCodeToGpu
 
     - a kernel outside a tile (a zero fill, a sum into a scalar) is a
       `gpu.launch` of its own: one thread per iteration of its leading
-      parallel loops, `threads-per-block` per block (a kernel with no
-      leading parallel loop runs on one thread); a copy between identity
-      layouts is a `gpu.memcpy`;
+      parallel loops, `threads-per-block` per block. A reduction is shared
+      as in a tile (`-moma-map-tiles-to-gpu`): by a warp per iteration
+      (32 threads each), or by one block of `threads-per-block` threads (a
+      sum of a whole buffer into a scalar); one that cannot be shared and
+      has no leading parallel loop runs on one thread. A copy between
+      identity layouts is a `gpu.memcpy`;
     - each maximal stretch of scalar code that loads or stores (token
       counts, a loss over its count, a combine loop over a group's experts)
       runs as one single-thread `gpu.launch`. Its results that later
@@ -166,6 +182,28 @@ def MergeKernelModules
   let dependentDialects = ["::mlir::gpu::GPUDialect"];
 }
 
+def LowerSubgroupReduceToShuffles
+    : Pass<"moma-lower-subgroup-reduce-to-shuffles"> {
+  let summary = "Combine a warp's values (gpu.subgroup_reduce) with "
+                "butterfly shuffles";
+  let description = [{
+    The reductions `-moma-map-tiles-to-gpu` and `-moma-map-host-code-to-gpu`
+    share among a warp's lanes end in a `gpu.subgroup_reduce` over the 32
+    lanes. This pass applies upstream MLIR's patterns, which have no pass of
+    their own: five rounds of `gpu.shuffle xor` (offsets 1 to 16), each
+    followed by the combining op, after which every lane holds the warp's
+    total; `convert-gpu-to-nvvm` then makes each shuffle an
+    `nvvm.shfl.sync bfly` over the full warp. Values narrower than 32 bits
+    travel widened; wider ones in 32-bit pieces. Every lane must reach the
+    reduction, which the mapping guarantees (warp-uniform control flow).
+  }];
+  let dependentDialects = [
+    "::mlir::arith::ArithDialect",
+    "::mlir::gpu::GPUDialect",
+    "::mlir::vector::VectorDialect"
+  ];
+}
+
 def EmulateGpuOnHost
     : Pass<"moma-emulate-gpu-on-host", "::mlir::func::FuncOp"> {
   let summary = "Run the CUDA mapping's launches as host loops (testing "
@@ -177,7 +215,12 @@ def EmulateGpuOnHost
     depends on the thread id (a kernel's loop spread over the threads, a
     thread-0 guard, with the index arithmetic that feeds it) runs in a loop
     over the block's threads and everything else once; barriers go, since
-    each phase then completes before the next. `gpu.alloc`, `gpu.dealloc`
+    each phase then completes before the next. A warp's combination
+    (`gpu.subgroup_reduce`) goes through memory: each thread stores its
+    value in a slot, and the lane that uses the total reads its warp's 32
+    slots back in a later thread loop; the launch's shared memory
+    (workgroup buffers) is a host buffer the blocks use in turn.
+    `gpu.alloc`, `gpu.dealloc`
     and `gpu.memcpy` become their memref counterparts. The result computes
     what the GPU would, block by block and thread by thread, so the e2e
     tests check the CUDA mapping's numbers on the CPU.

@@ -104,3 +104,47 @@ func.func @host_scalar(%rows: memref<i32> {moma.host_scalar}) {
   return
 }
 
+
+// Reductions outside tiles. The sums over 32 columns of each of the N x 4
+// rows are shared by a warp per row: the grid is sized to 32 threads per
+// row (N x 128 threads), every thread takes the same rounds over the rows,
+// and each warp combines with gpu.subgroup_reduce. The sum of a whole
+// 65536-element buffer into a scalar runs on one block: each warp
+// combines its lanes, the warps meet in shared memory, thread 0 adds.
+
+// CHECK-LABEL: func.func @sums
+// CHECK:         %[[N:.*]] = memref.dim %arg0, %c0
+// CHECK:         %[[THREADS:.*]] = arith.muli %[[N]], %c128
+// CHECK:         %[[BLOCKS:.*]] = arith.ceildivui %[[THREADS]], %c128
+// CHECK:         %[[GRID:.*]] = arith.maxui %[[BLOCKS]], %c1
+// CHECK:         gpu.launch blocks(%[[BX:.*]], %{{.*}}, %{{.*}}) in (%[[GX:.*]] = %[[GRID]], {{.*}} threads(%[[TX:.*]], %{{.*}}, %{{.*}}) in ({{.*}} = %c128,
+// CHECK:           %[[TID:.*]] = arith.addi %{{.*}}, %[[TX]]
+// CHECK:           %[[LANE:.*]] = arith.remui %[[TID]], %c32
+// CHECK:           scf.for
+// CHECK:             %[[PARTIAL:.*]] = scf.for %{{.*}} = %[[LANE]] to %{{.*}} step %c32 iter_args
+// CHECK:             gpu.subgroup_reduce add %[[PARTIAL]] uniform : (f32) -> f32
+// CHECK-NOT:       gpu.barrier
+// CHECK:           gpu.terminator
+// CHECK:         gpu.launch blocks({{.*}}) in ({{.*}} = %c1{{.*}}, {{.*}} = %c1{{.*}}, {{.*}} = %c1{{.*}}) threads(%[[T:.*]], %{{.*}}, %{{.*}}) in ({{.*}} = %c128, {{.*}}) workgroup(%[[SLOTS:.*]] : memref<4xf32, #gpu.address_space<workgroup>>)
+// CHECK:           %[[PART:.*]] = scf.for %{{.*}} = %[[T]] to %c65536 step %c128
+// CHECK:           %[[WARP_SUM:.*]] = gpu.subgroup_reduce add %[[PART]]
+// CHECK:           memref.store %[[WARP_SUM]], %[[SLOTS]]
+// CHECK:           gpu.barrier
+// CHECK:           %[[FIRST:.*]] = arith.cmpi eq, %[[T]], %c0
+// CHECK:           scf.if %[[FIRST]] {
+// CHECK-COUNT-4:     memref.load %[[SLOTS]]
+// CHECK:             memref.store %{{.*}}, %arg3[]
+func.func @sums(%x: memref<?x4x32xf32>, %s: memref<?x4xf32>, %v: memref<65536xf32>, %total: memref<f32>) {
+  linalg.generic {indexing_maps = [affine_map<(d0, d1, d2) -> (d0, d1, d2)>, affine_map<(d0, d1, d2) -> (d0, d1)>], iterator_types = ["parallel", "parallel", "reduction"]} ins(%x : memref<?x4x32xf32>) outs(%s : memref<?x4xf32>) {
+  ^bb0(%a: f32, %out: f32):
+    %m = arith.mulf %a, %a : f32
+    %r = arith.addf %out, %m : f32
+    linalg.yield %r : f32
+  }
+  linalg.generic {indexing_maps = [affine_map<(d0) -> (d0)>, affine_map<(d0) -> ()>], iterator_types = ["reduction"]} ins(%v : memref<65536xf32>) outs(%total : memref<f32>) {
+  ^bb0(%a: f32, %out: f32):
+    %r = arith.addf %out, %a : f32
+    linalg.yield %r : f32
+  }
+  return
+}
