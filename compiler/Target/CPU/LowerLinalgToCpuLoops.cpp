@@ -7,11 +7,12 @@
 
 #include "compiler/Target/CPU/Passes.h"
 
+#include "compiler/Codegen/KernelIteration.h"
+
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Linalg/Transforms/Transforms.h"
 #include "mlir/Dialect/Arith/Utils/Utils.h"
 #include "mlir/Dialect/SCF/Utils/Utils.h"
-#include "mlir/IR/IRMapping.h"
 #include "mlir/IR/PatternMatch.h"
 
 namespace momac {
@@ -38,21 +39,6 @@ bool hasInnerReductions(linalg::GenericOp op) {
          std::all_of(firstReduction, iterators.end(), [](auto iterator) {
            return iterator == utils::IteratorType::reduction;
          });
-}
-
-/// The element of `operand` that iteration `ivs` of `op` reads or writes.
-SmallVector<Value> elementIndices(OpBuilder &b, Location loc, AffineMap map,
-                                  ValueRange ivs) {
-  SmallVector<Value> indices;
-  for (AffineExpr result : map.getResults()) {
-    if (auto dim = dyn_cast<AffineDimExpr>(result)) {
-      indices.push_back(ivs[dim.getPosition()]);
-      continue;
-    }
-    indices.push_back(affine::AffineApplyOp::create(
-        b, loc, AffineMap::get(map.getNumDims(), 0, result), ivs));
-  }
-  return indices;
 }
 
 /// Lowers a reduction kernel inside a tile to sequential loops whose
@@ -82,7 +68,6 @@ void lowerReductionToLoops(IRRewriter &rewriter, linalg::GenericOp op) {
     parallelUbs.push_back(bound(ranges[i]));
     parallelSteps.push_back(step(ranges[i]));
   }
-  Block &body = op.getRegion().front();
   for (BlockArgument accumulator : op.getRegionOutputArgs())
     for (Operation *user : accumulator.getUsers())
       if (auto math = dyn_cast<arith::ArithFastMathInterface>(user)) {
@@ -102,8 +87,8 @@ void lowerReductionToLoops(IRRewriter &rewriter, linalg::GenericOp op) {
         for (OpOperand &out : op.getDpsInitsMutable())
           initial.push_back(memref::LoadOp::create(
               b, loc, out.get(),
-              elementIndices(b, loc, op.getMatchingIndexingMap(&out),
-                             parallelIvs)));
+              momac::elementIndices(b, loc, op.getMatchingIndexingMap(&out),
+                                    parallelIvs)));
         SmallVector<Value> reductionLbs, reductionUbs, reductionSteps;
         for (unsigned i = parallelLoops; i < ranges.size(); ++i) {
           reductionLbs.push_back(lower(ranges[i]));
@@ -116,40 +101,17 @@ void lowerReductionToLoops(IRRewriter &rewriter, linalg::GenericOp op) {
                 ValueRange accumulators) -> scf::ValueVector {
               SmallVector<Value> ivs(parallelIvs);
               ivs.append(reductionIvs.begin(), reductionIvs.end());
-              IRMapping mapping;
-              for (OpOperand *in : op.getDpsInputOperands()) {
-                Value value = in->get();
-                if (isa<MemRefType>(value.getType()))
-                  value = memref::LoadOp::create(
-                      b, loc, value,
-                      elementIndices(b, loc, op.getMatchingIndexingMap(in),
-                                     ivs));
-                mapping.map(op.getMatchingBlockArgument(in), value);
-              }
-              for (auto [arg, accumulator] :
-                   llvm::zip(op.getRegionOutputArgs(), accumulators))
-                mapping.map(arg, accumulator);
-              scf::ValueVector results;
-              for (Operation &inner : body) {
-                if (auto index = dyn_cast<linalg::IndexOp>(inner)) {
-                  mapping.map(index.getResult(), ivs[index.getDim()]);
-                  continue;
-                }
-                if (auto yield = dyn_cast<linalg::YieldOp>(inner)) {
-                  for (Value value : yield.getValues())
-                    results.push_back(mapping.lookupOrDefault(value));
-                  continue;
-                }
-                b.clone(inner, mapping);
-              }
-              return results;
+              SmallVector<Value> next = momac::emitKernelIteration(
+                  b, loc, cast<linalg::LinalgOp>(op.getOperation()), ivs,
+                  accumulators);
+              return scf::ValueVector(next.begin(), next.end());
             });
         for (auto [out, result] :
              llvm::zip(op.getDpsInitsMutable(), reduction.results))
           memref::StoreOp::create(
               b, loc, result, out.get(),
-              elementIndices(b, loc, op.getMatchingIndexingMap(&out),
-                             parallelIvs));
+              momac::elementIndices(b, loc, op.getMatchingIndexingMap(&out),
+                                    parallelIvs));
       });
 }
 

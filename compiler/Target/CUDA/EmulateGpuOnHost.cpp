@@ -17,8 +17,9 @@
 // shared memory would on the GPU: each thread stores its value in a slot
 // of its own, and the lane that uses the total reads back its warp's 32
 // slots and combines them. The store and the read are separate thread
-// loops, so every value is in place before any is read. Shared memory (the launch's workgroup
-// buffers) is one host buffer, reused by each block in turn.
+// loops, so every value is in place before any is read. Shared memory
+// (the launch's workgroup buffers) is one host buffer, reused by each
+// block in turn.
 //
 //===----------------------------------------------------------------------===//
 
@@ -110,7 +111,8 @@ LogicalResult reduceWarpsThroughMemory(IRRewriter &rewriter,
               b, loc, slots,
               ValueRange{arith::AddIOp::create(b, loc, firstLane, lane)});
           scf::YieldOp::create(
-              b, loc, vector::makeArithReduction(b, loc, kind, value, total[0]));
+              b, loc,
+              vector::makeArithReduction(b, loc, kind, value, total[0]));
         });
     rewriter.replaceOp(op, loop.getResults());
   }
@@ -289,7 +291,8 @@ struct EmulateGpuOnHostPass
       auto type = cast<MemRefType>(shared.getType());
       rewriter.setInsertionPoint(nest.loops.front());
       Value host = memref::AllocOp::create(
-          rewriter, loc, MemRefType::get(type.getShape(), type.getElementType()));
+          rewriter, loc,
+          MemRefType::get(type.getShape(), type.getElementType()));
       rewriter.setInsertionPointAfter(nest.loops.front());
       memref::DeallocOp::create(rewriter, loc, host);
       mapping.map(shared, host);

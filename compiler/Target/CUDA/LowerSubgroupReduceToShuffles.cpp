@@ -29,8 +29,8 @@ struct LowerSubgroupReduceToShufflesPass
     // wider ones are first broken into 32-bit pieces.
     populateGpuBreakDownSubgroupReducePatterns(patterns,
                                                /*maxShuffleBitwidth=*/32);
-    populateGpuLowerSubgroupReduceToShufflePatterns(
-        patterns, momac::kWarpSize, /*shuffleBitwidth=*/32);
+    populateGpuLowerSubgroupReduceToShufflePatterns(patterns, momac::kWarpSize,
+                                                    /*shuffleBitwidth=*/32);
     if (failed(momac::applyPatternsOrReport(
             getOperation(), std::move(patterns),
             "moma-lower-subgroup-reduce-to-shuffles")))

@@ -2,8 +2,9 @@
 
 #include "compiler/Target/CUDA/ThreadDistribution.h"
 
+#include "compiler/Codegen/KernelIteration.h"
+
 #include "mlir/Analysis/SliceAnalysis.h"
-#include "mlir/Dialect/Affine/IR/AffineOps.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Arith/Utils/Utils.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
@@ -54,21 +55,6 @@ SmallVector<Value> delinearize(OpBuilder &b, Location loc, Value linear,
   }
   if (!sizes.empty())
     indices[0] = rest;
-  return indices;
-}
-
-/// The indices `map` gives for the loop indices `ivs`.
-SmallVector<Value> applyMap(OpBuilder &b, Location loc, AffineMap map,
-                            ArrayRef<Value> ivs) {
-  SmallVector<Value> indices;
-  for (AffineExpr expr : map.getResults()) {
-    if (auto dim = dyn_cast<AffineDimExpr>(expr)) {
-      indices.push_back(ivs[dim.getPosition()]);
-      continue;
-    }
-    indices.push_back(affine::AffineApplyOp::create(
-        b, loc, AffineMap::get(map.getNumDims(), 0, expr), ivs));
-  }
   return indices;
 }
 
@@ -251,7 +237,8 @@ scf::ForOp ThreadDistribution::spread(scf::ParallelOp parallel) {
        llvm::zip(delinearize(rewriter, loc, loop.getInductionVar(), counts),
                  parallel.getLowerBound(), parallel.getStep()))
     ivs.push_back(arith::AddIOp::create(
-        rewriter, loc, lb, arith::MulIOp::create(rewriter, loc, position, step)));
+        rewriter, loc, lb,
+        arith::MulIOp::create(rewriter, loc, position, step)));
   IRMapping mapping;
   mapping.map(parallel.getInductionVars(), ivs);
   for (Operation &op : parallel.getBody()->without_terminator())
@@ -312,13 +299,15 @@ LogicalResult ThreadDistribution::shareReduction(linalg::LinalgOp kernel,
   Value lanesValue = indexConstant(rewriter, loc, lanes);
   Value lane = wholeBlock
                    ? threadId
-                   : arith::RemUIOp::create(rewriter, loc, threadId, lanesValue);
+                   : arith::RemUIOp::create(rewriter, loc, threadId,
+                                            lanesValue);
   Value group = wholeBlock ? zero
                            : arith::DivUIOp::create(rewriter, loc, threadId,
                                                     lanesValue);
   Value groups =
       wholeBlock ? one
-                 : arith::DivUIOp::create(rewriter, loc, threadCount, lanesValue);
+                 : arith::DivUIOp::create(rewriter, loc, threadCount,
+                                          lanesValue);
   Value rounds =
       arith::CeilDivUIOp::create(rewriter, loc, parallelCount, groups);
   auto roundLoop = scf::ForOp::create(rewriter, loc, zero, rounds, one);
@@ -339,34 +328,14 @@ LogicalResult ThreadDistribution::shareReduction(linalg::LinalgOp kernel,
   for (Operation *combiner : reduction->combiners)
     neutral.push_back(arith::ConstantOp::create(
         rewriter, loc, *arith::getNeutralElement(combiner)));
-  Block *body = kernel.getBlock();
   auto partialLoop = scf::ForOp::create(
       rewriter, loc, lane, end, lanesValue, neutral,
       [&](OpBuilder &b, Location loc, Value position, ValueRange partials) {
         SmallVector<Value> ivs = parallelIvs;
         llvm::append_range(ivs,
                            delinearize(b, loc, position, reductionSizes));
-        IRMapping mapping;
-        for (OpOperand *input : kernel.getDpsInputOperands()) {
-          Value value = input->get();
-          if (isa<MemRefType>(value.getType()))
-            value = memref::LoadOp::create(
-                b, loc, value,
-                applyMap(b, loc, kernel.getMatchingIndexingMap(input), ivs));
-          mapping.map(kernel.getMatchingBlockArgument(input), value);
-        }
-        mapping.map(kernel.getRegionOutputArgs(), partials);
-        for (Operation &op : body->without_terminator()) {
-          if (auto index = dyn_cast<linalg::IndexOp>(op)) {
-            mapping.map(index.getResult(), ivs[index.getDim()]);
-            continue;
-          }
-          b.clone(op, mapping);
-        }
-        SmallVector<Value> next;
-        for (Value yielded : body->getTerminator()->getOperands())
-          next.push_back(mapping.lookupOrDefault(yielded));
-        scf::YieldOp::create(b, loc, next);
+        scf::YieldOp::create(
+            b, loc, emitKernelIteration(b, loc, kernel, ivs, partials));
       });
   auto combine = [&](OpBuilder &b, Operation *combiner, Value lhs,
                      Value rhs) -> Value {
@@ -386,7 +355,8 @@ LogicalResult ThreadDistribution::shareReduction(linalg::LinalgOp kernel,
   auto writeResults = [&](OpBuilder &b, Location loc, ValueRange totals) {
     for (auto [k, init] : llvm::enumerate(kernel.getDpsInitsMutable())) {
       SmallVector<Value> indices =
-          applyMap(b, loc, kernel.getMatchingIndexingMap(&init), outputIvs);
+          elementIndices(b, loc, kernel.getMatchingIndexingMap(&init),
+                         outputIvs);
       Value old = memref::LoadOp::create(b, loc, init.get(), indices);
       memref::StoreOp::create(
           b, loc, combine(b, reduction->combiners[k], old, totals[k]),
