@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The CUDA target on a real GPU, in one go (issue 9): builds what it needs
 # with CUDA, runs the CUDA runtime's tests, compares `momarun grad` on the
-# GPU with the CPU artifact for the tiny variants, trains 20 steps, times
-# training on bench-tiny, small90 and a 435M-class moe_4t4i at seq_len 4096,
-# checks the NCCL communicator (one rank), and prints one summary table. Without an NVIDIA GPU it says so and exits 0.
+# GPU with the CPU artifact for the tiny variants, trains 20 steps, trains
+# a sharded (--fsdp) step on one rank over NCCL (issue 10), times training on
+# bench-tiny, small90 and a 435M-class moe_4t4i at seq_len 4096, and prints
+# one summary table. Without an NVIDIA GPU it says so and exits 0.
 #
 #   scripts/gpu-check.sh            # about 5-8 minutes on an H200 machine
 #   GPU_CHECK_SKIP_435M=1 scripts/gpu-check.sh
@@ -25,16 +26,13 @@ if [ ! -f "$build/build.ninja" ]; then
   cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DMOMAC_ENABLE_CUDA=ON "${launcher[@]}" > "$build.configure.log"
 fi
-time cmake --build "$build" -j "$(nproc)" --target momac momarun momac-cuda-unittests momac-nccl-check \
+time cmake --build "$build" -j "$(nproc)" --target momac momarun momac-cuda-unittests \
   > "$build.build.log" || { tail -40 "$build.build.log"; exit 1; }
 grep -q "MOMAC_ENABLE_CUDA:BOOL=ON" "$build/CMakeCache.txt" || {
   echo "gpu-check: CUDA was not found when configuring $build"; exit 1; }
 
 "$build/bin/momac-cuda-unittests" --gtest_brief=1
 status=0
-# The NCCL communicator of FSDP (runtime/comm/nccl) on this GPU, one rank:
-# all-gather and reduce-scatter of uneven shards, all-reduce.
-timeout 120 "$build/bin/momac-nccl-check" || status=1
 MOMAC_BUILD_DIR="$build" python3 "$root/scripts/gpu_check.py" || status=1
 
 # Where Debian's PyTorch is, the e2e gradient tests also run on CUDA

@@ -4,7 +4,9 @@
    every gradient within 1e-4 of its tensor's largest entry (TF32 off).
 2. 20 training steps on the GPU: the loss is finite and falls, and the
    training state went up to the GPU once (and down once, to checkpoint).
-3. Training tokens/s on bench-tiny, small90 and a 435M-class moe_4t4i at
+3. A sharded (--fsdp) CUDA artifact trains on one rank with NCCL, with
+   the losses of the unsharded one.
+4. Training tokens/s on bench-tiny, small90 and a 435M-class moe_4t4i at
    seq_len 4096, with the fraction of the GPU's fp32 and bf16 peak.
 """
 
@@ -140,6 +142,33 @@ def train_check(tmp):
             "detail": detail}
 
 
+def fsdp_check(tmp):
+    # One rank: the gathers and reduce-scatters are NCCL calls on the step's
+    # stream over a communicator of one; the losses are the unsharded ones.
+    model = os.path.join(ROOT, "examples", "models", "tiny", "moe_4t4i.json")
+    sharded = os.path.join(tmp, "moe_4t4i.fsdp")
+    run(MOMAC, model, "--fsdp", "--target=" + TARGET, "-o", sharded)
+    data = os.path.join(tmp, "corpus")
+    if not os.path.exists(data + ".idx"):
+        run(MOMARUN, "corpus", model, "--out", data, "--synthetic", "400")
+    curves = {}
+    for name, art in (("plain", os.path.join(tmp, "moe_4t4i.cuda")), ("fsdp", sharded)):
+        out = os.path.join(tmp, "fsdp-check-" + name)
+        result = subprocess.run([MOMARUN, "train", art, "--data", data, "--steps", "3",
+                                 "--out", out], capture_output=True, text=True, timeout=300)
+        if result.returncode != 0:
+            raise RuntimeError(f"momarun train ({name}) failed:\n" + result.stderr[-2000:])
+        curves[name] = [json.loads(line)["loss"]
+                        for line in open(os.path.join(out, "metrics.jsonl")) if '"loss"' in line]
+        if name == "fsdp":
+            over = re.search(r"collectives ran over (\S+)", result.stderr)
+    error = max(abs(a - b) / max(abs(a), 1e-12) for a, b in zip(curves["plain"], curves["fsdp"]))
+    backend = over.group(1) if over else "?"
+    ok = len(curves["fsdp"]) == 3 and error <= 1e-5 and (TARGET != "cuda" or backend == "nccl")
+    return {"check": "fsdp tiny moe_4t4i, 1 rank, 3 steps", "result": "ok" if ok else "FAIL",
+            "detail": f"collectives over {backend}; losses vs unsharded: max rel. {error:.1e}"}
+
+
 def timing(tmp, name, desc, steps):
     path = os.path.join(tmp, name + ".json")
     with open(path, "w") as f:
@@ -188,6 +217,11 @@ def main():
             rows.append(train_check(tmp))
         except RuntimeError as error:
             rows.append({"check": "train 20 steps", "result": "FAIL",
+                         "detail": str(error).splitlines()[-1][:160]})
+        try:
+            rows.append(fsdp_check(tmp))
+        except RuntimeError as error:
+            rows.append({"check": "fsdp 1 rank", "result": "FAIL",
                          "detail": str(error).splitlines()[-1][:160]})
         with open(os.path.join(ROOT, "examples", "models", "tiny", "moe_4t4i.json")) as f:
             moe = json.load(f)["moe"]

@@ -95,6 +95,9 @@ public:
                          float scale, bool first) const;
   /// For a CUDA artifact, the copies the kept buffers have made so far.
   std::optional<cuda::ResidentBuffers::Statistics> residentStatistics() const;
+  /// A CUDA artifact's runtime (a sharded step works on its kept buffers
+  /// and collectives directly), or null.
+  cuda::ArtifactCudaRuntime *deviceRuntime() const { return cudaRuntime.get(); }
 
 private:
   std::string dir;

@@ -7,6 +7,8 @@
 #include "lib/support/AtomicFile.h"
 #include "runtime/artifact/LoadedArtifact.h"
 #include "runtime/data/IndexedDataset.h"
+#include "runtime/device/cuda/ArtifactCudaRuntime.h"
+#include "runtime/comm/nccl/ArtifactNcclCommunicator.h"
 #include "runtime/data/ModalityBalance.h"
 #include "runtime/data/SequenceStream.h"
 #include "runtime/fsdp/FsdpAbi.h"
@@ -57,14 +59,76 @@ struct OptimizerSegment {
   bool decayed;
 };
 
+/// Where a rank's shards live. For a CPU artifact, host memory. For a
+/// CUDA artifact (or its emulation), device memory: each shard buffer is
+/// kept there (ResidentBuffers), the collectives, the optimizer's chunks
+/// and the gradient sums work on the device copies, and the host vectors
+/// are current only when a checkpoint asks (toHost).
+class ShardMemory {
+public:
+  explicit ShardMemory(cuda::ArtifactCudaRuntime *device) : device(device) {}
+  bool onDevice() const { return device != nullptr; }
+
+  llvm::Error keep(std::vector<float> &buffer, llvm::StringRef what) {
+    if (!device || buffer.empty())
+      return llvm::Error::success();
+    return device->keep(buffer.data(), buffer.size() * sizeof(float), what);
+  }
+  /// Where a collective reads (`read`) or writes `at`.
+  float *forCollective(float *at, bool read) {
+    return device ? static_cast<float *>(device->deviceAddress(at, read)) : at;
+  }
+  void collectiveWrote(float *at) {
+    if (device)
+      device->deviceWrote(at);
+  }
+  llvm::Error zero(float *at, size_t count) {
+    if (device)
+      return device->zeroKept(at, count * sizeof(float));
+    std::fill(at, at + count, 0.0f);
+    return llvm::Error::success();
+  }
+  llvm::Error copy(float *to, const float *from, size_t count) {
+    if (device)
+      return device->copyKept(to, from, count * sizeof(float));
+    std::copy(from, from + count, to);
+    return llvm::Error::success();
+  }
+  /// Zeroes memory the compiled step handed out (a gathered gradient).
+  void zeroStepMemory(float *at, size_t count) {
+    if (device)
+      device->zeroDevice(at, count * sizeof(float));
+    else
+      std::fill(at, at + count, 0.0f);
+  }
+  /// sum += scale * addend.
+  llvm::Error accumulate(float *sum, const float *addend, size_t count,
+                         float scale) {
+    if (device)
+      return device->accumulate(sum, addend, count, scale, /*first=*/false);
+    for (size_t i = 0; i < count; ++i)
+      sum[i] += scale * addend[i];
+    return llvm::Error::success();
+  }
+  llvm::Error toHost(std::vector<float> &buffer) {
+    return device && !buffer.empty() ? device->toHost(buffer.data())
+                                     : llvm::Error::success();
+  }
+
+private:
+  cuda::ArtifactCudaRuntime *device;
+};
+
 /// This rank's piece of every FSDP unit, and the callbacks that the
-/// compiled step's gathers and reduce-scatters reach.
+/// compiled step's gathers and reduce-scatters reach. `comm` carries the
+/// units' collectives: MPI on host memory, or NCCL on the device.
 class ShardedModel {
 public:
   struct Shard;
 
-  ShardedModel(const Manifest &manifest, Communicator &comm)
-      : manifest(manifest), comm(comm) {
+  ShardedModel(const Manifest &manifest, Communicator &comm,
+               ShardMemory &memory)
+      : manifest(manifest), comm(comm), memory(memory) {
     for (const ManifestShardUnit &unit : manifest.shardUnits) {
       Shard &shard = shards.emplace_back();
       shard.elements = unit.elements;
@@ -171,9 +235,23 @@ public:
     return table;
   }
 
+  /// Keeps every shard buffer where the step runs (see ShardMemory).
+  llvm::Error placeShards() {
+    for (auto [u, shard] : llvm::enumerate(shards))
+      for (std::vector<float> *buffer :
+           {&shard.params, &shard.grads, &shard.firstMoments,
+            &shard.secondMoments})
+        if (llvm::Error error = memory.keep(
+                *buffer, "the shard of unit " + manifest.shardUnits[u].name))
+          return error;
+    return memory.keep(reduced, "the reduce-scatter buffer");
+  }
+
   void zeroGradients() {
     for (Shard &shard : shards)
-      std::fill(shard.grads.begin(), shard.grads.end(), 0.0f);
+      if (llvm::Error error =
+              memory.zero(shard.grads.data(), shard.grads.size()))
+        fail(std::move(error));
   }
 
   struct Shard {
@@ -206,7 +284,8 @@ private:
 
   void allGatherStart(int32_t unit, float *full) {
     Shard &shard = shards[unit];
-    auto started = comm.startAllGather(shard.params.data(), full,
+    auto started = comm.startAllGather(
+        memory.forCollective(shard.params.data(), /*read=*/true), full,
                                        size_t(shard.shardElements),
                                        size_t(shard.elements),
                                        describe("all-gather", unit));
@@ -229,19 +308,24 @@ private:
   void reduceScatter(int32_t unit, float *full) {
     Shard &shard = shards[unit];
     for (auto [begin, end] : shard.gaps)
-      std::fill(full + begin, full + end, 0.0f);
+      memory.zeroStepMemory(full + begin, size_t(end - begin));
     auto start = Clock::now();
     if (llvm::Error error = comm.reduceScatterSum(
-            full, reduced.data(), size_t(shard.shardElements),
-            size_t(shard.elements), describe("reduce-scatter", unit)))
+            full, memory.forCollective(reduced.data(), /*read=*/false),
+            size_t(shard.shardElements), size_t(shard.elements),
+            describe("reduce-scatter", unit)))
       fail(std::move(error));
+    memory.collectiveWrote(reduced.data());
     communicationWait += Clock::now() - start;
-    for (int64_t i = 0; i < shard.shardElements; ++i)
-      shard.grads[i] += gradientScale * reduced[i];
+    if (llvm::Error error =
+            memory.accumulate(shard.grads.data(), reduced.data(),
+                              size_t(shard.shardElements), gradientScale))
+      fail(std::move(error));
   }
 
   const Manifest &manifest;
   Communicator &comm;
+  ShardMemory &memory;
   llvm::StringMap<size_t> parameterIndex;
   /// Each parameter's unit and offset in it, by manifest index.
   std::vector<std::pair<size_t, int64_t>> placement;
@@ -313,7 +397,28 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
   // checkpoint (of any rank count) come one parameter at a time, so a rank
   // holds, beyond its shard, at most one parameter (or one FSDP unit of a
   // shard set being put back together).
-  ShardedModel model(manifest, comm);
+  // A CUDA artifact's shards live in GPU memory, and its units' collectives
+  // are the NCCL it carries; its emulation (--target=cuda-emulated) keeps
+  // the shards in its "device" memory and gathers them over MPI.
+  cuda::ArtifactCudaRuntime *device = artifact->deviceRuntime();
+  ShardMemory shardMemory(device);
+  std::unique_ptr<Communicator> nccl;
+  Communicator *unitComm = &comm;
+  if (device && manifest.target == "cuda") {
+    if (!device->nccl())
+      return fsdpError(options.artifact +
+                       "/model.so: no NCCL for the ranks' collectives; "
+                       "recompile it with momac --fsdp --target=cuda");
+    llvm::Expected<std::unique_ptr<Communicator>> created =
+        createArtifactNcclCommunicator(comm, *device->nccl());
+    if (!created)
+      return created.takeError();
+    nccl = std::move(*created);
+    unitComm = nccl.get();
+    // A lost rank would leave the GPU waiting on NCCL: bound the waits.
+    device->boundWaits(comm.timeout());
+  }
+  ShardedModel model(manifest, *unitComm, shardMemory);
   const EntryPointSpec &gradSpec = *gradEntry->first;
   const BufferSpec *noiseSpec = nullptr;
   for (const BufferSpec &spec : gradSpec.arguments)
@@ -375,6 +480,8 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
   const int64_t firstStep = state.step + 1;
   uint64_t dataPosition = state.dataPosition;
 
+  if (llvm::Error error = model.placeShards())
+    return error;
   MomartFsdpCallbacks callbacks = model.callbacks();
   install(&callbacks);
 
@@ -387,7 +494,7 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
   memory.gatheredBytes = 2 * model.largestUnit * int64_t(sizeof(float));
   memory.largestUnit = model.largestUnitName;
   reportRankMemory(llvm::outs(), options.runDirectory, rank, ranks,
-                   comm.backend(), memory);
+                   unitComm->backend(), memory);
 
   llvm::Expected<PackedDataset> data = openPackedDataset(
       options.dataPrefix, manifest.seqLen, manifest.vocabSize);
@@ -423,8 +530,12 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
   // segment's last chunk is short.
   const int64_t chunk = manifest.shardChunkElements;
   std::vector<float> stage[4];
-  for (std::vector<float> &buffer : stage)
+  for (std::vector<float> &buffer : stage) {
     buffer.assign(chunk, 0.0f);
+    if (llvm::Error error =
+            shardMemory.keep(buffer, "an optimizer staging buffer"))
+      return error;
+  }
   std::vector<float> schedule(3), clipFactor(1), chunkNorm(1);
   const std::vector<OptimizerSegment> segments = model.optimizerSegments();
   auto forEachChunk = [&](auto &&body) -> llvm::Error {
@@ -439,16 +550,22 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
         float *data[4];
         for (int k = 0; k < 4; ++k) {
           data[k] = staged ? stage[k].data() : home[k];
-          if (staged) {
-            std::copy(home[k], home[k] + n, stage[k].begin());
-            std::fill(stage[k].begin() + n, stage[k].end(), 0.0f);
-          }
+          if (!staged)
+            continue;
+          if (llvm::Error error =
+                  shardMemory.copy(stage[k].data(), home[k], n))
+            return error;
+          if (llvm::Error error =
+                  shardMemory.zero(stage[k].data() + n, size_t(chunk - n)))
+            return error;
         }
         if (llvm::Error error = body(segment, data))
           return error;
         if (staged)
           for (int k = 0; k < 4; ++k)
-            std::copy(stage[k].begin(), stage[k].begin() + n, home[k]);
+            if (llvm::Error error =
+                    shardMemory.copy(home[k], stage[k].data(), n))
+              return error;
       }
     }
     return llvm::Error::success();
@@ -467,9 +584,14 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
 
   auto saveCheckpoint = [&](int64_t completed) -> llvm::Error {
     std::vector<UnitShards> shards;
-    for (const ShardedModel::Shard &shard : model.shards)
+    for (ShardedModel::Shard &shard : model.shards) {
+      for (std::vector<float> *buffer :
+           {&shard.params, &shard.firstMoments, &shard.secondMoments})
+        if (llvm::Error error = shardMemory.toHost(*buffer))
+          return error;
       shards.push_back(
           {shard.params, shard.firstMoments, shard.secondMoments});
+    }
     CheckpointProgress progress;
     progress.step = completed;
     progress.dataPosition = dataPosition;
@@ -683,5 +805,14 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
     }
   }
   install(nullptr);
+  if (auto copies = artifact->residentStatistics(); copies && rank == 0)
+    llvm::errs() << llvm::formatv(
+        "momarun: rank 0's shards ({0:F1} MB) stayed in device memory: {1} "
+        "uploads ({2:F1} MB), {3} downloads ({4:F1} MB) in {5} steps; the "
+        "units' collectives ran over {6}\n",
+        double(copies->deviceBytes) / 1e6, copies->uploads,
+        double(copies->uploadedBytes) / 1e6, copies->downloads,
+        double(copies->downloadedBytes) / 1e6, options.steps,
+        unitComm->backend());
   return llvm::Error::success();
 }

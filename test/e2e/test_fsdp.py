@@ -9,6 +9,7 @@ default ./build. Run:
 """
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -183,10 +184,25 @@ class ShardedTrainingMatchesOneRank(FsdpTestCase):
         data = self.corpus(description)
         run(MOMARUN, "train", one, "--data", data, "--steps", "3", "--out",
             self.path("emulated-one"))
-        mpirun(2, "train", sharded, "--data", data, "--steps", "3", "--out",
-               self.path("emulated-many"))
+        result = mpirun(2, "train", sharded, "--data", data, "--steps", "3",
+                        "--out", self.path("emulated-many"))
         self.assertCurvesEqual(metrics(self.path("emulated-one")),
                                metrics(self.path("emulated-many")), 3)
+        # The shards lived in (emulated) device memory: each kept buffer
+        # went up once, and only the checkpoint brought the weights and
+        # moments down (three buffers per unit), whatever the step count.
+        with open(os.path.join(sharded, "manifest.json")) as f:
+            units = len(json.load(f)["fsdp"]["units"])
+        copies = re.search(r"shards \(([0-9.]+) MB\) stayed in device memory: "
+                           r"(\d+) uploads .*?, (\d+) downloads .* the units' "
+                           r"collectives ran over (\S+)", result.stderr)
+        self.assertIsNotNone(copies, result.stderr[-2000:])
+        uploads, downloads = int(copies.group(2)), int(copies.group(3))
+        # params, grads, both moments per unit; the reduce-scatter buffer;
+        # four optimizer staging buffers.
+        self.assertLessEqual(uploads, 4 * units + 5)
+        self.assertEqual(downloads, 3 * units)
+        self.assertEqual(copies.group(4), "mpi")
 
     def test_router_noise_is_drawn_as_one_rank_would(self):
         # moe.gumbel: rank r uses the noise of global micro-batch r.

@@ -121,7 +121,9 @@ cl::opt<bool> fsdp(
              "that `mpirun -np R momarun train` runs on R ranks, for any R: "
              "each layer's parameters gathered around their use, gradients "
              "reduce-scattered, AdamW on each rank's shard "
-             "(entry points fsdp_grad, fsdp_grad_norm, fsdp_adamw_*)"),
+             "(entry points fsdp_grad, fsdp_grad_norm, fsdp_adamw_*); with "
+             "--target=cuda the ranks' collectives are NCCL, which the "
+             "artifact then carries"),
     cl::cat(momacCategory));
 
 cl::opt<bool> keepLLVMIR("keep-llvm-ir",
@@ -343,14 +345,6 @@ int main(int argc, char **argv) {
     return fail("--ranks must be at least 1");
   if (reportRanks.getNumOccurrences() && !report)
     return fail("--ranks only applies to --report");
-  if (fsdp && target == TargetKind::Cuda)
-    // The CUDA mapping of the sharded step compiles and is checked in
-    // emulation; on a GPU its gathers would need device-side shards and
-    // NCCL calls ordered on the step stream, which the runtime lacks.
-    return fail("--fsdp: the CUDA target does not shard its step yet (its "
-                "runtime has the NCCL communicator, not device-side shards); "
-                "--target=cuda-emulated does, for testing the CUDA mapping of "
-                "the sharded step on the CPU");
 
   llvm::Expected<ModelConfig> config = loadModelConfig(inputPath);
   if (!config)

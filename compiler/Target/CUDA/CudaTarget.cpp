@@ -194,17 +194,25 @@ LogicalResult serializeKernels(ModuleOp module,
 /// (runtime/device/cuda), cuBLAS and the CUDA runtime library (CUB's
 /// kernels). Not the driver: the archive opens libcuda.so.1 when first
 /// needed, so that the artifact loads, and says why it cannot run, on a
-/// machine without one.
-std::vector<std::string> cudaLinkArguments() {
+/// machine without one. A sharded step (`sharded`: momac --fsdp) also
+/// calls the FSDP archive, and carries the archive's NCCL collectives
+/// (momarun calls them: nothing in the step names them) and NCCL.
+std::vector<std::string> cudaLinkArguments(bool sharded) {
   std::string libDir = MOMAC_CUDA_LIBRARY_DIR;
-  return {MOMAC_CUDA_RUNTIME_ARCHIVE,
-          "-L" + libDir,
-          "-Wl,-rpath," + libDir,
-          "-lcublasLt",
-          "-lcublas",
-          "-lcudart",
-          "-ldl",
-          "-lm"};
+  std::vector<std::string> arguments;
+  if (sharded)
+    arguments.push_back("-Wl,--undefined=momart_cuda_comm_init");
+  llvm::append_range(arguments,
+                     std::vector<std::string>{MOMAC_CUDA_RUNTIME_ARCHIVE,
+                                              MOMAC_FSDP_RUNTIME_ARCHIVE,
+                                              "-L" + libDir,
+                                              "-Wl,-rpath," + libDir});
+  if (sharded)
+    arguments.push_back("-lnccl");
+  llvm::append_range(arguments,
+                     std::vector<std::string>{"-lcublasLt", "-lcublas",
+                                              "-lcudart", "-ldl", "-lm"});
+  return arguments;
 }
 
 } // namespace
@@ -234,7 +242,9 @@ LogicalResult momac::buildCudaArtifact(ModuleOp module,
   // is nothing to vectorize or schedule. Unoptimized (FastISel), it
   // compiles in a fraction of the time and costs the GPU nothing.
   cuda.hostOptLevel = 0;
-  cuda.linkArguments = cudaLinkArguments();
+  // The sharded step's entry points (MomaSynthesizeShardedStep).
+  cuda.linkArguments = cudaLinkArguments(
+      /*sharded=*/module.lookupSymbol("fsdp_grad") != nullptr);
   return buildArtifact(module, config, descriptionText, options, cuda);
 }
 

@@ -58,6 +58,10 @@ void momart_cuda_axpy(int64_t count, float alpha, const float *x, float *y) {
     y[i] += alpha * x[i];
 }
 
+void momart_cuda_copy_device(void *to, const void *from, size_t bytes) {
+  std::memmove(to, from, bytes);
+}
+
 void momart_cuda_synchronize(void) {}
 
 const char *momart_cuda_take_error(void) { return nullptr; }

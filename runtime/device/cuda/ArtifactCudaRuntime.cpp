@@ -41,10 +41,22 @@ ArtifactCudaRuntime::open(llvm::sys::DynamicLibrary library,
       !lookup("momart_cuda_synchronize", runtime->synchronize) ||
       !lookup("momart_cuda_device", runtime->device) ||
       !lookup("momart_cuda_zero", runtime->zero) ||
-      !lookup("momart_cuda_axpy", runtime->axpy))
+      !lookup("momart_cuda_axpy", runtime->axpy) ||
+      !lookup("momart_cuda_copy_device", runtime->copyDevice))
     return cudaError(libraryPath +
                      ": not a CUDA artifact's library (no CUDA runtime "
                      "symbols); recompile it with momac --target=cuda");
+  // NCCL, only in artifacts compiled with --fsdp.
+  NcclCalls nccl;
+  nccl.takeError = runtime->takeError;
+  if (lookup("momart_cuda_comm_id_bytes", nccl.idBytes) &&
+      lookup("momart_cuda_comm_unique_id", nccl.uniqueId) &&
+      lookup("momart_cuda_comm_init", nccl.init) &&
+      lookup("momart_cuda_all_gather", nccl.allGather) &&
+      lookup("momart_cuda_reduce_scatter", nccl.reduceScatter) &&
+      lookup("momart_cuda_comm_wait", nccl.wait) &&
+      lookup("momart_cuda_comm_destroy", nccl.destroy))
+    runtime->ncclCalls = nccl;
   if (const char *why = runtime->status())
     return cudaError(libraryPath + ": cannot run on this machine: " + why);
   ArtifactCudaRuntime *self = runtime.get();
@@ -132,7 +144,10 @@ llvm::Error ArtifactCudaRuntime::call(void (*function)(void **),
     if (!stage(spec, /*isArgument=*/false))
       return fail("no device memory for result '" + spec.name + "'");
   function(deviceBuffers.data());
-  synchronize();
+  if (waitLimit && ncclCalls)
+    ncclCalls->wait(int64_t(waitLimit->count()));
+  else
+    synchronize();
   if (llvm::Error error = takenError(entry.name + " on the GPU")) {
     release();
     return error;
@@ -185,4 +200,37 @@ llvm::Error ArtifactCudaRuntime::accumulate(float *sum, const float *addend,
 
 ResidentBuffers::Statistics ArtifactCudaRuntime::residentStatistics() const {
   return resident->statistics();
+}
+
+void *ArtifactCudaRuntime::deviceAddress(void *host, bool read) {
+  return resident->device(host, read);
+}
+
+void ArtifactCudaRuntime::deviceWrote(void *host) {
+  resident->deviceWrote(host);
+}
+
+llvm::Error ArtifactCudaRuntime::zeroKept(void *host, size_t bytes) {
+  // (Read: the rest of the buffer must be current on the device.)
+  void *onDevice = resident->device(host, /*read=*/true);
+  if (!onDevice)
+    return cudaError("zeroing on the GPU: the buffer is not in GPU memory");
+  zero(onDevice, bytes);
+  resident->deviceWrote(host);
+  return takenError("zeroing on the GPU");
+}
+
+llvm::Error ArtifactCudaRuntime::copyKept(void *to, const void *from,
+                                          size_t bytes) {
+  void *source = resident->device(const_cast<void *>(from), /*read=*/true);
+  void *target = resident->device(to, /*read=*/true);
+  if (!source || !target)
+    return cudaError("copying on the GPU: the buffers are not in GPU memory");
+  copyDevice(target, source, bytes);
+  resident->deviceWrote(to);
+  return takenError("copying on the GPU");
+}
+
+void ArtifactCudaRuntime::zeroDevice(void *onDevice, size_t bytes) {
+  zero(onDevice, bytes);
 }

@@ -17,10 +17,27 @@
 #include "llvm/Support/DynamicLibrary.h"
 #include "llvm/Support/Error.h"
 
+#include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace momac::cuda {
+
+/// The NCCL functions of a CUDA artifact compiled with --fsdp
+/// (runtime/device/cuda/NcclCollectives.cpp, CudaRuntime.h).
+struct NcclCalls {
+  int64_t (*idBytes)();
+  bool (*uniqueId)(void *id);
+  bool (*init)(const void *id, int32_t rank, int32_t ranks);
+  void (*allGather)(const float *shard, float *full, int64_t shardElements,
+                    int64_t total);
+  void (*reduceScatter)(const float *full, float *shard,
+                        int64_t shardElements, int64_t total);
+  bool (*wait)(int64_t timeoutMs);
+  void (*destroy)();
+  const char *(*takeError)();
+};
 
 class ArtifactCudaRuntime {
 public:
@@ -56,6 +73,24 @@ public:
   /// The copies kept buffers have made so far.
   ResidentBuffers::Statistics residentStatistics() const;
 
+  /// For a sharded step on the device. Each takes a kept buffer or an
+  /// address inside one (a chunk of a shard), except zeroDevice, which
+  /// takes device memory the step handed out (a gathered unit):
+  /// where `host` lives on the device (uploaded first when `read` and the
+  /// host side is newer), or null when it is not kept;
+  void *deviceAddress(void *host, bool read);
+  /// the device side of `host` was written (by a collective);
+  void deviceWrote(void *host);
+  /// zero or copy `bytes` there, on the device, in stream order.
+  llvm::Error zeroKept(void *host, size_t bytes);
+  llvm::Error copyKept(void *to, const void *from, size_t bytes);
+  void zeroDevice(void *device, size_t bytes);
+  /// The artifact's NCCL (an --fsdp CUDA artifact), or null.
+  const NcclCalls *nccl() const { return ncclCalls ? &*ncclCalls : nullptr; }
+  /// From now on a call waits for the device at most `timeout`: with
+  /// collectives on the stream, a lost rank would otherwise hang the wait.
+  void boundWaits(std::chrono::milliseconds timeout) { waitLimit = timeout; }
+
   ArtifactCudaRuntime() = default;
   ~ArtifactCudaRuntime();
 
@@ -80,6 +115,9 @@ private:
   Device device = nullptr;
   Zero zero = nullptr;
   Axpy axpy = nullptr;
+  CopyTo copyDevice = nullptr;
+  std::optional<NcclCalls> ncclCalls;
+  std::optional<std::chrono::milliseconds> waitLimit;
   std::unique_ptr<ResidentBuffers> resident;
 };
 

@@ -205,6 +205,16 @@ extern "C" void momart_cuda_zero(void *device, size_t bytes) {
         "cuMemsetD8Async");
 }
 
+extern "C" void momart_cuda_copy_device(void *to, const void *from,
+                                        size_t bytes) {
+  if (!ready() || bytes == 0)
+    return;
+  check(api().cuMemcpyAsync(reinterpret_cast<CUdeviceptr>(to),
+                            reinterpret_cast<CUdeviceptr>(from), bytes,
+                            stepStream()),
+        "cuMemcpyAsync (device to device)");
+}
+
 extern "C" void momart_cuda_synchronize(void) {
   if (ready())
     check(api().cuStreamSynchronize(stepStream()), "cuStreamSynchronize");

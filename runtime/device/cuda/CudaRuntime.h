@@ -53,6 +53,8 @@ void momart_cuda_zero(void *device, size_t bytes);
 /// y += alpha x over `count` floats of device memory, in stream order
 /// (cuBLAS saxpy): momarun sums micro-batch gradients with it.
 void momart_cuda_axpy(int64_t count, float alpha, const float *x, float *y);
+/// Copies between device buffers, in stream order.
+void momart_cuda_copy_device(void *to, const void *from, size_t bytes);
 /// Waits for everything queued.
 void momart_cuda_synchronize(void);
 /// The first error since the last call (null if none), and clears it. The
@@ -60,6 +62,23 @@ void momart_cuda_synchronize(void);
 const char *momart_cuda_take_error(void);
 /// Bytes in use, cached and at most in use, as the allocator counts them.
 void momart_cuda_memory(size_t *inUse, size_t *cached, size_t *peak);
+
+// --- FSDP between GPUs (NcclCollectives.cpp; only in --fsdp artifacts) ----
+/// NCCL on the step's stream. Rank 0 gets the unique id
+/// (momart_cuda_comm_id_bytes long), every rank joins with it; a gather
+/// fills `full` (`total` floats) with every rank's `shardElements`, a
+/// reduce-scatter leaves in `shard` this rank's piece of the ranks' summed
+/// `full`. momart_cuda_comm_wait waits for the stream at most `timeoutMs`,
+/// then aborts the communicator (false, and an error, either way).
+int64_t momart_cuda_comm_id_bytes(void);
+bool momart_cuda_comm_unique_id(void *id);
+bool momart_cuda_comm_init(const void *id, int32_t rank, int32_t ranks);
+void momart_cuda_all_gather(const float *shard, float *full,
+                            int64_t shardElements, int64_t total);
+void momart_cuda_reduce_scatter(const float *full, float *shard,
+                                int64_t shardElements, int64_t total);
+bool momart_cuda_comm_wait(int64_t timeoutMs);
+void momart_cuda_comm_destroy(void);
 
 // --- the compiled step's side ---------------------------------------------
 

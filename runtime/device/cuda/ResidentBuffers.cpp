@@ -12,52 +12,72 @@ ResidentBuffers::~ResidentBuffers() {
     backend.release(copy.device);
 }
 
+std::pair<ResidentBuffers::Copy *, size_t>
+ResidentBuffers::find(const void *host) {
+  const char *address = static_cast<const char *>(host);
+  auto it = copies.upper_bound(address);
+  if (it == copies.begin())
+    return {nullptr, 0};
+  --it;
+  size_t offset = size_t(address - it->first);
+  if (offset >= it->second.bytes)
+    return {nullptr, 0};
+  return {&it->second, offset};
+}
+
 bool ResidentBuffers::keep(void *host, size_t bytes) {
-  if (auto it = copies.find(host); it != copies.end())
+  const char *start = static_cast<const char *>(host);
+  if (auto it = copies.find(start); it != copies.end())
     return it->second.bytes == bytes;
+  // No overlap with a kept buffer: one address has one device copy.
+  if (bytes == 0 || find(start).first || find(start + bytes - 1).first)
+    return false;
+  if (auto next = copies.upper_bound(start);
+      next != copies.end() && next->first < start + bytes)
+    return false;
   void *device = backend.allocate(bytes);
   if (!device)
     return false;
-  copies[host] = {device, bytes, Newer::Host};
+  copies[start] = {device, bytes, Newer::Host};
   stats.deviceBytes += bytes;
   return true;
 }
 
 bool ResidentBuffers::isKept(const void *host) const {
-  return copies.count(host) != 0;
+  return const_cast<ResidentBuffers *>(this)->find(host).first != nullptr;
 }
 
 void *ResidentBuffers::device(void *host, bool read) {
-  auto it = copies.find(host);
-  if (it == copies.end())
+  auto [copy, offset] = find(host);
+  if (!copy)
     return nullptr;
-  Copy &copy = it->second;
-  if (read && copy.newer == Newer::Host) {
-    backend.upload(copy.device, host, copy.bytes);
+  if (read && copy->newer == Newer::Host) {
+    backend.upload(copy->device, static_cast<char *>(host) - offset,
+                   copy->bytes);
     ++stats.uploads;
-    stats.uploadedBytes += copy.bytes;
-    copy.newer = Newer::Neither;
+    stats.uploadedBytes += copy->bytes;
+    copy->newer = Newer::Neither;
   }
-  return copy.device;
+  return static_cast<char *>(copy->device) + offset;
 }
 
 void ResidentBuffers::deviceWrote(void *host) {
-  if (auto it = copies.find(host); it != copies.end())
-    it->second.newer = Newer::Device;
+  if (Copy *copy = find(host).first)
+    copy->newer = Newer::Device;
 }
 
 void ResidentBuffers::toHost(void *host) {
-  auto it = copies.find(host);
-  if (it == copies.end() || it->second.newer != Newer::Device)
+  auto [copy, offset] = find(host);
+  if (!copy || copy->newer != Newer::Device)
     return;
-  Copy &copy = it->second;
-  backend.download(host, copy.device, copy.bytes);
+  backend.download(static_cast<char *>(host) - offset, copy->device,
+                   copy->bytes);
   ++stats.downloads;
-  stats.downloadedBytes += copy.bytes;
-  copy.newer = Newer::Neither;
+  stats.downloadedBytes += copy->bytes;
+  copy->newer = Newer::Neither;
 }
 
 void ResidentBuffers::hostChanged(void *host) {
-  if (auto it = copies.find(host); it != copies.end())
-    it->second.newer = Newer::Host;
+  if (Copy *copy = find(host).first)
+    copy->newer = Newer::Host;
 }

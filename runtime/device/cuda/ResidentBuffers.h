@@ -23,7 +23,7 @@
 
 #include <cstddef>
 #include <functional>
-#include <unordered_map>
+#include <map>
 
 namespace momac::cuda {
 
@@ -49,16 +49,21 @@ public:
   /// again with the same size changes nothing. False when the device has
   /// no room, or `host` is kept with another size.
   bool keep(void *host, size_t bytes);
+
+  /// The functions below take a kept buffer's start or any address inside
+  /// it (a chunk of a shard): that address's place in the device copy.
   bool isKept(const void *host) const;
 
   /// The device copy of a kept `host` for a call: when the call reads it
-  /// and the host side is newer, it is uploaded first. Null when `host` is
-  /// not kept.
+  /// and the host side is newer, the whole buffer is uploaded first. Null
+  /// when `host` is not kept.
   void *device(void *host, bool read);
-  /// A call wrote the device copy of `host`: the device side is newer.
+  /// A call wrote (part of) the device copy of `host`: the device side is
+  /// newer.
   void deviceWrote(void *host);
-  /// Makes the host copy of a kept `host` current (downloads it when the
-  /// device side is newer). Buffers that are not kept are left alone.
+  /// Makes the host copy of a kept `host` current (downloads the whole
+  /// buffer when the device side is newer). Buffers that are not kept are
+  /// left alone.
   void toHost(void *host);
   /// The host copy of `host` was written: the next call reading it
   /// uploads it.
@@ -79,8 +84,11 @@ private:
     size_t bytes;
     Newer newer;
   };
+  /// The kept buffer holding `host`, with `host`'s offset in it.
+  std::pair<Copy *, size_t> find(const void *host);
   Backend backend;
-  std::unordered_map<const void *, Copy> copies;
+  /// By the host buffer's start, so that an address inside one finds it.
+  std::map<const char *, Copy> copies;
   Statistics stats;
 };
 

@@ -161,4 +161,46 @@ TEST(ResidentBuffersTest, AFullDeviceOrAnotherSizeIsRefused) {
   EXPECT_EQ(resident.statistics().deviceBytes, 64u);
 }
 
+// A sharded trainer passes chunks of a kept shard (its AdamW runs chunk by
+// chunk): an address inside a kept buffer is that place in the device
+// copy; the first read uploads the whole buffer once, a write marks the
+// whole buffer newer on the device, and the host gets all of it back.
+TEST(ResidentBuffersTest, AnAddressInsideAKeptBufferIsItsPlaceOnTheDevice) {
+  FakeDevice fake;
+  std::vector<float> shard(64, 1.0f), outside(8, 0.0f);
+  ResidentBuffers resident(fake.backend());
+  ASSERT_TRUE(resident.keep(shard.data(), 64 * sizeof(float)));
+  EXPECT_TRUE(resident.isKept(shard.data() + 63));
+  EXPECT_FALSE(resident.isKept(shard.data() + 64)); // one past the end
+  EXPECT_FALSE(resident.isKept(outside.data()));
+
+  float *chunk = on(resident.device(shard.data() + 16, /*read=*/true));
+  float *start = on(resident.device(shard.data(), /*read=*/true));
+  ASSERT_NE(chunk, nullptr);
+  EXPECT_EQ(chunk, start + 16);
+  EXPECT_EQ(resident.statistics().uploads, 1u);
+  EXPECT_EQ(resident.statistics().uploadedBytes, 64 * sizeof(float));
+
+  chunk[0] = 5.0f; // the "kernel" writes the chunk
+  resident.deviceWrote(shard.data() + 16);
+  resident.toHost(shard.data() + 40);
+  EXPECT_EQ(shard[16], 5.0f);
+  EXPECT_EQ(resident.statistics().downloads, 1u);
+  EXPECT_EQ(resident.statistics().downloadedBytes, 64 * sizeof(float));
+
+}
+
+TEST(ResidentBuffersTest, AnOverlappingBufferIsRefused) {
+  FakeDevice fake;
+  std::vector<float> memory(128);
+  ResidentBuffers resident(fake.backend());
+  ASSERT_TRUE(resident.keep(memory.data() + 32, 64 * sizeof(float)));
+  // One address has one device copy.
+  EXPECT_FALSE(resident.keep(memory.data() + 40, 8 * sizeof(float)));
+  EXPECT_FALSE(resident.keep(memory.data() + 16, 32 * sizeof(float)));
+  EXPECT_FALSE(resident.keep(memory.data() + 90, 16 * sizeof(float)));
+  EXPECT_TRUE(resident.keep(memory.data(), 32 * sizeof(float)));
+  EXPECT_TRUE(resident.keep(memory.data() + 96, 32 * sizeof(float)));
+}
+
 } // namespace

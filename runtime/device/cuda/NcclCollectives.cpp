@@ -1,0 +1,181 @@
+//===- NcclCollectives.cpp - FSDP collectives between GPUs, over NCCL -----===//
+//
+// The momart_cuda_comm_* functions of CudaRuntime.h: what a sharded step on
+// GPUs gathers and reduce-scatters, as NCCL calls on the step's stream, so
+// that they are ordered with the step's kernels and cuBLAS calls by the
+// stream itself. Linked into a CUDA artifact's model.so only when it was
+// compiled with --fsdp (momac adds -lnccl then). momarun drives it: rank 0
+// asks for the unique id, momarun sends it to the other ranks over MPI, and
+// every rank joins; a wait that passes its deadline aborts the NCCL
+// communicator, so a lost rank is an error and not a hang.
+//
+//===----------------------------------------------------------------------===//
+
+#include "runtime/device/cuda/CudaRuntime.h"
+#include "runtime/device/cuda/CudaState.h"
+
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include <chrono>
+#include <cstring>
+#include <string>
+#include <thread>
+
+using namespace momac::cuda;
+
+namespace {
+
+ncclComm_t communicator = nullptr;
+
+cudaStream_t stream() { return reinterpret_cast<cudaStream_t>(stepStream()); }
+
+bool checkNccl(ncclResult_t result, const std::string &call) {
+  if (result == ncclSuccess)
+    return true;
+  recordError("NCCL: " + call + " failed: " + ncclGetErrorString(result));
+  return false;
+}
+
+bool checkCudart(cudaError_t result, const std::string &call) {
+  if (result == cudaSuccess)
+    return true;
+  recordError(call + ": " + cudaGetErrorString(result));
+  return false;
+}
+
+/// Device memory for a padded collective, from the step's allocator (freed
+/// in stream order once the copy that follows the collective is queued).
+float *padded(int64_t elements) {
+  return static_cast<float *>(
+      momart_cuda_alloc(size_t(elements) * sizeof(float)));
+}
+
+} // namespace
+
+extern "C" int64_t momart_cuda_comm_id_bytes(void) {
+  return int64_t(sizeof(ncclUniqueId));
+}
+
+extern "C" bool momart_cuda_comm_unique_id(void *id) {
+  if (!ready())
+    return false;
+  ncclUniqueId unique;
+  if (!checkNccl(ncclGetUniqueId(&unique), "ncclGetUniqueId"))
+    return false;
+  std::memcpy(id, &unique, sizeof(unique));
+  return true;
+}
+
+extern "C" bool momart_cuda_comm_init(const void *id, int32_t rank,
+                                      int32_t ranks) {
+  if (!ready())
+    return false;
+  if (communicator)
+    return true;
+  ncclUniqueId unique;
+  std::memcpy(&unique, id, sizeof(unique));
+  return checkNccl(ncclCommInitRank(&communicator, ranks, unique, rank),
+                   "ncclCommInitRank (rank " + std::to_string(rank) + " of " +
+                       std::to_string(ranks) + ")");
+}
+
+extern "C" void momart_cuda_all_gather(const float *shard, float *full,
+                                       int64_t shardElements, int64_t total) {
+  if (!ready() || !communicator)
+    return recordError("momart_cuda_all_gather: no NCCL communicator");
+  int ranks = 0;
+  if (!checkNccl(ncclCommCount(communicator, &ranks), "ncclCommCount"))
+    return;
+  // Shards are equal; the last ranks' pieces past `total` are padding.
+  int64_t gathered = shardElements * ranks;
+  float *receive = gathered == total ? full : padded(gathered);
+  if (!receive)
+    return;
+  if (!checkNccl(ncclAllGather(shard, receive, size_t(shardElements), ncclFloat,
+                               communicator, stream()),
+                 "ncclAllGather"))
+    return;
+  if (receive != full) {
+    checkCudart(cudaMemcpyAsync(full, receive, size_t(total) * sizeof(float),
+                                cudaMemcpyDeviceToDevice, stream()),
+                "cudaMemcpyAsync (the gathered unit)");
+    momart_cuda_free(receive);
+  }
+}
+
+extern "C" void momart_cuda_reduce_scatter(const float *full, float *shard,
+                                           int64_t shardElements,
+                                           int64_t total) {
+  if (!ready() || !communicator)
+    return recordError("momart_cuda_reduce_scatter: no NCCL communicator");
+  int ranks = 0;
+  if (!checkNccl(ncclCommCount(communicator, &ranks), "ncclCommCount"))
+    return;
+  int64_t scattered = shardElements * ranks;
+  const float *send = full;
+  float *staged = nullptr;
+  if (scattered != total) {
+    if (!(staged = padded(scattered)))
+      return;
+    momart_cuda_zero(staged + total, size_t(scattered - total) * sizeof(float));
+    checkCudart(cudaMemcpyAsync(staged, full, size_t(total) * sizeof(float),
+                                cudaMemcpyDeviceToDevice, stream()),
+                "cudaMemcpyAsync (the unit's gradient)");
+    send = staged;
+  }
+  checkNccl(ncclReduceScatter(send, shard, size_t(shardElements), ncclFloat,
+                              ncclSum, communicator, stream()),
+            "ncclReduceScatter");
+  if (staged)
+    momart_cuda_free(staged);
+}
+
+extern "C" bool momart_cuda_comm_wait(int64_t timeoutMs) {
+  if (!ready())
+    return false;
+  cudaEvent_t done;
+  if (!checkCudart(cudaEventCreateWithFlags(&done, cudaEventDisableTiming),
+                   "cudaEventCreate") ||
+      !checkCudart(cudaEventRecord(done, stream()), "cudaEventRecord"))
+    return false;
+  auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
+  bool completed = false;
+  for (;;) {
+    cudaError_t state = cudaEventQuery(done);
+    if (state == cudaSuccess) {
+      completed = true;
+      break;
+    }
+    if (state != cudaErrorNotReady) {
+      checkCudart(state, "cudaEventQuery (waiting for the collectives)");
+      break;
+    }
+    ncclResult_t async = ncclSuccess;
+    if (communicator && (!checkNccl(ncclCommGetAsyncError(communicator, &async),
+                                    "ncclCommGetAsyncError") ||
+                         (async != ncclSuccess && async != ncclInProgress &&
+                          !checkNccl(async, "a collective"))))
+      break;
+    if (std::chrono::steady_clock::now() > deadline) {
+      // A rank is lost or stalled: abort, so that the stream drains.
+      if (communicator)
+        ncclCommAbort(communicator);
+      communicator = nullptr;
+      recordError("the collectives did not complete within " +
+                  std::to_string(timeoutMs / 1000) +
+                  " s (a rank is lost or stalled)");
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+  cudaEventDestroy(done);
+  return completed;
+}
+
+extern "C" void momart_cuda_comm_destroy(void) {
+  if (communicator)
+    ncclCommDestroy(communicator);
+  communicator = nullptr;
+}
