@@ -242,7 +242,8 @@ cl::opt<double> trainCommTimeout(
     "comm-timeout", cl::init(60.0),
     cl::desc("On several ranks (mpirun): seconds a collective may take before "
              "the run stops with an error naming it, because another rank is "
-             "lost or stalled (default 60)"),
+             "lost or stalled; on GPUs (NCCL), also how long a step may wait "
+             "for the GPU (default 60)"),
     cl::value_desc("seconds"), cl::sub(trainCommand),
     cl::cat(momarunCategory));
 
@@ -1154,8 +1155,9 @@ int main(int argc, char **argv) {
       "[--seed N]\n"
       "  momarun corpus MODEL --out PREFIX (--synthetic N | --input FILE)\n"
       "  momarun ckpt consolidate RUN/ -o W.safetensors\n"
-      "  mpirun -np R momarun train ARTIFACT ...   (FSDP on R ranks; the "
-      "artifact compiled with momac --fsdp)\n");
+      "  mpirun -np R momarun train ARTIFACT ...   (FSDP on R ranks, over "
+      "MPI between CPUs and NCCL between GPUs; the artifact compiled with "
+      "momac --fsdp)\n");
   if (initCommand)
     return runInit();
   if (evalCommand)
