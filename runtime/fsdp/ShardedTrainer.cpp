@@ -415,8 +415,6 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
       return created.takeError();
     nccl = std::move(*created);
     unitComm = nccl.get();
-    // A lost rank would leave the GPU waiting on NCCL: bound the waits.
-    device->boundWaits(comm.timeout());
   }
   ShardedModel model(manifest, *unitComm, shardMemory);
   const EntryPointSpec &gradSpec = *gradEntry->first;

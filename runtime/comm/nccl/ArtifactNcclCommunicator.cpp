@@ -94,7 +94,8 @@ momac::createArtifactNcclCommunicator(Communicator &bootstrap,
   if (llvm::Error error = bootstrap.broadcast(id.data(), id.size(), 0,
                                               "the NCCL unique id broadcast"))
     return std::move(error);
-  if (!calls.init(id.data(), bootstrap.rank(), bootstrap.size()))
+  if (!calls.init(id.data(), bootstrap.rank(), bootstrap.size(),
+                  int64_t(bootstrap.timeout().count())))
     return ncclError(bootstrap, "joining the NCCL communicator",
                      calls.takeError());
   return std::make_unique<ArtifactNcclCommunicator>(bootstrap, calls);

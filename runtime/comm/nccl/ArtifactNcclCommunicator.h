@@ -23,8 +23,8 @@ struct NcclCalls;
 } // namespace cuda
 
 /// NCCL between the ranks of `bootstrap`, through the calls of an --fsdp
-/// CUDA artifact (cuda::ArtifactCudaRuntime::nccl). The caller then bounds
-/// the artifact's waits for the GPU by the timeout (boundWaits).
+/// CUDA artifact (cuda::ArtifactCudaRuntime::nccl); from then on the
+/// artifact's waits for the GPU are bounded by bootstrap's timeout.
 llvm::Expected<std::unique_ptr<Communicator>>
 createArtifactNcclCommunicator(Communicator &bootstrap,
                                const cuda::NcclCalls &calls);

@@ -54,7 +54,6 @@ ArtifactCudaRuntime::open(llvm::sys::DynamicLibrary library,
       lookup("momart_cuda_comm_init", nccl.init) &&
       lookup("momart_cuda_all_gather", nccl.allGather) &&
       lookup("momart_cuda_reduce_scatter", nccl.reduceScatter) &&
-      lookup("momart_cuda_comm_wait", nccl.wait) &&
       lookup("momart_cuda_comm_destroy", nccl.destroy))
     runtime->ncclCalls = nccl;
   if (const char *why = runtime->status())
@@ -144,10 +143,7 @@ llvm::Error ArtifactCudaRuntime::call(void (*function)(void **),
     if (!stage(spec, /*isArgument=*/false))
       return fail("no device memory for result '" + spec.name + "'");
   function(deviceBuffers.data());
-  if (waitLimit && ncclCalls)
-    ncclCalls->wait(int64_t(waitLimit->count()));
-  else
-    synchronize();
+  synchronize();
   if (llvm::Error error = takenError(entry.name + " on the GPU")) {
     release();
     return error;

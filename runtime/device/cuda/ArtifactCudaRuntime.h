@@ -17,7 +17,6 @@
 #include "llvm/Support/DynamicLibrary.h"
 #include "llvm/Support/Error.h"
 
-#include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
@@ -29,12 +28,12 @@ namespace momac::cuda {
 struct NcclCalls {
   int64_t (*idBytes)();
   bool (*uniqueId)(void *id);
-  bool (*init)(const void *id, int32_t rank, int32_t ranks);
+  bool (*init)(const void *id, int32_t rank, int32_t ranks,
+               int64_t timeoutMs);
   void (*allGather)(const float *shard, float *full, int64_t shardElements,
                     int64_t total);
   void (*reduceScatter)(const float *full, float *shard,
                         int64_t shardElements, int64_t total);
-  bool (*wait)(int64_t timeoutMs);
   void (*destroy)();
   const char *(*takeError)();
 };
@@ -87,9 +86,6 @@ public:
   void zeroDevice(void *device, size_t bytes);
   /// The artifact's NCCL (an --fsdp CUDA artifact), or null.
   const NcclCalls *nccl() const { return ncclCalls ? &*ncclCalls : nullptr; }
-  /// From now on a call waits for the device at most `timeout`: with
-  /// collectives on the stream, a lost rank would otherwise hang the wait.
-  void boundWaits(std::chrono::milliseconds timeout) { waitLimit = timeout; }
 
   ArtifactCudaRuntime() = default;
   ~ArtifactCudaRuntime();
@@ -117,7 +113,6 @@ private:
   Axpy axpy = nullptr;
   CopyTo copyDevice = nullptr;
   std::optional<NcclCalls> ncclCalls;
-  std::optional<std::chrono::milliseconds> waitLimit;
   std::unique_ptr<ResidentBuffers> resident;
 };
 

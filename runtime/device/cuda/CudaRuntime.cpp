@@ -119,6 +119,19 @@ void momac::cuda::recordError(const std::string &message) {
     s.error = message;
 }
 
+namespace {
+StreamWait installedWait = nullptr;
+} // namespace
+
+void momac::cuda::setStreamWait(StreamWait wait) { installedWait = wait; }
+
+bool momac::cuda::waitForStepStream(const std::string &what) {
+  if (installedWait)
+    return installedWait(what);
+  return check(api().cuStreamSynchronize(stepStream()),
+               "cuStreamSynchronize (" + what + ")");
+}
+
 bool momac::cuda::check(CUresult result, const std::string &call) {
   if (result == CUDA_SUCCESS)
     return true;
@@ -179,7 +192,7 @@ extern "C" void momart_cuda_copy_to_device(void *device, const void *host,
                           stepStream()),
         "cuMemcpyHtoDAsync");
   // The host buffer may change once this returns.
-  check(api().cuStreamSynchronize(stepStream()), "cuStreamSynchronize");
+  waitForStepStream("a copy to the GPU");
 }
 
 extern "C" void momart_cuda_copy_to_host(void *host, const void *device,
@@ -193,7 +206,7 @@ extern "C" void momart_cuda_copy_to_host(void *host, const void *device,
   if (!check(api().cuMemcpyDtoHAsync(host, reinterpret_cast<CUdeviceptr>(device),
                                bytes, stepStream()),
              "cuMemcpyDtoHAsync") ||
-      !check(api().cuStreamSynchronize(stepStream()), "cuStreamSynchronize"))
+      !waitForStepStream("a copy to the host"))
     std::memset(host, 0, bytes);
 }
 
@@ -217,7 +230,7 @@ extern "C" void momart_cuda_copy_device(void *to, const void *from,
 
 extern "C" void momart_cuda_synchronize(void) {
   if (ready())
-    check(api().cuStreamSynchronize(stepStream()), "cuStreamSynchronize");
+    waitForStepStream("the end of a call");
 }
 
 extern "C" const char *momart_cuda_take_error(void) {
@@ -340,7 +353,11 @@ extern "C" void mgpuStreamDestroy(void *stream) {
 }
 
 extern "C" void mgpuStreamSynchronize(void *stream) {
-  if (ready())
+  if (!ready())
+    return;
+  if (stream == stepStream())
+    waitForStepStream("the end of a step; an earlier kernel may have failed");
+  else
     check(api().cuStreamSynchronize(static_cast<CUstream>(stream)),
           "cuStreamSynchronize (the end of a step; an earlier kernel may "
           "have failed)");

@@ -68,16 +68,16 @@ void momart_cuda_memory(size_t *inUse, size_t *cached, size_t *peak);
 /// (momart_cuda_comm_id_bytes long), every rank joins with it; a gather
 /// fills `full` (`total` floats) with every rank's `shardElements`, a
 /// reduce-scatter leaves in `shard` this rank's piece of the ranks' summed
-/// `full`. momart_cuda_comm_wait waits for the stream at most `timeoutMs`,
-/// then aborts the communicator (false, and an error, either way).
+/// `full`. Once joined, every wait for the step's stream takes at most
+/// `timeoutMs`, after which the communicator is aborted (an error).
 int64_t momart_cuda_comm_id_bytes(void);
 bool momart_cuda_comm_unique_id(void *id);
-bool momart_cuda_comm_init(const void *id, int32_t rank, int32_t ranks);
+bool momart_cuda_comm_init(const void *id, int32_t rank, int32_t ranks,
+                           int64_t timeoutMs);
 void momart_cuda_all_gather(const float *shard, float *full,
                             int64_t shardElements, int64_t total);
 void momart_cuda_reduce_scatter(const float *full, float *shard,
                                 int64_t shardElements, int64_t total);
-bool momart_cuda_comm_wait(int64_t timeoutMs);
 void momart_cuda_comm_destroy(void);
 
 // --- the compiled step's side ---------------------------------------------

@@ -25,6 +25,13 @@ CUstream stepStream();
 CachingAllocator &allocator();
 /// Keeps `message` as the pending error unless one is pending already.
 void recordError(const std::string &message);
+/// Waits for the step's stream; false (and an error naming `what`) when
+/// it fails. Once a sharded run's NCCL is up, the wait is the one
+/// NcclCollectives.cpp installs: bounded by the run's timeout, after which
+/// it aborts NCCL, so that a lost rank is an error rather than a hang.
+bool waitForStepStream(const std::string &what);
+using StreamWait = bool (*)(const std::string &what);
+void setStreamWait(StreamWait wait);
 /// `call` failed with `result`: records "<call>: <CUDA error name> (<its
 /// description>)"; returns false on failure so callers can write
 /// `if (!check(cuX(...), "cuX")) return;`.

@@ -6,8 +6,10 @@
 // stream itself. Linked into a CUDA artifact's model.so only when it was
 // compiled with --fsdp (momac adds -lnccl then). momarun drives it: rank 0
 // asks for the unique id, momarun sends it to the other ranks over MPI, and
-// every rank joins; a wait that passes its deadline aborts the NCCL
-// communicator, so a lost rank is an error and not a hang.
+// every rank joins. From then on every wait for the step's stream (the end
+// of a call, the step's host reads, copies) is bounded by the run's timeout:
+// past it, the NCCL communicator is aborted, so a lost rank is an error and
+// not a hang.
 //
 //===----------------------------------------------------------------------===//
 
@@ -27,6 +29,8 @@ using namespace momac::cuda;
 namespace {
 
 ncclComm_t communicator = nullptr;
+/// How long a wait for the step's stream may take (momarun --comm-timeout).
+std::chrono::milliseconds timeout{60000};
 
 cudaStream_t stream() { return reinterpret_cast<cudaStream_t>(stepStream()); }
 
@@ -51,6 +55,50 @@ float *padded(int64_t elements) {
       momart_cuda_alloc(size_t(elements) * sizeof(float)));
 }
 
+/// The step stream's wait once NCCL is up (see waitForStepStream): polls
+/// until the stream drains, NCCL reports an error, or the run's timeout
+/// passes, which aborts the communicator so that the stream drains.
+bool boundedWait(const std::string &what) {
+  cudaEvent_t done;
+  if (!checkCudart(cudaEventCreateWithFlags(&done, cudaEventDisableTiming),
+                   "cudaEventCreate") ||
+      !checkCudart(cudaEventRecord(done, stream()), "cudaEventRecord"))
+    return false;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  bool completed = false;
+  for (;;) {
+    cudaError_t state = cudaEventQuery(done);
+    if (state == cudaSuccess) {
+      completed = true;
+      break;
+    }
+    if (state != cudaErrorNotReady) {
+      checkCudart(state, "cudaEventQuery (" + what + ")");
+      break;
+    }
+    ncclResult_t async = ncclSuccess;
+    if (communicator && (!checkNccl(ncclCommGetAsyncError(communicator, &async),
+                                    "ncclCommGetAsyncError") ||
+                         (async != ncclSuccess && async != ncclInProgress &&
+                          !checkNccl(async, "a collective"))))
+      break;
+    if (std::chrono::steady_clock::now() > deadline) {
+      // A rank is lost or stalled: abort, so that the stream drains.
+      if (communicator)
+        ncclCommAbort(communicator);
+      communicator = nullptr;
+      recordError(what + ": the GPU did not finish within " +
+                  std::to_string(timeout.count() / 1000) +
+                  " s: a collective waits for a rank that is lost or "
+                  "stalled (NCCL aborted)");
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+  cudaEventDestroy(done);
+  return completed;
+}
+
 } // namespace
 
 extern "C" int64_t momart_cuda_comm_id_bytes(void) {
@@ -68,16 +116,20 @@ extern "C" bool momart_cuda_comm_unique_id(void *id) {
 }
 
 extern "C" bool momart_cuda_comm_init(const void *id, int32_t rank,
-                                      int32_t ranks) {
+                                      int32_t ranks, int64_t timeoutMs) {
   if (!ready())
     return false;
   if (communicator)
     return true;
   ncclUniqueId unique;
   std::memcpy(&unique, id, sizeof(unique));
-  return checkNccl(ncclCommInitRank(&communicator, ranks, unique, rank),
-                   "ncclCommInitRank (rank " + std::to_string(rank) + " of " +
-                       std::to_string(ranks) + ")");
+  if (!checkNccl(ncclCommInitRank(&communicator, ranks, unique, rank),
+                 "ncclCommInitRank (rank " + std::to_string(rank) + " of " +
+                     std::to_string(ranks) + ")"))
+    return false;
+  timeout = std::chrono::milliseconds(timeoutMs);
+  setStreamWait(&boundedWait);
+  return true;
 }
 
 extern "C" void momart_cuda_all_gather(const float *shard, float *full,
@@ -131,50 +183,8 @@ extern "C" void momart_cuda_reduce_scatter(const float *full, float *shard,
     momart_cuda_free(staged);
 }
 
-extern "C" bool momart_cuda_comm_wait(int64_t timeoutMs) {
-  if (!ready())
-    return false;
-  cudaEvent_t done;
-  if (!checkCudart(cudaEventCreateWithFlags(&done, cudaEventDisableTiming),
-                   "cudaEventCreate") ||
-      !checkCudart(cudaEventRecord(done, stream()), "cudaEventRecord"))
-    return false;
-  auto deadline =
-      std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
-  bool completed = false;
-  for (;;) {
-    cudaError_t state = cudaEventQuery(done);
-    if (state == cudaSuccess) {
-      completed = true;
-      break;
-    }
-    if (state != cudaErrorNotReady) {
-      checkCudart(state, "cudaEventQuery (waiting for the collectives)");
-      break;
-    }
-    ncclResult_t async = ncclSuccess;
-    if (communicator && (!checkNccl(ncclCommGetAsyncError(communicator, &async),
-                                    "ncclCommGetAsyncError") ||
-                         (async != ncclSuccess && async != ncclInProgress &&
-                          !checkNccl(async, "a collective"))))
-      break;
-    if (std::chrono::steady_clock::now() > deadline) {
-      // A rank is lost or stalled: abort, so that the stream drains.
-      if (communicator)
-        ncclCommAbort(communicator);
-      communicator = nullptr;
-      recordError("the collectives did not complete within " +
-                  std::to_string(timeoutMs / 1000) +
-                  " s (a rank is lost or stalled)");
-      break;
-    }
-    std::this_thread::sleep_for(std::chrono::microseconds(50));
-  }
-  cudaEventDestroy(done);
-  return completed;
-}
-
 extern "C" void momart_cuda_comm_destroy(void) {
+  setStreamWait(nullptr);
   if (communicator)
     ncclCommDestroy(communicator);
   communicator = nullptr;

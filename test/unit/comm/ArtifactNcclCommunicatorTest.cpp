@@ -26,6 +26,7 @@ namespace {
 struct Recorded {
   std::string id;
   int joinedRank = -1, joinedRanks = -1;
+  int64_t timeoutMs = 0;
   std::string joinedId;
   const float *gatherShard = nullptr;
   float *gatherFull = nullptr;
@@ -45,10 +46,12 @@ cuda::NcclCalls fakeCalls() {
     recorded.id = "unique-id-bytes";
     return true;
   };
-  calls.init = [](const void *id, int32_t rank, int32_t ranks) {
+  calls.init = [](const void *id, int32_t rank, int32_t ranks,
+                  int64_t timeoutMs) {
     recorded.joinedId.assign(static_cast<const char *>(id), 15);
     recorded.joinedRank = rank;
     recorded.joinedRanks = ranks;
+    recorded.timeoutMs = timeoutMs;
     return true;
   };
   calls.allGather = [](const float *shard, float *full, int64_t shardElements,
@@ -65,7 +68,6 @@ cuda::NcclCalls fakeCalls() {
     recorded.shardElements = shardElements;
     recorded.total = total;
   };
-  calls.wait = [](int64_t) { return true; };
   calls.destroy = [] { recorded.destroyed = true; };
   calls.takeError = [] {
     const char *error = recorded.pendingError;
@@ -93,6 +95,8 @@ TEST_F(ArtifactNcclCommunicatorTest, JoinsWithTheIdOfRankZero) {
   EXPECT_EQ(recorded.joinedId, "unique-id-bytes");
   EXPECT_EQ(recorded.joinedRank, 0);
   EXPECT_EQ(recorded.joinedRanks, 1);
+  // The artifact bounds its waits for the GPU by the run's timeout.
+  EXPECT_EQ(recorded.timeoutMs, 1000);
   comm->reset();
   EXPECT_TRUE(recorded.destroyed);
 }
@@ -140,7 +144,7 @@ TEST_F(ArtifactNcclCommunicatorTest, AnArtifactErrorNamesTheRankAndWhat) {
 
 TEST_F(ArtifactNcclCommunicatorTest, AFailedJoinSaysWhy) {
   cuda::NcclCalls calls = fakeCalls();
-  calls.init = [](const void *, int32_t, int32_t) {
+  calls.init = [](const void *, int32_t, int32_t, int64_t) {
     recorded.pendingError = "NCCL: ncclCommInitRank failed: invalid argument";
     return false;
   };
