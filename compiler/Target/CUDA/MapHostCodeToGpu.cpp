@@ -111,6 +111,13 @@ struct MapHostCodeToGpuPass
     func::FuncOp func = getOperation();
     if (func.isExternal())
       return;
+    // Warps share reductions: a block is whole warps.
+    if (threadsPerBlock <= 0 || threadsPerBlock % momac::kWarpSize != 0) {
+      func.emitError("moma-map-host-code-to-gpu: threads-per-block must be "
+                     "a positive multiple of 32, got ")
+          << int64_t(threadsPerBlock);
+      return signalPassFailure();
+    }
     IRRewriter rewriter(&getContext());
     if (failed(copyGlobalsToDevice(rewriter, func)) ||
         failed(launchHostKernels(rewriter, func)) ||

@@ -63,7 +63,7 @@ struct MapTilesToGpuPass
     if (threadsPerBlock <= 0 || threadsPerBlock % 32 != 0) {
       getOperation().emitError("moma-map-tiles-to-gpu: threads-per-block must "
                                "be a positive multiple of 32, got ")
-          << threadsPerBlock;
+          << int64_t(threadsPerBlock);
       return signalPassFailure();
     }
     SmallVector<scf::ForallOp> tiles;

@@ -123,7 +123,10 @@ llvm::Error ArtifactCudaRuntime::call(void (*function)(void **),
     }
     auto [slot, inserted] = deviceOf.try_emplace(host, nullptr);
     if (inserted) {
-      slot->second = resident->device(host, /*read=*/isArgument);
+      slot->second =
+          resident->device(host, /*read=*/isArgument, size_t(bytesOf(spec)));
+      if (!slot->second && resident->isKept(host))
+        return false; // runs past the end of its kept buffer
       if (!slot->second) {
         slot->second = alloc(size_t(bytesOf(spec)));
         if (!slot->second)
@@ -136,12 +139,18 @@ llvm::Error ArtifactCudaRuntime::call(void (*function)(void **),
     deviceBuffers.push_back(slot->second);
     return true;
   };
+  auto why = [&](const BufferSpec &spec) -> std::string {
+    return resident->isKept(buffers[index - 1])
+               ? "'" + spec.name + "' runs past the end of its buffer in GPU "
+                                   "memory"
+               : "no device memory for '" + spec.name + "'";
+  };
   for (const BufferSpec &spec : entry.arguments)
     if (!stage(spec, /*isArgument=*/true))
-      return fail("no device memory for argument '" + spec.name + "'");
+      return fail("argument " + why(spec));
   for (const BufferSpec &spec : entry.results)
     if (!stage(spec, /*isArgument=*/false))
-      return fail("no device memory for result '" + spec.name + "'");
+      return fail("result " + why(spec));
   function(deviceBuffers.data());
   synchronize();
   if (llvm::Error error = takenError(entry.name + " on the GPU")) {
@@ -169,8 +178,8 @@ llvm::Error ArtifactCudaRuntime::keep(void *host, size_t bytes,
   return cudaError(llvm::formatv("keeping {0} ({1} bytes) in GPU memory: {2}",
                                  what, bytes,
                                  error ? error
-                                       : "it is kept already with another "
-                                         "size"));
+                                       : "it overlaps a buffer kept there, or "
+                                         "is kept with another size"));
 }
 
 llvm::Error ArtifactCudaRuntime::toHost(void *host) {

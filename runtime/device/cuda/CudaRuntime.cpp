@@ -132,6 +132,16 @@ bool momac::cuda::waitForStepStream(const std::string &what) {
                "cuStreamSynchronize (" + what + ")");
 }
 
+namespace {
+/// A copy between the device and pageable host memory returns only once
+/// the work queued before it is done: with NCCL up, the stream is first
+/// drained through the bounded wait, so that a lost rank cannot hang the
+/// copy itself.
+bool drainBeforeHostCopy(const std::string &what) {
+  return !installedWait || waitForStepStream(what);
+}
+} // namespace
+
 bool momac::cuda::check(CUresult result, const std::string &call) {
   if (result == CUDA_SUCCESS)
     return true;
@@ -186,7 +196,7 @@ extern "C" void momart_cuda_free(void *pointer) {
 
 extern "C" void momart_cuda_copy_to_device(void *device, const void *host,
                                            size_t bytes) {
-  if (!ready() || bytes == 0)
+  if (!ready() || bytes == 0 || !drainBeforeHostCopy("a copy to the GPU"))
     return;
   check(api().cuMemcpyHtoDAsync(reinterpret_cast<CUdeviceptr>(device), host, bytes,
                           stepStream()),
@@ -203,7 +213,8 @@ extern "C" void momart_cuda_copy_to_host(void *host, const void *device,
   }
   if (bytes == 0)
     return;
-  if (!check(api().cuMemcpyDtoHAsync(host, reinterpret_cast<CUdeviceptr>(device),
+  if (!drainBeforeHostCopy("a copy to the host") ||
+      !check(api().cuMemcpyDtoHAsync(host, reinterpret_cast<CUdeviceptr>(device),
                                bytes, stepStream()),
              "cuMemcpyDtoHAsync") ||
       !waitForStepStream("a copy to the host"))

@@ -76,12 +76,17 @@ bool boundedWait(const std::string &what) {
       checkCudart(state, "cudaEventQuery (" + what + ")");
       break;
     }
+    // A failed collective stays on the stream: abort, so that it drains.
     ncclResult_t async = ncclSuccess;
-    if (communicator && (!checkNccl(ncclCommGetAsyncError(communicator, &async),
-                                    "ncclCommGetAsyncError") ||
-                         (async != ncclSuccess && async != ncclInProgress &&
-                          !checkNccl(async, "a collective"))))
+    if (communicator &&
+        (!checkNccl(ncclCommGetAsyncError(communicator, &async),
+                    "ncclCommGetAsyncError") ||
+         (async != ncclSuccess && async != ncclInProgress &&
+          !checkNccl(async, "a collective (" + what + ")")))) {
+      ncclCommAbort(communicator);
+      communicator = nullptr;
       break;
+    }
     if (std::chrono::steady_clock::now() > deadline) {
       // A rank is lost or stalled: abort, so that the stream drains.
       if (communicator)
@@ -123,10 +128,14 @@ extern "C" bool momart_cuda_comm_init(const void *id, int32_t rank,
     return true;
   ncclUniqueId unique;
   std::memcpy(&unique, id, sizeof(unique));
+  // Blocking: the join waits for every rank (mpirun ends the job when one
+  // dies before it).
   if (!checkNccl(ncclCommInitRank(&communicator, ranks, unique, rank),
                  "ncclCommInitRank (rank " + std::to_string(rank) + " of " +
-                     std::to_string(ranks) + ")"))
+                     std::to_string(ranks) + ")")) {
+    communicator = nullptr;
     return false;
+  }
   timeout = std::chrono::milliseconds(timeoutMs);
   setStreamWait(&boundedWait);
   return true;

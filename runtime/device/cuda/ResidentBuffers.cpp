@@ -47,11 +47,13 @@ bool ResidentBuffers::isKept(const void *host) const {
   return const_cast<ResidentBuffers *>(this)->find(host).first != nullptr;
 }
 
-void *ResidentBuffers::device(void *host, bool read) {
+void *ResidentBuffers::device(void *host, bool read, size_t bytes) {
   auto [copy, offset] = find(host);
-  if (!copy)
+  if (!copy || bytes > copy->bytes - offset)
     return nullptr;
-  if (read && copy->newer == Newer::Host) {
+  // A write of part of the buffer keeps the rest: that must be current.
+  bool whole = offset == 0 && (bytes == 0 || bytes == copy->bytes);
+  if ((read || !whole) && copy->newer == Newer::Host) {
     backend.upload(copy->device, static_cast<char *>(host) - offset,
                    copy->bytes);
     ++stats.uploads;

@@ -54,10 +54,11 @@ public:
   /// it (a chunk of a shard): that address's place in the device copy.
   bool isKept(const void *host) const;
 
-  /// The device copy of a kept `host` for a call: when the call reads it
+  /// The device copy of a kept `host` for a call that uses `bytes` from
+  /// there: when the call reads it (or writes only part of the buffer)
   /// and the host side is newer, the whole buffer is uploaded first. Null
-  /// when `host` is not kept.
-  void *device(void *host, bool read);
+  /// when `host` is not kept or `bytes` run past the kept buffer's end.
+  void *device(void *host, bool read, size_t bytes = 0);
   /// A call wrote (part of) the device copy of `host`: the device side is
   /// newer.
   void deviceWrote(void *host);

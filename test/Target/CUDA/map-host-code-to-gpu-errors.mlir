@@ -7,3 +7,7 @@ func.func @host_scalar_read_by_a_kernel(%rows: memref<i32> {moma.host_scalar}, %
   linalg.copy ins(%rows : memref<i32>) outs(%out : memref<i32>)
   return
 }
+
+// A block is whole warps (they share reductions).
+// RUN: not moma-opt %s --pass-pipeline='builtin.module(func.func(moma-map-host-code-to-gpu{threads-per-block=48}))' 2>&1 | FileCheck %s --check-prefix=THREADS
+// THREADS: threads-per-block must be a positive multiple of 32, got 48

@@ -190,6 +190,31 @@ TEST(ResidentBuffersTest, AnAddressInsideAKeptBufferIsItsPlaceOnTheDevice) {
 
 }
 
+// A call's buffer must fit in the kept buffer it starts in; writing only
+// part of a kept buffer whose host side is newer uploads the rest first.
+TEST(ResidentBuffersTest, APartialWriteKeepsTheRestAndStaysInBounds) {
+  FakeDevice fake;
+  std::vector<float> shard(16, 2.0f);
+  ResidentBuffers resident(fake.backend());
+  ASSERT_TRUE(resident.keep(shard.data(), 16 * sizeof(float)));
+  EXPECT_EQ(resident.device(shard.data() + 8, false, 9 * sizeof(float)),
+            nullptr);
+  float *part = on(resident.device(shard.data() + 8, /*read=*/false,
+                                   8 * sizeof(float)));
+  ASSERT_NE(part, nullptr);
+  EXPECT_EQ(resident.statistics().uploads, 1u); // the rest went up
+  part[0] = 7.0f;
+  resident.deviceWrote(shard.data() + 8);
+  resident.toHost(shard.data());
+  EXPECT_EQ(shard[0], 2.0f);
+  EXPECT_EQ(shard[8], 7.0f);
+  // A write of the whole buffer needs nothing uploaded.
+  std::vector<float> whole(4, 1.0f);
+  ASSERT_TRUE(resident.keep(whole.data(), 4 * sizeof(float)));
+  EXPECT_NE(resident.device(whole.data(), false, 4 * sizeof(float)), nullptr);
+  EXPECT_EQ(resident.statistics().uploads, 1u);
+}
+
 TEST(ResidentBuffersTest, AnOverlappingBufferIsRefused) {
   FakeDevice fake;
   std::vector<float> memory(128);
