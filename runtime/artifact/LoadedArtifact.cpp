@@ -194,6 +194,39 @@ LoadedArtifact::residentStatistics() const {
   return cudaRuntime->residentStatistics();
 }
 
+float *LoadedArtifact::stepAddress(float *host, bool read) const {
+  return cudaRuntime
+             ? static_cast<float *>(cudaRuntime->deviceAddress(host, read))
+             : host;
+}
+
+void LoadedArtifact::collectiveWrote(float *host) const {
+  if (cudaRuntime)
+    cudaRuntime->deviceWrote(host);
+}
+
+llvm::Error LoadedArtifact::zero(float *host, size_t count) const {
+  if (cudaRuntime)
+    return cudaRuntime->zeroKept(host, count * sizeof(float));
+  std::fill(host, host + count, 0.0f);
+  return llvm::Error::success();
+}
+
+llvm::Error LoadedArtifact::copy(float *to, const float *from,
+                                 size_t count) const {
+  if (cudaRuntime)
+    return cudaRuntime->copyKept(to, from, count * sizeof(float));
+  std::copy(from, from + count, to);
+  return llvm::Error::success();
+}
+
+void LoadedArtifact::zeroStepMemory(float *pointer, size_t count) const {
+  if (cudaRuntime)
+    cudaRuntime->zeroDevice(pointer, count * sizeof(float));
+  else
+    std::fill(pointer, pointer + count, 0.0f);
+}
+
 llvm::Error EntryFunction::operator()(void **buffers) const {
   if (cuda)
     return cuda->call(function, *spec, buffers);

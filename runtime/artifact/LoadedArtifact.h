@@ -95,8 +95,22 @@ public:
                          float scale, bool first) const;
   /// For a CUDA artifact, the copies the kept buffers have made so far.
   std::optional<cuda::ResidentBuffers::Statistics> residentStatistics() const;
-  /// A CUDA artifact's runtime (a sharded step works on its kept buffers
-  /// and collectives directly), or null.
+
+  /// What a sharded step does with its kept shards between calls, where
+  /// they live. Each takes a kept buffer or an address inside one (a chunk
+  /// of a shard):
+  /// the address a collective uses for `host` (its device copy, uploaded
+  /// first when `read` and the host side is newer; for a CPU artifact,
+  /// `host`), and telling that a collective wrote there;
+  float *stepAddress(float *host, bool read) const;
+  void collectiveWrote(float *host) const;
+  /// zeroing and copying `count` floats.
+  llvm::Error zero(float *host, size_t count) const;
+  llvm::Error copy(float *to, const float *from, size_t count) const;
+  /// Zeroes `count` floats of memory a compiled step handed out (device
+  /// memory for a CUDA artifact: a gathered unit's gradient).
+  void zeroStepMemory(float *pointer, size_t count) const;
+  /// A CUDA artifact's runtime (its NCCL, for a sharded step), or null.
   cuda::ArtifactCudaRuntime *deviceRuntime() const { return cudaRuntime.get(); }
 
 private:

@@ -6,11 +6,11 @@
 #include "lib/safetensors/Safetensors.h"
 #include "lib/support/AtomicFile.h"
 #include "runtime/artifact/LoadedArtifact.h"
-#include "runtime/data/IndexedDataset.h"
-#include "runtime/device/cuda/ArtifactCudaRuntime.h"
 #include "runtime/comm/nccl/ArtifactNcclCommunicator.h"
+#include "runtime/data/IndexedDataset.h"
 #include "runtime/data/ModalityBalance.h"
 #include "runtime/data/SequenceStream.h"
+#include "runtime/device/cuda/ArtifactCudaRuntime.h"
 #include "runtime/fsdp/FsdpAbi.h"
 #include "runtime/model/Weights.h"
 #include "runtime/train/RunRecord.h"
@@ -59,76 +59,19 @@ struct OptimizerSegment {
   bool decayed;
 };
 
-/// Where a rank's shards live. For a CPU artifact, host memory. For a
-/// CUDA artifact (or its emulation), device memory: each shard buffer is
-/// kept there (ResidentBuffers), the collectives, the optimizer's chunks
-/// and the gradient sums work on the device copies, and the host vectors
-/// are current only when a checkpoint asks (toHost).
-class ShardMemory {
-public:
-  explicit ShardMemory(cuda::ArtifactCudaRuntime *device) : device(device) {}
-  bool onDevice() const { return device != nullptr; }
-
-  llvm::Error keep(std::vector<float> &buffer, llvm::StringRef what) {
-    if (!device || buffer.empty())
-      return llvm::Error::success();
-    return device->keep(buffer.data(), buffer.size() * sizeof(float), what);
-  }
-  /// Where a collective reads (`read`) or writes `at`.
-  float *forCollective(float *at, bool read) {
-    return device ? static_cast<float *>(device->deviceAddress(at, read)) : at;
-  }
-  void collectiveWrote(float *at) {
-    if (device)
-      device->deviceWrote(at);
-  }
-  llvm::Error zero(float *at, size_t count) {
-    if (device)
-      return device->zeroKept(at, count * sizeof(float));
-    std::fill(at, at + count, 0.0f);
-    return llvm::Error::success();
-  }
-  llvm::Error copy(float *to, const float *from, size_t count) {
-    if (device)
-      return device->copyKept(to, from, count * sizeof(float));
-    std::copy(from, from + count, to);
-    return llvm::Error::success();
-  }
-  /// Zeroes memory the compiled step handed out (a gathered gradient).
-  void zeroStepMemory(float *at, size_t count) {
-    if (device)
-      device->zeroDevice(at, count * sizeof(float));
-    else
-      std::fill(at, at + count, 0.0f);
-  }
-  /// sum += scale * addend.
-  llvm::Error accumulate(float *sum, const float *addend, size_t count,
-                         float scale) {
-    if (device)
-      return device->accumulate(sum, addend, count, scale, /*first=*/false);
-    for (size_t i = 0; i < count; ++i)
-      sum[i] += scale * addend[i];
-    return llvm::Error::success();
-  }
-  llvm::Error toHost(std::vector<float> &buffer) {
-    return device && !buffer.empty() ? device->toHost(buffer.data())
-                                     : llvm::Error::success();
-  }
-
-private:
-  cuda::ArtifactCudaRuntime *device;
-};
-
 /// This rank's piece of every FSDP unit, and the callbacks that the
-/// compiled step's gathers and reduce-scatters reach. `comm` carries the
-/// units' collectives: MPI on host memory, or NCCL on the device.
+/// compiled step's gathers and reduce-scatters reach. The shards live
+/// where `artifact`'s steps run: host memory for a CPU artifact; for a CUDA
+/// artifact (or its emulation), device memory, each shard buffer kept there
+/// (ResidentBuffers), its host vector current only when a checkpoint asks.
+/// `comm` carries the units' collectives: MPI on host memory, or NCCL on
+/// the device.
 class ShardedModel {
 public:
   struct Shard;
 
-  ShardedModel(const Manifest &manifest, Communicator &comm,
-               ShardMemory &memory)
-      : manifest(manifest), comm(comm), memory(memory) {
+  ShardedModel(const LoadedArtifact &artifact, Communicator &comm)
+      : manifest(artifact.manifest()), comm(comm), artifact(artifact) {
     for (const ManifestShardUnit &unit : manifest.shardUnits) {
       Shard &shard = shards.emplace_back();
       shard.elements = unit.elements;
@@ -235,22 +178,30 @@ public:
     return table;
   }
 
-  /// Keeps every shard buffer where the step runs (see ShardMemory).
+  /// Keeps every shard buffer where the steps run.
   llvm::Error placeShards() {
     for (auto [u, shard] : llvm::enumerate(shards))
       for (std::vector<float> *buffer :
            {&shard.params, &shard.grads, &shard.firstMoments,
             &shard.secondMoments})
-        if (llvm::Error error = memory.keep(
-                *buffer, "the shard of unit " + manifest.shardUnits[u].name))
+        if (llvm::Error error = keep(*buffer, "the shard of unit " +
+                                                  manifest.shardUnits[u].name))
           return error;
-    return memory.keep(reduced, "the reduce-scatter buffer");
+    return keep(reduced, "the reduce-scatter buffer");
+  }
+
+  /// Keeps `buffer` where the steps run (nothing for a CPU artifact).
+  llvm::Error keep(std::vector<float> &buffer, const llvm::Twine &what) {
+    if (buffer.empty())
+      return llvm::Error::success();
+    return artifact.keepOnDevice(buffer.data(), buffer.size() * sizeof(float),
+                                 what.str());
   }
 
   void zeroGradients() {
     for (Shard &shard : shards)
       if (llvm::Error error =
-              memory.zero(shard.grads.data(), shard.grads.size()))
+              artifact.zero(shard.grads.data(), shard.grads.size()))
         fail(std::move(error));
   }
 
@@ -285,7 +236,7 @@ private:
   void allGatherStart(int32_t unit, float *full) {
     Shard &shard = shards[unit];
     auto started = comm.startAllGather(
-        memory.forCollective(shard.params.data(), /*read=*/true), full,
+        artifact.stepAddress(shard.params.data(), /*read=*/true), full,
                                        size_t(shard.shardElements),
                                        size_t(shard.elements),
                                        describe("all-gather", unit));
@@ -308,24 +259,24 @@ private:
   void reduceScatter(int32_t unit, float *full) {
     Shard &shard = shards[unit];
     for (auto [begin, end] : shard.gaps)
-      memory.zeroStepMemory(full + begin, size_t(end - begin));
+      artifact.zeroStepMemory(full + begin, size_t(end - begin));
     auto start = Clock::now();
     if (llvm::Error error = comm.reduceScatterSum(
-            full, memory.forCollective(reduced.data(), /*read=*/false),
+            full, artifact.stepAddress(reduced.data(), /*read=*/false),
             size_t(shard.shardElements), size_t(shard.elements),
             describe("reduce-scatter", unit)))
       fail(std::move(error));
-    memory.collectiveWrote(reduced.data());
+    artifact.collectiveWrote(reduced.data());
     communicationWait += Clock::now() - start;
-    if (llvm::Error error =
-            memory.accumulate(shard.grads.data(), reduced.data(),
-                              size_t(shard.shardElements), gradientScale))
+    if (llvm::Error error = artifact.accumulate(
+            shard.grads.data(), reduced.data(), size_t(shard.shardElements),
+            gradientScale, /*first=*/false))
       fail(std::move(error));
   }
 
   const Manifest &manifest;
   Communicator &comm;
-  ShardMemory &memory;
+  const LoadedArtifact &artifact;
   llvm::StringMap<size_t> parameterIndex;
   /// Each parameter's unit and offset in it, by manifest index.
   std::vector<std::pair<size_t, int64_t>> placement;
@@ -401,7 +352,6 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
   // are the NCCL it carries; its emulation (--target=cuda-emulated) keeps
   // the shards in its "device" memory and gathers them over MPI.
   cuda::ArtifactCudaRuntime *device = artifact->deviceRuntime();
-  ShardMemory shardMemory(device);
   std::unique_ptr<Communicator> nccl;
   Communicator *unitComm = &comm;
   if (device && manifest.target == "cuda") {
@@ -416,7 +366,7 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
     nccl = std::move(*created);
     unitComm = nccl.get();
   }
-  ShardedModel model(manifest, *unitComm, shardMemory);
+  ShardedModel model(*artifact, *unitComm);
   const EntryPointSpec &gradSpec = *gradEntry->first;
   const BufferSpec *noiseSpec = nullptr;
   for (const BufferSpec &spec : gradSpec.arguments)
@@ -530,8 +480,7 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
   std::vector<float> stage[4];
   for (std::vector<float> &buffer : stage) {
     buffer.assign(chunk, 0.0f);
-    if (llvm::Error error =
-            shardMemory.keep(buffer, "an optimizer staging buffer"))
+    if (llvm::Error error = model.keep(buffer, "an optimizer staging buffer"))
       return error;
   }
   std::vector<float> schedule(3), clipFactor(1), chunkNorm(1);
@@ -550,19 +499,17 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
           data[k] = staged ? stage[k].data() : home[k];
           if (!staged)
             continue;
-          if (llvm::Error error =
-                  shardMemory.copy(stage[k].data(), home[k], n))
+          if (llvm::Error error = artifact->copy(stage[k].data(), home[k], n))
             return error;
           if (llvm::Error error =
-                  shardMemory.zero(stage[k].data() + n, size_t(chunk - n)))
+                  artifact->zero(stage[k].data() + n, size_t(chunk - n)))
             return error;
         }
         if (llvm::Error error = body(segment, data))
           return error;
         if (staged)
           for (int k = 0; k < 4; ++k)
-            if (llvm::Error error =
-                    shardMemory.copy(home[k], stage[k].data(), n))
+            if (llvm::Error error = artifact->copy(home[k], stage[k].data(), n))
               return error;
       }
     }
@@ -585,7 +532,7 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
     for (ShardedModel::Shard &shard : model.shards) {
       for (std::vector<float> *buffer :
            {&shard.params, &shard.firstMoments, &shard.secondMoments})
-        if (llvm::Error error = shardMemory.toHost(*buffer))
+        if (llvm::Error error = artifact->copyToHost(buffer->data()))
           return error;
       shards.push_back(
           {shard.params, shard.firstMoments, shard.secondMoments});

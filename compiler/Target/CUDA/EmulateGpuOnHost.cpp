@@ -43,17 +43,15 @@ using namespace mlir;
 
 namespace {
 
-/// Whether `op` or an op inside it may write memory.
-bool hasWriteEffect(Operation *op) {
-  bool writes = false;
-  op->walk([&](Operation *inner) {
-    auto effects = dyn_cast<MemoryEffectOpInterface>(inner);
-    if (effects ? effects.hasEffect<MemoryEffects::Write>()
-                : !inner->hasTrait<OpTrait::HasRecursiveMemoryEffects>() &&
-                      !isPure(inner))
-      writes = true;
-  });
-  return writes;
+/// Whether `op` or an op inside it may write memory (unknown effects
+/// count as writes).
+bool mayWrite(Operation *op) {
+  std::optional<SmallVector<MemoryEffects::EffectInstance>> effects =
+      getEffectsRecursively(op);
+  return !effects ||
+         llvm::any_of(*effects, [](const MemoryEffects::EffectInstance &e) {
+           return isa<MemoryEffects::Write>(e.getEffect());
+         });
 }
 
 /// Each `gpu.subgroup_reduce` of `body` through memory: the value stored
@@ -98,8 +96,7 @@ LogicalResult reduceWarpsThroughMemory(IRRewriter &rewriter,
       if (!firstUser || user->isBeforeInBlock(firstUser))
         firstUser = user;
     }
-    if (firstUser && firstUser->getBlock() != op->getBlock() &&
-        op->getBlock()->getParentOp()->isProperAncestor(firstUser))
+    if (firstUser && firstUser->getBlock() != op->getBlock())
       rewriter.setInsertionPoint(firstUser);
     Value first =
         memref::LoadOp::create(rewriter, loc, slots, ValueRange{firstLane});
@@ -166,7 +163,7 @@ LogicalResult serializeThreads(IRRewriter &rewriter, Block &body,
       }
       // Thread-dependent arithmetic, and loops that only read (a lane's
       // partial reduction): cloned into the sinks that use them.
-      if (op.getNumRegions() == 0 || !hasWriteEffect(&op))
+      if (op.getNumRegions() == 0 || !mayWrite(&op))
         continue;
       return op.emitError("moma-emulate-gpu-on-host: a thread-dependent '")
              << op.getName() << "' with results";

@@ -416,10 +416,9 @@ LogicalResult ThreadDistribution::shareReduction(linalg::LinalgOp kernel,
           }
           writeResults(b, loc, blockTotals);
         });
-  }
-  // The next round reuses the shared memory.
-  if (wholeBlock)
+    // The next round reuses the shared memory.
     gpu::BarrierOp::create(rewriter, loc);
+  }
   rewriter.eraseOp(kernel);
   barrierAfter(roundLoop);
   return success();

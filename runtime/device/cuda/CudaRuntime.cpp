@@ -121,6 +121,14 @@ void momac::cuda::recordError(const std::string &message) {
 
 namespace {
 StreamWait installedWait = nullptr;
+
+/// A copy between the device and pageable host memory returns only once
+/// the work queued before it is done: with NCCL up, the stream is first
+/// drained through the bounded wait, so that a lost rank cannot hang the
+/// copy itself.
+bool drainBeforeHostCopy(const std::string &what) {
+  return !installedWait || waitForStepStream(what);
+}
 } // namespace
 
 void momac::cuda::setStreamWait(StreamWait wait) { installedWait = wait; }
@@ -131,16 +139,6 @@ bool momac::cuda::waitForStepStream(const std::string &what) {
   return check(api().cuStreamSynchronize(stepStream()),
                "cuStreamSynchronize (" + what + ")");
 }
-
-namespace {
-/// A copy between the device and pageable host memory returns only once
-/// the work queued before it is done: with NCCL up, the stream is first
-/// drained through the bounded wait, so that a lost rank cannot hang the
-/// copy itself.
-bool drainBeforeHostCopy(const std::string &what) {
-  return !installedWait || waitForStepStream(what);
-}
-} // namespace
 
 bool momac::cuda::check(CUresult result, const std::string &call) {
   if (result == CUDA_SUCCESS)
