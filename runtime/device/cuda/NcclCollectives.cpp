@@ -21,6 +21,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -55,6 +56,19 @@ float *padded(int64_t elements) {
       momart_cuda_alloc(size_t(elements) * sizeof(float)));
 }
 
+/// The elements a collective of `shardElements` per rank moves (the ranks'
+/// shards end to end), or nothing (and an error naming `call`) without a
+/// communicator.
+std::optional<int64_t> allShards(const char *call, int64_t shardElements) {
+  if (!ready() || !communicator) {
+    recordError(std::string(call) + ": no NCCL communicator");
+    return std::nullopt;
+  }
+  int ranks = 0;
+  if (!checkNccl(ncclCommCount(communicator, &ranks), "ncclCommCount"))
+    return std::nullopt;
+  return shardElements * ranks;
+}
 /// The step stream's wait once NCCL is up (see waitForStepStream): polls
 /// until the stream drains, NCCL reports an error, or the run's timeout
 /// passes, which aborts the communicator so that the stream drains.
@@ -78,11 +92,10 @@ bool boundedWait(const std::string &what) {
     }
     // A failed collective stays on the stream: abort, so that it drains.
     ncclResult_t async = ncclSuccess;
-    if (communicator &&
-        (!checkNccl(ncclCommGetAsyncError(communicator, &async),
-                    "ncclCommGetAsyncError") ||
-         (async != ncclSuccess && async != ncclInProgress &&
-          !checkNccl(async, "a collective (" + what + ")")))) {
+    if (communicator && (!checkNccl(ncclCommGetAsyncError(communicator, &async),
+                                    "ncclCommGetAsyncError") ||
+                         (async != ncclSuccess && async != ncclInProgress &&
+                          !checkNccl(async, "a collective (" + what + ")")))) {
       ncclCommAbort(communicator);
       communicator = nullptr;
       break;
@@ -143,14 +156,12 @@ extern "C" bool momart_cuda_comm_init(const void *id, int32_t rank,
 
 extern "C" void momart_cuda_all_gather(const float *shard, float *full,
                                        int64_t shardElements, int64_t total) {
-  if (!ready() || !communicator)
-    return recordError("momart_cuda_all_gather: no NCCL communicator");
-  int ranks = 0;
-  if (!checkNccl(ncclCommCount(communicator, &ranks), "ncclCommCount"))
+  std::optional<int64_t> gathered =
+      allShards("momart_cuda_all_gather", shardElements);
+  if (!gathered)
     return;
   // Shards are equal; the last ranks' pieces past `total` are padding.
-  int64_t gathered = shardElements * ranks;
-  float *receive = gathered == total ? full : padded(gathered);
+  float *receive = *gathered == total ? full : padded(*gathered);
   if (!receive)
     return;
   if (!checkNccl(ncclAllGather(shard, receive, size_t(shardElements), ncclFloat,
@@ -158,9 +169,7 @@ extern "C" void momart_cuda_all_gather(const float *shard, float *full,
                  "ncclAllGather"))
     return;
   if (receive != full) {
-    checkCudart(cudaMemcpyAsync(full, receive, size_t(total) * sizeof(float),
-                                cudaMemcpyDeviceToDevice, stream()),
-                "cudaMemcpyAsync (the gathered unit)");
+    momart_cuda_copy_device(full, receive, size_t(total) * sizeof(float));
     momart_cuda_free(receive);
   }
 }
@@ -168,21 +177,18 @@ extern "C" void momart_cuda_all_gather(const float *shard, float *full,
 extern "C" void momart_cuda_reduce_scatter(const float *full, float *shard,
                                            int64_t shardElements,
                                            int64_t total) {
-  if (!ready() || !communicator)
-    return recordError("momart_cuda_reduce_scatter: no NCCL communicator");
-  int ranks = 0;
-  if (!checkNccl(ncclCommCount(communicator, &ranks), "ncclCommCount"))
+  std::optional<int64_t> scattered =
+      allShards("momart_cuda_reduce_scatter", shardElements);
+  if (!scattered)
     return;
-  int64_t scattered = shardElements * ranks;
   const float *send = full;
   float *staged = nullptr;
-  if (scattered != total) {
-    if (!(staged = padded(scattered)))
+  if (*scattered != total) {
+    if (!(staged = padded(*scattered)))
       return;
-    momart_cuda_zero(staged + total, size_t(scattered - total) * sizeof(float));
-    checkCudart(cudaMemcpyAsync(staged, full, size_t(total) * sizeof(float),
-                                cudaMemcpyDeviceToDevice, stream()),
-                "cudaMemcpyAsync (the unit's gradient)");
+    momart_cuda_zero(staged + total,
+                     size_t(*scattered - total) * sizeof(float));
+    momart_cuda_copy_device(staged, full, size_t(total) * sizeof(float));
     send = staged;
   }
   checkNccl(ncclReduceScatter(send, shard, size_t(shardElements), ncclFloat,
