@@ -6,7 +6,6 @@
 
 #include "llvm/Support/FormatVariadic.h"
 
-#include <cstdlib>
 #include <vector>
 
 using namespace momac;

@@ -29,8 +29,9 @@ bool ResidentBuffers::keep(void *host, size_t bytes) {
   const char *start = static_cast<const char *>(host);
   if (auto it = copies.find(start); it != copies.end())
     return it->second.bytes == bytes;
-  // No overlap with a kept buffer: one address has one device copy.
-  if (bytes == 0 || find(start).first || find(start + bytes - 1).first)
+  // No overlap with a kept buffer (one starting before `start` and
+  // reaching it, or one starting inside): one address, one device copy.
+  if (bytes == 0 || find(start).first)
     return false;
   if (auto next = copies.upper_bound(start);
       next != copies.end() && next->first < start + bytes)
