@@ -37,6 +37,10 @@ struct TokenSet {
   Value ids;         // [n] i32, input token ids
   Value positions;   // [n] i32
   Value sequenceIds; // [n] i32
+  /// Modality groups over these tokens are padded to n, their counts kept
+  /// in tensors (moma.padded_modality_partition): a MoD layer's tokens when
+  /// the target sizes its launches by bounds rather than read counts back.
+  bool padGroups = false;
 };
 
 /// Token ranges as the flat "lo, hi, lo, hi" lists the routing ops take.
@@ -56,8 +60,9 @@ ArrayAttr rangeLists(Builder &b, ArrayRef<std::vector<TokenRange>> lists) {
 class ForwardBuilder {
 public:
   ForwardBuilder(MLIRContext &context, const ModelConfig &config,
-                 StringRef sourceName, ForwardKind kind)
-      : config(config), b(&context), sourceName(sourceName.str()),
+                 StringRef sourceName, ForwardKind kind, bool padModGroups)
+      : config(config), padModGroups(padModGroups), b(&context),
+        sourceName(sourceName.str()),
         f32(b.getF32Type()), i32(b.getI32Type()),
         causal(kind == ForwardKind::CausalRouting ||
                kind == ForwardKind::Decode),
@@ -102,13 +107,14 @@ private:
   Value add(Location at, Value x, Value y) {
     return arith::AddFOp::create(b, at, x, y);
   }
-  Value gather(Location at, Value source, Value indices) {
+  /// `padded`: indices at or past the source's rows read zeros.
+  Value gather(Location at, Value source, Value indices, bool padded = false) {
     auto src = cast<RankedTensorType>(source.getType());
     auto idx = cast<RankedTensorType>(indices.getType());
     SmallVector<int64_t> shape(idx.getShape());
     llvm::append_range(shape, src.getShape().drop_front());
     return moma::GatherTokensOp::create(
-        b, at, tensor(shape, src.getElementType()), source, indices);
+        b, at, tensor(shape, src.getElementType()), source, indices, padded);
   }
   Value zerosLike(Location at, Value like) {
     Value zero = arith::ConstantOp::create(b, at, b.getF32FloatAttr(0.0f));
@@ -122,7 +128,7 @@ private:
   /// layer `l`, whose module input is `v`: rows[i] of v takes
   /// gumbel_noise[l, rows[i], 0 : experts].
   Value routerNoise(Location at, int64_t l, Value v, Value rows,
-                    int64_t experts) {
+                    int64_t experts, bool padded) {
     int64_t rowsIn = cast<RankedTensorType>(v.getType()).getDimSize(0);
     OpFoldResult rowCount =
         ShapedType::isDynamic(rowsIn)
@@ -136,7 +142,7 @@ private:
     Value layerNoise = tensor::ExtractSliceOp::create(
         b, at, tensor({rowsIn, experts}, f32), gumbelNoise, offsets, sizes,
         strides);
-    return gather(at, layerNoise, rows);
+    return gather(at, layerNoise, rows, padded);
   }
   /// An empty module for the description (its model name, and its GEMM
   /// precision for the lowering); the builder inserts into it.
@@ -176,6 +182,8 @@ private:
   Value modLayer(const std::string &layer, int64_t l, const TokenSet &tokens);
 
   const ModelConfig &config;
+  /// MoD layers pad their modality groups (TokenSet::padGroups).
+  bool padModGroups;
   OpBuilder b;
   std::string sourceName;
   Type f32, i32;
@@ -200,10 +208,11 @@ private:
 
   /// An auxiliary router's objective term and metrics, against the batch
   /// choice `indices` (MODEL_SPEC section 6).
+  /// With `valid`, only that many leading rows of `predicted` are tokens.
   void addAuxObjective(Location at, const std::string &router,
-                       Value predicted, Value indices) {
-    Value bce =
-        moma::AuxRouterLossOp::create(b, at, scalar(), predicted, indices);
+                       Value predicted, Value indices, Value valid = Value()) {
+    Value bce = moma::AuxRouterLossOp::create(b, at, scalar(), predicted,
+                                              indices, valid);
     addAuxLoss(bce);
     if (!auxTraining)
       return;
@@ -211,7 +220,7 @@ private:
     routerResults.push_back(
         {"confusion." + router,
          moma::AuxRouterConfusionOp::create(b, at, tensor({4}, f32), predicted,
-                                            indices)});
+                                            indices, valid)});
   }
 };
 
@@ -292,18 +301,43 @@ Value ForwardBuilder::momaModule(const std::string &layer, int64_t l,
     names.push_back(group.name);
     ranges.push_back(config.groupRanges(group));
   }
-  SmallVector<Type> indexTypes(moe.groups.size(),
-                               tensor({ShapedType::kDynamic}, i32));
-  auto partition = moma::ModalityPartitionOp::create(
-      b, at, indexTypes, tokens.ids, b.getStrArrayAttr(names),
-      rangeLists(b, ranges));
+  // Padded groups: each list as long as the tokens (n), the padding n
+  // marking rows that gather zeros and scatter nowhere; each count stays
+  // in a tensor that expert choice and the aux objective read.
+  const bool padded = tokens.padGroups;
+  int64_t listLength =
+      padded ? cast<RankedTensorType>(tokens.ids.getType()).getDimSize(0)
+             : ShapedType::kDynamic;
+  SmallVector<Type> indexTypes(moe.groups.size(), tensor({listLength}, i32));
+  ValueRange lists;
+  Value counts;
+  if (padded) {
+    auto partition = moma::PaddedModalityPartitionOp::create(
+        b, at, indexTypes,
+        tensor({int64_t(moe.groups.size())}, i32), tokens.ids,
+        b.getStrArrayAttr(names), rangeLists(b, ranges));
+    lists = partition.getIndices();
+    counts = partition.getCounts();
+  } else {
+    lists = moma::ModalityPartitionOp::create(b, at, indexTypes, tokens.ids,
+                                              b.getStrArrayAttr(names),
+                                              rangeLists(b, ranges))
+                .getIndices();
+  }
 
   Value combined = zerosLike(at, v);
   for (auto [g, group] : llvm::enumerate(moe.groups)) {
     std::string prefix = layer + "moe." + group.name + ".";
     Location groupAt = loc(layer + "moe." + group.name);
-    Value rows = partition.getIndices()[g];
-    Value groupInput = gather(groupAt, v, rows);
+    Value rows = lists[g];
+    Value count;
+    if (padded)
+      count = tensor::ExtractSliceOp::create(
+          b, groupAt, tensor({1}, i32), counts,
+          ArrayRef<OpFoldResult>{b.getIndexAttr(int64_t(g))},
+          ArrayRef<OpFoldResult>{b.getIndexAttr(1)},
+          ArrayRef<OpFoldResult>{b.getIndexAttr(1)});
+    Value groupInput = gather(groupAt, v, rows, padded);
     const int64_t experts = group.experts;
 
     if (experts == 1) {
@@ -322,14 +356,15 @@ Value ForwardBuilder::momaModule(const std::string &layer, int64_t l,
       Value out = moma::SwiGLUOp::create(b, groupAt, groupInput.getType(),
                                          groupInput, w1, w3, w2);
       combined = moma::ScatterAddTokensOp::create(
-          b, groupAt, combined.getType(), out, combined, rows, Value());
+          b, groupAt, combined.getType(), out, combined, rows, Value(), padded);
       continue;
     }
 
     Value scores = moma::RouterOp::create(
         b, groupAt, rowsLike(groupInput, experts), groupInput,
         param(prefix + "router.weight"),
-        gumbelNoise ? routerNoise(groupAt, l, v, rows, experts) : Value());
+        gumbelNoise ? routerNoise(groupAt, l, v, rows, experts, padded)
+                    : Value());
     // The batch choice: what training routes by and what causal evaluation
     // compares the aux routers with. A decoding step has no batch to
     // choose over.
@@ -337,7 +372,7 @@ Value ForwardBuilder::momaModule(const std::string &layer, int64_t l,
     if (!decode)
       choice = moma::ExpertChoiceOp::create(
           b, groupAt, tensor({experts, ShapedType::kDynamic}, i32),
-          tensor({experts, ShapedType::kDynamic}, f32), scores,
+          tensor({experts, ShapedType::kDynamic}, f32), scores, count,
           b.getF64FloatAttr(moe.capacityFactor));
     Value predicted;
     if (config.auxRouters)
@@ -362,7 +397,7 @@ Value ForwardBuilder::momaModule(const std::string &layer, int64_t l,
       chosenRows = choice.getIndices();
       gates = choice.getGates();
     }
-    Value expertInput = gather(groupAt, groupInput, chosenRows);
+    Value expertInput = gather(groupAt, groupInput, chosenRows, padded);
     Value expertOutput = moma::SwiGLUOp::create(
         b, groupAt, expertInput.getType(), expertInput, param(prefix + "w1"),
         param(prefix + "w3"), param(prefix + "w2"));
@@ -370,10 +405,10 @@ Value ForwardBuilder::momaModule(const std::string &layer, int64_t l,
     Value moduleRows = gather(groupAt, rows, chosenRows);
     combined = moma::ScatterAddTokensOp::create(b, groupAt, combined.getType(),
                                                 expertOutput, combined,
-                                                moduleRows, gates);
+                                                moduleRows, gates, padded);
     if (config.auxRouters && !causal)
       addAuxObjective(groupAt, prefix.substr(0, prefix.size() - 1), predicted,
-                      choice.getIndices());
+                      choice.getIndices(), count);
   }
   return combined;
 }
@@ -456,9 +491,12 @@ Value ForwardBuilder::modLayer(const std::string &layer, int64_t l,
            moma::RoutingDisagreementOp::create(b, at, scalar(), predicted,
                                                select.getIndices())});
   }
+  // Causal routing sizes its token lists by the aux routers' decisions,
+  // so only batch routing pads.
   TokenSet selected{gather(at, x, rows), gather(at, tokens.ids, rows),
                     gather(at, tokens.positions, rows),
-                    gather(at, tokens.sequenceIds, rows)};
+                    gather(at, tokens.sequenceIds, rows),
+                    /*padGroups=*/padModGroups && !causal};
   if (config.auxRouters && !causal)
     addAuxObjective(at, layer + "mod", predicted, rows);
   Value processed = block(layer, l, selected);
@@ -695,7 +733,9 @@ OwningOpRef<ModuleOp> momac::buildForwardModule(MLIRContext &context,
                                                 const ModelConfig &config,
                                                 StringRef sourceName,
                                                 bool dynamicBatch,
-                                                ForwardKind kind) {
+                                                ForwardKind kind,
+                                                bool padModGroups) {
   loadFrontendDialects(context);
-  return ForwardBuilder(context, config, sourceName, kind).build(dynamicBatch);
+  return ForwardBuilder(context, config, sourceName, kind, padModGroups)
+      .build(dynamicBatch);
 }

@@ -80,6 +80,88 @@ func.func @partition(%ids: tensor<16xi32>) -> (tensor<?xi32>, tensor<?xi32>) {
 
 // -----
 
+// A padded partition (a MoD layer's groups on the CUDA target) fills each
+// list with n, the padding, then writes the group's tokens from the front;
+// each count goes into a tensor right after its loop (on a GPU, in the
+// loop's own launch). No list's size depends on them.
+// CHECK-LABEL: func.func @padded_partition
+// CHECK: %[[N:.*]] = tensor.dim %{{.*}}, %c0
+// CHECK: %[[PAD:.*]] = arith.index_cast %[[N]] : index to i32
+// CHECK: %[[TEXT0:.*]] = linalg.fill ins(%[[PAD]] : i32) outs(%{{.*}} : tensor<?xi32>)
+// CHECK: %[[TEXT:.*]]:2 = scf.for {{.*}} iter_args(%{{.*}} = %[[TEXT0]], %{{.*}} = %c0{{.*}}) -> (tensor<?xi32>, index)
+// CHECK: scf.if
+// CHECK: %[[C0:.*]] = arith.index_cast %[[TEXT]]#1 : index to i32
+// CHECK: %[[COUNTS0:.*]] = tensor.insert %[[C0]] into %{{.*}}[%c0{{.*}}] : tensor<2xi32>
+// CHECK: %[[IMAGE0:.*]] = linalg.fill ins(%{{.*}} : i32) outs(%{{.*}} : tensor<?xi32>)
+// CHECK: %[[IMAGE:.*]]:2 = scf.for {{.*}} iter_args(%{{.*}} = %[[IMAGE0]], %{{.*}} = %c0{{.*}}) -> (tensor<?xi32>, index)
+// CHECK: %[[C1:.*]] = arith.index_cast %[[IMAGE]]#1 : index to i32
+// CHECK: %[[COUNTS:.*]] = tensor.insert %[[C1]] into %[[COUNTS0]][%c1{{.*}}] : tensor<2xi32>
+// CHECK: return %[[TEXT]]#0, %[[IMAGE]]#0, %[[COUNTS]]
+func.func @padded_partition(%ids: tensor<?xi32>) -> (tensor<?xi32>, tensor<?xi32>, tensor<2xi32>) {
+  %t, %i, %c = moma.padded_modality_partition %ids groups ["text", "image"]
+      ranges [array<i64: 0, 256>, array<i64: 256, 512>] : tensor<?xi32> -> (tensor<?xi32>, tensor<?xi32>), tensor<2xi32>
+  return %t, %i, %c : tensor<?xi32>, tensor<?xi32>, tensor<2xi32>
+}
+
+// -----
+
+// Expert choice over the valid rows: padding rows get the largest score
+// bits (they sort after every token), the width is k for all n rows, and
+// the kernel takes the count's own k: a slot past it holds row n - 1 at
+// gate 0. The count is read inside the kernels only, never on the host.
+// CHECK-LABEL: func.func @expert_choice_over_valid_rows
+// CHECK: %[[N:.*]] = tensor.dim %{{.*}}, %c0
+// CHECK: %[[K:.*]] = arith.minui %[[N]]
+// CHECK: linalg.generic {{.*}} ins(%{{.*}} : tensor<?x4xf32>) outs(%{{.*}} : tensor<4x?xi64>)
+// CHECK: %[[ROW:.*]] = linalg.index 1 : index
+// CHECK: %[[COUNT:.*]] = tensor.extract %{{.*}}[%{{.*}}] : tensor<1xi32>
+// CHECK: %[[VALID:.*]] = arith.index_cast %[[COUNT]] : i32 to index
+// CHECK: %[[TOKEN:.*]] = arith.cmpi ult, %[[ROW]], %[[VALID]] : index
+// CHECK: arith.select %[[TOKEN]], %{{.*}}, %c-1_i32{{.*}} : i32
+// CHECK: call @momart_select_smallest_i64
+// CHECK: tensor.empty(%[[K]]) : tensor<4x?xi32>
+// CHECK: linalg.generic
+// CHECK: %[[SLOT:.*]] = linalg.index 1 : index
+// CHECK: tensor.extract %{{.*}}[%{{.*}}] : tensor<1xi32>
+// CHECK: math.ceil %{{.*}} : f64
+// CHECK: %[[COUNTK:.*]] = arith.minui
+// CHECK: %[[TAKEN:.*]] = arith.cmpi ult, %[[SLOT]], %[[COUNTK]] : index
+// CHECK: %[[LAST:.*]] = arith.subi %{{.*}}, %c1{{.*}} : index
+// CHECK: arith.select %[[TAKEN]], %{{.*}}, %[[LAST]] : index
+// CHECK: arith.select %[[TAKEN]], %{{.*}}, %cst{{.*}} : f32
+// CHECK-NOT: tensor.extract %{{.*}} : tensor<1xi32>
+// CHECK: return
+func.func @expert_choice_over_valid_rows(%s: tensor<?x4xf32>, %n: tensor<1xi32>) -> (tensor<4x?xi32>, tensor<4x?xf32>) {
+  %i, %g = moma.expert_choice %s valid %n capacity_factor = 1.0 : tensor<?x4xf32>, tensor<1xi32> -> tensor<4x?xi32>, tensor<4x?xf32>
+  return %i, %g : tensor<4x?xi32>, tensor<4x?xf32>
+}
+
+// -----
+
+// Padded gathers read zeros past the source's rows (the index clamped so the
+// read stays in bounds); padded scatters add 0 to row 0 there.
+// CHECK-LABEL: func.func @padded_gather_and_scatter
+// CHECK: linalg.generic
+// CHECK: %[[ROWS:.*]] = tensor.dim %{{.*}}, %c0{{.*}} : tensor<?x64xf32>
+// CHECK: %[[IN:.*]] = arith.cmpi ult, %{{.*}}, %[[ROWS]] : index
+// CHECK: %[[AT:.*]] = arith.select %[[IN]], %{{.*}}, %c0{{.*}} : index
+// CHECK: %[[V:.*]] = tensor.extract %{{.*}}[%[[AT]], %{{.*}}] : tensor<?x64xf32>
+// CHECK: arith.select %[[IN]], %[[V]], %cst{{.*}} : f32
+// CHECK: scf.for
+// CHECK: scf.for
+// CHECK: %[[INSIDE:.*]] = arith.cmpi ult, %{{.*}}, %{{.*}} : index
+// CHECK: arith.select %[[INSIDE]], %{{.*}}, %c0{{.*}} : index
+// CHECK: arith.select %[[INSIDE]], %{{.*}}, %cst{{.*}} : f32
+// CHECK: tensor.insert
+func.func @padded_gather_and_scatter(%x: tensor<?x64xf32>, %rows: tensor<?xi32>,
+                                     %acc: tensor<?x64xf32>) -> tensor<?x64xf32> {
+  %g = moma.gather_tokens %x[%rows] {padded} : tensor<?x64xf32>, tensor<?xi32> -> tensor<?x64xf32>
+  %out = moma.scatter_add_tokens %g into %acc[%rows] {padded} : tensor<?x64xf32>, tensor<?xi32> into tensor<?x64xf32>
+  return %out : tensor<?x64xf32>
+}
+
+// -----
+
 // Attention: test/Conversion/attention-online-softmax.mlir.
 
 // -----

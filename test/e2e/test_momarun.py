@@ -324,6 +324,23 @@ class CompiledGradMatchesReference(TemporaryDirectoryTestCase):
             return tokens
         self.check("moe_4t4i", make_tokens=few_image_tokens)
 
+    def test_mod_layer_group_with_no_tokens(self):
+        # The MoD layer's groups (padded on the CUDA target) with an empty
+        # image group: every slot of its experts is padding.
+        got = self.check("mod_moe_4t4i", make_tokens=lambda cfg, rng, b, s:
+                         rng.integers(0, 256, size=(b, s + 1)))
+        self.assertEqual(float(got["grad.layers.0.moe.image.w1"].abs().max()), 0.0)
+
+    def test_mod_layer_group_with_fewer_tokens_than_experts(self):
+        # Image tokens that the MoD router may or may not keep: groups of
+        # any size from 0 up, most with padding rows and slots.
+        def some_image_tokens(cfg, rng, b, s):
+            tokens = rng.integers(0, 256, size=(b, s + 1))
+            tokens[:, ::5] = rng.integers(256, cfg["vocab_size"],
+                                          size=tokens[:, ::5].shape)
+            return tokens
+        self.check("mod_moe_4t4i_aux", make_tokens=some_image_tokens)
+
     def test_ties_go_to_the_lower_index(self):
         def zero_routers(params):
             for name in params:

@@ -166,8 +166,12 @@ mlir::OwningOpRef<mlir::ModuleOp> buildTrainStep(mlir::MLIRContext &context,
                                                  const ModelConfig &config,
                                                  mlir::TimingScope &timing) {
   mlir::TimingScope frontEndTimer = timing.nest("front end (model -> moma)");
+  // A GPU step does not wait for the token counts a MoD layer's router
+  // decides: its modality groups are padded to the layer's token count.
+  const bool padModGroups = target != TargetKind::Cpu;
   mlir::OwningOpRef<mlir::ModuleOp> module =
-      buildForwardModule(context, config, inputPath, /*dynamicBatch=*/true);
+      buildForwardModule(context, config, inputPath, /*dynamicBatch=*/true,
+                         ForwardKind::Training, padModGroups);
   // Models with auxiliary routers also get @forward_causal, the forward
   // pass with causal routing (momarun eval --causal), @forward_aux, the
   // objective that trains the auxiliary routers (momarun train-aux), and
@@ -177,7 +181,8 @@ mlir::OwningOpRef<mlir::ModuleOp> buildTrainStep(mlir::MLIRContext &context,
          {ForwardKind::CausalRouting, ForwardKind::AuxRouterTraining,
           ForwardKind::Decode}) {
       mlir::OwningOpRef<mlir::ModuleOp> extra = buildForwardModule(
-          context, config, inputPath, /*dynamicBatch=*/true, kind);
+          context, config, inputPath, /*dynamicBatch=*/true, kind,
+          padModGroups);
       for (mlir::Operation &op :
            llvm::make_early_inc_range(extra->getBody()->getOperations()))
         op.moveBefore(module->getBody(), module->getBody()->end());

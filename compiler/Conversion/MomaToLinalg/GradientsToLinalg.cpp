@@ -327,8 +327,8 @@ struct LowerScatterAddTokensGrad
                    [&](OpBuilder &b, Location loc, ValueRange args) {
                      Value row = toIndex(b, loc, args[0]);
                      Value c = linalg::IndexOp::create(b, loc, rank - 1);
-                     Value value = tensor::ExtractOp::create(
-                         b, loc, dy, ValueRange{row, c});
+                     Value value =
+                         extractRow(b, loc, dy, {row, c}, op.getPadded());
                      if (weights)
                        value = arith::MulFOp::create(b, loc, value, args[1]);
                      return SmallVector<Value>{value};
@@ -351,7 +351,7 @@ struct LowerScatterAddTokensGrad
                   Value row = toIndex(b, loc, args[1]);
                   Value c = linalg::IndexOp::create(b, loc, rank - 1);
                   Value upstream =
-                      tensor::ExtractOp::create(b, loc, dy, ValueRange{row, c});
+                      extractRow(b, loc, dy, {row, c}, op.getPadded());
                   Value product =
                       arith::MulFOp::create(b, loc, upstream, args[0]);
                   return SmallVector<Value>{
@@ -647,14 +647,38 @@ struct LowerAuxRouterLossGrad : OpRewritePattern<moma::AuxRouterLossGradOp> {
     Location loc = op.getLoc();
     Value predictions = op.getPredictions();
     Value chosen = choiceMask(kb, predictions, op.getIndices());
-    Value count = decisionCount(kb, predictions);
-    Value scale = arith::DivFOp::create(
-        rewriter, loc,
-        tensor::ExtractOp::create(rewriter, loc, op.getLossGrad(), ValueRange{}),
-        count);
+    // With padding rows, the count is read in the kernel: on a GPU it stays
+    // in device memory, and a scalar computed from it on the host side would
+    // have to come back first.
+    Value valid = op.getValid();
+    Value scale;
+    if (!valid)
+      scale = arith::DivFOp::create(
+          rewriter, loc,
+          tensor::ExtractOp::create(rewriter, loc, op.getLossGrad(),
+                                    ValueRange{}),
+          decisionCount(kb, predictions));
+    int64_t outputs = cast<RankedTensorType>(predictions.getType()).getDimSize(1);
     Value grad = kb.elementwise(
         {predictions, chosen}, kb.f32,
         [&](OpBuilder &b, Location at, ValueRange args) {
+          Value rowScale = scale;
+          if (valid) {
+            Value rows = arith::UIToFPOp::create(
+                b, at, b.getF32Type(),
+                tensor::ExtractOp::create(
+                    b, at, valid,
+                    ValueRange{arith::ConstantIndexOp::create(b, at, 0)}));
+            Value count = arith::MulFOp::create(
+                b, at, rows,
+                arith::ConstantOp::create(b, at,
+                                          b.getF32FloatAttr(float(outputs))));
+            rowScale = arith::DivFOp::create(
+                b, at,
+                tensor::ExtractOp::create(b, at, op.getLossGrad(),
+                                          ValueRange{}),
+                count);
+          }
           Value one = arith::ConstantOp::create(b, at, b.getF32FloatAttr(1.0f));
           Value variance = arith::MulFOp::create(
               b, at, args[0], arith::SubFOp::create(b, at, one, args[0]));
@@ -662,8 +686,16 @@ struct LowerAuxRouterLossGrad : OpRewritePattern<moma::AuxRouterLossGradOp> {
               b, at, variance,
               arith::ConstantOp::create(b, at, b.getF32FloatAttr(1e-12f)));
           Value residual = arith::SubFOp::create(b, at, args[0], args[1]);
-          return SmallVector<Value>{arith::MulFOp::create(
-              b, at, arith::DivFOp::create(b, at, residual, floor), scale)};
+          Value grad = arith::MulFOp::create(
+              b, at, arith::DivFOp::create(b, at, residual, floor), rowScale);
+          // Padding rows (count 0 included, where rowScale is not finite)
+          // get 0.
+          if (valid)
+            grad = arith::SelectOp::create(
+                b, at,
+                isRowValid(b, at, linalg::IndexOp::create(b, at, 0), valid),
+                grad, arith::ConstantOp::create(b, at, b.getF32FloatAttr(0)));
+          return SmallVector<Value>{grad};
         });
     rewriter.replaceOp(op, grad);
     return success();

@@ -348,7 +348,40 @@ constexpr int64_t kSelectionIndexBits = 31;
 /// (descending), shifted above the 31-bit token index (B * S fits i32).
 /// The order is total: -0 counts as +0, and NaN sorts after every number
 /// (a token scored NaN is chosen last, never out of range).
-inline Value selectionKeys(KernelBuilder &kb, Value scores) {
+/// Row `at[0]` of `source` at the trailing position `at[1:]`; with
+/// `padded`, a row at or past the source's row count is padding and reads
+/// zero (its index clamped to row 0 so the read stays in bounds).
+inline Value extractRow(OpBuilder &b, Location loc, Value source,
+                        ArrayRef<Value> at, bool padded) {
+  if (!padded)
+    return tensor::ExtractOp::create(b, loc, source, at);
+  Value zeroIndex = arith::ConstantIndexOp::create(b, loc, 0);
+  Value inside = arith::CmpIOp::create(
+      b, loc, arith::CmpIPredicate::ult, at[0],
+      tensor::DimOp::create(b, loc, source, 0));
+  SmallVector<Value> clamped(at);
+  clamped[0] = arith::SelectOp::create(b, loc, inside, at[0], zeroIndex);
+  Value value = tensor::ExtractOp::create(b, loc, source, clamped);
+  Type element = cast<RankedTensorType>(source.getType()).getElementType();
+  Value zero =
+      arith::ConstantOp::create(b, loc, cast<TypedAttr>(b.getZeroAttr(element)));
+  return arith::SelectOp::create(b, loc, inside, value, zero);
+}
+
+/// Whether `row` (index) lies before the one-element i32 count `valid`:
+/// a token, not padding (moma.padded_modality_partition).
+inline Value isRowValid(OpBuilder &b, Location loc, Value row, Value valid) {
+  Value count = tensor::ExtractOp::create(
+      b, loc, valid, ValueRange{arith::ConstantIndexOp::create(b, loc, 0)});
+  return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, row,
+                               toIndex(b, loc, count));
+}
+
+/// With `valid` (a one-element i32 count), rows at or past valid[0] are
+/// padding: their keys take the largest score part, so they sort after
+/// every token, NaN scores included (those tie, and go by index).
+inline Value selectionKeys(KernelBuilder &kb, Value scores,
+                           Value valid = Value()) {
   auto type = cast<RankedTensorType>(scores.getType());
   int64_t experts = type.getDimSize(1);
   SmallVector<int64_t> shape = {experts, type.getDimSize(0)};
@@ -358,7 +391,7 @@ inline Value selectionKeys(KernelBuilder &kb, Value scores) {
   return kb
       .generic(
           {scores}, init, {kb.map(2, {1, 0}), kb.identity(2)}, {kPar, kPar},
-          [](OpBuilder &b, Location loc, ValueRange args) {
+          [&](OpBuilder &b, Location loc, ValueRange args) {
             Type i32 = b.getI32Type(), i64 = b.getI64Type();
             auto i32Const = [&](uint32_t v) -> Value {
               return arith::ConstantOp::create(
@@ -384,6 +417,11 @@ inline Value selectionKeys(KernelBuilder &kb, Value scores) {
                 b, loc, arith::CmpFPredicate::UNO, score, score);
             descending = arith::SelectOp::create(
                 b, loc, isNaN, i32Const(0xFFFFFFFFu), descending);
+            if (valid)
+              descending = arith::SelectOp::create(
+                  b, loc, isRowValid(b, loc, linalg::IndexOp::create(b, loc, 1),
+                                     valid),
+                  descending, i32Const(0xFFFFFFFFu));
             Value high = arith::ShLIOp::create(
                 b, loc, arith::ExtUIOp::create(b, loc, i64, descending),
                 arith::ConstantOp::create(
@@ -446,18 +484,23 @@ inline Value selectSmallestKeys(KernelBuilder &kb, Value keys, Value k) {
 }
 
 /// ceil(fraction * count) in IEEE double, as an index (MODEL_SPEC 4 and 5).
+inline Value ceilFraction(OpBuilder &b, Location loc, Value count,
+                          double numerator, double denominator) {
+  Value asInt = arith::IndexCastUIOp::create(b, loc, b.getI64Type(), count);
+  Value asDouble = arith::UIToFPOp::create(b, loc, b.getF64Type(), asInt);
+  Value scaled = arith::MulFOp::create(
+      b, loc, arith::ConstantOp::create(b, loc, b.getF64FloatAttr(numerator)),
+      asDouble);
+  Value divided = arith::DivFOp::create(
+      b, loc, scaled,
+      arith::ConstantOp::create(b, loc, b.getF64FloatAttr(denominator)));
+  Value ceiled = math::CeilOp::create(b, loc, divided);
+  Value back = arith::FPToUIOp::create(b, loc, b.getI64Type(), ceiled);
+  return arith::IndexCastUIOp::create(b, loc, b.getIndexType(), back);
+}
 inline Value ceilFraction(KernelBuilder &kb, Value count, double numerator,
                           double denominator) {
-  OpBuilder &b = kb.b;
-  Value asInt = arith::IndexCastUIOp::create(b, kb.loc, b.getI64Type(), count);
-  Value asDouble = arith::UIToFPOp::create(b, kb.loc, b.getF64Type(), asInt);
-  Value scaled =
-      arith::MulFOp::create(b, kb.loc, kb.f64Const(numerator), asDouble);
-  Value divided =
-      arith::DivFOp::create(b, kb.loc, scaled, kb.f64Const(denominator));
-  Value ceiled = math::CeilOp::create(b, kb.loc, divided);
-  Value back = arith::FPToUIOp::create(b, kb.loc, b.getI64Type(), ceiled);
-  return arith::IndexCastUIOp::create(b, kb.loc, b.getIndexType(), back);
+  return ceilFraction(kb.b, kb.loc, count, numerator, denominator);
 }
 
 /// Row statistics shared by the norms' forward and gradient kernels, so that
@@ -800,13 +843,21 @@ inline Value choiceMask(KernelBuilder &kb, Value predictions, Value indices) {
       .front();
 }
 
-/// The number of [n, E] decisions of a router, n E, as an f32 scalar.
-inline Value decisionCount(KernelBuilder &kb, Value predictions) {
+/// The number of [n, E] decisions of a router, n E, as an f32 scalar; with
+/// `valid` (a one-element i32 count), n is valid[0].
+inline Value decisionCount(KernelBuilder &kb, Value predictions,
+                           Value valid = Value()) {
   auto type = cast<RankedTensorType>(predictions.getType());
-  Value rows = arith::UIToFPOp::create(
-      kb.b, kb.loc, kb.f32,
-      arith::IndexCastUIOp::create(kb.b, kb.loc, kb.b.getI64Type(),
-                                   kb.dim(predictions, 0)));
+  Value rows =
+      valid ? arith::UIToFPOp::create(
+                  kb.b, kb.loc, kb.f32,
+                  tensor::ExtractOp::create(kb.b, kb.loc, valid,
+                                            ValueRange{kb.index(0)}))
+            : arith::UIToFPOp::create(
+                  kb.b, kb.loc, kb.f32,
+                  arith::IndexCastUIOp::create(kb.b, kb.loc,
+                                               kb.b.getI64Type(),
+                                               kb.dim(predictions, 0)));
   return arith::MulFOp::create(kb.b, kb.loc, rows,
                                kb.f32Const(double(type.getDimSize(1))));
 }

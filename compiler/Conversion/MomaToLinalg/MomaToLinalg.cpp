@@ -435,6 +435,41 @@ struct LowerAuxRouter : OpRewritePattern<moma::AuxRouterOp> {
   }
 };
 
+/// Group `group`'s positions in `ids`, ascending, written from the front of
+/// `list`; returns the filled list and how many were written.
+std::pair<Value, Value> fillGroupList(
+    KernelBuilder &kb, Value ids, Value list,
+    function_ref<Value(OpBuilder &, Location, Value)> member) {
+  SmallVector<Value> filled = kb.loops(
+      {kb.dim(ids, 0)}, {list, kb.index(0)},
+      [&](OpBuilder &b, Location loc, ValueRange ivs, ValueRange state) {
+        Value id = tensor::ExtractOp::create(b, loc, ids, ValueRange{ivs[0]});
+        auto branch = scf::IfOp::create(
+            b, loc, member(b, loc, id),
+            [&](OpBuilder &tb, Location tl) {
+              Value stored = tensor::InsertOp::create(
+                  tb, tl, toI32(tb, tl, ivs[0]), state[0],
+                  ValueRange{state[1]});
+              Value next = arith::AddIOp::create(
+                  tb, tl, state[1], arith::ConstantIndexOp::create(tb, tl, 1));
+              scf::YieldOp::create(tb, tl, ValueRange{stored, next});
+            },
+            [&](OpBuilder &eb, Location el) {
+              scf::YieldOp::create(eb, el, state);
+            });
+        return SmallVector<Value>(branch.getResults());
+      });
+  return {filled[0], filled[1]};
+}
+
+/// Each group's token-range list, from a partition op's attribute.
+SmallVector<ArrayRef<int64_t>> groupRangeLists(ArrayAttr groupRanges) {
+  SmallVector<ArrayRef<int64_t>> bounds;
+  for (Attribute rangeList : groupRanges)
+    bounds.push_back(cast<DenseI64ArrayAttr>(rangeList).asArrayRef());
+  return bounds;
+}
+
 struct LowerModalityPartition : OpRewritePattern<moma::ModalityPartitionOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(moma::ModalityPartitionOp op,
@@ -442,9 +477,8 @@ struct LowerModalityPartition : OpRewritePattern<moma::ModalityPartitionOp> {
     KernelBuilder kb(rewriter, op.getLoc());
     Value ids = op.getTokenIds();
     Value n = kb.dim(ids, 0);
-    SmallVector<ArrayRef<int64_t>> groupBounds;
-    for (Attribute rangeList : op.getGroupRanges())
-      groupBounds.push_back(cast<DenseI64ArrayAttr>(rangeList).asArrayRef());
+    SmallVector<ArrayRef<int64_t>> groupBounds =
+        groupRangeLists(op.getGroupRanges());
     auto member = [&](OpBuilder &b, Location loc, Value id, size_t group) {
       return inRanges(b, loc, id, groupBounds[group]);
     };
@@ -474,32 +508,50 @@ struct LowerModalityPartition : OpRewritePattern<moma::ModalityPartitionOp> {
       Value list =
           kb.empty(type.getShape(), kb.i32,
                    type.isDynamicDim(0) ? ValueRange{counts[g]} : ValueRange{});
-      Value filled =
-          kb.loops(
-                {n}, {list, kb.index(0)},
-                [&](OpBuilder &b, Location loc, ValueRange ivs,
-                    ValueRange state) {
-                  Value id = tensor::ExtractOp::create(b, loc, ids,
-                                                       ValueRange{ivs[0]});
-                  auto branch = scf::IfOp::create(
-                      b, loc, member(b, loc, id, g),
-                      [&](OpBuilder &tb, Location tl) {
-                        Value stored = tensor::InsertOp::create(
-                            tb, tl, toI32(tb, tl, ivs[0]), state[0],
-                            ValueRange{state[1]});
-                        Value next = arith::AddIOp::create(
-                            tb, tl, state[1],
-                            arith::ConstantIndexOp::create(tb, tl, 1));
-                        scf::YieldOp::create(tb, tl, ValueRange{stored, next});
-                      },
-                      [&](OpBuilder &eb, Location el) {
-                        scf::YieldOp::create(eb, el, state);
-                      });
-                  return SmallVector<Value>(branch.getResults());
-                })
-              .front();
-      results.push_back(filled);
+      results.push_back(
+          fillGroupList(kb, ids, list,
+                        [&](OpBuilder &b, Location loc, Value id) {
+                          return member(b, loc, id, g);
+                        })
+              .first);
     }
+    rewriter.replaceOp(op, results);
+    return success();
+  }
+};
+
+struct LowerPaddedModalityPartition
+    : OpRewritePattern<moma::PaddedModalityPartitionOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(moma::PaddedModalityPartitionOp op,
+                                PatternRewriter &rewriter) const override {
+    KernelBuilder kb(rewriter, op.getLoc());
+    Value ids = op.getTokenIds();
+    Value n = kb.dim(ids, 0);
+    auto listType = cast<RankedTensorType>(ids.getType());
+    SmallVector<Value> nDyn = kb.dynamicOf(listType.getShape(), {n});
+    // Every list starts as padding (n) and takes its group's tokens from
+    // the front. Each count goes into the counts tensor right after its
+    // loop, so on a GPU the store runs in the loop's own launch and the
+    // count never has to come back to the host.
+    SmallVector<Value> results;
+    Value counts = kb.empty(
+        cast<RankedTensorType>(op.getCounts().getType()).getShape(), kb.i32);
+    for (auto [g, bounds] :
+         llvm::enumerate(groupRangeLists(op.getGroupRanges()))) {
+      Value padding = kb.filled(listType.getShape(), kb.i32,
+                                toI32(kb.b, kb.loc, n), nDyn);
+      auto [list, count] =
+          fillGroupList(kb, ids, padding,
+                        [&](OpBuilder &b, Location loc, Value id) {
+                          return inRanges(b, loc, id, bounds);
+                        });
+      results.push_back(list);
+      counts = tensor::InsertOp::create(rewriter, op.getLoc(),
+                                        toI32(kb.b, kb.loc, count), counts,
+                                        ValueRange{kb.index(int64_t(g))});
+    }
+    results.push_back(counts);
     rewriter.replaceOp(op, results);
     return success();
   }
@@ -514,12 +566,15 @@ struct LowerExpertChoice : OpRewritePattern<moma::ExpertChoiceOp> {
     auto scoreType = cast<RankedTensorType>(scores.getType());
     int64_t experts = scoreType.getDimSize(1);
     Value n = kb.dim(scores, 0);
+    double capacity = op.getCapacityFactor().convertToDouble();
     // k = min(n, ceil(c * n / E)).
     Value k = arith::MinUIOp::create(
         rewriter, op.getLoc(), n,
-        ceilFraction(kb, n, op.getCapacityFactor().convertToDouble(),
-                     double(experts)));
-    Value top = selectSmallestKeys(kb, selectionKeys(kb, scores), k);
+        ceilFraction(kb, n, capacity, double(experts)));
+    // With a valid count, padding rows sort last and k, the width, is the
+    // bound for n rows; the count's own k is taken in the kernel below.
+    Value valid = op.getValid();
+    Value top = selectSmallestKeys(kb, selectionKeys(kb, scores, valid), k);
     auto indexType = cast<RankedTensorType>(op.getIndices().getType());
     ValueRange kDyn = indexType.isDynamicDim(1) ? ValueRange{k} : ValueRange{};
     // Slot j of expert e is its j-th best token, and its gate that token's
@@ -535,6 +590,26 @@ struct LowerExpertChoice : OpRewritePattern<moma::ExpertChoiceOp> {
               b, loc, tensor::ExtractOp::create(b, loc, top, ValueRange{e, slot}));
           Value gate =
               tensor::ExtractOp::create(b, loc, scores, ValueRange{token, e});
+          if (valid) {
+            // A slot past the count's k: row n - 1 (padding) at gate 0.
+            Value count = toIndex(
+                b, loc,
+                tensor::ExtractOp::create(
+                    b, loc, valid,
+                    ValueRange{arith::ConstantIndexOp::create(b, loc, 0)}));
+            Value countK = arith::MinUIOp::create(
+                b, loc, count,
+                ceilFraction(b, loc, count, capacity, double(experts)));
+            Value taken = arith::CmpIOp::create(
+                b, loc, arith::CmpIPredicate::ult, slot, countK);
+            Value lastRow = arith::SubIOp::create(
+                b, loc, tensor::DimOp::create(b, loc, scores, 0),
+                arith::ConstantIndexOp::create(b, loc, 1));
+            token = arith::SelectOp::create(b, loc, taken, token, lastRow);
+            gate = arith::SelectOp::create(
+                b, loc, taken, gate,
+                arith::ConstantOp::create(b, loc, b.getF32FloatAttr(0)));
+          }
           return SmallVector<Value>{toI32(b, loc, token), gate};
         });
     rewriter.replaceOp(op, chosen);
@@ -652,7 +727,7 @@ struct LowerGatherTokens : OpRewritePattern<moma::GatherTokensOp> {
                      for (unsigned d = indexRank; d < rank; ++d)
                        at.push_back(linalg::IndexOp::create(b, loc, d));
                      return SmallVector<Value>{
-                         tensor::ExtractOp::create(b, loc, source, at)};
+                         extractRow(b, loc, source, at, op.getPadded())};
                    })
             .front();
     rewriter.replaceOp(op, result);
@@ -667,6 +742,8 @@ struct LowerScatterAddTokens : OpRewritePattern<moma::ScatterAddTokensOp> {
     KernelBuilder kb(rewriter, op.getLoc());
     Value source = op.getSource(), indices = op.getIndices();
     Value weights = op.getWeights();
+    bool padded = op.getPadded();
+    Value destRows = kb.dim(op.getDest(), 0);
     SmallVector<Value> upper = kb.dims(indices);
     upper.push_back(kb.dim(op.getDest(), 1));
     // Sequential over the index tuples: different experts may add into the
@@ -685,6 +762,19 @@ struct LowerScatterAddTokens : OpRewritePattern<moma::ScatterAddTokensOp> {
                      value = arith::MulFOp::create(
                          b, loc, value,
                          tensor::ExtractOp::create(b, loc, weights, tuple));
+                   if (padded) {
+                     // Padding adds 0 to row 0 instead (x + 0 == x): no
+                     // branch in the loop.
+                     Value inside = arith::CmpIOp::create(
+                         b, loc, arith::CmpIPredicate::ult, row, destRows);
+                     row = arith::SelectOp::create(
+                         b, loc, inside, row,
+                         arith::ConstantIndexOp::create(b, loc, 0));
+                     value = arith::SelectOp::create(
+                         b, loc, inside, value,
+                         arith::ConstantOp::create(b, loc,
+                                                   b.getF32FloatAttr(0)));
+                   }
                    Value old = tensor::ExtractOp::create(b, loc, state[0],
                                                          ValueRange{row, c});
                    return SmallVector<Value>{tensor::InsertOp::create(
@@ -889,28 +979,45 @@ struct LowerAuxRouterConfusion : OpRewritePattern<moma::AuxRouterConfusionOp> {
   LogicalResult matchAndRewrite(moma::AuxRouterConfusionOp op,
                                 PatternRewriter &rewriter) const override {
     KernelBuilder kb(rewriter, op.getLoc());
-    Location loc = op.getLoc();
     Value predictions = op.getPredictions();
     Value chosen = choiceMask(kb, predictions, op.getIndices());
+    Value valid = op.getValid();
     AffineMap toScalar = AffineMap::get(2, 0, {}, rewriter.getContext());
-    // Sums of [predicted and chosen], [predicted], [chosen].
+    // Sums of [predicted and chosen], [predicted], [chosen], and with
+    // padding rows the decisions too: counted in the kernel, the valid
+    // count is not a host-side scalar a later kernel would wait for.
+    SmallVector<Value> inits;
+    for (int i = 0, e = valid ? 4 : 3; i < e; ++i)
+      inits.push_back(kb.zeros({}, kb.f32));
+    SmallVector<AffineMap> maps = {kb.identity(2), kb.identity(2)};
+    maps.append(inits.size(), toScalar);
     ValueRange sums = kb.generic(
-        {predictions, chosen},
-        {kb.zeros({}, kb.f32), kb.zeros({}, kb.f32), kb.zeros({}, kb.f32)},
-        {kb.identity(2), kb.identity(2), toScalar, toScalar, toScalar},
-        {kRed, kRed},
-        [](OpBuilder &b, Location at, ValueRange args) {
+        {predictions, chosen}, inits, maps, {kRed, kRed},
+        [&](OpBuilder &b, Location at, ValueRange args) {
           Value zero = arith::ConstantOp::create(b, at, b.getF32FloatAttr(0));
+          Value one = arith::ConstantOp::create(b, at, b.getF32FloatAttr(1));
           Value predicted = arith::SelectOp::create(
-              b, at, aboveHalf(b, at, args[0]),
-              arith::ConstantOp::create(b, at, b.getF32FloatAttr(1)), zero);
-          Value both = arith::MulFOp::create(b, at, predicted, args[1]);
-          return SmallVector<Value>{
+              b, at, aboveHalf(b, at, args[0]), one, zero);
+          Value chosenHere = args[1];
+          Value decision = one;
+          if (valid) {
+            Value token =
+                isRowValid(b, at, linalg::IndexOp::create(b, at, 0), valid);
+            predicted = arith::SelectOp::create(b, at, token, predicted, zero);
+            chosenHere = arith::SelectOp::create(b, at, token, chosenHere, zero);
+            decision = arith::SelectOp::create(b, at, token, one, zero);
+          }
+          Value both = arith::MulFOp::create(b, at, predicted, chosenHere);
+          SmallVector<Value> next = {
               arith::AddFOp::create(b, at, args[2], both),
               arith::AddFOp::create(b, at, args[3], predicted),
-              arith::AddFOp::create(b, at, args[4], args[1])};
+              arith::AddFOp::create(b, at, args[4], chosenHere)};
+          if (valid)
+            next.push_back(arith::AddFOp::create(b, at, args[5], decision));
+          return next;
         });
-    Value decisions = decisionCount(kb, predictions);
+    Value decisions =
+        valid ? scalarOf(kb, sums[3]) : decisionCount(kb, predictions);
     rewriter.replaceOpWithNewOp<tensor::FromElementsOp>(
         op, op.getCounts().getType(),
         ValueRange{scalarOf(kb, sums[0]), scalarOf(kb, sums[1]),
@@ -967,7 +1074,7 @@ struct LowerAuxRouterLoss : OpRewritePattern<moma::AuxRouterLossOp> {
               {kb.identity(2), kb.identity(2),
                AffineMap::get(2, 0, {}, rewriter.getContext())},
               {kRed, kRed},
-              [](OpBuilder &b, Location loc, ValueRange args) {
+              [&](OpBuilder &b, Location loc, ValueRange args) {
                 Value floor = arith::ConstantOp::create(
                     b, loc, b.getF32FloatAttr(-100.0f));
                 Value oneF =
@@ -983,13 +1090,20 @@ struct LowerAuxRouterLoss : OpRewritePattern<moma::AuxRouterLossOp> {
                 Value term = arith::AddFOp::create(
                     b, loc, arith::MulFOp::create(b, loc, args[1], logP),
                     arith::MulFOp::create(b, loc, notChosen, logQ));
+                if (Value valid = op.getValid())
+                  term = arith::SelectOp::create(
+                      b, loc,
+                      isRowValid(b, loc, linalg::IndexOp::create(b, loc, 0),
+                                 valid),
+                      term,
+                      arith::ConstantOp::create(b, loc, b.getF32FloatAttr(0)));
                 return SmallVector<Value>{
                     arith::SubFOp::create(b, loc, args[2], term)};
               })
             .front();
     // A router that sees no tokens (an empty group) adds 0.
-    Value mean =
-        meanOrZero(kb, scalarOf(kb, total), decisionCount(kb, predictions));
+    Value mean = meanOrZero(kb, scalarOf(kb, total),
+                            decisionCount(kb, predictions, op.getValid()));
     rewriter.replaceOp(op, tensorOf(kb, mean));
     return success();
   }
@@ -1055,7 +1169,8 @@ struct ConvertMomaToLinalgPass
                  LowerRMSNorm, LowerHeadLayerNorm, LowerRope,
                  LowerCachedAttention,
                  LowerSwiGLU, LowerRouter, LowerAuxRouter,
-                 LowerModalityPartition, LowerExpertChoice, LowerModSelect,
+                 LowerModalityPartition, LowerPaddedModalityPartition,
+                 LowerExpertChoice, LowerModSelect,
                  LowerModMerge, LowerGatherTokens, LowerScatterAddTokens,
                  LowerCrossEntropy, LowerAuxRouterLoss, LowerCausalRoute,
                  LowerRoutingDisagreement, LowerAuxRouterConfusion,

@@ -159,6 +159,33 @@ LogicalResult ModalityPartitionOp::verify() {
   return verifyRangeLists(*this, getGroupNames(), getGroupRanges());
 }
 
+LogicalResult PaddedModalityPartitionOp::verify() {
+  if (getIndices().size() != getGroupNames().size())
+    return emitOpError() << "has " << getGroupNames().size()
+                         << " groups but " << getIndices().size() << " lists";
+  if (getGroupNames().empty())
+    return emitOpError() << "expects at least one group";
+  int64_t tokens = dim(getTokenIds(), 0);
+  for (auto [g, list] : llvm::enumerate(getIndices()))
+    if (failed(expectSameDim(*this, dim(list, 0),
+                             "the length of list " + Twine(g), tokens,
+                             "the token count (lists are padded to it)")))
+      return failure();
+  if (failed(expectSameDim(*this, dim(getCounts(), 0), "the count vector size",
+                           int64_t(getGroupNames().size()),
+                           "the number of groups")))
+    return failure();
+  return verifyRangeLists(*this, getGroupNames(), getGroupRanges());
+}
+
+/// A `valid` operand: how many leading rows are tokens, in one element.
+static LogicalResult verifyValidCount(Operation *op, Value valid) {
+  if (!valid || dim(valid, 0) == 1)
+    return success();
+  return op->emitOpError() << "expects a one-element valid count, got "
+                           << valid.getType();
+}
+
 LogicalResult RouterOp::verify() {
   if (failed(expectSameDim(*this, dim(getInput(), 1), "input feature size",
                            dim(getWeight(), 1), "the weight's")) ||
@@ -180,7 +207,8 @@ LogicalResult ExpertChoiceOp::verify() {
   int64_t experts = dim(getScores(), 1);
   if (ShapedType::isDynamic(experts))
     return emitOpError() << "expects a static number of experts";
-  if (failed(expectSameDim(*this, dim(getIndices(), 0), "index rows", experts,
+  if (failed(verifyValidCount(*this, getValid())) ||
+      failed(expectSameDim(*this, dim(getIndices(), 0), "index rows", experts,
                            "the number of experts")) ||
       failed(expectSameDim(*this, dim(getGates(), 0), "gate rows", experts,
                            "the number of experts")) ||
@@ -261,6 +289,8 @@ static LogicalResult verifyRouterChoice(Operation *op, Value predictions,
 }
 
 LogicalResult AuxRouterLossOp::verify() {
+  if (failed(verifyValidCount(*this, getValid())))
+    return failure();
   return verifyRouterChoice(*this, getPredictions(), getIndices());
 }
 
@@ -286,6 +316,8 @@ LogicalResult AuxRouterConfusionOp::verify() {
   if (counts.getRank() != 1 || counts.getDimSize(0) != 4)
     return emitOpError() << "expects counts of type tensor<4xf32>, got "
                          << counts;
+  if (failed(verifyValidCount(*this, getValid())))
+    return failure();
   return verifyRouterChoice(*this, getPredictions(), getIndices());
 }
 

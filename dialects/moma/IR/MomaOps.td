@@ -103,6 +103,37 @@ def Moma_ModalityPartitionOp : Moma_Op<"modality_partition", [Pure]> {
   let hasVerifier = 1;
 }
 
+def Moma_PaddedModalityPartitionOp : Moma_Op<"padded_modality_partition", [Pure]> {
+  let summary = "split tokens into modality groups, each list padded to n";
+  let description = [{
+    As `moma.modality_partition`, but every group's list is as long as
+    `token_ids` (n): its tokens in ascending order, then n in every slot
+    past them (padding, which a `padded` `moma.gather_tokens` reads as a
+    zero row and a `padded` `moma.scatter_add_tokens` drops). `counts[g]` is
+    group g's token count. No shape depends on the ids, so nothing has to
+    wait for the counts: a GPU step keeps them on the device and sizes its
+    launches by n (the CUDA target's MoD layers, whose token sets change
+    from layer to layer).
+
+    ```mlir
+    %text, %image, %counts = moma.padded_modality_partition %ids
+        groups ["text", "image"] ranges [array<i64: 0, 4, 8196, 65536>, array<i64: 4, 8196>]
+        : tensor<?xi32> -> (tensor<?xi32>, tensor<?xi32>), tensor<2xi32>
+    ```
+  }];
+  let arguments = (ins Moma_TokenVector:$token_ids,
+                       StrArrayAttr:$group_names,
+                       TypedArrayAttrBase<DenseI64ArrayAttr,
+                           "array of token-range lists">:$group_ranges);
+  let results = (outs Variadic<Moma_TokenVector>:$indices,
+                      Moma_TokenVector:$counts);
+  let assemblyFormat = [{
+    $token_ids `groups` $group_names `ranges` $group_ranges attr-dict
+    `:` type($token_ids) `->` `(` type($indices) `)` `,` type($counts)
+  }];
+  let hasVerifier = 1;
+}
+
 def Moma_RouterOp : Moma_Op<"router", [Pure, DeclareOpInterfaceMethods<Moma_DifferentiableOpInterface>]> {
   let summary = "sigmoid router scores";
   let description = [{
@@ -137,18 +168,28 @@ def Moma_ExpertChoiceOp : Moma_Op<"expert_choice", [Pure, DeclareOpInterfaceMeth
     score order and `gates[e]` their scores. Routing is not differentiated;
     the gates are.
 
+    With `valid` (a one-element count, from `moma.padded_modality_partition`)
+    only the first `valid[0]` rows are tokens: k takes n = valid[0], while
+    the results keep the width k would have for all n rows, and each slot
+    past k holds row n - 1 at gate 0. That row is padding whenever such a
+    slot exists (k falls short of the width only when valid[0] < n), so a
+    `padded` gather reads zeros there and the slot adds nothing.
+
     ```mlir
     %idx, %gate = moma.expert_choice %s capacity_factor = 1.0
         : tensor<?x4xf32> -> tensor<4x?xi32>, tensor<4x?xf32>
+    %pidx, %pgate = moma.expert_choice %s valid %count capacity_factor = 1.0
+        : tensor<?x4xf32>, tensor<1xi32> -> tensor<4x?xi32>, tensor<4x?xf32>
     ```
   }];
   let arguments = (ins Moma_FloatMatrix:$scores,
+                       Optional<TensorRankOf<[I32], [1]>>:$valid,
                        Moma_PositiveF64:$capacity_factor);
   let results = (outs TensorRankOf<[I32], [2]>:$indices,
                       TensorRankOf<[F32], [2]>:$gates);
   let assemblyFormat = [{
-    $scores `capacity_factor` `=` $capacity_factor attr-dict
-    `:` type($scores) `->` type($indices) `,` type($gates)
+    $scores (`valid` $valid^)? `capacity_factor` `=` $capacity_factor attr-dict
+    `:` type($scores) (`,` type($valid)^)? `->` type($indices) `,` type($gates)
   }];
   let hasVerifier = 1;
 }
@@ -232,16 +273,21 @@ def Moma_AuxRouterLossOp : Moma_Op<"aux_router_loss", [Pure, DeclareOpInterfaceM
     `predictions` and the batch router's choice: 1 where token i is among
     `indices[e]` (or among `indices` for a single-output MoD router), else 0.
 
+    With `valid` (a one-element count) only the first `valid[0]` rows are
+    decisions: the rest are padding (`moma.padded_modality_partition`).
+
     ```mlir
     %l = moma.aux_router_loss %p, %idx : tensor<?x4xf32>, tensor<4x?xi32> -> tensor<f32>
     ```
   }];
   let arguments = (ins Moma_FloatMatrix:$predictions,
-                       Moma_TokenIndices:$indices);
+                       Moma_TokenIndices:$indices,
+                       Optional<TensorRankOf<[I32], [1]>>:$valid);
   let results = (outs Moma_FloatScalar:$loss);
   let assemblyFormat = [{
-    $predictions `,` $indices attr-dict
-    `:` type($predictions) `,` type($indices) `->` type($loss)
+    $predictions `,` $indices (`valid` $valid^)? attr-dict
+    `:` type($predictions) `,` type($indices) (`,` type($valid)^)?
+    `->` type($loss)
   }];
   let hasVerifier = 1;
 }
@@ -254,16 +300,21 @@ def Moma_AuxRouterConfusionOp : Moma_Op<"aux_router_confusion", [Pure]> {
     decisions], as f32 counts, from which accuracy, precision and recall
     follow (MODEL_SPEC section 6).
 
+    With `valid` (a one-element count) only the first `valid[0]` rows are
+    decisions: the rest are padding (`moma.padded_modality_partition`).
+
     ```mlir
     %c = moma.aux_router_confusion %p, %idx : tensor<?x4xf32>, tensor<4x?xi32> -> tensor<4xf32>
     ```
   }];
   let arguments = (ins Moma_FloatMatrix:$predictions,
-                       Moma_TokenIndices:$indices);
+                       Moma_TokenIndices:$indices,
+                       Optional<TensorRankOf<[I32], [1]>>:$valid);
   let results = (outs TensorOf<[F32]>:$counts);
   let assemblyFormat = [{
-    $predictions `,` $indices attr-dict
-    `:` type($predictions) `,` type($indices) `->` type($counts)
+    $predictions `,` $indices (`valid` $valid^)? attr-dict
+    `:` type($predictions) `,` type($indices) (`,` type($valid)^)?
+    `->` type($counts)
   }];
   let hasVerifier = 1;
 }
@@ -328,13 +379,16 @@ def Moma_GatherTokensOp : Moma_Op<"gather_tokens", [Pure, DeclareOpInterfaceMeth
     `result[j..., :] = source[indices[j...], :]`: the result's shape is the
     indices' shape followed by the source's trailing dimensions. Gathers
     hidden states for a group or an expert, and ids or positions (rank 1
-    sources) for a token subset.
+    sources) for a token subset. With `padded`, an index at or past the
+    source's row count is padding and reads zeros
+    (`moma.padded_modality_partition`).
 
     ```mlir
     %xe = moma.gather_tokens %x[%idx] : tensor<?x64xf32>, tensor<4x?xi32> -> tensor<4x?x64xf32>
     ```
   }];
-  let arguments = (ins AnyRankedTensor:$source, Moma_TokenIndices:$indices);
+  let arguments = (ins AnyRankedTensor:$source, Moma_TokenIndices:$indices,
+                       UnitAttr:$padded);
   let results = (outs AnyRankedTensor:$result);
   let assemblyFormat = [{
     $source `[` $indices `]` attr-dict
@@ -349,7 +403,8 @@ def Moma_ScatterAddTokensOp : Moma_Op<"scatter_add_tokens",
   let description = [{
     `result = dest`, then for every index tuple j:
     `result[indices[j], :] += weights[j] * source[j, :]` (weight 1 without
-    `weights`). Combines expert outputs with their gates.
+    `weights`). Combines expert outputs with their gates. With `padded`, an
+    index at or past the destination's row count is padding and adds nothing.
 
     ```mlir
     %out = moma.scatter_add_tokens %ye into %acc[%idx] weights %gates
@@ -358,7 +413,8 @@ def Moma_ScatterAddTokensOp : Moma_Op<"scatter_add_tokens",
   }];
   let arguments = (ins Moma_Activations:$source, Moma_FloatMatrix:$dest,
                        Moma_TokenIndices:$indices,
-                       Optional<RankedTensorOf<[F32]>>:$weights);
+                       Optional<RankedTensorOf<[F32]>>:$weights,
+                       UnitAttr:$padded);
   let results = (outs Moma_FloatMatrix:$result);
   let assemblyFormat = [{
     $source `into` $dest `[` $indices `]` (`weights` $weights^)? attr-dict
@@ -723,11 +779,13 @@ def Moma_ScatterAddTokensGradOp : Moma_Op<"scatter_add_tokens_grad",
   let description = [{
     `source_grad[j] = weights[j] * output_grad[indices[j]]` and
     `weights_grad[j] = output_grad[indices[j]] . source[j]` (the latter only
-    with weights).
+    with weights). With `padded`, an index at or past output_grad's row
+    count is padding: both gradients are 0 there.
   }];
   let arguments = (ins Moma_Activations:$source, Moma_TokenIndices:$indices,
                        Optional<RankedTensorOf<[F32]>>:$weights,
-                       Moma_FloatMatrix:$output_grad);
+                       Moma_FloatMatrix:$output_grad,
+                       UnitAttr:$padded);
   let results = (outs Moma_Activations:$source_grad,
                       Optional<RankedTensorOf<[F32]>>:$weights_grad);
   let assemblyFormat = [{
@@ -798,15 +856,18 @@ def Moma_AuxRouterLossGradOp : Moma_Op<"aux_router_loss_grad",
   let summary = "gradient of moma.aux_router_loss for the predictions";
   let description = [{
     `loss_grad * (p - y) / max(p (1 - p), 1e-12) / (n E)`, with y the batch
-    choice (1 where chosen): torch's BCELoss gradient.
+    choice (1 where chosen): torch's BCELoss gradient. With `valid`, n is
+    `valid[0]` and the padding rows past it get 0.
   }];
   let arguments = (ins Moma_FloatMatrix:$predictions,
                        Moma_TokenIndices:$indices,
-                       Moma_FloatScalar:$loss_grad);
+                       Moma_FloatScalar:$loss_grad,
+                       Optional<TensorRankOf<[I32], [1]>>:$valid);
   let results = (outs Moma_FloatMatrix:$predictions_grad);
   let assemblyFormat = [{
-    $predictions `,` $indices `,` $loss_grad attr-dict
+    $predictions `,` $indices `,` $loss_grad (`valid` $valid^)? attr-dict
     `:` type($predictions) `,` type($indices) `,` type($loss_grad)
+    (`,` type($valid)^)?
   }];
 }
 

@@ -154,8 +154,11 @@ LogicalResult GatherTokensOp::buildVJP(OpBuilder &b, ValueRange resultGrads,
   if (!resultGrads[0] || !isa<FloatType>(sourceType.getElementType()))
     return success();
   Value zeros = zerosLike(b, getLoc(), getSource());
-  operandGrads[0] = ScatterAddTokensOp::create(
-      b, getLoc(), sourceType, resultGrads[0], zeros, getIndices(), Value());
+  // Padding read zeros, so its gradient goes nowhere.
+  operandGrads[0] = ScatterAddTokensOp::create(b, getLoc(), sourceType,
+                                               resultGrads[0], zeros,
+                                               getIndices(), Value(),
+                                               getPadded());
   return success();
 }
 
@@ -171,7 +174,8 @@ ScatterAddTokensOp::buildVJP(OpBuilder &b, ValueRange resultGrads,
   Type weightsGradType = getWeights() ? getWeights().getType() : Type();
   auto grad = ScatterAddTokensGradOp::create(b, getLoc(), getSource().getType(),
                                              weightsGradType, getSource(),
-                                             getIndices(), getWeights(), dy);
+                                             getIndices(), getWeights(), dy,
+                                             getPadded());
   operandGrads[0] = grad.getSourceGrad();
   if (getWeights())
     operandGrads[3] = grad.getWeightsGrad();
@@ -251,6 +255,6 @@ LogicalResult AuxRouterLossOp::buildVJP(OpBuilder &b, ValueRange resultGrads,
     return success();
   operandGrads[0] = AuxRouterLossGradOp::create(
       b, getLoc(), getPredictions().getType(), getPredictions(), getIndices(),
-      resultGrads[0]);
+      resultGrads[0], getValid());
   return success();
 }

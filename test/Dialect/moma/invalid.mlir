@@ -622,3 +622,46 @@ func.func @case75(%p: tensor<?x4xf32>, %i: tensor<4x?xi32>) {
   %c = moma.aux_router_confusion %p, %i : tensor<?x4xf32>, tensor<4x?xi32> -> tensor<3xf32>
   return
 }
+
+// -----
+
+func.func @case76(%ids: tensor<16xi32>) {
+  // expected-error @+1 {{the length of list 1 (8) does not match the token count (lists are padded to it) (16)}}
+  %t, %i, %c = moma.padded_modality_partition %ids groups ["text", "image"]
+      ranges [array<i64: 0, 4>, array<i64: 4, 8>] : tensor<16xi32> -> (tensor<16xi32>, tensor<8xi32>), tensor<2xi32>
+  return
+}
+
+// -----
+
+func.func @case77(%ids: tensor<16xi32>) {
+  // expected-error @+1 {{the count vector size (3) does not match the number of groups (2)}}
+  %t, %i, %c = moma.padded_modality_partition %ids groups ["text", "image"]
+      ranges [array<i64: 0, 4>, array<i64: 4, 8>] : tensor<16xi32> -> (tensor<16xi32>, tensor<16xi32>), tensor<3xi32>
+  return
+}
+
+// -----
+
+func.func @case78(%ids: tensor<16xi32>) {
+  // expected-error @+1 {{has 2 groups but 1 lists}}
+  %t, %c = moma.padded_modality_partition %ids groups ["text", "image"]
+      ranges [array<i64: 0, 4>, array<i64: 4, 8>] : tensor<16xi32> -> (tensor<16xi32>), tensor<2xi32>
+  return
+}
+
+// -----
+
+func.func @case79(%s: tensor<?x4xf32>, %n: tensor<2xi32>) {
+  // expected-error @+1 {{expects a one-element valid count, got 'tensor<2xi32>'}}
+  %i, %g = moma.expert_choice %s valid %n capacity_factor = 1.0 : tensor<?x4xf32>, tensor<2xi32> -> tensor<4x?xi32>, tensor<4x?xf32>
+  return
+}
+
+// -----
+
+func.func @case80(%p: tensor<?x4xf32>, %i: tensor<4x?xi32>, %n: tensor<?xi32>) {
+  // expected-error @+1 {{expects a one-element valid count, got 'tensor<?xi32>'}}
+  %l = moma.aux_router_loss %p, %i valid %n : tensor<?x4xf32>, tensor<4x?xi32>, tensor<?xi32> -> tensor<f32>
+  return
+}

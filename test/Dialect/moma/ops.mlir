@@ -117,3 +117,29 @@ func.func @cached_attention(%q: tensor<2x64xf32>, %kc: tensor<32x64xf32>, %vc: t
       : tensor<2x64xf32>, tensor<32x64xf32>, tensor<32xf32>, tensor<2xi32>
   return %o : tensor<2x64xf32>
 }
+
+// A MoD layer's groups on the CUDA target: lists padded to the token count,
+// counts in a tensor, expert choice and the aux objective over the valid
+// rows, padded gathers and scatters.
+// CHECK-LABEL: func.func @padded_groups
+func.func @padded_groups(%ids: tensor<?xi32>, %x: tensor<?x64xf32>, %s: tensor<?x4xf32>,
+                         %p: tensor<?x4xf32>, %acc: tensor<?x64xf32>) -> (tensor<?x64xf32>, tensor<f32>, tensor<4xf32>) {
+  // CHECK: %[[PART:.*]]:2, %{{.*}} = moma.padded_modality_partition %{{.*}} groups ["text", "image"] ranges [array<i64: 0, 4>, array<i64: 4, 8>] : tensor<?xi32> -> (tensor<?xi32>, tensor<?xi32>), tensor<2xi32>
+  %text, %image, %counts = moma.padded_modality_partition %ids groups ["text", "image"]
+      ranges [array<i64: 0, 4>, array<i64: 4, 8>] : tensor<?xi32> -> (tensor<?xi32>, tensor<?xi32>), tensor<2xi32>
+  %n = tensor.extract_slice %counts[0] [1] [1] : tensor<2xi32> to tensor<1xi32>
+  // CHECK: moma.gather_tokens %{{.*}}[%[[PART]]#0] {padded} : tensor<?x64xf32>, tensor<?xi32> -> tensor<?x64xf32>
+  %xt = moma.gather_tokens %x[%text] {padded} : tensor<?x64xf32>, tensor<?xi32> -> tensor<?x64xf32>
+  // CHECK: moma.expert_choice %{{.*}} valid %{{.*}} capacity_factor = 1.000000e+00 : tensor<?x4xf32>, tensor<1xi32> -> tensor<4x?xi32>, tensor<4x?xf32>
+  %idx, %gates = moma.expert_choice %s valid %n capacity_factor = 1.0 : tensor<?x4xf32>, tensor<1xi32> -> tensor<4x?xi32>, tensor<4x?xf32>
+  %xe = moma.gather_tokens %xt[%idx] {padded} : tensor<?x64xf32>, tensor<4x?xi32> -> tensor<4x?x64xf32>
+  %rows = moma.gather_tokens %text[%idx] : tensor<?xi32>, tensor<4x?xi32> -> tensor<4x?xi32>
+  // CHECK: moma.scatter_add_tokens %{{.*}} into %{{.*}}[%{{.*}}] weights %{{.*}} {padded} : tensor<4x?x64xf32>, tensor<4x?xi32>, tensor<4x?xf32> into tensor<?x64xf32>
+  %out = moma.scatter_add_tokens %xe into %acc[%rows] weights %gates {padded}
+      : tensor<4x?x64xf32>, tensor<4x?xi32>, tensor<4x?xf32> into tensor<?x64xf32>
+  // CHECK: moma.aux_router_loss %{{.*}}, %{{.*}} valid %{{.*}} : tensor<?x4xf32>, tensor<4x?xi32>, tensor<1xi32> -> tensor<f32>
+  %l = moma.aux_router_loss %p, %idx valid %n : tensor<?x4xf32>, tensor<4x?xi32>, tensor<1xi32> -> tensor<f32>
+  // CHECK: moma.aux_router_confusion %{{.*}}, %{{.*}} valid %{{.*}} : tensor<?x4xf32>, tensor<4x?xi32>, tensor<1xi32> -> tensor<4xf32>
+  %c = moma.aux_router_confusion %p, %idx valid %n : tensor<?x4xf32>, tensor<4x?xi32>, tensor<1xi32> -> tensor<4xf32>
+  return %out, %l, %c : tensor<?x64xf32>, tensor<f32>, tensor<4xf32>
+}
