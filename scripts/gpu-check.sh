@@ -4,7 +4,8 @@
 # GPU with the CPU artifact for the tiny variants, trains 20 steps, trains
 # a sharded (--fsdp) step on one rank over NCCL (issue 10), times training on
 # bench-tiny, small90 and a 435M-class moe_4t4i at seq_len 4096, and prints
-# one summary table. Without an NVIDIA GPU it says so and exits 0.
+# one summary table; then times the steps' bf16 GEMMs on cuBLAS against
+# cuBLASLt. Without an NVIDIA GPU it says so and exits 0.
 #
 #   scripts/gpu-check.sh            # about 5-8 minutes on an H200 machine
 #   GPU_CHECK_SKIP_435M=1 scripts/gpu-check.sh
@@ -27,6 +28,7 @@ if [ ! -f "$build/build.ninja" ]; then
     -DMOMAC_ENABLE_CUDA=ON "${launcher[@]}" > "$build.configure.log"
 fi
 time cmake --build "$build" -j "$(nproc)" --target momac momarun momac-cuda-unittests \
+  momac-bench-cublas \
   > "$build.build.log" || { tail -40 "$build.build.log"; exit 1; }
 grep -q "MOMAC_ENABLE_CUDA:BOOL=ON" "$build/CMakeCache.txt" || {
   echo "gpu-check: CUDA was not found when configuring $build"; exit 1; }
@@ -34,6 +36,11 @@ grep -q "MOMAC_ENABLE_CUDA:BOOL=ON" "$build/CMakeCache.txt" || {
 "$build/bin/momac-cuda-unittests" --gtest_brief=1
 status=0
 MOMAC_BUILD_DIR="$build" python3 "$root/scripts/gpu_check.py" || status=1
+
+# The bf16 GEMMs of small90 and 435M steps: the call the runtime makes
+# (cublasGemmStridedBatchedEx) against cuBLASLt, heuristic and best of 8
+# (bench/cublas_gemm.cpp): where cuBLASLt is faster, by how much.
+"$build/bin/momac-bench-cublas" 20 || status=1
 
 # Where Debian's PyTorch is, the e2e gradient tests also run on CUDA
 # artifacts, against the PyTorch reference (test/e2e).
