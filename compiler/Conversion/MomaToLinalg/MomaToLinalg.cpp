@@ -576,7 +576,11 @@ struct LowerExpertChoice : OpRewritePattern<moma::ExpertChoiceOp> {
     Value valid = op.getValid();
     Value top = selectSmallestKeys(kb, selectionKeys(kb, scores, valid), k);
     auto indexType = cast<RankedTensorType>(op.getIndices().getType());
-    ValueRange kDyn = indexType.isDynamicDim(1) ? ValueRange{k} : ValueRange{};
+    // Owned: a ValueRange{k} kept in a variable would point into a
+    // temporary initializer list.
+    SmallVector<Value> kDyn;
+    if (indexType.isDynamicDim(1))
+      kDyn.push_back(k);
     // Slot j of expert e is its j-th best token, and its gate that token's
     // score.
     SmallVector<Value> chosen = kb.generic(
@@ -642,7 +646,11 @@ struct LowerModSelect : OpRewritePattern<moma::ModSelectOp> {
         }).front();
     Value ascending = selectSmallestKeys(kb, tokenKeys, k);
     auto type = cast<RankedTensorType>(op.getIndices().getType());
-    ValueRange kDyn = type.isDynamicDim(0) ? ValueRange{k} : ValueRange{};
+    // Owned: a ValueRange{k} kept in a variable would point into a
+    // temporary initializer list.
+    SmallVector<Value> kDyn;
+    if (type.isDynamicDim(0))
+      kDyn.push_back(k);
     SmallVector<Value> selected = kb.generic(
         {}, {kb.empty(type.getShape(), kb.i32, kDyn),
              kb.empty(type.getShape(), kb.f32, kDyn)},
