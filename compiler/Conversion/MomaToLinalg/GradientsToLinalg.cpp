@@ -658,27 +658,16 @@ struct LowerAuxRouterLossGrad : OpRewritePattern<moma::AuxRouterLossGradOp> {
           tensor::ExtractOp::create(rewriter, loc, op.getLossGrad(),
                                     ValueRange{}),
           decisionCount(kb, predictions));
-    int64_t outputs = cast<RankedTensorType>(predictions.getType()).getDimSize(1);
     Value grad = kb.elementwise(
         {predictions, chosen}, kb.f32,
         [&](OpBuilder &b, Location at, ValueRange args) {
           Value rowScale = scale;
-          if (valid) {
-            Value rows = arith::UIToFPOp::create(
-                b, at, b.getF32Type(),
-                tensor::ExtractOp::create(
-                    b, at, valid,
-                    ValueRange{arith::ConstantIndexOp::create(b, at, 0)}));
-            Value count = arith::MulFOp::create(
-                b, at, rows,
-                arith::ConstantOp::create(b, at,
-                                          b.getF32FloatAttr(float(outputs))));
+          if (valid)
             rowScale = arith::DivFOp::create(
                 b, at,
                 tensor::ExtractOp::create(b, at, op.getLossGrad(),
                                           ValueRange{}),
-                count);
-          }
+                decisionCount(b, at, predictions, valid));
           Value one = arith::ConstantOp::create(b, at, b.getF32FloatAttr(1.0f));
           Value variance = arith::MulFOp::create(
               b, at, args[0], arith::SubFOp::create(b, at, one, args[0]));

@@ -328,26 +328,9 @@ inline Value inRanges(OpBuilder &b, Location loc, Value id,
 }
 
 //===----------------------------------------------------------------------===//
-// Top-k selection (expert choice and MoD)
+// Padding (moma.padded_modality_partition and the ops that read its lists)
 //===----------------------------------------------------------------------===//
 
-/// The name of the runtime's selection routine (runtime/device/cpu/Select.h):
-///   void momart_select_smallest_i64(int64_t *keys, int64_t rows,
-///                                   int64_t cols, int64_t k)
-/// moves the k smallest keys of each row to the row's front, ascending.
-/// Every target's runtime provides it (CPU: std::nth_element + std::sort).
-constexpr llvm::StringLiteral kSelectSmallestFn = "momart_select_smallest_i64";
-
-/// The token index stored in the low bits of a selection key.
-constexpr int64_t kSelectionIndexBits = 31;
-
-/// key[e, i] for scores [n, E] -> [E, n] i64: ascending keys are descending
-/// scores with ties to the lower index (MODEL_SPEC sections 4 and 5), so the
-/// k smallest keys of row e are expert e's top k. The key is the score's
-/// bits mapped to an order-preserving unsigned integer and complemented
-/// (descending), shifted above the 31-bit token index (B * S fits i32).
-/// The order is total: -0 counts as +0, and NaN sorts after every number
-/// (a token scored NaN is chosen last, never out of range).
 /// Row `at[0]` of `source` at the trailing position `at[1:]`; with
 /// `padded`, a row at or past the source's row count is padding and reads
 /// zero (its index clamped to row 0 so the read stays in bounds).
@@ -368,15 +351,45 @@ inline Value extractRow(OpBuilder &b, Location loc, Value source,
   return arith::SelectOp::create(b, loc, inside, value, zero);
 }
 
-/// Whether `row` (index) lies before the one-element i32 count `valid`:
-/// a token, not padding (moma.padded_modality_partition).
-inline Value isRowValid(OpBuilder &b, Location loc, Value row, Value valid) {
-  Value count = tensor::ExtractOp::create(
-      b, loc, valid, ValueRange{arith::ConstantIndexOp::create(b, loc, 0)});
-  return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, row,
-                               toIndex(b, loc, count));
+/// The one-element i32 count `valid` (how many leading rows are tokens,
+/// moma.padded_modality_partition), as index. On a GPU the count lives in
+/// device memory: read it where it is used (in a kernel, or in the scalar
+/// code that consumes it), not in host code that feeds a later kernel.
+inline Value validCount(OpBuilder &b, Location loc, Value valid) {
+  return toIndex(b, loc,
+                 tensor::ExtractOp::create(
+                     b, loc, valid,
+                     ValueRange{arith::ConstantIndexOp::create(b, loc, 0)}));
 }
 
+/// Whether `row` (index) lies before the count `valid`: a token, not
+/// padding.
+inline Value isRowValid(OpBuilder &b, Location loc, Value row, Value valid) {
+  return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, row,
+                               validCount(b, loc, valid));
+}
+
+//===----------------------------------------------------------------------===//
+// Top-k selection (expert choice and MoD)
+//===----------------------------------------------------------------------===//
+
+/// The name of the runtime's selection routine (runtime/device/cpu/Select.h):
+///   void momart_select_smallest_i64(int64_t *keys, int64_t rows,
+///                                   int64_t cols, int64_t k)
+/// moves the k smallest keys of each row to the row's front, ascending.
+/// Every target's runtime provides it (CPU: std::nth_element + std::sort).
+constexpr llvm::StringLiteral kSelectSmallestFn = "momart_select_smallest_i64";
+
+/// The token index stored in the low bits of a selection key.
+constexpr int64_t kSelectionIndexBits = 31;
+
+/// key[e, i] for scores [n, E] -> [E, n] i64: ascending keys are descending
+/// scores with ties to the lower index (MODEL_SPEC sections 4 and 5), so the
+/// k smallest keys of row e are expert e's top k. The key is the score's
+/// bits mapped to an order-preserving unsigned integer and complemented
+/// (descending), shifted above the 31-bit token index (B * S fits i32).
+/// The order is total: -0 counts as +0, and NaN sorts after every number
+/// (a token scored NaN is chosen last, never out of range).
 /// With `valid` (a one-element i32 count), rows at or past valid[0] are
 /// padding: their keys take the largest score part, so they sort after
 /// every token, NaN scores included (those tie, and go by index).
@@ -501,6 +514,14 @@ inline Value ceilFraction(OpBuilder &b, Location loc, Value count,
 inline Value ceilFraction(KernelBuilder &kb, Value count, double numerator,
                           double denominator) {
   return ceilFraction(kb.b, kb.loc, count, numerator, denominator);
+}
+
+/// Expert choice's k = min(n, ceil(c * n / E)) for n tokens (MODEL_SPEC
+/// section 4), as an index.
+inline Value expertCapacity(OpBuilder &b, Location loc, Value n,
+                            double capacityFactor, int64_t experts) {
+  return arith::MinUIOp::create(
+      b, loc, n, ceilFraction(b, loc, n, capacityFactor, double(experts)));
 }
 
 /// Row statistics shared by the norms' forward and gradient kernels, so that
@@ -845,21 +866,22 @@ inline Value choiceMask(KernelBuilder &kb, Value predictions, Value indices) {
 
 /// The number of [n, E] decisions of a router, n E, as an f32 scalar; with
 /// `valid` (a one-element i32 count), n is valid[0].
-inline Value decisionCount(KernelBuilder &kb, Value predictions,
+inline Value decisionCount(OpBuilder &b, Location loc, Value predictions,
                            Value valid = Value()) {
   auto type = cast<RankedTensorType>(predictions.getType());
-  Value rows =
-      valid ? arith::UIToFPOp::create(
-                  kb.b, kb.loc, kb.f32,
-                  tensor::ExtractOp::create(kb.b, kb.loc, valid,
-                                            ValueRange{kb.index(0)}))
-            : arith::UIToFPOp::create(
-                  kb.b, kb.loc, kb.f32,
-                  arith::IndexCastUIOp::create(kb.b, kb.loc,
-                                               kb.b.getI64Type(),
-                                               kb.dim(predictions, 0)));
-  return arith::MulFOp::create(kb.b, kb.loc, rows,
-                               kb.f32Const(double(type.getDimSize(1))));
+  Value rows = valid ? validCount(b, loc, valid)
+                     : tensor::DimOp::create(b, loc, predictions, 0).getResult();
+  Value asFloat = arith::UIToFPOp::create(
+      b, loc, b.getF32Type(),
+      arith::IndexCastUIOp::create(b, loc, b.getI64Type(), rows));
+  return arith::MulFOp::create(
+      b, loc, asFloat,
+      arith::ConstantOp::create(
+          b, loc, b.getF32FloatAttr(float(type.getDimSize(1)))));
+}
+inline Value decisionCount(KernelBuilder &kb, Value predictions,
+                           Value valid = Value()) {
+  return decisionCount(kb.b, kb.loc, predictions, valid);
 }
 
 /// total / count, or 0 when nothing was counted (an empty group: 0, not

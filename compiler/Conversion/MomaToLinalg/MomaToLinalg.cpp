@@ -435,8 +435,8 @@ struct LowerAuxRouter : OpRewritePattern<moma::AuxRouterOp> {
   }
 };
 
-/// Group `group`'s positions in `ids`, ascending, written from the front of
-/// `list`; returns the filled list and how many were written.
+/// The positions i of `ids` whose id is a `member`, ascending, written from
+/// the front of `list`; returns the filled list and how many were written.
 std::pair<Value, Value> fillGroupList(
     KernelBuilder &kb, Value ids, Value list,
     function_ref<Value(OpBuilder &, Location, Value)> member) {
@@ -537,10 +537,11 @@ struct LowerPaddedModalityPartition
     SmallVector<Value> results;
     Value counts = kb.empty(
         cast<RankedTensorType>(op.getCounts().getType()).getShape(), kb.i32);
+    Value paddingIndex = toI32(kb.b, kb.loc, n);
     for (auto [g, bounds] :
          llvm::enumerate(groupRangeLists(op.getGroupRanges()))) {
-      Value padding = kb.filled(listType.getShape(), kb.i32,
-                                toI32(kb.b, kb.loc, n), nDyn);
+      Value padding =
+          kb.filled(listType.getShape(), kb.i32, paddingIndex, nDyn);
       auto [list, count] =
           fillGroupList(kb, ids, padding,
                         [&](OpBuilder &b, Location loc, Value id) {
@@ -567,10 +568,7 @@ struct LowerExpertChoice : OpRewritePattern<moma::ExpertChoiceOp> {
     int64_t experts = scoreType.getDimSize(1);
     Value n = kb.dim(scores, 0);
     double capacity = op.getCapacityFactor().convertToDouble();
-    // k = min(n, ceil(c * n / E)).
-    Value k = arith::MinUIOp::create(
-        rewriter, op.getLoc(), n,
-        ceilFraction(kb, n, capacity, double(experts)));
+    Value k = expertCapacity(rewriter, op.getLoc(), n, capacity, experts);
     // With a valid count, padding rows sort last and k, the width, is the
     // bound for n rows; the count's own k is taken in the kernel below.
     Value valid = op.getValid();
@@ -596,14 +594,8 @@ struct LowerExpertChoice : OpRewritePattern<moma::ExpertChoiceOp> {
               tensor::ExtractOp::create(b, loc, scores, ValueRange{token, e});
           if (valid) {
             // A slot past the count's k: row n - 1 (padding) at gate 0.
-            Value count = toIndex(
-                b, loc,
-                tensor::ExtractOp::create(
-                    b, loc, valid,
-                    ValueRange{arith::ConstantIndexOp::create(b, loc, 0)}));
-            Value countK = arith::MinUIOp::create(
-                b, loc, count,
-                ceilFraction(b, loc, count, capacity, double(experts)));
+            Value countK = expertCapacity(
+                b, loc, validCount(b, loc, valid), capacity, experts);
             Value taken = arith::CmpIOp::create(
                 b, loc, arith::CmpIPredicate::ult, slot, countK);
             Value lastRow = arith::SubIOp::create(
