@@ -2,7 +2,10 @@
 
 #include "runtime/comm/Communicator.h"
 
+#include "llvm/Support/DynamicLibrary.h"
+#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/Path.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -83,4 +86,43 @@ public:
 std::unique_ptr<Communicator>
 momac::createSingleRankCommunicator(std::chrono::milliseconds timeout) {
   return std::make_unique<SingleRankCommunicator>(timeout);
+}
+
+std::string momac::mpiPluginPath() {
+  if (const char *path = std::getenv("MOMARUN_MPI_PLUGIN"))
+    return path;
+  // bin/momarun -> lib/libmomarun-mpi.so, in the build tree as installed.
+  llvm::SmallString<256> path(llvm::sys::fs::getMainExecutable(
+      nullptr, reinterpret_cast<void *>(&momac::mpiPluginPath)));
+  llvm::sys::path::remove_filename(path);
+  llvm::sys::path::append(path, "..", "lib", "libmomarun-mpi.so");
+  return std::string(path);
+}
+
+llvm::Expected<std::unique_ptr<Communicator>>
+momac::createProcessCommunicator(std::chrono::milliseconds timeout) {
+  if (!launchedByMpiLauncher())
+    return createSingleRankCommunicator(timeout);
+  std::string path = mpiPluginPath(), error;
+  auto fail = [&](const llvm::Twine &why) {
+    return llvm::createStringError(
+        llvm::inconvertibleErrorCode(),
+        "an MPI launcher started this process, but momarun's MPI support " +
+            why + " (several ranks need it; a run on one GPU or CPU does "
+            "not: start momarun without mpirun)");
+  };
+  llvm::sys::DynamicLibrary plugin =
+      llvm::sys::DynamicLibrary::getPermanentLibrary(path.c_str(), &error);
+  if (!plugin.isValid())
+    return fail("cannot be loaded: " + error);
+  using Create = Communicator *(*)(int64_t, char *, size_t);
+  auto create =
+      reinterpret_cast<Create>(plugin.getAddressOfSymbol(kMpiPluginEntry));
+  if (!create)
+    return fail(path + " has no " + kMpiPluginEntry);
+  char message[512] = {0};
+  Communicator *comm = create(timeout.count(), message, sizeof(message));
+  if (!comm)
+    return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
+  return std::unique_ptr<Communicator>(comm);
 }

@@ -1,8 +1,9 @@
 //===- Communicator.h - Collectives between the ranks of a run --*- C++ -*-===//
 //
 // One interface for the collectives FSDP needs, with implementations on real
-// engines: MPI between CPU processes (MpiCommunicator.cpp), NCCL between
-// GPUs (nccl/, built with CUDA), and a single rank that needs neither.
+// engines: MPI between CPU processes (mpi/, a plugin loaded only when an MPI
+// launcher started the process), NCCL between GPUs (nccl/, through a CUDA
+// artifact), and a single rank that needs neither.
 //
 // Shards: a buffer of `total` elements is split among the ranks in pieces of
 // `shardElements`, rank r owning [r * shardElements, min((r + 1) *
@@ -90,8 +91,18 @@ bool launchedByMpiLauncher();
 
 /// The communicator between this process and the others of its MPI job
 /// (initializing MPI), or a single rank when no MPI launcher started it.
+/// MPI comes from the plugin lib/libmomarun-mpi.so beside the executable's
+/// bin/ (or MOMARUN_MPI_PLUGIN), loaded only then: a one-rank run needs no
+/// MPI library at all.
 llvm::Expected<std::unique_ptr<Communicator>>
 createProcessCommunicator(std::chrono::milliseconds timeout);
+
+/// The plugin's entry point: `Communicator *(int64_t timeoutMs, char
+/// *error, size_t errorSize)`, null with `error` filled on failure.
+constexpr const char *kMpiPluginEntry = "momarun_mpi_communicator";
+
+/// Where createProcessCommunicator looks for the MPI plugin.
+std::string mpiPluginPath();
 
 /// A communicator of one rank, for runs without MPI.
 std::unique_ptr<Communicator>

@@ -10,6 +10,7 @@
 
 #include "gtest/gtest.h"
 
+#include <cstdlib>
 #include <numeric>
 #include <vector>
 
@@ -27,6 +28,24 @@ Communicator &processCommunicator() {
     return std::move(*created);
   }();
   return *comm;
+}
+
+// Under an MPI launcher without the plugin, the error says what is missing
+// and that one rank needs no MPI (a run on the GPU bundle's machine).
+TEST(CommunicatorTest, MissingMpiPluginIsAnError) {
+  if (launchedByMpiLauncher())
+    GTEST_SKIP() << "the MPI plugin is in use";
+  ::setenv("OMPI_COMM_WORLD_SIZE", "2", 1);
+  ::setenv("MOMARUN_MPI_PLUGIN", "/nonexistent/libmomarun-mpi.so", 1);
+  auto created = createProcessCommunicator(std::chrono::milliseconds(1000));
+  ::unsetenv("OMPI_COMM_WORLD_SIZE");
+  ::unsetenv("MOMARUN_MPI_PLUGIN");
+  ASSERT_FALSE(bool(created));
+  std::string message = llvm::toString(created.takeError());
+  EXPECT_NE(message.find("/nonexistent/libmomarun-mpi.so"), std::string::npos)
+      << message;
+  EXPECT_NE(message.find("start momarun without mpirun"), std::string::npos)
+      << message;
 }
 
 TEST(CommunicatorTest, OwnedElementsCoverTheBufferOnce) {

@@ -1,5 +1,6 @@
 //===- MpiCommunicator.cpp - Collectives over MPI -------------------------===//
 //
+// The MPI plugin of momarun (lib/libmomarun-mpi.so, see Communicator.h).
 // Non-blocking MPI collectives (MPI-3), completed by polling MPI_Test until
 // the timeout: a blocking MPI call would wait forever on a stalled rank.
 // Shards that do not divide the buffer evenly use the v-variants
@@ -15,6 +16,7 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <limits>
 #include <thread>
@@ -242,17 +244,23 @@ llvm::Error MpiPending::wait() { return comm.complete(request, what); }
 
 } // namespace
 
-llvm::Expected<std::unique_ptr<Communicator>>
-momac::createProcessCommunicator(std::chrono::milliseconds timeout) {
-  if (!launchedByMpiLauncher())
-    return createSingleRankCommunicator(timeout);
+/// The plugin's one entry point (Communicator.h, kMpiPluginEntry): this
+/// process's rank of its MPI job, initializing MPI, or null with `error`
+/// (`errorSize` bytes) saying why.
+extern "C" __attribute__((visibility("default"))) Communicator *
+momarun_mpi_communicator(int64_t timeoutMs, char *error, size_t errorSize) {
+  auto fail = [&](llvm::Error failure) -> Communicator * {
+    std::snprintf(error, errorSize, "%s",
+                  llvm::toString(std::move(failure)).c_str());
+    return nullptr;
+  };
   int initialized = 0;
   MPI_Initialized(&initialized);
   if (!initialized) {
     int provided = 0;
     if (int code = MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED,
                                    &provided))
-      return mpiError(code, "MPI_Init_thread");
+      return fail(mpiError(code, "MPI_Init_thread"));
   }
   // Errors come back as codes, turned into messages naming the
   // collective, instead of MPI's default abort.
@@ -260,5 +268,5 @@ momac::createProcessCommunicator(std::chrono::milliseconds timeout) {
   int rank = 0, size = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);
-  return std::make_unique<MpiCommunicator>(rank, size, timeout);
+  return new MpiCommunicator(rank, size, std::chrono::milliseconds(timeoutMs));
 }
