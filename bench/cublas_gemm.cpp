@@ -10,11 +10,15 @@
 // (what tuning per shape would get), on the GEMM shapes of the benchmark
 // models' training steps: forward, input gradient and weight gradient of
 // projections, experts (strided-batched over a group's experts) and the
-// output layer. scripts/gpu-check.sh runs it; without a GPU it says so.
+// output layer. The cuBLAS handle runs with the runtime's own math mode and
+// workspace (runtime/device/cuda/CublasSettings.h). The GPU bundle's run.sh
+// runs it (scripts/gpu-bundle.sh); without a GPU it says so.
 //
 //   momac-bench-cublas [REPEATS]
 //
 //===----------------------------------------------------------------------===//
+
+#include "runtime/device/cuda/CublasSettings.h"
 
 #include <cublasLt.h>
 #include <cublas_v2.h>
@@ -54,7 +58,8 @@ const Shape kShapes[] = {
     {"435M     output dW   dy^T x", 1, 65536, 1024, 4096, true, false},
 };
 
-constexpr size_t kWorkspaceBytes = size_t(32) << 20; // Hopper's recommended
+using momac::cuda::kCublasWorkspaceBytes;
+constexpr size_t kWorkspaceBytes = kCublasWorkspaceBytes;
 
 [[noreturn]] void die(const std::string &what) {
   std::fprintf(stderr, "momac-bench-cublas: %s\n", what.c_str());
@@ -158,8 +163,13 @@ int main(int argc, char **argv) {
   cudaDeviceProp properties;
   check(cudaGetDeviceProperties(&properties, 0), "cudaGetDeviceProperties");
   std::printf("%s, %d repeats per shape; bf16 operands, f32 output and "
-              "compute, beta 0\n",
-              properties.name, repeats);
+              "compute, beta 0; cuBLAS with the runtime's math mode (%s) and "
+              "a %zu MiB workspace\n",
+              properties.name, repeats,
+              momac::cuda::cublasMathMode() == CUBLAS_DEFAULT_MATH
+                  ? "default"
+                  : "TF32",
+              kWorkspaceBytes >> 20);
 
   cudaStream_t stream;
   check(cudaStreamCreate(&stream), "cudaStreamCreate");
@@ -172,6 +182,8 @@ int main(int argc, char **argv) {
   check(cudaMalloc(&workspace, kWorkspaceBytes), "cudaMalloc(workspace)");
   check(cublasSetWorkspace(cublas, workspace, kWorkspaceBytes),
         "cublasSetWorkspace");
+  check(cublasSetMathMode(cublas, momac::cuda::cublasMathMode()),
+        "cublasSetMathMode");
 
   std::printf("| shape | batch x M x N x K | cuBLAS us | Lt heuristic us | "
               "Lt best of 8 us | Lt best / cuBLAS | cuBLAS TFLOP/s |\n"

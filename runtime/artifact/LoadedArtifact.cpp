@@ -187,6 +187,21 @@ llvm::Error LoadedArtifact::accumulate(float *sum, const float *addend,
   return llvm::Error::success();
 }
 
+llvm::Error LoadedArtifact::checkDeviceMemory(int64_t bytes,
+                                              llvm::StringRef what) const {
+  if (!cudaRuntime)
+    return llvm::Error::success();
+  auto memory = cudaRuntime->memoryInfo();
+  if (!memory || bytes <= int64_t(memory->first))
+    return llvm::Error::success();
+  return artifactError(llvm::formatv(
+      "{0} needs at least {1:F2} GB of GPU memory, but {2} has {3:F2} GB free "
+      "(of {4:F2} GB); pick a smaller model or shard it over several GPUs "
+      "(mpirun -np R with an artifact compiled with --fsdp)",
+      what, double(bytes) / 1e9, cudaRuntime->deviceDescription(),
+      double(memory->first) / 1e9, double(memory->second) / 1e9));
+}
+
 std::optional<cuda::ResidentBuffers::Statistics>
 LoadedArtifact::residentStatistics() const {
   if (!cudaRuntime)

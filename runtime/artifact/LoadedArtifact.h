@@ -93,6 +93,12 @@ public:
   /// the buffers live (micro-batch gradients summed on the GPU).
   llvm::Error accumulate(float *sum, const float *addend, size_t count,
                          float scale, bool first) const;
+  /// Refuses, before anything is allocated there, work whose state (`bytes`,
+  /// for `what`) does not fit in the free memory of a CUDA artifact's GPU:
+  /// one line with both numbers, instead of an out-of-memory error in the
+  /// middle of the first step. Nothing for a CPU artifact (its memory is
+  /// checkMemoryEstimate's).
+  llvm::Error checkDeviceMemory(int64_t bytes, llvm::StringRef what) const;
   /// For a CUDA artifact, the copies the kept buffers have made so far.
   std::optional<cuda::ResidentBuffers::Statistics> residentStatistics() const;
 

@@ -317,6 +317,14 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
                 .str(),
             options.memoryLimitBytes))
       return error;
+    // Each rank's GPU holds its own shards (DeviceChoice.h).
+    if (llvm::Error error = artifact->checkDeviceMemory(
+            computeShardedStateBytes(config, ranks).totalBytes(),
+            llvm::formatv("training {0} on {1} ranks (this rank's shards and "
+                          "two gathered units)",
+                          manifest.model, ranks)
+                .str()))
+      return error;
   }
   auto install = reinterpret_cast<void (*)(const MomartFsdpCallbacks *)>(
       artifact->symbol("momart_fsdp_install"));

@@ -131,12 +131,15 @@ llvm::Error momac::train(const TrainOptions &options) {
   const Manifest &manifest = artifact->manifest();
   const ModelConfig &config = artifact->config();
   const TrainConfig &hyper = config.train;
-  // The state alone (momac --report; momac --stats adds the activations).
-  if (llvm::Error error = checkMemoryEstimate(
-          computeModelStats(config).totalStateBytes(),
-          "training " + manifest.model +
-              " (weights, gradients and AdamW moments)",
-          options.memoryLimitBytes))
+  // The state alone (momac --report; momac --stats adds the activations),
+  // in this machine's memory and, for a CUDA artifact, the GPU's.
+  const int64_t stateBytes = computeModelStats(config).totalStateBytes();
+  const std::string stateWhat =
+      "training " + manifest.model + " (weights, gradients and AdamW moments)";
+  if (llvm::Error error = checkMemoryEstimate(stateBytes, stateWhat,
+                                              options.memoryLimitBytes))
+    return error;
+  if (llvm::Error error = artifact->checkDeviceMemory(stateBytes, stateWhat))
     return error;
   auto gradEntry = artifact->entryPoint("grad");
   if (!gradEntry)

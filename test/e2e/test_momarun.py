@@ -1032,6 +1032,44 @@ class TrainingStateStaysOnTheDevice(TemporaryDirectoryTestCase):
         self.assertGreater(float(state_mb), float(up_mb))
 
 
+class DeviceMemoryIsCheckedAtStartUp(TemporaryDirectoryTestCase):
+    """momarun refuses, before anything is allocated there, a run whose
+    state does not fit the GPU's free memory, saying both numbers (momac's
+    --gpu-memory assumes a GPU it cannot see). The emulation pretends a small
+    GPU with MOMA_EMULATED_GPU_MEMORY (bytes)."""
+
+    def test_train_grad_and_eval_refuse_a_state_beyond_free_memory(self):
+        artifact, cfg = compile_variant(self.tmp.name, "moe_4t4i",
+                                        target_args=["--target=cuda-emulated"])
+        data = os.path.join(self.tmp.name, "data")
+        run(MOMARUN, "corpus", artifact, "--out", data, "--synthetic", "20")
+        weights = os.path.join(self.tmp.name, "w.safetensors")
+        run(MOMARUN, "init", artifact, "-o", weights)
+        tokens = os.path.join(self.tmp.name, "tokens.bin")
+        R.write_tokens(tokens, R.random_tokens(cfg, 1, seed=1))
+        small = dict(os.environ, MOMA_EMULATED_GPU_MEMORY=str(10**6))
+        for command, what in (
+                (["train", artifact, "--data", data, "--steps", "1", "--out",
+                  os.path.join(self.tmp.name, "run")], "training moe_4t4i_tiny"),
+                (["grad", artifact, "--weights", weights, "--tokens", tokens, "--out",
+                  os.path.join(self.tmp.name, "g.safetensors")], "the gradient of"),
+                (["eval", artifact, "--weights", weights, "--data", data],
+                 "evaluating moe_4t4i_tiny")):
+            result = subprocess.run([MOMARUN, *command], capture_output=True,
+                                    text=True, env=small)
+            self.assertEqual(result.returncode, 1, result.stderr)
+            self.assertRegex(result.stderr, what + r".* needs at least [0-9.]+ GB of GPU "
+                             r"memory, but this CPU \(momac --target=cuda-emulated\) "
+                             r"has 0\.00 GB free \(of 0\.00 GB\)")
+            self.assertEqual(result.stderr.count("\n"), 1, result.stderr)
+        # Enough memory: the same training runs.
+        result = subprocess.run(
+            [MOMARUN, "train", artifact, "--data", data, "--steps", "1", "--out",
+             os.path.join(self.tmp.name, "run")], capture_output=True, text=True,
+            env=dict(os.environ, MOMA_EMULATED_GPU_MEMORY=str(10**10)))
+        self.assertEqual(result.returncode, 0, result.stderr)
+
+
 class DivergingTraining(TemporaryDirectoryTestCase):
     """Issue 8: a run whose loss blows up (lr 50, one warm-up step) stops on
     the first non-finite loss or gradient, with an error naming the step,

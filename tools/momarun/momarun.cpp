@@ -551,9 +551,12 @@ int runEval() {
     return fail(artifact.takeError());
   const Manifest &manifest = artifact->manifest();
   const ModelConfig &config = artifact->config();
-  if (llvm::Error error = checkMemoryEstimate(
-          computeModelStats(config).parameterBytes,
-          "evaluating " + manifest.model + " (its weights)"))
+  const int64_t weightBytes = computeModelStats(config).parameterBytes;
+  const std::string evalWhat =
+      "evaluating " + manifest.model + " (its weights)";
+  if (llvm::Error error = checkMemoryEstimate(weightBytes, evalWhat))
+    return fail(std::move(error));
+  if (llvm::Error error = artifact->checkDeviceMemory(weightBytes, evalWhat))
     return fail(std::move(error));
   auto entry = artifact->entryPoint("forward");
   if (!entry)
@@ -737,9 +740,13 @@ int runGrad() {
     return fail(artifact.takeError());
   const Manifest &manifest = artifact->manifest();
   ModelStats stats = computeModelStats(artifact->config());
+  const std::string gradWhat =
+      "the gradient of " + manifest.model + " (weights and gradients)";
   if (llvm::Error error = checkMemoryEstimate(
-          stats.parameterBytes + stats.gradientBytes,
-          "the gradient of " + manifest.model + " (weights and gradients)"))
+          stats.parameterBytes + stats.gradientBytes, gradWhat))
+    return fail(std::move(error));
+  if (llvm::Error error = artifact->checkDeviceMemory(
+          stats.parameterBytes + stats.gradientBytes, gradWhat))
     return fail(std::move(error));
   if (gradAux && !artifact->config().auxRouters)
     return fail(runtimeError("--aux: " + manifest.model +

@@ -327,8 +327,10 @@ linkSharedLibrary(Location loc, llvm::ArrayRef<std::string> objectPaths,
   if (!driver)
     return emitError(loc) << "no C++ compiler driver (c++) on PATH to link "
                           << libraryPath;
-  llvm::SmallVector<llvm::StringRef> args = {*driver, "-shared", "-o",
-                                             libraryPath};
+  // --no-undefined: a symbol neither the objects nor the libraries define
+  // fails here, not at its first call on the machine that runs the step.
+  llvm::SmallVector<llvm::StringRef> args = {
+      *driver, "-shared", "-Wl,--no-undefined", "-o", libraryPath};
   args.append(objectPaths.begin(), objectPaths.end());
   for (const std::string &argument : linkArguments)
     args.push_back(argument);

@@ -34,6 +34,19 @@ bool momart_cuda_device(char *name, size_t nameSize, size_t *totalBytes) {
   return true;
 }
 
+// The "device" memory is this machine's; MOMA_EMULATED_GPU_MEMORY (bytes)
+// pretends a smaller GPU, so that the start-up check against a device's free
+// memory is tested here.
+bool momart_cuda_memory_info(size_t *freeBytes, size_t *totalBytes) {
+  const char *pretend = std::getenv("MOMA_EMULATED_GPU_MEMORY");
+  size_t bytes = pretend ? size_t(std::strtoull(pretend, nullptr, 10))
+                         : size_t(1) << 50;
+  *freeBytes = *totalBytes = bytes;
+  return true;
+}
+
+const char *momart_cuda_device_choice(void) { return ""; }
+
 void *momart_cuda_alloc(size_t bytes) {
   // 64-byte aligned, as the compiled kernels' vector loads like.
   return std::aligned_alloc(64, (bytes + 63) / 64 * 64 + 64);

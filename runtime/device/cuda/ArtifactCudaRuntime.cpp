@@ -46,6 +46,8 @@ ArtifactCudaRuntime::open(llvm::sys::DynamicLibrary library,
     return cudaError(libraryPath +
                      ": not a CUDA artifact's library (no CUDA runtime "
                      "symbols); recompile it with momac --target=cuda");
+  lookup("momart_cuda_memory_info", runtime->memoryInfoCall);
+  lookup("momart_cuda_device_choice", runtime->deviceChoice);
   // NCCL, only in artifacts compiled with --fsdp.
   NcclCalls nccl;
   nccl.takeError = runtime->takeError;
@@ -83,9 +85,20 @@ std::string ArtifactCudaRuntime::deviceDescription() const {
     return "no CUDA device";
   if (total == 0) // the emulation, in host memory
     return name;
-  return llvm::formatv("{0}, {1:F1} GiB", name,
-                       double(total) / double(1ull << 30))
-      .str();
+  std::string description =
+      llvm::formatv("{0}, {1:F1} GiB", name, double(total) / double(1ull << 30))
+          .str();
+  if (const char *why = deviceChoice ? deviceChoice() : nullptr; why && *why)
+    description += std::string(" (chosen by ") + why + ")";
+  return description;
+}
+
+std::optional<std::pair<size_t, size_t>>
+ArtifactCudaRuntime::memoryInfo() const {
+  size_t freeBytes = 0, totalBytes = 0;
+  if (!memoryInfoCall || !memoryInfoCall(&freeBytes, &totalBytes))
+    return std::nullopt;
+  return std::make_pair(freeBytes, totalBytes);
 }
 
 llvm::Error ArtifactCudaRuntime::takenError(const llvm::Twine &context) {

@@ -47,8 +47,10 @@ public:
   static llvm::Expected<std::shared_ptr<ArtifactCudaRuntime>>
   open(llvm::sys::DynamicLibrary library, llvm::StringRef libraryPath);
 
-  /// "NVIDIA H200, 139.8 GiB".
+  /// "NVIDIA H200, 139.8 GiB", and why this GPU when several are visible.
   std::string deviceDescription() const;
+  /// The device's free and total bytes, when the artifact can say.
+  std::optional<std::pair<size_t, size_t>> memoryInfo() const;
 
   /// Calls `function` (an entry point of `entry`) on the GPU with the
   /// host buffers `buffers` (arguments then results, manifest order and
@@ -99,6 +101,8 @@ private:
   using Device = bool (*)(char *, size_t, size_t *);
   using Zero = void (*)(void *, size_t);
   using Axpy = void (*)(int64_t, float, const float *, float *);
+  using MemoryInfo = bool (*)(size_t *, size_t *);
+  using DeviceChoice = const char *(*)();
 
   llvm::Error takenError(const llvm::Twine &context);
 
@@ -111,6 +115,9 @@ private:
   Device device = nullptr;
   Zero zero = nullptr;
   Axpy axpy = nullptr;
+  /// Optional: artifacts compiled before these existed lack them.
+  MemoryInfo memoryInfoCall = nullptr;
+  DeviceChoice deviceChoice = nullptr;
   CopyTo copyDevice = nullptr;
   std::optional<NcclCalls> ncclCalls;
   std::unique_ptr<ResidentBuffers> resident;

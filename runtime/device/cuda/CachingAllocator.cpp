@@ -26,9 +26,15 @@ size_t CachingAllocator::roundedSize(size_t bytes) {
                                    granularity);
 }
 
-void *CachingAllocator::allocate(size_t bytes) {
-  size_t size = roundedSize(bytes);
+void CachingAllocator::disableCaching() {
+  releaseCached();
   std::lock_guard<std::mutex> lock(mutex);
+  caching = false;
+}
+
+void *CachingAllocator::allocate(size_t bytes) {
+  std::lock_guard<std::mutex> lock(mutex);
+  size_t size = caching ? roundedSize(bytes) : std::max<size_t>(bytes, 1);
   // Best fit among cached blocks, but not one more than twice as large:
   // a small buffer must not pin a large one.
   auto fit = cached.lower_bound(size);
@@ -68,6 +74,12 @@ bool CachingAllocator::free(void *pointer) {
   auto found = blockSizes.find(pointer);
   if (found == blockSizes.end())
     return false;
+  if (!caching) {
+    releaseBackend(pointer);
+    stats.bytesInUse -= found->second;
+    blockSizes.erase(found);
+    return true;
+  }
   for (auto [begin, end] = cached.equal_range(found->second); begin != end;
        ++begin)
     if (begin->second == pointer)

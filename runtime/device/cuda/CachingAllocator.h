@@ -30,6 +30,13 @@ public:
   /// out of memory; `release(pointer)` gives it back.
   CachingAllocator(std::function<void *(size_t)> allocate,
                    std::function<void(void *)> release);
+
+  /// Caching off: every block is exactly the size asked for (at least 1
+  /// byte) and goes back to the backend when freed. Slower, but a read or
+  /// write past a buffer's end then leaves the driver's allocation instead
+  /// of landing in the rounding slack, so compute-sanitizer sees it
+  /// (MOMA_CUDA_CACHING_ALLOCATOR=0).
+  void disableCaching();
   ~CachingAllocator();
 
   /// A block of at least `bytes` (rounded up: 512-byte multiples below
@@ -62,6 +69,7 @@ private:
   std::multimap<size_t, void *> cached;           // size -> block
   std::unordered_map<void *, size_t> blockSizes;  // every live or cached block
   Statistics stats;
+  bool caching = true;
 };
 
 } // namespace momac::cuda

@@ -5,12 +5,13 @@
 // cuBLAS B as its first operand and A as its second, with m and n swapped;
 // the transposes carry over unchanged. One strided-batched call covers a
 // group's experts (expert choice gives them the same k) or an attention's
-// heads. f32 accumulates in f32 without TF32 unless MOMA_ALLOW_TF32=1 (the
-// reference comparison needs full f32 products); bf16 operands accumulate
-// in f32 too (MODEL_SPEC section 7).
+// heads. Math mode and workspace: CublasSettings.h. bf16 operands
+// accumulate in f32 (MODEL_SPEC section 7). A product with k = 0 (an expert
+// without tokens) is C = beta C, written by EmptyProducts.cu.
 //
 //===----------------------------------------------------------------------===//
 
+#include "runtime/device/cuda/CublasSettings.h"
 #include "runtime/device/cuda/CudaRuntime.h"
 #include "runtime/device/cuda/CudaState.h"
 
@@ -34,10 +35,9 @@ cublasHandle_t handle() {
       return static_cast<cublasHandle_t>(nullptr);
     }
     cublasSetStream(created, stepStream());
-    const char *tf32 = std::getenv("MOMA_ALLOW_TF32");
-    cublasSetMathMode(created, tf32 && std::string(tf32) == "1"
-                                   ? CUBLAS_TF32_TENSOR_OP_MATH
-                                   : CUBLAS_PEDANTIC_MATH);
+    cublasSetMathMode(created, cublasMathMode());
+    if (void *workspace = allocator().allocate(kCublasWorkspaceBytes))
+      cublasSetWorkspace(created, workspace, kCublasWorkspaceBytes);
     return created;
   }();
   return instance;
@@ -54,22 +54,27 @@ void gemm(int32_t transA, int32_t transB, int32_t m, int32_t n, int32_t k,
   cublasHandle_t cublas = handle();
   if (!cublas)
     return;
-  float alpha = 1.0f;
   if (k <= 0) {
-    // C = beta C: cuBLAS with k = 0 does exactly that.
-    k = 0;
+    scaleRowMajorMatrices(c, m, n, ldc, strideC, batch, beta);
+    return;
   }
+  float alpha = 1.0f;
   cublasStatus_t status = cublasGemmStridedBatchedEx(
       cublas, transB ? CUBLAS_OP_T : CUBLAS_OP_N,
       transA ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, b, operandType,
       static_cast<int>(ldb), strideB, a, operandType, static_cast<int>(lda),
       strideA, &beta, c, CUDA_R_32F, static_cast<int>(ldc), strideC, batch,
       CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  if (status == CUBLAS_STATUS_SUCCESS && !syncEachLaunch())
+    return;
+  std::string call = std::string(name) + " (cublasGemmStridedBatchedEx, m=" +
+                     std::to_string(m) + " n=" + std::to_string(n) +
+                     " k=" + std::to_string(k) +
+                     " batch=" + std::to_string(batch) + ")";
   if (status != CUBLAS_STATUS_SUCCESS)
-    recordError(std::string(name) + " (cublasGemmStridedBatchedEx, m=" +
-                std::to_string(m) + " n=" + std::to_string(n) +
-                " k=" + std::to_string(k) + " batch=" + std::to_string(batch) +
-                "): " + cublasGetStatusName(status));
+    recordError(call + ": " + cublasGetStatusName(status));
+  else
+    afterLibraryCall(call);
 }
 
 } // namespace

@@ -2,6 +2,7 @@
 
 #include "runtime/device/cuda/CudaRuntime.h"
 #include "runtime/device/cuda/CudaState.h"
+#include "runtime/device/cuda/DeviceChoice.h"
 #include "runtime/device/cuda/DriverApi.h"
 
 #include <cstdlib>
@@ -30,6 +31,10 @@ struct State {
   std::string error;        // the pending error
   std::string takenError;   // what momart_cuda_take_error last returned
   CUdevice device = 0;
+  /// Which GPU of those visible, and why (DeviceChoice.h).
+  DeviceChoice choice;
+  /// MOMA_CUDA_SYNC_LAUNCHES=1: wait after each launch (afterLibraryCall).
+  bool syncLaunches = false;
   CUcontext context = nullptr;
   CUstream stream = nullptr;
   std::unordered_map<CUfunction, std::string> kernelNames;
@@ -87,7 +92,20 @@ void initialize(State &s) {
     s.status = "no CUDA device";
     return;
   }
-  if ((result = api().cuDeviceGet(&s.device, 0)) != CUDA_SUCCESS ||
+  s.choice = chooseDevice(count, [](const char *name) -> const char * {
+    return std::getenv(name);
+  });
+  if (!s.choice.error.empty()) {
+    s.status = s.choice.error;
+    return;
+  }
+  const char *sync = std::getenv("MOMA_CUDA_SYNC_LAUNCHES");
+  s.syncLaunches = sync && std::string(sync) == "1";
+  const char *caching = std::getenv("MOMA_CUDA_CACHING_ALLOCATOR");
+  if (caching && std::string(caching) == "0")
+    s.allocator.disableCaching();
+  if ((result = api().cuDeviceGet(&s.device, s.choice.ordinal)) !=
+          CUDA_SUCCESS ||
       (result = api().cuDevicePrimaryCtxRetain(&s.context, s.device)) !=
           CUDA_SUCCESS ||
       (result = api().cuCtxSetCurrent(s.context)) != CUDA_SUCCESS ||
@@ -140,6 +158,19 @@ bool momac::cuda::waitForStepStream(const std::string &what) {
                "cuStreamSynchronize (" + what + ")");
 }
 
+bool momac::cuda::syncEachLaunch() { return state().syncLaunches; }
+
+void momac::cuda::afterLibraryCall(const std::string &what) {
+  State &s = state();
+  if (!s.syncLaunches || !s.error.empty())
+    return;
+  CUresult result = api().cuStreamSynchronize(stepStream());
+  if (result != CUDA_SUCCESS)
+    recordError(what + " failed (MOMA_CUDA_SYNC_LAUNCHES=1: found when "
+                       "waiting right after it): " +
+                describe(result));
+}
+
 bool momac::cuda::check(CUresult result, const std::string &call) {
   if (result == CUDA_SUCCESS)
     return true;
@@ -171,6 +202,18 @@ extern "C" bool momart_cuda_device(char *name, size_t nameSize,
   if (totalBytes && api().cuDeviceTotalMem(totalBytes, s.device) != CUDA_SUCCESS)
     *totalBytes = 0;
   return true;
+}
+
+extern "C" bool momart_cuda_memory_info(size_t *freeBytes, size_t *totalBytes) {
+  if (!ready())
+    return false;
+  return api().cuMemGetInfo(freeBytes, totalBytes) == CUDA_SUCCESS;
+}
+
+extern "C" const char *momart_cuda_device_choice(void) {
+  State &s = state();
+  ready();
+  return s.choice.reason.c_str();
 }
 
 extern "C" void *momart_cuda_alloc(size_t bytes) {
@@ -336,18 +379,27 @@ extern "C" void mgpuLaunchKernel(void *function, intptr_t gridX,
   if (gridX <= 0 || gridY <= 0 || gridZ <= 0)
     return;
   auto cuFunction = static_cast<CUfunction>(function);
+  auto describeLaunch = [&] {
+    auto name = state().kernelNames.find(cuFunction);
+    return (name == state().kernelNames.end() ? std::string("?")
+                                              : name->second) +
+           ", grid " + std::to_string(gridX) + "x" + std::to_string(gridY) +
+           "x" + std::to_string(gridZ) + ", block " + std::to_string(blockX) +
+           "x" + std::to_string(blockY) + "x" + std::to_string(blockZ);
+  };
+  std::string limit =
+      launchLimitError(gridX, gridY, gridZ, blockX, blockY, blockZ);
+  if (!limit.empty()) {
+    recordError("kernel " + describeLaunch() + ": " + limit);
+    return;
+  }
   CUresult result = api().cuLaunchKernel(
       cuFunction, gridX, gridY, gridZ, blockX, blockY, blockZ, smem,
       static_cast<CUstream>(stream), params, extra);
-  if (result != CUDA_SUCCESS) {
-    auto name = state().kernelNames.find(cuFunction);
-    check(result, "api().cuLaunchKernel(" +
-                      (name == state().kernelNames.end() ? std::string("?")
-                                                         : name->second) +
-                      ", grid " + std::to_string(gridX) + "x" +
-                      std::to_string(gridY) + "x" + std::to_string(gridZ) +
-                      ")");
-  }
+  if (result != CUDA_SUCCESS)
+    check(result, "cuLaunchKernel(" + describeLaunch() + ")");
+  else if (state().syncLaunches)
+    afterLibraryCall("kernel " + describeLaunch());
 }
 
 extern "C" void *mgpuStreamCreate(void) {

@@ -41,6 +41,12 @@ extern "C" {
 const char *momart_cuda_status(void);
 /// The device's name and total memory (bytes); false without a device.
 bool momart_cuda_device(char *name, size_t nameSize, size_t *totalBytes);
+/// The driver's free and total memory of the device (cuMemGetInfo); false
+/// without a device. momarun refuses a run whose state does not fit.
+bool momart_cuda_memory_info(size_t *freeBytes, size_t *totalBytes);
+/// Why this process uses the GPU it does ("node-local rank 1 (...) of 8
+/// visible GPU(s)", DeviceChoice.h); empty for GPU 0 without a rank.
+const char *momart_cuda_device_choice(void);
 /// Device memory from the caching allocator; null (and an error) when the
 /// device is full.
 void *momart_cuda_alloc(size_t bytes);

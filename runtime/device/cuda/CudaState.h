@@ -37,6 +37,19 @@ void setStreamWait(StreamWait wait);
 /// `if (!check(cuX(...), "cuX")) return;`.
 bool check(CUresult result, const std::string &call);
 
+/// Row-major C[b] = beta C[b] over `rows` x `cols` (leading dimension `ldc`,
+/// batch elements `strideC` apart), C = 0 exactly when beta is 0: the GEMM
+/// with k = 0 (EmptyProducts.cu).
+void scaleRowMajorMatrices(float *c, int64_t rows, int64_t cols, int64_t ldc,
+                           int64_t strideC, int32_t batch, float beta);
+
+/// With MOMA_CUDA_SYNC_LAUNCHES=1, waits for the stream after each kernel
+/// launch and library call and records an error naming `what` (the kernel,
+/// or the call with its sizes) when it failed: a failure is then reported
+/// where it happened instead of at the step's end. Otherwise does nothing.
+void afterLibraryCall(const std::string &what);
+bool syncEachLaunch();
+
 } // namespace momac::cuda
 
 #endif // MOMAC_RUNTIME_DEVICE_CUDA_CUDASTATE_H

@@ -77,4 +77,8 @@ extern "C" void momart_select_smallest_i64(int64_t *keys, int64_t rows,
   memory.free(scratch);
   memory.free(sorted);
   memory.free(offsets);
+  if (syncEachLaunch())
+    afterLibraryCall("momart_select_smallest_i64 (CUB segmented sort, rows=" +
+                     std::to_string(rows) + " cols=" + std::to_string(cols) +
+                     ")");
 }

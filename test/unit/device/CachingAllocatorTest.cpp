@@ -139,3 +139,27 @@ TEST(CachingAllocatorTest, ReleaseCachedReturnsEverythingFreed) {
 }
 
 } // namespace
+
+// Caching off (MOMA_CUDA_CACHING_ALLOCATOR=0, for compute-sanitizer): exact
+// sizes from the backend, each given back when freed, nothing reused.
+TEST(CachingAllocatorTest, WithoutCachingEveryBlockIsExactAndReleased) {
+  FakeDevice device;
+  CachingAllocator allocator = device.allocator();
+  void *cachedBefore = allocator.allocate(100);
+  allocator.free(cachedBefore);
+  allocator.disableCaching();
+  EXPECT_EQ(device.releases, 1) << "what was cached goes back";
+  void *a = allocator.allocate(100);
+  EXPECT_EQ(device.sizes[a], 100u);
+  void *empty = allocator.allocate(0);
+  EXPECT_EQ(device.sizes[empty], 1u);
+  EXPECT_TRUE(allocator.free(a));
+  EXPECT_EQ(device.live.count(a), 0u);
+  void *again = allocator.allocate(100);
+  EXPECT_EQ(allocator.statistics().reuses, 0u);
+  EXPECT_TRUE(allocator.free(again));
+  EXPECT_TRUE(allocator.free(empty));
+  EXPECT_FALSE(allocator.free(empty)) << "freed twice";
+  EXPECT_TRUE(device.live.empty());
+  EXPECT_EQ(allocator.statistics().bytesInUse, 0u);
+}
