@@ -6,8 +6,9 @@ set -euo pipefail
 packages=(
   # compiler: LLVM/MLIR 22 (libMLIR.so, mlir-tblgen) and the lit tools
   llvm-22-dev libmlir-22-dev mlir-22-tools llvm-22-tools
-  # OpenMP runtime for the parallel loops of compiled kernels
-  libomp-22-dev
+  # OpenMP runtime for the parallel loops of compiled kernels; compiler-rt's
+  # builtins (f32 -> bf16 conversions on CPUs without AVX512_BF16)
+  libomp-22-dev libclang-rt-22-dev
   # build
   cmake ninja-build ccache g++ git
   # unit tests

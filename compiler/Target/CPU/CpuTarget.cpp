@@ -24,8 +24,8 @@ std::string momac::cpuLoweringPipeline() {
 /// The CPU runtime archive (momart_*: top-k selection, bf16 GEMM) and the
 /// FSDP calls inside,
 /// the OpenMP runtime, OpenBLAS (the f32 GEMMs), oneDNN (the bf16 GEMMs)
-/// and MLIR's C runner utilities (memrefCopy, for copies between strided
-/// views).
+/// MLIR's C runner utilities (memrefCopy, for copies between strided
+/// views) and compiler-rt's builtins.
 std::vector<std::string> momac::cpuLinkArguments() {
   std::string libDir = MOMAC_LLVM_LIBRARY_DIR;
   return {
@@ -48,7 +48,10 @@ std::vector<std::string> momac::cpuLinkArguments() {
       "-Wl,--as-needed",
       "-ldnnl",
       "-Wl,--no-as-needed",
-      "-lm"};
+      "-lm",
+      // Last: the conversions LLVM leaves to library calls (f32 -> bf16
+      // without AVX512_BF16), taken from the archive only where called.
+      MOMAC_COMPILER_RT_BUILTINS};
 }
 
 LogicalResult momac::buildCpuArtifact(ModuleOp module,

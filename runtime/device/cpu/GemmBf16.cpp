@@ -1,22 +1,40 @@
-//===- GemmBf16.cpp - bf16 GEMM with f32 accumulation (oneDNN) ------------===//
+//===- GemmBf16.cpp - bf16 GEMM with f32 accumulation ---------------------===//
 //
-// One oneDNN matmul primitive per (transposes, beta) with every size and
-// leading dimension given at run time: the token counts of expert choice
-// and MoD change from batch to batch, and a primitive per shape would cost
-// a JIT compile per new shape. oneDNN serves such runtime shapes with its
-// JIT bf16 GEMM, which runs as fast as the shape-specialized kernels on the
-// shapes of a MoMa step (measured: bench/README.md).
+// Two ways to run it, chosen once per process (bf16GemmPath):
+//
+// - oneDNN's bf16 matmul, one primitive per (transposes, beta) with every
+//   size and leading dimension given at run time: the token counts of expert
+//   choice and MoD change from batch to batch, and a primitive per shape
+//   would cost a JIT compile per new shape. It needs AVX-512 (AVX512_BF16 to
+//   be fast); oneDNN refuses it on other CPUs;
+// - the operands widened to f32 and OpenBLAS's sgemm. A bf16 value is an f32
+//   value, and the product of two has at most 16 significant bits, so it is
+//   exact in f32: the result is MODEL_SPEC's bf16 GEMM (bf16 operands, f32
+//   accumulation) as well, only summed in another order.
+//
+// oneDNN runs where it can and is faster: at the first call both time the
+// same GEMM (a step's expert shape) and the faster stays. On a CPU without
+// AVX-512, or one where oneDNN's bf16 kernel is slower than OpenBLAS's f32
+// one (AVX512_BF16 without AMX, against the SkylakeX sgemm), bf16 training
+// thus never runs slower than fp32. MOMA_BF16_GEMM=onednn or =widened forces
+// a path (the unit tests check both).
 //
 //===----------------------------------------------------------------------===//
 
 #include "runtime/device/cpu/GemmBf16.h"
 
+#include <cblas.h>
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <optional>
+#include <string>
+#include <vector>
 
 namespace {
 
@@ -68,7 +86,139 @@ struct ThreadGemms {
   }
 };
 
+float widen(uint16_t bits) {
+  uint32_t word = uint32_t(bits) << 16;
+  float value;
+  std::memcpy(&value, &word, 4);
+  return value;
+}
+
+/// A row-major `rows` x `cols` bf16 matrix (leading dimension `ld`) as a
+/// packed f32 one in `out`.
+void widenMatrix(const uint16_t *in, int32_t rows, int32_t cols, int32_t ld,
+                 std::vector<float> &out) {
+  out.resize(size_t(rows) * cols);
+  for (int32_t r = 0; r < rows; ++r)
+    for (int32_t c = 0; c < cols; ++c)
+      out[size_t(r) * cols + c] = widen(in[size_t(r) * ld + c]);
+}
+
+void gemmWidened(bool ta, bool tb, int32_t m, int32_t n, int32_t k,
+                 const uint16_t *a, int32_t lda, const uint16_t *b,
+                 int32_t ldb, float beta, float *c, int32_t ldc) {
+  thread_local std::vector<float> wideA, wideB;
+  widenMatrix(a, ta ? k : m, ta ? m : k, lda, wideA);
+  widenMatrix(b, tb ? n : k, tb ? k : n, ldb, wideB);
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
+              tb ? CblasTrans : CblasNoTrans, m, n, k, 1.0f, wideA.data(),
+              ta ? m : k, wideB.data(), tb ? k : n, beta, c, ldc);
+}
+
+void gemmOneDnn(bool ta, bool tb, int32_t m, int32_t n, int32_t k,
+                const uint16_t *a, int32_t lda, const uint16_t *b,
+                int32_t ldb, bool accumulate, float *c, int32_t ldc) {
+  thread_local ThreadGemms gemms;
+  memory aMem({{m, k}, memory::data_type::bf16, stridesOf(ta, lda)},
+              gemms.engine, const_cast<uint16_t *>(a));
+  memory bMem({{k, n}, memory::data_type::bf16, stridesOf(tb, ldb)},
+              gemms.engine, const_cast<uint16_t *>(b));
+  memory cMem({{m, n}, memory::data_type::f32, {ldc, 1}}, gemms.engine, c);
+  gemms.get(ta, tb, accumulate)
+      .execute(gemms.stream, {{DNNL_ARG_SRC, aMem},
+                              {DNNL_ARG_WEIGHTS, bMem},
+                              {DNNL_ARG_DST, cMem}});
+  gemms.stream.wait();
+}
+
+enum class Path { OneDnn, Widened };
+
+struct Choice {
+  Path path = Path::Widened;
+  std::string description;
+};
+
+/// Seconds of the fastest of a few runs of `gemm`.
+template <typename Gemm> double fastest(Gemm gemm) {
+  double best = 1e9;
+  gemm(); // warm-up (and oneDNN's JIT)
+  for (int i = 0; i < 3; ++i) {
+    auto start = std::chrono::steady_clock::now();
+    gemm();
+    best = std::min(best, std::chrono::duration<double>(
+                              std::chrono::steady_clock::now() - start)
+                              .count());
+  }
+  return best;
+}
+
+Choice choose() {
+  Choice choice;
+  const char *forced = std::getenv("MOMA_BF16_GEMM");
+  std::string force = forced ? forced : "";
+  if (force == "widened") {
+    choice.description = "f32 sgemm on widened operands (MOMA_BF16_GEMM)";
+    return choice;
+  }
+  // A step's expert GEMM: 256 tokens through a 512 -> 1408 projection.
+  const int32_t m = 256, n = 1408, k = 512;
+  std::vector<uint16_t> a(size_t(m) * k), b(size_t(k) * n);
+  for (size_t i = 0; i < a.size(); ++i)
+    a[i] = uint16_t(0x3f80 + (i * 7919 % 127)); // values in [1, 2)
+  for (size_t i = 0; i < b.size(); ++i)
+    b[i] = uint16_t(0xbf80 + (i * 104729 % 127));
+  std::vector<float> c(size_t(m) * n);
+  double oneDnnSeconds = 0;
+  try {
+    oneDnnSeconds = fastest([&] {
+      gemmOneDnn(false, false, m, n, k, a.data(), k, b.data(), n, false,
+                 c.data(), n);
+    });
+  } catch (const dnnl::error &error) {
+    if (force == "onednn")
+      fail((std::string("MOMA_BF16_GEMM=onednn: ") + error.what()).c_str(), m,
+           n, k);
+    choice.description = std::string("f32 sgemm on widened operands (oneDNN "
+                                      "has no bf16 matmul for this CPU: ") +
+                         error.what() + ")";
+    return choice;
+  }
+  double widenedSeconds = fastest([&] {
+    gemmWidened(false, false, m, n, k, a.data(), k, b.data(), n, 0.0f,
+                c.data(), n);
+  });
+  char measured[160];
+  std::snprintf(measured, sizeof(measured),
+                "%.0f GFLOP/s against %.0f for f32 sgemm on widened operands",
+                2e-9 * m * n * k / oneDnnSeconds,
+                2e-9 * m * n * k / widenedSeconds);
+  if (force == "onednn" || oneDnnSeconds <= widenedSeconds) {
+    choice.path = Path::OneDnn;
+    choice.description = std::string("oneDNN bf16 matmul (") + measured +
+                         (force == "onednn" ? "; MOMA_BF16_GEMM)" : ")");
+  } else {
+    char text[256];
+    std::snprintf(text, sizeof(text),
+                  "f32 sgemm on widened operands (%.0f GFLOP/s; oneDNN's bf16 "
+                  "matmul: %.0f)",
+                  2e-9 * m * n * k / widenedSeconds,
+                  2e-9 * m * n * k / oneDnnSeconds);
+    choice.description = text;
+  }
+  return choice;
+}
+
+const Choice &bf16GemmPath() {
+  static std::once_flag once;
+  static Choice choice;
+  std::call_once(once, [] { choice = choose(); });
+  return choice;
+}
+
 } // namespace
+
+extern "C" const char *momart_gemm_bf16_path(void) {
+  return bf16GemmPath().description.c_str();
+}
 
 extern "C" void momart_gemm_bf16(int32_t order, int32_t transA,
                                  int32_t transB, int32_t m, int32_t n,
@@ -93,19 +243,13 @@ extern "C" void momart_gemm_bf16(int32_t order, int32_t transA,
         std::memset(c + int64_t(row) * ldc, 0, sizeof(float) * n);
     return;
   }
+  bool ta = transA == kTrans, tb = transB == kTrans;
+  if (bf16GemmPath().path == Path::Widened) {
+    gemmWidened(ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
   try {
-    thread_local ThreadGemms gemms;
-    bool ta = transA == kTrans, tb = transB == kTrans;
-    memory aMem({{m, k}, memory::data_type::bf16, stridesOf(ta, lda)},
-                gemms.engine, const_cast<uint16_t *>(a));
-    memory bMem({{k, n}, memory::data_type::bf16, stridesOf(tb, ldb)},
-                gemms.engine, const_cast<uint16_t *>(b));
-    memory cMem({{m, n}, memory::data_type::f32, {ldc, 1}}, gemms.engine, c);
-    gemms.get(ta, tb, accumulate)
-        .execute(gemms.stream, {{DNNL_ARG_SRC, aMem},
-                                {DNNL_ARG_WEIGHTS, bMem},
-                                {DNNL_ARG_DST, cMem}});
-    gemms.stream.wait();
+    gemmOneDnn(ta, tb, m, n, k, a, lda, b, ldb, accumulate, c, ldc);
   } catch (const dnnl::error &error) {
     fail(error.what(), m, n, k);
   }

@@ -86,6 +86,14 @@ TEST_P(GemmBf16, MatchesDoubleSumsOfTheRoundedOperands) {
       EXPECT_EQ(cMatrix[size_t(i) * ldc + j], before[size_t(i) * ldc + j]);
 }
 
+// The path is decided once and said in words (momarun prints it).
+TEST(GemmBf16Path, IsReported) {
+  std::string path = momart_gemm_bf16_path();
+  EXPECT_TRUE(path.rfind("oneDNN bf16 matmul", 0) == 0 ||
+              path.rfind("f32 sgemm on widened operands", 0) == 0)
+      << path;
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Shapes, GemmBf16,
     ::testing::Values(Case{false, false, 0.0f, 17, 33, 65, 0},
