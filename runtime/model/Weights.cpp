@@ -8,15 +8,53 @@
 #include "llvm/ADT/StringSet.h"
 #include "llvm/Support/FormatVariadic.h"
 
+#include <algorithm>
+#include <atomic>
 #include <random>
+#include <thread>
 
 using namespace momac;
+
+namespace {
+
+/// SplitMix64's finalizer: decorrelates the chunk seeds.
+uint64_t mix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+/// Fills `values` (parameter `index`) with N(0, 0.02), chunk by chunk on
+/// every core.
+void drawNormal(std::vector<float> &values, uint64_t seed, uint64_t index) {
+  const size_t chunks =
+      (values.size() + Weights::kInitChunk - 1) / Weights::kInitChunk;
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t c = next++; c < chunks; c = next++) {
+      std::mt19937_64 generator(mix(mix(seed) ^ mix(index << 32 | c)));
+      std::normal_distribution<float> normal(0.0f, 0.02f);
+      size_t end = std::min(values.size(), (c + 1) * Weights::kInitChunk);
+      for (size_t i = c * Weights::kInitChunk; i < end; ++i)
+        values[i] = normal(generator);
+    }
+  };
+  size_t threads = std::min<size_t>(
+      chunks, std::max(1u, std::thread::hardware_concurrency()));
+  std::vector<std::thread> workers;
+  for (size_t t = 1; t < threads; ++t)
+    workers.emplace_back(work);
+  work();
+  for (std::thread &worker : workers)
+    worker.join();
+}
+
+} // namespace
 
 void Weights::initializeEach(
     const Manifest &manifest, uint64_t seed,
     llvm::function_ref<void(size_t, std::vector<float> &)> take) {
-  std::mt19937_64 generator(seed);
-  std::normal_distribution<float> normal(0.0f, 0.02f);
   for (auto [i, param] : llvm::enumerate(manifest.parameters)) {
     std::vector<float> values(param.numElements());
     if (param.init == "ones")
@@ -24,8 +62,7 @@ void Weights::initializeEach(
     else if (param.init == "zeros")
       std::fill(values.begin(), values.end(), 0.0f);
     else
-      for (float &v : values)
-        v = normal(generator);
+      drawNormal(values, seed, i);
     take(i, values);
   }
 }

@@ -247,6 +247,14 @@ cl::opt<double> trainCommTimeout(
     cl::value_desc("seconds"), cl::sub(trainCommand),
     cl::cat(momarunCategory));
 
+cl::opt<bool> trainFsdp(
+    "fsdp",
+    cl::desc("Train with the sharded step (an artifact compiled with momac "
+             "--fsdp) also on one rank, its gathers and reduce-scatters over "
+             "a communicator of one (NCCL on a GPU): checks the sharded "
+             "path against the plain one (several ranks always shard)"),
+    cl::sub(trainCommand), cl::cat(momarunCategory));
+
 cl::opt<bool> trainBalanceModalities(
     "balance-modalities",
     cl::desc("On several ranks (mpirun): deal each step's sequences so that "
@@ -849,7 +857,7 @@ int runTrain() {
           int64_t(trainCommTimeout * 1000)));
   if (!comm)
     return fail(comm.takeError());
-  if ((*comm)->size() == 1) {
+  if ((*comm)->size() == 1 && !trainFsdp) {
     if (options.balanceModalities)
       llvm::WithColor::warning(llvm::errs(), "momarun")
           << "--balance-modalities deals sequences among ranks; on one rank "
