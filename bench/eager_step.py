@@ -18,9 +18,15 @@ speed writes, and the optimizer done the PyTorch way:
   * persistent fp32 leaf parameters, torch.nn.utils.clip_grad_norm_ and
     torch.optim.AdamW(foreach=True) with decay only on the section-7 names.
 
-Run under Debian's python3 (PyTorch 1.13). Benchmarks only, never a test
-oracle: the oracle is moma_reference itself.
+bf16 is what such a user runs on a bf16-capable machine: the fp32 model under
+torch.autocast(dtype=torch.bfloat16), which makes the GEMMs bf16 and keeps the
+loss in fp32; the routers (MoE, MoD, auxiliary) stay fp32 as in MODEL_SPEC
+section 7. On a GPU the step can also run under torch.compile.
+
+Runs under Debian's python3 (PyTorch 1.13, CPU) and a GPU machine's PyTorch 2.
+Benchmarks only, never a test oracle: the oracle is moma_reference itself.
 """
+import contextlib
 import math
 import os
 import sys
@@ -39,18 +45,18 @@ def attention(cfg, params, prefix, x, seq, pos):
     hd = d // H
     q, k, v = R.attention_heads(cfg, params, prefix, x, pos)
     S = cfg["seq_len"]
-    if n % S == 0 and torch.equal(pos, torch.arange(S).repeat(n // S)):
+    if n % S == 0 and torch.equal(pos, torch.arange(S, device=pos.device).repeat(n // S)):
         B = n // S
         q, k, v = (t.view(B, S, H, hd).transpose(1, 2) for t in (q, k, v))
         scores = (q @ k.transpose(-1, -2)) / math.sqrt(hd)  # [B, H, S, S]
-        causal = torch.ones(S, S, dtype=torch.bool).triu(1)
+        causal = torch.ones(S, S, dtype=torch.bool, device=x.device).triu(1)
         probs = torch.softmax(scores.masked_fill(causal, float("-inf")), dim=-1)
         o = (probs @ v).transpose(1, 2).reshape(n, d)
     else:
         # A MoD subset: the kept tokens of each sequence are contiguous (the
         # selection is in ascending flat order).
         parts = []
-        bounds = torch.searchsorted(seq, torch.arange(int(seq[-1]) + 2))
+        bounds = torch.searchsorted(seq, torch.arange(int(seq[-1]) + 2, device=seq.device))
         for b in range(len(bounds) - 1):
             lo, hi = int(bounds[b]), int(bounds[b + 1])
             if lo == hi:
@@ -69,15 +75,30 @@ def expert_choice(scores, k):
     return torch.topk(scores.t(), k, dim=1).indices.sort(dim=1).values
 
 
-class EagerStep:
-    """One training step per call on a [B, S+1] token tensor, fp32."""
+def router_logits(v, weight):
+    """A router's logits in fp32 also under autocast (MODEL_SPEC section 7)."""
+    with torch.autocast(device_type=v.device.type, enabled=False):
+        return v.float() @ weight.float().t()
 
-    def __init__(self, cfg, seed=0):
+
+class EagerStep:
+    """One training step per call on a [B, S+1] token tensor: fp32, or with
+    `autocast` the bf16 GEMMs of torch.autocast, on `device`; `compile` runs
+    the forward under torch.compile (PyTorch 2, dynamic shapes: the tokens
+    each expert group gets change from batch to batch)."""
+
+    def __init__(self, cfg, seed=0, device="cpu", autocast=False, compile=False):
         R.attention = attention
         R.expert_choice = expert_choice
+        R.router_logits = router_logits
         self.cfg = cfg
+        self.device = torch.device(device)
+        self.autocast = autocast
         self.params = {n: p.requires_grad_(True)
-                       for n, p in R.init_params(cfg, seed=seed).items()}
+                       for n, p in self.init_params(cfg, seed).items()}
+        self.loss = lambda tokens: R.forward(self.cfg, self.params, tokens)[0]
+        if compile:
+            self.loss = torch.compile(self.loss, dynamic=True)
         names = [n for n, _, _, aux in R.parameter_specs(cfg) if not aux]
         self.trained = [self.params[n] for n in names]
         train = cfg["train"]
@@ -90,12 +111,38 @@ class EagerStep:
             eps=float(train["eps"]), foreach=True)
         self.step_count = 0
 
+    def init_params(self, cfg, seed):
+        """The reference's init on the CPU; on a GPU the same distributions
+        drawn there (a 7B-parameter model in seconds, not minutes: the values
+        do not matter for speed)."""
+        if self.device.type == "cpu":
+            return R.init_params(cfg, seed=seed)
+        generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        params = {}
+        for name, shape, _, _ in R.parameter_specs(cfg):
+            if name.endswith("norm.weight"):
+                params[name] = torch.ones(shape, device=self.device)
+            elif name.endswith(".bias"):
+                params[name] = torch.zeros(shape, device=self.device)
+            else:
+                params[name] = torch.randn(shape, generator=generator,
+                                           device=self.device) * 0.02
+        return params
+
     def __call__(self, tokens):
         self.step_count += 1
         for group in self.optimizer.param_groups:
             group["lr"] = R.lr_at(self.cfg["train"], self.step_count)
         self.optimizer.zero_grad(set_to_none=True)
-        loss, _ = R.forward(self.cfg, self.params, tokens)
+        tokens = tokens.to(self.device)
+        # Tensors the model makes (index tables, masks) on the same device:
+        # torch.device as a context needs PyTorch 2; on the CPU nothing to do.
+        on_device = (torch.device(self.device) if self.device.type != "cpu"
+                     else contextlib.nullcontext())
+        precision = (torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+                     if self.autocast else contextlib.nullcontext())
+        with on_device, precision:
+            loss = self.loss(tokens)
         loss.backward()
         clip = float(self.cfg["train"]["grad_clip"])
         if clip > 0:

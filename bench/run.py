@@ -22,7 +22,6 @@ Run after scripts/build.sh, with Debian's python3:
                [--precisions fp32,bf16] [--steps N]
 """
 import argparse
-import copy
 import json
 import os
 import re
@@ -49,42 +48,12 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "test", "e2e"))
 import eager_step  # noqa: E402
 import moma_reference as R  # noqa: E402
+from presets import describe  # noqa: E402
 
 BUILD = os.environ.get("MOMAC_BUILD_DIR", os.path.join(ROOT, "build"))
 MOMAC = os.path.join(BUILD, "bin", "momac")
 MOMARUN = os.path.join(BUILD, "bin", "momarun")
 
-TRAIN = {"batch_size": 8, "total_steps": 1000, "lr": 1e-4, "min_lr": 1e-5,
-         "warmup_steps": 10, "weight_decay": 0.1}
-
-PRESETS = {
-    # Issue 7's bench-tiny: 2,048 tokens per step.
-    "bench-tiny": {
-        "d_model": 128, "n_layers": 4, "n_heads": 4, "ffn_hidden": 344,
-        "vocab_size": 4096, "seq_len": 256, "norm": "swin", "qk_norm": True,
-        "modalities": [{"name": "text"},
-                       {"name": "image", "token_ranges": [[4, 2052]]}],
-        "train": dict(TRAIN, batch_size=8),
-    },
-    # The paper's 90M shape at seq_len 512, batch 4 (2,048 tokens per step),
-    # the default Chameleon modality layout.
-    "small90": {
-        "d_model": 512, "n_layers": 8, "n_heads": 8, "ffn_hidden": 1368,
-        "vocab_size": 65536, "seq_len": 512,
-        "train": dict(TRAIN, batch_size=4),
-    },
-}
-
-# Variant -> (example whose "moe"/"mod" sections it takes, layers override per preset).
-VARIANTS = {
-    "dense": ("tiny/dense.json", {}),
-    "moe_1t1i": ("tiny/moe_1t1i.json", {}),
-    "moe_4t4i": ("tiny/moe_4t4i.json", {}),
-    "mod_moe_4t4i": ("tiny/mod_moe_4t4i.json", {}),
-    # FLOP-matched to dense: MoD skips 3/4 of the tokens in every other layer.
-    "mod_moe_4t4i_matched": ("tiny/mod_moe_4t4i.json",
-                             {"bench-tiny": 7, "small90": 14}),
-}
 DEFAULT_VARIANTS = {
     "bench-tiny": ["dense", "moe_1t1i", "moe_4t4i", "mod_moe_4t4i",
                    "mod_moe_4t4i_matched"],
@@ -97,20 +66,6 @@ def run(*args):
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed:\n{result.stderr}")
     return result.stdout
-
-
-def describe(preset, variant):
-    desc = copy.deepcopy(PRESETS[preset])
-    example, layers = VARIANTS[variant]
-    with open(os.path.join(ROOT, "examples", "models", example)) as f:
-        source = json.load(f)
-    for key in ("moe", "mod"):
-        if key in source:
-            desc[key] = source[key]
-    if preset in layers:
-        desc["n_layers"] = layers[preset]
-    desc["name"] = f"{preset}-{variant}"
-    return desc
 
 
 def gemm_gflops(size=1024, repeats=10):

@@ -463,10 +463,17 @@ def router_noise(source, layer, members, shape, dtype):
     return gumbel_noise(shape, source, dtype)
 
 
+def router_logits(v, weight):
+    """v @ weight^T for a router (MoE, MoD and auxiliary): always in the working
+    precision, never bf16 (section 7). A separate function so that a
+    benchmark running the model under autocast can keep routers in fp32."""
+    return v @ weight.t()
+
+
 def aux_scores(params, prefix, v):
     """Section 6: the auxiliary router at `prefix`, sigmoid(silu(v w1^T) w2^T), [n, E]."""
-    hidden = F.silu(v @ params[prefix + "aux_router.w1.weight"].t())
-    return torch.sigmoid(hidden @ params[prefix + "aux_router.w2.weight"].t())
+    hidden = F.silu(router_logits(v, params[prefix + "aux_router.w1.weight"]))
+    return torch.sigmoid(router_logits(hidden, params[prefix + "aux_router.w2.weight"]))
 
 
 def moma(cfg, params, layer, v, ids, gumbel_generator=None, record=None, causal=None,
@@ -498,7 +505,7 @@ def moma(cfg, params, layer, v, ids, gumbel_generator=None, record=None, causal=
             # No router and no gate; capacity does not apply.
             yg = swiglu(vg, w1[0], w3[0], w2[0], gemm_of(cfg))
         else:
-            z = vg @ params[p + "router.weight"].t()  # [n, E]
+            z = router_logits(vg, params[p + "router.weight"])  # [n, E]
             if gumbel_generator is not None and cfg["moe"]["gumbel"]:
                 # The noisy s is both the selection score and the gate.
                 z = z + router_noise(gumbel_generator, layer, members, z.shape, z.dtype)
@@ -570,7 +577,7 @@ def mod_block(cfg, params, layer, x, ids, seq, pos, gumbel_generator=None, recor
               causal=None, aux_inputs=None):
     """Section 5: the block runs on the top ceil(c_d N) tokens by r, merged with weight r."""
     prefix = f"layers.{layer}."
-    r = torch.sigmoid(x @ params[prefix + "mod.router.weight"].t())[:, 0]  # [N]
+    r = torch.sigmoid(router_logits(x, params[prefix + "mod.router.weight"]))[:, 0]  # [N]
     k_d = mod_capacity(cfg["mod"]["capacity"], x.shape[0])
     selected = top_k_lower_index(r.detach(), k_d)  # ascending flat order
     if aux_inputs is not None and cfg["aux_routers"]:

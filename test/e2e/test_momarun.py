@@ -27,7 +27,7 @@ BUILD = os.environ.get("MOMAC_BUILD_DIR", os.path.join(ROOT, "build"))
 MOMAC = os.path.join(BUILD, "bin", "momac")
 MOMARUN = os.path.join(BUILD, "bin", "momarun")
 # MOMAC_E2E_TARGET=cuda runs these tests on CUDA artifacts (a GPU machine:
-# scripts/gpu-check.sh does when PyTorch is there); the default is the CPU.
+# with a GPU and PyTorch); the default is the CPU.
 TARGET_ARGS = (["--target=" + os.environ["MOMAC_E2E_TARGET"]]
                if os.environ.get("MOMAC_E2E_TARGET") else [])
 TINY = os.path.join(ROOT, "examples", "models", "tiny")
