@@ -65,6 +65,8 @@ struct ManifestShardUnit {
 
 struct Manifest {
   static constexpr int kVersion = 1;
+  /// The targets momac compiles for (and momarun runs).
+  static constexpr const char *kTargets[] = {"cpu", "cuda", "cuda-emulated"};
   std::string target = "cpu";
   std::string model;
   std::string library = "model.so";

@@ -5,8 +5,6 @@
 #include <unistd.h>
 
 #include "lib/config/Parameters.h"
-#include "runtime/device/cpu/CpuThreads.h"
-#include "runtime/device/cuda/ArtifactCudaRuntime.h"
 
 #include "llvm/Support/DynamicLibrary.h"
 #include "llvm/Support/FileSystem.h"
@@ -101,16 +99,8 @@ llvm::Expected<LoadedArtifact> LoadedArtifact::open(llvm::StringRef directory) {
                            ": modified or replaced; recompile the artifact "
                            "with momac");
   }
-  // Each target's device runtime prepares what its libraries read at load.
-  // A cuda-emulated artifact runs the CUDA target's step on this CPU, with
-  // the CUDA runtime's interface over host memory (for the tests).
-  const std::string &target = artifact.manifestData.target;
-  const bool cudaInterface = target == "cuda" || target == "cuda-emulated";
-  if (target == "cpu" || target == "cuda-emulated")
-    cpu::configureThreadsBeforeLoad();
-  else if (target != "cuda")
-    return artifactError(manifestPath + ": an artifact for target '" +
-                         target + "'; momarun runs 'cpu' and 'cuda' artifacts");
+  // What the libraries model.so links read when they load (thread settings).
+  prepareHostBeforeLoad();
   std::string error;
   llvm::sys::DynamicLibrary library =
       llvm::sys::DynamicLibrary::getPermanentLibrary(libraryPath.c_str(),
@@ -121,12 +111,13 @@ llvm::Expected<LoadedArtifact> LoadedArtifact::open(llvm::StringRef directory) {
   // A CUDA artifact carries its runtime; it says here whether this
   // machine's GPU (and driver) can run it. Without one, what needs no
   // entry point (init, upcycle) still works; entryPoint() says why not.
-  if (cudaInterface) {
-    auto runtime = cuda::ArtifactCudaRuntime::open(library, libraryPath.str());
-    if (runtime)
-      artifact.cudaRuntime = std::move(*runtime);
-    else
-      artifact.cudaUnavailable = llvm::toString(runtime.takeError());
+  llvm::Expected<std::unique_ptr<Device>> device =
+      openDevice(library, libraryPath.str());
+  if (device) {
+    artifact.deviceData = std::move(*device);
+  } else {
+    artifact.deviceUnavailable = llvm::toString(device.takeError());
+    artifact.deviceData = cpu::openHostDevice();
   }
   return artifact;
 }
@@ -137,8 +128,8 @@ LoadedArtifact::entryPoint(llvm::StringRef name) const {
   if (!spec)
     return artifactError(dir + ": the artifact has no entry point '" + name +
                          "'");
-  if (!cudaUnavailable.empty())
-    return artifactError(cudaUnavailable);
+  if (!deviceUnavailable.empty())
+    return artifactError(deviceUnavailable);
   std::string error;
   auto library = llvm::sys::DynamicLibrary::getPermanentLibrary(
       libraryPath.c_str(), &error);
@@ -148,7 +139,7 @@ LoadedArtifact::entryPoint(llvm::StringRef name) const {
   EntryFunction function;
   function.function = reinterpret_cast<void (*)(void **)>(address);
   function.spec = spec;
-  function.cuda = cudaRuntime;
+  function.device = deviceData.get();
   return std::make_pair(spec, function);
 }
 
@@ -159,94 +150,8 @@ void *LoadedArtifact::symbol(llvm::StringRef name) const {
   return library.getAddressOfSymbol(name.str().c_str());
 }
 
-std::string LoadedArtifact::deviceDescription() const {
-  return cudaRuntime ? cudaRuntime->deviceDescription() : std::string();
-}
-
-llvm::Error LoadedArtifact::keepOnDevice(void *host, size_t bytes,
-                                         llvm::StringRef what) const {
-  return cudaRuntime ? cudaRuntime->keep(host, bytes, what)
-                     : llvm::Error::success();
-}
-
-llvm::Error LoadedArtifact::copyToHost(void *host) const {
-  return cudaRuntime ? cudaRuntime->toHost(host) : llvm::Error::success();
-}
-
-llvm::Error LoadedArtifact::accumulate(float *sum, const float *addend,
-                                       size_t count, float scale,
-                                       bool first) const {
-  if (cudaRuntime)
-    return cudaRuntime->accumulate(sum, addend, count, scale, first);
-  if (first)
-    for (size_t i = 0; i < count; ++i)
-      sum[i] = scale * addend[i];
-  else
-    for (size_t i = 0; i < count; ++i)
-      sum[i] += scale * addend[i];
-  return llvm::Error::success();
-}
-
-llvm::Error LoadedArtifact::checkDeviceMemory(int64_t bytes,
-                                              llvm::StringRef what) const {
-  if (!cudaRuntime)
-    return llvm::Error::success();
-  auto memory = cudaRuntime->memoryInfo();
-  if (!memory || bytes <= int64_t(memory->first))
-    return llvm::Error::success();
-  return artifactError(llvm::formatv(
-      "{0} needs at least {1:F2} GB of GPU memory, but {2} has {3:F2} GB free "
-      "(of {4:F2} GB); pick a smaller model or shard it over several GPUs "
-      "(mpirun -np R with an artifact compiled with --fsdp)",
-      what, double(bytes) / 1e9, cudaRuntime->deviceDescription(),
-      double(memory->first) / 1e9, double(memory->second) / 1e9));
-}
-
-std::optional<cuda::ResidentBuffers::Statistics>
-LoadedArtifact::residentStatistics() const {
-  if (!cudaRuntime)
-    return std::nullopt;
-  return cudaRuntime->residentStatistics();
-}
-
-float *LoadedArtifact::stepAddress(float *host, bool read) const {
-  return cudaRuntime
-             ? static_cast<float *>(cudaRuntime->deviceAddress(host, read))
-             : host;
-}
-
-void LoadedArtifact::collectiveWrote(float *host) const {
-  if (cudaRuntime)
-    cudaRuntime->deviceWrote(host);
-}
-
-llvm::Error LoadedArtifact::zero(float *host, size_t count) const {
-  if (cudaRuntime)
-    return cudaRuntime->zeroKept(host, count * sizeof(float));
-  std::fill(host, host + count, 0.0f);
-  return llvm::Error::success();
-}
-
-llvm::Error LoadedArtifact::copy(float *to, const float *from,
-                                 size_t count) const {
-  if (cudaRuntime)
-    return cudaRuntime->copyKept(to, from, count * sizeof(float));
-  std::copy(from, from + count, to);
-  return llvm::Error::success();
-}
-
-void LoadedArtifact::zeroStepMemory(float *pointer, size_t count) const {
-  if (cudaRuntime)
-    cudaRuntime->zeroDevice(pointer, count * sizeof(float));
-  else
-    std::fill(pointer, pointer + count, 0.0f);
-}
-
 llvm::Error EntryFunction::operator()(void **buffers) const {
-  if (cuda)
-    return cuda->call(function, *spec, buffers);
-  function(buffers);
-  return llvm::Error::success();
+  return device->call(function, *spec, buffers);
 }
 
 llvm::Expected<std::vector<void *>>

@@ -5,7 +5,7 @@
 
 #include "lib/artifact/Manifest.h"
 #include "lib/config/ModelConfig.h"
-#include "runtime/device/cuda/ResidentBuffers.h"
+#include "runtime/device/Device.h"
 
 #include "llvm/ADT/StringMap.h"
 #include "llvm/Support/Error.h"
@@ -29,19 +29,11 @@ constexpr llvm::StringLiteral kBatchRowsArgument = "batch_rows";
 /// True when `entry` takes kBatchRowsArgument.
 bool takesBatchRows(const EntryPointSpec &entry);
 
-/// The manifest, the model description and the dlopened library of an
-/// artifact directory written by `momac MODEL.json -o DIR`.
-namespace cuda {
-class ArtifactCudaRuntime;
-} // namespace cuda
-
 /// An entry point of a loaded artifact, called with its buffers: host
-/// memory, arguments then results in manifest order and shapes. A CPU
-/// artifact runs on them directly. A CUDA artifact runs on the GPU: buffers
-/// kept on the device (LoadedArtifact::keepOnDevice) are used there, the
-/// others are copied to device memory and the results back
-/// (runtime/device/cuda/ArtifactCudaRuntime.h); an error names the failed
-/// CUDA call.
+/// memory, arguments then results in manifest order and shapes, on the
+/// artifact's device (runtime/device/Device.h): a CPU artifact runs on them
+/// directly; a CUDA artifact uses the buffers kept on its GPU where they
+/// live and copies the others; an error names what failed.
 class EntryFunction {
 public:
   EntryFunction() = default;
@@ -52,9 +44,12 @@ private:
   friend class LoadedArtifact;
   void (*function)(void **) = nullptr;
   const EntryPointSpec *spec = nullptr;
-  std::shared_ptr<cuda::ArtifactCudaRuntime> cuda;
+  Device *device = nullptr;
 };
 
+/// The manifest, the model description and the dlopened library of an
+/// artifact directory written by `momac MODEL.json -o DIR`, and the device
+/// its steps run on.
 class LoadedArtifact {
 public:
   using EntryFunction = momac::EntryFunction;
@@ -67,7 +62,8 @@ public:
   const ModelConfig &config() const { return configData; }
   const std::string &directory() const { return dir; }
 
-  /// The entry point and its function, or an error naming what is missing.
+  /// The entry point and its function, or an error naming what is missing
+  /// (or why this machine cannot run the artifact's device code).
   llvm::Expected<std::pair<const EntryPointSpec *, EntryFunction>>
   entryPoint(llvm::StringRef name) const;
 
@@ -75,58 +71,19 @@ public:
   /// momart_fsdp_install), or null.
   void *symbol(llvm::StringRef name) const;
 
-  /// For a CUDA artifact, the GPU it runs on ("NVIDIA H200, 139.8 GiB");
-  /// empty for a CPU artifact.
-  std::string deviceDescription() const;
-
-  /// Where the training state lives between calls. A CUDA artifact keeps
-  /// `host` (`bytes`, named `what` in errors) in GPU memory: the host
-  /// values go up before the first call that reads them, entry points then
-  /// read and write the device copy, and the host copy is current again
-  /// only after copyToHost (the host writes a kept buffer only before
-  /// keeping it). For a CPU artifact the host buffer is the state and these
-  /// do nothing.
-  llvm::Error keepOnDevice(void *host, size_t bytes,
-                           llvm::StringRef what) const;
-  llvm::Error copyToHost(void *host) const;
-  /// sum = (first ? 0 : sum) + scale * addend over `count` floats, where
-  /// the buffers live (micro-batch gradients summed on the GPU).
-  llvm::Error accumulate(float *sum, const float *addend, size_t count,
-                         float scale, bool first) const;
-  /// Refuses, before anything is allocated there, work whose state (`bytes`,
-  /// for `what`) does not fit in the free memory of a CUDA artifact's GPU:
-  /// one line with both numbers, instead of an out-of-memory error in the
-  /// middle of the first step. Nothing for a CPU artifact (its memory is
-  /// checkMemoryEstimate's).
-  llvm::Error checkDeviceMemory(int64_t bytes, llvm::StringRef what) const;
-  /// For a CUDA artifact, the copies the kept buffers have made so far.
-  std::optional<cuda::ResidentBuffers::Statistics> residentStatistics() const;
-
-  /// What a sharded step does with its kept shards between calls, where
-  /// they live. Each takes a kept buffer or an address inside one (a chunk
-  /// of a shard):
-  /// the address a collective uses for `host` (its device copy, uploaded
-  /// first when `read` and the host side is newer; for a CPU artifact,
-  /// `host`), and telling that a collective wrote there;
-  float *stepAddress(float *host, bool read) const;
-  void collectiveWrote(float *host) const;
-  /// zeroing and copying `count` floats.
-  llvm::Error zero(float *host, size_t count) const;
-  llvm::Error copy(float *to, const float *from, size_t count) const;
-  /// Zeroes `count` floats of memory a compiled step handed out (device
-  /// memory for a CUDA artifact: a gathered unit's gradient).
-  void zeroStepMemory(float *pointer, size_t count) const;
-  /// A CUDA artifact's runtime (its NCCL, for a sharded step), or null.
-  cuda::ArtifactCudaRuntime *deviceRuntime() const { return cudaRuntime.get(); }
+  /// Where the steps run: memory kept there between calls, copies back,
+  /// sums, the sharded step's shards (Device.h).
+  Device &device() const { return *deviceData; }
 
 private:
   std::string dir;
   Manifest manifestData;
   ModelConfig configData;
   std::string libraryPath;
-  std::shared_ptr<cuda::ArtifactCudaRuntime> cudaRuntime;
-  /// For a CUDA artifact this machine cannot run: why.
-  std::string cudaUnavailable;
+  std::shared_ptr<Device> deviceData;
+  /// For a CUDA artifact this machine cannot run: why (its device is then
+  /// this CPU's, for what needs no entry point: init, upcycle).
+  std::string deviceUnavailable;
 };
 
 /// Binds an entry point's buffers by name: the call array lists the

@@ -2,8 +2,6 @@
 
 #include "runtime/comm/nccl/ArtifactNcclCommunicator.h"
 
-#include "runtime/device/cuda/ArtifactCudaRuntime.h"
-
 #include "llvm/Support/FormatVariadic.h"
 
 #include <vector>
@@ -21,7 +19,7 @@ public:
 class ArtifactNcclCommunicator : public Communicator {
 public:
   ArtifactNcclCommunicator(Communicator &bootstrap,
-                           const cuda::NcclCalls &calls)
+                           const NcclCalls &calls)
       : Communicator(bootstrap.rank(), bootstrap.size(), bootstrap.timeout()),
         bootstrap(bootstrap), calls(calls) {}
   ~ArtifactNcclCommunicator() override { calls.destroy(); }
@@ -69,7 +67,7 @@ private:
   }
 
   Communicator &bootstrap;
-  cuda::NcclCalls calls;
+  NcclCalls calls;
 };
 
 llvm::Error ncclError(const Communicator &bootstrap, const llvm::Twine &what,
@@ -86,7 +84,7 @@ llvm::Error ncclError(const Communicator &bootstrap, const llvm::Twine &what,
 
 llvm::Expected<std::unique_ptr<Communicator>>
 momac::createArtifactNcclCommunicator(Communicator &bootstrap,
-                                      const cuda::NcclCalls &calls) {
+                                      const NcclCalls &calls) {
   std::vector<char> id(size_t(calls.idBytes()));
   if (bootstrap.rank() == 0 && !calls.uniqueId(id.data()))
     return ncclError(bootstrap, "ncclGetUniqueId", calls.takeError());

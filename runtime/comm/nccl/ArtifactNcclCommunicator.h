@@ -16,18 +16,16 @@
 #define MOMAC_RUNTIME_COMM_NCCL_ARTIFACTNCCLCOMMUNICATOR_H
 
 #include "runtime/comm/Communicator.h"
+#include "runtime/comm/nccl/NcclCalls.h"
 
 namespace momac {
-namespace cuda {
-struct NcclCalls;
-} // namespace cuda
 
 /// NCCL between the ranks of `bootstrap`, through the calls of an --fsdp
-/// CUDA artifact (cuda::ArtifactCudaRuntime::nccl); from then on the
-/// artifact's waits for the GPU are bounded by bootstrap's timeout.
+/// CUDA artifact (NcclCalls.h); from then on the artifact's waits for the
+/// GPU are bounded by bootstrap's timeout.
 llvm::Expected<std::unique_ptr<Communicator>>
 createArtifactNcclCommunicator(Communicator &bootstrap,
-                               const cuda::NcclCalls &calls);
+                               const NcclCalls &calls);
 
 } // namespace momac
 

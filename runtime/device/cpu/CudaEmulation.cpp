@@ -7,7 +7,7 @@
 // are, with the same contracts, on BLAS. So is momarun's side of that
 // runtime (device memory, copies, errors), with "device" memory a separate
 // host allocation: momarun drives an emulated artifact exactly as a CUDA
-// one (runtime/device/cuda/ArtifactCudaRuntime.h), so a copy it forgets
+// one (runtime/device/cuda/CudaDevice.cpp), so a copy it forgets
 // (training state left on the "device" when a checkpoint is written) shows
 // in the tests here as it would on a GPU.
 //

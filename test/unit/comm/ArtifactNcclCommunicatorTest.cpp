@@ -10,7 +10,6 @@
 //===----------------------------------------------------------------------===//
 
 #include "runtime/comm/nccl/ArtifactNcclCommunicator.h"
-#include "runtime/device/cuda/ArtifactCudaRuntime.h"
 
 #include "gtest/gtest.h"
 
@@ -38,8 +37,8 @@ struct Recorded {
 };
 Recorded recorded;
 
-cuda::NcclCalls fakeCalls() {
-  cuda::NcclCalls calls;
+NcclCalls fakeCalls() {
+  NcclCalls calls;
   calls.idBytes = [] { return int64_t(16); };
   calls.uniqueId = [](void *id) {
     std::memcpy(id, "unique-id-bytes", 16);
@@ -87,7 +86,7 @@ protected:
 };
 
 TEST_F(ArtifactNcclCommunicatorTest, JoinsWithTheIdOfRankZero) {
-  cuda::NcclCalls calls = fakeCalls();
+  NcclCalls calls = fakeCalls();
   auto comm = createArtifactNcclCommunicator(*bootstrap, calls);
   ASSERT_TRUE(bool(comm)) << llvm::toString(comm.takeError());
   EXPECT_EQ((*comm)->backend(), "nccl");
@@ -102,7 +101,7 @@ TEST_F(ArtifactNcclCommunicatorTest, JoinsWithTheIdOfRankZero) {
 }
 
 TEST_F(ArtifactNcclCommunicatorTest, UnitCollectivesGoToTheArtifact) {
-  cuda::NcclCalls calls = fakeCalls();
+  NcclCalls calls = fakeCalls();
   auto comm = createArtifactNcclCommunicator(*bootstrap, calls);
   ASSERT_TRUE(bool(comm)) << llvm::toString(comm.takeError());
   std::vector<float> shard(8), full(13);
@@ -126,7 +125,7 @@ TEST_F(ArtifactNcclCommunicatorTest, UnitCollectivesGoToTheArtifact) {
 }
 
 TEST_F(ArtifactNcclCommunicatorTest, AnArtifactErrorNamesTheRankAndWhat) {
-  cuda::NcclCalls calls = fakeCalls();
+  NcclCalls calls = fakeCalls();
   auto comm = createArtifactNcclCommunicator(*bootstrap, calls);
   ASSERT_TRUE(bool(comm)) << llvm::toString(comm.takeError());
   std::vector<float> shard(4), full(4);
@@ -143,7 +142,7 @@ TEST_F(ArtifactNcclCommunicatorTest, AnArtifactErrorNamesTheRankAndWhat) {
 }
 
 TEST_F(ArtifactNcclCommunicatorTest, AFailedJoinSaysWhy) {
-  cuda::NcclCalls calls = fakeCalls();
+  NcclCalls calls = fakeCalls();
   calls.init = [](const void *, int32_t, int32_t, int64_t) {
     recorded.pendingError = "NCCL: ncclCommInitRank failed: invalid argument";
     return false;
