@@ -15,8 +15,9 @@ packages=(
   libgtest-dev libgmock-dev
   # CPU GEMMs and collectives (runtime)
   libopenblas-dev libdnnl-dev libopenmpi-dev openmpi-bin
-  # the PyTorch reference used by the end-to-end tests (tests only)
-  python3 python3-torch python3-numpy
+  # the PyTorch reference used by the end-to-end tests, and xxh3 for the
+  # checkpoint tests' forged shard sets (tests only)
+  python3 python3-torch python3-numpy python3-xxhash
 )
 
 missing=()

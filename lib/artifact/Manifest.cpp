@@ -2,6 +2,8 @@
 
 #include "lib/artifact/Manifest.h"
 
+#include "lib/support/Json.h"
+
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/MemoryBuffer.h"
@@ -186,8 +188,15 @@ static bool fromJSON(const Value &value, Manifest &manifest,
     path.field("version").report("unsupported manifest version");
     return false;
   }
-  return mapper.map("target", manifest.target) &&
-         mapper.map("model", manifest.model) &&
+  if (!mapper.map("target", manifest.target))
+    return false;
+  if (!llvm::is_contained(Manifest::kTargets, manifest.target)) {
+    path.field("target").report(
+        "an artifact for a target momarun does not run (it runs \"cpu\", "
+        "\"cuda\" and \"cuda-emulated\" artifacts)");
+    return false;
+  }
+  return mapper.map("model", manifest.model) &&
          mapper.map("library", manifest.library) &&
          mapper.mapOptional("library_size", manifest.librarySize) &&
          mapper.mapOptional("library_xxh3", manifest.libraryHash) &&
@@ -226,10 +235,10 @@ llvm::Expected<Manifest> momac::readManifest(llvm::StringRef path) {
 
 llvm::Expected<Manifest> momac::parseManifest(llvm::StringRef text,
                                               llvm::StringRef name) {
-  llvm::Expected<Value> json = llvm::json::parse(text);
+  llvm::Expected<Value> json = parseJson(text);
   if (!json)
-    return llvm::createStringError(llvm::inconvertibleErrorCode(),
-                                   "%s: invalid JSON: %s", name.str().c_str(),
+    return llvm::createStringError(llvm::inconvertibleErrorCode(), "%s: %s",
+                                   name.str().c_str(),
                                    llvm::toString(json.takeError()).c_str());
   Manifest manifest;
   llvm::json::Path::Root root("manifest");

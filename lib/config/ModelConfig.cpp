@@ -9,6 +9,8 @@
 
 #include "lib/config/ModelConfig.h"
 
+#include "lib/support/Json.h"
+
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/ADT/StringSet.h"
@@ -611,57 +613,6 @@ void checkSizes(DescriptionReader &reader, const ModelConfig &config) {
                                   llvm::format("%.2g", total)));
 }
 
-/// Turns llvm::json's "[3:14, byte=40]: Expected ..." into "line 3, column 14:
-/// ...", the form people read in editors.
-std::string describeSyntaxError(llvm::Error error) {
-  std::string message = llvm::toString(std::move(error));
-  llvm::Regex location("^\\[([0-9]+):([0-9]+), byte=[0-9]+\\]: (.*)$");
-  llvm::SmallVector<llvm::StringRef, 4> parts;
-  if (location.match(message, &parts))
-    // llvm::json counts columns from 1, but reports 0 at the very start.
-    return ("line " + parts[1] + ", column " +
-            (parts[2] == "0" ? llvm::StringRef("1") : parts[2]) +
-            ": invalid JSON: " + parts[3])
-        .str();
-  return "invalid JSON: " + message;
-}
-
-/// llvm::json parses recursively; a hostile file of a million '[' would
-/// overflow the stack. Descriptions nest a few levels, so refuse deep ones
-/// before parsing.
-std::optional<std::string> checkNesting(llvm::StringRef text) {
-  constexpr int kMaxDepth = 64;
-  int depth = 0, line = 1, column = 0;
-  bool inString = false, escaped = false;
-  for (char c : text) {
-    ++column;
-    if (c == '\n') {
-      ++line;
-      column = 0;
-    }
-    if (inString) {
-      if (escaped)
-        escaped = false;
-      else if (c == '\\')
-        escaped = true;
-      else if (c == '"')
-        inString = false;
-      continue;
-    }
-    if (c == '"')
-      inString = true;
-    else if (c == '[' || c == '{') {
-      if (++depth > kMaxDepth)
-        return llvm::formatv("line {0}, column {1}: invalid JSON: nested "
-                             "deeper than {2} levels",
-                             line, column, kMaxDepth)
-            .str();
-    } else if (c == ']' || c == '}')
-      --depth;
-  }
-  return std::nullopt;
-}
-
 } // namespace
 
 int ModelConfig::modalityOf(int64_t tokenId) const {
@@ -708,12 +659,9 @@ ModelConfig::groupRanges(const ExpertGroup &group) const {
 }
 
 llvm::Expected<ModelConfig> momac::parseModelConfig(llvm::StringRef jsonText) {
-  if (std::optional<std::string> tooDeep = checkNesting(jsonText))
-    return llvm::createStringError(llvm::inconvertibleErrorCode(), *tooDeep);
-  llvm::Expected<Value> parsed = llvm::json::parse(jsonText);
+  llvm::Expected<Value> parsed = parseJson(jsonText);
   if (!parsed)
-    return llvm::createStringError(llvm::inconvertibleErrorCode(),
-                                   describeSyntaxError(parsed.takeError()));
+    return parsed.takeError();
 
   DescriptionReader reader;
   ModelConfig config;

@@ -12,6 +12,8 @@
 #include "lib/safetensors/Safetensors.h"
 
 #include "lib/support/AtomicFile.h"
+#include "lib/support/Failpoint.h"
+#include "lib/support/Json.h"
 
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringExtras.h"
@@ -24,6 +26,7 @@
 #include "llvm/Support/Path.h"
 #include "llvm/Support/Process.h"
 #include "llvm/Support/raw_ostream.h"
+#include "llvm/Support/xxhash.h"
 
 #include <algorithm>
 #include <cstring>
@@ -38,9 +41,6 @@ namespace {
 /// corrupt size field cannot make us parse gigabytes of tensor data as JSON.
 constexpr uint64_t kMaxHeaderSize = 100'000'000;
 constexpr llvm::StringLiteral kMetadataKey = "__metadata__";
-/// llvm::json's parser recurses once per level of nesting, so a header of a
-/// million '[' would overflow the stack. A real header nests 3 levels.
-constexpr size_t kMaxNesting = 64;
 
 struct DTypeEntry {
   DType dtype;
@@ -93,28 +93,6 @@ std::optional<uint64_t> byteCount(llvm::ArrayRef<int64_t> shape,
       return std::nullopt;
   }
   return total;
-}
-
-/// The deepest nesting of objects and lists in `text`, outside strings.
-size_t nestingDepth(llvm::StringRef text) {
-  size_t depth = 0, deepest = 0;
-  bool inString = false;
-  for (size_t i = 0; i < text.size(); ++i) {
-    char c = text[i];
-    if (inString) {
-      if (c == '\\')
-        ++i;
-      else if (c == '"')
-        inString = false;
-    } else if (c == '"') {
-      inString = true;
-    } else if (c == '{' || c == '[') {
-      deepest = std::max(deepest, ++depth);
-    } else if ((c == '}' || c == ']') && depth > 0) {
-      --depth;
-    }
-  }
-  return deepest;
 }
 
 /// The keys of the top-level object of `json`, in the order written, decoded.
@@ -191,7 +169,51 @@ float halfToFloat(uint16_t half) {
   return result;
 }
 
+/// A checksum as the metadata writes it: 16 lowercase hex digits.
+std::string checksumText(uint64_t hash) {
+  return llvm::utohexstr(hash, /*LowerCase=*/true, /*Width=*/16);
+}
+
 } // namespace
+
+llvm::Error SafetensorsFile::parseChecksums(llvm::StringRef text) {
+  llvm::Expected<llvm::json::Value> parsed = parseJson(text);
+  if (!parsed)
+    return makeError("\"__metadata__\" entry 'xxh3': " +
+                     llvm::toString(parsed.takeError()));
+  const llvm::json::Object *sums = parsed->getAsObject();
+  if (!sums)
+    return makeError("\"__metadata__\" entry 'xxh3' must be an object of "
+                     "checksums by tensor name");
+  for (const auto &[name, value] : *sums) {
+    std::optional<llvm::StringRef> hex = value.getAsString();
+    uint64_t hash = 0;
+    if (!hex || hex->size() != 16 || hex->getAsInteger(16, hash))
+      return makeError("\"__metadata__\" entry 'xxh3': the checksum of '" +
+                       name.str() + "' is not 16 hex digits");
+    checksums[name.str()] = hash;
+  }
+  return llvm::Error::success();
+}
+
+llvm::Error SafetensorsFile::verifyChecksum(const TensorInfo &tensor) const {
+  if (checksums.empty())
+    return llvm::Error::success();
+  auto wanted = checksums.find(tensor.name);
+  if (wanted == checksums.end())
+    return makeError(path() + ": tensor '" + tensor.name +
+                     "' has no checksum in a checksummed file");
+  llvm::ArrayRef<char> bytes = data(tensor);
+  uint64_t hash = llvm::xxh3_64bits(llvm::ArrayRef<uint8_t>(
+      reinterpret_cast<const uint8_t *>(bytes.data()), bytes.size()));
+  if (hash != wanted->second)
+    return makeError(path() + ": tensor '" + tensor.name +
+                     "': its data does not match its checksum (xxh3 " +
+                     checksumText(hash) + ", recorded " +
+                     checksumText(wanted->second) +
+                     "): the file is corrupted or was edited");
+  return llvm::Error::success();
+}
 
 llvm::StringRef momac::dtypeName(DType dtype) { return entryOf(dtype).name; }
 
@@ -267,14 +289,9 @@ SafetensorsFile::fromBuffer(std::unique_ptr<llvm::MemoryBuffer> buffer) {
     return fail(llvm::formatv("header must be a JSON object, but it starts "
                               "with '{0}'",
                               llvm::StringRef(header.data(), 1)));
-  if (size_t depth = nestingDepth(header); depth > kMaxNesting)
-    return fail(llvm::formatv("header nests {0} levels deep, more than the "
-                              "limit of {1}",
-                              depth, kMaxNesting));
-  llvm::Expected<llvm::json::Value> parsed = llvm::json::parse(header);
+  llvm::Expected<llvm::json::Value> parsed = parseJson(header);
   if (!parsed)
-    return fail("header is not valid JSON: " +
-                llvm::toString(parsed.takeError()));
+    return fail("header: " + llvm::toString(parsed.takeError()));
   const llvm::json::Object *root = parsed->getAsObject();
   if (!root)
     return fail("header must be a JSON object");
@@ -307,6 +324,9 @@ SafetensorsFile::fromBuffer(std::unique_ptr<llvm::MemoryBuffer> buffer) {
                       describe(metaValue) + ", expected a string");
         file.metadataMap[metaKey.str()] = text->str();
       }
+      if (auto sums = file.getMetadata(kChecksumsKey))
+        if (llvm::Error error = file.parseChecksums(*sums))
+          return fail(llvm::toString(std::move(error)));
       continue;
     }
 
@@ -448,6 +468,8 @@ SafetensorsFile::readFloats(llvm::StringRef name) const {
   const TensorInfo *tensor = find(name);
   if (!tensor)
     return makeError(path() + ": no tensor '" + name + "'");
+  if (llvm::Error error = verifyChecksum(*tensor))
+    return std::move(error);
   llvm::ArrayRef<char> bytes = data(*tensor);
   std::vector<float> values(tensor->numElements());
   switch (tensor->dtype) {
@@ -581,15 +603,25 @@ SafetensorsWriter::layout() const {
 }
 
 std::string SafetensorsWriter::header() const {
+  std::map<std::string, std::string> metadata = metadataMap;
+  if (withChecksums) {
+    llvm::json::Object sums;
+    for (const Entry *entry : layout())
+      sums[entry->name] = checksumText(llvm::xxh3_64bits(llvm::ArrayRef<uint8_t>(
+          reinterpret_cast<const uint8_t *>(entry->bytes.data()),
+          entry->bytes.size())));
+    metadata[kChecksumsKey.str()] =
+        llvm::formatv("{0}", llvm::json::Value(std::move(sums))).str();
+  }
   std::string text;
   llvm::raw_string_ostream os(text);
   llvm::json::OStream json(os);
   json.object([&] {
-    if (!metadataMap.empty())
+    if (!metadata.empty())
       json.attributeObject(kMetadataKey, [&] {
         // write() refuses invalid UTF-8; here it is only kept from
         // tripping llvm::json's assertion.
-        for (const auto &[key, value] : metadataMap)
+        for (const auto &[key, value] : metadata)
           json.attribute(validUTF8(key), validUTF8(value));
       });
     uint64_t offset = 0;
@@ -633,8 +665,14 @@ llvm::Error SafetensorsWriter::write(llvm::StringRef path) const {
     llvm::support::endian::write64le(size, head.size());
     os.write(size, sizeof(size));
     os << head;
-    for (const Entry *entry : layout())
+    std::vector<const Entry *> order = layout();
+    for (auto [i, entry] : llvm::enumerate(order)) {
+      if (i == order.size() / 2) {
+        os.flush();
+        failpoint(failpoints::kMidDataWrite);
+      }
       os.write(entry->bytes.data(), entry->bytes.size());
+    }
     os.flush();
     if (os.has_error()) {
       std::string message = os.error().message();
@@ -643,6 +681,7 @@ llvm::Error SafetensorsWriter::write(llvm::StringRef path) const {
       return fail("cannot write: " + message);
     }
   }
+  failpoint(failpoints::kBeforeRename);
   if (llvm::Error error = commitTemp(*temp))
     return error;
   return llvm::Error::success();

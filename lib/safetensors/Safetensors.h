@@ -114,8 +114,17 @@ public:
   /// One metadata value, or std::nullopt.
   std::optional<llvm::StringRef> getMetadata(llvm::StringRef key) const;
 
+  /// True when the file carries per-tensor checksums (kChecksumsKey).
+  bool hasChecksums() const { return !checksums.empty(); }
+  /// Checks `tensor`'s data against its checksum: an error naming the file
+  /// and the tensor when they differ (a corrupted or edited file), or when
+  /// a checksummed file has none for it. Success for a file without
+  /// checksums. readFloats checks this first.
+  llvm::Error verifyChecksum(const TensorInfo &tensor) const;
+
 private:
   SafetensorsFile() = default;
+  llvm::Error parseChecksums(llvm::StringRef text);
 
   std::unique_ptr<llvm::MemoryBuffer> buffer;
   /// Offset of the data section in `buffer` (8 + header size).
@@ -123,7 +132,14 @@ private:
   std::vector<TensorInfo> tensorList;
   llvm::StringMap<unsigned> indexByName;
   std::map<std::string, std::string> metadataMap;
+  /// Each tensor's XXH3-64, from kChecksumsKey.
+  llvm::StringMap<uint64_t> checksums;
 };
+
+/// The metadata entry with each tensor's checksum (XXH3-64 of its bytes, as
+/// 16 hex digits), a JSON object by tensor name. momarun's checkpoints carry
+/// it (SafetensorsWriter::setChecksums), and readers verify it.
+constexpr llvm::StringLiteral kChecksumsKey = "xxh3";
 
 /// Collects tensors and metadata, then writes them as one safetensors file.
 /// Tensors are laid out as the reference implementation does: sorted by
@@ -147,6 +163,8 @@ public:
 
   /// Sets (or replaces) one "__metadata__" entry.
   void setMetadata(llvm::StringRef key, llvm::StringRef value);
+  /// Also writes each tensor's checksum (kChecksumsKey) when written.
+  void setChecksums() { withChecksums = true; }
 
   /// The header JSON, padded, without the size prefix.
   std::string header() const;
@@ -175,6 +193,7 @@ private:
   std::vector<std::unique_ptr<Entry>> entries;
   llvm::StringMap<unsigned> indexByName;
   std::map<std::string, std::string> metadataMap;
+  bool withChecksums = false;
 };
 
 } // namespace momac

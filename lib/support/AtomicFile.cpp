@@ -7,6 +7,7 @@
 #include "llvm/Support/Path.h"
 #include "llvm/Support/Process.h"
 #include "llvm/Support/Signals.h"
+#include "llvm/Support/raw_ostream.h"
 
 #include <cerrno>
 #include <cstring>
@@ -104,6 +105,41 @@ llvm::Error momac::commitTemp(TempFile &temp) {
   llvm::sys::DontRemoveFileOnSignal(temp.path);
   syncParentDirectory(temp.target);
   return llvm::Error::success();
+}
+
+llvm::Error momac::refuseInputAsOutput(llvm::StringRef output,
+                                       llvm::ArrayRef<std::string> inputs) {
+  llvm::sys::fs::UniqueID written;
+  if (llvm::sys::fs::getUniqueID(output, written))
+    return llvm::Error::success(); // not there yet
+  for (const std::string &input : inputs) {
+    llvm::sys::fs::UniqueID read;
+    if (!input.empty() && !llvm::sys::fs::getUniqueID(input, read) &&
+        read == written)
+      return fileError(output + ": is also an input of this command (" +
+                       input + "); writing it would destroy that input: "
+                               "write to another file");
+  }
+  return llvm::Error::success();
+}
+
+llvm::Error momac::writeFileAtomically(llvm::StringRef path,
+                                       llvm::StringRef contents) {
+  llvm::Expected<TempFile> temp = createTempBeside(path);
+  if (!temp)
+    return temp.takeError();
+  {
+    llvm::raw_fd_ostream out(temp->fd, /*shouldClose=*/false);
+    out << contents;
+    out.flush();
+    if (out.has_error()) {
+      std::string message = out.error().message();
+      out.clear_error();
+      discardTemp(*temp);
+      return fileError(path + ": " + message);
+    }
+  }
+  return commitTemp(*temp);
 }
 
 void momac::syncParentDirectory(llvm::StringRef path) {

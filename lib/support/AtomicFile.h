@@ -19,6 +19,7 @@
 #ifndef MOMAC_LIB_SUPPORT_ATOMICFILE_H
 #define MOMAC_LIB_SUPPORT_ATOMICFILE_H
 
+#include "llvm/ADT/ArrayRef.h"
 #include "llvm/ADT/StringRef.h"
 #include "llvm/Support/Error.h"
 
@@ -44,6 +45,17 @@ llvm::Error commitTemp(TempFile &temp);
 
 /// Closes and removes the temporary (a write that failed).
 void discardTemp(TempFile &temp);
+
+/// Refuses to write `output` when it is one of `inputs`: the same file by
+/// device and inode, through whatever path or link. Writing over it would
+/// destroy an input the command still needs (or reads as it writes). An
+/// error names both; `output` not existing yet is no input.
+llvm::Error refuseInputAsOutput(llvm::StringRef output,
+                                llvm::ArrayRef<std::string> inputs);
+
+/// Replaces `path` with `contents` atomically (createTempBeside, write,
+/// commitTemp): readers see the old file or the whole new one.
+llvm::Error writeFileAtomically(llvm::StringRef path, llvm::StringRef contents);
 
 /// fsyncs the directory of `path`, which persists a rename into it. A
 /// filesystem that cannot fsync a directory still has complete files, so a

@@ -102,12 +102,16 @@ std::string momac::renderLineCharts(llvm::ArrayRef<ChartPanel> panels,
     const double x0 = index * (panelWidth + left + right) + left, y0 = top;
     double xMin = std::numeric_limits<double>::infinity(), xMax = -xMin;
     double yMin = xMin, yMax = -xMin;
+    // A non-finite value is no point (it would write NaN coordinates).
     for (const ChartSeries &series : panel.series)
       for (auto [x, y] : series.points) {
+        if (!std::isfinite(x) || !std::isfinite(y))
+          continue;
         xMin = std::min(xMin, x), xMax = std::max(xMax, x);
         yMin = std::min(yMin, y), yMax = std::max(yMax, y);
       }
-    if (!(xMax >= xMin))
+    if (!(xMax >= xMin) || !std::isfinite(xMax - xMin) ||
+        !std::isfinite(yMax - yMin))
       xMin = 0, xMax = 1, yMin = 0, yMax = 1;
     if (xMax == xMin)
       xMax = xMin + 1;
@@ -161,7 +165,8 @@ std::string momac::renderLineCharts(llvm::ArrayRef<ChartPanel> panels,
                           "stroke-width=\"1.8\" points=\"",
                           colorOf[series.label]);
       for (auto [x, y] : series.points)
-        os << llvm::formatv("{0:F1},{1:F1} ", sx(x), sy(y));
+        if (std::isfinite(x) && std::isfinite(y))
+          os << llvm::formatv("{0:F1},{1:F1} ", sx(x), sy(y));
       os << "\"><title>" << escape(series.label) << "</title></polyline>\n";
     }
   }

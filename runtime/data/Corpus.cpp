@@ -2,6 +2,7 @@
 
 #include "runtime/data/Corpus.h"
 
+#include "lib/support/Json.h"
 #include "runtime/data/IndexedDataset.h"
 
 #include "llvm/ADT/StringExtras.h"
@@ -92,6 +93,27 @@ momac::writeSyntheticCorpus(const ModelConfig &config, llvm::StringRef prefix,
                        "level text needs 256");
   if (imageIds.size() < 2)
     return corpusError("the \"image\" modality needs at least 2 ids");
+  // Bounded before anything is written: the corpus's size (4-byte ids at
+  // most, 12 bytes of index a document) against the disk's free space.
+  const double side =
+      std::max(1.0, std::floor(std::sqrt(double(options.imageTokens))));
+  const double tokensPerDocument =
+      0.5 * double(options.minTextBytes + options.maxTextBytes) +
+      options.imageFraction * (side * side + 2);
+  const double bytes =
+      double(options.documents) * (4 * tokensPerDocument + 12);
+  llvm::SmallString<256> directory(prefix);
+  llvm::sys::path::remove_filename(directory);
+  if (directory.empty())
+    directory = ".";
+  if (llvm::ErrorOr<llvm::sys::fs::space_info> space =
+          llvm::sys::fs::disk_space(directory);
+      space && bytes > double(space->available))
+    return corpusError(llvm::formatv(
+        "{0} synthetic documents take about {1:F1} GB, more than the {2:F1} "
+        "GB free in {3}",
+        options.documents, bytes / 1e9, double(space->available) / 1e9,
+        directory));
   llvm::Expected<std::string> source = readText(options.textFiles);
   if (!source)
     return source.takeError();
@@ -168,9 +190,9 @@ momac::readTokenDocuments(const ModelConfig &config, llvm::StringRef input) {
     };
     std::vector<int64_t> tokens;
     if (jsonl) {
-      llvm::Expected<llvm::json::Value> value = llvm::json::parse(line);
+      llvm::Expected<llvm::json::Value> value = parseJson(line);
       if (!value)
-        return where("invalid JSON: " + llvm::toString(value.takeError()));
+        return where(llvm::toString(value.takeError()));
       const llvm::json::Array *list = value->getAsArray();
       if (const llvm::json::Object *object = value->getAsObject())
         list = object->getArray("tokens");

@@ -1,35 +1,39 @@
 //===- ShardedTrainer.cpp - One model trained across ranks (FSDP) ---------===//
+//
+// The sharded TrainStep: each rank runs its micro-batches through the
+// compiled fsdp_grad (which gathers and reduce-scatters each unit through
+// ShardedModel's callbacks), the ranks all-reduce the losses and the shards'
+// squared gradient norms, and each rank clips and updates its own shard in
+// the optimizer's chunks (fsdp_adamw_*). The loop (TrainLoop.h) is the one
+// every trainer runs.
+//
+//===----------------------------------------------------------------------===//
 
 #include "runtime/fsdp/ShardedTrainer.h"
 
-#include "lib/config/ShardUnits.h"
-#include "lib/safetensors/Safetensors.h"
+#include "lib/config/ModelStats.h"
 #include "lib/support/AtomicFile.h"
+#include "lib/support/Failpoint.h"
 #include "runtime/artifact/LoadedArtifact.h"
-#include "runtime/comm/nccl/ArtifactNcclCommunicator.h"
 #include "runtime/data/IndexedDataset.h"
 #include "runtime/data/ModalityBalance.h"
 #include "runtime/data/SequenceStream.h"
-#include "runtime/device/cuda/ArtifactCudaRuntime.h"
-#include "runtime/fsdp/FsdpAbi.h"
+#include "runtime/fsdp/ShardedModel.h"
 #include "runtime/model/Weights.h"
+#include "runtime/train/RunLock.h"
 #include "runtime/train/RunRecord.h"
+#include "runtime/train/TrainLoop.h"
 #include "runtime/train/TrainingCheckpoint.h"
 
-#include "lib/config/ModelStats.h"
-
-#include "llvm/ADT/DenseMap.h"
 #include "llvm/ADT/StringMap.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
-#include "llvm/Support/JSON.h"
 #include "llvm/Support/Path.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
-#include <cstring>
 #include <optional>
 #include <sstream>
 
@@ -50,338 +54,440 @@ double seconds(Clock::duration d) {
   return std::chrono::duration<double>(d).count();
 }
 
-/// A contiguous range of a rank's shard of one unit that AdamW updates the
-/// same way: trained parameters with (or without) weight decay, and the
-/// alignment padding between them, which stays zero.
-struct OptimizerSegment {
-  size_t unit;
-  int64_t begin, end; // in the shard
-  bool decayed;
+/// The compiled entry points of a sharded step.
+struct ShardedEntries {
+  LoadedArtifact::EntryFunction grad, norm, decayed, undecayed;
+  const EntryPointSpec *gradSpec = nullptr;
 };
 
-/// This rank's piece of every FSDP unit, and the callbacks that the
-/// compiled step's gathers and reduce-scatters reach. The shards live
-/// where `artifact`'s steps run: host memory for a CPU artifact; for a CUDA
-/// artifact (or its emulation), device memory, each shard buffer kept there
-/// (ResidentBuffers), its host vector current only when a checkpoint asks.
-/// `comm` carries the units' collectives: MPI on host memory, or NCCL on
-/// the device.
-class ShardedModel {
+class ShardedStep : public TrainStep {
 public:
-  struct Shard;
+  ShardedStep(const TrainOptions &options, const LoadedArtifact &artifact,
+              Communicator &comm, ShardedModel &model, ShardedEntries entries,
+              PackedDataset data, uint64_t dataPosition,
+              std::mt19937_64 noiseRng);
 
-  ShardedModel(const LoadedArtifact &artifact, Communicator &comm)
-      : manifest(artifact.manifest()), comm(comm), artifact(artifact) {
-    for (const ManifestShardUnit &unit : manifest.shardUnits) {
-      Shard &shard = shards.emplace_back();
-      shard.elements = unit.elements;
-      shard.shardElements = shardElements(unit.elements, comm.size());
-      shard.begin = std::min<int64_t>(unit.elements,
-                                      int64_t(comm.rank()) * shard.shardElements);
-      for (auto *buffer : {&shard.params, &shard.grads, &shard.firstMoments,
-                           &shard.secondMoments})
-        buffer->assign(shard.shardElements, 0.0f);
-      if (unit.elements > largestUnit) {
-        largestUnit = unit.elements;
-        largestUnitName = unit.name;
-      }
-    }
-    reduced.resize(largestUnitShard());
-    for (size_t i = 0; i < manifest.parameters.size(); ++i)
-      parameterIndex[manifest.parameters[i].name] = i;
-    placement.resize(manifest.parameters.size());
-    // The padding between a unit's parameters (zeroed before each
-    // reduce-scatter: the compiled step never writes it).
-    for (auto [u, unit] : llvm::enumerate(manifest.shardUnits)) {
-      int64_t covered = 0;
-      std::vector<std::pair<int64_t, int64_t>> spans;
-      for (auto [name, offset] : llvm::zip(unit.parameters, unit.offsets)) {
-        size_t p = parameterIndex[name];
-        placement[p] = {u, offset};
-        spans.push_back(
-            {offset, offset + manifest.parameters[p].numElements()});
-      }
-      llvm::sort(spans);
-      for (auto [begin, end] : spans) {
-        if (begin > covered)
-          shards[u].gaps.push_back({covered, begin});
-        covered = std::max(covered, end);
-      }
-      if (covered < unit.elements)
-        shards[u].gaps.push_back({covered, unit.elements});
-    }
+  llvm::Expected<StepOutcome> run(int64_t step, double lr) override;
+  llvm::Error checkpoint(int64_t completed) override;
+  void rewind() override {
+    dataPosition = stepDataPosition;
+    noiseRng = stepNoiseRng;
+  }
+  int64_t tokensPerStep() const override {
+    return globalMicroBatches() * manifest.batchSize * manifest.seqLen;
+  }
+  std::string checkpointName() const override {
+    return "the shard set RUN/checkpoint.shards.json";
+  }
+  /// Every rank reaches a non-finite step together (the sums are
+  /// all-reduced): they stop together, and rank 0 says why.
+  llvm::Error stop(const std::string &message) const override {
+    return llvm::make_error<CollectiveStop>(message);
   }
 
-  size_t largestUnitShard() const {
-    int64_t most = 0;
-    for (const Shard &shard : shards)
-      most = std::max(most, shard.shardElements);
-    return size_t(most);
-  }
-
-  /// Keeps this rank's slice of parameter `p`'s full tensor `full` in the
-  /// shard buffer `member` (params or a moment) of its unit.
-  void keepSlice(size_t p, const std::vector<float> &full,
-                 std::vector<float> Shard::*member) {
-    if (full.empty())
-      return;
-    auto [unit, offset] = placement[p];
-    Shard &shard = shards[unit];
-    int64_t begin = std::max(offset, shard.begin);
-    int64_t end = std::min<int64_t>(offset + int64_t(full.size()),
-                                    shard.begin + shard.shardElements);
-    std::vector<float> &into = shard.*member;
-    for (int64_t i = begin; i < end; ++i)
-      into[i - shard.begin] = full[i - offset];
-  }
-
-  /// The segments of this rank's shards that AdamW updates (not the aux
-  /// routers, MODEL_SPEC section 7).
-  std::vector<OptimizerSegment> optimizerSegments() const {
-    std::vector<OptimizerSegment> segments;
-    for (auto [u, unit] : llvm::enumerate(manifest.shardUnits)) {
-      const Shard &shard = shards[u];
-      for (auto [name, offset] : llvm::zip(unit.parameters, unit.offsets)) {
-        const ManifestParameter &param =
-            manifest.parameters[parameterIndex.lookup(name)];
-        if (param.auxRouter)
-          continue;
-        int64_t begin = std::max(offset, shard.begin) - shard.begin;
-        int64_t end = std::min(offset + param.numElements(),
-                               shard.begin + shard.shardElements) -
-                      shard.begin;
-        if (begin >= end)
-          continue;
-        if (!segments.empty() && segments.back().unit == u &&
-            segments.back().decayed == param.weightDecay &&
-            segments.back().end <= begin)
-          segments.back().end = end; // across the zero padding
-        else
-          segments.push_back({u, begin, end, param.weightDecay});
-      }
-    }
-    return segments;
-  }
-
-  MomartFsdpCallbacks callbacks() {
-    MomartFsdpCallbacks table;
-    table.context = this;
-    table.allGatherStart = [](void *context, int32_t unit, float *full) {
-      static_cast<ShardedModel *>(context)->allGatherStart(unit, full);
-    };
-    table.allGatherWait = [](void *context, int32_t unit, float *full) {
-      static_cast<ShardedModel *>(context)->allGatherWait(unit, full);
-    };
-    table.reduceScatter = [](void *context, int32_t unit, float *full) {
-      static_cast<ShardedModel *>(context)->reduceScatter(unit, full);
-    };
-    return table;
-  }
-
-  /// Keeps every shard buffer where the steps run.
-  llvm::Error placeShards() {
-    for (auto [u, shard] : llvm::enumerate(shards))
-      for (std::vector<float> *buffer :
-           {&shard.params, &shard.grads, &shard.firstMoments,
-            &shard.secondMoments})
-        if (llvm::Error error = keep(*buffer, "the shard of unit " +
-                                                  manifest.shardUnits[u].name))
-          return error;
-    return keep(reduced, "the reduce-scatter buffer");
-  }
-
-  /// Keeps `buffer` where the steps run (nothing for a CPU artifact).
-  llvm::Error keep(std::vector<float> &buffer, const llvm::Twine &what) {
-    if (buffer.empty())
-      return llvm::Error::success();
-    return artifact.keepOnDevice(buffer.data(), buffer.size() * sizeof(float),
-                                 what.str());
-  }
-
-  void zeroGradients() {
-    for (Shard &shard : shards)
-      if (llvm::Error error =
-              artifact.zero(shard.grads.data(), shard.grads.size()))
-        fail(std::move(error));
-  }
-
-  struct Shard {
-    std::vector<float> params, grads, firstMoments, secondMoments;
-    int64_t elements = 0, shardElements = 0, begin = 0;
-    std::vector<std::pair<int64_t, int64_t>> gaps;
-  };
-  std::vector<Shard> shards;
-  /// Each micro-batch's gradients are added with this weight: 1 / (R M).
-  float gradientScale = 1.0f;
-  /// Time spent blocked in collectives during the compiled step.
-  Clock::duration communicationWait{};
-  int64_t largestUnit = 0;
-  std::string largestUnitName;
+  llvm::Error bind();
 
 private:
-  [[noreturn]] void fail(llvm::Error error) {
-    llvm::errs() << "momarun: error: " << llvm::toString(std::move(error))
-                 << "\n";
-    llvm::errs().flush();
-    comm.abort(1);
-    std::abort(); // not reached: abort ends the process
+  int64_t globalMicroBatches() const {
+    return config.train.microBatches * comm.size();
   }
+  /// The step's sequences and which of them each rank trains: rank r the
+  /// r-th M * B (MODEL_SPEC section 8), or a balanced deal.
+  llvm::Error dealSequences(std::vector<std::vector<size_t>> &deal,
+                            std::vector<std::vector<uint64_t>> &rankCounts);
+  /// This rank's micro-batches: returns [loss sum, per-modality loss sums,
+  /// per-modality target counts].
+  llvm::Expected<std::vector<double>>
+  runMicroBatches(const std::vector<size_t> &sequences);
+  /// Runs `body(segment, [params, grads, m, v])` on each optimizer chunk of
+  /// this rank's shards, over staging buffers where a segment's last chunk
+  /// is short.
+  template <typename Body> llvm::Error forEachChunk(Body body);
+  llvm::Expected<double> squaredGradientNorm();
+  llvm::Error update(int64_t step, double lr, double gradNorm);
 
-  std::string describe(const char *what, int32_t unit) const {
-    return llvm::formatv("{0} of unit {1}", what,
-                         manifest.shardUnits[unit].name)
-        .str();
-  }
-
-  void allGatherStart(int32_t unit, float *full) {
-    Shard &shard = shards[unit];
-    auto started = comm.startAllGather(
-        artifact.stepAddress(shard.params.data(), /*read=*/true), full,
-                                       size_t(shard.shardElements),
-                                       size_t(shard.elements),
-                                       describe("all-gather", unit));
-    if (!started)
-      fail(started.takeError());
-    pending[full] = std::move(*started);
-  }
-
-  void allGatherWait(int32_t unit, float *full) {
-    auto it = pending.find(full);
-    if (it == pending.end())
-      fail(fsdpError(describe("a wait without a started all-gather", unit)));
-    auto start = Clock::now();
-    if (llvm::Error error = it->second->wait())
-      fail(std::move(error));
-    communicationWait += Clock::now() - start;
-    pending.erase(it);
-  }
-
-  void reduceScatter(int32_t unit, float *full) {
-    Shard &shard = shards[unit];
-    for (auto [begin, end] : shard.gaps)
-      artifact.zeroStepMemory(full + begin, size_t(end - begin));
-    auto start = Clock::now();
-    if (llvm::Error error = comm.reduceScatterSum(
-            full, artifact.stepAddress(reduced.data(), /*read=*/false),
-            size_t(shard.shardElements), size_t(shard.elements),
-            describe("reduce-scatter", unit)))
-      fail(std::move(error));
-    artifact.collectiveWrote(reduced.data());
-    communicationWait += Clock::now() - start;
-    if (llvm::Error error = artifact.accumulate(
-            shard.grads.data(), reduced.data(), size_t(shard.shardElements),
-            gradientScale, /*first=*/false))
-      fail(std::move(error));
-  }
-
-  const Manifest &manifest;
-  Communicator &comm;
+  const TrainOptions &options;
   const LoadedArtifact &artifact;
-  llvm::StringMap<size_t> parameterIndex;
-  /// Each parameter's unit and offset in it, by manifest index.
-  std::vector<std::pair<size_t, int64_t>> placement;
-  llvm::DenseMap<float *, std::unique_ptr<PendingCollective>> pending;
-  std::vector<float> reduced;
+  const Manifest &manifest;
+  const ModelConfig &config;
+  Communicator &comm;
+  ShardedModel &model;
+  ShardedEntries entries;
+  PackedDataset data;
+  uint64_t dataPosition, stepDataPosition;
+  std::mt19937_64 noiseRng, stepNoiseRng;
+
+  std::vector<int32_t> tokens, window;
+  int32_t batchRows = 0;
+  std::vector<float> noise;
+  std::vector<std::vector<float>> noiseOfMicroBatch, gradOutputs;
+  std::vector<void *> gradBuffers;
+  std::vector<double> targetShares;
+  std::vector<OptimizerSegment> segments;
+  std::vector<float> stage[4];
+  std::array<float, 3> schedule{};
+  std::vector<float> clipFactor = {1.0f}, chunkNorm = {0.0f};
 };
 
-} // namespace
+ShardedStep::ShardedStep(const TrainOptions &options,
+                         const LoadedArtifact &artifact, Communicator &comm,
+                         ShardedModel &model, ShardedEntries entries,
+                         PackedDataset data, uint64_t dataPosition,
+                         std::mt19937_64 noiseRng)
+    : options(options), artifact(artifact), manifest(artifact.manifest()),
+      config(artifact.config()), comm(comm), model(model),
+      entries(std::move(entries)), data(std::move(data)),
+      dataPosition(dataPosition), stepDataPosition(dataPosition),
+      noiseRng(noiseRng), stepNoiseRng(noiseRng) {}
 
-llvm::Error momac::trainSharded(const TrainOptions &options,
-                                Communicator &comm) {
-  const int rank = comm.rank(), ranks = comm.size();
-  llvm::Expected<LoadedArtifact> artifact =
-      LoadedArtifact::open(options.artifact);
-  if (!artifact)
-    return artifact.takeError();
-  const Manifest &manifest = artifact->manifest();
-  const ModelConfig &config = artifact->config();
-  const TrainConfig &hyper = config.train;
-  if (manifest.shardUnits.empty())
-    return fsdpError(options.artifact +
-                     ": compiled without --fsdp, so it cannot train on " +
-                     std::to_string(ranks) +
-                     " ranks; compile it with momac MODEL.json --fsdp -o ART");
-  // What this rank keeps (momac --report --ranks R), times the ranks that
-  // share this machine's memory, against --memory-limit or the memory.
-  {
-    int64_t local = ranks;
-    if (const char *size = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE"))
-      local = std::max<int64_t>(1, std::atoll(size));
-    if (llvm::Error error = checkMemoryEstimate(
-            computeShardedStateBytes(config, ranks).totalBytes() * local,
-            llvm::formatv("training {0} on {1} ranks, {2} of them on this "
-                          "machine (each: its shards of the weights, "
-                          "gradients and AdamW moments, and two gathered "
-                          "units)",
-                          manifest.model, ranks, local)
-                .str(),
-            options.memoryLimitBytes))
-      return error;
-    // Each rank's GPU holds its own shards (DeviceChoice.h).
-    if (llvm::Error error = artifact->checkDeviceMemory(
-            computeShardedStateBytes(config, ranks).totalBytes(),
-            llvm::formatv("training {0} on {1} ranks (this rank's shards and "
-                          "two gathered units)",
-                          manifest.model, ranks)
-                .str()))
-      return error;
-  }
-  auto install = reinterpret_cast<void (*)(const MomartFsdpCallbacks *)>(
-      artifact->symbol("momart_fsdp_install"));
-  if (!install)
-    return fsdpError(options.artifact +
-                     "/model.so: no momart_fsdp_install (not an FSDP artifact)");
-  auto gradEntry = artifact->entryPoint("fsdp_grad");
-  auto normEntry = artifact->entryPoint("fsdp_grad_norm");
-  auto decayedEntry = artifact->entryPoint("fsdp_adamw_decayed");
-  auto undecayedEntry = artifact->entryPoint("fsdp_adamw_undecayed");
-  for (auto *entry : {&gradEntry, &normEntry, &decayedEntry, &undecayedEntry})
-    if (!*entry)
-      return entry->takeError();
-
-  if (std::error_code ec =
-          llvm::sys::fs::create_directories(options.runDirectory))
-    return fsdpError(options.runDirectory + ": " + ec.message());
-  const std::string metricsPath =
-      (options.runDirectory + "/metrics.jsonl");
-  // Each rank removes what its own interrupted checkpoint write left.
-  if (unsigned stale = removeStaleTemporaries(
-          shardCheckpointPath(options.runDirectory, rank, ranks)))
-    llvm::errs() << llvm::formatv("momarun: rank {0} removed {1} temporary "
-                                  "file(s) of an interrupted checkpoint "
-                                  "write\n",
-                                  rank, stale);
-
-  // This rank's shard of the state. Fresh weights (drawn or loaded) and a
-  // checkpoint (of any rank count) come one parameter at a time, so a rank
-  // holds, beyond its shard, at most one parameter (or one FSDP unit of a
-  // shard set being put back together).
-  // A CUDA artifact's shards live in GPU memory, and its units' collectives
-  // are the NCCL it carries; its emulation (--target=cuda-emulated) keeps
-  // the shards in its "device" memory and gathers them over MPI.
-  cuda::ArtifactCudaRuntime *device = artifact->deviceRuntime();
-  std::unique_ptr<Communicator> nccl;
-  Communicator *unitComm = &comm;
-  if (device && manifest.target == "cuda") {
-    if (!device->nccl())
-      return fsdpError(options.artifact +
-                       "/model.so: no NCCL for the ranks' collectives; "
-                       "recompile it with momac --fsdp --target=cuda");
-    llvm::Expected<std::unique_ptr<Communicator>> created =
-        createArtifactNcclCommunicator(comm, *device->nccl());
-    if (!created)
-      return created.takeError();
-    nccl = std::move(*created);
-    unitComm = nccl.get();
-  }
-  ShardedModel model(*artifact, *unitComm);
-  const EntryPointSpec &gradSpec = *gradEntry->first;
-  const BufferSpec *noiseSpec = nullptr;
+llvm::Error ShardedStep::bind() {
+  const int64_t batch = manifest.batchSize, seqLen = manifest.seqLen;
+  model.gradientScale = 1.0f / float(globalMicroBatches());
+  tokens.assign(batch * (seqLen + 1), 0);
+  window.assign(globalMicroBatches() * batch * (seqLen + 1), 0);
+  targetShares = modalityTargetShares(config);
+  batchRows = int32_t(batch);
+  const EntryPointSpec &gradSpec = *entries.gradSpec;
+  llvm::StringMap<void *> gradArguments, gradResults;
+  gradArguments["tokens"] = tokens.data();
+  if (takesBatchRows(gradSpec))
+    gradArguments[kBatchRowsArgument] = &batchRows;
   for (const BufferSpec &spec : gradSpec.arguments)
-    if (spec.name == kGumbelNoiseArgument)
-      noiseSpec = &spec;
-  const uint64_t seed = options.seed.value_or(uint64_t(hyper.seed));
-  std::mt19937_64 noiseRng(seed ^ 0x9e3779b97f4a7c15ULL);
+    if (spec.name == kGumbelNoiseArgument) {
+      noise.assign(spec.numElements(), 0.0f);
+      noiseOfMicroBatch.resize(config.train.microBatches);
+      gradArguments[kGumbelNoiseArgument] = noise.data();
+    }
+  gradOutputs = allocateResults(gradSpec, gradResults);
+  auto bound = bindByName(gradSpec, gradArguments, gradResults);
+  if (!bound)
+    return bound.takeError();
+  gradBuffers = std::move(*bound);
+  // The optimizer's chunked entry points, over staging buffers when a
+  // segment's last chunk is short.
+  for (std::vector<float> &buffer : stage) {
+    buffer.assign(manifest.shardChunkElements, 0.0f);
+    if (llvm::Error error = model.keep(buffer, "an optimizer staging buffer"))
+      return error;
+  }
+  segments = model.optimizerSegments();
+  return llvm::Error::success();
+}
+
+template <typename Body> llvm::Error ShardedStep::forEachChunk(Body body) {
+  Device &device = artifact.device();
+  const int64_t chunk = manifest.shardChunkElements;
+  for (const OptimizerSegment &segment : segments) {
+    ShardedModel::Shard &shard = model.shards[segment.unit];
+    for (int64_t at = segment.begin; at < segment.end; at += chunk) {
+      int64_t n = std::min(chunk, segment.end - at);
+      float *home[4] = {shard.params.data() + at, shard.grads.data() + at,
+                        shard.firstMoments.data() + at,
+                        shard.secondMoments.data() + at};
+      bool staged = n < chunk;
+      float *buffers[4];
+      for (int k = 0; k < 4; ++k) {
+        buffers[k] = staged ? stage[k].data() : home[k];
+        if (!staged)
+          continue;
+        if (llvm::Error error = device.copy(stage[k].data(), home[k], n))
+          return error;
+        if (llvm::Error error =
+                device.zero(stage[k].data() + n, size_t(chunk - n)))
+          return error;
+      }
+      if (llvm::Error error = body(segment, buffers))
+        return error;
+      if (staged)
+        for (int k = 0; k < 4; ++k)
+          if (llvm::Error error = device.copy(home[k], stage[k].data(), n))
+            return error;
+    }
+  }
+  return llvm::Error::success();
+}
+
+llvm::Error
+ShardedStep::dealSequences(std::vector<std::vector<size_t>> &deal,
+                           std::vector<std::vector<uint64_t>> &rankCounts) {
+  const int64_t batch = manifest.batchSize, seqLen = manifest.seqLen;
+  const int64_t stepSequences = globalMicroBatches() * batch;
+  const int64_t perRank = config.train.microBatches * batch;
+  data.stream->seek(dataPosition);
+  if (llvm::Error error = data.stream->next(size_t(stepSequences), window))
+    return error;
+  std::vector<std::vector<uint64_t>> sequenceCounts;
+  for (int64_t i = 0; i < stepSequences; ++i)
+    sequenceCounts.push_back(config.countTargetsByModality(
+        llvm::ArrayRef<int32_t>(window).slice(i * (seqLen + 1), seqLen + 1)));
+  deal.assign(comm.size(), {});
+  if (options.balanceModalities) {
+    deal = balanceByModality(sequenceCounts, targetShares, comm.size(),
+                             size_t(perRank));
+  } else {
+    for (int64_t i = 0; i < stepSequences; ++i)
+      deal[i / perRank].push_back(size_t(i));
+  }
+  const size_t modalities = config.modalities.size();
+  rankCounts.assign(comm.size(), std::vector<uint64_t>(modalities, 0));
+  for (int r = 0; r < comm.size(); ++r)
+    for (size_t i : deal[r])
+      for (size_t m = 0; m < modalities; ++m)
+        rankCounts[r][m] += sequenceCounts[i][m];
+  return llvm::Error::success();
+}
+
+llvm::Expected<std::vector<double>>
+ShardedStep::runMicroBatches(const std::vector<size_t> &sequences) {
+  const int64_t batch = manifest.batchSize, seqLen = manifest.seqLen;
+  const size_t modalities = config.modalities.size();
+  std::vector<double> sums(1 + 2 * modalities, 0.0);
+  for (int64_t micro = 0; micro < config.train.microBatches; ++micro) {
+    for (int64_t row = 0; row < batch; ++row) {
+      size_t sequence = sequences[size_t(micro * batch + row)];
+      std::copy_n(window.begin() + sequence * (seqLen + 1), seqLen + 1,
+                  tokens.begin() + row * (seqLen + 1));
+    }
+    if (!noise.empty())
+      noise = noiseOfMicroBatch[micro];
+    if (llvm::Error error = entries.grad(gradBuffers.data()))
+      return std::move(error);
+    sums[0] += gradOutputs[0][0];
+    std::vector<uint64_t> counts = config.countTargetsByModality(tokens);
+    for (size_t m = 0; m < modalities; ++m) {
+      sums[1 + m] += double(gradOutputs[1 + m][0]) * double(counts[m]);
+      sums[1 + modalities + m] += double(counts[m]);
+    }
+  }
+  return sums;
+}
+
+llvm::Expected<double> ShardedStep::squaredGradientNorm() {
+  double squares = 0;
+  if (llvm::Error error = forEachChunk(
+          [&](const OptimizerSegment &, float **chunk) -> llvm::Error {
+            void *buffers[] = {chunk[1], chunkNorm.data()};
+            if (llvm::Error error = entries.norm(buffers))
+              return error;
+            squares += double(chunkNorm[0]) * double(chunkNorm[0]);
+            return llvm::Error::success();
+          }))
+    return std::move(error);
+  return squares;
+}
+
+llvm::Error ShardedStep::update(int64_t step, double lr, double gradNorm) {
+  const TrainConfig &hyper = config.train;
+  schedule = adamwSchedule(hyper, lr, step);
+  clipFactor[0] = hyper.gradClip > 0 ? std::min(1.0f, float(hyper.gradClip) /
+                                                          (float(gradNorm) +
+                                                           1e-6f))
+                                     : 1.0f;
+  return forEachChunk(
+      [&](const OptimizerSegment &segment, float **chunk) -> llvm::Error {
+        void *buffers[] = {chunk[0],        chunk[1],          chunk[2],
+                           chunk[3],        schedule.data(),   clipFactor.data(),
+                           chunk[0],        chunk[2],          chunk[3]};
+        return (segment.decayed ? entries.decayed : entries.undecayed)(buffers);
+      });
+}
+
+llvm::Expected<StepOutcome> ShardedStep::run(int64_t step, double lr) {
+  const int rank = comm.rank(), ranks = comm.size();
+  const size_t modalities = config.modalities.size();
+  const Clock::time_point stepStart = Clock::now();
+  stepDataPosition = dataPosition;
+  stepNoiseRng = noiseRng;
+  model.communicationWait = {};
+  model.zeroGradients();
+  // Rank r's micro-batches are the global ones r*M .. r*M + M-1; the router
+  // noise is drawn for all of them in order, as one rank would.
+  if (!noise.empty())
+    for (int64_t g = 0; g < globalMicroBatches(); ++g) {
+      sampleGumbelNoise(noiseRng, noise);
+      if (g / config.train.microBatches == rank)
+        noiseOfMicroBatch[g % config.train.microBatches] = noise;
+    }
+  std::vector<std::vector<size_t>> deal;
+  std::vector<std::vector<uint64_t>> rankCounts;
+  if (llvm::Error error = dealSequences(deal, rankCounts))
+    return std::move(error);
+  llvm::Expected<std::vector<double>> sums = runMicroBatches(deal[rank]);
+  if (!sums)
+    return sums.takeError();
+  dataPosition += uint64_t(globalMicroBatches() * manifest.batchSize);
+  const Clock::time_point computeEnd = Clock::now();
+
+  // The global gradient norm from the shards' squared norms, and each
+  // rank's compute time, to find the slowest.
+  llvm::Expected<double> squares = squaredGradientNorm();
+  if (!squares)
+    return squares.takeError();
+  sums->push_back(*squares);
+  std::vector<double> times(ranks, 0.0);
+  times[rank] = seconds(computeEnd - stepStart);
+  sums->insert(sums->end(), times.begin(), times.end());
+  if (llvm::Error error =
+          comm.allReduceSum(sums->data(), sums->size(), "the step's sums"))
+    return std::move(error);
+  StepOutcome outcome;
+  outcome.loss = (*sums)[0] / double(globalMicroBatches());
+  outcome.gradNorm = std::sqrt((*sums)[1 + 2 * modalities]);
+  double slowest = 0;
+  for (int r = 0; r < ranks; ++r)
+    slowest = std::max(slowest, (*sums)[2 + 2 * modalities + r]);
+  // All-reduced: every rank sees the same and decides the same.
+  if (!std::isfinite(outcome.loss) || !std::isfinite(outcome.gradNorm)) {
+    outcome.nonFinite = llvm::formatv("the loss is {0} and the gradient norm "
+                                      "{1}",
+                                      outcome.loss, outcome.gradNorm)
+                            .str();
+    return outcome;
+  }
+  if (llvm::Error error = update(step, lr, outcome.gradNorm))
+    return std::move(error);
+
+  const double spread = modalityShareSpread(rankCounts);
+  const double wait = seconds(model.communicationWait);
+  outcome.metrics = llvm::json::Object{{"ranks", ranks},
+                                       {"slowest_rank_s", slowest},
+                                       {"comm_wait_s", wait},
+                                       {"modality_share_spread", spread}};
+  llvm::json::Array byRank;
+  for (const std::vector<uint64_t> &counts : rankCounts) {
+    llvm::json::Array row;
+    for (uint64_t n : counts)
+      row.push_back(int64_t(n));
+    byRank.push_back(std::move(row));
+  }
+  outcome.metrics["modality_targets_by_rank"] = std::move(byRank);
+  std::vector<double> modalitySum((*sums).begin() + 1,
+                                  (*sums).begin() + 1 + modalities);
+  std::vector<uint64_t> modalityCount;
+  for (size_t m = 0; m < modalities; ++m)
+    modalityCount.push_back(uint64_t((*sums)[1 + modalities + m]));
+  modalityMetrics(config, modalitySum, modalityCount, outcome);
+  outcome.progress += llvm::formatv(
+      " | {0} ranks: slowest {1:F3} s, waiting on communication {2:F3} s, "
+      "modality share spread {3:F3}",
+      ranks, slowest, wait, spread);
+  return outcome;
+}
+
+llvm::Error ShardedStep::checkpoint(int64_t completed) {
+  std::vector<UnitShards> shards;
+  for (ShardedModel::Shard &shard : model.shards) {
+    for (std::vector<float> *buffer :
+         {&shard.params, &shard.firstMoments, &shard.secondMoments})
+      if (llvm::Error error = artifact.device().copyToHost(buffer->data()))
+        return error;
+    shards.push_back({shard.params, shard.firstMoments, shard.secondMoments});
+  }
+  CheckpointProgress progress;
+  progress.step = completed;
+  progress.dataPosition = dataPosition;
+  progress.rng = rngState(noise.empty() ? nullptr : &noiseRng);
+  progress.model = manifest.model;
+  progress.globalBatch = globalMicroBatches() * manifest.batchSize;
+  const int rank = comm.rank(), ranks = comm.size();
+  // Each rank's file of the new set, synced under a name of its own: the
+  // committed set's files are not touched.
+  llvm::Expected<ShardFile> mine = writeShardCheckpoint(
+      options.runDirectory, rank, ranks, manifest, shards, progress);
+  if (!mine)
+    return mine.takeError();
+  failpoint(failpoints::kBetweenRenames, rank);
+  // Every file's size and checksum to rank 0, exactly (32-bit halves in
+  // doubles); the sum is also the barrier after which every file is in
+  // place.
+  std::vector<double> records(3 * ranks, 0.0);
+  records[3 * rank] = double(mine->bytes);
+  records[3 * rank + 1] = double(mine->xxh3 >> 32);
+  records[3 * rank + 2] = double(mine->xxh3 & 0xffffffffu);
+  if (llvm::Error error = comm.allReduceSum(records.data(), records.size(),
+                                            "the checkpoint's shard records"))
+    return error;
+  if (rank == 0) {
+    std::vector<ShardFile> files;
+    for (int r = 0; r < ranks; ++r)
+      files.push_back(
+          {llvm::sys::path::filename(shardCheckpointPath(
+                                         options.runDirectory, completed, r,
+                                         ranks))
+               .str(),
+           uint64_t(records[3 * r]),
+           uint64_t(records[3 * r + 1]) << 32 | uint64_t(records[3 * r + 2])});
+    failpoint(failpoints::kBeforeSetManifest, rank);
+    // The set becomes the checkpoint in one rename; the older ones go.
+    if (llvm::Error error =
+            commitShardSet(options.runDirectory, completed, files))
+      return error;
+  }
+  // No rank goes on past a checkpoint that is not committed.
+  return comm.barrier("the checkpoint commit");
+}
+
+/// Refuses, before anything is allocated, a run whose shards do not fit:
+/// what this rank keeps (momac --report --ranks R) times the ranks that
+/// share this machine's memory, against --memory-limit or the memory; and
+/// this rank's part against its GPU's free memory.
+llvm::Error checkShardedMemory(const TrainOptions &options,
+                               const LoadedArtifact &artifact, int ranks) {
+  const Manifest &manifest = artifact.manifest();
+  const int64_t rankBytes =
+      computeShardedStateBytes(artifact.config(), ranks).totalBytes();
+  int64_t local = ranks;
+  if (const char *size = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE"))
+    local = std::max<int64_t>(1, std::atoll(size));
+  if (llvm::Error error = checkMemoryEstimate(
+          rankBytes * local,
+          llvm::formatv("training {0} on {1} ranks, {2} of them on this "
+                        "machine (each: its shards of the weights, gradients "
+                        "and AdamW moments, and two gathered units)",
+                        manifest.model, ranks, local)
+              .str(),
+          options.memoryLimitBytes))
+    return error;
+  // Each rank's GPU holds its own shards (DeviceChoice.h).
+  return artifact.device().checkMemory(
+      rankBytes, llvm::formatv("training {0} on {1} ranks (this rank's shards "
+                               "and two gathered units)",
+                               manifest.model, ranks)
+                     .str());
+}
+
+/// The compiled entry points of the sharded step, or an error naming the
+/// one that is missing.
+llvm::Expected<ShardedEntries> shardedEntries(const LoadedArtifact &artifact) {
+  ShardedEntries entries;
+  std::pair<const char *, LoadedArtifact::EntryFunction *> wanted[] = {
+      {"fsdp_grad", &entries.grad},
+      {"fsdp_grad_norm", &entries.norm},
+      {"fsdp_adamw_decayed", &entries.decayed},
+      {"fsdp_adamw_undecayed", &entries.undecayed}};
+  for (auto [name, function] : wanted) {
+    auto entry = artifact.entryPoint(name);
+    if (!entry)
+      return entry.takeError();
+    *function = entry->second;
+    if (function == &entries.grad)
+      entries.gradSpec = entry->first;
+  }
+  return entries;
+}
+
+/// This rank's shards of the starting state (a checkpoint of any rank
+/// count, --init or momarun's init), one parameter at a time: a rank holds,
+/// beyond its shard, at most one parameter (or one FSDP unit of a shard set
+/// being put back together). Returns the checkpoint's progress (zero for a
+/// fresh run, whose metrics start over and whose RUN/run.json is written).
+llvm::Expected<TrainingState> loadShards(const TrainOptions &options,
+                                         const LoadedArtifact &artifact,
+                                         ShardedModel &model, int rank,
+                                         int ranks) {
+  const Manifest &manifest = artifact.manifest();
+  const ModelConfig &config = artifact.config();
+  const std::string metricsPath = options.runDirectory + "/metrics.jsonl";
   TrainingState state;
   if (options.resume) {
     llvm::Expected<TrainingState> read = readTrainingCheckpointEach(
@@ -394,54 +500,51 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
         });
     if (!read)
       return read.takeError();
-    state = std::move(*read);
+    if (llvm::Error error = checkResumedBatch(
+            *read, int64_t(ranks) * config.train.microBatches * manifest.batchSize,
+            llvm::formatv("{0} ranks x {1} micro-batch(es) x {2} sequences",
+                          ranks, config.train.microBatches, manifest.batchSize)
+                .str(),
+            options.allowBatchChange, read->source))
+      return std::move(error);
     if (rank == 0)
-      if (llvm::Error error = truncateMetrics(metricsPath, state.step))
-        return error;
-    if (noiseSpec) {
-      std::istringstream stream(state.rng);
-      if (!(stream >> noiseRng))
-        return fsdpError(state.source +
-                         ": metadata lacks the router-noise RNG state (rng)");
-    }
-  } else {
-    // The moments start at zero, as the shards do.
-    auto keep = [&](size_t p, std::vector<float> &values) {
-      model.keepSlice(p, values, &ShardedModel::Shard::params);
-    };
-    if (options.initWeights.empty())
-      Weights::initializeEach(manifest, seed, keep);
-    else if (llvm::Error error =
-                 Weights::loadEach(manifest, options.initWeights, keep))
-      return error;
-    // Stage 2 of an upcycling: where stage 1's data and compute stopped.
-    int64_t stageOneSteps = 0;
-    if (!options.dataPositionFrom.empty()) {
-      llvm::Expected<std::pair<uint64_t, int64_t>> from =
-          readDataPosition(options.dataPositionFrom);
-      if (!from)
-        return from.takeError();
-      std::tie(state.dataPosition, stageOneSteps) = *from;
-    }
-    if (rank == 0) {
-      llvm::sys::fs::remove(metricsPath);
-      if (llvm::Error error = writeNewRunRecord(
-              options.runDirectory, config,
-              manifest.batchSize * manifest.seqLen * hyper.microBatches *
-                  ranks,
-              options.dataPositionFrom, stageOneSteps))
-        return error;
-    }
+      if (llvm::Error error = truncateMetrics(metricsPath, read->step))
+        return std::move(error);
+    return read;
   }
-  const int64_t firstStep = state.step + 1;
-  uint64_t dataPosition = state.dataPosition;
+  // The moments start at zero, as the shards do.
+  auto keep = [&](size_t p, std::vector<float> &values) {
+    model.keepSlice(p, values, &ShardedModel::Shard::params);
+  };
+  const uint64_t seed = options.seed.value_or(uint64_t(config.train.seed));
+  if (options.initWeights.empty())
+    Weights::initializeEach(manifest, seed, keep);
+  else if (llvm::Error error =
+               Weights::loadEach(manifest, options.initWeights, keep))
+    return std::move(error);
+  // Stage 2 of an upcycling: where stage 1's data and compute stopped.
+  int64_t stageOneSteps = 0;
+  if (!options.dataPositionFrom.empty()) {
+    llvm::Expected<std::pair<uint64_t, int64_t>> from =
+        readDataPosition(options.dataPositionFrom);
+    if (!from)
+      return from.takeError();
+    std::tie(state.dataPosition, stageOneSteps) = *from;
+  }
+  if (rank == 0) {
+    llvm::sys::fs::remove(metricsPath);
+    if (llvm::Error error = writeNewRunRecord(
+            options.runDirectory, config,
+            manifest.batchSize * manifest.seqLen * config.train.microBatches *
+                ranks,
+            options.dataPositionFrom, stageOneSteps))
+      return std::move(error);
+  }
+  return std::move(state);
+}
 
-  if (llvm::Error error = model.placeShards())
-    return error;
-  MomartFsdpCallbacks callbacks = model.callbacks();
-  install(&callbacks);
-
-  // What each rank holds (momac --report --ranks R predicts the same).
+/// What each rank holds (momac --report --ranks R predicts the same).
+RankMemory rankMemory(const ShardedModel &model) {
   RankMemory memory;
   for (const ShardedModel::Shard &shard : model.shards)
     memory.parameterBytes += shard.shardElements * int64_t(sizeof(float));
@@ -449,316 +552,115 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
   memory.optimizerBytes = 2 * memory.parameterBytes;
   memory.gatheredBytes = 2 * model.largestUnit * int64_t(sizeof(float));
   memory.largestUnit = model.largestUnitName;
+  return memory;
+}
+
+} // namespace
+
+llvm::Error momac::trainSharded(const TrainOptions &options,
+                                Communicator &comm) {
+  const int rank = comm.rank(), ranks = comm.size();
+  llvm::Expected<LoadedArtifact> artifact =
+      LoadedArtifact::open(options.artifact);
+  if (!artifact)
+    return artifact.takeError();
+  const Manifest &manifest = artifact->manifest();
+  if (manifest.shardUnits.empty())
+    return fsdpError(options.artifact +
+                     ": compiled without --fsdp, so it cannot train on " +
+                     std::to_string(ranks) +
+                     " ranks; compile it with momac MODEL.json --fsdp -o ART");
+  if (llvm::Error error = checkShardedMemory(options, *artifact, ranks))
+    return error;
+  auto install = reinterpret_cast<void (*)(const MomartFsdpCallbacks *)>(
+      artifact->symbol("momart_fsdp_install"));
+  if (!install)
+    return fsdpError(options.artifact +
+                     "/model.so: no momart_fsdp_install (not an FSDP artifact)");
+  llvm::Expected<ShardedEntries> entries = shardedEntries(*artifact);
+  if (!entries)
+    return entries.takeError();
+  // One writer per run directory (rank 0 holds it for all), for the whole
+  // run.
+  std::optional<RunLock> lock;
+  if (rank == 0) {
+    llvm::Expected<RunLock> acquired =
+        RunLock::acquire(options.runDirectory, "train");
+    if (!acquired)
+      return acquired.takeError();
+    lock.emplace(std::move(*acquired));
+  }
+  if (llvm::Error error = comm.barrier("the run directory's lock"))
+    return error;
+  if (std::error_code ec =
+          llvm::sys::fs::create_directories(options.runDirectory))
+    return fsdpError(options.runDirectory + ": " + ec.message());
+  // What an interrupted checkpoint write left (rank 0: before any rank
+  // can write, which needs a step with it).
+  if (rank == 0)
+    if (unsigned stale = removeInterruptedCheckpointWrites(options.runDirectory))
+      llvm::errs() << llvm::formatv("momarun: removed {0} temporary file(s) "
+                                    "of an interrupted checkpoint write\n",
+                                    stale);
+  setFailpointRank(rank);
+
+  // The units' collectives: the device's own (NCCL between GPUs) or the
+  // ranks' (MPI between host buffers; also a CUDA emulation's).
+  llvm::Expected<std::unique_ptr<Communicator>> own =
+      artifact->device().unitCommunicator(comm);
+  if (!own)
+    return own.takeError();
+  Communicator &unitComm = *own ? **own : comm;
+  ShardedModel model(manifest, artifact->device(), unitComm);
+  llvm::Expected<TrainingState> start =
+      loadShards(options, *artifact, model, rank, ranks);
+  if (!start)
+    return start.takeError();
+  const uint64_t seed =
+      options.seed.value_or(uint64_t(artifact->config().train.seed));
+  std::mt19937_64 noiseRng(seed ^ 0x9e3779b97f4a7c15ULL);
+  const bool routerNoise =
+      llvm::any_of(entries->gradSpec->arguments, [](const BufferSpec &spec) {
+        return spec.name == kGumbelNoiseArgument;
+      });
+  if (options.resume && routerNoise) {
+    std::istringstream stream(start->rng);
+    if (!(stream >> noiseRng))
+      return fsdpError(start->source +
+                       ": metadata lacks the router-noise RNG state (rng)");
+  }
+  if (llvm::Error error = model.placeShards())
+    return error;
+  MomartFsdpCallbacks callbacks = model.callbacks();
+  install(&callbacks);
   reportRankMemory(llvm::outs(), options.runDirectory, rank, ranks,
-                   unitComm->backend(), memory);
+                   unitComm.backend(), rankMemory(model));
 
   llvm::Expected<PackedDataset> data = openPackedDataset(
       options.dataPrefix, manifest.seqLen, manifest.vocabSize);
   if (!data)
     return data.takeError();
-  SequenceStream *stream = data->stream.get();
-
-  const int64_t batch = manifest.batchSize, seqLen = manifest.seqLen;
-  const int64_t microBatches = hyper.microBatches;
-  const int64_t globalMicroBatches = microBatches * ranks;
-  model.gradientScale = 1.0f / float(globalMicroBatches);
-  std::vector<int32_t> tokens(batch * (seqLen + 1));
-  const int64_t stepSequences = globalMicroBatches * batch;
-  std::vector<int32_t> window(stepSequences * (seqLen + 1));
-  const std::vector<double> targetShares = modalityTargetShares(config);
-  int32_t batchRows = int32_t(batch);
-  std::vector<float> noise(noiseSpec ? noiseSpec->numElements() : 0);
-  std::vector<std::vector<float>> noiseOfMicroBatch(
-      noiseSpec ? microBatches : 0);
-  llvm::StringMap<void *> gradArguments, gradResults;
-  gradArguments["tokens"] = tokens.data();
-  if (takesBatchRows(gradSpec))
-    gradArguments[kBatchRowsArgument] = &batchRows;
-  std::vector<std::vector<float>> gradOutputs =
-      allocateResults(gradSpec, gradResults);
-  if (noiseSpec)
-    gradArguments[kGumbelNoiseArgument] = noise.data();
-  auto gradBuffers = bindByName(gradSpec, gradArguments, gradResults);
-  if (!gradBuffers)
-    return gradBuffers.takeError();
-
-  // The optimizer's chunked entry points, over staging buffers when a
-  // segment's last chunk is short.
-  const int64_t chunk = manifest.shardChunkElements;
-  std::vector<float> stage[4];
-  for (std::vector<float> &buffer : stage) {
-    buffer.assign(chunk, 0.0f);
-    if (llvm::Error error = model.keep(buffer, "an optimizer staging buffer"))
-      return error;
-  }
-  std::vector<float> schedule(3), clipFactor(1), chunkNorm(1);
-  const std::vector<OptimizerSegment> segments = model.optimizerSegments();
-  auto forEachChunk = [&](auto &&body) -> llvm::Error {
-    for (const OptimizerSegment &segment : segments) {
-      ShardedModel::Shard &shard = model.shards[segment.unit];
-      for (int64_t at = segment.begin; at < segment.end; at += chunk) {
-        int64_t n = std::min(chunk, segment.end - at);
-        float *home[4] = {shard.params.data() + at, shard.grads.data() + at,
-                          shard.firstMoments.data() + at,
-                          shard.secondMoments.data() + at};
-        bool staged = n < chunk;
-        float *data[4];
-        for (int k = 0; k < 4; ++k) {
-          data[k] = staged ? stage[k].data() : home[k];
-          if (!staged)
-            continue;
-          if (llvm::Error error = artifact->copy(stage[k].data(), home[k], n))
-            return error;
-          if (llvm::Error error =
-                  artifact->zero(stage[k].data() + n, size_t(chunk - n)))
-            return error;
-        }
-        if (llvm::Error error = body(segment, data))
-          return error;
-        if (staged)
-          for (int k = 0; k < 4; ++k)
-            if (llvm::Error error = artifact->copy(home[k], stage[k].data(), n))
-              return error;
-      }
-    }
-    return llvm::Error::success();
-  };
-
-  std::error_code ec;
-  std::optional<llvm::raw_fd_ostream> metrics;
-  if (rank == 0) {
-    metrics.emplace(metricsPath, ec, llvm::sys::fs::OF_Append);
-    if (ec)
-      return fsdpError(metricsPath + ": " + ec.message());
-  }
-  const size_t modalities = config.modalities.size();
-  const int64_t lastStep = firstStep + options.steps - 1;
-  auto runStart = Clock::now();
-
-  auto saveCheckpoint = [&](int64_t completed) -> llvm::Error {
-    std::vector<UnitShards> shards;
-    for (ShardedModel::Shard &shard : model.shards) {
-      for (std::vector<float> *buffer :
-           {&shard.params, &shard.firstMoments, &shard.secondMoments})
-        if (llvm::Error error = artifact->copyToHost(buffer->data()))
-          return error;
-      shards.push_back(
-          {shard.params, shard.firstMoments, shard.secondMoments});
-    }
-    CheckpointProgress progress;
-    progress.step = completed;
-    progress.dataPosition = dataPosition;
-    progress.rng = rngState(noiseSpec ? &noiseRng : nullptr);
-    progress.model = manifest.model;
-    if (llvm::Error error = writeShardCheckpoint(
-            options.runDirectory, rank, ranks, manifest, shards, progress))
-      return error;
-    // Every shard is in place before the older forms go.
-    if (llvm::Error error = comm.barrier("the checkpoint barrier"))
-      return error;
-    if (rank == 0) {
-      std::vector<std::string> keep;
-      for (int r = 0; r < ranks; ++r)
-        keep.push_back(shardCheckpointPath(options.runDirectory, r, ranks));
-      removeOtherCheckpoints(options.runDirectory, keep);
-    }
-    return llvm::Error::success();
-  };
-
-  int64_t skippedSteps = 0;
-  int64_t lastCheckpoint = options.resume ? firstStep - 1 : 0;
-  for (int64_t step = firstStep; step <= lastStep; ++step) {
-    auto stepStart = Clock::now();
-    const uint64_t stepDataPosition = dataPosition;
-    const std::mt19937_64 stepNoiseRng = noiseRng;
-    model.communicationWait = {};
-    model.zeroGradients();
-    // Rank r's micro-batches are the global ones r*M .. r*M + M-1; the
-    // router noise is drawn for all of them in order, as one rank would.
-    if (noiseSpec)
-      for (int64_t g = 0; g < globalMicroBatches; ++g) {
-        sampleGumbelNoise(noiseRng, noise);
-        if (g / microBatches == rank)
-          noiseOfMicroBatch[g % microBatches] = noise;
-      }
-    // The step's R * M * B sequences, and which of them each rank trains:
-    // rank r the r-th M * B (MODEL_SPEC section 8), or a balanced deal.
-    stream->seek(dataPosition);
-    if (llvm::Error error = stream->next(size_t(stepSequences), window))
-      return error;
-    std::vector<std::vector<uint64_t>> sequenceCounts;
-    for (int64_t i = 0; i < stepSequences; ++i)
-      sequenceCounts.push_back(config.countTargetsByModality(
-          llvm::ArrayRef<int32_t>(window).slice(i * (seqLen + 1), seqLen + 1)));
-    std::vector<std::vector<size_t>> deal(ranks);
-    if (options.balanceModalities) {
-      deal = balanceByModality(sequenceCounts, targetShares, ranks,
-                               size_t(microBatches * batch));
-    } else {
-      for (int64_t i = 0; i < stepSequences; ++i)
-        deal[i / (microBatches * batch)].push_back(size_t(i));
-    }
-    std::vector<std::vector<uint64_t>> rankCounts(
-        ranks, std::vector<uint64_t>(modalities, 0));
-    for (int r = 0; r < ranks; ++r)
-      for (size_t i : deal[r])
-        for (size_t m = 0; m < modalities; ++m)
-          rankCounts[r][m] += sequenceCounts[i][m];
-
-    std::vector<double> sums(1 + 2 * modalities, 0.0);
-    for (int64_t micro = 0; micro < microBatches; ++micro) {
-      for (int64_t row = 0; row < batch; ++row) {
-        size_t sequence = deal[rank][size_t(micro * batch + row)];
-        std::copy_n(window.begin() + sequence * (seqLen + 1), seqLen + 1,
-                    tokens.begin() + row * (seqLen + 1));
-      }
-      if (noiseSpec)
-        noise = noiseOfMicroBatch[micro];
-      if (llvm::Error error = gradEntry->second(gradBuffers->data()))
-        return error;
-      sums[0] += gradOutputs[0][0];
-      std::vector<uint64_t> counts = config.countTargetsByModality(tokens);
-      for (size_t m = 0; m < modalities; ++m) {
-        sums[1 + m] += double(gradOutputs[1 + m][0]) * double(counts[m]);
-        sums[1 + modalities + m] += double(counts[m]);
-      }
-    }
-    dataPosition += uint64_t(globalMicroBatches * batch);
-    auto computeEnd = Clock::now();
-
-    // The global gradient norm from the shards' squared norms.
-    double squares = 0;
-    if (llvm::Error error = forEachChunk(
-            [&](const OptimizerSegment &, float **data) -> llvm::Error {
-              void *buffers[] = {data[1], chunkNorm.data()};
-              if (llvm::Error error = normEntry->second(buffers))
-                return error;
-              squares += double(chunkNorm[0]) * double(chunkNorm[0]);
-              return llvm::Error::success();
-            }))
-      return error;
-    sums.push_back(squares);
-    // Each rank's compute time, to find the slowest.
-    std::vector<double> times(ranks, 0.0);
-    times[rank] = seconds(computeEnd - stepStart);
-    sums.insert(sums.end(), times.begin(), times.end());
-    if (llvm::Error error =
-            comm.allReduceSum(sums.data(), sums.size(), "the step's sums"))
-      return error;
-    const double loss = sums[0] / double(globalMicroBatches);
-    const double gradNorm = std::sqrt(sums[1 + 2 * modalities]);
-    double slowest = 0;
-    for (int r = 0; r < ranks; ++r)
-      slowest = std::max(slowest, sums[2 + 2 * modalities + r]);
-    double lr = learningRate(hyper, step);
-    // A non-finite loss or gradient norm (all-reduced: every rank sees the
-    // same) stops the run before the update or, with --skip-nonfinite, skips
-    // the update on every rank, as on one rank (Trainer.cpp).
-    const bool finite = std::isfinite(loss) && std::isfinite(gradNorm);
-    if (!finite) {
-      bool skip = skippedSteps < options.skipNonFinite;
-      if (rank == 0) {
-        *metrics << llvm::formatv("{0}", llvm::json::Value(nonFiniteStepLine(
-                                             step, loss, lr, skip)))
-                 << "\n";
-        metrics->flush();
-      }
-      std::string what = llvm::formatv("the loss is {0} and the gradient "
-                                       "norm {1}",
-                                       loss, gradNorm)
-                             .str();
-      if (!skip) {
-        if (lastCheckpoint < step - 1) {
-          // The shards still hold the state after step - 1: keep it, with
-          // the data position and noise stream of this step's start.
-          dataPosition = stepDataPosition;
-          noiseRng = stepNoiseRng;
-          if (llvm::Error error = saveCheckpoint(step - 1))
-            return error;
-          lastCheckpoint = step - 1;
-        }
-        return llvm::make_error<CollectiveStop>(nonFiniteStopMessage(
-            step, what, lastCheckpoint,
-            llvm::formatv("the shard set RUN/checkpoint.shard-*-of-{0}"
-                          ".safetensors",
-                          ranks)
-                .str()));
-      }
-      ++skippedSteps;
-      if (rank == 0)
-        warnNonFiniteSkipped(step, what, skippedSteps, options.skipNonFinite);
-    } else {
-      schedule = {float(lr), float(1 - std::pow(hyper.beta1, double(step))),
-                  float(1 - std::pow(hyper.beta2, double(step)))};
-      clipFactor[0] = hyper.gradClip > 0
-                          ? std::min(1.0f, float(hyper.gradClip) /
-                                               (float(gradNorm) + 1e-6f))
-                          : 1.0f;
-      if (llvm::Error error = forEachChunk(
-              [&](const OptimizerSegment &segment,
-                  float **data) -> llvm::Error {
-                void *buffers[] = {data[0], data[1],       data[2],
-                                   data[3], schedule.data(), clipFactor.data(),
-                                   data[0], data[2],       data[3]};
-                return (segment.decayed ? decayedEntry : undecayedEntry)
-                    ->second(buffers);
-              }))
-        return error;
-    }
-
-    auto now = Clock::now();
-    double stepSeconds = seconds(now - stepStart);
-    double tokensPerSecond =
-        double(globalMicroBatches * batch * seqLen) / stepSeconds;
-    if (rank == 0 && finite) {
-      llvm::json::Object line{{"step", step},
-                              {"loss", jsonNumber(loss)},
-                              {"lr", lr},
-                              {"grad_norm", jsonNumber(gradNorm)},
-                              {"tokens_per_s", jsonNumber(tokensPerSecond)},
-                              {"ranks", ranks},
-                              {"slowest_rank_s", slowest},
-                              {"comm_wait_s",
-                               seconds(model.communicationWait)}};
-      llvm::json::Array byRank;
-      for (const std::vector<uint64_t> &counts : rankCounts) {
-        llvm::json::Array row;
-        for (uint64_t n : counts)
-          row.push_back(int64_t(n));
-        byRank.push_back(std::move(row));
-      }
-      line["modality_targets_by_rank"] = std::move(byRank);
-      line["modality_share_spread"] = modalityShareSpread(rankCounts);
-      for (size_t m = 0; m < modalities; ++m) {
-        double count = sums[1 + modalities + m];
-        line["loss." + config.modalities[m].name] =
-            jsonNumber(count ? sums[1 + m] / count : 0.0);
-      }
-      *metrics << llvm::formatv("{0}", llvm::json::Value(std::move(line)))
-               << "\n";
-      metrics->flush();
-    }
-    if ((step - firstStep + 1) % options.checkpointEvery == 0 ||
-        step == lastStep) {
-      if (llvm::Error error = saveCheckpoint(step))
-        return error;
-      lastCheckpoint = step;
-    }
-    if (rank == 0 && ((step - firstStep + 1) % options.logEvery == 0 ||
-                      step == firstStep || step == lastStep)) {
-      double elapsed = seconds(now - runStart);
-      llvm::outs() << llvm::formatv(
-          "step {0}/{1} loss {2:F4} | lr {3:e2} | {4:F0} tok/s on {5} ranks "
-          "| slowest rank {6:F3} s | waiting on communication {7:F3} s | "
-          "modality share spread {8:F3} | elapsed {9:F1} s\n",
-          step, lastStep, loss, lr, tokensPerSecond, ranks, slowest,
-          seconds(model.communicationWait), modalityShareSpread(rankCounts),
-          elapsed);
-      llvm::outs().flush();
-    }
-  }
+  ShardedStep step(options, *artifact, comm, model, std::move(*entries),
+                   std::move(*data), start->dataPosition, noiseRng);
+  if (llvm::Error error = step.bind())
+    return error;
+  llvm::Expected<MetricsLog> metrics = MetricsLog::open(
+      options.runDirectory + "/metrics.jsonl", /*leader=*/rank == 0);
+  if (!metrics)
+    return metrics.takeError();
+  TrainLoopOptions loop;
+  loop.schedule = artifact->config().train;
+  loop.firstStep = start->step + 1;
+  loop.steps = options.steps;
+  loop.checkpointEvery = options.checkpointEvery;
+  loop.logEvery = options.logEvery;
+  loop.skipNonFinite = options.skipNonFinite;
+  loop.lastCheckpoint = options.resume ? start->step : 0;
+  loop.leader = rank == 0;
+  if (llvm::Error error = runTrainLoop(step, *metrics, loop))
+    return error;
   install(nullptr);
-  if (auto copies = artifact->residentStatistics(); copies && rank == 0)
+  if (auto copies = artifact->device().copies(); copies && rank == 0)
     llvm::errs() << llvm::formatv(
         "momarun: rank 0's shards ({0:F1} MB) stayed in device memory: {1} "
         "uploads ({2:F1} MB), {3} downloads ({4:F1} MB) in {5} steps; the "
@@ -766,6 +668,6 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
         double(copies->deviceBytes) / 1e6, copies->uploads,
         double(copies->uploadedBytes) / 1e6, copies->downloads,
         double(copies->downloadedBytes) / 1e6, options.steps,
-        unitComm->backend());
+        unitComm.backend());
   return llvm::Error::success();
 }

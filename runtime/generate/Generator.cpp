@@ -97,6 +97,9 @@ momac::generate(const LoadedArtifact &artifact,
   llvm::Expected<Weights> weights = Weights::load(manifest, options.weights);
   if (!weights)
     return weights.takeError();
+  // NaN weights would decode argmax 0 forever: a clear error instead.
+  if (llvm::Error error = weights->checkFinite(options.weights))
+    return std::move(error);
 
   // Two sets of caches, read from one and written to the other each step.
   std::vector<int32_t> tokens(slots, 0), positions(slots, 0);
@@ -130,7 +133,7 @@ momac::generate(const LoadedArtifact &artifact,
     return std::move(error);
   for (auto &set : cacheSets)
     for (std::vector<float> &cache : set)
-      if (llvm::Error error = artifact.keepOnDevice(
+      if (llvm::Error error = artifact.device().keep(
               cache.data(), cache.size() * sizeof(float), "a KV cache"))
         return std::move(error);
   std::vector<void *> buffers[2];

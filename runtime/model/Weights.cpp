@@ -9,6 +9,7 @@
 #include "llvm/Support/FormatVariadic.h"
 
 #include <algorithm>
+#include <cmath>
 #include <atomic>
 #include <random>
 #include <thread>
@@ -130,11 +131,34 @@ llvm::Error Weights::keepOnDevice(
     llvm::function_ref<bool(const ManifestParameter &)> keep) {
   for (size_t i = 0; i < values.size(); ++i)
     if (keep(params[i]) && !values[i].empty())
-      if (llvm::Error error = artifact.keepOnDevice(
+      if (llvm::Error error = artifact.device().keep(
               values[i].data(), values[i].size() * sizeof(float),
               params[i].name))
         return error;
   return llvm::Error::success();
+}
+
+llvm::Error Weights::checkFinite(llvm::StringRef from) const {
+  for (size_t i = 0; i < values.size(); ++i) {
+    auto bad = std::find_if(values[i].begin(), values[i].end(),
+                            [](float x) { return !std::isfinite(x); });
+    if (bad != values[i].end())
+      return llvm::createStringError(
+          llvm::inconvertibleErrorCode(),
+          llvm::formatv("{0}: {1} holds {2} (element {3}): the weights of a "
+                        "diverged run; resume from an earlier checkpoint",
+                        from, params[i].name, *bad,
+                        bad - values[i].begin())
+              .str());
+  }
+  return llvm::Error::success();
+}
+
+llvm::StringMap<void *> Weights::byName() {
+  llvm::StringMap<void *> buffers;
+  for (size_t i = 0; i < values.size(); ++i)
+    buffers[params[i].name] = values[i].data();
+  return buffers;
 }
 
 llvm::Error

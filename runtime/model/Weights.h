@@ -6,6 +6,7 @@
 #include "lib/artifact/Manifest.h"
 
 #include "llvm/ADT/STLFunctionalExtras.h"
+#include "llvm/ADT/StringMap.h"
 #include "llvm/Support/Error.h"
 
 #include <map>
@@ -54,12 +55,20 @@ public:
   std::vector<float> &operator[](size_t i) { return values[i]; }
   const std::vector<float> &operator[](size_t i) const { return values[i]; }
   /// Keeps every parameter on `artifact`'s device between calls that only
-  /// read them (LoadedArtifact::keepOnDevice); those for which `keep` is
+  /// read them (Device::keep); those for which `keep` is
   /// false stay host buffers, copied for each call.
   llvm::Error keepOnDevice(
       const LoadedArtifact &artifact,
       llvm::function_ref<bool(const ManifestParameter &)> keep =
           [](const ManifestParameter &) { return true; });
+
+  /// An error naming the first parameter that holds NaN or Inf (`from`
+  /// says where the weights came from): a diverged checkpoint must not
+  /// silently generate or start a new model.
+  llvm::Error checkFinite(llvm::StringRef from) const;
+
+  /// Each parameter's buffer by its name (to bind an entry point's).
+  llvm::StringMap<void *> byName();
 
   /// Every parameter's values, in manifest order.
   const std::vector<std::vector<float>> &tensors() const { return values; }

@@ -29,6 +29,9 @@ struct AuxTrainOptions {
   std::string runDirectory;
   int64_t steps = 0;
   int64_t logEvery = 10;
+  /// Non-finite steps whose update is skipped before one stops the run
+  /// (as train's --skip-nonfinite).
+  int64_t skipNonFinite = 0;
 };
 
 /// Trains the auxiliary routers for `steps` steps of train.batch_size

@@ -4,13 +4,19 @@
 
 #include "lib/config/ModelStats.h"
 #include "lib/support/AtomicFile.h"
+#include "lib/support/Json.h"
+#include "lib/support/SvgLineChart.h"
 
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/JSON.h"
+#include "llvm/Support/LineIterator.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
 #include "llvm/Support/raw_ostream.h"
+
+#include <cmath>
+#include <optional>
 
 using namespace momac;
 
@@ -27,30 +33,94 @@ std::string pathIn(llvm::StringRef directory, llvm::StringRef name) {
   return std::string(path);
 }
 
-/// Every JSON object of RUN/metrics.jsonl, in order.
-llvm::Expected<std::vector<llvm::json::Object>>
-readMetrics(llvm::StringRef runDirectory) {
+/// Calls `take(line)` for each JSON object of RUN/metrics.jsonl, in order,
+/// one line at a time: the file is mapped, not copied, and no line's object
+/// outlives its call, so a log of any length takes little memory.
+llvm::Error forEachMetricsLine(
+    llvm::StringRef runDirectory,
+    llvm::function_ref<void(const llvm::json::Object &)> take) {
   std::string path = pathIn(runDirectory, "metrics.jsonl");
-  auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/true);
+  auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/false,
+                                            /*RequiresNullTerminator=*/true);
   if (!buffer)
     return recordError(path + ": " + buffer.getError().message());
-  std::vector<llvm::json::Object> lines;
-  llvm::SmallVector<llvm::StringRef> rows;
-  (*buffer)->getBuffer().split(rows, '\n', -1, /*KeepEmpty=*/false);
-  for (auto [i, row] : llvm::enumerate(rows)) {
-    llvm::Expected<llvm::json::Value> value = llvm::json::parse(row);
+  for (llvm::line_iterator line(**buffer, /*SkipBlanks=*/true); !line.is_at_eof();
+       ++line) {
+    llvm::Expected<llvm::json::Value> value = parseJson(*line);
     if (!value)
-      return recordError(llvm::formatv("{0}:{1}: {2}", path, i + 1,
+      return recordError(llvm::formatv("{0}:{1}: {2}", path,
+                                       line.line_number(),
                                        llvm::toString(value.takeError())));
-    if (!value->getAsObject())
+    const llvm::json::Object *object = value->getAsObject();
+    if (!object)
       return recordError(llvm::formatv("{0}:{1}: not a JSON object", path,
-                                       i + 1));
-    lines.push_back(std::move(*value->getAsObject()));
+                                       line.line_number()));
+    take(*object);
   }
-  return lines;
+  return llvm::Error::success();
 }
 
 } // namespace
+
+llvm::json::Value momac::jsonNumber(double value) {
+  if (!std::isfinite(value))
+    return nullptr;
+  return value;
+}
+
+llvm::Expected<MetricsLog> MetricsLog::open(llvm::StringRef path,
+                                            bool leader) {
+  MetricsLog log;
+  log.path = path.str();
+  if (!leader)
+    return std::move(log);
+  std::error_code ec;
+  log.out = std::make_unique<llvm::raw_fd_ostream>(path, ec,
+                                                   llvm::sys::fs::OF_Append);
+  if (ec)
+    return recordError(path + ": " + ec.message());
+  return std::move(log);
+}
+
+llvm::Error MetricsLog::write(llvm::json::Object line) {
+  if (!out)
+    return llvm::Error::success();
+  *out << llvm::formatv("{0}", llvm::json::Value(std::move(line))) << "\n";
+  out->flush();
+  if (out->has_error()) {
+    std::string message = out->error().message();
+    out->clear_error();
+    return recordError(path + ": " + message);
+  }
+  return llvm::Error::success();
+}
+
+llvm::Error momac::truncateMetrics(llvm::StringRef path, int64_t lastStep) {
+  auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/true);
+  if (!buffer)
+    return llvm::Error::success();
+  std::string kept;
+  llvm::SmallVector<llvm::StringRef> lines;
+  (*buffer)->getBuffer().split(lines, '\n', -1, false);
+  for (llvm::StringRef line : lines) {
+    llvm::Expected<llvm::json::Value> value = parseJson(line);
+    if (!value) {
+      llvm::consumeError(value.takeError());
+      continue;
+    }
+    const llvm::json::Object *object = value->getAsObject();
+    std::optional<int64_t> step =
+        object ? object->getInteger("step") : std::nullopt;
+    if (step && *step <= lastStep)
+      kept += line.str() + "\n";
+  }
+  std::error_code ec;
+  llvm::raw_fd_ostream out(path, ec, llvm::sys::fs::OF_Text);
+  if (ec)
+    return recordError(path + ": " + ec.message());
+  out << kept;
+  return llvm::Error::success();
+}
 
 llvm::Error momac::writeRunRecord(llvm::StringRef runDirectory,
                                   const RunRecord &record) {
@@ -84,7 +154,7 @@ llvm::Expected<RunRecord> momac::readRunRecord(llvm::StringRef runDirectory) {
     return recordError(path + ": " + buffer.getError().message() +
                        " (written by momarun train)");
   llvm::Expected<llvm::json::Value> value =
-      llvm::json::parse((*buffer)->getBuffer());
+      parseJson((*buffer)->getBuffer());
   if (!value)
     return recordError(path + ": " + llvm::toString(value.takeError()));
   const llvm::json::Object *object = value->getAsObject();
@@ -142,27 +212,30 @@ llvm::Expected<RunCurves> readRunCurvesAt(llvm::StringRef runDirectory,
         if (x <= record->flopsBefore * (1 + 1e-12))
           curves.series[name].push_back({x, y});
   }
-  llvm::Expected<std::vector<llvm::json::Object>> metrics =
-      readMetrics(runDirectory);
-  if (!metrics)
-    return metrics.takeError();
   const double perStep =
       double(record->tokensPerStep) * record->trainFlopsPerToken;
   curves.totalFlops = record->flopsBefore;
-  for (const llvm::json::Object &line : *metrics) {
-    auto step = line.getInteger("step");
-    if (!step)
-      continue;
-    double flops = record->flopsBefore + double(*step) * perStep;
-    curves.totalFlops = flops;
-    for (const auto &[key, value] : line) {
-      llvm::StringRef name = key;
-      if (name != "loss" && !name.starts_with("loss."))
-        continue;
-      if (auto number = value.getAsNumber())
-        curves.series[name.str()].push_back({flops, *number});
-    }
-  }
+  // A step without a modality's targets logs its loss as null (and its
+  // targets.<modality> as 0): such a step is not a point of that curve, so
+  // the curve and its final mean are over the steps that had its tokens.
+  // Non-finite values (1e999 parses as infinity) are not points either.
+  if (llvm::Error error = forEachMetricsLine(
+          runDirectory, [&](const llvm::json::Object &line) {
+            auto step = line.getInteger("step");
+            if (!step || *step < 1)
+              return;
+            double flops = record->flopsBefore + double(*step) * perStep;
+            curves.totalFlops = flops;
+            for (const auto &[key, value] : line) {
+              llvm::StringRef name = key;
+              if (name != "loss" && !name.starts_with("loss."))
+                continue;
+              auto number = value.getAsNumber();
+              if (number && std::isfinite(*number))
+                curves.series[name.str()].push_back({flops, *number});
+            }
+          }))
+    return std::move(error);
   return curves;
 }
 } // namespace
@@ -241,4 +314,53 @@ void momac::reportRankMemory(llvm::raw_ostream &os,
   llvm::raw_fd_ostream out(path(rank), ec);
   if (!ec)
     out << llvm::formatv("{0:2}", llvm::json::Value(std::move(json))) << "\n";
+}
+
+std::vector<std::pair<double, double>>
+momac::trailingMean(const std::vector<std::pair<double, double>> &points,
+                    size_t window) {
+  std::vector<std::pair<double, double>> smoothed;
+  double sum = 0;
+  for (size_t i = 0; i < points.size(); ++i) {
+    sum += points[i].second;
+    if (i >= window)
+      sum -= points[i - window].second;
+    smoothed.push_back(
+        {points[i].first, sum / double(std::min(i + 1, window))});
+  }
+  return smoothed;
+}
+
+RunPlot momac::plotRunCurves(const std::vector<RunCurves> &runs,
+                             size_t smooth) {
+  RunPlot plot;
+  plot.seriesNames = {"loss"};
+  for (const RunCurves &run : runs)
+    for (const auto &[name, points] : run.series)
+      if (!llvm::is_contained(plot.seriesNames, name))
+        plot.seriesNames.push_back(name);
+  std::vector<ChartPanel> panels;
+  for (const std::string &name : plot.seriesNames) {
+    ChartPanel panel;
+    panel.title = name == "loss" ? "all tokens (section-7 loss)"
+                                 : name.substr(5) + " tokens";
+    for (const RunCurves &run : runs) {
+      auto found = run.series.find(name);
+      if (found != run.series.end())
+        panel.series.push_back({run.label, trailingMean(found->second, smooth)});
+    }
+    panels.push_back(std::move(panel));
+  }
+  plot.svg = renderLineCharts(panels, "training FLOPs", "loss");
+  for (const RunCurves &run : runs) {
+    std::vector<std::optional<double>> &finals = plot.finals.emplace_back();
+    for (const std::string &name : plot.seriesNames) {
+      auto found = run.series.find(name);
+      if (found == run.series.end() || found->second.empty())
+        finals.push_back(std::nullopt);
+      else
+        finals.push_back(trailingMean(found->second, smooth).back().second);
+    }
+  }
+  return plot;
 }

@@ -1,10 +1,10 @@
 //===- RunRecord.h - What a training run was, and its loss curves -*- C++ -*-===//
 //
-// momarun train writes RUN/run.json next to RUN/metrics.jsonl: the model, the
-// tokens of a step and the training FLOPs of a token (momac --report), and,
-// for stage 2 of an upcycling (--data-position-from), the run it continues.
-// momarun plot reads them back to put runs of different models on one axis
-// of training compute, as the MoMa paper compares them.
+// momarun train writes RUN/run.json next to RUN/metrics.jsonl (MetricsLog):
+// the model, the tokens of a step and the training FLOPs of a token (momac
+// --report), and, for stage 2 of an upcycling (--data-position-from), the
+// run it continues. momarun plot reads them back to put runs of different
+// models on one axis of training compute, as the MoMa paper compares them.
 //
 //===----------------------------------------------------------------------===//
 
@@ -14,11 +14,14 @@
 #include "lib/config/ModelConfig.h"
 
 #include "llvm/ADT/StringRef.h"
-#include "llvm/Support/raw_ostream.h"
 #include "llvm/Support/Error.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/raw_ostream.h"
 
 #include <cstdint>
 #include <map>
+#include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -50,6 +53,29 @@ llvm::Error writeNewRunRecord(llvm::StringRef runDirectory,
                               llvm::StringRef continuedCheckpoint,
                               int64_t continuedSteps);
 
+/// A metric as JSON: the number, or null when it is NaN or infinite, which
+/// JSON cannot write (llvm::json would print a bare `nan`).
+llvm::json::Value jsonNumber(double value);
+
+/// RUN/metrics.jsonl: one JSON object per line, flushed as it is written,
+/// so a run killed at any moment keeps every finished step's line. Only
+/// the leader (rank 0 of several) writes; the others' log does nothing.
+class MetricsLog {
+public:
+  /// Opens `path` for appending on the leader (a fresh run removes it
+  /// first; a resumed one truncates it to its checkpoint: truncateMetrics).
+  static llvm::Expected<MetricsLog> open(llvm::StringRef path, bool leader);
+  llvm::Error write(llvm::json::Object line);
+
+private:
+  std::string path;
+  std::unique_ptr<llvm::raw_fd_ostream> out;
+};
+
+/// Keeps the metrics of steps 1..lastStep in metrics.jsonl at `path` (a
+/// resumed run rewrites the rest).
+llvm::Error truncateMetrics(llvm::StringRef path, int64_t lastStep);
+
 /// What one rank of a run holds in memory.
 struct RankMemory {
   int64_t parameterBytes = 0, gradientBytes = 0, optimizerBytes = 0;
@@ -76,6 +102,22 @@ struct RunCurves {
 };
 
 llvm::Expected<RunCurves> readRunCurves(llvm::StringRef runDirectory);
+
+/// The trailing mean over `window` points of each point.
+std::vector<std::pair<double, double>>
+trailingMean(const std::vector<std::pair<double, double>> &points,
+             size_t window);
+
+/// The curves of several runs, drawn: one panel per series ("loss" over all
+/// tokens, then each modality's), each curve the trailing mean over
+/// `smooth` steps, and each run's final value of each series (the last
+/// trailing mean; unset where the run has none).
+struct RunPlot {
+  std::string svg;
+  std::vector<std::string> seriesNames;
+  std::vector<std::vector<std::optional<double>>> finals;
+};
+RunPlot plotRunCurves(const std::vector<RunCurves> &runs, size_t smooth);
 
 } // namespace momac
 

@@ -1,10 +1,11 @@
-//===- Trainer.h - The training loop of momarun -----------------*- C++ -*-===//
+//===- Trainer.h - Training with momarun -------------------------*- C++ -*-===//
 //
 // Runs MODEL_SPEC section 7 steps with an artifact's compiled entry points:
 // @grad for each micro-batch, then @optimizer_step (clipping and AdamW) on
 // the mean gradient. The runtime owns the buffers, the data position, the
-// learning-rate schedule's scalars, metrics and checkpoints; the tensor math
-// is the artifact's.
+// learning-rate schedule's scalars, metrics and checkpoints (TrainLoop.h);
+// the tensor math is the artifact's. TrainOptions are those of every
+// trainer; one rank runs train(), several trainSharded (runtime/fsdp).
 //
 //===----------------------------------------------------------------------===//
 
@@ -14,7 +15,6 @@
 #include "lib/config/ModelConfig.h"
 
 #include "llvm/Support/Error.h"
-#include "llvm/Support/JSON.h"
 
 #include <optional>
 #include <string>
@@ -36,6 +36,9 @@ struct TrainOptions {
   std::optional<uint64_t> seed;
   int64_t steps = 0;
   bool resume = false;
+  /// Resume even when the run's sequences per step differ from the
+  /// checkpoint's (another rank count or train.micro_batches).
+  bool allowBatchChange = false;
   /// Write RUN/checkpoint.safetensors every this many steps (and at the end).
   int64_t checkpointEvery = 100;
   /// Without a terminal, print a progress line every this many steps.
@@ -54,33 +57,8 @@ struct TrainOptions {
   int64_t memoryLimitBytes = 0;
 };
 
-/// A metric as JSON: the number, or null when it is NaN or infinite, which
-/// JSON cannot write (llvm::json would print a bare `nan`).
-llvm::json::Value jsonNumber(double value);
-
-/// What a step whose loss or gradient is not finite (`what` says which)
-/// leaves behind, the same on one rank and on several
-/// (TrainOptions::skipNonFinite): its metrics.jsonl line, without a
-/// gradient norm;
-llvm::json::Object nonFiniteStepLine(int64_t step, double loss, double lr,
-                                     bool skipped);
-/// the error that stops the run, `lastCheckpoint` (0: none) holding the last
-/// good state in `checkpointForm` ("RUN/checkpoint.safetensors");
-std::string nonFiniteStopMessage(int64_t step, llvm::StringRef what,
-                                 int64_t lastCheckpoint,
-                                 llvm::StringRef checkpointForm);
-/// and the warning printed when its update is skipped instead.
-void warnNonFiniteSkipped(int64_t step, llvm::StringRef what,
-                          int64_t skippedSteps, int64_t allowed);
-
-/// lr(t) of MODEL_SPEC section 7 for step t >= 1.
-double learningRate(const TrainConfig &train, int64_t step);
-
+/// Trains on one rank (TrainLoop.h: the loop; Trainer.cpp: the step).
 llvm::Error train(const TrainOptions &options);
-
-/// Keeps the metrics of steps 1..lastStep in metrics.jsonl at `path` (a
-/// resumed run rewrites the rest).
-llvm::Error truncateMetrics(llvm::StringRef path, int64_t lastStep);
 
 } // namespace momac
 

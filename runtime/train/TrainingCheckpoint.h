@@ -1,17 +1,29 @@
-//===- TrainingCheckpoint.h - Reading back a run's training state -*- C++ -*-===//
+//===- TrainingCheckpoint.h - A run's training state on disk ----*- C++ -*-===//
 //
 // A run directory holds its last checkpoint in one of two forms:
+//
 // - RUN/checkpoint.safetensors (one rank, MODEL_SPEC section 8: the
-//   parameters by name, optim.m.<name> and optim.v.<name>);
-// - a shard set, RUN/checkpoint.shard-<r>-of-<R>.safetensors for r < R,
-//   written by `mpirun -np R momarun train` (runtime/fsdp): each rank's
-//   shards of every FSDP unit (fsdp.<unit>, fsdp.optim.m.<unit>,
-//   fsdp.optim.v.<unit>) and, in the metadata, the unit layout, so that the
-//   set can be put back together without the artifact.
-// Both carry step, data_position and rng in their metadata. Reading takes
-// the form with the most steps by its header, and reads only that one whole
-// (an older one if it cannot be read), so a run may resume on any number of
-// ranks.
+//   parameters by name, optim.m.<name> and optim.v.<name>), replaced
+//   atomically;
+// - a committed shard set of R ranks: each rank's file
+//   RUN/checkpoint.step-<S>.shard-<r>-of-<R>.safetensors (its shards of every
+//   FSDP unit, fsdp.<unit>, fsdp.optim.m.<unit>, fsdp.optim.v.<unit>, and the
+//   unit layout in its metadata, so that the set can be put back together
+//   without the artifact), and RUN/checkpoint.shards.json, which rank 0
+//   writes last, atomically, naming every file of the set with its size and
+//   checksum. Only the set it names is a checkpoint: a crash at any moment
+//   leaves the previous committed set (whose files have other names) or the
+//   new one, never a mixture (the failpoint test kills each step of this on
+//   each rank).
+//
+// Every file carries its tensors' checksums (safetensors kChecksumsKey) and
+// step, data_position, rng, model and global_batch in its metadata. Reading
+// checks every field before using it (steps and positions non-negative and
+// equal across a set, each file's rank and size against its name and the
+// set, the layout's offsets against its units, each tensor's checksum): a
+// mismatch is one line naming the file and the field. It takes the form
+// with the most steps, and only that one whole (an older one if it cannot be
+// read), so a run may resume on any number of ranks.
 //
 //===----------------------------------------------------------------------===//
 
@@ -40,6 +52,9 @@ struct CheckpointProgress {
   /// The router-noise generator's state (rngState), or "none".
   std::string rng = "none";
   std::string model;
+  /// Sequences per step of the run that wrote it (ranks x micro-batches x
+  /// batch size); 0 when unknown (older checkpoints).
+  int64_t globalBatch = 0;
 };
 
 /// The text form of the router-noise generator's state that checkpoints
@@ -61,8 +76,11 @@ struct UnitShards {
 };
 
 std::string singleCheckpointPath(llvm::StringRef runDirectory);
-std::string shardCheckpointPath(llvm::StringRef runDirectory, int rank,
-                                int ranks);
+/// Rank `rank`'s file of the shard set of step `step` over `ranks` ranks.
+std::string shardCheckpointPath(llvm::StringRef runDirectory, int64_t step,
+                                int rank, int ranks);
+/// The committed set's manifest, RUN/checkpoint.shards.json.
+std::string shardSetPath(llvm::StringRef runDirectory);
 
 /// The latest checkpoint of `runDirectory`, either form, with the
 /// parameters of `parameters` (a missing or misshapen one is an error); an
@@ -82,20 +100,29 @@ using TakeParameter = llvm::function_ref<void(
 /// sharded run keeps its shard of each and never holds the whole state
 /// (a shard set is put back together one FSDP unit at a time). The
 /// returned state has the progress, the parameters and the source, no
-/// tensors. When the newest form fails partway, an older one is read
-/// again from its first parameter.
+/// tensors. Everything is validated before the first `take`; when the
+/// newest form fails, an older one is read instead.
 llvm::Expected<TrainingState>
 readTrainingCheckpointEach(llvm::StringRef runDirectory,
                            const std::vector<ManifestParameter> &parameters,
                            TakeParameter take);
+
+/// Refuses to resume `state` with another number of sequences per step
+/// than the run that wrote it (`globalBatch`, made of `how`: "2 ranks x 1
+/// micro-batch x 4 sequences"), which would change the effective batch and
+/// the loss curve, unless `allowed` (--allow-batch-change).
+llvm::Error checkResumedBatch(const CheckpointProgress &state,
+                              int64_t globalBatch, llvm::StringRef how,
+                              bool allowed, llvm::StringRef source);
 
 /// The data_position and step of a momarun checkpoint (stage 2 of an
 /// upcycling starts where stage 1's data stopped).
 llvm::Expected<std::pair<uint64_t, int64_t>>
 readDataPosition(llvm::StringRef checkpoint);
 
-/// Writes one MODEL_SPEC checkpoint (atomically): each parameter under its
-/// name, the AdamW moments of those that are not aux routers, `progress`.
+/// Writes one MODEL_SPEC checkpoint (atomically, checksummed): each
+/// parameter under its name, the AdamW moments of those that are not aux
+/// routers, `progress`.
 llvm::Error
 writeSingleCheckpoint(llvm::StringRef path,
                       llvm::ArrayRef<ManifestParameter> parameters,
@@ -104,18 +131,38 @@ writeSingleCheckpoint(llvm::StringRef path,
                       const std::vector<std::vector<float>> &secondMoments,
                       const CheckpointProgress &progress);
 
-/// Writes rank `rank`'s file of a shard set of `ranks` (atomically): its
-/// shards of each of `manifest`'s units, in manifest order, and the unit
-/// layout that reading the set back needs.
-llvm::Error writeShardCheckpoint(llvm::StringRef runDirectory, int rank,
-                                 int ranks, const Manifest &manifest,
-                                 llvm::ArrayRef<UnitShards> shards,
-                                 const CheckpointProgress &progress);
+/// A file of a shard set as its manifest records it.
+struct ShardFile {
+  std::string name; // in the run directory
+  uint64_t bytes = 0;
+  uint64_t xxh3 = 0;
+};
 
-/// Removes the checkpoint files of `runDirectory` other than `keep` (the
-/// forms and shard sets an earlier run with another rank count left).
-void removeOtherCheckpoints(llvm::StringRef runDirectory,
-                            const std::vector<std::string> &keep);
+/// Writes rank `rank`'s file of the set of step `progress.step` over
+/// `ranks` (synced, under its own name): its shards of each of `manifest`'s
+/// units, in manifest order, and the unit layout that reading the set back
+/// needs. Nothing is committed yet: commitShardSet does, once every rank's
+/// file is in place.
+llvm::Expected<ShardFile>
+writeShardCheckpoint(llvm::StringRef runDirectory, int rank, int ranks,
+                     const Manifest &manifest,
+                     llvm::ArrayRef<UnitShards> shards,
+                     const CheckpointProgress &progress);
+
+/// Commits the set of step `step` (rank 0, after every rank wrote its
+/// file): RUN/checkpoint.shards.json is replaced atomically by one naming
+/// `files`; then the files of older sets and the one-rank form go.
+llvm::Error commitShardSet(llvm::StringRef runDirectory, int64_t step,
+                           const std::vector<ShardFile> &files);
+
+/// Removes every shard set of `runDirectory` (its manifest first): after a
+/// one-rank checkpoint, they are older.
+void removeShardSets(llvm::StringRef runDirectory);
+
+/// Removes the temporaries of checkpoint writes a crash interrupted
+/// (checkpoint.*.tmp-*); returns how many. A run calls it before its first
+/// checkpoint (on several ranks, rank 0 alone).
+unsigned removeInterruptedCheckpointWrites(llvm::StringRef runDirectory);
 
 } // namespace momac
 

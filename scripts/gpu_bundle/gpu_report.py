@@ -32,6 +32,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 
@@ -58,6 +59,13 @@ class Checks:
             self.bundle = json.load(f)
         self.work = tempfile.mkdtemp(prefix="gpu-report-")
         self.momarun = os.path.join(bundle_dir, "bin", "momarun")
+        # The artifacts, inputs and expectations travel packed.
+        self.payload = bundle_dir
+        packed = os.path.join(bundle_dir, "payload.tar.xz")
+        if os.path.exists(packed):
+            self.payload = os.path.join(self.work, "payload")
+            with tarfile.open(packed) as tar:
+                tar.extractall(self.payload)
         self.sections = {name: [] for name in SECTIONS}
         self.environment = {}
         self.weights = {}
@@ -194,14 +202,16 @@ class Checks:
                    if item.endswith("=missing")]
         # What the loader really resolves for momarun and an artifact.
         art = self.bundle["numerics"][0]["artifact"] if self.bundle["numerics"] else None
-        for path in [self.momarun] + ([os.path.join(self.dir, art, "model.so")] if art else []):
+        binaries = [("bin/momarun", self.momarun)]
+        if art:
+            binaries.append((art + "/model.so", os.path.join(self.payload, art, "model.so")))
+        for label, path in binaries:
             code, output, _ = self.run(["ldd", path], timeout=30)
             unresolved = [l.strip() for l in output.splitlines() if "not found" in l]
             resolved = sorted({m.group(1) for m in re.finditer(r"=> (\S+)", output)
                                if re.search(r"cu|nccl", m.group(1))})
-            env["ldd " + os.path.relpath(path, self.dir)] = ", ".join(resolved) or "no CUDA libraries"
-            self.add("environment", "ldd " + os.path.relpath(path, self.dir),
-                     "FAIL" if unresolved else "ok",
+            env["ldd " + label] = ", ".join(resolved) or "no CUDA libraries"
+            self.add("environment", "ldd " + label, "FAIL" if unresolved else "ok",
                      "; ".join(unresolved) if unresolved else ", ".join(resolved) or "-")
         if missing and not self.emulated:
             self.add("environment", "CUDA libraries", "FAIL", "not found: " + ", ".join(missing))
@@ -235,7 +245,7 @@ class Checks:
         model = entry["model"]
         if model not in self.weights:
             path = os.path.join(self.work, model + ".weights.safetensors")
-            fp32 = os.path.join(self.dir, "art", model + ".fp32")
+            fp32 = os.path.join(self.payload, "art", model + ".fp32")
             code, output, _ = self.run([self.momarun, "init", fp32, "-o", path,
                                         "--seed", spec["init_seed"]], timeout=300)
             problem = "" if code == 0 else "momarun init failed: " + last_line(output)
@@ -258,14 +268,14 @@ class Checks:
                 continue
             out = os.path.join(self.work, "grad.safetensors")
             code, output, seconds, rerun = self.run_step(
-                [self.momarun, "grad", os.path.join(self.dir, entry["artifact"]),
-                 "--weights", weights, "--tokens", os.path.join(self.dir, entry["tokens"]),
+                [self.momarun, "grad", os.path.join(self.payload, entry["artifact"]),
+                 "--weights", weights, "--tokens", os.path.join(self.payload, entry["tokens"]),
                  "--out", out], timeout=min(300, self.left()))
             if code != 0:
                 self.add("numerics", name, "FAIL", last_line(output) +
                          (f"; {rerun}" if rerun else ""))
                 continue
-            expected = os.path.join(self.dir, entry["expected"])
+            expected = os.path.join(self.payload, entry["expected"])
             if expected.endswith(".json"):
                 with open(expected) as f:
                     expected = json.load(f)
@@ -301,8 +311,8 @@ class Checks:
         if problem:
             return 1, problem, 0.0, "", []
         code, output, seconds, rerun = self.run_step(
-            [self.momarun, "train", os.path.join(self.dir, artifact), "--data",
-             os.path.join(self.dir, entry["corpus"]), "--steps", steps, "--init",
+            [self.momarun, "train", os.path.join(self.payload, artifact), "--data",
+             os.path.join(self.payload, entry["corpus"]), "--steps", steps, "--init",
              weights, "--out", out, *extra],
             timeout=min(300, self.left()))
         metrics = []
@@ -375,11 +385,11 @@ class Checks:
         if problem:
             self.add("sanitizer", "sanitizer", "FAIL", problem)
             return
-        train = [self.momarun, "train", os.path.join(self.dir, entry["artifact"]),
-                 "--data", os.path.join(self.dir, entry["corpus"]), "--steps", 1,
+        train = [self.momarun, "train", os.path.join(self.payload, entry["artifact"]),
+                 "--data", os.path.join(self.payload, entry["corpus"]), "--steps", 1,
                  "--init", weights, "--out", os.path.join(self.work, "sanitized")]
-        grad_step = [self.momarun, "grad", os.path.join(self.dir, grad["artifact"]),
-                     "--weights", weights, "--tokens", os.path.join(self.dir, grad["tokens"]),
+        grad_step = [self.momarun, "grad", os.path.join(self.payload, grad["artifact"]),
+                     "--weights", weights, "--tokens", os.path.join(self.payload, grad["tokens"]),
                      "--out", os.path.join(self.work, "sanitized.safetensors")]
         if self.emulated:
             valgrind = shutil.which("valgrind")
@@ -424,13 +434,13 @@ class Checks:
     def corpus_for(self, entry, steps):
         prefix = os.path.join(self.work, entry["model"] + ".corpus")
         if not os.path.exists(prefix + ".idx"):
-            with open(os.path.join(self.dir, entry["description"])) as f:
+            with open(os.path.join(self.payload, entry["description"])) as f:
                 desc = json.load(f)
             tokens = (steps + 2) * desc["train"]["batch_size"] * desc["seq_len"]
             # Synthetic documents average a few hundred tokens; plenty more.
             documents = max(200, tokens // 100)
             code, output, _ = self.run([self.momarun, "corpus",
-                                        os.path.join(self.dir, entry["description"]),
+                                        os.path.join(self.payload, entry["description"]),
                                         "--out", prefix, "--synthetic", documents,
                                         "--image-tokens", "1024"], timeout=300)
             if code != 0:
@@ -468,7 +478,7 @@ class Checks:
             out = os.path.join(self.work, "speed-" + entry["model"])
             shutil.rmtree(out, ignore_errors=True)
             code, output, seconds, rerun = self.run_step(
-                [self.momarun, "train", os.path.join(self.dir, entry["artifact"]),
+                [self.momarun, "train", os.path.join(self.payload, entry["artifact"]),
                  "--data", corpus, "--steps", steps, "--out", out,
                  "--checkpoint-every", 1000000], timeout=min(240, self.left()))
             if code != 0:
@@ -493,7 +503,7 @@ class Checks:
                     autocast = ["--autocast"] if entry["precision"] == "bf16" else []
                     code, output, _ = self.run(
                         [torch_python, os.path.join(HERE, "eager_speed.py"), "--config",
-                         os.path.join(self.dir, entry["description"]), "--steps",
+                         os.path.join(self.payload, entry["description"]), "--steps",
                          min(steps, 6), "--device", device, *autocast, *flag],
                         timeout=min(240 if mode == "compile" else 150, self.left()))
                     try:

@@ -20,7 +20,7 @@ try:
 except ImportError:  # the comparison works without it, slower
     numpy = None
 
-SAMPLES = 256
+SAMPLES = 64
 
 
 def read(path):

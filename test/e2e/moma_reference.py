@@ -767,7 +767,10 @@ def train_step(cfg, params, micro_batches, state, t, dtype=torch.float64, gumbel
     info = adamw_step(cfg, params, grads, state, t)
     metrics = {"step": t, "loss": loss_sum / M}
     for name in modality_names(cfg):
-        metrics["loss." + name] = ce_sums[name] / ce_counts[name] if ce_counts[name] else 0.0
+        # A step without the modality's targets has no loss for it (null in
+        # momarun's metrics), and says how many it had.
+        metrics["loss." + name] = ce_sums[name] / ce_counts[name] if ce_counts[name] else None
+        metrics["targets." + name] = ce_counts[name]
     metrics["lr"] = info["lr"]
     metrics["grad_norm"] = info["grad_norm"]
     return metrics

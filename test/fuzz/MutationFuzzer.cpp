@@ -20,7 +20,10 @@
 #include "lib/config/ModelConfig.h"
 #include "lib/config/Parameters.h"
 #include "lib/safetensors/Safetensors.h"
+#include "runtime/data/Corpus.h"
 #include "runtime/data/IndexedDataset.h"
+#include "runtime/train/RunRecord.h"
+#include "runtime/train/TrainingCheckpoint.h"
 
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/CommandLine.h"
@@ -47,7 +50,9 @@ namespace {
 
 cl::opt<std::string> targetName(cl::Positional, cl::Required,
                                 cl::desc("<description | safetensors | "
-                                         "megatron-index | manifest>"));
+                                         "megatron-index | manifest | prompt "
+                                         "| run-metrics | run-record | "
+                                         "shard-layout>"));
 cl::opt<std::string> corpusDir("corpus", cl::desc("Seed inputs, one per file"),
                                cl::value_desc("dir"));
 cl::opt<double> seconds("seconds", cl::init(4),
@@ -118,11 +123,94 @@ void fuzzManifest(llvm::StringRef bytes) {
     (void)parameter.numElements();
 }
 
+/// A small model, for the readers that check ids against one.
+const ModelConfig &fuzzModel() {
+  static const ModelConfig config = [] {
+    llvm::Expected<ModelConfig> parsed = parseModelConfig(R"({
+      "name": "fuzz", "vocab_size": 512, "d_model": 16, "n_layers": 1,
+      "n_heads": 2, "ffn_hidden": 32, "seq_len": 8,
+      "modalities": [{"name": "text"},
+                     {"name": "image", "token_ranges": [[256, 512]]}]})");
+    if (!parsed) {
+      llvm::errs() << llvm::toString(parsed.takeError()) << "\n";
+      std::abort();
+    }
+    return std::move(*parsed);
+  }();
+  return config;
+}
+
+/// generate's --prompt and corpus's --input, as JSONL.
+void fuzzPrompt(llvm::StringRef bytes) {
+  std::string path = scratch + "/prompt.jsonl";
+  writeFile(path, bytes);
+  llvm::Expected<std::vector<std::vector<int64_t>>> documents =
+      readTokenDocuments(fuzzModel(), path);
+  if (!documents)
+    return ignore(documents.takeError());
+}
+
+/// plot's inputs: a run's metrics.jsonl (with a valid run.json) or its
+/// run.json (with valid metrics).
+void fuzzRun(llvm::StringRef metrics, llvm::StringRef record) {
+  std::string run = scratch + "/run";
+  llvm::sys::fs::create_directories(run);
+  writeFile(run + "/metrics.jsonl", metrics);
+  writeFile(run + "/run.json", record);
+  llvm::Expected<RunCurves> curves = readRunCurves(run);
+  if (!curves)
+    return ignore(curves.takeError());
+  (void)plotRunCurves({*curves}, 3);
+}
+
+constexpr llvm::StringLiteral kRunRecord =
+    R"({"model":"fuzz","tokens_per_step":64,"train_flops_per_token":1000})";
+constexpr llvm::StringLiteral kMetrics =
+    "{\"step\":1,\"loss\":6.2,\"loss.text\":6.1,\"loss.image\":null,"
+    "\"targets.text\":8,\"targets.image\":0}\n";
+
+/// A one-rank shard set whose file's fsdp_layout is the input: the layout
+/// reader must refuse every inconsistent offset, size and rank, never read
+/// or allocate past what the file holds.
+void fuzzShardLayout(llvm::StringRef layout) {
+  std::string run = scratch + "/shards";
+  llvm::sys::fs::remove_directories(run);
+  llvm::sys::fs::create_directories(run);
+  std::vector<float> values(8, 1.0f);
+  SafetensorsWriter writer;
+  for (const char *prefix : {"fsdp.", "fsdp.optim.m.", "fsdp.optim.v."})
+    if (llvm::Error error = writer.add(std::string(prefix) + "u0", {8}, values))
+      return ignore(std::move(error));
+  writer.setMetadata("fsdp_layout", layout);
+  writer.setMetadata("step", "1");
+  writer.setMetadata("data_position", "8");
+  writer.setChecksums();
+  std::string file = shardCheckpointPath(run, 1, 0, 1);
+  if (llvm::Error error = writer.write(file))
+    return ignore(std::move(error));
+  auto bytes = llvm::MemoryBuffer::getFile(file);
+  if (!bytes)
+    return;
+  ShardFile record{llvm::sys::path::filename(file).str(),
+                   (*bytes)->getBufferSize(),
+                   llvm::xxh3_64bits((*bytes)->getBuffer())};
+  if (llvm::Error error = commitShardSet(run, 1, {record}))
+    return ignore(std::move(error));
+  llvm::Expected<TrainingState> state = readTrainingCheckpoint(run);
+  if (!state)
+    return ignore(state.takeError());
+}
+
 const std::map<std::string, std::function<void(llvm::StringRef)>> kTargets = {
     {"description", fuzzDescription},
     {"safetensors", fuzzSafetensors},
     {"megatron-index", fuzzMegatronIndex},
     {"manifest", fuzzManifest},
+    {"prompt", fuzzPrompt},
+    {"run-metrics",
+     [](llvm::StringRef bytes) { fuzzRun(bytes, kRunRecord); }},
+    {"run-record", [](llvm::StringRef bytes) { fuzzRun(kMetrics, bytes); }},
+    {"shard-layout", fuzzShardLayout},
 };
 
 /// Values that break size arithmetic when they land in a length field.

@@ -50,20 +50,18 @@ TEST_F(TrainingCheckpointTest, ReadsTheOneRankForm) {
   EXPECT_EQ(state->weights[0], std::vector<float>(4, 1.5f));
 }
 
-// A shard set whose header says it is newer is tried first; when it cannot
-// be read (its rank 1 file is missing: a crash while writing it), the older
-// one-rank form is read instead, and nothing else.
+// A committed shard set that says it is newer is tried first; when it
+// cannot be read (its rank 1 file is missing), the older one-rank form is
+// read instead, and nothing else.
 TEST_F(TrainingCheckpointTest, FallsBackFromAnUnreadableNewerForm) {
   writeSingle(3, 1.5f);
-  // Rank 0's file of a 2-rank set, at step 9 by its header.
-  CheckpointProgress newer;
-  newer.step = 9;
-  newer.dataPosition = 72;
-  std::vector<std::vector<float>> weights = {std::vector<float>(4, 7.0f)},
-                                  moments = {std::vector<float>(4, 0.0f)};
-  ASSERT_FALSE(bool(writeSingleCheckpoint(
-      shardCheckpointPath(directory, 0, 2), parameters, weights, moments,
-      moments, newer)));
+  ASSERT_FALSE(bool(commitShardSet(directory, 9,
+                                   {{"checkpoint.step-9.shard-0-of-2.safetensors",
+                                     10, 1},
+                                    {"checkpoint.step-9.shard-1-of-2.safetensors",
+                                     10, 2}})));
+  // commitShardSet removed the one-rank form: write it again, older.
+  writeSingle(3, 1.5f);
   llvm::Expected<TrainingState> state =
       readTrainingCheckpoint(directory, parameters);
   ASSERT_TRUE(bool(state)) << llvm::toString(state.takeError());
@@ -78,13 +76,8 @@ TEST_F(TrainingCheckpointTest, SaysWhyNoFormCanBeRead) {
   EXPECT_NE(llvm::toString(none.takeError()).find("no checkpoint to resume"),
             std::string::npos);
   // Only an unreadable shard set: the error says why it failed.
-  CheckpointProgress progress;
-  progress.step = 4;
-  std::vector<std::vector<float>> weights = {std::vector<float>(4, 1.0f)},
-                                  moments = {std::vector<float>(4, 0.0f)};
-  ASSERT_FALSE(bool(writeSingleCheckpoint(shardCheckpointPath(directory, 0, 2),
-                                          parameters, weights, moments,
-                                          moments, progress)));
+  ASSERT_FALSE(bool(commitShardSet(
+      directory, 4, {{"checkpoint.step-4.shard-0-of-1.safetensors", 8, 0}})));
   llvm::Expected<TrainingState> broken =
       readTrainingCheckpoint(directory, parameters);
   ASSERT_FALSE(bool(broken));
@@ -113,6 +106,7 @@ TEST_F(TrainingCheckpointTest, ReadsAShardSetOneParameterAtATime) {
         values[j] = float(1000 * kind + 100 * u + j);
     }
   std::vector<std::vector<float>> pieces[2][2][3]; // rank, unit, kind
+  std::vector<ShardFile> files;
   for (int rank = 0; rank < 2; ++rank) {
     std::vector<UnitShards> shards;
     for (auto [u, unit] : llvm::enumerate(manifest.shardUnits)) {
@@ -127,9 +121,12 @@ TEST_F(TrainingCheckpointTest, ReadsAShardSetOneParameterAtATime) {
     }
     CheckpointProgress progress;
     progress.step = 5;
-    ASSERT_FALSE(bool(writeShardCheckpoint(directory, rank, 2, manifest,
-                                           shards, progress)));
+    llvm::Expected<ShardFile> file = writeShardCheckpoint(
+        directory, rank, 2, manifest, shards, progress);
+    ASSERT_TRUE(bool(file)) << llvm::toString(file.takeError());
+    files.push_back(*file);
   }
+  ASSERT_FALSE(bool(commitShardSet(directory, 5, files)));
   std::vector<int> seen(3, 0);
   llvm::Expected<TrainingState> state = readTrainingCheckpointEach(
       directory, manifest.parameters,
