@@ -14,12 +14,12 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "compiler/Analysis/StepStatistics.h"
 #include "compiler/Autodiff/Passes.h"
 #include "compiler/Codegen/Passes.h"
 #include "compiler/Conversion/Passes.h"
 #include "compiler/Frontend/ModelToMoma.h"
 #include "compiler/Pipelines/Pipelines.h"
-#include "compiler/Pipelines/StepStatistics.h"
 #include "compiler/Target/CPU/CpuTarget.h"
 #include "compiler/Target/CPU/Passes.h"
 #include "compiler/Target/CUDA/CudaTarget.h"
