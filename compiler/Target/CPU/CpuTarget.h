@@ -22,10 +22,6 @@ mlir::LogicalResult buildCpuArtifact(mlir::ModuleOp module,
                                      llvm::StringRef descriptionText,
                                      const ArtifactOptions &options);
 
-/// What a CPU model.so links besides its objects: the CPU runtime archive,
-/// OpenMP, OpenBLAS, oneDNN, MLIR's C runner utilities.
-std::vector<std::string> cpuLinkArguments();
-
 /// The pass pipeline from the moma dialect to the LLVM dialect, as the
 /// textual pass list of a builtin.module pass manager (for debugging:
 /// moma-opt --pass-pipeline="builtin.module(<this>)").

@@ -2,8 +2,7 @@
 
 #include "compiler/Target/CUDA/CudaTarget.h"
 
-#include "compiler/Pipelines/Pipelines.h"
-#include "compiler/Target/CPU/CpuTarget.h"
+#include "compiler/Target/Common/CpuRuntime.h"
 
 #include "mlir/Dialect/GPU/IR/CompilationInterfaces.h"
 #include "mlir/Pass/PassManager.h"
