@@ -5,9 +5,9 @@
 //   momac MODEL.json --emit=moma          the forward pass in the moma dialect
 //   momac MODEL.json --stats              kernels, GEMMs, top-k and bytes of
 //                                         a training step
-//   momac MODEL.json -o OUT/ [--time]     compile the artifact (CPU):
-//                                         OUT/model.so, OUT/manifest.json,
-//                                         OUT/model.json
+//   momac MODEL.json -o OUT/ [--time]     compile the artifact for --target
+//     [--target=cpu|cuda|cuda-emulated]   (default cpu): OUT/model.so,
+//                                         OUT/manifest.json, OUT/model.json
 //
 // A bad description is reported as one line, "FILE: error: PATH: MESSAGE",
 // with exit code 1. Internal errors (IR that fails to verify) exit with 2.
@@ -37,6 +37,7 @@
 #include "mlir/Support/Timing.h"
 #include "llvm/ADT/Statistic.h"
 #include "llvm/Support/CommandLine.h"
+#include "llvm/Support/ErrorHandling.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/MemoryBuffer.h"
@@ -160,15 +161,31 @@ int fail(const llvm::Twine &message, int code = 1) {
   return code;
 }
 
+/// The backend of --target: its passes and link, and what it asks of the
+/// front end.
+TargetBackend selectedTargetBackend() {
+  switch (target) {
+  case TargetKind::Cpu:
+    return cpuTargetBackend();
+  case TargetKind::CudaEmulated:
+    return cudaEmulatedTargetBackend();
+  case TargetKind::Cuda:
+    // The sharded step's entry points (MomaSynthesizeShardedStep) are
+    // there exactly with --fsdp.
+    return cudaTargetBackend(/*shardedStep=*/fsdp);
+  }
+  llvm_unreachable("a --target without a backend");
+}
+
 /// The training step in the moma dialect: the forward pass from the front
-/// end, its gradient and the optimizer step. Null after an error (printed).
+/// end, its gradient and the optimizer step, with MoD groups padded as
+/// `backend` asks. Null after an error (printed).
 mlir::OwningOpRef<mlir::ModuleOp> buildTrainStep(mlir::MLIRContext &context,
                                                  const ModelConfig &config,
+                                                 const TargetBackend &backend,
                                                  mlir::TimingScope &timing) {
   mlir::TimingScope frontEndTimer = timing.nest("front end (model -> moma)");
-  // A GPU step does not wait for the token counts a MoD layer's router
-  // decides: its modality groups are padded to the layer's token count.
-  const bool padModGroups = target != TargetKind::Cpu;
+  const bool padModGroups = backend.padsModGroups;
   mlir::OwningOpRef<mlir::ModuleOp> module =
       buildForwardModule(context, config, inputPath, /*dynamicBatch=*/true,
                          ForwardKind::Training, padModGroups);
@@ -237,9 +254,10 @@ mlir::OwningOpRef<mlir::ModuleOp> buildTrainStep(mlir::MLIRContext &context,
   return module;
 }
 
-
-/// Compiles the training step into a CPU artifact in the -o directory.
-int compileArtifact(const ModelConfig &config, mlir::TimingScope &timing) {
+/// Compiles the training step into an artifact of `backend` in the -o
+/// directory.
+int compileArtifact(const ModelConfig &config, const TargetBackend &backend,
+                    mlir::TimingScope &timing) {
   auto description = llvm::MemoryBuffer::getFileOrSTDIN(inputPath);
   if (!description)
     return fail("cannot read the model description");
@@ -247,49 +265,40 @@ int compileArtifact(const ModelConfig &config, mlir::TimingScope &timing) {
   registerUpstreamVJPModels(registry);
   mlir::MLIRContext context(registry);
   mlir::OwningOpRef<mlir::ModuleOp> module =
-      buildTrainStep(context, config, timing);
+      buildTrainStep(context, config, backend, timing);
   if (!module)
     return 2;
-  if (target == TargetKind::Cuda) {
-    CudaArtifactOptions options;
-    options.outputDir = outputPath;
-    options.keepLLVMIR = keepLLVMIR;
-    options.verifyEachPass = verifyEach;
-    options.timing = &timing;
-    if (mlir::failed(buildCudaArtifact(*module, config,
-                                       (*description)->getBuffer(), options)))
-      return fail("compiling the CUDA artifact failed", 2);
-    llvm::outs() << "wrote " << outputPath << "/model.so (sm_90 kernels "
-                 << "embedded), manifest.json, model.json, kernels.ptx, "
-                 << "kernels.ptxas.txt\n";
-    return 0;
-  }
   ArtifactOptions options;
   options.outputDir = outputPath;
   options.keepLLVMIR = keepLLVMIR;
   options.verifyEachPass = verifyEach;
   options.timing = &timing;
-  if (mlir::failed(target == TargetKind::CudaEmulated
-                       ? buildCudaEmulatedArtifact(
-                             *module, config, (*description)->getBuffer(),
-                             options)
-                       : buildCpuArtifact(*module, config,
-                                          (*description)->getBuffer(),
-                                          options)))
-    return fail("compiling the artifact failed", 2);
-  llvm::outs() << "wrote " << outputPath << "/model.so, manifest.json, "
-               << "model.json\n";
+  bool cuda = target == TargetKind::Cuda;
+  if (mlir::failed(buildArtifact(*module, config, (*description)->getBuffer(),
+                                 options, backend)))
+    return fail(cuda ? "compiling the CUDA artifact failed"
+                     : "compiling the artifact failed",
+                2);
+  if (cuda)
+    llvm::outs() << "wrote " << outputPath << "/model.so (sm_90 kernels "
+                 << "embedded), manifest.json, model.json, kernels.ptx, "
+                 << "kernels.ptxas.txt\n";
+  else
+    llvm::outs() << "wrote " << outputPath << "/model.so, manifest.json, "
+                 << "model.json\n";
   return 0;
 }
 
-/// --stats: the kernels of each entry point after the shared pipeline.
-int printStepStatistics(const ModelConfig &config, llvm::raw_ostream &os) {
+/// --stats: the kernels of each entry point after the shared pipeline, of
+/// the step `backend` would compile.
+int printStepStatistics(const ModelConfig &config,
+                        const TargetBackend &backend, llvm::raw_ostream &os) {
   mlir::DialectRegistry registry;
   registerUpstreamVJPModels(registry);
   mlir::MLIRContext context(registry);
   mlir::TimingScope disabled;
   mlir::OwningOpRef<mlir::ModuleOp> module =
-      buildTrainStep(context, config, disabled);
+      buildTrainStep(context, config, backend, disabled);
   if (!module)
     return 2;
   if (mlir::failed(lowerThroughSharedPipeline(*module)))
@@ -378,6 +387,8 @@ int main(int argc, char **argv) {
       return fail("--target=cuda: " + why);
   }
 
+  TargetBackend backend = selectedTargetBackend();
+
   if (!report && !printStats && emit == EmitKind::None && outputPath != "-") {
     // --time and --mlir-timing print one tree of the phases when the
     // manager goes out of scope, after the artifact is written.
@@ -386,7 +397,7 @@ int main(int argc, char **argv) {
     if (printTime)
       timingManager.setEnabled(true);
     mlir::TimingScope timing = timingManager.getRootScope();
-    return compileArtifact(*config, timing);
+    return compileArtifact(*config, backend, timing);
   }
 
   std::string error;
@@ -399,7 +410,7 @@ int main(int argc, char **argv) {
   llvm::raw_ostream &os = output->os();
 
   if (printStats) {
-    if (int error = printStepStatistics(*config, os))
+    if (int error = printStepStatistics(*config, backend, os))
       return error;
   }
 
