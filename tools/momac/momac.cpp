@@ -217,36 +217,12 @@ mlir::OwningOpRef<mlir::ModuleOp> buildTrainStep(mlir::MLIRContext &context,
   }
   mlir::TimingScope momaTimer = timing.nest("moma passes (autodiff, optimizer)");
   pm.enableTiming(momaTimer);
-  buildMomaOptimizationPipeline(pm);
-  pm.addPass(createMomaSynthesizeGrad());
-  MomaSynthesizeOptimizerStepOptions optimizer;
-  optimizer.beta1 = config.train.beta1;
-  optimizer.beta2 = config.train.beta2;
-  optimizer.eps = config.train.eps;
-  optimizer.weightDecay = config.train.weightDecay;
-  optimizer.gradClip = config.train.gradClip;
-  pm.addPass(createMomaSynthesizeOptimizerStep(optimizer));
-  if (fsdp) {
-    MomaSynthesizeShardedStepOptions sharded;
-    sharded.beta1 = config.train.beta1;
-    sharded.beta2 = config.train.beta2;
-    sharded.eps = config.train.eps;
-    sharded.weightDecay = config.train.weightDecay;
-    pm.addPass(createMomaSynthesizeShardedStep(sharded));
-  }
-  if (config.auxRouters) {
-    MomaSynthesizeGradOptions auxGrad;
-    auxGrad.forwardName = kAuxForwardFunctionName.str();
-    auxGrad.gradName = "grad_aux";
-    auxGrad.lossName = "aux_loss";
-    auxGrad.reportAll = true;
-    pm.addPass(createMomaSynthesizeGrad(auxGrad));
-    MomaSynthesizeOptimizerStepOptions auxStep = optimizer;
-    auxStep.forwardName = kAuxForwardFunctionName.str();
-    auxStep.stepName = "optimizer_step_aux";
-    auxStep.auxRouters = true;
-    pm.addPass(createMomaSynthesizeOptimizerStep(auxStep));
-  }
+  TrainingStepOptions step;
+  step.adamW = {config.train.beta1, config.train.beta2, config.train.eps,
+                config.train.weightDecay, config.train.gradClip};
+  step.shardedStep = fsdp;
+  step.auxRouterSteps = config.auxRouters;
+  addTrainingStepPasses(pm, step);
   if (mlir::failed(pm.run(*module))) {
     fail("internal error: a moma pass failed", 2);
     return nullptr;
@@ -311,10 +287,9 @@ int printStepStatistics(const ModelConfig &config,
   return 0;
 }
 
-} // namespace
-
-int main(int argc, char **argv) {
-  llvm::InitLLVM init(argc, argv);
+/// Registers MLIR's options and momac's passes, and gives LLVM's --stats
+/// momac's meaning; --help then lists momac's own options.
+void registerOptions() {
   mlir::registerAsmPrinterCLOptions();
   mlir::registerMLIRContextCLOptions();
   // momac's own passes, by name (before the pass manager's options, which
@@ -338,6 +313,83 @@ int main(int argc, char **argv) {
     stats->second->addCategory(momacCategory);
     stats->second->setHiddenFlag(cl::NotHidden);
   }
+}
+
+/// Flags given where they do not apply; 0 when there are none.
+int checkFlagCombinations() {
+  if (keepLLVMIR && (report || printStats || emit != EmitKind::None ||
+                     outputPath == "-"))
+    return fail("--keep-llvm-ir only applies when compiling an artifact "
+                "(-o DIR, without --report, --stats or --emit)");
+  if (reportJson && !report)
+    return fail("--json only applies to --report");
+  if (reportRanks < 1)
+    return fail("--ranks must be at least 1");
+  if (reportRanks.getNumOccurrences() && !report)
+    return fail("--ranks only applies to --report");
+  return 0;
+}
+
+/// --target=cuda is refused before anything is compiled where this momac
+/// cannot build CUDA artifacts, or where the state that lives on the GPU
+/// for the whole run does not fit its memory; 0 when it can go on.
+int checkCudaTarget(const ModelConfig &config) {
+  ModelStats stats = computeModelStats(config);
+  double needed = double(stats.totalStateBytes()) / 1e9;
+  if (gpuMemory <= 0)
+    return fail(llvm::formatv("--gpu-memory {0}: expected a positive "
+                              "number of GB",
+                              double(gpuMemory)));
+  if (needed > gpuMemory)
+    return fail(llvm::formatv(
+        "--target=cuda: the training step keeps {0:F1} GB on the GPU "
+        "(parameters {1:F1}, gradients {2:F1}, AdamW state {3:F1}; momac "
+        "--report), more than --gpu-memory {4} GB; shard it over several "
+        "GPUs (FSDP) or pick a smaller model",
+        needed, double(stats.parameterBytes) / 1e9,
+        double(stats.gradientBytes) / 1e9, double(stats.optimizerBytes) / 1e9,
+        double(gpuMemory)));
+  std::string why;
+  if (!cudaTargetAvailable(why))
+    return fail("--target=cuda: " + why);
+  return 0;
+}
+
+/// --emit: the forward pass as the front end builds it, or after the
+/// model-level passes.
+int emitForwardPass(const ModelConfig &config, llvm::raw_ostream &os) {
+  mlir::MLIRContext context;
+  mlir::OwningOpRef<mlir::ModuleOp> module =
+      buildForwardModule(context, config, inputPath);
+  if (mlir::failed(mlir::verify(*module)))
+    return fail("internal error: the front end built invalid IR", 2);
+  if (emit == EmitKind::Moma) {
+    mlir::PassManager pm(&context);
+    if (mlir::failed(mlir::applyPassManagerCLOptions(pm)))
+      return fail("invalid pass manager options", 1);
+    buildMomaOptimizationPipeline(pm);
+    if (mlir::failed(pm.run(*module)))
+      return fail("internal error: a moma pass failed", 2);
+  }
+  module->print(os);
+  os << "\n";
+  return 0;
+}
+
+/// No action flag: the description is valid; say what it describes.
+void printValidated(const ModelConfig &config, llvm::raw_ostream &os) {
+  int64_t params = 0;
+  for (const ParameterSpec &spec : listParameters(config))
+    params += spec.numElements();
+  os << inputPath << ": ok: " << config.name << ", " << config.nLayers
+     << " layers, " << params << " parameters\n";
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  llvm::InitLLVM init(argc, argv);
+  registerOptions();
   cl::ParseCommandLineOptions(
       argc, argv,
       "momac: compiles MoMa model descriptions (modality-aware experts with "
@@ -349,44 +401,15 @@ int main(int argc, char **argv) {
       "lists them.\n");
 
   printStats = llvm::AreStatisticsEnabled();
-  if (keepLLVMIR && (report || printStats || emit != EmitKind::None ||
-                     outputPath == "-"))
-    return fail("--keep-llvm-ir only applies when compiling an artifact "
-                "(-o DIR, without --report, --stats or --emit)");
-  if (reportJson && !report)
-    return fail("--json only applies to --report");
-  if (reportRanks < 1)
-    return fail("--ranks must be at least 1");
-  if (reportRanks.getNumOccurrences() && !report)
-    return fail("--ranks only applies to --report");
+  if (int error = checkFlagCombinations())
+    return error;
 
   llvm::Expected<ModelConfig> config = loadModelConfig(inputPath);
   if (!config)
     return fail(llvm::toString(config.takeError()));
-
-  if (target == TargetKind::Cuda) {
-    // Refused before anything is compiled: the state that lives on the GPU
-    // for the whole run must fit its memory.
-    ModelStats stats = computeModelStats(*config);
-    double needed = double(stats.totalStateBytes()) / 1e9;
-    if (gpuMemory <= 0)
-      return fail(llvm::formatv("--gpu-memory {0}: expected a positive "
-                                "number of GB",
-                                double(gpuMemory)));
-    if (needed > gpuMemory)
-      return fail(llvm::formatv(
-          "--target=cuda: the training step keeps {0:F1} GB on the GPU "
-          "(parameters {1:F1}, gradients {2:F1}, AdamW state {3:F1}; momac "
-          "--report), more than --gpu-memory {4} GB; shard it over several "
-          "GPUs (FSDP) or pick a smaller model",
-          needed, double(stats.parameterBytes) / 1e9,
-          double(stats.gradientBytes) / 1e9, double(stats.optimizerBytes) / 1e9,
-          double(gpuMemory)));
-    std::string why;
-    if (!cudaTargetAvailable(why))
-      return fail("--target=cuda: " + why);
-  }
-
+  if (target == TargetKind::Cuda)
+    if (int error = checkCudaTarget(*config))
+      return error;
   TargetBackend backend = selectedTargetBackend();
 
   if (!report && !printStats && emit == EmitKind::None && outputPath != "-") {
@@ -408,12 +431,9 @@ int main(int argc, char **argv) {
     return 1;
   }
   llvm::raw_ostream &os = output->os();
-
-  if (printStats) {
+  if (printStats)
     if (int error = printStepStatistics(*config, backend, os))
       return error;
-  }
-
   if (report) {
     ModelStats stats = computeModelStats(*config);
     if (reportJson)
@@ -421,32 +441,11 @@ int main(int argc, char **argv) {
     else
       printReport(os, *config, stats, reportRanks);
   }
-
-  if (emit != EmitKind::None) {
-    mlir::MLIRContext context;
-    mlir::OwningOpRef<mlir::ModuleOp> module =
-        buildForwardModule(context, *config, inputPath);
-    if (mlir::failed(mlir::verify(*module)))
-      return fail("internal error: the front end built invalid IR", 2);
-    if (emit == EmitKind::Moma) {
-      mlir::PassManager pm(&context);
-      if (mlir::failed(mlir::applyPassManagerCLOptions(pm)))
-        return fail("invalid pass manager options", 1);
-      buildMomaOptimizationPipeline(pm);
-      if (mlir::failed(pm.run(*module)))
-        return fail("internal error: a moma pass failed", 2);
-    }
-    module->print(os);
-    os << "\n";
-  }
-
-  if (!report && !printStats && emit == EmitKind::None) {
-    int64_t params = 0;
-    for (const ParameterSpec &spec : listParameters(*config))
-      params += spec.numElements();
-    os << inputPath << ": ok: " << config->name << ", " << config->nLayers
-       << " layers, " << params << " parameters\n";
-  }
+  if (emit != EmitKind::None)
+    if (int error = emitForwardPass(*config, os))
+      return error;
+  if (!report && !printStats && emit == EmitKind::None)
+    printValidated(*config, os);
   output->keep();
   return 0;
 }
