@@ -69,10 +69,11 @@ void loadFrontendDialects(mlir::MLIRContext &context);
 /// @forward_causal routes a token iff its auxiliary score is above 0.5
 /// (MODEL_SPEC section 6) and reports how often each router disagrees with
 /// the batch choice; @forward_aux is the objective that trains them.
-/// With `padModGroups` (the CUDA target), the modality groups inside MoD
-/// layers are padded to the layer's token count and their counts stay in
-/// tensors, so no shape in the step depends on a count the router decides
-/// (moma.padded_modality_partition); batch routing only.
+/// With `padModGroups` (the compiling target's choice, not the model's),
+/// the modality groups inside MoD layers are padded to the layer's token
+/// count and their counts stay in tensors, so no shape in the step depends
+/// on a count the router decides (moma.padded_modality_partition); batch
+/// routing only.
 mlir::OwningOpRef<mlir::ModuleOp>
 buildForwardModule(mlir::MLIRContext &context, const ModelConfig &config,
                    llvm::StringRef sourceName, bool dynamicBatch = false,

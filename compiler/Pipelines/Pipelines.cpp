@@ -2,8 +2,10 @@
 
 #include "compiler/Pipelines/Pipelines.h"
 
+#include "compiler/Autodiff/Passes.h"
 #include "compiler/Codegen/Passes.h"
 #include "compiler/Conversion/Passes.h"
+#include "compiler/Frontend/ModelToMoma.h"
 #include "dialects/moma/Transforms/Passes.h"
 
 #include "mlir/Conversion/AffineToStandard/AffineToStandard.h"
@@ -26,6 +28,54 @@ using namespace mlir;
 void momac::buildMomaOptimizationPipeline(OpPassManager &pm) {
   OpPassManager &func = pm.nest<func::FuncOp>();
   func.addPass(moma::createMomaReuseModalityPartition());
+}
+
+namespace {
+
+/// The optimizer step's options for `adamW`, as @optimizer_step uses them.
+momac::MomaSynthesizeOptimizerStepOptions
+optimizerStepOptions(const momac::AdamWOptions &adamW) {
+  momac::MomaSynthesizeOptimizerStepOptions optimizer;
+  optimizer.beta1 = adamW.beta1;
+  optimizer.beta2 = adamW.beta2;
+  optimizer.eps = adamW.eps;
+  optimizer.weightDecay = adamW.weightDecay;
+  optimizer.gradClip = adamW.gradClip;
+  return optimizer;
+}
+
+} // namespace
+
+void momac::addTrainingStepPasses(OpPassManager &pm,
+                                  const TrainingStepOptions &options) {
+  buildMomaOptimizationPipeline(pm);
+  pm.addPass(createMomaSynthesizeGrad());
+  pm.addPass(createMomaSynthesizeOptimizerStep(
+      optimizerStepOptions(options.adamW)));
+  if (options.shardedStep) {
+    // No clipping norm: the runtime clips the sharded step with the norm of
+    // all ranks' shards (fsdp_grad_norm) and passes its AdamW the factor.
+    MomaSynthesizeShardedStepOptions sharded;
+    sharded.beta1 = options.adamW.beta1;
+    sharded.beta2 = options.adamW.beta2;
+    sharded.eps = options.adamW.eps;
+    sharded.weightDecay = options.adamW.weightDecay;
+    pm.addPass(createMomaSynthesizeShardedStep(sharded));
+  }
+  if (options.auxRouterSteps) {
+    MomaSynthesizeGradOptions auxGrad;
+    auxGrad.forwardName = kAuxForwardFunctionName.str();
+    auxGrad.gradName = "grad_aux";
+    auxGrad.lossName = "aux_loss";
+    auxGrad.reportAll = true;
+    pm.addPass(createMomaSynthesizeGrad(auxGrad));
+    MomaSynthesizeOptimizerStepOptions auxStep =
+        optimizerStepOptions(options.adamW);
+    auxStep.forwardName = kAuxForwardFunctionName.str();
+    auxStep.stepName = "optimizer_step_aux";
+    auxStep.auxRouters = true;
+    pm.addPass(createMomaSynthesizeOptimizerStep(auxStep));
+  }
 }
 
 void momac::addSharedLoweringPasses(OpPassManager &pm) {

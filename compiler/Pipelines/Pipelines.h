@@ -3,10 +3,12 @@
 // momac's path from a model to machine code, as IREE splits it (Codegen/
 // Common, then LLVMCPU or LLVMGPU):
 //
-//   moma (forward) --model passes, autodiff, optimizer step--> moma train step
+//   moma (forward) --addTrainingStepPasses--> moma train step
 //   --addSharedLoweringPasses--> bufferized linalg/scf kernels + library calls
 //   --target passes--> CPU: compiler/Target/CPU (BLAS, OpenMP, LLVM, object)
-//                      CUDA: compiler/Target/CUDA (next)
+//                      CUDA: compiler/Target/CUDA (cuBLAS, GPU mapping,
+//                            NVVM, PTX and cubin; or its emulation on the
+//                            host)
 //
 // Everything up to the target split lives here and holds nothing
 // target-specific (no BLAS, no threads, no OpenMP).
@@ -22,6 +24,35 @@ namespace momac {
 
 /// Model-level optimizations on the moma dialect, before any lowering.
 void buildMomaOptimizationPipeline(mlir::OpPassManager &pm);
+
+/// AdamW's hyperparameters and the gradient clipping norm (the model's
+/// train.*), shared by every optimizer step of the training step.
+struct AdamWOptions {
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-5;
+  double weightDecay = 0.1;
+  double gradClip = 1.0;
+};
+
+/// What the training step holds besides @forward, @grad and
+/// @optimizer_step.
+struct TrainingStepOptions {
+  AdamWOptions adamW;
+  /// Also the fully sharded step (momac --fsdp): @fsdp_grad,
+  /// @fsdp_grad_norm and @fsdp_adamw_*.
+  bool shardedStep = false;
+  /// Also the auxiliary routers' steps (models with aux_routers): @grad_aux,
+  /// the gradient of the routers' objective @forward_aux, and
+  /// @optimizer_step_aux, AdamW on the auxiliary routers only.
+  bool auxRouterSteps = false;
+};
+
+/// The training step from the forward functions the front end built: the
+/// model-level passes, then @grad (reverse mode from @forward's loss),
+/// @optimizer_step (clipping and AdamW) and what `options` adds.
+void addTrainingStepPasses(mlir::OpPassManager &pm,
+                           const TrainingStepOptions &options);
 
 /// moma -> linalg/scf/tensor kernels (MomaToLinalg: contractions stay
 /// recognizable for the targets' GEMM libraries, top-k is a library call)

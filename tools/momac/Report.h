@@ -3,9 +3,9 @@
 #ifndef MOMAC_TOOLS_MOMAC_REPORT_H
 #define MOMAC_TOOLS_MOMAC_REPORT_H
 
+#include "compiler/Analysis/StepStatistics.h"
 #include "lib/config/ModelConfig.h"
 #include "lib/config/ModelStats.h"
-#include "compiler/Pipelines/StepStatistics.h"
 
 #include "llvm/Support/raw_ostream.h"
 

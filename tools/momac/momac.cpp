@@ -5,21 +5,21 @@
 //   momac MODEL.json --emit=moma          the forward pass in the moma dialect
 //   momac MODEL.json --stats              kernels, GEMMs, top-k and bytes of
 //                                         a training step
-//   momac MODEL.json -o OUT/ [--time]     compile the artifact (CPU):
-//                                         OUT/model.so, OUT/manifest.json,
-//                                         OUT/model.json
+//   momac MODEL.json -o OUT/ [--time]     compile the artifact for --target
+//     [--target=cpu|cuda|cuda-emulated]   (default cpu): OUT/model.so,
+//                                         OUT/manifest.json, OUT/model.json
 //
 // A bad description is reported as one line, "FILE: error: PATH: MESSAGE",
 // with exit code 1. Internal errors (IR that fails to verify) exit with 2.
 //
 //===----------------------------------------------------------------------===//
 
+#include "compiler/Analysis/StepStatistics.h"
 #include "compiler/Autodiff/Passes.h"
 #include "compiler/Codegen/Passes.h"
 #include "compiler/Conversion/Passes.h"
 #include "compiler/Frontend/ModelToMoma.h"
 #include "compiler/Pipelines/Pipelines.h"
-#include "compiler/Pipelines/StepStatistics.h"
 #include "compiler/Target/CPU/CpuTarget.h"
 #include "compiler/Target/CPU/Passes.h"
 #include "compiler/Target/CUDA/CudaTarget.h"
@@ -37,6 +37,7 @@
 #include "mlir/Support/Timing.h"
 #include "llvm/ADT/Statistic.h"
 #include "llvm/Support/CommandLine.h"
+#include "llvm/Support/ErrorHandling.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/MemoryBuffer.h"
@@ -160,15 +161,31 @@ int fail(const llvm::Twine &message, int code = 1) {
   return code;
 }
 
+/// The backend of --target: its passes and link, and what it asks of the
+/// front end.
+TargetBackend selectedTargetBackend() {
+  switch (target) {
+  case TargetKind::Cpu:
+    return cpuTargetBackend();
+  case TargetKind::CudaEmulated:
+    return cudaEmulatedTargetBackend();
+  case TargetKind::Cuda:
+    // The sharded step's entry points (MomaSynthesizeShardedStep) are
+    // there exactly with --fsdp.
+    return cudaTargetBackend(/*shardedStep=*/fsdp);
+  }
+  llvm_unreachable("a --target without a backend");
+}
+
 /// The training step in the moma dialect: the forward pass from the front
-/// end, its gradient and the optimizer step. Null after an error (printed).
+/// end, its gradient and the optimizer step, with MoD groups padded as
+/// `backend` asks. Null after an error (printed).
 mlir::OwningOpRef<mlir::ModuleOp> buildTrainStep(mlir::MLIRContext &context,
                                                  const ModelConfig &config,
+                                                 const TargetBackend &backend,
                                                  mlir::TimingScope &timing) {
   mlir::TimingScope frontEndTimer = timing.nest("front end (model -> moma)");
-  // A GPU step does not wait for the token counts a MoD layer's router
-  // decides: its modality groups are padded to the layer's token count.
-  const bool padModGroups = target != TargetKind::Cpu;
+  const bool padModGroups = backend.padsModGroups;
   mlir::OwningOpRef<mlir::ModuleOp> module =
       buildForwardModule(context, config, inputPath, /*dynamicBatch=*/true,
                          ForwardKind::Training, padModGroups);
@@ -200,36 +217,12 @@ mlir::OwningOpRef<mlir::ModuleOp> buildTrainStep(mlir::MLIRContext &context,
   }
   mlir::TimingScope momaTimer = timing.nest("moma passes (autodiff, optimizer)");
   pm.enableTiming(momaTimer);
-  buildMomaOptimizationPipeline(pm);
-  pm.addPass(createMomaSynthesizeGrad());
-  MomaSynthesizeOptimizerStepOptions optimizer;
-  optimizer.beta1 = config.train.beta1;
-  optimizer.beta2 = config.train.beta2;
-  optimizer.eps = config.train.eps;
-  optimizer.weightDecay = config.train.weightDecay;
-  optimizer.gradClip = config.train.gradClip;
-  pm.addPass(createMomaSynthesizeOptimizerStep(optimizer));
-  if (fsdp) {
-    MomaSynthesizeShardedStepOptions sharded;
-    sharded.beta1 = config.train.beta1;
-    sharded.beta2 = config.train.beta2;
-    sharded.eps = config.train.eps;
-    sharded.weightDecay = config.train.weightDecay;
-    pm.addPass(createMomaSynthesizeShardedStep(sharded));
-  }
-  if (config.auxRouters) {
-    MomaSynthesizeGradOptions auxGrad;
-    auxGrad.forwardName = kAuxForwardFunctionName.str();
-    auxGrad.gradName = "grad_aux";
-    auxGrad.lossName = "aux_loss";
-    auxGrad.reportAll = true;
-    pm.addPass(createMomaSynthesizeGrad(auxGrad));
-    MomaSynthesizeOptimizerStepOptions auxStep = optimizer;
-    auxStep.forwardName = kAuxForwardFunctionName.str();
-    auxStep.stepName = "optimizer_step_aux";
-    auxStep.auxRouters = true;
-    pm.addPass(createMomaSynthesizeOptimizerStep(auxStep));
-  }
+  TrainingStepOptions step;
+  step.adamW = {config.train.beta1, config.train.beta2, config.train.eps,
+                config.train.weightDecay, config.train.gradClip};
+  step.shardedStep = fsdp;
+  step.auxRouterSteps = config.auxRouters;
+  addTrainingStepPasses(pm, step);
   if (mlir::failed(pm.run(*module))) {
     fail("internal error: a moma pass failed", 2);
     return nullptr;
@@ -237,9 +230,10 @@ mlir::OwningOpRef<mlir::ModuleOp> buildTrainStep(mlir::MLIRContext &context,
   return module;
 }
 
-
-/// Compiles the training step into a CPU artifact in the -o directory.
-int compileArtifact(const ModelConfig &config, mlir::TimingScope &timing) {
+/// Compiles the training step into an artifact of `backend` in the -o
+/// directory.
+int compileArtifact(const ModelConfig &config, const TargetBackend &backend,
+                    mlir::TimingScope &timing) {
   auto description = llvm::MemoryBuffer::getFileOrSTDIN(inputPath);
   if (!description)
     return fail("cannot read the model description");
@@ -247,49 +241,40 @@ int compileArtifact(const ModelConfig &config, mlir::TimingScope &timing) {
   registerUpstreamVJPModels(registry);
   mlir::MLIRContext context(registry);
   mlir::OwningOpRef<mlir::ModuleOp> module =
-      buildTrainStep(context, config, timing);
+      buildTrainStep(context, config, backend, timing);
   if (!module)
     return 2;
-  if (target == TargetKind::Cuda) {
-    CudaArtifactOptions options;
-    options.outputDir = outputPath;
-    options.keepLLVMIR = keepLLVMIR;
-    options.verifyEachPass = verifyEach;
-    options.timing = &timing;
-    if (mlir::failed(buildCudaArtifact(*module, config,
-                                       (*description)->getBuffer(), options)))
-      return fail("compiling the CUDA artifact failed", 2);
-    llvm::outs() << "wrote " << outputPath << "/model.so (sm_90 kernels "
-                 << "embedded), manifest.json, model.json, kernels.ptx, "
-                 << "kernels.ptxas.txt\n";
-    return 0;
-  }
   ArtifactOptions options;
   options.outputDir = outputPath;
   options.keepLLVMIR = keepLLVMIR;
   options.verifyEachPass = verifyEach;
   options.timing = &timing;
-  if (mlir::failed(target == TargetKind::CudaEmulated
-                       ? buildCudaEmulatedArtifact(
-                             *module, config, (*description)->getBuffer(),
-                             options)
-                       : buildCpuArtifact(*module, config,
-                                          (*description)->getBuffer(),
-                                          options)))
-    return fail("compiling the artifact failed", 2);
-  llvm::outs() << "wrote " << outputPath << "/model.so, manifest.json, "
-               << "model.json\n";
+  bool cuda = target == TargetKind::Cuda;
+  if (mlir::failed(buildArtifact(*module, config, (*description)->getBuffer(),
+                                 options, backend)))
+    return fail(cuda ? "compiling the CUDA artifact failed"
+                     : "compiling the artifact failed",
+                2);
+  if (cuda)
+    llvm::outs() << "wrote " << outputPath << "/model.so (sm_90 kernels "
+                 << "embedded), manifest.json, model.json, kernels.ptx, "
+                 << "kernels.ptxas.txt\n";
+  else
+    llvm::outs() << "wrote " << outputPath << "/model.so, manifest.json, "
+                 << "model.json\n";
   return 0;
 }
 
-/// --stats: the kernels of each entry point after the shared pipeline.
-int printStepStatistics(const ModelConfig &config, llvm::raw_ostream &os) {
+/// --stats: the kernels of each entry point after the shared pipeline, of
+/// the step `backend` would compile.
+int printStepStatistics(const ModelConfig &config,
+                        const TargetBackend &backend, llvm::raw_ostream &os) {
   mlir::DialectRegistry registry;
   registerUpstreamVJPModels(registry);
   mlir::MLIRContext context(registry);
   mlir::TimingScope disabled;
   mlir::OwningOpRef<mlir::ModuleOp> module =
-      buildTrainStep(context, config, disabled);
+      buildTrainStep(context, config, backend, disabled);
   if (!module)
     return 2;
   if (mlir::failed(lowerThroughSharedPipeline(*module)))
@@ -302,10 +287,9 @@ int printStepStatistics(const ModelConfig &config, llvm::raw_ostream &os) {
   return 0;
 }
 
-} // namespace
-
-int main(int argc, char **argv) {
-  llvm::InitLLVM init(argc, argv);
+/// Registers MLIR's options and momac's passes, and gives LLVM's --stats
+/// momac's meaning; --help then lists momac's own options.
+void registerOptions() {
   mlir::registerAsmPrinterCLOptions();
   mlir::registerMLIRContextCLOptions();
   // momac's own passes, by name (before the pass manager's options, which
@@ -329,6 +313,83 @@ int main(int argc, char **argv) {
     stats->second->addCategory(momacCategory);
     stats->second->setHiddenFlag(cl::NotHidden);
   }
+}
+
+/// Flags given where they do not apply; 0 when there are none.
+int checkFlagCombinations() {
+  if (keepLLVMIR && (report || printStats || emit != EmitKind::None ||
+                     outputPath == "-"))
+    return fail("--keep-llvm-ir only applies when compiling an artifact "
+                "(-o DIR, without --report, --stats or --emit)");
+  if (reportJson && !report)
+    return fail("--json only applies to --report");
+  if (reportRanks < 1)
+    return fail("--ranks must be at least 1");
+  if (reportRanks.getNumOccurrences() && !report)
+    return fail("--ranks only applies to --report");
+  return 0;
+}
+
+/// --target=cuda is refused before anything is compiled where this momac
+/// cannot build CUDA artifacts, or where the state that lives on the GPU
+/// for the whole run does not fit its memory; 0 when it can go on.
+int checkCudaTarget(const ModelConfig &config) {
+  ModelStats stats = computeModelStats(config);
+  double needed = double(stats.totalStateBytes()) / 1e9;
+  if (gpuMemory <= 0)
+    return fail(llvm::formatv("--gpu-memory {0}: expected a positive "
+                              "number of GB",
+                              double(gpuMemory)));
+  if (needed > gpuMemory)
+    return fail(llvm::formatv(
+        "--target=cuda: the training step keeps {0:F1} GB on the GPU "
+        "(parameters {1:F1}, gradients {2:F1}, AdamW state {3:F1}; momac "
+        "--report), more than --gpu-memory {4} GB; shard it over several "
+        "GPUs (FSDP) or pick a smaller model",
+        needed, double(stats.parameterBytes) / 1e9,
+        double(stats.gradientBytes) / 1e9, double(stats.optimizerBytes) / 1e9,
+        double(gpuMemory)));
+  std::string why;
+  if (!cudaTargetAvailable(why))
+    return fail("--target=cuda: " + why);
+  return 0;
+}
+
+/// --emit: the forward pass as the front end builds it, or after the
+/// model-level passes.
+int emitForwardPass(const ModelConfig &config, llvm::raw_ostream &os) {
+  mlir::MLIRContext context;
+  mlir::OwningOpRef<mlir::ModuleOp> module =
+      buildForwardModule(context, config, inputPath);
+  if (mlir::failed(mlir::verify(*module)))
+    return fail("internal error: the front end built invalid IR", 2);
+  if (emit == EmitKind::Moma) {
+    mlir::PassManager pm(&context);
+    if (mlir::failed(mlir::applyPassManagerCLOptions(pm)))
+      return fail("invalid pass manager options", 1);
+    buildMomaOptimizationPipeline(pm);
+    if (mlir::failed(pm.run(*module)))
+      return fail("internal error: a moma pass failed", 2);
+  }
+  module->print(os);
+  os << "\n";
+  return 0;
+}
+
+/// No action flag: the description is valid; say what it describes.
+void printValidated(const ModelConfig &config, llvm::raw_ostream &os) {
+  int64_t params = 0;
+  for (const ParameterSpec &spec : listParameters(config))
+    params += spec.numElements();
+  os << inputPath << ": ok: " << config.name << ", " << config.nLayers
+     << " layers, " << params << " parameters\n";
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  llvm::InitLLVM init(argc, argv);
+  registerOptions();
   cl::ParseCommandLineOptions(
       argc, argv,
       "momac: compiles MoMa model descriptions (modality-aware experts with "
@@ -340,43 +401,16 @@ int main(int argc, char **argv) {
       "lists them.\n");
 
   printStats = llvm::AreStatisticsEnabled();
-  if (keepLLVMIR && (report || printStats || emit != EmitKind::None ||
-                     outputPath == "-"))
-    return fail("--keep-llvm-ir only applies when compiling an artifact "
-                "(-o DIR, without --report, --stats or --emit)");
-  if (reportJson && !report)
-    return fail("--json only applies to --report");
-  if (reportRanks < 1)
-    return fail("--ranks must be at least 1");
-  if (reportRanks.getNumOccurrences() && !report)
-    return fail("--ranks only applies to --report");
+  if (int error = checkFlagCombinations())
+    return error;
 
   llvm::Expected<ModelConfig> config = loadModelConfig(inputPath);
   if (!config)
     return fail(llvm::toString(config.takeError()));
-
-  if (target == TargetKind::Cuda) {
-    // Refused before anything is compiled: the state that lives on the GPU
-    // for the whole run must fit its memory.
-    ModelStats stats = computeModelStats(*config);
-    double needed = double(stats.totalStateBytes()) / 1e9;
-    if (gpuMemory <= 0)
-      return fail(llvm::formatv("--gpu-memory {0}: expected a positive "
-                                "number of GB",
-                                double(gpuMemory)));
-    if (needed > gpuMemory)
-      return fail(llvm::formatv(
-          "--target=cuda: the training step keeps {0:F1} GB on the GPU "
-          "(parameters {1:F1}, gradients {2:F1}, AdamW state {3:F1}; momac "
-          "--report), more than --gpu-memory {4} GB; shard it over several "
-          "GPUs (FSDP) or pick a smaller model",
-          needed, double(stats.parameterBytes) / 1e9,
-          double(stats.gradientBytes) / 1e9, double(stats.optimizerBytes) / 1e9,
-          double(gpuMemory)));
-    std::string why;
-    if (!cudaTargetAvailable(why))
-      return fail("--target=cuda: " + why);
-  }
+  if (target == TargetKind::Cuda)
+    if (int error = checkCudaTarget(*config))
+      return error;
+  TargetBackend backend = selectedTargetBackend();
 
   if (!report && !printStats && emit == EmitKind::None && outputPath != "-") {
     // --time and --mlir-timing print one tree of the phases when the
@@ -386,7 +420,7 @@ int main(int argc, char **argv) {
     if (printTime)
       timingManager.setEnabled(true);
     mlir::TimingScope timing = timingManager.getRootScope();
-    return compileArtifact(*config, timing);
+    return compileArtifact(*config, backend, timing);
   }
 
   std::string error;
@@ -397,12 +431,9 @@ int main(int argc, char **argv) {
     return 1;
   }
   llvm::raw_ostream &os = output->os();
-
-  if (printStats) {
-    if (int error = printStepStatistics(*config, os))
+  if (printStats)
+    if (int error = printStepStatistics(*config, backend, os))
       return error;
-  }
-
   if (report) {
     ModelStats stats = computeModelStats(*config);
     if (reportJson)
@@ -410,32 +441,11 @@ int main(int argc, char **argv) {
     else
       printReport(os, *config, stats, reportRanks);
   }
-
-  if (emit != EmitKind::None) {
-    mlir::MLIRContext context;
-    mlir::OwningOpRef<mlir::ModuleOp> module =
-        buildForwardModule(context, *config, inputPath);
-    if (mlir::failed(mlir::verify(*module)))
-      return fail("internal error: the front end built invalid IR", 2);
-    if (emit == EmitKind::Moma) {
-      mlir::PassManager pm(&context);
-      if (mlir::failed(mlir::applyPassManagerCLOptions(pm)))
-        return fail("invalid pass manager options", 1);
-      buildMomaOptimizationPipeline(pm);
-      if (mlir::failed(pm.run(*module)))
-        return fail("internal error: a moma pass failed", 2);
-    }
-    module->print(os);
-    os << "\n";
-  }
-
-  if (!report && !printStats && emit == EmitKind::None) {
-    int64_t params = 0;
-    for (const ParameterSpec &spec : listParameters(*config))
-      params += spec.numElements();
-    os << inputPath << ": ok: " << config->name << ", " << config->nLayers
-       << " layers, " << params << " parameters\n";
-  }
+  if (emit != EmitKind::None)
+    if (int error = emitForwardPass(*config, os))
+      return error;
+  if (!report && !printStats && emit == EmitKind::None)
+    printValidated(*config, os);
   output->keep();
   return 0;
 }

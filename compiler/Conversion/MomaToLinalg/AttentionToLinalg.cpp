@@ -34,309 +34,31 @@
 // CPU target calls BLAS on them, the CUDA target spreads them over a
 // block's threads.
 //
+// moma.cached_attention (one new token per sequence against its layer's
+// key/value cache, momarun generate) is small: one parallel iteration per
+// query, a masked softmax over the cache rows of its sequence.
+//
 //===----------------------------------------------------------------------===//
 
+#include "compiler/Conversion/MomaToLinalg/AttentionTiles.h"
 #include "compiler/Conversion/MomaToLinalg/KernelBuilder.h"
+#include "compiler/Conversion/MomaToLinalg/Patterns.h"
+#include "compiler/Conversion/MomaToLinalg/SequenceHelpers.h"
+
 #include "dialects/moma/IR/MomaOps.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+
+#include <limits>
+
+using namespace mlir;
 
 namespace momac::lowering {
 namespace {
-
-/// Rows [row, row + rows) and columns [col, col + cols) of matrix `x`.
-Value blockOf(KernelBuilder &kb, Value x, OpFoldResult row, OpFoldResult rows,
-              OpFoldResult col, int64_t cols) {
-  SmallVector<OpFoldResult> offsets = {row, col},
-                            sizes = {rows, kb.b.getIndexAttr(cols)},
-                            strides(2, kb.b.getIndexAttr(1));
-  return tensor::ExtractSliceOp::create(kb.b, kb.loc, x, offsets, sizes,
-                                        strides);
-}
-
-/// Elements [row, row + rows) of vector `x`.
-Value rangeOf(KernelBuilder &kb, Value x, OpFoldResult row, OpFoldResult rows) {
-  return tensor::ExtractSliceOp::create(
-      kb.b, kb.loc, x, ArrayRef<OpFoldResult>{row},
-      ArrayRef<OpFoldResult>{rows},
-      ArrayRef<OpFoldResult>{kb.b.getIndexAttr(1)});
-}
-
-/// Rows [row, row + rows) of column `col` of matrix `x`, as a vector.
-Value columnOf(KernelBuilder &kb, Value x, OpFoldResult row, OpFoldResult rows,
-               OpFoldResult col) {
-  auto type = RankedTensorType::get(
-      {ShapedType::kDynamic},
-      cast<RankedTensorType>(x.getType()).getElementType());
-  SmallVector<OpFoldResult> offsets = {row, col},
-                            sizes = {rows, kb.b.getIndexAttr(1)},
-                            strides(2, kb.b.getIndexAttr(1));
-  return tensor::ExtractSliceOp::create(kb.b, kb.loc, type, x, offsets, sizes,
-                                        strides);
-}
-
-/// The rows of block `block` of a `length`-row sequence:
-/// min(blockRows, max(0, length - block * blockRows)). The outer min states
-/// the block's bound in the IR (CUDA sizes a tile's temporaries by it).
-Value blockLength(KernelBuilder &kb, Value length, Value block,
-                  int64_t blockRows) {
-  MLIRContext *context = kb.b.getContext();
-  AffineExpr len = getAffineDimExpr(0, context),
-             index = getAffineDimExpr(1, context);
-  Value remaining = affine::AffineMaxOp::create(
-      kb.b, kb.loc,
-      AffineMap::get(
-          2, 0, {getAffineConstantExpr(0, context), len - index * blockRows},
-          context),
-      ValueRange{length, block});
-  return affine::AffineMinOp::create(
-      kb.b, kb.loc,
-      AffineMap::get(1, 0, {getAffineConstantExpr(blockRows, context), len},
-                     context),
-      ValueRange{remaining});
-}
-
-Value times(KernelBuilder &kb, Value index, int64_t factor) {
-  return arith::MulIOp::create(kb.b, kb.loc, index, kb.index(factor));
-}
-Value plus(KernelBuilder &kb, Value a, Value b) {
-  return arith::AddIOp::create(kb.b, kb.loc, a, b);
-}
-
-/// An scf.for from `lower` to `upper` carrying `init`; `body` gets the
-/// induction variable and the state and returns the next state.
-SmallVector<Value>
-forLoop(KernelBuilder &kb, Value lower, Value upper, ValueRange init,
-        function_ref<SmallVector<Value>(Value, ValueRange)> body) {
-  auto loop = scf::ForOp::create(
-      kb.b, kb.loc, lower, upper, kb.index(1), init,
-      [&](OpBuilder &nested, Location, Value iv, ValueRange state) {
-        OpBuilder::InsertionGuard guard(kb.b);
-        kb.b.setInsertionPoint(nested.getInsertionBlock(),
-                               nested.getInsertionPoint());
-        scf::YieldOp::create(kb.b, kb.loc, body(iv, state));
-      });
-  return SmallVector<Value>(loop.getResults());
-}
-
-/// [rows, cols] of f32, dynamic in both.
-Value matrixInit(KernelBuilder &kb, Value rows, Value cols, bool zero) {
-  SmallVector<int64_t> shape = {ShapedType::kDynamic, ShapedType::kDynamic};
-  return zero ? kb.zeros(shape, kb.f32, {rows, cols})
-              : kb.empty(shape, kb.f32, {rows, cols});
-}
-Value vectorInit(KernelBuilder &kb, Value rows) {
-  return kb.empty({ShapedType::kDynamic}, kb.f32, {rows});
-}
-
-/// One head's tile of scaled, masked scores: t[i, j] = scale q[i] . k[j]
-/// where key j's position is not after query i's, else -inf. q [qn, hd] and
-/// k [kn, hd] are of one sequence.
-Value maskedScores(KernelBuilder &kb, Value q, Value k, Value queryPositions,
-                   Value keyPositions, double scale) {
-  Value queries = kb.dim(q, 0), keys = kb.dim(k, 0);
-  // s[i, j] = sum_c q[i, c] k[j, c]; loops (i, j, c).
-  Value scores =
-      kb.contract(q, k, matrixInit(kb, queries, keys, /*zero=*/true),
-                  {kb.map(3, {0, 2}), kb.map(3, {1, 2}), kb.map(3, {0, 1})});
-  Value scaleValue = kb.f32Const(scale);
-  Value minusInf = kb.f32Const(-std::numeric_limits<double>::infinity());
-  return kb
-      .generic({scores, queryPositions, keyPositions},
-               matrixInit(kb, queries, keys, /*zero=*/false),
-               {kb.identity(2), kb.map(2, {0}), kb.map(2, {1}), kb.identity(2)},
-               {kPar, kPar},
-               [&](OpBuilder &b, Location loc, ValueRange args) {
-                 Value visible = arith::CmpIOp::create(
-                     b, loc, arith::CmpIPredicate::sle, args[2], args[1]);
-                 Value scaled =
-                     arith::MulFOp::create(b, loc, args[0], scaleValue);
-                 return SmallVector<Value>{arith::SelectOp::create(
-                     b, loc, visible, scaled, minusInf)};
-               })
-      .front();
-}
-
-/// Where one query block and one head of one sequence are: the query rows
-/// [row, row + rows) of the flat batch, the sequence's first row, and the
-/// head's columns [col, col + headDim).
-struct QueryBlock {
-  Value sequenceStart, row, rows, head, col;
-};
-
-/// The rows of one head in a key block that a query block sees: the
-/// sequence's rows from block `index` on, at most blockRows of them, never
-/// past the query block's last row.
-struct KeyBlock {
-  Value row, rows, key, value, positions;
-};
-KeyBlock keyBlockOf(KernelBuilder &kb, const QueryBlock &block, Value index,
-                    Value k, Value v, Value positions, int64_t headDim,
-                    int64_t blockRows) {
-  Value row = plus(kb, block.sequenceStart, times(kb, index, blockRows));
-  Value seen = arith::SubIOp::create(
-      kb.b, kb.loc, plus(kb, block.row, block.rows), block.sequenceStart);
-  Value rows = blockLength(kb, seen, index, blockRows);
-  return {row, rows, blockOf(kb, k, row, rows, block.col, headDim),
-          blockOf(kb, v, row, rows, block.col, headDim),
-          rangeOf(kb, positions, row, rows)};
-}
-
-/// The key blocks query block `index` sees: 0 .. index (keys in later blocks
-/// are later tokens); none when the block is empty.
-Value visibleKeyBlocks(KernelBuilder &kb, const QueryBlock &block,
-                       Value index) {
-  Value nonEmpty = arith::CmpIOp::create(
-      kb.b, kb.loc, arith::CmpIPredicate::ugt, block.rows, kb.index(0));
-  return arith::SelectOp::create(kb.b, kb.loc, nonEmpty,
-                                 plus(kb, index, kb.index(1)), kb.index(0));
-}
-
-/// Softmax probabilities of a tile of masked scores, p = exp(t - lse) with
-/// each query row's log-sum-exp: 0 where masked.
-Value probabilities(KernelBuilder &kb, Value t, Value logSumExp) {
-  return kb
-      .generic({t, logSumExp},
-               matrixInit(kb, kb.dim(t, 0), kb.dim(t, 1), /*zero=*/false),
-               {kb.identity(2), kb.map(2, {0}), kb.identity(2)}, {kPar, kPar},
-               [](OpBuilder &b, Location loc, ValueRange args) {
-                 return SmallVector<Value>{math::ExpOp::create(
-                     b, loc, arith::SubFOp::create(b, loc, args[0], args[1]))};
-               })
-      .front();
-}
-
-/// dp[i, j] = sum_c dout[i, c] v[j, c] for a tile; loops (i, j, c).
-Value outputGradScores(KernelBuilder &kb, Value outputGrad, Value value) {
-  return kb.contract(outputGrad, value,
-                     matrixInit(kb, kb.dim(outputGrad, 0), kb.dim(value, 0),
-                                /*zero=*/true),
-                     {kb.map(3, {0, 2}), kb.map(3, {1, 2}), kb.map(3, {0, 1})});
-}
-
-/// Each query row's log-sum-exp of its masked scores, lse = m + log l, by
-/// the online recurrence over the key blocks it sees (file comment): the
-/// softmax statistics without a row of scores ever whole. `keyBlocks`:
-/// visibleKeyBlocks; `query`,
-/// `queryPositions`: the block's rows; `k`, `v` [n, H * hd] GEMM operands.
-Value rowLogSumExp(KernelBuilder &kb, const QueryBlock &block, Value keyBlocks,
-                   Value query, Value queryPositions, Value k, Value v,
-                   Value positions, int64_t headDim, int64_t blockRows,
-                   double scale) {
-  OpBuilder &b = kb.b;
-  Location loc = kb.loc;
-  Value minusInf = kb.f32Const(-std::numeric_limits<double>::infinity());
-  auto filledVector = [&](Value value) {
-    return linalg::FillOp::create(b, loc, ValueRange{value},
-                                  ValueRange{vectorInit(kb, block.rows)})
-        .getResult(0);
-  };
-  SmallVector<Value> state = forLoop(
-      kb, kb.index(0), keyBlocks,
-      {filledVector(minusInf), filledVector(kb.f32Const(0.0))},
-      [&](Value keyBlock, ValueRange state) -> SmallVector<Value> {
-        KeyBlock keys = keyBlockOf(kb, block, keyBlock, k, v, positions,
-                                   headDim, blockRows);
-        Value t = maskedScores(kb, query, keys.key, queryPositions,
-                               keys.positions, scale);
-        Value tileMaximum =
-            kb.generic({t}, filledVector(minusInf),
-                       {kb.identity(2), kb.map(2, {0})}, {kPar, kRed},
-                       [](OpBuilder &b, Location loc, ValueRange args) {
-                         return SmallVector<Value>{arith::MaximumFOp::create(
-                             b, loc, args[0], args[1])};
-                       })
-                .front();
-        // In place: m' = max(m, rowmax t), l = l exp(m - m'). The first key
-        // block holds the sequence's first token, which every query sees,
-        // so m' is finite from then on.
-        ValueRange rescaled = kb.generic(
-            {tileMaximum}, {state[0], state[1]},
-            SmallVector<AffineMap>(3, kb.identity(1)), {kPar},
-            [](OpBuilder &b, Location loc, ValueRange args) {
-              Value maximum =
-                  arith::MaximumFOp::create(b, loc, args[1], args[0]);
-              Value factor = math::ExpOp::create(
-                  b, loc, arith::SubFOp::create(b, loc, args[1], maximum));
-              return SmallVector<Value>{
-                  maximum, arith::MulFOp::create(b, loc, args[2], factor)};
-            });
-        Value maximum = rescaled[0];
-        // l += sum_j exp(t - m').
-        Value sum =
-            kb.generic({t, maximum}, rescaled[1],
-                       {kb.identity(2), kb.map(2, {0}), kb.map(2, {0})},
-                       {kPar, kRed},
-                       [](OpBuilder &b, Location loc, ValueRange args) {
-                         Value e = math::ExpOp::create(
-                             b, loc,
-                             arith::SubFOp::create(b, loc, args[0], args[1]));
-                         return SmallVector<Value>{
-                             arith::AddFOp::create(b, loc, args[2], e)};
-                       })
-                .front();
-        return {maximum, sum};
-      });
-  return kb
-      .generic({state[0], state[1]}, vectorInit(kb, block.rows),
-               SmallVector<AffineMap>(3, kb.identity(1)), {kPar},
-               [](OpBuilder &b, Location loc, ValueRange args) {
-                 return SmallVector<Value>{arith::AddFOp::create(
-                     b, loc, args[0], math::LogOp::create(b, loc, args[1]))};
-               })
-      .front();
-}
-
-/// A parallel loop over (sequence, head, query block), each iteration
-/// given its QueryBlock and its query block index; `body` returns, for
-/// each of `outputs` [n, ...], the tile to write and where (row offset,
-/// rows, column offset, columns; a vector result writes one column).
-struct TileWrite {
-  Value tile;
-  OpFoldResult col;
-  int64_t cols; // 0: `tile` is a vector written into column `col`
-};
-SmallVector<Value> forEachQueryBlock(
-    KernelBuilder &kb, Value sequenceIds, ValueRange outputs, int64_t heads,
-    int64_t headDim, int64_t maxRows, int64_t maxSequences, int64_t blockRows,
-    function_ref<SmallVector<TileWrite>(const QueryBlock &, Value, ValueRange)>
-        body) {
-  OpBuilder &b = kb.b;
-  Location loc = kb.loc;
-  // Query blocks per sequence: by seq_len when known, else by the batch.
-  OpFoldResult queryBlocks =
-      maxRows > 0
-          ? OpFoldResult(b.getIndexAttr(llvm::divideCeil(maxRows, blockRows)))
-          : OpFoldResult(arith::CeilDivUIOp::create(b, loc,
-                                                    kb.dim(sequenceIds, 0),
-                                                    kb.index(blockRows))
-                             .getResult());
-  auto forall = scf::ForallOp::create(
-      b, loc,
-      ArrayRef<OpFoldResult>{OpFoldResult(sequenceCount(kb, sequenceIds,
-                                                        maxSequences)),
-                             b.getIndexAttr(heads), queryBlocks},
-      outputs, std::nullopt);
-  OpBuilder::InsertionGuard guard(b);
-  b.setInsertionPoint(forall.getTerminator());
-  ValueRange ivs = forall.getInductionVars();
-  SequenceRows sequence = rowsOfSequence(kb, sequenceIds, ivs[0], maxRows);
-  Value offset = times(kb, ivs[2], blockRows);
-  QueryBlock block{sequence.start, plus(kb, sequence.start, offset),
-                   blockLength(kb, sequence.length, ivs[2], blockRows), ivs[1],
-                   times(kb, ivs[1], headDim)};
-  SmallVector<TileWrite> writes =
-      body(block, ivs[2], forall.getRegionIterArgs());
-  b.setInsertionPointToStart(forall.getTerminator().getBody());
-  for (auto [write, shared] : llvm::zip(writes, forall.getRegionIterArgs())) {
-    SmallVector<OpFoldResult> offsets = {block.row, write.col},
-                              sizes = {block.rows,
-                                       b.getIndexAttr(
-                                           std::max<int64_t>(write.cols, 1))},
-                              strides(2, b.getIndexAttr(1));
-    tensor::ParallelInsertSliceOp::create(b, loc, write.tile, shared, offsets,
-                                          sizes, strides);
-  }
-  return SmallVector<Value>(forall.getResults());
-}
 
 /// A pattern that knows seq_len and the most sequences of a batch (0 when
 /// the module has none) and the tile's rows.
@@ -604,6 +326,196 @@ struct LowerAttentionGrad : AttentionPattern<moma::AttentionGradOp> {
   }
 };
 
+//===----------------------------------------------------------------------===//
+// Cached attention (decoding)
+//===----------------------------------------------------------------------===//
+
+/// Which keys a query sees: key j is visible from query i iff both are in
+/// the same sequence and j's position is not later than i's.
+struct AttentionMask {
+  Value queryPositions, keyPositions;
+  Value querySequences, keySequences;
+};
+
+/// Masked softmax attention probabilities p[h, i, j] for per-head q [nq, H,
+/// hd] and k [nk, H, hd]. Every query must see at least one key (its own,
+/// in self-attention), so the row maximum is finite.
+Value attentionProbabilities(KernelBuilder &kb, Value q, Value k,
+                             const AttentionMask &mask,
+                             double scaleValue) {
+  auto type = cast<RankedTensorType>(q.getType());
+  auto keyType = cast<RankedTensorType>(k.getType());
+  int64_t heads = type.getDimSize(1);
+  SmallVector<int64_t> scoreShape = {heads, type.getDimSize(0),
+                                     keyType.getDimSize(0)};
+  SmallVector<Value> scoreDyn;
+  if (type.isDynamicDim(0))
+    scoreDyn.push_back(kb.dim(q, 0));
+  if (keyType.isDynamicDim(0))
+    scoreDyn.push_back(kb.dim(k, 0));
+  SmallVector<int64_t> rowShape = {heads, type.getDimSize(0)};
+  SmallVector<Value> rowDyn =
+      type.isDynamicDim(0) ? SmallVector<Value>{kb.dim(q, 0)}
+                           : SmallVector<Value>{};
+  // scores[h, i, j] = q[i, h, :] . k[j, h, :]; loops (h, i, j, c).
+  Value scores = kb.contract(kb.gemmOperand(q), kb.gemmOperand(k),
+                             kb.zeros(scoreShape, kb.f32, scoreDyn),
+                             {kb.map(4, {1, 0, 3}), kb.map(4, {2, 0, 3}),
+                              kb.map(4, {0, 1, 2})});
+  // Scale and mask: key j is visible from query i in the same sequence at
+  // an earlier or equal position.
+  Value scale = kb.f32Const(scaleValue);
+  Value minusInf = kb.f32Const(-std::numeric_limits<double>::infinity());
+  Value masked =
+      kb.generic({scores, mask.queryPositions, mask.keyPositions,
+                  mask.querySequences, mask.keySequences},
+                 kb.empty(scoreShape, kb.f32, scoreDyn),
+                 {kb.identity(3), kb.map(3, {1}), kb.map(3, {2}),
+                  kb.map(3, {1}), kb.map(3, {2}), kb.identity(3)},
+                 {kPar, kPar, kPar},
+                 [&](OpBuilder &b, Location loc, ValueRange args) {
+                   Value sameSequence = arith::CmpIOp::create(
+                       b, loc, arith::CmpIPredicate::eq, args[3], args[4]);
+                   Value notLater = arith::CmpIOp::create(
+                       b, loc, arith::CmpIPredicate::sle, args[2], args[1]);
+                   Value visible =
+                       arith::AndIOp::create(b, loc, sameSequence, notLater);
+                   Value scaled = arith::MulFOp::create(b, loc, args[0], scale);
+                   return SmallVector<Value>{arith::SelectOp::create(
+                       b, loc, visible, scaled, minusInf)};
+                 })
+          .front();
+  // Softmax over j; every row sees a key, so the max is finite.
+  Value rowMax =
+      kb.generic({masked}, kb.filled(rowShape, kb.f32, minusInf, rowDyn),
+                 {kb.identity(3), kb.map(3, {0, 1})}, {kPar, kPar, kRed},
+                 [](OpBuilder &b, Location loc, ValueRange args) {
+                   return SmallVector<Value>{
+                       arith::MaximumFOp::create(b, loc, args[0], args[1])};
+                 })
+          .front();
+  Value exps =
+      kb.generic(
+            {masked, rowMax}, kb.empty(scoreShape, kb.f32, scoreDyn),
+            {kb.identity(3), kb.map(3, {0, 1}), kb.identity(3)},
+            {kPar, kPar, kPar},
+            [](OpBuilder &b, Location loc, ValueRange args) {
+              Value shifted = arith::SubFOp::create(b, loc, args[0], args[1]);
+              return SmallVector<Value>{math::ExpOp::create(b, loc, shifted)};
+            })
+          .front();
+  Value rowSum =
+      kb.generic({exps}, kb.zeros(rowShape, kb.f32, rowDyn),
+                 {kb.identity(3), kb.map(3, {0, 1})}, {kPar, kPar, kRed},
+                 [](OpBuilder &b, Location loc, ValueRange args) {
+                   return SmallVector<Value>{
+                       arith::AddFOp::create(b, loc, args[0], args[1])};
+                 })
+          .front();
+  Value probabilities =
+      kb.generic({exps, rowSum}, kb.empty(scoreShape, kb.f32, scoreDyn),
+                 {kb.identity(3), kb.map(3, {0, 1}), kb.identity(3)},
+                 {kPar, kPar, kPar},
+                 [](OpBuilder &b, Location loc, ValueRange args) {
+                   return SmallVector<Value>{
+                       arith::DivFOp::create(b, loc, args[0], args[1])};
+                 })
+          .front();
+  return probabilities;
+}
+
+struct LowerCachedAttention : OpRewritePattern<moma::CachedAttentionOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(moma::CachedAttentionOp op,
+                                PatternRewriter &rewriter) const override {
+    KernelBuilder kb(rewriter, op.getLoc());
+    OpBuilder &b = kb.b;
+    Location loc = op.getLoc();
+    Value query = op.getQuery();
+    auto type = cast<RankedTensorType>(query.getType());
+    int64_t width = type.getDimSize(1), heads = op.getNumHeads();
+    int64_t context = op.getContext();
+    double scale = op.getScale().convertToDouble();
+    Value init = kb.empty(type.getShape(), kb.f32,
+                          kb.dynamicOf(type.getShape(), kb.dims(query)));
+    // One query per iteration: its sequence's cache rows are the keys.
+    auto forall = scf::ForallOp::create(
+        b, loc, ArrayRef<OpFoldResult>{OpFoldResult(kb.dim(query, 0))},
+        ValueRange{init}, std::nullopt);
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPoint(forall.getTerminator());
+    Value i = forall.getInductionVar(0);
+    Value sequence = tensor::ExtractOp::create(b, loc, op.getSequenceIds(),
+                                               ValueRange{i});
+    Value position =
+        tensor::ExtractOp::create(b, loc, op.getPositions(), ValueRange{i});
+    Value first = arith::MulIOp::create(b, loc, toIndex(b, loc, sequence),
+                                        kb.index(context));
+    auto rows = [&](Value tensor, Value offset, int64_t count) -> Value {
+      auto tensorType = cast<RankedTensorType>(tensor.getType());
+      SmallVector<OpFoldResult> offsets(tensorType.getRank(),
+                                        b.getIndexAttr(0)),
+          sizes = {b.getIndexAttr(count)},
+          strides(tensorType.getRank(), b.getIndexAttr(1));
+      offsets[0] = offset;
+      if (tensorType.getRank() == 2)
+        sizes.push_back(b.getIndexAttr(width));
+      return tensor::ExtractSliceOp::create(b, loc, tensor, offsets, sizes,
+                                            strides);
+    };
+    Value q = kb.splitHeads(rows(query, i, 1), heads);
+    Value k = kb.splitHeads(rows(op.getKeyCache(), first, context), heads);
+    Value v = kb.splitHeads(rows(op.getValueCache(), first, context), heads);
+    // Keys: positions 0..context-1; the sequence id where a row is
+    // present, -1 (no sequence) where it is not.
+    Value keyPositions =
+        kb.generic({}, kb.empty({context}, kb.i32), {kb.identity(1)}, {kPar},
+                   [&](OpBuilder &nested, Location at, ValueRange) {
+                     Value j = linalg::IndexOp::create(nested, at, 0);
+                     return SmallVector<Value>{toI32(nested, at, j)};
+                   })
+            .front();
+    Value keySequences =
+        kb.generic({rows(op.getValid(), first, context)},
+                   kb.empty({context}, kb.i32),
+                   {kb.identity(1), kb.identity(1)}, {kPar},
+                   [&](OpBuilder &nested, Location at, ValueRange args) {
+                     Value present = arith::CmpFOp::create(
+                         nested, at, arith::CmpFPredicate::ONE, args[0],
+                         arith::ConstantOp::create(
+                             nested, at, nested.getF32FloatAttr(0.0f)));
+                     return SmallVector<Value>{arith::SelectOp::create(
+                         nested, at, present, sequence,
+                         arith::ConstantOp::create(
+                             nested, at, nested.getI32IntegerAttr(-1)))};
+                   })
+            .front();
+    auto one = [&](Value scalar) -> Value {
+      return tensor::FromElementsOp::create(
+          b, loc, RankedTensorType::get({1}, b.getI32Type()),
+          ValueRange{scalar});
+    };
+    Value probabilities = attentionProbabilities(
+        kb, q, k, {one(position), keyPositions, one(sequence), keySequences},
+        scale);
+    // out[0, h, c] = sum_j p[h, 0, j] v[j, h, c]; loops (i, h, c, j).
+    auto splitType = cast<RankedTensorType>(q.getType());
+    Value out = kb.contract(kb.gemmOperand(probabilities), kb.gemmOperand(v),
+                            kb.zeros(splitType.getShape(), kb.f32),
+                            {kb.map(4, {1, 0, 3}), kb.map(4, {3, 1, 2}),
+                             kb.map(4, {0, 1, 2})});
+    Value row = kb.joinHeads(out, RankedTensorType::get({1, width}, kb.f32));
+    b.setInsertionPointToStart(forall.getTerminator().getBody());
+    tensor::ParallelInsertSliceOp::create(
+        b, loc, row, forall.getRegionIterArgs()[0],
+        ArrayRef<OpFoldResult>{i, b.getIndexAttr(0)},
+        ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(width)},
+        ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)});
+    rewriter.replaceOp(op, forall.getResults());
+    return success();
+  }
+};
+
 } // namespace
 
 void populateAttentionLoweringPatterns(RewritePatternSet &patterns,
@@ -612,6 +524,7 @@ void populateAttentionLoweringPatterns(RewritePatternSet &patterns,
                                        int64_t blockRows) {
   patterns.add<LowerAttention, LowerAttentionGrad>(
       patterns.getContext(), maxSequenceRows, maxSequences, blockRows);
+  patterns.add<LowerCachedAttention>(patterns.getContext());
 }
 
 } // namespace momac::lowering

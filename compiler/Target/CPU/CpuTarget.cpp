@@ -1,9 +1,10 @@
-//===- CpuTarget.cpp - Compile moma modules into CPU artifacts ------------===//
+//===- CpuTarget.cpp - The CPU target's backend ---------------------------===//
 
 #include "compiler/Target/CPU/CpuTarget.h"
 
 #include "compiler/Pipelines/Pipelines.h"
 #include "compiler/Target/CPU/Passes.h"
+#include "compiler/Target/Common/CpuRuntime.h"
 
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Target/LLVMIR/Dialect/OpenMP/OpenMPToLLVMIRTranslation.h"
@@ -21,43 +22,7 @@ std::string momac::cpuLoweringPipeline() {
   return text;
 }
 
-/// The CPU runtime archive (momart_*: top-k selection, bf16 GEMM) and the
-/// FSDP calls inside,
-/// the OpenMP runtime, OpenBLAS (the f32 GEMMs), oneDNN (the bf16 GEMMs)
-/// MLIR's C runner utilities (memrefCopy, for copies between strided
-/// views) and compiler-rt's builtins.
-std::vector<std::string> momac::cpuLinkArguments() {
-  std::string libDir = MOMAC_LLVM_LIBRARY_DIR;
-  return {
-      MOMAC_CPU_RUNTIME_ARCHIVE,
-      // The collective calls of a sharded (momac --fsdp) step; linked in
-      // only when the step calls them.
-      MOMAC_FSDP_RUNTIME_ARCHIVE,
-      "-L" + libDir,
-      "-lomp",
-      "-Wl,-rpath," + libDir,
-      "-lmlir_c_runner_utils",
-      "-lopenblas",
-      // oneDNN, for the bf16 GEMMs only (kept as a dependency only when
-      // the archive's momart_gemm_bf16 is linked in). It is named after
-      // -lomp on purpose: oneDNN's OpenMP calls then bind to LLVM's libomp
-      // (which also exports the GNU OpenMP ABI) before they reach
-      // libgomp, so a oneDNN call inside one of our parallel loops sees
-      // that loop and runs on its thread instead of starting a second
-      // thread pool.
-      "-Wl,--as-needed",
-      "-ldnnl",
-      "-Wl,--no-as-needed",
-      "-lm",
-      // Last: the conversions LLVM leaves to library calls (f32 -> bf16
-      // without AVX512_BF16), taken from the archive only where called.
-      MOMAC_COMPILER_RT_BUILTINS};
-}
-
-LogicalResult momac::buildCpuArtifact(ModuleOp module,
-                                      const ModelConfig &config,
-                                      llvm::StringRef descriptionText,
-                                      const ArtifactOptions &options) {
+TargetBackend momac::cpuTargetBackend() {
   TargetBackend cpu;
   cpu.name = "cpu";
   cpu.addCodegenPasses = [](OpPassManager &pm) { addCpuCodegenPasses(pm); };
@@ -65,6 +30,9 @@ LogicalResult momac::buildCpuArtifact(ModuleOp module,
     registerOpenMPDialectTranslation(registry);
   };
   cpu.hostOptLevel = 3;
+  // The step runs on the host, which has the counts a MoD layer's router
+  // decides at hand: the layer's groups take exactly their tokens.
+  cpu.padsModGroups = false;
   cpu.linkArguments = cpuLinkArguments();
-  return buildArtifact(module, config, descriptionText, options, cpu);
+  return cpu;
 }

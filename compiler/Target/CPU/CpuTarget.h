@@ -1,4 +1,4 @@
-//===- CpuTarget.h - Compile moma modules into CPU artifacts ----*- C++ -*-===//
+//===- CpuTarget.h - The CPU target's backend -------------------*- C++ -*-===//
 //
 // The CPU target: the shared pipeline, the CPU's passes
 // (compiler/Target/CPU/Passes.td: BLAS and oneDNN GEMMs, OpenMP, vector
@@ -14,17 +14,10 @@
 
 namespace momac {
 
-/// Lowers `module` (moma dialect, entry points named by `moma.param` and
-/// `moma.result` attributes) to native code and writes the artifact.
-/// Diagnostics go to the module's context.
-mlir::LogicalResult buildCpuArtifact(mlir::ModuleOp module,
-                                     const ModelConfig &config,
-                                     llvm::StringRef descriptionText,
-                                     const ArtifactOptions &options);
-
-/// What a CPU model.so links besides its objects: the CPU runtime archive,
-/// OpenMP, OpenBLAS, oneDNN, MLIR's C runner utilities.
-std::vector<std::string> cpuLinkArguments();
+/// What the CPU target adds to the artifact steps (buildArtifact): its
+/// passes, OpenMP's translation to LLVM IR, optimized host code, and the
+/// CPU runtime and libraries in the link (cpuLinkArguments).
+TargetBackend cpuTargetBackend();
 
 /// The pass pipeline from the moma dialect to the LLVM dialect, as the
 /// textual pass list of a builtin.module pass manager (for debugging:

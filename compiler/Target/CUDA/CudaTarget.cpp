@@ -1,9 +1,8 @@
-//===- CudaTarget.cpp - Compile moma modules into CUDA artifacts ----------===//
+//===- CudaTarget.cpp - The CUDA target's backends ------------------------===//
 
 #include "compiler/Target/CUDA/CudaTarget.h"
 
-#include "compiler/Pipelines/Pipelines.h"
-#include "compiler/Target/CPU/CpuTarget.h"
+#include "compiler/Target/Common/CpuRuntime.h"
 
 #include "mlir/Dialect/GPU/IR/CompilationInterfaces.h"
 #include "mlir/Pass/PassManager.h"
@@ -21,21 +20,21 @@
 using namespace mlir;
 using namespace momac;
 
-LogicalResult momac::buildCudaEmulatedArtifact(
-    ModuleOp module, const ModelConfig &config, llvm::StringRef descriptionText,
-    const ArtifactOptions &options) {
+TargetBackend momac::cudaEmulatedTargetBackend() {
   TargetBackend emulated;
   emulated.name = "cuda-emulated";
   emulated.addCodegenPasses = [](OpPassManager &pm) {
     addCudaEmulationPasses(pm);
   };
   emulated.hostOptLevel = 2;
+  // The step is the CUDA target's, padded MoD groups included.
+  emulated.padsModGroups = true;
   // The CUDA runtime's interface, over host memory
   // (runtime/device/cpu/CudaEmulation.cpp), which nothing in the step
   // calls: momarun looks it up as in a CUDA artifact.
   emulated.linkArguments = {"-Wl,--undefined=momart_cuda_status"};
   llvm::append_range(emulated.linkArguments, cpuLinkArguments());
-  return buildArtifact(module, config, descriptionText, options, emulated);
+  return emulated;
 }
 
 #ifndef MOMAC_CUDA_TOOLKIT_DIR
@@ -47,12 +46,21 @@ bool momac::cudaTargetAvailable(std::string &why) {
   return false;
 }
 
-LogicalResult momac::buildCudaArtifact(ModuleOp module, const ModelConfig &,
-                                       llvm::StringRef,
-                                       const CudaArtifactOptions &) {
-  std::string why;
-  cudaTargetAvailable(why);
-  return emitError(module.getLoc()) << why;
+TargetBackend momac::cudaTargetBackend(bool,
+                                       const CudaCodegenOptions &codegen) {
+  TargetBackend cuda;
+  cuda.name = "cuda";
+  cuda.addCodegenPasses = [codegen](OpPassManager &pm) {
+    addCudaCodegenPasses(pm, codegen);
+  };
+  cuda.finishModule = [](ModuleOp module, llvm::StringRef) -> LogicalResult {
+    std::string why;
+    cudaTargetAvailable(why);
+    return emitError(module.getLoc()) << why;
+  };
+  cuda.finishPhase = "kernels: NVPTX, ptxas, fatbinary";
+  cuda.padsModGroups = true;
+  return cuda;
 }
 
 #else
@@ -108,14 +116,14 @@ LogicalResult checkNoSpills(Location loc, llvm::StringRef report) {
 /// cubin for the chip (ptxas, whose register and spill report is kept as
 /// kernels.ptxas.txt) and the PTX (kernels.ptx), which a newer driver can
 /// compile for a GPU the cubin does not run on.
-LogicalResult serializeKernels(ModuleOp module,
-                               const CudaArtifactOptions &options) {
+LogicalResult serializeKernels(ModuleOp module, llvm::StringRef outputDir,
+                               const CudaCodegenOptions &codegen) {
   std::string toolkit = MOMAC_CUDA_TOOLKIT_DIR;
   llvm::SmallString<256> ptxas(toolkit), fatbinary(toolkit);
   llvm::sys::path::append(ptxas, "bin", "ptxas");
   llvm::sys::path::append(fatbinary, "bin", "fatbinary");
   auto path = [&](llvm::StringRef name) {
-    llvm::SmallString<256> p(options.outputDir);
+    llvm::SmallString<256> p(outputDir);
     llvm::sys::path::append(p, name);
     return std::string(p);
   };
@@ -128,7 +136,7 @@ LogicalResult serializeKernels(ModuleOp module,
     for (const std::string &file : {cubinPath, fatbinPath, fatbinLog})
       llvm::sys::fs::remove(file);
   });
-  llvm::StringRef arch = options.codegen.chip;
+  llvm::StringRef arch = codegen.chip;
   arch.consume_front("sm_");
   for (auto kernels :
        llvm::make_early_inc_range(module.getOps<gpu::GPUModuleOp>())) {
@@ -156,8 +164,8 @@ LogicalResult serializeKernels(ModuleOp module,
       file.keep();
     }
     if (failed(runTool(loc, ptxas,
-                       {"-arch=" + options.codegen.chip, "-O3", "-v", ptxPath,
-                        "-o", cubinPath},
+                       {"-arch=" + codegen.chip, "-O3", "-v", ptxPath, "-o",
+                        cubinPath},
                        reportPath)))
       return failure();
     auto report = llvm::MemoryBuffer::getFile(reportPath);
@@ -217,14 +225,12 @@ std::vector<std::string> cudaLinkArguments(bool sharded) {
 
 } // namespace
 
-LogicalResult momac::buildCudaArtifact(ModuleOp module,
-                                       const ModelConfig &config,
-                                       llvm::StringRef descriptionText,
-                                       const CudaArtifactOptions &options) {
+TargetBackend momac::cudaTargetBackend(bool shardedStep,
+                                       const CudaCodegenOptions &codegen) {
   TargetBackend cuda;
   cuda.name = "cuda";
-  cuda.addCodegenPasses = [&](OpPassManager &pm) {
-    addCudaCodegenPasses(pm, options.codegen);
+  cuda.addCodegenPasses = [codegen](OpPassManager &pm) {
+    addCudaCodegenPasses(pm, codegen);
   };
   // The kernels go through LLVM IR (NVVM, LLVM dialects) to PTX; the host
   // code embeds them (GPU dialect, offloading).
@@ -232,8 +238,8 @@ LogicalResult momac::buildCudaArtifact(ModuleOp module,
     NVVM::registerNVVMTargetInterfaceExternalModels(registry);
     registerAllToLLVMIRTranslations(registry);
   };
-  cuda.finishModule = [&](ModuleOp module) {
-    return serializeKernels(module, options);
+  cuda.finishModule = [codegen](ModuleOp module, llvm::StringRef outputDir) {
+    return serializeKernels(module, outputDir, codegen);
   };
   cuda.finishPhase = "kernels: NVPTX, ptxas, fatbinary";
   // The host code is a sequence of launches and library calls, a few
@@ -242,10 +248,11 @@ LogicalResult momac::buildCudaArtifact(ModuleOp module,
   // is nothing to vectorize or schedule. Unoptimized (FastISel), it
   // compiles in a fraction of the time and costs the GPU nothing.
   cuda.hostOptLevel = 0;
-  // The sharded step's entry points (MomaSynthesizeShardedStep).
-  cuda.linkArguments = cudaLinkArguments(
-      /*sharded=*/module.lookupSymbol("fsdp_grad") != nullptr);
-  return buildArtifact(module, config, descriptionText, options, cuda);
+  // A GPU step does not wait for the token counts a MoD layer's router
+  // decides: its modality groups are padded to the layer's token count.
+  cuda.padsModGroups = true;
+  cuda.linkArguments = cudaLinkArguments(shardedStep);
+  return cuda;
 }
 
 #endif // MOMAC_CUDA_TOOLKIT_DIR

@@ -1,4 +1,4 @@
-//===- CudaTarget.h - Compile moma modules into CUDA artifacts --*- C++ -*-===//
+//===- CudaTarget.h - The CUDA target's backends ----------------*- C++ -*-===//
 //
 // The CUDA target: the shared pipeline, the CUDA passes
 // (compiler/Target/CUDA/Passes.td), serialization of the kernels (PTX from
@@ -18,30 +18,24 @@
 
 namespace momac {
 
-struct CudaArtifactOptions : ArtifactOptions {
-  CudaCodegenOptions codegen;
-};
-
 /// Whether this momac can build CUDA artifacts (CUDA was found when it was
 /// configured); when not, `why` says so.
 bool cudaTargetAvailable(std::string &why);
 
-/// Lowers `module` to host code and sm_90 kernels and writes the artifact
-/// (model.so, manifest.json, model.json, kernels.ptx and ptxas's report on
-/// each kernel, kernels.ptxas.txt). Diagnostics go to the module's context.
-mlir::LogicalResult buildCudaArtifact(mlir::ModuleOp module,
-                                      const ModelConfig &config,
-                                      llvm::StringRef descriptionText,
-                                      const CudaArtifactOptions &options);
+/// What the CUDA target adds to the artifact steps (buildArtifact): host
+/// code and sm_90 kernels, and besides model.so, manifest.json and
+/// model.json, kernels.ptx and ptxas's report on each kernel,
+/// kernels.ptxas.txt. `shardedStep`: the module holds the sharded step
+/// (momac --fsdp), whose artifact carries NCCL. Without CUDA
+/// (cudaTargetAvailable), building an artifact with it fails, saying why.
+TargetBackend cudaTargetBackend(bool shardedStep,
+                                const CudaCodegenOptions &codegen = {});
 
 /// momac --target=cuda-emulated: a CPU artifact whose step is the CUDA
 /// target's mapping run block by block and thread by thread on the host
 /// (addCudaEmulationPasses). It needs no CUDA; it exists so that the e2e
 /// tests check the mapping's numbers on machines without a GPU.
-mlir::LogicalResult buildCudaEmulatedArtifact(mlir::ModuleOp module,
-                                              const ModelConfig &config,
-                                              llvm::StringRef descriptionText,
-                                              const ArtifactOptions &options);
+TargetBackend cudaEmulatedTargetBackend();
 
 } // namespace momac
 

@@ -447,7 +447,7 @@ LogicalResult momac::buildArtifact(ModuleOp module, const ModelConfig &config,
   loweringTimer.stop();
   if (target.finishModule) {
     TimingScope finishTimer = timing.nest(target.finishPhase);
-    if (failed(target.finishModule(module)))
+    if (failed(target.finishModule(module, options.outputDir)))
       return failure();
   }
 

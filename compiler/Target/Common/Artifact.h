@@ -53,9 +53,11 @@ struct TargetBackend {
   /// dialects to LLVM IR, GPU targets), before anything runs.
   std::function<void(mlir::DialectRegistry &)> registerDialects;
   /// After the passes and the entry points, before the host code is
-  /// compiled (CUDA: the kernels' serialization), timed as `finishPhase`;
-  /// may be empty.
-  std::function<mlir::LogicalResult(mlir::ModuleOp)> finishModule;
+  /// compiled (CUDA: the kernels' serialization, which also writes files
+  /// into the artifact directory `outputDir`), timed as `finishPhase`; may
+  /// be empty.
+  std::function<mlir::LogicalResult(mlir::ModuleOp, llvm::StringRef outputDir)>
+      finishModule;
   std::string finishPhase;
   /// LLVM's optimization level for the host code other than the entry
   /// points' own: the CPU's kernels, the outlined host loops.
@@ -67,6 +69,12 @@ struct TargetBackend {
   unsigned entryPointOptLevel = 0;
   /// What model.so links besides its objects (runtime archive, libraries).
   std::vector<std::string> linkArguments;
+  /// Whether the front end pads the modality groups of Mixture-of-Depths
+  /// layers to the layer's token count (moma.padded_modality_partition),
+  /// so that no shape of the step depends on a count a MoD router decides
+  /// and the counts can stay where the step runs. A target whose host would
+  /// otherwise read each such count back from its device asks for it.
+  bool padsModGroups = false;
 };
 
 /// Compiles `module` (moma dialect, entry points named by `moma.param` and

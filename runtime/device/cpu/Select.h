@@ -1,7 +1,7 @@
 //===- Select.h - Top-k selection for compiled routing -----------*- C++ -*-===//
 //
 // The selection routine that compiled expert-choice and MoD routing call
-// (compiler/Conversion/MomaToLinalg/KernelBuilder.h, selectSmallestKeys).
+// (compiler/Conversion/MomaToLinalg/RoutingHelpers.h, selectSmallestKeys).
 // Keys encode (score descending, token index ascending) as one int64, so
 // the k smallest keys of a row are the row's top k under MODEL_SPEC's tie
 // rule, and every key is distinct.

@@ -1,6 +1,6 @@
 //===- StepStatistics.cpp - What a compiled step does, counted ------------===//
 
-#include "compiler/Pipelines/StepStatistics.h"
+#include "compiler/Analysis/StepStatistics.h"
 
 #include "mlir/Dialect/Affine/IR/AffineOps.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"

@@ -7,8 +7,8 @@
 //
 //===----------------------------------------------------------------------===//
 
-#ifndef MOMAC_COMPILER_PIPELINES_STEPSTATISTICS_H
-#define MOMAC_COMPILER_PIPELINES_STEPSTATISTICS_H
+#ifndef MOMAC_COMPILER_ANALYSIS_STEPSTATISTICS_H
+#define MOMAC_COMPILER_ANALYSIS_STEPSTATISTICS_H
 
 #include "mlir/IR/BuiltinOps.h"
 
@@ -58,4 +58,4 @@ collectStepStatistics(mlir::ModuleOp module, int64_t tokens,
 
 } // namespace momac
 
-#endif // MOMAC_COMPILER_PIPELINES_STEPSTATISTICS_H
+#endif // MOMAC_COMPILER_ANALYSIS_STEPSTATISTICS_H
