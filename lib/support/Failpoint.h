@@ -4,7 +4,7 @@
 // a point in the code, and the process is killed there (SIGKILL: no
 // destructor, no flush, no cleanup, as a power cut or kill -9 would), so
 // that tests can crash a run at every step of a protocol and check what
-// survives (test/e2e/test_fsdp.py kills checkpointing at each point on each
+// survives (test/e2e/test_reliability.py kills checkpointing at each point on each
 // rank and resumes).
 //
 //   MOMA_FAILPOINT=NAME[@RANK][#HIT]

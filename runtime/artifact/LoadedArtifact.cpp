@@ -117,7 +117,7 @@ llvm::Expected<LoadedArtifact> LoadedArtifact::open(llvm::StringRef directory) {
     artifact.deviceData = std::move(*device);
   } else {
     artifact.deviceUnavailable = llvm::toString(device.takeError());
-    artifact.deviceData = cpu::openHostDevice();
+    artifact.deviceData = cpu::openHostDevice(library);
   }
   return artifact;
 }
@@ -221,4 +221,8 @@ llvm::Error momac::checkMemoryEstimate(int64_t bytes, llvm::StringRef what,
   return artifactError(llvm::formatv(
       "{0} needs at least {1:F2} GB, more than {2} ({3:F2} GB)", what,
       double(bytes) / 1e9, source, double(limit) / 1e9));
+}
+
+std::string LoadedArtifact::gemmLibraries() const {
+  return device().gemmLibraries(config().train.precision == Precision::BF16);
 }

@@ -74,6 +74,10 @@ public:
   /// Where the steps run: memory kept there between calls, copies back,
   /// sums, the sharded step's shards (Device.h).
   Device &device() const { return *deviceData; }
+  /// Which GEMM libraries and kernels the steps run ("f32 GEMM: OpenBLAS
+  /// 0.3.21, Zen kernels"; a bf16 artifact's bf16 GEMM too): the first
+  /// line momarun prints for a command that runs steps.
+  std::string gemmLibraries() const;
 
 private:
   std::string dir;

@@ -95,11 +95,11 @@ momac::writeSyntheticCorpus(const ModelConfig &config, llvm::StringRef prefix,
     return corpusError("the \"image\" modality needs at least 2 ids");
   // Bounded before anything is written: the corpus's size (4-byte ids at
   // most, 12 bytes of index a document) against the disk's free space.
-  const double side =
+  const double imageSide =
       std::max(1.0, std::floor(std::sqrt(double(options.imageTokens))));
   const double tokensPerDocument =
       0.5 * double(options.minTextBytes + options.maxTextBytes) +
-      options.imageFraction * (side * side + 2);
+      options.imageFraction * (imageSide * imageSide + 2);
   const double bytes =
       double(options.documents) * (4 * tokensPerDocument + 12);
   llvm::SmallString<256> directory(prefix);

@@ -27,6 +27,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <limits>
+#include <optional>
 #include <unistd.h>
 
 using namespace momac;
@@ -141,6 +142,24 @@ IndexedDType momac::bestFittingIndexedDType(int64_t vocabSize) {
 // Reading
 //===----------------------------------------------------------------------===//
 
+// A sparse file can hold counts its size allows and the memory does not: the
+// arrays are copied into memory, so they are bounded by it (half of it: the
+// training state needs the rest) before anything is allocated.
+static std::optional<std::string> exceedsMemory(uint64_t sequenceCount,
+                                                uint64_t documentCount) {
+  const uint64_t memory = uint64_t(::sysconf(_SC_PHYS_PAGES)) *
+                          uint64_t(::sysconf(_SC_PAGESIZE));
+  const uint64_t needed = 16 * sequenceCount + 8 * documentCount;
+  if (!memory || needed <= memory / 2)
+    return std::nullopt;
+  return llvm::formatv("sequence count {0} and document count {1} need {2:F1} "
+                       "GB of memory for the index, more than half of this "
+                       "machine's {3:F1} GB",
+                       sequenceCount, documentCount, double(needed) / 1e9,
+                       double(memory) / 1e9)
+      .str();
+}
+
 llvm::Expected<IndexedDataset> IndexedDataset::open(llvm::StringRef prefix) {
   std::string idxName = (prefix + ".idx").str();
   std::string binName = (prefix + ".bin").str();
@@ -210,18 +229,9 @@ llvm::Expected<IndexedDataset> IndexedDataset::open(llvm::StringRef prefix) {
     return idxFail("document count is 0; it must be at least 1 (doc_idx "
                    "starts with 0)");
 
-  // A sparse file can hold counts its size allows and the memory does not:
-  // the arrays are copied into memory, so they are bounded by it (half of
-  // it: the training state needs the rest) before anything is allocated.
-  const uint64_t memory = uint64_t(::sysconf(_SC_PHYS_PAGES)) *
-                          uint64_t(::sysconf(_SC_PAGESIZE));
-  const uint64_t needed = 16 * sequenceCount + 8 * documentCount;
-  if (memory && needed > memory / 2)
-    return idxFail(llvm::formatv(
-        "sequence count {0} and document count {1} need {2:F1} GB of memory "
-        "for the index, more than half of this machine's {3:F1} GB",
-        sequenceCount, documentCount, double(needed) / 1e9,
-        double(memory) / 1e9));
+  if (std::optional<std::string> tooLarge =
+          exceedsMemory(sequenceCount, documentCount))
+    return idxFail(*tooLarge);
 
   IndexedDataset dataset;
   dataset.prefixPath = prefix.str();

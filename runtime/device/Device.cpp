@@ -3,10 +3,15 @@
 #include "runtime/device/Device.h"
 
 #include "runtime/device/cpu/CpuThreads.h"
+#include "runtime/device/cpu/OpenBlasCore.h"
 
 using namespace momac;
 
 Device::~Device() = default;
+
+void momac::prepareHostBeforeThreads() {
+  cpu::chooseOpenBlasCoreBeforeThreads();
+}
 
 void momac::prepareHostBeforeLoad() { cpu::configureThreadsBeforeLoad(); }
 
@@ -17,5 +22,5 @@ momac::openDevice(llvm::sys::DynamicLibrary library,
       cuda::openCudaDevice(library, libraryPath);
   if (!gpu || *gpu)
     return gpu;
-  return cpu::openHostDevice();
+  return cpu::openHostDevice(library);
 }

@@ -50,6 +50,10 @@ public:
 
   /// The device in words ("NVIDIA H200, 139.8 GiB"); empty for this CPU.
   virtual std::string description() const = 0;
+  /// The GEMM libraries the steps call, and their kernels ("f32 GEMM:
+  /// OpenBLAS 0.3.21, Zen kernels"), `bf16` also the bf16 GEMM's: momarun's
+  /// first line of output says which a run uses.
+  virtual std::string gemmLibraries(bool bf16) const = 0;
   /// Refuses, before anything is allocated there, work whose state
   /// (`bytes`, for `what`) does not fit the device's free memory: one line
   /// with both numbers. Nothing to check for this CPU (checkMemoryEstimate
@@ -94,6 +98,10 @@ public:
   unitCommunicator(Communicator &ranks) = 0;
 };
 
+/// What momarun sets up at start, before any thread and any library of an
+/// artifact: the OpenBLAS kernels for this CPU (device/cpu/OpenBlasCore.h).
+void prepareHostBeforeThreads();
+
 /// What every artifact's host side needs set before its model.so is loaded
 /// (device/cpu: BLAS and OpenMP thread settings).
 void prepareHostBeforeLoad();
@@ -105,7 +113,7 @@ llvm::Expected<std::unique_ptr<Device>>
 openDevice(llvm::sys::DynamicLibrary library, llvm::StringRef libraryPath);
 
 namespace cpu {
-std::unique_ptr<Device> openHostDevice();
+std::unique_ptr<Device> openHostDevice(llvm::sys::DynamicLibrary library);
 } // namespace cpu
 
 namespace cuda {

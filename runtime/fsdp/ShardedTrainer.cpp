@@ -368,7 +368,7 @@ llvm::Expected<StepOutcome> ShardedStep::run(int64_t step, double lr) {
     modalityCount.push_back(uint64_t((*sums)[1 + modalities + m]));
   modalityMetrics(config, modalitySum, modalityCount, outcome);
   outcome.progress += llvm::formatv(
-      " | {0} ranks: slowest {1:F3} s, waiting on communication {2:F3} s, "
+      " | on {0} ranks: slowest {1:F3} s, waiting on communication {2:F3} s, "
       "modality share spread {3:F3}",
       ranks, slowest, wait, spread);
   return outcome;
@@ -564,6 +564,8 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
       LoadedArtifact::open(options.artifact);
   if (!artifact)
     return artifact.takeError();
+  if (rank == 0)
+    llvm::outs() << "momarun: " << artifact->gemmLibraries() << "\n";
   const Manifest &manifest = artifact->manifest();
   if (manifest.shardUnits.empty())
     return fsdpError(options.artifact +
@@ -657,6 +659,7 @@ llvm::Error momac::trainSharded(const TrainOptions &options,
   loop.skipNonFinite = options.skipNonFinite;
   loop.lastCheckpoint = options.resume ? start->step : 0;
   loop.leader = rank == 0;
+  loop.redrawOnTerminal = ranks == 1;
   if (llvm::Error error = runTrainLoop(step, *metrics, loop))
     return error;
   install(nullptr);

@@ -147,7 +147,8 @@ llvm::Error Weights::checkFinite(llvm::StringRef from) const {
           llvm::inconvertibleErrorCode(),
           llvm::formatv("{0}: {1} holds {2} (element {3}): the weights of a "
                         "diverged run; resume from an earlier checkpoint",
-                        from, params[i].name, *bad,
+                        from, params[i].name,
+                        std::isnan(*bad) ? "NaN" : *bad > 0 ? "+Inf" : "-Inf",
                         bad - values[i].begin())
               .str());
   }

@@ -211,6 +211,7 @@ llvm::Error momac::trainAuxRouters(const AuxTrainOptions &options) {
       LoadedArtifact::open(options.artifact);
   if (!artifact)
     return artifact.takeError();
+  llvm::outs() << "momarun: " << artifact->gemmLibraries() << "\n";
   const Manifest &manifest = artifact->manifest();
   const ModelConfig &config = artifact->config();
   if (!config.auxRouters)

@@ -124,7 +124,8 @@ std::array<float, 3> momac::adamwSchedule(const TrainConfig &train,
 llvm::Error momac::runTrainLoop(TrainStep &step, MetricsLog &metrics,
                                 const TrainLoopOptions &options) {
   const bool terminal =
-      options.leader && llvm::sys::Process::StandardOutIsDisplayed();
+      options.leader && options.redrawOnTerminal &&
+      llvm::sys::Process::StandardOutIsDisplayed();
   const int64_t lastStep = options.firstStep + options.steps - 1;
   int64_t skipped = 0, lastCheckpoint = options.lastCheckpoint;
   const Clock::time_point runStart = Clock::now();

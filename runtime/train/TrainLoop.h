@@ -83,6 +83,10 @@ struct TrainLoopOptions {
   int64_t lastCheckpoint = 0;
   /// The rank that writes metrics, progress and warnings (rank 0).
   bool leader = true;
+  /// Whether a progress bar may be redrawn in place when standard output is
+  /// a terminal. Off under mpirun, which gives every rank a pseudo-terminal
+  /// even when its own output goes to a pipe or a file.
+  bool redrawOnTerminal = true;
 };
 
 /// A step's per-modality losses, pooled over the step's targets of each

@@ -382,6 +382,7 @@ llvm::Error momac::train(const TrainOptions &options) {
       LoadedArtifact::open(options.artifact);
   if (!artifact)
     return artifact.takeError();
+  llvm::outs() << "momarun: " << artifact->gemmLibraries() << "\n";
   const Manifest &manifest = artifact->manifest();
   const ModelConfig &config = artifact->config();
   // The state alone (momac --report; momac --stats adds the activations),

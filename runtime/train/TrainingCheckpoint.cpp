@@ -576,6 +576,10 @@ momac::readDataPosition(llvm::StringRef checkpoint) {
   llvm::Expected<SafetensorsFile> file = SafetensorsFile::open(checkpoint);
   if (!file)
     return file.takeError();
+  // Initial weights (momarun init, upcycle) are the usual mistake here.
+  if (!file->getMetadata("data_position"))
+    return checkpointError(checkpoint + ": not a momarun checkpoint (its "
+                                        "metadata has no data_position)");
   CheckpointProgress progress;
   if (llvm::Error error = readProgress(*file, progress))
     return std::move(error);

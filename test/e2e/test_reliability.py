@@ -32,6 +32,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import moma_reference as R  # noqa: E402
 from test_fsdp import ENV, MOMAC, MOMARUN, MPIRUN, TINY, metrics  # noqa: E402
+from test_momarun import compile_cached  # noqa: E402
 
 POINTS = ["checkpoint-mid-data-write", "checkpoint-before-rename",
           "checkpoint-between-renames", "checkpoint-before-set-manifest",
@@ -102,7 +103,7 @@ class ReliabilityTestCase(unittest.TestCase):
             json.dump(desc, f)
         artifact = self.path(tag)
         if not os.path.exists(artifact):
-            run(MOMAC, description, "-o", artifact, *(["--fsdp"] if fsdp else []))
+            compile_cached(description, artifact, ["--fsdp"] if fsdp else [])
         return artifact, description
 
     def corpus(self, description):
@@ -239,7 +240,8 @@ class UntrustedShardSets(ReliabilityTestCase):
             self.refused(edited, sharded, data, "shard-1-of-2.safetensors", *fragments)
 
         def offset(value):
-            return lambda layout: layout["units"][1]["offsets"].__setitem__(0, value)
+            return lambda layout: layout["units"][1]["parameters"][0].__setitem__(
+                "offset", value)
         layout_edit("offset-huge", offset(2 ** 40), "does not fit in unit")
         layout_edit("offset-negative", offset(-100000), "does not fit in unit")
         layout_edit("elements-huge",
@@ -400,7 +402,9 @@ class BoundsAndRightNumbers(ReliabilityTestCase):
         self.assertOneLineError(result, "GB of memory for the index")
         # A model far beyond memory: init refuses with train's estimate.
         huge = json.load(open(description))
-        huge.update(d_model=16384, ffn_hidden=65536, n_heads=128, n_layers=64,
+        # Two layers already hold 215 GB of weights; more layers would only
+        # lengthen the compile.
+        huge.update(d_model=16384, ffn_hidden=65536, n_heads=128, n_layers=2,
                     name="huge")
         path = self.path("huge.json")
         json.dump(huge, open(path, "w"))
@@ -459,7 +463,7 @@ class BoundsAndRightNumbers(ReliabilityTestCase):
         open(prompt, "w").write("1 2 3\n")
         result = run(MOMARUN, "generate", artifact, "--weights", weights, "--prompt",
                      prompt, "--max-new", "2", ok=False)
-        self.assertOneLineError(result, f"{name} holds nan")
+        self.assertOneLineError(result, f"{name} holds NaN")
         # Upcycling from a diverged stage-1 checkpoint.
         one, _ = self.compile("mod_moe_1t1i")
         source = self.path("nan-1t1i.safetensors")
@@ -469,7 +473,7 @@ class BoundsAndRightNumbers(ReliabilityTestCase):
         R.write_safetensors(source, tensors)
         result = run(MOMARUN, "upcycle", "--from", source, "--to", artifact, "-o",
                      self.path("up.safetensors"), ok=False)
-        self.assertOneLineError(result, "output.weight holds inf")
+        self.assertOneLineError(result, "output.weight holds +Inf")
 
     @unittest.skipUnless(MPIRUN, "needs mpirun (OpenMPI)")
     def test_a_resume_that_changes_the_batch_needs_a_flag(self):
@@ -491,6 +495,56 @@ class BoundsAndRightNumbers(ReliabilityTestCase):
         self.assertNotIn("\x1b", result.stderr)
         self.assertNotIn("\x07", result.stderr)
         self.assertIn("art\\x1b[2J\\x07", result.stderr)
+        # momac quotes the description's keys.
+        description = self.path("escape.json")
+        with open(description, "w") as f:
+            json.dump({"name": "x", "d_model\x1b]0;owned\x07": 8}, f)
+        result = run(MOMAC, description, "-o", self.path("escape-art"), ok=False)
+        self.assertNotIn("\x1b", result.stderr)
+        self.assertNotIn("\x07", result.stderr)
+        self.assertIn("\\x1b]0;owned\\x07", result.stderr)
+
+
+def cpu_flags():
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    return set()
+
+
+class TheRightGemmKernels(ReliabilityTestCase):
+    """OpenBLAS falls back to SSE3 kernels on CPUs newer than it; momarun
+    notices before loading it and says which kernels a run uses."""
+
+    def first_line(self, extra):
+        artifact, description = self.compile("dense")
+        data = self.corpus(description)
+        out = self.path("gemm-run")
+        shutil.rmtree(out, ignore_errors=True)
+        env = {k: v for k, v in ENV.items() if k != "OPENBLAS_CORETYPE"}
+        env.update(extra)
+        result = run(MOMARUN, "train", artifact, "--data", data, "--steps", "1",
+                     "--out", out, env=env)
+        return result.stdout.splitlines()[0]
+
+    def test_a_fallback_is_replaced_and_every_run_names_its_kernels(self):
+        flags = cpu_flags()
+        if not {"avx2", "fma"} <= flags:
+            self.skipTest("the CPU has no AVX2 and FMA")
+        wide = {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= flags
+        expected = "SkylakeX" if wide else "Haswell"
+        # As on a CPU that OpenBLAS 0.3.21 does not know.
+        line = self.first_line({"MOMA_TEST_OPENBLAS_DETECTS": "Prescott"})
+        self.assertRegex(line, r"^momarun: f32 GEMM: OpenBLAS \d+\.\d+\.\d+, "
+                         + expected + r" kernels \(set by momarun: by itself "
+                         r"OpenBLAS took this CPU for Prescott\)$")
+        # The user's choice stands.
+        line = self.first_line({"OPENBLAS_CORETYPE": "Prescott"})
+        self.assertRegex(line, r"Prescott kernels \(OPENBLAS_CORETYPE\)$")
+        # On this CPU, OpenBLAS's own choice where it knows the CPU.
+        line = self.first_line({})
+        self.assertRegex(line, r"^momarun: f32 GEMM: OpenBLAS [0-9.]+, \w+ kernels")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@
 #include "lib/config/ModelConfig.h"
 #include "lib/config/ModelStats.h"
 #include "lib/config/Parameters.h"
+#include "lib/support/Escape.h"
 #include "tools/momac/Report.h"
 
 #include "mlir/IR/AsmState.h"
@@ -156,8 +157,11 @@ cl::opt<bool> printTime(
              "MLIR's --mlir-timing"),
     cl::cat(momacCategory));
 
+/// Prints "FILE: error: MESSAGE" with the control characters of both
+/// escaped: the file name and the description's keys are user input.
 int fail(const llvm::Twine &message, int code = 1) {
-  llvm::WithColor::error(llvm::errs(), inputPath) << message << "\n";
+  llvm::WithColor::error(llvm::errs(), escapeControlCharacters(inputPath))
+      << escapeControlCharacters(message.str()) << "\n";
   return code;
 }
 
@@ -192,11 +196,12 @@ mlir::OwningOpRef<mlir::ModuleOp> buildTrainStep(mlir::MLIRContext &context,
   // Models with auxiliary routers also get @forward_causal, the forward
   // pass with causal routing (momarun eval --causal), @forward_aux, the
   // objective that trains the auxiliary routers (momarun train-aux), and
-  // @decode_step, one token of causal decoding (momarun generate).
+  // @decode_step, one token of causal decoding, and @prefill, a prompt's
+  // tokens in one call (momarun generate).
   if (config.auxRouters)
     for (ForwardKind kind :
          {ForwardKind::CausalRouting, ForwardKind::AuxRouterTraining,
-          ForwardKind::Decode}) {
+          ForwardKind::Decode, ForwardKind::Prefill}) {
       mlir::OwningOpRef<mlir::ModuleOp> extra = buildForwardModule(
           context, config, inputPath, /*dynamicBatch=*/true, kind,
           padModGroups);
@@ -427,7 +432,8 @@ int main(int argc, char **argv) {
   std::unique_ptr<llvm::ToolOutputFile> output =
       mlir::openOutputFile(outputPath, &error);
   if (!output) {
-    llvm::WithColor::error(llvm::errs(), "momac") << error << "\n";
+    llvm::WithColor::error(llvm::errs(), "momac")
+        << escapeControlCharacters(error) << "\n";
     return 1;
   }
   llvm::raw_ostream &os = output->os();

@@ -16,6 +16,7 @@
 
 #include "lib/support/AtomicFile.h"
 #include "lib/support/Escape.h"
+#include "runtime/device/Device.h"
 
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/WithColor.h"
@@ -70,6 +71,9 @@ int main(int argc, char **argv) {
   // fault them in again, zeroed, on the next step (13% of its time).
   mallopt(M_MMAP_MAX, 0);
   mallopt(M_TRIM_THRESHOLD, -1);
+  // Before MPI or an artifact starts a thread: the OpenBLAS kernels for this
+  // CPU (runtime/device/cpu/OpenBlasCore.h).
+  momac::prepareHostBeforeThreads();
   // --help lists momarun's own options, not LLVM's.
   cl::HideUnrelatedOptions(momarunCategory());
   cl::ParseCommandLineOptions(

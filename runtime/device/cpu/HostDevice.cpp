@@ -9,6 +9,7 @@
 #include "runtime/device/Device.h"
 
 #include "runtime/comm/Communicator.h"
+#include "runtime/device/cpu/OpenBlasCore.h"
 
 #include <algorithm>
 
@@ -18,7 +19,18 @@ namespace {
 
 class HostDevice : public Device {
 public:
+  explicit HostDevice(llvm::sys::DynamicLibrary library) : library(library) {}
+
   std::string description() const override { return ""; }
+  std::string gemmLibraries(bool bf16) const override {
+    std::string text = "f32 GEMM: " + cpu::describeOpenBlas(library);
+    // The bf16 GEMM's choice is measured on its first call (GemmBf16.cpp).
+    auto bf16Path = reinterpret_cast<const char *(*)()>(
+        library.getAddressOfSymbol("momart_gemm_bf16_path"));
+    if (bf16 && bf16Path)
+      text += std::string("; bf16 GEMM: ") + bf16Path();
+    return text;
+  }
   llvm::Error checkMemory(int64_t, llvm::StringRef) const override {
     return llvm::Error::success();
   }
@@ -59,10 +71,15 @@ public:
   unitCommunicator(Communicator &) override {
     return nullptr;
   }
+
+private:
+  // Looking a symbol up is not const in LLVM's interface.
+  mutable llvm::sys::DynamicLibrary library;
 };
 
 } // namespace
 
-std::unique_ptr<Device> momac::cpu::openHostDevice() {
-  return std::make_unique<HostDevice>();
+std::unique_ptr<Device>
+momac::cpu::openHostDevice(llvm::sys::DynamicLibrary library) {
+  return std::make_unique<HostDevice>(library);
 }

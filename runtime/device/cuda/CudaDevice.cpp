@@ -20,6 +20,7 @@
 #include "llvm/ADT/DenseMap.h"
 #include "llvm/Support/FormatVariadic.h"
 
+#include <cstdlib>
 #include <optional>
 #include <vector>
 
@@ -50,6 +51,7 @@ public:
   open(llvm::sys::DynamicLibrary library, llvm::StringRef libraryPath);
 
   std::string description() const override;
+  std::string gemmLibraries(bool bf16) const override;
   llvm::Error checkMemory(int64_t bytes, llvm::StringRef what) const override;
   llvm::Error call(void (*function)(void **), const EntryPointSpec &entry,
                    void **buffers) override;
@@ -174,6 +176,20 @@ std::string CudaDevice::description() const {
           .str();
   if (const char *why = deviceChoice ? deviceChoice() : nullptr; why && *why)
     text += std::string(" (chosen by ") + why + ")";
+  return text;
+}
+
+std::string CudaDevice::gemmLibraries(bool bf16) const {
+  char name[256] = {0};
+  size_t total = 0;
+  if (deviceName(name, sizeof(name), &total) && total == 0)
+    return "cuBLAS calls emulated on this CPU's OpenBLAS";
+  const char *tf32 = std::getenv("MOMA_ALLOW_TF32");
+  std::string text = tf32 && std::string(tf32) == "1"
+                         ? "f32 GEMM: cuBLAS, TF32 tensor cores (MOMA_ALLOW_TF32)"
+                         : "f32 GEMM: cuBLAS, exact f32 (no TF32)";
+  if (bf16)
+    text += "; bf16 GEMM: cuBLAS tensor cores, f32 accumulation";
   return text;
 }
 
