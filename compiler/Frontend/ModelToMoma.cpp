@@ -65,8 +65,9 @@ public:
         sourceName(sourceName.str()),
         f32(b.getF32Type()), i32(b.getI32Type()),
         causal(kind == ForwardKind::CausalRouting ||
-               kind == ForwardKind::Decode),
-        decode(kind == ForwardKind::Decode),
+               kind == ForwardKind::Decode || kind == ForwardKind::Prefill),
+        decode(kind == ForwardKind::Decode || kind == ForwardKind::Prefill),
+        prefill(kind == ForwardKind::Prefill),
         auxTraining(kind == ForwardKind::AuxRouterTraining) {}
 
   /// With `dynamicBatch`, the entry points take up to train.batch_size
@@ -198,6 +199,8 @@ private:
   bool auxTraining;
   /// One decoding step against key/value caches (implies causal routing).
   bool decode;
+  /// Decoding a prompt's tokens in one call (@prefill; implies decode).
+  bool prefill;
   /// Decoding: each layer's caches (key, value, valid) as arguments, and as
   /// updated by the layer's attention.
   SmallVector<std::array<Value, 3>> caches, updatedCaches;
@@ -507,13 +510,20 @@ Value ForwardBuilder::modLayer(const std::string &layer, int64_t l,
 OwningOpRef<ModuleOp> ForwardBuilder::buildDecodeStep() {
   const int64_t sequences = config.train.batchSize, seq = config.seqLen;
   const int64_t rows = sequences * seq, d = config.dModel;
+  // @decode_step: one token per sequence; @prefill: up to every row.
+  const int64_t tokenBound = prefill ? rows : sequences;
   OwningOpRef<ModuleOp> module = newModule();
   Location moduleLoc = module->getLoc();
 
   std::vector<ParameterSpec> specs = listParameters(config);
-  SmallVector<Type> argTypes = {tensor({sequences}, i32),
-                                tensor({sequences}, i32)};
+  SmallVector<Type> argTypes = {tensor({tokenBound}, i32),
+                                tensor({tokenBound}, i32)};
   SmallVector<std::string> argNames = {"tokens", "positions"};
+  if (prefill) {
+    argTypes.append({tensor({tokenBound}, i32), tensor({sequences}, i32)});
+    argNames.append({"sequence_ids", "last_rows"});
+  }
+  const unsigned firstParam = argTypes.size();
   for (const ParameterSpec &spec : specs) {
     argTypes.push_back(tensor(spec.shape, f32));
     argNames.push_back(spec.name);
@@ -529,30 +539,58 @@ OwningOpRef<ModuleOp> ForwardBuilder::buildDecodeStep() {
       argNames.push_back(cacheNames.back());
       argTypes.push_back(cacheTypes[part]);
     }
-  auto func = func::FuncOp::create(b, moduleLoc, kDecodeFunctionName,
-                                   b.getFunctionType(argTypes, {}));
+  if (prefill) {
+    argTypes.push_back(tensor({}, i32));
+    argNames.push_back(kPrefillRowsName.str());
+  }
+  auto func = func::FuncOp::create(
+      b, moduleLoc, prefill ? kPrefillFunctionName : kDecodeFunctionName,
+      b.getFunctionType(argTypes, {}));
   for (auto [i, name] : llvm::enumerate(argNames))
     func.setArgAttr(i, kParamAttrName, b.getStringAttr(name));
+  if (prefill)
+    func.setArgAttr(argTypes.size() - 1, moma::kHostScalarAttrName,
+                    b.getUnitAttr());
   Block *entry = func.addEntryBlock();
   b.setInsertionPointToStart(entry);
   for (auto [i, spec] : llvm::enumerate(specs))
-    params[spec.name] = entry->getArgument(i + 2);
+    params[spec.name] = entry->getArgument(firstParam + i);
   for (int64_t l = 0; l < config.nLayers; ++l) {
-    unsigned first = 2 + specs.size() + 3 * l;
+    unsigned first = firstParam + specs.size() + 3 * l;
     caches.push_back({entry->getArgument(first), entry->getArgument(first + 1),
                       entry->getArgument(first + 2)});
   }
 
   Location inputAt = loc("inputs");
   Value ids = entry->getArgument(0), positions = entry->getArgument(1);
-  SmallVector<int32_t> slots;
-  for (int64_t s = 0; s < sequences; ++s)
-    slots.push_back(int32_t(s));
-  Value sequenceIds = arith::ConstantOp::create(
-      b, inputAt,
-      DenseElementsAttr::get(tensor({sequences}, i32), ArrayRef(slots)));
+  Value sequenceIds;
+  if (prefill) {
+    // The first prefill_rows entries are the prompt tokens.
+    Value count = arith::IndexCastOp::create(
+        b, inputAt, b.getIndexType(),
+        tensor::ExtractOp::create(b, inputAt, entry->getArguments().back(),
+                                  ValueRange{}));
+    auto firstTokens = [&](Value all) -> Value {
+      return tensor::ExtractSliceOp::create(
+          b, inputAt, tensor({ShapedType::kDynamic}, i32), all,
+          ArrayRef<OpFoldResult>{b.getIndexAttr(0)},
+          ArrayRef<OpFoldResult>{count},
+          ArrayRef<OpFoldResult>{b.getIndexAttr(1)});
+    };
+    ids = firstTokens(ids);
+    positions = firstTokens(positions);
+    sequenceIds = firstTokens(entry->getArgument(2));
+  } else {
+    SmallVector<int32_t> slots;
+    for (int64_t s = 0; s < sequences; ++s)
+      slots.push_back(int32_t(s));
+    sequenceIds = arith::ConstantOp::create(
+        b, inputAt,
+        DenseElementsAttr::get(tensor({sequences}, i32), ArrayRef(slots)));
+  }
+  const int64_t tokens = prefill ? ShapedType::kDynamic : sequences;
   Value hidden = moma::EmbedOp::create(b, loc("tok_embeddings"),
-                                       tensor({sequences, d}, f32),
+                                       tensor({tokens, d}, f32),
                                        param("tok_embeddings.weight"), ids);
   for (int64_t l = 0; l < config.nLayers; ++l) {
     std::string layer = "layers." + std::to_string(l) + ".";
@@ -561,6 +599,9 @@ OwningOpRef<ModuleOp> ForwardBuilder::buildDecodeStep() {
         config.isModLayer(l) ? modLayer(layer, l, all) : block(layer, l, all);
   }
   Location outputAt = loc("output");
+  // The prefill's logits are those of each sequence's last prompt token.
+  if (prefill)
+    hidden = gather(outputAt, hidden, entry->getArgument(3));
   Value logits = linear(outputAt, rmsNorm(outputAt, hidden, "norm.weight"),
                         "output.weight");
   SmallVector<Value> results = {logits};

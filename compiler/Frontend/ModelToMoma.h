@@ -44,6 +44,16 @@ constexpr llvm::StringLiteral kAuxForwardFunctionName = "forward_aux";
 /// router passes). Results: `logits` [batch, V] of the next token and the
 /// updated caches under the same names.
 constexpr llvm::StringLiteral kDecodeFunctionName = "decode_step";
+/// The prompt in one call (momarun generate's prefill): the first
+/// `prefill_rows` entries of `tokens`, `positions` and `sequence_ids`
+/// ([batch_size * seq_len] each) are prompt tokens of any sequences, in
+/// any order that keeps each sequence's positions ascending; they go
+/// through the model as a batch with @decode_step's causal routing, each
+/// attending to its sequence's cache rows up to its own position after the
+/// call has written them. Results: `logits` [batch, V] at the rows
+/// `last_rows` names (each sequence's last prompt token), and the caches.
+constexpr llvm::StringLiteral kPrefillFunctionName = "prefill";
+constexpr llvm::StringLiteral kPrefillRowsName = "prefill_rows";
 
 /// Which forward function to build.
 enum class ForwardKind {
@@ -51,6 +61,7 @@ enum class ForwardKind {
   CausalRouting,     // @forward_causal
   AuxRouterTraining, // @forward_aux
   Decode,            // @decode_step
+  Prefill,           // @prefill
 };
 /// The argument that says how many rows of the tokens buffer hold the
 /// micro-batch, in entry points compiled for any batch size up to

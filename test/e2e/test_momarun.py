@@ -4,10 +4,12 @@ number agrees with the PyTorch reference of MODEL_SPEC (moma_reference.py).
 Needs the build (momac, momarun): MOMAC_BUILD_DIR, default ./build.
 Run: /usr/bin/python3 -m unittest discover -s test/e2e -p 'test_momarun.py'
 """
+import hashlib
 import json
 import math
 import os
 import re
+import shutil
 import stat
 import struct
 import subprocess
@@ -84,9 +86,36 @@ def compile_variant(directory, variant, batch_size=2, target_args=None,
     with open(path, "w") as f:
         json.dump(desc, f)
     artifact = os.path.join(directory, tag)
-    run(MOMAC, path, "-o", artifact,
-        *(TARGET_ARGS if target_args is None else target_args))
+    compile_cached(path, artifact,
+                   TARGET_ARGS if target_args is None else target_args)
     return artifact, R.load_config(path)
+
+
+# Compiled artifacts by (description, target, momac binary): many tests
+# compile the same tiny model, and compiling is most of their time. momac is
+# deterministic for one input, so a copy of the first compile stands for the
+# others; a rebuilt momac (another size or mtime) starts a new set.
+ARTIFACT_CACHE = os.path.join(BUILD, "e2e-artifact-cache")
+
+
+def compile_cached(description, artifact, target_args):
+    with open(description, "rb") as f:
+        text = f.read()
+    momac = os.stat(MOMAC)
+    key = hashlib.sha256(text + repr((target_args, momac.st_size,
+                                      momac.st_mtime_ns)).encode()).hexdigest()
+    cached = os.path.join(ARTIFACT_CACHE, key[:32])
+    if os.path.isdir(cached):
+        shutil.copytree(cached, artifact, dirs_exist_ok=True)
+        return
+    run(MOMAC, description, "-o", artifact, *target_args)
+    os.makedirs(ARTIFACT_CACHE, exist_ok=True)
+    staging = f"{cached}.{os.getpid()}"
+    shutil.copytree(artifact, staging)
+    try:
+        os.rename(staging, cached)  # atomic; another process may have won
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 class TemporaryDirectoryTestCase(unittest.TestCase):
@@ -729,9 +758,10 @@ class AuxRouterTraining(TemporaryDirectoryTestCase):
 
 
 class Generation(TemporaryDirectoryTestCase):
-    """momarun generate (@decode_step with key/value caches) against a full
-    forward pass with causal routing (MODEL_SPEC section 6): token by token,
-    the logits at every position are those of the whole sequence."""
+    """momarun generate (@prefill and @decode_step with key/value caches)
+    against a full forward pass with causal routing (MODEL_SPEC section 6):
+    the prompts in one call or token by token, the logits at every position
+    are those of the whole sequence."""
 
     def prepare(self, variant, **overrides):
         artifact, cfg = compile_variant(self.tmp.name, variant, **overrides)
@@ -762,23 +792,34 @@ class Generation(TemporaryDirectoryTestCase):
         tokens = np.asarray(R.random_tokens(cfg, 1, seed=3))[0]
         prompts = [tokens[:10], tokens[20:24]]
         logits_file = os.path.join(artifact, "logits.bin")
-        out = self.generate(artifact, weights, prompts, "--max-new", "6",
-                            "--temperature", "0", "--logits", logits_file)
-        generated = [[int(t) for t in line.split()] for line in out.splitlines()]
-        self.assertEqual([len(g) for g in generated], [6, 6])
-        got = np.fromfile(logits_file, dtype=np.float32).reshape(-1, cfg["vocab_size"])
-        for prompt, new, check_logits in ((prompts[0], generated[0], True),
-                                          (prompts[1], generated[1], False)):
-            sequence = list(prompt) + new
-            expected = self.reference_logits(cfg, params, sequence)
-            if check_logits:
-                self.assertEqual(got.shape, expected.shape)
-                error = np.abs(got - expected).max() / np.abs(expected).max()
-                self.assertLessEqual(error, RELATIVE_TOLERANCE)
-            # Greedy: each new token is the reference's most likely one.
-            greedy = [int(np.argmax(expected[i]))
-                      for i in range(len(prompt) - 1, len(sequence) - 1)]
-            self.assertEqual(greedy, new)
+        vocab = cfg["vocab_size"]
+        runs = {}
+        # @prefill (the prompts in one call), then token by token.
+        for mode in ([], ["--prompt-by-token"]):
+            out = self.generate(artifact, weights, prompts, "--max-new", "6",
+                                "--temperature", "0", "--logits", logits_file, *mode)
+            generated = [[int(t) for t in line.split()] for line in out.splitlines()]
+            self.assertEqual([len(g) for g in generated], [6, 6])
+            got = np.fromfile(logits_file, dtype=np.float32).reshape(-1, vocab)
+            runs[bool(mode)] = (generated, got)
+        self.assertEqual(runs[False][0], runs[True][0])
+        for by_token, (generated, got) in runs.items():
+            for prompt, new, check_logits in ((prompts[0], generated[0], True),
+                                              (prompts[1], generated[1], False)):
+                sequence = list(prompt) + new
+                expected = self.reference_logits(cfg, params, sequence)
+                if check_logits:
+                    # In one call, the logits from the prompt's last token on.
+                    if not by_token:
+                        expected = expected[len(prompt) - 1:]
+                    self.assertEqual(got.shape, expected.shape)
+                    error = np.abs(got - expected).max() / np.abs(expected).max()
+                    self.assertLessEqual(error, RELATIVE_TOLERANCE)
+                # Greedy: each new token is the reference's most likely one.
+                full = self.reference_logits(cfg, params, sequence)
+                greedy = [int(np.argmax(full[i]))
+                          for i in range(len(prompt) - 1, len(sequence) - 1)]
+                self.assertEqual(greedy, new)
 
     def test_decode_equals_a_causal_forward_pass_mod_moe_4t4i(self):
         self.check("mod_moe_4t4i_aux")
@@ -1227,7 +1268,7 @@ class MomarunErrors(unittest.TestCase):
             prefix = os.path.join(tmp, "big")
             process = subprocess.Popen(
                 [MOMARUN, "corpus", artifact, "--out", prefix,
-                 "--synthetic", "100000000"],
+                 "--synthetic", "5000000"],  # 6.6 GB: seconds to write
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             deadline = time.time() + 20
             while not glob.glob(prefix + ".bin.tmp-*") and time.time() < deadline:

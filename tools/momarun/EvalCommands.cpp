@@ -34,9 +34,9 @@ cl::SubCommand momac::momarun::gradCommand("grad",
 
 
 cl::SubCommand momac::momarun::generateCommand(
-    "generate", "Continue prompts token by token with causal routing by the "
-                "auxiliary routers and a key/value cache (MODEL_SPEC section "
-                "6)");
+    "generate", "Continue prompts with causal routing by the auxiliary "
+                "routers and a key/value cache (MODEL_SPEC section 6): the "
+                "prompts in one call, then one new token per prompt and call");
 
 
 namespace {
@@ -157,9 +157,15 @@ cl::opt<bool> generateModalityOfNext(
     cl::sub(generateCommand), cl::cat(momarunCategory()));
 cl::opt<std::string> generateLogits(
     "logits",
-    cl::desc("Write the first prompt's logits at every decoded position, raw "
-             "float32 [positions, vocab] (for testing)"),
+    cl::desc("Write the first prompt's logits that predict each new token, "
+             "raw float32 [max-new, vocab]; with --prompt-by-token also those "
+             "of every prompt position before (for testing)"),
     cl::value_desc("file"), cl::sub(generateCommand), cl::cat(momarunCategory()));
+cl::opt<bool> generatePromptByToken(
+    "prompt-by-token",
+    cl::desc("Feed the prompts one position per call instead of in one call "
+             "(the same tokens and logits, slower; for comparison)"),
+    cl::sub(generateCommand), cl::cat(momarunCategory()));
 
 /// The result as one JSON object (--json).
 void printEvalJson(const ModelConfig &config, const EvalResult &result) {
@@ -215,6 +221,28 @@ void printEvalText(const ModelConfig &config, const EvalResult &result) {
         llvm::StringRef(name).drop_front(strlen("disagreement.")), value);
 }
 
+/// The GEMM libraries the command's steps run, on stderr (stdout carries
+/// its results) once its inputs are checked: a refused command prints one
+/// line.
+void announceGemms(const LoadedArtifact &artifact) {
+  llvm::errs() << "momarun: " << artifact.gemmLibraries() << "\n";
+}
+
+/// Prompt and decoding speed, on stderr.
+void printGenerationSpeed(const Generation &run) {
+  auto rate = [](int64_t tokens, double seconds) {
+    return seconds > 0 ? double(tokens) / seconds : 0.0;
+  };
+  llvm::errs() << llvm::formatv(
+      "momarun: prompts {0} tokens in {1:F3} s ({2:F0} tok/s, {3}); decoded "
+      "{4} tokens in {5:F3} s ({6:F0} tok/s)\n",
+      run.promptTokens, run.promptSeconds,
+      rate(run.promptTokens, run.promptSeconds),
+      run.batchedPrompt ? "one call" : "one position per call",
+      run.decodedTokens, run.decodeSeconds,
+      rate(run.decodedTokens, run.decodeSeconds));
+}
+
 } // namespace
 
 int momac::momarun::runEval() {
@@ -242,6 +270,7 @@ int momac::momarun::runEval() {
     options.batchSize = evalBatchSize;
   options.batches = evalBatches;
   options.causal = evalCausal;
+  announceGemms(*artifact);
   llvm::Expected<EvalResult> result = evaluate(*artifact, *weights, options);
   if (!result)
     return fail(result.takeError());
@@ -300,6 +329,7 @@ int momac::momarun::runGrad() {
                               noise, results);
   if (!buffers)
     return fail(buffers.takeError());
+  announceGemms(*artifact);
   if (llvm::Error error = gradient(buffers->data()))
     return fail(std::move(error));
 
@@ -347,14 +377,18 @@ int momac::momarun::runGenerate() {
   options.topP = generateTopP;
   options.seed = generateSeed;
   options.logitsPath = generateLogits;
-  llvm::Expected<std::vector<GeneratedSequence>> generated =
-      generate(*artifact, options);
+  options.promptByToken = generatePromptByToken;
+  if (llvm::Error error = checkGenerateRequest(*artifact, options))
+    return fail(std::move(error));
+  announceGemms(*artifact);
+  llvm::Expected<Generation> generated = generate(*artifact, options);
   if (!generated)
     return fail(generated.takeError());
+  printGenerationSpeed(*generated);
   std::string text;
   llvm::raw_string_ostream out(text);
   bool jsonl = llvm::StringRef(generateOut).ends_with(".jsonl");
-  for (const GeneratedSequence &sequence : *generated) {
+  for (const GeneratedSequence &sequence : generated->sequences) {
     if (jsonl) {
       llvm::json::Array ids, modalities;
       for (int64_t id : sequence.tokens) {
