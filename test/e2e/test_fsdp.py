@@ -23,7 +23,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import moma_reference as R  # noqa: E402
-from test_momarun import write_indexed_dataset  # noqa: E402
+from test_momarun import compile_cached, write_indexed_dataset  # noqa: E402
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
 BUILD = os.environ.get("MOMAC_BUILD_DIR", os.path.join(ROOT, "build"))
 MOMAC = os.path.join(BUILD, "bin", "momac")
@@ -87,9 +87,9 @@ class FsdpTestCase(unittest.TestCase):
             json.dump(desc, f)
         artifact = self.path(tag)
         if not os.path.exists(artifact):
-            run(MOMAC, description, "-o", artifact,
-                *(["--fsdp"] if fsdp else []),
-                *(["--target=" + target] if target else []))
+            compile_cached(description, artifact,
+                           [*(["--fsdp"] if fsdp else []),
+                            *(["--target=" + target] if target else [])])
         return artifact, description
 
     def corpus(self, description):
