@@ -5,11 +5,14 @@ For each preset and variant: compiles the model with momac (timed), trains it
 with `momarun train` on a synthetic mixed-modal corpus, runs the same number
 of steps of bench/eager_step.py (eager PyTorch 1.13, fp32, batched expert
 GEMMs, AdamW foreach) on batches of alternating text and image runs, and
-prints tokens/s of both, their ratio (momarun in fp32 and in bf16, each
-against the fp32 eager step), each one's tokens/s relative to the
+prints tokens/s of both, their ratio (precision against precision: momarun
+fp32 against the fp32 eager step, momarun bf16 against the eager step under
+torch.autocast("cpu", dtype=torch.bfloat16)), each one's tokens/s relative to the
 preset's dense variant, each one's achieved GFLOP/s as a fraction of a plain
 fp32 GEMM measured in the same run, momarun's peak resident memory next to
 what `momac --stats` predicts, and the compile time. Medians over the timed steps (the first step is not timed).
+The header names the CPU, the kernels OpenBLAS runs for torch
+(openblas_get_corename) and momarun's GEMM line.
 
 The process environment is the one a performance-minded user sets for
 Debian's torch (its pthread OpenBLAS spins against torch's pool without the
@@ -68,13 +71,34 @@ def run(*args):
     return result.stdout
 
 
-def gemm_gflops(size=1024, repeats=10):
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def gemm_gflops(size=1024, repeats=10, dtype=torch.float32):
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     torch.matmul(a, b)
     start = time.perf_counter()
     for _ in range(repeats):
         torch.matmul(a, b)
     return 2 * size ** 3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def cpu_model():
+    with open("/proc/cpuinfo") as f:
+        fields = dict(line.split(":", 1) for line in f if ":" in line)
+    strip = {k.strip(): v.strip() for k, v in fields.items()}
+    return (f"{strip.get('model name', '?')} (family {strip.get('cpu family', '?')}, "
+            f"model {strip.get('model', '?')})")
+
+
+def openblas_corename():
+    """The kernels of the OpenBLAS loaded into this process (torch's BLAS)."""
+    import ctypes
+    for name in ("libopenblas.so.0", "libopenblasp.so.0"):
+        try:
+            lib = ctypes.CDLL(name, mode=ctypes.RTLD_GLOBAL)
+        except OSError:
+            continue
+        lib.openblas_get_corename.restype = ctypes.c_char_p
+        return lib.openblas_get_corename().decode()
+    return "no OpenBLAS"
 
 
 def mixed_batch(cfg, generator):
@@ -118,14 +142,15 @@ def momarun_side(tmp, desc, steps):
     if result.returncode != 0:
         raise RuntimeError(f"momarun train failed:\n{result.stderr}")
     peak_kb = int(result.stderr.rsplit("peak_kb ", 1)[1].split()[0])
+    gemms = result.stdout.splitlines()[0]
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         rates = [json.loads(line)["tokens_per_s"] for line in f][1:]
     return (statistics.median(rates), compile_s, report, path,
-            peak_kb * 1024 / 1e9, predicted)
+            peak_kb * 1024 / 1e9, predicted, gemms)
 
 
-def eager_side(cfg, steps):
-    step = eager_step.EagerStep(cfg, seed=0)
+def eager_side(cfg, steps, autocast=False):
+    step = eager_step.EagerStep(cfg, seed=0, autocast=autocast)
     generator = torch.Generator().manual_seed(0)
     batches = [mixed_batch(cfg, generator) for _ in range(steps + 1)]
     times = []
@@ -143,17 +168,21 @@ def main():
     parser.add_argument("--variants", default="",
                         help="comma-separated; default: every variant of each preset")
     parser.add_argument("--precisions", default="fp32,bf16",
-                        help="momarun's train.precision values to run (the eager "
-                             "step is fp32)")
+                        help="train.precision values to run (the eager step bf16 "
+                             "under torch.autocast)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per side")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    gemm = gemm_gflops()
-    print(f"plain fp32 GEMM (torch.matmul 1024^3, 2 threads): {gemm:.1f} GFLOP/s")
+    gemm = {"fp32": gemm_gflops(), "bf16": gemm_gflops(dtype=torch.bfloat16)}
+    print(f"CPU: {cpu_model()}; torch's OpenBLAS runs its {openblas_corename()} kernels")
+    print(f"plain GEMM (torch.matmul 1024^3, 2 threads): fp32 {gemm['fp32']:.1f}, "
+          f"bf16 {gemm['bf16']:.1f} GFLOP/s")
     print("environment: " + " ".join(f"{k}={v}" for k, v in TUNED_ENV.items()))
+    announced = set()
     for preset in args.presets.split(","):
         variants = args.variants.split(",") if args.variants else DEFAULT_VARIANTS[preset]
-        print(f"\n{preset} ({args.steps} timed steps per side; eager is fp32)")
+        print(f"\n{preset} ({args.steps} timed steps per side; eager bf16 is autocast; "
+              f"of GEMM: of the plain GEMM of the row's precision)")
         header = (f"{'variant':22} {'prec':>5} {'momarun':>9} {'eager':>9} {'ratio':>6} "
                   f"{'vs dense':>11} {'of GEMM':>13} {'peak RSS':>13} {'compile':>8}")
         print(header)
@@ -162,17 +191,20 @@ def main():
         print("-" * len(header))
         dense = {}
         for variant in variants:
-            theirs = None
             for precision in args.precisions.split(","):
                 desc = describe(preset, variant)
                 desc["train"]["precision"] = precision
                 with tempfile.TemporaryDirectory() as tmp:
-                    ours, compile_s, report, path, peak, predicted = momarun_side(
-                        tmp, desc, args.steps)
-                    if theirs is None:
-                        fp32 = R.load_config(path)
-                        fp32["train"]["precision"] = "fp32"
-                        theirs = eager_side(fp32, args.steps)
+                    ours, compile_s, report, path, peak, predicted, gemms = \
+                        momarun_side(tmp, desc, args.steps)
+                    if gemms not in announced:
+                        print(f"  ({gemms})")
+                        announced.add(gemms)
+                    # The eager model keeps fp32 parameters; bf16 is autocast.
+                    fp32 = R.load_config(path)
+                    fp32["train"]["precision"] = "fp32"
+                    theirs = eager_side(fp32, args.steps,
+                                        autocast=precision == "bf16")
                 # Training FLOPs of a token, averaged over the modalities'
                 # paths (the report's "dense" row is the all-dense equivalent).
                 paths = report["train_flops_per_token"]
@@ -183,8 +215,8 @@ def main():
                 base = dense.get(precision)
                 relative = (f"{ours / base[0]:.2f}/{theirs / base[1]:.2f}"
                             if base else "-")
-                fraction = (f"{ours * flops / 1e9 / gemm:.1%}/"
-                            f"{theirs * flops / 1e9 / gemm:.1%}")
+                fraction = (f"{ours * flops / 1e9 / gemm[precision]:.1%}/"
+                            f"{theirs * flops / 1e9 / gemm[precision]:.1%}")
                 print(f"{variant:22} {precision:>5} {ours:9.0f} {theirs:9.0f} "
                       f"{ours / theirs:6.2f} {relative:>11} {fraction:>13} "
                       f"{f'{peak:.2f}/{predicted:.2f}':>13} {compile_s:8.1f}",
