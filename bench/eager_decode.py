@@ -62,18 +62,8 @@ class EagerDecoder:
             # The prompt: the cache holds exactly these tokens, so attend
             # among them, one causal product per sequence (each sequence's
             # rows are contiguous).
-            parts = []
-            bounds = torch.searchsorted(seq, torch.arange(int(seq[-1]) + 2))
-            for b in range(len(bounds) - 1):
-                lo, hi = int(bounds[b]), int(bounds[b + 1])
-                if lo == hi:
-                    continue
-                qs, ks, vs = (t[lo:hi].transpose(0, 1) for t in (q, k, v))
-                scores = (qs @ ks.transpose(1, 2)) / math.sqrt(hd)
-                later = pos[None, lo:hi] > pos[lo:hi, None]
-                probs = torch.softmax(scores.masked_fill(later, float("-inf")), dim=-1)
-                parts.append((probs @ vs).transpose(0, 1).reshape(hi - lo, d))
-            return torch.cat(parts) @ params[prefix + "wo.weight"].t()
+            o = eager_step.attention_by_sequence(q, k, v, seq, pos)
+            return o @ params[prefix + "wo.weight"].t()
         B = cfg["train"]["batch_size"]
         keys = self.keys[layer].view(B, S, H, hd)[seq].to(q.dtype)  # [n, S, H, hd]
         values = self.values[layer].view(B, S, H, hd)[seq].to(q.dtype)

@@ -38,6 +38,25 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "test", "e2e"))
 import moma_reference as R  # noqa: E402
 
 
+def attention_by_sequence(q, k, v, seq, pos):
+    """Causal attention of per-head q, k, v [n, H, hd] whose rows are each
+    sequence's tokens, contiguous and in ascending `seq`: one product per
+    sequence. Returns [n, H * hd]."""
+    n, H, hd = q.shape
+    parts = []
+    bounds = torch.searchsorted(seq, torch.arange(int(seq[-1]) + 2, device=seq.device))
+    for b in range(len(bounds) - 1):
+        lo, hi = int(bounds[b]), int(bounds[b + 1])
+        if lo == hi:
+            continue
+        qs, ks, vs = (t[lo:hi].transpose(0, 1) for t in (q, k, v))
+        scores = (qs @ ks.transpose(1, 2)) / math.sqrt(hd)
+        later = pos[None, lo:hi] > pos[lo:hi, None]
+        probs = torch.softmax(scores.masked_fill(later, float("-inf")), dim=-1)
+        parts.append((probs @ vs).transpose(0, 1).reshape(hi - lo, H * hd))
+    return torch.cat(parts)
+
+
 def attention(cfg, params, prefix, x, seq, pos):
     """Causal attention within each sequence, batched over sequences."""
     n, d = x.shape
@@ -55,18 +74,7 @@ def attention(cfg, params, prefix, x, seq, pos):
     else:
         # A MoD subset: the kept tokens of each sequence are contiguous (the
         # selection is in ascending flat order).
-        parts = []
-        bounds = torch.searchsorted(seq, torch.arange(int(seq[-1]) + 2, device=seq.device))
-        for b in range(len(bounds) - 1):
-            lo, hi = int(bounds[b]), int(bounds[b + 1])
-            if lo == hi:
-                continue
-            qs, ks, vs = (t[lo:hi].transpose(0, 1) for t in (q, k, v))
-            scores = (qs @ ks.transpose(1, 2)) / math.sqrt(hd)
-            later = pos[None, lo:hi] > pos[lo:hi, None]
-            probs = torch.softmax(scores.masked_fill(later, float("-inf")), dim=-1)
-            parts.append((probs @ vs).transpose(0, 1).reshape(hi - lo, d))
-        o = torch.cat(parts)
+        o = attention_by_sequence(q, k, v, seq, pos)
     return o @ params[prefix + "wo.weight"].t()
 
 
