@@ -21,6 +21,7 @@
 #include "llvm/Bitcode/BitcodeReader.h"
 #include "llvm/Bitcode/BitcodeWriter.h"
 #include "llvm/IR/LegacyPassManager.h"
+#include "llvm/IR/Instructions.h"
 #include "llvm/IR/Module.h"
 #include "llvm/MC/TargetRegistry.h"
 #include "llvm/Support/FileSystem.h"
@@ -37,12 +38,17 @@
 #include "llvm/Transforms/Utils/Cloning.h"
 #include "llvm/Transforms/Utils/SplitModule.h"
 
+#include <atomic>
 #include <thread>
 
 using namespace mlir;
 using namespace momac;
 
 namespace {
+
+/// The kernels are split into this many partitions per code-generation
+/// thread (see emitHostObjects).
+constexpr unsigned kPartitionsPerThread = 4;
 
 const char *initName(ParameterRole role) {
   switch (role) {
@@ -211,6 +217,33 @@ std::unique_ptr<llvm::Module> splitOffEntryPoints(llvm::Module &module) {
   return entryModule;
 }
 
+/// Cuts the basic blocks of `module`'s functions into pieces of at most
+/// `maxInstructions` instructions. Instruction selection works a block at a
+/// time and grows faster than linearly with a block's length: an entry
+/// point is one block of tens of thousands of instructions, and at O0 its
+/// instruction selection was 90% of a compile (FastISel gives up on the
+/// memref descriptors' insertvalue and hands each remaining instruction to
+/// SelectionDAG). Cut, the cost is linear: values live across a cut go
+/// through the stack, as at O0 they would anyway.
+void cutLongBlocks(llvm::Module &module, unsigned maxInstructions) {
+  for (llvm::Function &function : module) {
+    SmallVector<llvm::BasicBlock *> blocks;
+    for (llvm::BasicBlock &block : function)
+      blocks.push_back(&block);
+    for (llvm::BasicBlock *block : blocks) {
+      while (block->size() > maxInstructions) {
+        auto cut = block->begin();
+        std::advance(cut, maxInstructions);
+        while (isa<llvm::PHINode>(*cut) || cut->isEHPad())
+          ++cut;
+        if (cut == block->end() || cut->isTerminator())
+          break;
+        block = block->splitBasicBlock(cut);
+      }
+    }
+  }
+}
+
 /// LLVM dialect (host code) -> object files for this machine, optimized at
 /// `optLevel` (0-3), written as `prefix`.N.o (and, when `keepLLVMIR`,
 /// `prefix`.N.ll); returns their paths. The target registers the LLVM IR
@@ -277,8 +310,10 @@ emitHostObjects(ModuleOp module, llvm::StringRef prefix, bool keepLLVMIR,
     llvm::WriteBitcodeToFile(part, os);
     levels.push_back(at);
   };
-  addPartition(*splitOffEntryPoints(*llvmModule), entryPointOptLevel);
-  llvm::SplitModule(*llvmModule, threads,
+  std::unique_ptr<llvm::Module> entryModule = splitOffEntryPoints(*llvmModule);
+  cutLongBlocks(*entryModule, 256);
+  addPartition(*entryModule, entryPointOptLevel);
+  llvm::SplitModule(*llvmModule, kPartitionsPerThread * threads,
                     [&](std::unique_ptr<llvm::Module> part) {
                       addPartition(*part, optLevel);
                     });
@@ -289,12 +324,16 @@ emitHostObjects(ModuleOp module, llvm::StringRef prefix, bool keepLLVMIR,
       timing.nest("LLVM optimization + code generation (parallel)");
   SmallVector<std::string> paths;
   std::vector<std::string> failures(partitions.size());
-  std::vector<std::thread> workers;
-  for (unsigned part = 0; part < partitions.size(); ++part) {
+  for (unsigned part = 0; part < partitions.size(); ++part)
     paths.push_back((prefix + "." + llvm::Twine(part) + ".o").str());
-    std::string irPath =
-        keepLLVMIR ? (prefix + "." + llvm::Twine(part) + ".ll").str() : "";
-    workers.emplace_back([&, part, irPath] {
+  // `threads` workers take the partitions in turn: there are more
+  // partitions than threads, so that one large partition does not leave
+  // the other threads idle.
+  std::atomic<unsigned> next = 0;
+  auto work = [&] {
+    for (unsigned part = next++; part < partitions.size(); part = next++) {
+      std::string irPath =
+          keepLLVMIR ? (prefix + "." + llvm::Twine(part) + ".ll").str() : "";
       llvm::LLVMContext context;
       llvm::Expected<std::unique_ptr<llvm::Module>> partModule =
           llvm::parseBitcodeFile(
@@ -304,8 +343,11 @@ emitHostObjects(ModuleOp module, llvm::StringRef prefix, bool keepLLVMIR,
       else
         failures[part] =
             optimizeAndEmit(**partModule, levels[part], paths[part], irPath);
-    });
-  }
+    }
+  };
+  std::vector<std::thread> workers;
+  for (unsigned thread = 0; thread < threads; ++thread)
+    workers.emplace_back(work);
   for (std::thread &worker : workers)
     worker.join();
   for (const std::string &failure : failures)
