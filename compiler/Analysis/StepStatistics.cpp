@@ -2,6 +2,8 @@
 
 #include "compiler/Analysis/StepStatistics.h"
 
+#include "dialects/moma/IR/MomaDialect.h"
+
 #include "mlir/Dialect/Affine/IR/AffineOps.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -41,6 +43,13 @@ std::string partOf(Location loc) {
   return part;
 }
 
+/// The bits of one element of `memref`: an index (the buffer deallocation's
+/// bookkeeping of aliases) counts as 64.
+double elementBits(MemRefType memref) {
+  Type element = memref.getElementType();
+  return element.isIntOrFloat() ? double(element.getIntOrFloatBitWidth()) : 64;
+}
+
 double estimatedBytes(Type type, int64_t tokens) {
   auto memref = dyn_cast<MemRefType>(type);
   if (!memref)
@@ -54,7 +63,7 @@ double estimatedBytes(Type type, int64_t tokens) {
       leading *= double(size);
     }
   }
-  return elements * double(memref.getElementTypeBitWidth()) / 8;
+  return elements * elementBits(memref) / 8;
 }
 
 /// The buffers a kernel touches: its memref operands, and for a loop the
@@ -91,16 +100,27 @@ double kernelBytes(Operation *op, int64_t tokens) {
 /// a difference of open values is unknown, and its dimension falls back to
 /// estimatedBytes' even split. The batch's row count (the entry point's
 /// `batch_rows` argument) is `sequences`.
+///
+/// Inside a layer function (moma.layer_function), an evaluator is bound to
+/// one call of it: an argument is what the caller passes, evaluated by the
+/// caller's evaluator.
 class SizeEvaluator {
 public:
   SizeEvaluator(int64_t tokens, int64_t sequences, int64_t groups)
       : tokens(double(tokens)), sequences(double(sequences)),
         groups(double(std::max<int64_t>(1, groups))) {}
+  /// For the body of `call`'s callee, as `caller` sees the call.
+  SizeEvaluator(SizeEvaluator &caller, func::CallOp call, Block &callee)
+      : tokens(caller.tokens), sequences(caller.sequences),
+        groups(caller.groups), caller(&caller), call(call),
+        calleeBody(&callee) {}
   int64_t tokenCount() const { return int64_t(tokens); }
 
   std::optional<double> valueOf(Value value, unsigned depth = 0) {
     if (depth > 64)
       return std::nullopt;
+    if (Value passed = passedFor(value))
+      return caller->valueOf(passed, depth + 1);
     if (auto it = memo.find(value); it != memo.end())
       return it->second;
     std::optional<double> result = compute(value, depth + 1);
@@ -123,13 +143,25 @@ public:
       elements *=
           value ? std::max(0.0, *value) : std::max(1.0, tokens / leading);
     }
-    return elements * double(type.getElementTypeBitWidth()) / 8;
+    return elements * elementBits(type) / 8;
   }
 
 private:
   double tokens, sequences, groups;
+  SizeEvaluator *caller = nullptr;
+  mutable func::CallOp call; // its accessors are not const
+  Block *calleeBody = nullptr;
   llvm::DenseMap<Value, std::optional<double>> memo;
   llvm::DenseMap<Value, bool> openMemo;
+
+  /// What the call passes for `value`, an argument of the callee; null
+  /// otherwise.
+  Value passedFor(Value value) const {
+    auto argument = dyn_cast<BlockArgument>(value);
+    if (!caller || !argument || argument.getOwner() != calleeBody)
+      return nullptr;
+    return call.getOperand(argument.getArgNumber());
+  }
 
   std::optional<double> compute(Value value, unsigned depth) {
     Operation *def = value.getDefiningOp();
@@ -211,27 +243,35 @@ private:
                          /*takeMin=*/false);
     if (auto dim = dyn_cast<memref::DimOp>(def)) {
       std::optional<int64_t> index = dim.getConstantIndex();
-      Value source = dim.getSource();
-      auto type = cast<MemRefType>(source.getType());
       if (!index)
         return std::nullopt;
-      if (!type.isDynamicDim(*index))
-        return double(type.getDimSize(*index));
-      if (auto alloc = source.getDefiningOp<memref::AllocOp>())
-        return valueOf(alloc.getDynamicSizes()[type.getDynamicDimIndex(*index)],
-                       depth);
-      if (auto subview = source.getDefiningOp<memref::SubViewOp>()) {
-        OpFoldResult size = subview.getMixedSizes()[*index];
-        if (auto attr = dyn_cast<Attribute>(size))
-          return double(cast<IntegerAttr>(attr).getInt());
-        return valueOf(cast<Value>(size), depth);
-      }
-      return tokens;
+      return dimOf(dim.getSource(), *index, depth);
     }
     return tokens;
   }
 
-  static bool isBatchRows(Value buffer) {
+  /// The size of dimension `index` of the buffer `source`.
+  std::optional<double> dimOf(Value source, int64_t index, unsigned depth) {
+    if (Value passed = passedFor(source))
+      return caller->dimOf(passed, index, depth + 1);
+    auto type = cast<MemRefType>(source.getType());
+    if (!type.isDynamicDim(index))
+      return double(type.getDimSize(index));
+    if (auto alloc = source.getDefiningOp<memref::AllocOp>())
+      return valueOf(alloc.getDynamicSizes()[type.getDynamicDimIndex(index)],
+                     depth);
+    if (auto subview = source.getDefiningOp<memref::SubViewOp>()) {
+      OpFoldResult size = subview.getMixedSizes()[index];
+      if (auto attr = dyn_cast<Attribute>(size))
+        return double(cast<IntegerAttr>(attr).getInt());
+      return valueOf(cast<Value>(size), depth);
+    }
+    return tokens;
+  }
+
+  bool isBatchRows(Value buffer) const {
+    if (Value passed = passedFor(buffer))
+      return caller->isBatchRows(passed);
     auto argument = dyn_cast<BlockArgument>(buffer);
     if (!argument)
       return false;
@@ -247,6 +287,8 @@ private:
   /// valueOf: index arithmetic shares its operands, and a walk without
   /// memory would revisit them once per path.
   bool isOpen(Value value, unsigned depth) {
+    if (Value passed = passedFor(value))
+      return caller->isOpen(passed, depth + 1);
     if (auto it = openMemo.find(value); it != openMemo.end())
       return it->second;
     bool open = computeIsOpen(value, depth);
@@ -336,8 +378,45 @@ bool isTopKCall(Operation *op) {
   return call && call.getCallee() == "momart_select_smallest_i64";
 }
 
+/// The layer function (-moma-outline-layers) that `op` calls, if any.
+func::FuncOp calledLayerFunction(Operation *op, const SymbolTable &symbols) {
+  auto call = dyn_cast<func::CallOp>(op);
+  auto callee =
+      call ? symbols.lookup<func::FuncOp>(call.getCallee()) : func::FuncOp();
+  if (!callee || callee.isExternal() ||
+      !callee->hasAttr(mlir::moma::kLayerFunctionAttrName))
+    return nullptr;
+  return callee;
+}
+
+/// What the kernels of the functions a step calls count, each counted once.
+struct CalleeCounts {
+  const SymbolTable &symbols;
+  llvm::DenseMap<Operation *, KernelCounts> known;
+};
+
+void countOp(Operation *op, int64_t tokens, KernelCounts &counts,
+             CalleeCounts &callees);
+
+/// A call of a layer function counts what the function runs.
+KernelCounts countCallee(func::FuncOp callee, int64_t tokens,
+                         CalleeCounts &callees) {
+  if (auto it = callees.known.find(callee); it != callees.known.end())
+    return it->second;
+  KernelCounts counts;
+  for (Operation &op : callee.getBody().getOps())
+    countOp(&op, tokens, counts, callees);
+  callees.known[callee] = counts;
+  return counts;
+}
+
 /// Counts `op` and what it contains into `counts`.
-void countOp(Operation *op, int64_t tokens, KernelCounts &counts) {
+void countOp(Operation *op, int64_t tokens, KernelCounts &counts,
+             CalleeCounts &callees) {
+  if (func::FuncOp callee = calledLayerFunction(op, callees.symbols)) {
+    counts += countCallee(callee, tokens, callees);
+    return;
+  }
   if (isa<scf::ForallOp, scf::ParallelOp>(op)) {
     counts.kernels += 1;
     counts.bytes += kernelBytes(op, tokens);
@@ -370,16 +449,38 @@ void countOp(Operation *op, int64_t tokens, KernelCounts &counts) {
   // Sequential control flow (routing loops, conditionals): what it holds.
   for (Region &region : op->getRegions())
     for (Operation &inner : region.getOps())
-      countOp(&inner, tokens, counts);
+      countOp(&inner, tokens, counts, callees);
 }
 
+/// The allocation a buffer is a view of (or the buffer), as `live` knows it.
+Value baseBuffer(Value buffer, const llvm::DenseMap<Value, double> &live) {
+  while (Operation *def = buffer.getDefiningOp()) {
+    if (live.count(buffer) || !isa<ViewLikeOpInterface>(def))
+      break;
+    buffer = cast<ViewLikeOpInterface>(def).getViewSource();
+  }
+  return buffer;
+}
+
+void replayCall(func::CallOp call, func::FuncOp callee, SizeEvaluator &sizes,
+                const SymbolTable &symbols,
+                llvm::DenseMap<Value, double> &live, double &current,
+                double &peak);
+
 /// Replays the allocations and deallocations of `ops` in program order
-/// (into sequential control flow, not into kernels, whose per-iteration
-/// scratch is small), tracking the live bytes and their peak.
+/// (into sequential control flow and the layer functions called, not into
+/// kernels, whose per-iteration scratch is small), tracking the live bytes
+/// and their peak.
 void replayAllocations(Block &ops, SizeEvaluator &sizes,
+                       const SymbolTable &symbols,
                        llvm::DenseMap<Value, double> &live, double &current,
                        double &peak) {
   for (Operation &op : ops) {
+    if (func::FuncOp callee = calledLayerFunction(&op, symbols)) {
+      replayCall(cast<func::CallOp>(op), callee, sizes, symbols, live,
+                 current, peak);
+      continue;
+    }
     if (isa<memref::AllocOp, memref::AllocaOp>(op)) {
       auto alloc = dyn_cast<memref::AllocOp>(op);
       double bytes =
@@ -392,12 +493,7 @@ void replayAllocations(Block &ops, SizeEvaluator &sizes,
     }
     if (auto dealloc = dyn_cast<memref::DeallocOp>(op)) {
       // Deallocation may free a view of the allocation, by its base.
-      Value buffer = dealloc.getMemref();
-      while (Operation *def = buffer.getDefiningOp()) {
-        if (live.count(buffer) || !isa<ViewLikeOpInterface>(def))
-          break;
-        buffer = cast<ViewLikeOpInterface>(def).getViewSource();
-      }
+      Value buffer = baseBuffer(dealloc.getMemref(), live);
       if (auto it = live.find(buffer); it != live.end()) {
         current -= it->second;
         live.erase(it);
@@ -408,7 +504,28 @@ void replayAllocations(Block &ops, SizeEvaluator &sizes,
       continue;
     for (Region &region : op.getRegions())
       for (Block &block : region)
-        replayAllocations(block, sizes, live, current, peak);
+        replayAllocations(block, sizes, symbols, live, current, peak);
+  }
+}
+
+/// The callee's allocations, sized as this call sizes them; the buffers it
+/// returns stay live as the call's results.
+void replayCall(func::CallOp call, func::FuncOp callee, SizeEvaluator &sizes,
+                const SymbolTable &symbols,
+                llvm::DenseMap<Value, double> &live, double &current,
+                double &peak) {
+  Block &body = callee.getBody().front();
+  SizeEvaluator calleeSizes(sizes, call, body);
+  llvm::DenseMap<Value, double> calleeLive;
+  replayAllocations(body, calleeSizes, symbols, calleeLive, current, peak);
+  Operation *ret = body.getTerminator();
+  for (auto [returned, result] :
+       llvm::zip(ret->getOperands(), call.getResults())) {
+    auto it = calleeLive.find(baseBuffer(returned, calleeLive));
+    if (it == calleeLive.end())
+      continue;
+    live[result] = it->second;
+    calleeLive.erase(it);
   }
 }
 
@@ -418,20 +535,22 @@ std::map<std::string, FunctionStatistics>
 momac::collectStepStatistics(ModuleOp module, int64_t tokens,
                              int64_t sequences, int64_t groups) {
   std::map<std::string, FunctionStatistics> result;
+  SymbolTable symbols(module);
+  CalleeCounts callees{symbols, {}};
   for (auto func : module.getOps<func::FuncOp>()) {
     if (func.isPrivate() || func.isExternal())
       continue;
     FunctionStatistics &stats = result[func.getName().str()];
     for (Operation &op : func.getBody().getOps()) {
       KernelCounts counts;
-      countOp(&op, tokens, counts);
+      countOp(&op, tokens, counts, callees);
       stats.total += counts;
       stats.byPart[partOf(op.getLoc())] += counts;
     }
     llvm::DenseMap<Value, double> live;
     double current = 0;
     SizeEvaluator sizes(tokens, sequences, groups);
-    replayAllocations(func.getBody().front(), sizes, live, current,
+    replayAllocations(func.getBody().front(), sizes, symbols, live, current,
                       stats.peakTemporaryBytes);
   }
   return result;

@@ -124,8 +124,11 @@ struct SynthesizeOptimizerStepPass
       double decay = momac::hasWeightDecay(params[i].first) && !auxRouters
                          ? double(weightDecay)
                          : 0.0;
+      // Named after its parameter ("layers.3.attention.wq.weight"), so
+      // that the update belongs to its layer (--stats, -moma-outline-layers).
+      Location at = NameLoc::get(b.getStringAttr(params[i].first), loc);
       auto update = moma::AdamWUpdateOp::create(
-          b, loc, params[i].second, params[i].second, params[i].second,
+          b, at, params[i].second, params[i].second, params[i].second,
           weights[i], grads[i], firstMoments[i], secondMoments[i], schedule,
           clip, b.getF64FloatAttr(beta1), b.getF64FloatAttr(beta2),
           b.getF64FloatAttr(eps), b.getF64FloatAttr(decay));

@@ -99,6 +99,65 @@ def CloneSharedFills
   ];
 }
 
+def OutlineLayers : Pass<"moma-outline-layers", "::mlir::ModuleOp"> {
+  let summary = "Move each layer's forward, backward and optimizer update "
+                "into a function per kind of layer, called once per layer";
+  let description = [{
+    An entry point holds every layer's code: @grad the forward of layer 0
+    to L-1, then their backward from L-1 to 0; @optimizer_step the updates
+    of each layer's parameters. Most layers are the same computation on
+    other buffers, yet each would be fused, tiled, bufferized and compiled
+    again, and one-shot bufferization grows faster than linearly with a
+    function's length. This pass, run on the kernels before fusion (linalg
+    on tensors, after CSE), makes each phase of each layer a private
+    function (`moma.layer_function`) and the entry points calls of them;
+    then functions that are the same (signature and body, locations aside)
+    become one, so that the rest of the pipeline sees each kind of layer
+    (dense, MoE with its groups, MoD, with their shapes) once per phase.
+
+    A run is a maximal stretch of an entry point's ops whose locations name
+    one layer (`layers.<l>.`, as the front end and autodiff name them).
+    Constants, empty tensors and fills do not break a run: CSE shares them
+    between layers, and a function clones those it uses. Everything else a
+    run reads is an argument, in first-use order, and what it computes for
+    later ops a result. The calls keep the runs' order, so the step
+    computes what it computed before, bit for bit. Free ops the entry point
+    still uses move in front of their first user; those only the runs used
+    are erased.
+
+    The targets choose (TargetBackend::outlinesLayers): the CPU target
+    outlines, the CUDA mapping does not yet take layer functions.
+
+    - A pure computation of a run that reads only what every layer reads
+      alike (the entry point's arguments other than a layer's parameters,
+      what the entry point computes outside the layers) and that another
+      layer's run reads (what CSE merged: the RoPE tables of the positions,
+      a shared modality partition) moves in front of the run and stays in
+      the entry point, computed once.
+    - Static offsets of a slice of an entry-point argument that several
+      layers read (each layer's rows of the router noise) become
+      arguments.
+    - The run's results that the entry point writes into its
+      out-parameters (`bufferization.materialize_in_destination`; not the
+      scalar losses) are written by the function, which takes the
+      out-parameter: the kernels computing a gradient still write it in
+      place. An out-parameter written in place of an argument (AdamW's)
+      stays paired with it (`moma.in_place`), for
+      -moma-write-results-in-place.
+  }];
+  let statistics = [
+    Statistic<"numCalls", "calls", "Layer phases replaced by a call">,
+    Statistic<"numFunctions", "functions",
+              "Distinct layer functions kept">
+  ];
+  let dependentDialects = [
+    "::mlir::arith::ArithDialect",
+    "::mlir::bufferization::BufferizationDialect",
+    "::mlir::func::FuncDialect",
+    "::mlir::tensor::TensorDialect"
+  ];
+}
+
 def ShardParameters : Pass<"moma-shard-parameters", "::mlir::ModuleOp"> {
   let summary = "FSDP: gather each unit's parameters around its uses, "
                 "reduce-scatter its gradients";

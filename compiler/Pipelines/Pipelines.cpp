@@ -78,7 +78,8 @@ void momac::addTrainingStepPasses(OpPassManager &pm,
   }
 }
 
-void momac::addSharedLoweringPasses(OpPassManager &pm) {
+void momac::addSharedLoweringPasses(OpPassManager &pm,
+                                    const SharedLoweringOptions &options) {
   pm.addPass(createConvertMomaToLinalg());
   pm.nest<func::FuncOp>().addPass(createConvertElementwiseToLinalgPass());
   pm.addPass(createCanonicalizerPass());
@@ -93,6 +94,13 @@ void momac::addSharedLoweringPasses(OpPassManager &pm) {
   // each stays fusable into its own consumer.
   pm.addPass(createCSEPass());
   pm.nest<func::FuncOp>().addPass(createCloneSharedFills());
+  // Each layer's forward, backward and update becomes a call of a function
+  // per kind of layer: what follows (fusion, tiling, bufferization, the
+  // targets' passes, LLVM) sees each kind once, not once per layer. After
+  // CSE, so that what the layers share (RoPE tables, a shared partition)
+  // and what a backward shares with its forward stay computed once.
+  if (options.outlineLayers)
+    pm.addPass(createOutlineLayers());
   pm.nest<func::FuncOp>().addPass(createFuseElementwiseProducers());
   pm.addPass(createCanonicalizerPass());
   pm.addPass(memref::createResolveRankedShapeTypeResultDimsPass());
@@ -140,8 +148,9 @@ void momac::addHostLoweringToLLVMPasses(OpPassManager &pm) {
   convertFunc.addPass(createSCFToControlFlowPass());
   convertFunc.addPass(createConvertMathToLLVMPass());
   convertFunc.addPass(createArithToLLVMConversionPass());
-  ConvertFuncToLLVMPassOptions funcOptions;
-  funcOptions.useBarePtrCallConv = true;
-  pm.addPass(createConvertFuncToLLVMPass(funcOptions));
+  // The entry points take bare pointers (they carry `llvm.bareptr`, see
+  // resultsToOutParams); the layer functions they call take memrefs with
+  // their sizes, which a bare pointer cannot carry.
+  pm.addPass(createConvertFuncToLLVMPass());
   pm.addPass(createConvertControlFlowToLLVMPass());
 }

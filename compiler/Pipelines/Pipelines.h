@@ -56,14 +56,26 @@ void addTrainingStepPasses(mlir::OpPassManager &pm,
 
 /// moma -> linalg/scf/tensor kernels (MomaToLinalg: contractions stay
 /// recognizable for the targets' GEMM libraries, top-k is a library call)
-/// -> clean-up -> bufferization (results written into the callers' buffers)
-/// -> memref. The entry points keep identity-layout memref signatures.
-void addSharedLoweringPasses(mlir::OpPassManager &pm);
+/// -> clean-up -> each layer's phases outlined into a function per kind of
+/// layer (-moma-outline-layers), so that what follows runs once per kind
+/// -> fusion, tiling -> bufferization (results written into the callers'
+/// buffers) -> memref. The entry points keep identity-layout memref
+/// signatures.
+struct SharedLoweringOptions {
+  /// Outline each layer's phases into a function per kind of layer
+  /// (-moma-outline-layers); off (momac --outline-layers=false), every
+  /// layer's code is lowered and compiled again, as before that pass.
+  bool outlineLayers = true;
+};
+void addSharedLoweringPasses(mlir::OpPassManager &pm,
+                             const SharedLoweringOptions &options = {});
 
 /// The end of every target's pipeline: host code (memref, scf, affine,
 /// arith, math on the host, after the target's own passes) to the LLVM
-/// dialect, functions with bare-pointer signatures (the artifact's entry
-/// ABI, compiler/Target/Common/EntryPoints.h). memref ops are lowered before
+/// dialect: the entry points with bare-pointer signatures (the artifact's
+/// entry ABI, compiler/Target/Common/EntryPoints.h, `llvm.bareptr`), the
+/// layer functions they call with memref descriptors (their token
+/// dimensions are dynamic). memref ops are lowered before
 /// scf.for becomes CFG (an scf.for in an OpenMP region sits in a
 /// memref.alloca_scope that must keep a single block), and functions before
 /// the target's runtime dialect (OpenMP, GPU launches), whose conversion

@@ -142,6 +142,14 @@ cl::opt<bool> verifyEach(
              "slower)"),
     cl::cat(momacCategory));
 
+cl::opt<bool> outlineLayers(
+    "outline-layers", cl::init(true),
+    cl::desc("Compile each kind of layer once: its forward, backward and "
+             "optimizer update become functions that every layer of that "
+             "kind calls (=false compiles every layer's code again, to "
+             "compare compile time or results)"),
+    cl::cat(momacCategory));
+
 /// --stats is LLVM's own flag (its pass statistics, which momac's release
 /// build of LLVM does not collect), given momac's meaning in main().
 constexpr const char *kStatsHelp =
@@ -253,6 +261,7 @@ int compileArtifact(const ModelConfig &config, const TargetBackend &backend,
   options.outputDir = outputPath;
   options.keepLLVMIR = keepLLVMIR;
   options.verifyEachPass = verifyEach;
+  options.outlineLayers = outlineLayers;
   options.timing = &timing;
   bool cuda = target == TargetKind::Cuda;
   if (mlir::failed(buildArtifact(*module, config, (*description)->getBuffer(),
@@ -282,7 +291,7 @@ int printStepStatistics(const ModelConfig &config,
       buildTrainStep(context, config, backend, disabled);
   if (!module)
     return 2;
-  if (mlir::failed(lowerThroughSharedPipeline(*module)))
+  if (mlir::failed(lowerThroughSharedPipeline(*module, outlineLayers)))
     return fail("internal error: lowering for --stats failed", 2);
   int64_t tokens = config.train.batchSize * config.seqLen;
   int64_t groups = config.moe ? int64_t(config.moe->groups.size()) : 1;

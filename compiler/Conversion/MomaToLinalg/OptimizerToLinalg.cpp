@@ -21,6 +21,24 @@ namespace moma = mlir::moma;
 
 namespace {
 
+/// `fallback` named after the parameter whose gradient `tensor` is, where it
+/// is an argument of an entry point named "grad.<parameter>".
+Location parameterLocation(Value tensor, Location fallback) {
+  auto argument = dyn_cast<BlockArgument>(tensor);
+  auto func = argument ? dyn_cast<FunctionOpInterface>(
+                             argument.getOwner()->getParentOp())
+                       : nullptr;
+  if (!func || argument.getOwner() != &func.getFunctionBody().front())
+    return fallback;
+  auto name = func.getArgAttrOfType<StringAttr>(argument.getArgNumber(),
+                                                "moma.param");
+  if (!name || !name.getValue().starts_with("grad."))
+    return fallback;
+  return NameLoc::get(
+      StringAttr::get(tensor.getContext(), name.getValue().drop_front(5)),
+      fallback);
+}
+
 struct LowerGlobalNorm : OpRewritePattern<moma::GlobalNormOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(moma::GlobalNormOp op,
@@ -44,6 +62,9 @@ struct LowerGlobalNorm : OpRewritePattern<moma::GlobalNormOp> {
     };
     Value total = kb.zeros({}, f64);
     for (Value tensor : op.getTensors()) {
+      // Each tensor's part is named after its parameter, so that a layer's
+      // part belongs to its layer (--stats, -moma-outline-layers).
+      kb.loc = parameterLocation(tensor, op.getLoc());
       auto type = cast<RankedTensorType>(tensor.getType());
       unsigned rank = type.getRank();
       AffineMap toScalar = AffineMap::get(rank, 0, {}, context);
@@ -69,6 +90,7 @@ struct LowerGlobalNorm : OpRewritePattern<moma::GlobalNormOp> {
                          SmallVector<IteratorType>(rank - 1, kRed), add)
                   .front();
     }
+    kb.loc = op.getLoc();
     Value sum =
         tensor::ExtractOp::create(rewriter, op.getLoc(), total, ValueRange{});
     Value norm = arith::TruncFOp::create(

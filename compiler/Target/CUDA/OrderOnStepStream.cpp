@@ -9,6 +9,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "compiler/Target/CUDA/Passes.h"
+#include "dialects/moma/IR/MomaDialect.h"
 
 #include "mlir/IR/IRMapping.h"
 
@@ -44,9 +45,12 @@ struct OrderOnStepStreamPass
     for (Operation &op : llvm::make_early_inc_range(block)) {
       auto async = dyn_cast<gpu::AsyncOpInterface>(op);
       if (isa<gpu::WaitOp>(op) || !async) {
-        // The function's results are complete when it returns.
-        if (token && op.hasTrait<OpTrait::ReturnLike>() &&
-            isa<func::FuncOp>(block.getParentOp())) {
+        // The function's results are complete when it returns. A layer
+        // function's caller queues its next work on the same stream, and
+        // waits where it returns itself.
+        auto func = dyn_cast<func::FuncOp>(block.getParentOp());
+        if (token && op.hasTrait<OpTrait::ReturnLike>() && func &&
+            !func->hasAttr(mlir::moma::kLayerFunctionAttrName)) {
           builder.setInsertionPoint(&op);
           gpu::WaitOp::create(builder, op.getLoc(), Type(), ValueRange{token});
           token = nullptr;

@@ -150,7 +150,9 @@ def OrderOnStepStream
     `gpu.wait async` (the step's stream, which the CUDA runtime also gives
     its cuBLAS and top-k calls: their order with the generated kernels is
     the stream's). The host waits (`gpu.wait` of the chain) only before the
-    function returns, so that its results are complete; the reads of
+    function returns, so that its results are complete, except in a layer
+    function (`moma.layer_function`): its caller's work follows it on the
+    same stream, and the caller waits where it returns; the reads of
     `-moma-map-host-code-to-gpu` wait inside the runtime. Unlike upstream
     `gpu-async-region`, a call to the runtime (`momart_cuda_*`) is
     stream-ordered work, not a host side effect to wait for.

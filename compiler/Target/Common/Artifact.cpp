@@ -431,7 +431,8 @@ LogicalResult writeManifestAndDescription(
 
 } // namespace
 
-LogicalResult momac::lowerThroughSharedPipeline(ModuleOp module) {
+LogicalResult momac::lowerThroughSharedPipeline(ModuleOp module,
+                                                bool outlineLayers) {
   loadLoweringDialects(module.getContext());
   if (failed(prepareEntryPoints(module)))
     return failure();
@@ -440,7 +441,9 @@ LogicalResult momac::lowerThroughSharedPipeline(ModuleOp module) {
   // as they do when compiling an artifact.
   if (failed(applyPassManagerCLOptions(pm)))
     return failure();
-  addSharedLoweringPasses(pm);
+  SharedLoweringOptions shared;
+  shared.outlineLayers = outlineLayers;
+  addSharedLoweringPasses(pm, shared);
   return pm.run(module);
 }
 
@@ -479,7 +482,9 @@ LogicalResult momac::buildArtifact(ModuleOp module, const ModelConfig &config,
       timing.nest(llvm::StringRef(target.name).upper() +
                   " lowering (MLIR passes)");
   pm.enableTiming(loweringTimer);
-  addSharedLoweringPasses(pm);
+  SharedLoweringOptions shared;
+  shared.outlineLayers = options.outlineLayers && target.outlinesLayers;
+  addSharedLoweringPasses(pm, shared);
   target.addCodegenPasses(pm);
   if (failed(pm.run(module)) || failed(verify(module)))
     return failure();

@@ -37,6 +37,8 @@ struct ArtifactOptions {
   /// --verify-each), not only once after the last: a quarter of the
   /// lowering time, worth it when a pass is suspected of breaking the IR.
   bool verifyEachPass = false;
+  /// Compile each kind of layer once (-moma-outline-layers, the default).
+  bool outlineLayers = true;
   /// Where the phases (MLIR lowering, LLVM optimization, code generation,
   /// link) record their time; a disabled scope records nothing.
   mlir::TimingScope *timing = nullptr;
@@ -75,6 +77,12 @@ struct TargetBackend {
   /// and the counts can stay where the step runs. A target whose host would
   /// otherwise read each such count back from its device asks for it.
   bool padsModGroups = false;
+  /// Whether the shared pipeline outlines each kind of layer into a
+  /// function (-moma-outline-layers). The CUDA mapping does not take them
+  /// yet: the buffers a layer function returns get ownership flags that the
+  /// deallocation checks at run time, and the mapping puts those checks on
+  /// the device, each a read back to the host.
+  bool outlinesLayers = true;
 };
 
 /// Compiles `module` (moma dialect, entry points named by `moma.param` and
@@ -91,7 +99,8 @@ mlir::LogicalResult buildArtifact(mlir::ModuleOp module,
 /// The lowering up to the target split: entry-point results become
 /// out-parameters, then the shared pipeline (compiler/Pipelines) fuses,
 /// tiles and bufferizes. What --stats counts.
-mlir::LogicalResult lowerThroughSharedPipeline(mlir::ModuleOp module);
+mlir::LogicalResult lowerThroughSharedPipeline(mlir::ModuleOp module,
+                                               bool outlineLayers = true);
 
 } // namespace momac
 

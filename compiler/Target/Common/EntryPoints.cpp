@@ -121,6 +121,10 @@ LogicalResult momac::resultsToOutParams(func::FuncOp func) {
         /*restrict=*/true, /*writable=*/true);
   func::ReturnOp::create(b, ret.getLoc());
   ret.erase();
+  // momarun passes each buffer as a bare pointer (addPackedEntryPoint); the
+  // functions the entry points call pass memrefs with their sizes.
+  func->setAttr("llvm.bareptr",
+                UnitAttr::get(func.getContext()));
   BitVector allResults(func.getNumResults(), true);
   return func.eraseResults(allResults);
 }

@@ -45,6 +45,15 @@ constexpr llvm::StringLiteral kInPlaceAttrName = "moma.in_place";
 /// host code reads it to size its work, so on a GPU it needs no copy to the
 /// device and no read back. The manifest says so ("on_host").
 constexpr llvm::StringLiteral kHostScalarAttrName = "moma.host_scalar";
+
+/// On a private function (a unit attribute): one phase of one kind of layer
+/// (its forward, backward or optimizer update) that -moma-outline-layers
+/// moved out of the entry points, which call it once per layer of that
+/// kind. Its code is host code like an entry point's (allocations, kernel
+/// launches, library calls), compiled once for every layer that calls it;
+/// it passes memrefs with their sizes (they have dynamic token dimensions),
+/// where the entry points' ABI passes bare pointers.
+constexpr llvm::StringLiteral kLayerFunctionAttrName = "moma.layer_function";
 } // namespace mlir::moma
 
 #endif // MOMAC_DIALECTS_MOMA_IR_MOMADIALECT_H
