@@ -350,15 +350,23 @@ std::pair<func::FuncOp, func::CallOp> FunctionOutliner::outline(Run &run) {
   // written there by the function (the kernels that compute them can then
   // write them in place); scalars (losses) stay results.
   SmallVector<bufferization::MaterializeInDestinationOp> writes;
-  for (auto write : body.getOps<bufferization::MaterializeInDestinationOp>()) {
-    Operation *def = write.getSource().getDefiningOp();
-    auto dest = dyn_cast<BlockArgument>(write.getDest());
-    auto type = dyn_cast<RankedTensorType>(write.getSource().getType());
-    if (def && inRun.contains(topLevel(def)) && dest &&
-        dest.getOwner() == &body && isa<MemRefType>(dest.getType()) && type &&
-        type.getRank() > 0)
-      writes.push_back(write);
-  }
+  for (Operation *op : run.ops)
+    for (Value result : op->getResults())
+      for (Operation *user : result.getUsers()) {
+        auto write = dyn_cast<bufferization::MaterializeInDestinationOp>(user);
+        if (!write || write->getBlock() != &body)
+          continue;
+        auto dest = dyn_cast<BlockArgument>(write.getDest());
+        auto type = dyn_cast<RankedTensorType>(write.getSource().getType());
+        if (dest && dest.getOwner() == &body &&
+            isa<MemRefType>(dest.getType()) && type && type.getRank() > 0)
+          writes.push_back(write);
+      }
+  // In the entry point's order, as the function writes them.
+  llvm::sort(writes, [](auto a, auto b) {
+    return a->isBeforeInBlock(b.getOperation());
+  });
+  writes.erase(std::unique(writes.begin(), writes.end()), writes.end());
   llvm::DenseSet<Operation *> pulledIn;
   for (auto write : writes)
     pulledIn.insert(write);

@@ -231,15 +231,16 @@ void cutLongBlocks(llvm::Module &module, unsigned maxInstructions) {
     for (llvm::BasicBlock &block : function)
       blocks.push_back(&block);
     for (llvm::BasicBlock *block : blocks) {
-      while (block->size() > maxInstructions) {
-        auto cut = block->begin();
-        std::advance(cut, maxInstructions);
-        while (isa<llvm::PHINode>(*cut) || cut->isEHPad())
-          ++cut;
-        if (cut == block->end() || cut->isTerminator())
-          break;
-        block = block->splitBasicBlock(cut);
-      }
+      // Cut from the back: a split moves what follows the cut into a new
+      // block, so each move is one piece, not the rest of the block.
+      SmallVector<llvm::Instruction *> cuts;
+      unsigned count = 0;
+      for (llvm::Instruction &instruction : *block)
+        if (++count % maxInstructions == 0 && !isa<llvm::PHINode>(instruction) &&
+            !instruction.isEHPad() && !instruction.isTerminator())
+          cuts.push_back(&instruction);
+      for (llvm::Instruction *cut : llvm::reverse(cuts))
+        block->splitBasicBlock(cut);
     }
   }
 }
