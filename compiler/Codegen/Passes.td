@@ -125,9 +125,6 @@ def OutlineLayers : Pass<"moma-outline-layers", "::mlir::ModuleOp"> {
     still uses move in front of their first user; those only the runs used
     are erased.
 
-    The targets choose (TargetBackend::outlinesLayers): the CPU target
-    outlines, the CUDA mapping does not yet take layer functions.
-
     - A pure computation of a run that reads only what every layer reads
       alike (the entry point's arguments other than a layer's parameters,
       what the entry point computes outside the layers) and that another
@@ -144,6 +141,9 @@ def OutlineLayers : Pass<"moma-outline-layers", "::mlir::ModuleOp"> {
       place. An out-parameter written in place of an argument (AdamW's)
       stays paired with it (`moma.in_place`), for
       -moma-write-results-in-place.
+
+    The targets choose (TargetBackend::outlinesLayers): the CPU target
+    outlines, the CUDA mapping does not yet take layer functions.
   }];
   let statistics = [
     Statistic<"numCalls", "calls", "Layer phases replaced by a call">,
