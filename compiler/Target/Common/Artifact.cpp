@@ -377,6 +377,9 @@ linkSharedLibrary(Location loc, llvm::ArrayRef<std::string> objectPaths,
   args.append(objectPaths.begin(), objectPaths.end());
   for (const std::string &argument : linkArguments)
     args.push_back(argument);
+#ifdef MOMAC_RUNTIME_SANITIZERS
+  args.push_back(MOMAC_RUNTIME_SANITIZERS);
+#endif
   std::string message;
   int status = llvm::sys::ExecuteAndWait(*driver, args, std::nullopt, {}, 0, 0,
                                          &message);
