@@ -27,11 +27,22 @@ def ConvertMomaToLinalg : Pass<"convert-moma-to-linalg", "::mlir::ModuleOp"> {
     `attention-block-rows` query (and key) rows of one head of one sequence
     (AttentionToLinalg.cpp): no sequence's score matrix is ever written,
     only tiles of it, and tiles above the causal diagonal are skipped.
+
+    With `moma.gemm_operand_type` bf16 (train.precision "bf16"), every
+    GEMM operand except the routers' is rounded to bf16 and the GEMM
+    accumulates in f32. `gemm-operands-in-f32` keeps the rounded operands
+    in f32 tensors (`arith.truncf` then `arith.extf`) and the GEMMs in f32:
+    the same products, for a target whose f32 GEMM is the faster one.
   }];
   let options = [
     Option<"attentionBlockRows", "attention-block-rows", "int64_t",
            /*default=*/"64",
-           "Query and key rows per attention tile">
+           "Query and key rows per attention tile">,
+    Option<"gemmOperandsInF32", "gemm-operands-in-f32", "bool",
+           /*default=*/"false",
+           "Round GEMM operands to the module's moma.gemm_operand_type but "
+           "keep them in f32 tensors, so that the GEMMs run in f32 (marks "
+           "the module moma.gemm_operands_in_f32)">
   ];
   let dependentDialects = [
     "::mlir::affine::AffineDialect",

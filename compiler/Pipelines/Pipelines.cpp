@@ -80,7 +80,9 @@ void momac::addTrainingStepPasses(OpPassManager &pm,
 
 void momac::addSharedLoweringPasses(OpPassManager &pm,
                                     const SharedLoweringOptions &options) {
-  pm.addPass(createConvertMomaToLinalg());
+  ConvertMomaToLinalgOptions lowering;
+  lowering.gemmOperandsInF32 = options.gemmOperandsInF32;
+  pm.addPass(createConvertMomaToLinalg(lowering));
   pm.nest<func::FuncOp>().addPass(createConvertElementwiseToLinalgPass());
   pm.addPass(createCanonicalizerPass());
   // The sizes of dynamic token dimensions are read from kernels' results

@@ -66,6 +66,10 @@ struct SharedLoweringOptions {
   /// (-moma-outline-layers); off (momac --outline-layers=false), every
   /// layer's code is lowered and compiled again, as before that pass.
   bool outlineLayers = true;
+  /// bf16 GEMM operands (train.precision "bf16") rounded to bf16 but kept
+  /// in f32, the GEMMs in f32 (convert-moma-to-linalg{gemm-operands-in-f32}):
+  /// for a target whose f32 GEMM is faster than its bf16 one.
+  bool gemmOperandsInF32 = false;
 };
 void addSharedLoweringPasses(mlir::OpPassManager &pm,
                              const SharedLoweringOptions &options = {});

@@ -105,6 +105,8 @@ Value momac::toJSON(const Manifest &manifest) {
         {"chunk_elements", manifest.shardChunkElements},
         {"units", std::move(units)}};
   }
+  if (!manifest.bf16Gemm.empty())
+    object["bf16_gemm"] = manifest.bf16Gemm;
   if (manifest.librarySize) {
     object["library_size"] = *manifest.librarySize;
     object["library_xxh3"] = manifest.libraryHash;
@@ -201,6 +203,7 @@ static bool fromJSON(const Value &value, Manifest &manifest,
          mapper.mapOptional("library_size", manifest.librarySize) &&
          mapper.mapOptional("library_xxh3", manifest.libraryHash) &&
          mapper.map("description", manifest.description) &&
+         mapper.mapOptional("bf16_gemm", manifest.bf16Gemm) &&
          mapper.map("batch_size", manifest.batchSize) &&
          mapper.map("seq_len", manifest.seqLen) &&
          mapper.map("vocab_size", manifest.vocabSize) &&

@@ -76,6 +76,10 @@ struct Manifest {
   std::optional<int64_t> librarySize;
   std::string libraryHash;
   std::string description = "model.json";
+  /// What a bf16 model's GEMMs are when momac decided it ("bf16_gemm":
+  /// the CPU target's f32 GEMMs on rounded operands); empty when the
+  /// runtime decides (momarun then names its choice).
+  std::string bf16Gemm;
   int64_t batchSize = 0;
   int64_t seqLen = 0;
   int64_t vocabSize = 0;

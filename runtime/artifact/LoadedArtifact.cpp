@@ -224,5 +224,11 @@ llvm::Error momac::checkMemoryEstimate(int64_t bytes, llvm::StringRef what,
 }
 
 std::string LoadedArtifact::gemmLibraries() const {
-  return device().gemmLibraries(config().train.precision == Precision::BF16);
+  bool bf16 = config().train.precision == Precision::BF16;
+  // A bf16 GEMM momac chose at compile time is in the manifest; one the
+  // runtime chooses, the device names.
+  if (bf16 && !manifest().bf16Gemm.empty())
+    return device().gemmLibraries(false) + "; bf16 GEMM: " +
+           manifest().bf16Gemm;
+  return device().gemmLibraries(bf16);
 }

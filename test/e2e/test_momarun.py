@@ -418,8 +418,12 @@ class CompiledBf16GradMatchesReference(TemporaryDirectoryTestCase):
     least 2x closer to the bf16 reference than to the fp32 one (measured:
     3-4x), which fp32 GEMMs would fail."""
 
-    def check(self, variant, batch=None, edit_params=None):
+    def compiled_grad(self, variant, batch=None, edit_params=None,
+                      target_args=None, env=None):
+        """(momarun grad of `variant` in bf16, its config, its parameters,
+        its tokens)."""
         artifact, cfg = compile_variant(self.tmp.name, variant, batch_size=4,
+                                        target_args=target_args,
                                         train={"precision": "bf16"})
         params = R.init_params(cfg, seed=11)
         if edit_params:
@@ -432,10 +436,16 @@ class CompiledBf16GradMatchesReference(TemporaryDirectoryTestCase):
         token_file = os.path.join(artifact, "tokens.bin")
         R.write_tokens(token_file, torch.tensor(tokens, dtype=torch.int32))
         out = os.path.join(artifact, "grad.safetensors")
-        run(MOMARUN, "grad", artifact, "--weights", weights, "--tokens",
-            token_file, "--out", out)
+        result = subprocess.run(
+            [MOMARUN, "grad", artifact, "--weights", weights, "--tokens",
+             token_file, "--out", out], capture_output=True, text=True,
+            env=dict(os.environ, **(env or {})))
+        self.assertEqual(result.returncode, 0, result.stderr)
+        return R.read_safetensors(out), cfg, params, tokens
 
-        got = R.read_safetensors(out)
+    def check(self, variant, batch=None, edit_params=None, target_args=None):
+        got, cfg, params, tokens = self.compiled_grad(
+            variant, batch, edit_params, target_args)
         tokens = torch.tensor(tokens, dtype=torch.long)
         bf16 = R.grad(cfg, params, tokens)
         fp32_cfg = dict(cfg, train=dict(cfg["train"]))
@@ -476,6 +486,36 @@ class CompiledBf16GradMatchesReference(TemporaryDirectoryTestCase):
                 if name.endswith("router.weight"):  # MoE and MoD, not aux
                     params[name].mul_(20)
         self.check("mod_moe_4t4i_aux", edit_params=wide_routers)
+
+    @unittest.skipIf(TARGET_ARGS, "the CPU target's choice of bf16 GEMM")
+    def test_both_cpu_bf16_gemms(self):
+        """momac --cpu-bf16-gemm: bf16 operands through the runtime's bf16
+        GEMM match the reference too; and the f32 GEMMs on rounded operands
+        kept in f32 compute exactly what that GEMM computes on widened
+        operands (the same sgemm on the same values: equal bit for bit)."""
+        self.check("moe_4t4i", target_args=["--cpu-bf16-gemm=bf16"])
+        kept_in_f32, *_ = self.compiled_grad(
+            "moe_4t4i", target_args=["--cpu-bf16-gemm=f32"])
+        widened, *_ = self.compiled_grad(
+            "moe_4t4i", target_args=["--cpu-bf16-gemm=bf16"],
+            env={"MOMA_BF16_GEMM": "widened"})
+        self.assertEqual(sorted(kept_in_f32), sorted(widened))
+        for name, value in kept_in_f32.items():
+            self.assertTrue(torch.equal(value, widened[name]), name)
+        # momarun's first line names the bf16 GEMM a run uses.
+        for choice, expected in [
+                ("f32", r"; bf16 GEMM: f32 sgemm on bf16-rounded operands kept "
+                        r"in f32 \(momac --cpu-bf16-gemm=f32\)$"),
+                ("bf16", r"; bf16 GEMM: (oneDNN|f32 sgemm on widened operands)")]:
+            artifact, cfg = compile_variant(
+                self.tmp.name, "moe_4t4i", batch_size=4,
+                target_args=[f"--cpu-bf16-gemm={choice}"],
+                train={"precision": "bf16"})
+            prefix = os.path.join(artifact, "data")
+            write_indexed_dataset(prefix, [np.arange(9 * cfg["seq_len"]) % 500])
+            out = run(MOMARUN, "train", artifact, "--data", prefix, "--steps",
+                      "1", "--out", os.path.join(artifact, "run"))
+            self.assertRegex(out.splitlines()[0], expected)
 
 
 class Upcycling(TemporaryDirectoryTestCase):

@@ -142,6 +142,23 @@ cl::opt<bool> verifyEach(
              "slower)"),
     cl::cat(momacCategory));
 
+cl::opt<CpuBf16Gemm> cpuBf16Gemm(
+    "cpu-bf16-gemm",
+    cl::desc("With --target=cpu and train.precision \"bf16\": how the "
+             "GEMMs run (the products are those of bf16-rounded operands "
+             "either way, summed in f32)"),
+    cl::init(CpuBf16Gemm::Auto),
+    cl::values(clEnumValN(CpuBf16Gemm::Auto, "auto",
+                          "f32, unless this CPU has AMX-BF16 (default)"),
+               clEnumValN(CpuBf16Gemm::Bf16, "bf16",
+                          "bf16 operands and the runtime's bf16 GEMM "
+                          "(oneDNN, or sgemm on widened copies where a "
+                          "start-up measurement finds that faster)"),
+               clEnumValN(CpuBf16Gemm::F32, "f32",
+                          "operands rounded to bf16 but kept in f32, and "
+                          "OpenBLAS's sgemm: no copies to widen")),
+    cl::cat(momacCategory));
+
 cl::opt<bool> outlineLayers(
     "outline-layers", cl::init(true),
     cl::desc("Compile each kind of layer once: its forward, backward and "
@@ -178,7 +195,7 @@ int fail(const llvm::Twine &message, int code = 1) {
 TargetBackend selectedTargetBackend() {
   switch (target) {
   case TargetKind::Cpu:
-    return cpuTargetBackend();
+    return cpuTargetBackend(cpuBf16Gemm);
   case TargetKind::CudaEmulated:
     return cudaEmulatedTargetBackend();
   case TargetKind::Cuda:
@@ -291,7 +308,10 @@ int printStepStatistics(const ModelConfig &config,
       buildTrainStep(context, config, backend, disabled);
   if (!module)
     return 2;
-  if (mlir::failed(lowerThroughSharedPipeline(*module, outlineLayers)))
+  ArtifactOptions options;
+  options.outlineLayers = outlineLayers;
+  if (mlir::failed(lowerThroughSharedPipeline(
+          *module, sharedLoweringOptions(options, backend))))
     return fail("internal error: lowering for --stats failed", 2);
   int64_t tokens = config.train.batchSize * config.seqLen;
   int64_t groups = config.moe ? int64_t(config.moe->groups.size()) : 1;

@@ -17,16 +17,24 @@ namespace momac::lowering {
 
 namespace {
 
+ModuleOp moduleOf(Operation *op) {
+  return isa<ModuleOp>(op) ? cast<ModuleOp>(op)
+                           : op->getParentOfType<ModuleOp>();
+}
+
 /// The GEMM operand type the module asks for (moma.gemm_operand_type), f32
 /// when it asks none.
 Type gemmOperandTypeOf(Operation *op) {
-  auto module = isa<ModuleOp>(op) ? cast<ModuleOp>(op)
-                                  : op->getParentOfType<ModuleOp>();
-  if (module)
+  if (ModuleOp module = moduleOf(op))
     if (auto attr = module->getAttrOfType<TypeAttr>(
             moma::kGemmOperandTypeAttrName))
       return attr.getValue();
   return Float32Type::get(op->getContext());
+}
+
+bool gemmOperandsInF32Of(Operation *op) {
+  ModuleOp module = moduleOf(op);
+  return module && module->hasAttr(moma::kGemmOperandsInF32AttrName);
 }
 
 } // namespace
@@ -47,7 +55,9 @@ KernelBuilder::KernelBuilder(PatternRewriter &rewriter, Location loc)
     : b(rewriter), loc(loc), f32(rewriter.getF32Type()),
       i32(rewriter.getI32Type()),
       gemmOperands(
-          gemmOperandTypeOf(rewriter.getInsertionBlock()->getParentOp())) {}
+          gemmOperandTypeOf(rewriter.getInsertionBlock()->getParentOp())),
+      gemmOperandsInF32(
+          gemmOperandsInF32Of(rewriter.getInsertionBlock()->getParentOp())) {}
 
 Value KernelBuilder::index(int64_t value) {
   return arith::ConstantIndexOp::create(b, loc, value);
@@ -163,10 +173,15 @@ KernelBuilder::loops(ValueRange upper, ValueRange state,
 Value KernelBuilder::gemmOperand(Value x) {
   if (gemmOperands == f32)
     return x;
-  return elementwise({x}, gemmOperands,
+  Type stored = gemmOperandsInF32 ? f32 : gemmOperands;
+  return elementwise({x}, stored,
                      [&](OpBuilder &nested, Location at, ValueRange args) {
-                       return SmallVector<Value>{arith::TruncFOp::create(
-                           nested, at, gemmOperands, args[0])};
+                       Value rounded = arith::TruncFOp::create(
+                           nested, at, gemmOperands, args[0]);
+                       if (gemmOperandsInF32)
+                         rounded =
+                             arith::ExtFOp::create(nested, at, f32, rounded);
+                       return SmallVector<Value>{rounded};
                      });
 }
 

@@ -46,6 +46,9 @@ public:
   /// The element type GEMM operands are rounded to (f32: not rounded): the
   /// module's moma.gemm_operand_type, f32 when it asks none.
   mlir::Type gemmOperands;
+  /// Whether rounded GEMM operands stay f32 tensors (the module's
+  /// moma.gemm_operands_in_f32), so that the GEMMs run in f32.
+  bool gemmOperandsInF32;
 
   mlir::Value index(int64_t value);
   mlir::Value f32Const(double value);
@@ -102,6 +105,7 @@ public:
 
   /// `x` as a GEMM operand: rounded to the module's GEMM operand type (an
   /// element-wise kernel that fusion folds into x's producer), or x itself.
+  /// With gemmOperandsInF32 the rounded values stay f32.
   mlir::Value gemmOperand(mlir::Value x);
 
   /// op(lhs) op(rhs), where op transposes the last two dimensions when

@@ -33,6 +33,10 @@ struct ConvertMomaToLinalgPass
   using ConvertMomaToLinalgBase::ConvertMomaToLinalgBase;
   void runOnOperation() override {
     MLIRContext *context = &getContext();
+    // The patterns' KernelBuilder reads the module's GEMM operand choices.
+    if (gemmOperandsInF32)
+      getOperation()->setAttr(moma::kGemmOperandsInF32AttrName,
+                              UnitAttr::get(context));
     RewritePatternSet patterns(context);
     populateTokenLoweringPatterns(patterns);
     populateNormLoweringPatterns(patterns);

@@ -7,6 +7,7 @@
 #include "compiler/Target/Common/CpuRuntime.h"
 
 #include "mlir/Pass/PassManager.h"
+#include "llvm/TargetParser/Host.h"
 #include "mlir/Target/LLVMIR/Dialect/OpenMP/OpenMPToLLVMIRTranslation.h"
 
 using namespace mlir;
@@ -22,8 +23,41 @@ std::string momac::cpuLoweringPipeline() {
   return text;
 }
 
-TargetBackend momac::cpuTargetBackend() {
+namespace {
+
+bool hostHasAmxBf16() {
+  for (const auto &feature : llvm::sys::getHostCPUFeatures())
+    if (feature.getKey() == "amx-bf16")
+      return feature.getValue();
+  return false;
+}
+
+} // namespace
+
+TargetBackend momac::cpuTargetBackend(CpuBf16Gemm bf16Gemm) {
   TargetBackend cpu;
+  // Where AVX512_BF16 is the CPU's best, oneDNN's bf16 GEMM was measured
+  // below OpenBLAS's f32 one (issue 25, a Xeon without AMX), and without
+  // AVX-512 oneDNN has none: there the f32 GEMM on rounded operands is the
+  // faster, and it skips the copies that widen bf16 operands for it.
+  switch (bf16Gemm) {
+  case CpuBf16Gemm::Auto:
+    cpu.gemmOperandsInF32 = !hostHasAmxBf16();
+    cpu.bf16GemmDescription =
+        cpu.gemmOperandsInF32
+            ? "f32 sgemm on bf16-rounded operands kept in f32 (momac "
+              "--cpu-bf16-gemm=auto: the compiling CPU has no AMX-BF16)"
+            : "";
+    break;
+  case CpuBf16Gemm::Bf16:
+    cpu.gemmOperandsInF32 = false;
+    break;
+  case CpuBf16Gemm::F32:
+    cpu.gemmOperandsInF32 = true;
+    cpu.bf16GemmDescription = "f32 sgemm on bf16-rounded operands kept in "
+                              "f32 (momac --cpu-bf16-gemm=f32)";
+    break;
+  }
   cpu.name = "cpu";
   cpu.addCodegenPasses = [](OpPassManager &pm) { addCpuCodegenPasses(pm); };
   cpu.registerDialects = [](DialectRegistry &registry) {

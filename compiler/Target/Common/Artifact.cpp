@@ -78,10 +78,13 @@ LogicalResult writeManifest(Location loc, const ModelConfig &config,
                             llvm::ArrayRef<EntryPointSpec> entries,
                             llvm::ArrayRef<ManifestShardUnit> shardUnits,
                             int64_t shardChunkElements,
+                            llvm::StringRef bf16Gemm,
                             llvm::StringRef libraryPath,
                             llvm::StringRef path) {
   Manifest manifest;
   manifest.target = target.str();
+  if (config.train.precision == Precision::BF16)
+    manifest.bf16Gemm = bf16Gemm.str();
   // momarun checks the library against these before loading it.
   llvm::Expected<std::pair<int64_t, std::string>> fingerprint =
       fingerprintFile(libraryPath);
@@ -419,7 +422,7 @@ LogicalResult writeManifestAndDescription(
     Location loc, const ModelConfig &config, llvm::StringRef target,
     llvm::ArrayRef<EntryPointSpec> entries,
     llvm::ArrayRef<ManifestShardUnit> shardUnits, int64_t shardChunkElements,
-    llvm::StringRef outputDir,
+    llvm::StringRef bf16Gemm, llvm::StringRef outputDir,
     llvm::StringRef descriptionText) {
   llvm::SmallString<256> library(outputDir), manifest(outputDir),
       description(outputDir);
@@ -427,7 +430,7 @@ LogicalResult writeManifestAndDescription(
   llvm::sys::path::append(manifest, "manifest.json");
   llvm::sys::path::append(description, "model.json");
   if (failed(writeManifest(loc, config, target, entries, shardUnits,
-                           shardChunkElements, library, manifest)) ||
+                           shardChunkElements, bf16Gemm, library, manifest)) ||
       failed(writeText(loc, description, descriptionText)))
     return failure();
   return success();
@@ -435,8 +438,18 @@ LogicalResult writeManifestAndDescription(
 
 } // namespace
 
-LogicalResult momac::lowerThroughSharedPipeline(ModuleOp module,
-                                                bool outlineLayers) {
+SharedLoweringOptions
+momac::sharedLoweringOptions(const ArtifactOptions &options,
+                             const TargetBackend &target) {
+  SharedLoweringOptions shared;
+  shared.outlineLayers = options.outlineLayers && target.outlinesLayers;
+  shared.gemmOperandsInF32 = target.gemmOperandsInF32;
+  return shared;
+}
+
+LogicalResult
+momac::lowerThroughSharedPipeline(ModuleOp module,
+                                  const SharedLoweringOptions &options) {
   loadLoweringDialects(module.getContext());
   if (failed(prepareEntryPoints(module)))
     return failure();
@@ -445,9 +458,7 @@ LogicalResult momac::lowerThroughSharedPipeline(ModuleOp module,
   // as they do when compiling an artifact.
   if (failed(applyPassManagerCLOptions(pm)))
     return failure();
-  SharedLoweringOptions shared;
-  shared.outlineLayers = outlineLayers;
-  addSharedLoweringPasses(pm, shared);
+  addSharedLoweringPasses(pm, options);
   return pm.run(module);
 }
 
@@ -486,9 +497,7 @@ LogicalResult momac::buildArtifact(ModuleOp module, const ModelConfig &config,
       timing.nest(llvm::StringRef(target.name).upper() +
                   " lowering (MLIR passes)");
   pm.enableTiming(loweringTimer);
-  SharedLoweringOptions shared;
-  shared.outlineLayers = options.outlineLayers && target.outlinesLayers;
-  addSharedLoweringPasses(pm, shared);
+  addSharedLoweringPasses(pm, sharedLoweringOptions(options, target));
   target.addCodegenPasses(pm);
   if (failed(pm.run(module)) || failed(verify(module)))
     return failure();
@@ -520,7 +529,7 @@ LogicalResult momac::buildArtifact(ModuleOp module, const ModelConfig &config,
   if (failed(linkSharedLibrary(loc, *objects, library, target.linkArguments)) ||
       failed(writeManifestAndDescription(
           loc, config, target.name, *entries, shardUnits, shardChunkElements,
-          options.outputDir, descriptionText)))
+          target.bf16GemmDescription, options.outputDir, descriptionText)))
     return failure();
   return success();
 }

@@ -16,6 +16,7 @@
 #ifndef MOMAC_COMPILER_TARGET_COMMON_ARTIFACT_H
 #define MOMAC_COMPILER_TARGET_COMMON_ARTIFACT_H
 
+#include "compiler/Pipelines/Pipelines.h"
 #include "lib/artifact/Manifest.h"
 #include "lib/config/ModelConfig.h"
 
@@ -83,6 +84,11 @@ struct TargetBackend {
   /// deallocation checks at run time, and the mapping puts those checks on
   /// the device, each a read back to the host.
   bool outlinesLayers = true;
+  /// Whether bf16 models keep their rounded GEMM operands in f32 and run
+  /// f32 GEMMs (SharedLoweringOptions::gemmOperandsInF32), and then what
+  /// the manifest says of their GEMMs ("bf16_gemm", momarun's first line).
+  bool gemmOperandsInF32 = false;
+  std::string bf16GemmDescription;
 };
 
 /// Compiles `module` (moma dialect, entry points named by `moma.param` and
@@ -96,11 +102,16 @@ mlir::LogicalResult buildArtifact(mlir::ModuleOp module,
                                   const ArtifactOptions &options,
                                   const TargetBackend &target);
 
+/// What the shared pipeline does for `target` with `options`.
+SharedLoweringOptions sharedLoweringOptions(const ArtifactOptions &options,
+                                            const TargetBackend &target);
+
 /// The lowering up to the target split: entry-point results become
 /// out-parameters, then the shared pipeline (compiler/Pipelines) fuses,
 /// tiles and bufferizes. What --stats counts.
-mlir::LogicalResult lowerThroughSharedPipeline(mlir::ModuleOp module,
-                                               bool outlineLayers = true);
+mlir::LogicalResult
+lowerThroughSharedPipeline(mlir::ModuleOp module,
+                           const SharedLoweringOptions &options);
 
 } // namespace momac
 

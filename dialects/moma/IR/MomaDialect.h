@@ -19,6 +19,13 @@ constexpr llvm::StringLiteral kNoGradAttrName = "moma.no_grad";
 /// accumulates in f32.
 constexpr llvm::StringLiteral kGemmOperandTypeAttrName =
     "moma.gemm_operand_type";
+/// On the module, with moma.gemm_operand_type: GEMM operands are rounded to
+/// that type but stay f32 tensors, and the GEMMs run in f32. The products
+/// are the same (a product of two bf16 values is exact in f32), without a
+/// narrow copy to widen again: for a target whose f32 GEMM is faster than
+/// its bf16 one (convert-moma-to-linalg{gemm-operands-in-f32}).
+constexpr llvm::StringLiteral kGemmOperandsInF32AttrName =
+    "moma.gemm_operands_in_f32";
 /// FSDP (momac --fsdp, lib/config/ShardUnits.h). On a function: its
 /// parameters and gradients are sharded across ranks, and
 /// `moma.shard_units` (an array of strings) names its units. On each

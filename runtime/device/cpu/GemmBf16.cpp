@@ -13,11 +13,12 @@
 //   accumulation) as well, only summed in another order.
 //
 // oneDNN runs where it can and is faster: at the first call both time the
-// same GEMM (a step's expert shape) and the faster stays. On a CPU without
-// AVX-512, or one where oneDNN's bf16 kernel is slower than OpenBLAS's f32
-// one (AVX512_BF16 without AMX, against the SkylakeX sgemm), bf16 training
-// thus never runs slower than fp32. MOMA_BF16_GEMM=onednn or =widened forces
-// a path (the unit tests check both).
+// same GEMM (a step's expert shape) and the faster stays. MOMA_BF16_GEMM=
+// onednn or =widened forces a path (the unit tests check both). The widened
+// path pays for its copies (a tiny bf16 step ran at 0.87x the fp32 one on a
+// Zen 3): where the f32 GEMM is the faster, momac's CPU target by default
+// keeps the rounded operands in f32 and calls sgemm itself (momac
+// --cpu-bf16-gemm), and this GEMM is not called at all.
 //
 //===----------------------------------------------------------------------===//
 
