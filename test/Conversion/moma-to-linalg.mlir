@@ -305,14 +305,19 @@ func.func @aux_router_loss_grad(%p: tensor<?x1xf32>, %sel: tensor<?xi32>, %g: te
 
 // -----
 
-// Cached attention: one query per parallel iteration; its sequence's 16
-// cache rows are the keys, positions 0..15, present where valid != 0
-// (absent rows get sequence -1, which no query has).
+// Cached attention: one query per parallel iteration; the keys are its
+// sequence's cache rows up to its own position p, min(p + 1, 16) of them,
+// at positions 0..p, present where valid != 0 (absent rows get sequence
+// -1, which no query has).
+// CHECK: #[[MIN:.*]] = affine_map<(d0) -> (d0 + 1, 16)>
 // CHECK-LABEL: func.func @cached_attention
 // CHECK: scf.forall (%[[I:.*]]) in (%{{.*}}) shared_outs
 // CHECK: %[[SEQ:.*]] = tensor.extract %{{.*}}[%[[I]]] : tensor<2xi32>
-// CHECK: arith.muli %{{.*}}, %c16
-// CHECK: tensor.extract_slice %{{.*}} [16, 64] [1, 1] : tensor<32x64xf32> to tensor<16x64xf32>
+// CHECK: %[[POS:.*]] = tensor.extract %{{.*}}[%[[I]]] : tensor<2xi32>
+// CHECK: %[[FIRST:.*]] = arith.muli %{{.*}}, %c16
+// CHECK: %[[P:.*]] = arith.index_cast %[[POS]]
+// CHECK: %[[ROWS:.*]] = affine.min #[[MIN]](%[[P]])
+// CHECK: tensor.extract_slice %{{.*}}[%[[FIRST]], 0] [%[[ROWS]], 64] [1, 1] : tensor<32x64xf32> to tensor<?x64xf32>
 // CHECK: linalg.index 0
 // CHECK: arith.cmpf one
 // CHECK: arith.select %{{.*}}, %[[SEQ]], %c-1_i32

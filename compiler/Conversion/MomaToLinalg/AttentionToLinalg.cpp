@@ -47,6 +47,7 @@
 
 #include "dialects/moma/IR/MomaOps.h"
 
+#include "mlir/Dialect/Affine/IR/AffineOps.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Math/IR/Math.h"
@@ -451,33 +452,46 @@ struct LowerCachedAttention : OpRewritePattern<moma::CachedAttentionOp> {
         tensor::ExtractOp::create(b, loc, op.getPositions(), ValueRange{i});
     Value first = arith::MulIOp::create(b, loc, toIndex(b, loc, sequence),
                                         kb.index(context));
-    auto rows = [&](Value tensor, Value offset, int64_t count) -> Value {
+    // Only the rows up to the query's own position can be visible: a query
+    // early in its sequence (a prompt's first tokens in @prefill) reads and
+    // scores that many keys, not the whole cache. The masked keys it skips
+    // would add exact zeros at the end of each sum. At most `context` (an
+    // affine.min, so that the GPU mapping bounds the tile's temporaries).
+    AffineExpr p = b.getAffineDimExpr(0);
+    Value visibleRows = affine::AffineMinOp::create(
+        b, loc,
+        AffineMap::get(1, 0, {p + 1, b.getAffineConstantExpr(context)},
+                       b.getContext()),
+        ValueRange{toIndex(b, loc, position)});
+    auto rows = [&](Value tensor, Value offset, OpFoldResult count) -> Value {
       auto tensorType = cast<RankedTensorType>(tensor.getType());
       SmallVector<OpFoldResult> offsets(tensorType.getRank(),
                                         b.getIndexAttr(0)),
-          sizes = {b.getIndexAttr(count)},
-          strides(tensorType.getRank(), b.getIndexAttr(1));
+          sizes = {count}, strides(tensorType.getRank(), b.getIndexAttr(1));
       offsets[0] = offset;
       if (tensorType.getRank() == 2)
         sizes.push_back(b.getIndexAttr(width));
       return tensor::ExtractSliceOp::create(b, loc, tensor, offsets, sizes,
                                             strides);
     };
-    Value q = kb.splitHeads(rows(query, i, 1), heads);
-    Value k = kb.splitHeads(rows(op.getKeyCache(), first, context), heads);
-    Value v = kb.splitHeads(rows(op.getValueCache(), first, context), heads);
-    // Keys: positions 0..context-1; the sequence id where a row is
-    // present, -1 (no sequence) where it is not.
+    Value q = kb.splitHeads(rows(query, i, b.getIndexAttr(1)), heads);
+    Value k = kb.splitHeads(rows(op.getKeyCache(), first, visibleRows), heads);
+    Value v =
+        kb.splitHeads(rows(op.getValueCache(), first, visibleRows), heads);
+    // Keys: positions 0..position; the sequence id where a row is present,
+    // -1 (no sequence) where it is not.
+    int64_t dynamic = ShapedType::kDynamic;
     Value keyPositions =
-        kb.generic({}, kb.empty({context}, kb.i32), {kb.identity(1)}, {kPar},
+        kb.generic({}, kb.empty({dynamic}, kb.i32, {visibleRows}),
+                   {kb.identity(1)}, {kPar},
                    [&](OpBuilder &nested, Location at, ValueRange) {
                      Value j = linalg::IndexOp::create(nested, at, 0);
                      return SmallVector<Value>{toI32(nested, at, j)};
                    })
             .front();
     Value keySequences =
-        kb.generic({rows(op.getValid(), first, context)},
-                   kb.empty({context}, kb.i32),
+        kb.generic({rows(op.getValid(), first, visibleRows)},
+                   kb.empty({dynamic}, kb.i32, {visibleRows}),
                    {kb.identity(1), kb.identity(1)}, {kPar},
                    [&](OpBuilder &nested, Location at, ValueRange args) {
                      Value present = arith::CmpFOp::create(
