@@ -4,7 +4,7 @@
 // gemm-operands-in-f32 (momac --cpu-bf16-gemm=f32): a bf16 model's GEMM
 // operands are rounded to bf16 (arith.truncf) and widened back at once
 // (arith.extf), so they stay f32 tensors and the contraction is an f32 one,
-// which the CPU target turns into cblas_sgemm. The products are those of
+// which the CPU target turns into f32 GEMM calls. The products are those of
 // the bf16 values either way. The module is marked for the patterns.
 // CHECK: module attributes {moma.gemm_operand_type = bf16, moma.gemm_operands_in_f32}
 // CHECK-LABEL: func.func @linear

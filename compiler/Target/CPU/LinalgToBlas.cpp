@@ -56,7 +56,7 @@ struct ContractionToSgemm : OpInterfaceRewritePattern<linalg::LinalgOp> {
     Location loc = op.getLoc();
     auto module = op->getParentOfType<ModuleOp>();
     func::FuncOp gemmFunc = declareGemm(
-        rewriter, module, gemm.bf16 ? "momart_gemm_bf16" : "cblas_sgemm");
+        rewriter, module, gemm.bf16 ? "momart_gemm_bf16" : "momart_sgemm");
     auto i32 = rewriter.getI32Type();
     auto toI32 = [&](Value index) -> Value {
       return arith::IndexCastOp::create(rewriter, loc, i32, index);
@@ -184,8 +184,9 @@ struct ContractionToSgemm : OpInterfaceRewritePattern<linalg::LinalgOp> {
     return decl;
   }
 
-  /// cblas_sgemm, or the CPU runtime's bf16 GEMM with the same arguments
-  /// (runtime/device/cpu/GemmBf16.h).
+  /// The CPU runtime's f32 GEMM (cblas_sgemm's arguments; OpenBLAS, or a
+  /// kernel for a few rows, runtime/device/cpu/GemmF32.h) or its bf16 GEMM
+  /// with the same arguments (GemmBf16.h).
   static func::FuncOp declareGemm(PatternRewriter &rewriter, ModuleOp module,
                                   StringRef name) {
     if (auto existing = module.lookupSymbol<func::FuncOp>(name))

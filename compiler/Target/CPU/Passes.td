@@ -11,11 +11,14 @@
 include "mlir/Pass/PassBase.td"
 
 def ConvertLinalgToBlas : Pass<"convert-linalg-to-blas", "::mlir::ModuleOp"> {
-  let summary = "Turn buffer contractions into cblas_sgemm (or bf16 GEMM) calls";
+  let summary = "Turn buffer contractions into calls of the runtime's GEMMs";
   let description = [{
     After bufferization, a `linalg.generic` that computes `C += A B` in f32
     (two inputs, one output, a multiply feeding an add, one reduction loop)
-    becomes calls to `cblas_sgemm` (row major, alpha = 1; beta = 0 when a
+    becomes calls to `momart_sgemm`, the CPU runtime's f32 GEMM with
+    cblas_sgemm's arguments (OpenBLAS, or a kernel that streams the weights
+    once for a GEMM of a few rows; runtime/device/cpu/GemmF32.h) (row
+    major, alpha = 1; beta = 0 when a
     `linalg.fill` of zero into C comes right before it, which the call then
     replaces, otherwise beta = 1) in one
     `scf.parallel` loop over its batch loops (stacked experts, attention

@@ -14,7 +14,7 @@
 // CHECK: scf.parallel (%[[BLOCK:.*]]) = (%c0) to (%[[BLOCKS]]) step (%c1) {
 // CHECK: scf.if
 // CHECK: } else {
-// CHECK: call @cblas_sgemm(%[[ROWMAJOR]], %[[NOTRANS]], %[[TRANS]], {{.*}}) : (i32, i32, i32, i32, i32, i32, f32, !llvm.ptr, i32, !llvm.ptr, i32, f32, !llvm.ptr, i32) -> ()
+// CHECK: call @momart_sgemm(%[[ROWMAJOR]], %[[NOTRANS]], %[[TRANS]], {{.*}}) : (i32, i32, i32, i32, i32, i32, f32, !llvm.ptr, i32, !llvm.ptr, i32, f32, !llvm.ptr, i32) -> ()
 // CHECK-NOT: linalg.generic
 func.func @linear(%x: memref<?x64xf32>, %w: memref<32x64xf32>, %y: memref<?x32xf32>) {
   linalg.generic {indexing_maps = [affine_map<(d0, d1, d2) -> (d0, d2)>,
@@ -36,7 +36,7 @@ func.func @linear(%x: memref<?x64xf32>, %w: memref<32x64xf32>, %y: memref<?x32xf
 // CHECK-LABEL: func.func @experts
 // CHECK: scf.parallel (%[[E:.*]], %[[BLOCK:.*]]) = (%c0, %c0) to (%c4, %{{.*}})
 // CHECK: arith.muli %[[E]]
-// CHECK: call @cblas_sgemm
+// CHECK: call @momart_sgemm
 func.func @experts(%x: memref<4x?x64xf32>, %w: memref<4x32x64xf32>, %y: memref<4x?x32xf32>) {
   linalg.generic {indexing_maps = [affine_map<(d0, d1, d2, d3) -> (d0, d1, d3)>,
                                    affine_map<(d0, d1, d2, d3) -> (d0, d2, d3)>,
@@ -59,7 +59,7 @@ func.func @experts(%x: memref<4x?x64xf32>, %w: memref<4x32x64xf32>, %y: memref<4
 // CHECK-NOT: linalg.fill
 // CHECK-DAG: %[[ONE:.*]] = arith.constant 1.000000e+00 : f32
 // CHECK-DAG: %[[ZERO:.*]] = arith.constant 0.000000e+00 : f32
-// CHECK: call @cblas_sgemm({{.*}}, %[[ONE]], {{.*}}, %[[ZERO]], {{.*}})
+// CHECK: call @momart_sgemm({{.*}}, %[[ONE]], {{.*}}, %[[ZERO]], {{.*}})
 func.func @zero_filled_output(%x: memref<8x64xf32>, %w: memref<32x64xf32>) -> memref<8x32xf32> {
   %zero = arith.constant 0.0 : f32
   %y = memref.alloc() : memref<8x32xf32>
@@ -79,7 +79,7 @@ func.func @zero_filled_output(%x: memref<8x64xf32>, %w: memref<32x64xf32>) -> me
 
 // CHECK-LABEL: func.func @one_filled_output
 // CHECK: linalg.fill
-// CHECK: call @cblas_sgemm({{.*}}, %[[ONE:.*]], {{.*}}, %[[ONE]], {{.*}})
+// CHECK: call @momart_sgemm({{.*}}, %[[ONE:.*]], {{.*}}, %[[ONE]], {{.*}})
 func.func @one_filled_output(%x: memref<8x64xf32>, %w: memref<32x64xf32>) -> memref<8x32xf32> {
   %one = arith.constant 1.0 : f32
   %y = memref.alloc() : memref<8x32xf32>
@@ -102,7 +102,7 @@ func.func @one_filled_output(%x: memref<8x64xf32>, %w: memref<32x64xf32>) -> mem
 // Not a multiply-accumulate: left alone.
 // CHECK-LABEL: func.func @not_a_gemm
 // CHECK: linalg.generic
-// CHECK-NOT: cblas_sgemm
+// CHECK-NOT: momart_sgemm
 func.func @not_a_gemm(%x: memref<8x64xf32>, %w: memref<32x64xf32>, %y: memref<8x32xf32>) {
   linalg.generic {indexing_maps = [affine_map<(d0, d1, d2) -> (d0, d2)>,
                                    affine_map<(d0, d1, d2) -> (d1, d2)>,
@@ -127,7 +127,7 @@ func.func @not_a_gemm(%x: memref<8x64xf32>, %w: memref<32x64xf32>, %y: memref<8x
 // CHECK: scf.parallel
 // CHECK: arith.muli %{{.*}}, %[[TWO]] : index
 // CHECK: call @momart_gemm_bf16({{.*}}) : (i32, i32, i32, i32, i32, i32, f32, !llvm.ptr, i32, !llvm.ptr, i32, f32, !llvm.ptr, i32) -> ()
-// CHECK-NOT: cblas_sgemm
+// CHECK-NOT: momart_sgemm
 // CHECK-NOT: linalg.generic
 func.func @bf16_operands(%x: memref<?x64xbf16>, %w: memref<32x64xbf16>, %y: memref<?x32xf32>) {
   linalg.generic {indexing_maps = [affine_map<(d0, d1, d2) -> (d0, d2)>,
@@ -176,7 +176,7 @@ func.func @bf16_accumulator(%x: memref<?x64xbf16>, %w: memref<32x64xbf16>, %y: m
 // CHECK: scf.forall
 // CHECK-NOT: omp_get_max_threads
 // CHECK-NOT: scf.parallel
-// CHECK: call @cblas_sgemm(%c101_i32, %c111_i32, %c111_i32, %c8_i32, %c16_i32, %c8_i32, %cst, %{{.*}}, %c8_i32, %{{.*}}, %c64_i32, %cst, %{{.*}}, %c64_i32) : (i32, i32, i32, i32, i32, i32, f32, !llvm.ptr, i32, !llvm.ptr, i32, f32, !llvm.ptr, i32) -> ()
+// CHECK: call @momart_sgemm(%c101_i32, %c111_i32, %c111_i32, %c8_i32, %c16_i32, %c8_i32, %cst, %{{.*}}, %c8_i32, %{{.*}}, %c64_i32, %cst, %{{.*}}, %c64_i32) : (i32, i32, i32, i32, i32, i32, f32, !llvm.ptr, i32, !llvm.ptr, i32, f32, !llvm.ptr, i32) -> ()
 // CHECK-NOT: linalg.contract
 func.func @tile_gemm(%p: memref<4x8x8xf32>, %v: memref<8x64xf32>, %out: memref<8x64xf32>) {
   scf.forall (%h) in (4) {

@@ -1,0 +1,41 @@
+//===- GemmF32.h - The f32 GEMM that compiled CPU code calls ----*- C++ -*-===//
+//
+// Compiled CPU artifacts call momart_sgemm where a GEMM's operands are f32
+// (compiler/Target/CPU/LinalgToBlas.cpp); it takes cblas_sgemm's arguments.
+// Most calls go to OpenBLAS. A GEMM of a few rows against a weight matrix
+// (a decoding step: one token per prompt, fewer per expert) goes to a
+// kernel that streams the weights once: OpenBLAS packs the whole weight
+// operand at every call, which for few rows costs more than the product.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOMAC_RUNTIME_DEVICE_CPU_GEMMF32_H
+#define MOMAC_RUNTIME_DEVICE_CPU_GEMMF32_H
+
+#include <cstdint>
+
+extern "C" {
+
+/// cblas_sgemm: C = alpha op(A) op(B) + beta C, row-major (order 101).
+/// With at most kFewRows rows, A not transposed and B transposed (x W^T
+/// with W [n, k], nn.Linear's layout), on a CPU with AVX2 and FMA: the
+/// few-row kernel, which sums each dot product in another order than
+/// OpenBLAS (f32 rounding differences, no other).
+void momart_sgemm(int32_t order, int32_t transA, int32_t transB, int32_t m,
+                  int32_t n, int32_t k, float alpha, const float *a,
+                  int32_t lda, const float *b, int32_t ldb, float beta,
+                  float *c, int32_t ldc);
+}
+
+namespace momac::cpu {
+/// The most rows momart_sgemm gives the few-row kernel.
+constexpr int32_t kFewRows = 8;
+/// The few-row kernel itself (for the unit tests): C[m, n] = alpha A[m, k]
+/// B[n, k]^T + beta C; m <= kFewRows. False where the CPU lacks AVX2 and
+/// FMA (nothing is computed then).
+bool fewRowsTimesTransposed(int32_t m, int32_t n, int32_t k, float alpha,
+                            const float *a, int32_t lda, const float *b,
+                            int32_t ldb, float beta, float *c, int32_t ldc);
+} // namespace momac::cpu
+
+#endif // MOMAC_RUNTIME_DEVICE_CPU_GEMMF32_H
