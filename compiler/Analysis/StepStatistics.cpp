@@ -27,20 +27,11 @@ KernelCounts &KernelCounts::operator+=(const KernelCounts &other) {
 
 namespace {
 
-/// The model part named by an op's location: the front end names every op
-/// after its module ("layers.3.attention", "output", ...).
+/// The model part named by an op's location: "layers.3" for what layer 3
+/// computes, "model" for the rest (MomaDialect.h, layerOfLocation).
 std::string partOf(Location loc) {
-  std::string part = "model";
-  loc->walk([&](Location inner) {
-    auto named = dyn_cast<NameLoc>(inner);
-    if (!named || !named.getName().getValue().starts_with("layers."))
-      return WalkResult::advance();
-    StringRef name = named.getName().getValue();
-    size_t end = name.find('.', /*From=*/7);
-    part = name.substr(0, end).str();
-    return WalkResult::interrupt();
-  });
-  return part;
+  std::optional<int64_t> layer = moma::layerOfLocation(loc);
+  return layer ? "layers." + std::to_string(*layer) : "model";
 }
 
 /// The bits of one element of `memref`: an index (the buffer deallocation's
@@ -279,7 +270,7 @@ private:
     if (!func)
       return false;
     auto name = func.getArgAttrOfType<StringAttr>(argument.getArgNumber(),
-                                                  "moma.param");
+                                                  mlir::moma::kParamAttrName);
     return name && name.getValue() == "batch_rows";
   }
 

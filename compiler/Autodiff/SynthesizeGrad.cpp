@@ -63,7 +63,8 @@ struct SynthesizeGradPass
     SmallVector<Attribute> reportedNames;
     Value loss;
     for (unsigned i = 0; i < grad.getNumResults(); ++i) {
-      auto name = grad.getResultAttrOfType<StringAttr>(i, "moma.result");
+      auto name =
+          grad.getResultAttrOfType<StringAttr>(i, moma::kResultAttrName);
       if (!name)
         continue;
       if (name.getValue() == lossName)
@@ -144,8 +145,8 @@ struct SynthesizeGradPass
             b, loc, DenseElementsAttr::get(cast<ShapedType>(param.getType()),
                                            b.getF32FloatAttr(0.0f).getValue()));
       results.push_back(gradient);
-      auto name =
-          grad.getArgAttrOfType<StringAttr>(param.getArgNumber(), "moma.param");
+      auto name = grad.getArgAttrOfType<StringAttr>(param.getArgNumber(),
+                                                    moma::kParamAttrName);
       resultNames.push_back(
           b.getStringAttr("grad." + (name ? name.getValue() : "?").str()));
     }
@@ -157,7 +158,7 @@ struct SynthesizeGradPass
     SmallVector<DictionaryAttr> attrs;
     for (Attribute name : resultNames)
       attrs.push_back(
-          b.getDictionaryAttr(b.getNamedAttr("moma.result", name)));
+          b.getDictionaryAttr(b.getNamedAttr(moma::kResultAttrName, name)));
     grad.setAllResultAttrs(attrs);
     return success();
   }

@@ -41,7 +41,7 @@ struct SynthesizeOptimizerStepPass
     // (or, with aux-routers, exactly the aux routers).
     SmallVector<std::pair<std::string, RankedTensorType>> params;
     for (unsigned i = 0; i < forward.getNumArguments(); ++i) {
-      auto name = forward.getArgAttrOfType<StringAttr>(i, "moma.param");
+      auto name = forward.getArgAttrOfType<StringAttr>(i, moma::kParamAttrName);
       auto type = dyn_cast<RankedTensorType>(forward.getArgument(i).getType());
       if (!name || !type || !isa<FloatType>(type.getElementType()) ||
           forward.getArgAttr(i, moma::kNoGradAttrName) ||
@@ -76,9 +76,9 @@ struct SynthesizeOptimizerStepPass
         func::FuncOp::create(b, loc, stepName,
                              FunctionType::get(context, argTypes, resultTypes));
     for (auto [i, name] : llvm::enumerate(argNames))
-      step.setArgAttr(i, "moma.param", b.getStringAttr(name));
+      step.setArgAttr(i, moma::kParamAttrName, b.getStringAttr(name));
     for (auto [i, name] : llvm::enumerate(resultNames)) {
-      step.setResultAttr(i, "moma.result", b.getStringAttr(name));
+      step.setResultAttr(i, moma::kResultAttrName, b.getStringAttr(name));
       // Parameters and moments are updated in place, element by element;
       // the last result is the gradient norm.
       if (i + 1 < resultNames.size())

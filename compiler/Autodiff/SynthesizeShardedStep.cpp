@@ -26,7 +26,7 @@ namespace {
 bool isParameterArgument(func::FuncOp func, unsigned index) {
   auto type = dyn_cast<RankedTensorType>(func.getArgument(index).getType());
   return type && isa<FloatType>(type.getElementType()) &&
-         func.getArgAttr(index, "moma.param") &&
+         func.getArgAttr(index, moma::kParamAttrName) &&
          !func.getArgAttr(index, moma::kNoGradAttrName);
 }
 
@@ -62,7 +62,7 @@ struct SynthesizeShardedStepPass
         continue;
       auto type = cast<RankedTensorType>(grad.getArgument(i).getType());
       parameters.emplace_back(
-          grad.getArgAttrOfType<StringAttr>(i, "moma.param").str(),
+          grad.getArgAttrOfType<StringAttr>(i, moma::kParamAttrName).str(),
           type.getNumElements());
       argumentIndex.push_back(i);
     }
@@ -89,7 +89,8 @@ struct SynthesizeShardedStepPass
       }
     }
     for (unsigned i = 0; i < sharded.getNumResults(); ++i) {
-      auto name = sharded.getResultAttrOfType<StringAttr>(i, "moma.result");
+      auto name =
+          sharded.getResultAttrOfType<StringAttr>(i, moma::kResultAttrName);
       if (!name || !name.getValue().starts_with("grad."))
         continue;
       auto it = placement.find(name.getValue().drop_front(strlen("grad.")));
@@ -119,8 +120,8 @@ struct SynthesizeShardedStepPass
 
     auto norm = func::FuncOp::create(
         b, loc, "fsdp_grad_norm", FunctionType::get(context, {chunk}, {scalar}));
-    norm.setArgAttr(0, "moma.param", name("grad"));
-    norm.setResultAttr(0, "moma.result", name("norm"));
+    norm.setArgAttr(0, moma::kParamAttrName, name("grad"));
+    norm.setResultAttr(0, moma::kResultAttrName, name("norm"));
     {
       OpBuilder::InsertionGuard guard(b);
       b.setInsertionPointToStart(norm.addEntryBlock());
@@ -138,10 +139,10 @@ struct SynthesizeShardedStepPass
       const char *argNames[] = {"param",    "grad",     "optim.m",
                                 "optim.v",  "schedule", "clip"};
       for (auto [i, argName] : llvm::enumerate(argNames))
-        step.setArgAttr(i, "moma.param", name(argName));
+        step.setArgAttr(i, moma::kParamAttrName, name(argName));
       const char *resultNames[] = {"param", "optim.m", "optim.v"};
       for (auto [i, resultName] : llvm::enumerate(resultNames)) {
-        step.setResultAttr(i, "moma.result", name(resultName));
+        step.setResultAttr(i, moma::kResultAttrName, name(resultName));
         step.setResultAttr(i, moma::kInPlaceAttrName, b.getUnitAttr());
       }
       OpBuilder::InsertionGuard guard(b);

@@ -31,25 +31,6 @@ using namespace mlir;
 
 namespace {
 
-/// The layer an op computes, from its location's name ("layers.3.moe.image"
-/// is layer 3); none for the rest of the model.
-std::optional<int64_t> layerOf(Location loc) {
-  std::optional<int64_t> layer;
-  loc->walk([&](Location inner) {
-    auto named = dyn_cast<NameLoc>(inner);
-    if (!named)
-      return WalkResult::advance();
-    StringRef name = named.getName().getValue();
-    int64_t index;
-    if (!name.consume_front("layers.") || name.consumeInteger(10, index) ||
-        !(name.empty() || name.starts_with(".")))
-      return WalkResult::advance();
-    layer = index;
-    return WalkResult::interrupt();
-  });
-  return layer;
-}
-
 /// Ops that cost nothing to repeat and that CSE shares between layers:
 /// an outlined function clones the ones it uses.
 bool isFree(Operation *op) {
@@ -82,7 +63,7 @@ SmallVector<Run> findRuns(Block &body) {
   for (Operation &op : body.without_terminator()) {
     if (isFree(&op))
       continue;
-    std::optional<int64_t> layer = layerOf(op.getLoc());
+    std::optional<int64_t> layer = mlir::moma::layerOfLocation(op.getLoc());
     if (!layer) {
       open = false;
       continue;
@@ -192,8 +173,8 @@ void FunctionOutliner::hoistSharedComputations(Run &run) {
     if (auto argument = dyn_cast<BlockArgument>(value)) {
       if (argument.getOwner() != &body)
         return false;
-      auto name = entry.getArgAttrOfType<StringAttr>(argument.getArgNumber(),
-                                                     "moma.param");
+      auto name = entry.getArgAttrOfType<StringAttr>(
+          argument.getArgNumber(), mlir::moma::kParamAttrName);
       return !name || !name.getValue().starts_with("layers.");
     }
     Operation *top = topLevel(value.getDefiningOp());
@@ -458,8 +439,8 @@ std::pair<func::FuncOp, func::CallOp> FunctionOutliner::outline(Run &run) {
   // still written in place of it (-moma-write-results-in-place).
   llvm::StringMap<BlockArgument> byName;
   for (BlockArgument argument : body.getArguments())
-    if (auto name = entry.getArgAttrOfType<StringAttr>(argument.getArgNumber(),
-                                                       "moma.param"))
+    if (auto name = entry.getArgAttrOfType<StringAttr>(
+            argument.getArgNumber(), mlir::moma::kParamAttrName))
       byName[name.getValue()] = argument;
   llvm::DenseMap<Value, unsigned> argumentOf;
   for (auto [index, value] : llvm::enumerate(operands))
@@ -473,15 +454,16 @@ std::pair<func::FuncOp, func::CallOp> FunctionOutliner::outline(Run &run) {
     if (entry.getArgAttr(number, mlir::moma::kHostScalarAttrName))
       callee.setArgAttr(index, mlir::moma::kHostScalarAttrName,
                         UnitAttr::get(context));
-    auto name = entry.getArgAttrOfType<StringAttr>(number, "moma.result");
+    auto name =
+        entry.getArgAttrOfType<StringAttr>(number, mlir::moma::kResultAttrName);
     if (!name || !entry.getArgAttr(number, mlir::moma::kInPlaceAttrName))
       continue;
     auto in = argumentOf.find(byName.lookup(name.getValue()));
     if (in == argumentOf.end())
       continue;
     auto pair = StringAttr::get(context, "in_place." + Twine(inPlace++));
-    callee.setArgAttr(in->second, "moma.param", pair);
-    callee.setArgAttr(index, "moma.result", pair);
+    callee.setArgAttr(in->second, mlir::moma::kParamAttrName, pair);
+    callee.setArgAttr(index, mlir::moma::kResultAttrName, pair);
     callee.setArgAttr(index, mlir::moma::kInPlaceAttrName,
                       UnitAttr::get(context));
   }

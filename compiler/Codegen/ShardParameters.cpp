@@ -93,7 +93,7 @@ public:
         return func.emitError() << "sharded argument #" << i
                                 << " needs a unit, an offset and an "
                                    "identity-layout static f32 memref";
-      bool gradient = bool(func.getArgAttr(i, "moma.result"));
+      bool gradient = bool(func.getArgAttr(i, moma::kResultAttrName));
       (gradient ? gradients : parameters)
           .push_back({argument, unit.getInt(), offset.getInt()});
     }

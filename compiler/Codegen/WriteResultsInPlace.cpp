@@ -26,13 +26,14 @@ struct WriteResultsInPlacePass
     llvm::StringMap<BlockArgument> arguments;
     for (BlockArgument arg : func.getArguments())
       if (auto name = func.getArgAttrOfType<StringAttr>(arg.getArgNumber(),
-                                                        "moma.param"))
+                                                        moma::kParamAttrName))
         arguments[name.getValue()] = arg;
     for (BlockArgument out : func.getArguments()) {
       unsigned index = out.getArgNumber();
       if (!func.getArgAttr(index, moma::kInPlaceAttrName))
         continue;
-      auto name = func.getArgAttrOfType<StringAttr>(index, "moma.result");
+      auto name =
+          func.getArgAttrOfType<StringAttr>(index, moma::kResultAttrName);
       BlockArgument in = name ? arguments.lookup(name.getValue()) : nullptr;
       if (!in || in.getType() != out.getType()) {
         func.emitError() << "in-place result #" << index

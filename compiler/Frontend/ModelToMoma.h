@@ -14,6 +14,7 @@
 #ifndef MOMAC_COMPILER_FRONTEND_MODELTOMOMA_H
 #define MOMAC_COMPILER_FRONTEND_MODELTOMOMA_H
 
+#include "dialects/moma/IR/MomaDialect.h"
 #include "lib/config/ModelConfig.h"
 
 #include "mlir/IR/BuiltinOps.h"
@@ -22,8 +23,8 @@
 namespace momac {
 
 /// The attribute names the front end puts on the forward function.
-constexpr llvm::StringLiteral kParamAttrName = "moma.param";
-constexpr llvm::StringLiteral kResultAttrName = "moma.result";
+using mlir::moma::kParamAttrName;
+using mlir::moma::kResultAttrName;
 constexpr llvm::StringLiteral kForwardFunctionName = "forward";
 /// The forward pass with causal routing (MODEL_SPEC section 6), for models
 /// with auxiliary routers: results loss, loss.<modality> and, per router,

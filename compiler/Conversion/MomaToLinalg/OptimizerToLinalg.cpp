@@ -31,7 +31,7 @@ Location parameterLocation(Value tensor, Location fallback) {
   if (!func || argument.getOwner() != &func.getFunctionBody().front())
     return fallback;
   auto name = func.getArgAttrOfType<StringAttr>(argument.getArgNumber(),
-                                                "moma.param");
+                                                mlir::moma::kParamAttrName);
   if (!name || !name.getValue().starts_with("grad."))
     return fallback;
   return NameLoc::get(

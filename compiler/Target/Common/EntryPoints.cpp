@@ -42,7 +42,7 @@ FailureOr<EntryPointSpec> momac::describeEntryPoint(func::FuncOp func) {
   for (unsigned i = 0; i < func.getNumArguments(); ++i) {
     if (func.getArgAttr(i, moma::kShardUnitAttrName))
       continue;
-    auto name = func.getArgAttrOfType<StringAttr>(i, "moma.param");
+    auto name = func.getArgAttrOfType<StringAttr>(i, moma::kParamAttrName);
     FailureOr<BufferSpec> spec = describeBuffer(
         func, func.getArgument(i).getType(), name, i, "argument");
     if (failed(spec))
@@ -53,7 +53,7 @@ FailureOr<EntryPointSpec> momac::describeEntryPoint(func::FuncOp func) {
   for (unsigned i = 0; i < func.getNumResults(); ++i) {
     if (func.getResultAttr(i, moma::kShardUnitAttrName))
       continue;
-    auto name = func.getResultAttrOfType<StringAttr>(i, "moma.result");
+    auto name = func.getResultAttrOfType<StringAttr>(i, moma::kResultAttrName);
     FailureOr<BufferSpec> spec = describeBuffer(
         func, func.getFunctionType().getResult(i), name, i, "result");
     if (failed(spec))
@@ -78,7 +78,7 @@ std::vector<ManifestShardUnit> momac::describeShardUnits(ModuleOp module) {
       auto unit = func.getArgAttrOfType<IntegerAttr>(i, moma::kShardUnitAttrName);
       auto offset =
           func.getArgAttrOfType<IntegerAttr>(i, moma::kShardOffsetAttrName);
-      auto name = func.getArgAttrOfType<StringAttr>(i, "moma.param");
+      auto name = func.getArgAttrOfType<StringAttr>(i, moma::kParamAttrName);
       if (!unit || !offset || !name)
         continue;
       ManifestShardUnit &target = units[unit.getInt()];

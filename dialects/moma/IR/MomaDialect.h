@@ -10,6 +10,11 @@
 #include "dialects/moma/IR/MomaDialect.h.inc"
 
 namespace mlir::moma {
+/// On an entry point's arguments and results: the buffer's name in the
+/// artifact's interface ("layers.0.attention.wq.weight", "grad.<name>",
+/// "tokens", "loss"), which the manifest lists and momarun binds by.
+constexpr llvm::StringLiteral kParamAttrName = "moma.param";
+constexpr llvm::StringLiteral kResultAttrName = "moma.result";
 /// Marks a float argument of @forward that is data, not a parameter (the
 /// router noise): autodiff gives it no gradient and the optimizer skips it.
 constexpr llvm::StringLiteral kNoGradAttrName = "moma.no_grad";
@@ -61,6 +66,11 @@ constexpr llvm::StringLiteral kHostScalarAttrName = "moma.host_scalar";
 /// it passes memrefs with their sizes (they have dynamic token dimensions),
 /// where the entry points' ABI passes bare pointers.
 constexpr llvm::StringLiteral kLayerFunctionAttrName = "moma.layer_function";
+
+/// The layer an op computes, from its location: the front end and autodiff
+/// name every op after its module, and "layers.3.attention" is layer 3.
+/// None for the rest of the model (embeddings, the output, the loss).
+std::optional<int64_t> layerOfLocation(Location loc);
 } // namespace mlir::moma
 
 #endif // MOMAC_DIALECTS_MOMA_IR_MOMADIALECT_H

@@ -22,6 +22,23 @@ using namespace mlir::moma;
 #include "dialects/moma/IR/MomaDialect.cpp.inc"
 #include "dialects/moma/IR/MomaInterfaces.cpp.inc"
 
+std::optional<int64_t> mlir::moma::layerOfLocation(Location loc) {
+  std::optional<int64_t> layer;
+  loc->walk([&](Location inner) {
+    auto named = dyn_cast<NameLoc>(inner);
+    if (!named)
+      return WalkResult::advance();
+    StringRef name = named.getName().getValue();
+    int64_t index;
+    if (!name.consume_front("layers.") || name.consumeInteger(10, index) ||
+        !(name.empty() || name.starts_with(".")))
+      return WalkResult::advance();
+    layer = index;
+    return WalkResult::interrupt();
+  });
+  return layer;
+}
+
 void MomaDialect::initialize() {
   addOperations<
 #define GET_OP_LIST
