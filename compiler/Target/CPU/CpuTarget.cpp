@@ -7,8 +7,8 @@
 #include "compiler/Target/Common/CpuRuntime.h"
 
 #include "mlir/Pass/PassManager.h"
-#include "llvm/TargetParser/Host.h"
 #include "mlir/Target/LLVMIR/Dialect/OpenMP/OpenMPToLLVMIRTranslation.h"
+#include "llvm/TargetParser/Host.h"
 
 using namespace mlir;
 using namespace momac;
@@ -40,24 +40,15 @@ TargetBackend momac::cpuTargetBackend(CpuBf16Gemm bf16Gemm) {
   // below OpenBLAS's f32 one (issue 25, a Xeon without AMX), and without
   // AVX-512 oneDNN has none: there the f32 GEMM on rounded operands is the
   // faster, and it skips the copies that widen bf16 operands for it.
-  switch (bf16Gemm) {
-  case CpuBf16Gemm::Auto:
-    cpu.gemmOperandsInF32 = !hostHasAmxBf16();
+  cpu.gemmOperandsInF32 = bf16Gemm == CpuBf16Gemm::F32 ||
+                          (bf16Gemm == CpuBf16Gemm::Auto && !hostHasAmxBf16());
+  if (cpu.gemmOperandsInF32)
     cpu.bf16GemmDescription =
-        cpu.gemmOperandsInF32
-            ? "f32 sgemm on bf16-rounded operands kept in f32 (momac "
-              "--cpu-bf16-gemm=auto: the compiling CPU has no AMX-BF16)"
-            : "";
-    break;
-  case CpuBf16Gemm::Bf16:
-    cpu.gemmOperandsInF32 = false;
-    break;
-  case CpuBf16Gemm::F32:
-    cpu.gemmOperandsInF32 = true;
-    cpu.bf16GemmDescription = "f32 sgemm on bf16-rounded operands kept in "
-                              "f32 (momac --cpu-bf16-gemm=f32)";
-    break;
-  }
+        std::string("f32 sgemm on bf16-rounded operands kept in f32 (momac "
+                    "--cpu-bf16-gemm=") +
+        (bf16Gemm == CpuBf16Gemm::Auto
+             ? "auto: the compiling CPU has no AMX-BF16)"
+             : "f32)");
   cpu.name = "cpu";
   cpu.addCodegenPasses = [](OpPassManager &pm) { addCpuCodegenPasses(pm); };
   cpu.registerDialects = [](DialectRegistry &registry) {

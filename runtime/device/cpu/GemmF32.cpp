@@ -75,7 +75,6 @@ extern "C" void momart_sgemm(int32_t order, int32_t transA, int32_t transB,
                              const float *a, int32_t lda, const float *b,
                              int32_t ldb, float beta, float *c, int32_t ldc) {
   if (order == kRowMajor && transA == kNoTrans && transB == kTrans &&
-      m <= momac::cpu::kFewRows &&
       momac::cpu::fewRowsTimesTransposed(m, n, k, alpha, a, lda, b, ldb, beta,
                                          c, ldc))
     return;

@@ -31,8 +31,8 @@ namespace momac::cpu {
 /// The most rows momart_sgemm gives the few-row kernel.
 constexpr int32_t kFewRows = 8;
 /// The few-row kernel itself (for the unit tests): C[m, n] = alpha A[m, k]
-/// B[n, k]^T + beta C; m <= kFewRows. False where the CPU lacks AVX2 and
-/// FMA (nothing is computed then).
+/// B[n, k]^T + beta C. False, with nothing computed, where m is not in
+/// [1, kFewRows] or the CPU lacks AVX2 and FMA.
 bool fewRowsTimesTransposed(int32_t m, int32_t n, int32_t k, float alpha,
                             const float *a, int32_t lda, const float *b,
                             int32_t ldb, float beta, float *c, int32_t ldc);
