@@ -147,6 +147,9 @@ void momac::addHostLoweringToLLVMPasses(OpPassManager &pm) {
   // points themselves unoptimized (emitHostObjects).
   pm.addPass(createOutlineHostLoops());
   OpPassManager &convertFunc = pm.nest<func::FuncOp>();
+  // SCF-to-CF splits a block at every scf.if it lowers (the deallocation's
+  // conditional frees): cut the entry points' one long block first.
+  convertFunc.addPass(createSplitLongBlocks());
   convertFunc.addPass(createSCFToControlFlowPass());
   convertFunc.addPass(createConvertMathToLLVMPass());
   convertFunc.addPass(createArithToLLVMConversionPass());
