@@ -75,15 +75,25 @@ struct SynthesizeOptimizerStepPass
     auto step =
         func::FuncOp::create(b, loc, stepName,
                              FunctionType::get(context, argTypes, resultTypes));
-    for (auto [i, name] : llvm::enumerate(argNames))
-      step.setArgAttr(i, moma::kParamAttrName, b.getStringAttr(name));
-    for (auto [i, name] : llvm::enumerate(resultNames)) {
-      step.setResultAttr(i, moma::kResultAttrName, b.getStringAttr(name));
-      // Parameters and moments are updated in place, element by element;
-      // the last result is the gradient norm.
-      if (i + 1 < resultNames.size())
-        step.setResultAttr(i, moma::kInPlaceAttrName, b.getUnitAttr());
-    }
+    // All at once: setting one argument's attributes copies the whole list,
+    // quadratic in the parameter count of a deep model.
+    auto named = [&](StringRef attr, Attribute value) {
+      return b.getNamedAttr(attr, value);
+    };
+    step.setAllArgAttrs(llvm::map_to_vector(argNames, [&](StringRef name) {
+      return b.getDictionaryAttr(
+          named(moma::kParamAttrName, b.getStringAttr(name)));
+    }));
+    // Parameters and moments are updated in place, element by element; the
+    // last result is the gradient norm.
+    step.setAllResultAttrs(
+        llvm::map_to_vector(llvm::enumerate(resultNames), [&](auto entry) {
+          SmallVector<NamedAttribute, 2> attrs = {
+              named(moma::kResultAttrName, b.getStringAttr(entry.value()))};
+          if (entry.index() + 1 < resultNames.size())
+            attrs.push_back(named(moma::kInPlaceAttrName, b.getUnitAttr()));
+          return b.getDictionaryAttr(attrs);
+        }));
     Block *body = step.addEntryBlock();
     b.setInsertionPointToStart(body);
 

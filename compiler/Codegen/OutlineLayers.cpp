@@ -14,7 +14,6 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Bufferization/IR/Bufferization.h"
-#include "mlir/IR/AsmState.h"
 #include "mlir/IR/IRMapping.h"
 #include "mlir/IR/SymbolTable.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
@@ -104,6 +103,8 @@ private:
   SmallVector<Run> runs;
   llvm::DenseMap<Operation *, unsigned> runOf;
   llvm::DenseMap<Operation *, size_t> position;
+  /// The entry point's arguments by their moma.param name.
+  llvm::StringMap<BlockArgument> argumentByName;
   /// The entry point's arguments that runs of several layers read.
   llvm::DenseSet<Value> sharedArguments;
   llvm::DenseMap<int64_t, Value> indexConstants;
@@ -255,6 +256,10 @@ void FunctionOutliner::run(
   for (auto [index, run] : llvm::enumerate(runs))
     for (Operation *op : run.ops)
       runOf[op] = index;
+  for (BlockArgument argument : body.getArguments())
+    if (auto name = entry.getArgAttrOfType<StringAttr>(
+            argument.getArgNumber(), mlir::moma::kParamAttrName))
+      argumentByName[name.getValue()] = argument;
   for (BlockArgument argument : body.getArguments()) {
     SmallVector<Operation *> users;
     llvm::DenseSet<Operation *> visited;
@@ -343,9 +348,11 @@ std::pair<func::FuncOp, func::CallOp> FunctionOutliner::outline(Run &run) {
             isa<MemRefType>(dest.getType()) && type && type.getRank() > 0)
           writes.push_back(write);
       }
-  // In the entry point's order, as the function writes them.
-  llvm::sort(writes, [](auto a, auto b) {
-    return a->isBeforeInBlock(b.getOperation());
+  // In the entry point's order, as the function writes them. (Positions
+  // from before any outlining: asking the block would renumber it after
+  // every call inserted, quadratic in the entry point's length.)
+  llvm::sort(writes, [&](auto a, auto b) {
+    return position.lookup(a) < position.lookup(b);
   });
   writes.erase(std::unique(writes.begin(), writes.end()), writes.end());
   llvm::DenseSet<Operation *> pulledIn;
@@ -437,11 +444,6 @@ std::pair<func::FuncOp, func::CallOp> FunctionOutliner::outline(Run &run) {
   // What the callee must know of its arguments: a host scalar stays one,
   // and an out-parameter written in place of an argument (AdamW's) is
   // still written in place of it (-moma-write-results-in-place).
-  llvm::StringMap<BlockArgument> byName;
-  for (BlockArgument argument : body.getArguments())
-    if (auto name = entry.getArgAttrOfType<StringAttr>(
-            argument.getArgNumber(), mlir::moma::kParamAttrName))
-      byName[name.getValue()] = argument;
   llvm::DenseMap<Value, unsigned> argumentOf;
   for (auto [index, value] : llvm::enumerate(operands))
     argumentOf.try_emplace(value, index);
@@ -458,7 +460,7 @@ std::pair<func::FuncOp, func::CallOp> FunctionOutliner::outline(Run &run) {
         entry.getArgAttrOfType<StringAttr>(number, mlir::moma::kResultAttrName);
     if (!name || !entry.getArgAttr(number, mlir::moma::kInPlaceAttrName))
       continue;
-    auto in = argumentOf.find(byName.lookup(name.getValue()));
+    auto in = argumentOf.find(argumentByName.lookup(name.getValue()));
     if (in == argumentOf.end())
       continue;
     auto pair = StringAttr::get(context, "in_place." + Twine(inPlace++));
@@ -499,22 +501,27 @@ std::pair<func::FuncOp, func::CallOp> FunctionOutliner::outline(Run &run) {
   return {callee, call};
 }
 
-/// What makes two outlined functions the same: their signature and body,
-/// locations aside.
-std::string fingerprint(func::FuncOp func) {
-  std::string text;
-  llvm::raw_string_ostream os(text);
-  os << func.getFunctionType();
-  if (ArrayAttr attrs = func.getAllArgAttrs())
-    os << attrs;
-  OpPrintingFlags flags;
-  flags.enableDebugInfo(false);
-  AsmState state(func, flags);
-  for (Operation &op : func.getBody().front()) {
-    op.print(os, state);
-    os << "\n";
-  }
-  return text;
+/// A hash of what makes two outlined functions the same: their signature,
+/// argument attributes and body, locations aside. Equal functions hash
+/// alike; `sameFunction` decides.
+llvm::hash_code structuralHash(func::FuncOp func) {
+  llvm::hash_code hash =
+      llvm::hash_combine(func.getFunctionType(), func.getAllArgAttrs());
+  func.getBody().walk([&](Operation *op) {
+    hash =
+        llvm::hash_combine(hash, OperationEquivalence::computeHash(
+                                     op, OperationEquivalence::ignoreHashValue,
+                                     OperationEquivalence::ignoreHashValue,
+                                     OperationEquivalence::IgnoreLocations));
+  });
+  return hash;
+}
+
+bool sameFunction(func::FuncOp a, func::FuncOp b) {
+  return a.getFunctionType() == b.getFunctionType() &&
+         a.getAllArgAttrs() == b.getAllArgAttrs() &&
+         OperationEquivalence::isRegionEquivalentTo(
+             &a.getBody(), &b.getBody(), OperationEquivalence::IgnoreLocations);
 }
 
 struct OutlineLayersPass
@@ -532,19 +539,28 @@ struct OutlineLayersPass
       FunctionOutliner(entry, symbols).run(outlined);
 
     // Layers of one kind become the same function: one is kept.
-    llvm::StringMap<func::FuncOp> kept;
+    llvm::DenseMap<llvm::hash_code, SmallVector<func::FuncOp, 1>> kept;
     llvm::DenseMap<func::FuncOp, func::FuncOp> replacement;
+    unsigned keptCount = 0;
     for (auto [func, call] : outlined) {
-      auto [it, inserted] = kept.try_emplace(fingerprint(func), func);
-      if (!inserted)
-        replacement[func] = it->second;
+      SmallVector<func::FuncOp, 1> &candidates = kept[structuralHash(func)];
+      auto same =
+          llvm::find_if(candidates, [&, func = func](func::FuncOp other) {
+            return sameFunction(func, other);
+          });
+      if (same != candidates.end()) {
+        replacement[func] = *same;
+      } else {
+        candidates.push_back(func);
+        ++keptCount;
+      }
     }
     for (auto [func, call] : outlined)
       if (func::FuncOp same = replacement.lookup(func))
         call.setCallee(same.getSymName());
     for (auto [func, same] : replacement)
       symbols.erase(func);
-    numFunctions += kept.size();
+    numFunctions += keptCount;
     numCalls += outlined.size();
   }
 };

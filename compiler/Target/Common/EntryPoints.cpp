@@ -110,11 +110,11 @@ LogicalResult momac::resultsToOutParams(func::FuncOp func) {
   SmallVector<DictionaryAttr> resultAttrs;
   for (unsigned i = 0; i < func.getNumResults(); ++i)
     resultAttrs.push_back(func.getResultAttrDict(i));
-  for (auto [i, type] : llvm::enumerate(outTypes)) {
-    if (failed(func.insertArgument(firstOut + i, type, resultAttrs[i],
-                                   func.getLoc())))
-      return failure();
-  }
+  // All at once: inserting one argument copies the attribute list of all.
+  SmallVector<unsigned> positions(outTypes.size(), firstOut);
+  SmallVector<Location> locations(outTypes.size(), func.getLoc());
+  if (failed(func.insertArguments(positions, outTypes, resultAttrs, locations)))
+    return failure();
   for (auto [i, value] : llvm::enumerate(ret.getOperands()))
     bufferization::MaterializeInDestinationOp::create(
         b, ret.getLoc(), TypeRange{}, value, body.getArgument(firstOut + i),
