@@ -189,17 +189,18 @@ std::string optimizeAndEmit(llvm::Module &module, unsigned optLevel,
 }
 
 /// Moves the definitions of the entry points (the functions momarun calls)
-/// out of `module` into a module of their own, which is returned; each
-/// module declares what the other defines. Local symbols (kernels,
-/// constants) become hidden globals, linked by name, as SplitModule makes
-/// them across its partitions anyway. The entry points are the module's
-/// external definitions: everything else the lowering defines (outlined
-/// parallel regions and host loops) is internal.
-std::unique_ptr<llvm::Module> splitOffEntryPoints(llvm::Module &module) {
-  llvm::SmallPtrSet<llvm::Function *, 16> entryPoints;
+/// out of `module`, each into a module of its own, which are returned
+/// largest first; each module declares what the others define. Local
+/// symbols (kernels, constants) become hidden globals, linked by name, as
+/// SplitModule makes them across its partitions anyway. The entry points
+/// are the module's external definitions: everything else the lowering
+/// defines (outlined parallel regions and host loops) is internal.
+SmallVector<std::unique_ptr<llvm::Module>>
+splitOffEntryPoints(llvm::Module &module) {
+  SmallVector<llvm::Function *> entryPoints;
   for (llvm::Function &function : module)
     if (!function.isDeclaration() && function.hasExternalLinkage())
-      entryPoints.insert(&function);
+      entryPoints.push_back(&function);
   unsigned unnamed = 0;
   for (llvm::GlobalValue &value : module.global_values()) {
     if (!value.hasLocalLinkage())
@@ -209,15 +210,20 @@ std::unique_ptr<llvm::Module> splitOffEntryPoints(llvm::Module &module) {
     value.setLinkage(llvm::GlobalValue::ExternalLinkage);
     value.setVisibility(llvm::GlobalValue::HiddenVisibility);
   }
-  llvm::ValueToValueMapTy map;
-  std::unique_ptr<llvm::Module> entryModule =
-      llvm::CloneModule(module, map, [&](const llvm::GlobalValue *value) {
-        auto *function = dyn_cast<llvm::Function>(value);
-        return function && entryPoints.contains(function);
-      });
+  llvm::stable_sort(entryPoints, [](llvm::Function *a, llvm::Function *b) {
+    return a->getInstructionCount() > b->getInstructionCount();
+  });
+  SmallVector<std::unique_ptr<llvm::Module>> entryModules;
+  for (llvm::Function *entryPoint : entryPoints) {
+    llvm::ValueToValueMapTy map;
+    entryModules.push_back(
+        llvm::CloneModule(module, map, [&](const llvm::GlobalValue *value) {
+          return value == entryPoint;
+        }));
+  }
   for (llvm::Function *function : entryPoints)
     function->deleteBody();
-  return entryModule;
+  return entryModules;
 }
 
 /// Cuts the basic blocks of `module`'s functions into pieces of at most
@@ -261,7 +267,7 @@ void cutLongBlocks(llvm::Module &module, unsigned maxInstructions) {
 /// outlined functions, called through the runtime, never inlined into each
 /// other (a GPU target's kernels are not host code at all).
 ///
-/// The entry points are a partition of their own, compiled at
+/// The entry points are partitions of their own, one each, compiled at
 /// `entryPointOptLevel`. An entry point is one long function of
 /// straight-line host code per step (allocations, size arithmetic, kernel
 /// and library calls, all layers one after another), and LLVM's
@@ -314,9 +320,13 @@ emitHostObjects(ModuleOp module, llvm::StringRef prefix, bool keepLLVMIR,
     llvm::WriteBitcodeToFile(part, os);
     levels.push_back(at);
   };
-  std::unique_ptr<llvm::Module> entryModule = splitOffEntryPoints(*llvmModule);
-  cutLongBlocks(*entryModule, 256);
-  addPartition(*entryModule, entryPointOptLevel);
+  // One partition per entry point, so that @grad, the longest, compiles
+  // beside the others instead of after them.
+  for (std::unique_ptr<llvm::Module> &entryModule :
+       splitOffEntryPoints(*llvmModule)) {
+    cutLongBlocks(*entryModule, 256);
+    addPartition(*entryModule, entryPointOptLevel);
+  }
   llvm::SplitModule(*llvmModule, kPartitionsPerThread * threads,
                     [&](std::unique_ptr<llvm::Module> part) {
                       addPartition(*part, optLevel);
