@@ -29,12 +29,7 @@ void momac::addCpuCodegenPasses(OpPassManager &pm) {
   pm.addPass(createConvertLinalgToBlas());
   pm.nest<func::FuncOp>().addPass(createLowerLinalgToCpuLoops());
   pm.nest<func::FuncOp>().addPass(createApproximateTranscendentals());
-  // bf16 GEMM operands are rounded (f32 -> bf16, to nearest even) and
-  // widened by integer bit operations, which vectorize and need no
-  // compiler-rt or AVX512_BF16 on the machine that runs the artifact.
-  arith::ArithExpandOpsPassOptions expandOptions;
-  expandOptions.includeBf16 = true;
-  pm.nest<func::FuncOp>().addPass(arith::createArithExpandOpsPass(expandOptions));
+  pm.nest<func::FuncOp>().addPass(createExpandArithForLLVM());
   pm.nest<func::FuncOp>().addPass(createForallToParallelLoopPass());
   pm.addPass(createConvertSCFToOpenMPPass());
   addHostLoweringToLLVMPasses(pm);

@@ -92,6 +92,27 @@ def ApproximateTranscendentals
   ];
 }
 
+def ExpandArithForLLVM
+    : Pass<"moma-expand-arith-for-llvm", "::mlir::func::FuncOp"> {
+  let summary = "Expand the arith ops that LLVM has no instruction for, and "
+                "only those";
+  let description = [{
+    bf16 conversions (GEMM operands rounded f32 -> bf16 to nearest even,
+    and widened) become integer bit operations, which vectorize and need no
+    compiler-rt or AVX512_BF16 on the machine that runs the artifact; index
+    ceil/floor divisions become plain divisions. Upstream's
+    -arith-expand does that too, but it also expands `arith.maximumf` and
+    `arith.minimumf` into compares and selects, which LLVM's loop
+    vectorizer does not take for a reduction: every row maximum (the
+    softmax of attention tiles and of the cross-entropy over the
+    vocabulary) ran as a scalar loop with a NaN test per element. Left as
+    they are they become `llvm.maximum`/`llvm.minimum`, whose reductions
+    vectorize; the maximum of the same values in any order is the same
+    value, NaN and signed zeros included, so results do not change.
+  }];
+  let dependentDialects = ["::mlir::arith::ArithDialect"];
+}
+
 def OutlineParallelRegions
     : Pass<"moma-outline-parallel-regions", "::mlir::ModuleOp"> {
   let summary = "Move each OpenMP parallel region into a function of its own";
