@@ -39,8 +39,6 @@
 
 namespace {
 
-constexpr int32_t kRowMajor = 101, kNoTrans = 111, kTrans = 112;
-
 [[noreturn]] void fail(const char *what, int32_t m, int32_t n, int32_t k) {
   std::fprintf(stderr, "momart_gemm_bf16 (m %d, n %d, k %d): %s\n", m, n, k,
                what);
@@ -226,8 +224,9 @@ extern "C" void momart_gemm_bf16(int32_t order, int32_t transA,
                                  int32_t k, float alpha, const uint16_t *a,
                                  int32_t lda, const uint16_t *b, int32_t ldb,
                                  float beta, float *c, int32_t ldc) {
-  if (order != kRowMajor || (transA != kNoTrans && transA != kTrans) ||
-      (transB != kNoTrans && transB != kTrans))
+  if (order != CblasRowMajor ||
+      (transA != CblasNoTrans && transA != CblasTrans) ||
+      (transB != CblasNoTrans && transB != CblasTrans))
     fail("only row-major C and CblasNoTrans/CblasTrans are supported", m, n,
          k);
   if (alpha != 1.0f || (beta != 0.0f && beta != 1.0f))
@@ -244,7 +243,7 @@ extern "C" void momart_gemm_bf16(int32_t order, int32_t transA,
         std::memset(c + int64_t(row) * ldc, 0, sizeof(float) * n);
     return;
   }
-  bool ta = transA == kTrans, tb = transB == kTrans;
+  bool ta = transA == CblasTrans, tb = transB == CblasTrans;
   if (bf16GemmPath().path == Path::Widened) {
     gemmWidened(ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc);
     return;

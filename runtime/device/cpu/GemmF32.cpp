@@ -7,8 +7,6 @@
 
 namespace {
 
-constexpr int32_t kRowMajor = 101, kNoTrans = 111, kTrans = 112;
-
 bool hasAvx2Fma() {
   static const bool has =
       __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -74,7 +72,8 @@ extern "C" void momart_sgemm(int32_t order, int32_t transA, int32_t transB,
                              int32_t m, int32_t n, int32_t k, float alpha,
                              const float *a, int32_t lda, const float *b,
                              int32_t ldb, float beta, float *c, int32_t ldc) {
-  if (order == kRowMajor && transA == kNoTrans && transB == kTrans &&
+  if (order == CblasRowMajor && transA == CblasNoTrans &&
+      transB == CblasTrans &&
       momac::cpu::fewRowsTimesTransposed(m, n, k, alpha, a, lda, b, ldb, beta,
                                          c, ldc))
     return;
