@@ -39,6 +39,19 @@ bool isFree(Operation *op) {
   return fill && fill.hasPureTensorSemantics();
 }
 
+/// Scalar arithmetic on what the step computed (AdamW's clip factor and
+/// bias corrections from the gradient norm, a group's token count from its
+/// routing): an outlined function recomputes it from the tensors it comes
+/// from rather than take the scalar. A target that keeps the step's data
+/// on a device (CUDA) would otherwise read each such scalar back to pass
+/// it to the call; recomputed, it stays where it is computed.
+bool isScalarArithmetic(Operation *op) {
+  return op->getNumRegions() == 0 && op->getNumResults() > 0 &&
+         isMemoryEffectFree(op) &&
+         llvm::all_of(op->getResultTypes(),
+                      [](Type type) { return type.isIntOrIndexOrFloat(); });
+}
+
 /// The values `op` reads: its operands, then what its regions use from
 /// above, in first-use order.
 SetVector<Value> valuesReadBy(Operation *op) {
@@ -382,11 +395,22 @@ std::pair<func::FuncOp, func::CallOp> FunctionOutliner::outline(Run &run) {
     mapping.map(outside, argument);
     return argument;
   };
+  // A host scalar argument (batch_rows) is read where the host needs it;
+  // the callee takes the value read.
+  auto readsHostScalar = [&](Operation *op) {
+    return llvm::any_of(op->getOperands(), [&](Value operand) {
+      auto argument = dyn_cast<BlockArgument>(operand);
+      return argument && argument.getOwner() == &body &&
+             entry.getArgAttr(argument.getArgNumber(),
+                              mlir::moma::kHostScalarAttrName);
+    });
+  };
   std::function<void(Value)> require = [&](Value value) {
     if (mapping.contains(value))
       return;
     Operation *def = value.getDefiningOp();
-    if (def && def->getBlock() == &body && isFree(def)) {
+    if (def && def->getBlock() == &body &&
+        (isFree(def) || (isScalarArithmetic(def) && !readsHostScalar(def)))) {
       for (Value operand : def->getOperands())
         require(operand);
       b.clone(*def, mapping);

@@ -101,3 +101,45 @@ func.func @optimizer_step(%w: tensor<8xf32> {moma.param = "layers.0.w"},
   bufferization.materialize_in_destination %new in restrict writable %out : (tensor<8xf32>, memref<8xf32>) -> () loc("output")
   return
 }
+
+// -----
+
+// Scalar arithmetic on what the entry point computed (a clip factor from a
+// norm) is recomputed in the function from the tensor it comes from, so
+// that a device target does not read the scalar back to pass it. A host
+// scalar argument (batch_rows) is still read in the entry point.
+// CHECK-LABEL: func.func @optimizer_step(
+// CHECK-SAME: %[[G:[a-z0-9]+]]: tensor<4xf32> {{.*}}, %[[ROWS:[a-z0-9]+]]: tensor<i64> {{.*}}, %[[W0:[a-z0-9]+]]: tensor<4xf32> {{.*}}, %[[W1:[a-z0-9]+]]: tensor<4xf32>
+// CHECK: %[[SQ:.*]] = arith.mulf %[[G]], %[[G]] : tensor<4xf32>
+// CHECK: %[[R:.*]] = tensor.extract %[[ROWS]][] : tensor<i64>
+// CHECK: call @optimizer_step_layers_0_0(%[[W0]], %[[SQ]], %[[R]], %{{.*}})
+// CHECK: call @optimizer_step_layers_0_0(%[[W1]], %[[SQ]], %[[R]], %{{.*}})
+// CHECK-LABEL: func.func private @optimizer_step_layers_0_0(
+// CHECK-SAME: %[[W:[a-z0-9]+]]: tensor<4xf32>, %[[SQ:[a-z0-9]+]]: tensor<4xf32>, %[[R:[a-z0-9]+]]: i64, %{{.*}}: memref<4xf32>)
+// CHECK-DAG: %[[C0:.*]] = arith.constant 0 : index
+// CHECK: %[[E:.*]] = tensor.extract %[[SQ]][%[[C0]]] : tensor<4xf32>
+// CHECK: %[[CLIP:.*]] = math.sqrt %[[E]] : f32
+// CHECK: %[[RF:.*]] = arith.sitofp %[[R]] : i64 to f32
+// CHECK: %[[S:.*]] = arith.mulf %[[CLIP]], %[[RF]] : f32
+// CHECK: linalg.fill ins(%[[S]] : f32)
+func.func @optimizer_step(%g: tensor<4xf32> {moma.param = "grad_norm_parts"},
+                          %rows: tensor<i64> {moma.param = "batch_rows", moma.host_scalar},
+                          %w0: tensor<4xf32> {moma.param = "layers.0.w"},
+                          %w1: tensor<4xf32> {moma.param = "layers.1.w"},
+                          %o0: memref<4xf32>, %o1: memref<4xf32>) {
+  %c0 = arith.constant 0 : index
+  %sq = arith.mulf %g, %g : tensor<4xf32> loc("clip")
+  %e = tensor.extract %sq[%c0] : tensor<4xf32> loc("clip")
+  %clip = math.sqrt %e : f32 loc("clip")
+  %r = tensor.extract %rows[] : tensor<i64> loc("clip")
+  %rf = arith.sitofp %r : i64 to f32 loc("clip")
+  %s = arith.mulf %clip, %rf : f32 loc("clip")
+  %empty = tensor.empty() : tensor<4xf32>
+  %b0 = linalg.fill ins(%s : f32) outs(%empty : tensor<4xf32>) -> tensor<4xf32> loc("layers.0.update")
+  %u0 = arith.subf %w0, %b0 : tensor<4xf32> loc("layers.0.update")
+  %b1 = linalg.fill ins(%s : f32) outs(%empty : tensor<4xf32>) -> tensor<4xf32> loc("layers.1.update")
+  %u1 = arith.subf %w1, %b1 : tensor<4xf32> loc("layers.1.update")
+  bufferization.materialize_in_destination %u0 in restrict writable %o0 : (tensor<4xf32>, memref<4xf32>) -> () loc("output")
+  bufferization.materialize_in_destination %u1 in restrict writable %o1 : (tensor<4xf32>, memref<4xf32>) -> () loc("output")
+  return
+}

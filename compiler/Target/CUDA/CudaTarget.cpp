@@ -29,7 +29,6 @@ TargetBackend momac::cudaEmulatedTargetBackend() {
   emulated.hostOptLevel = 2;
   // The step is the CUDA target's, padded MoD groups included.
   emulated.padsModGroups = true;
-  emulated.outlinesLayers = false; // as the CUDA target (TargetBackend)
   // The CUDA runtime's interface, over host memory
   // (runtime/device/cpu/CudaEmulation.cpp), which nothing in the step
   // calls: momarun looks it up as in a CUDA artifact.
@@ -61,7 +60,6 @@ TargetBackend momac::cudaTargetBackend(bool,
   };
   cuda.finishPhase = "kernels: NVPTX, ptxas, fatbinary";
   cuda.padsModGroups = true;
-  cuda.outlinesLayers = false;
   return cuda;
 }
 
@@ -253,8 +251,6 @@ TargetBackend momac::cudaTargetBackend(bool shardedStep,
   // A GPU step does not wait for the token counts a MoD layer's router
   // decides: its modality groups are padded to the layer's token count.
   cuda.padsModGroups = true;
-  // Each layer's code stays in the entry points (TargetBackend).
-  cuda.outlinesLayers = false;
   cuda.linkArguments = cudaLinkArguments(shardedStep);
   return cuda;
 }

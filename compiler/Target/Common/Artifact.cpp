@@ -452,7 +452,7 @@ SharedLoweringOptions
 momac::sharedLoweringOptions(const ArtifactOptions &options,
                              const TargetBackend &target) {
   SharedLoweringOptions shared;
-  shared.outlineLayers = options.outlineLayers && target.outlinesLayers;
+  shared.outlineLayers = options.outlineLayers;
   shared.gemmOperandsInF32 = target.gemmOperandsInF32;
   return shared;
 }

@@ -78,12 +78,6 @@ struct TargetBackend {
   /// and the counts can stay where the step runs. A target whose host would
   /// otherwise read each such count back from its device asks for it.
   bool padsModGroups = false;
-  /// Whether the shared pipeline outlines each kind of layer into a
-  /// function (-moma-outline-layers). The CUDA mapping does not take them
-  /// yet: the buffers a layer function returns get ownership flags that the
-  /// deallocation checks at run time, and the mapping puts those checks on
-  /// the device, each a read back to the host.
-  bool outlinesLayers = true;
   /// Whether bf16 models keep their rounded GEMM operands in f32 and run
   /// f32 GEMMs (SharedLoweringOptions::gemmOperandsInF32), and then what
   /// the manifest says of their GEMMs ("bf16_gemm", momarun's first line).

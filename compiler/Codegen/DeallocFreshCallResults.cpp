@@ -1,0 +1,243 @@
+//===- DeallocFreshCallResults.cpp - Free what a call allocated, unchecked
+//-===//
+//
+// See Passes.td.
+//
+//===----------------------------------------------------------------------===//
+
+#include "compiler/Codegen/Passes.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Bufferization/IR/Bufferization.h"
+#include "mlir/Dialect/Bufferization/Transforms/BufferViewFlowAnalysis.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Interfaces/SideEffectInterfaces.h"
+#include "mlir/Interfaces/ViewLikeInterface.h"
+
+namespace momac {
+#define GEN_PASS_DEF_DEALLOCFRESHCALLRESULTS
+#include "compiler/Codegen/Passes.h.inc"
+} // namespace momac
+
+using namespace mlir;
+
+namespace {
+
+bool isAllocation(Value value) {
+  Operation *op = value.getDefiningOp();
+  return op && hasEffect<MemoryEffects::Allocate>(op, value);
+}
+
+/// The buffers `value` may be, as far as the flow analysis traces it back:
+/// allocations, arguments, results of calls and of ops it does not know.
+llvm::SmallPtrSet<Value, 16> terminalBuffers(const BufferViewFlowAnalysis &flow,
+                                             Value value) {
+  llvm::SmallPtrSet<Value, 16> terminals;
+  for (Value origin : flow.resolveReverse(value))
+    if (isa<BaseMemRefType>(origin.getType()) &&
+        flow.mayBeTerminalBuffer(origin))
+      terminals.insert(origin);
+  return terminals;
+}
+
+/// Which results of `func` are fresh: every buffer such a result may be is
+/// allocated in `func` (never an argument, nothing the analysis cannot
+/// trace), and no buffer of another memref result may be the same one.
+/// Every memref result must be traceable so, or none is fresh: a result
+/// the analysis cannot follow might be any of the others.
+llvm::BitVector freshResults(func::FuncOp func) {
+  llvm::BitVector fresh(func.getNumResults(), false);
+  if (func.isExternal())
+    return fresh;
+  BufferViewFlowAnalysis flow(func);
+  bool first = true;
+  for (Block &block : func.getBody()) {
+    auto ret = dyn_cast<func::ReturnOp>(block.getTerminator());
+    if (!ret)
+      continue;
+    SmallVector<std::optional<llvm::SmallPtrSet<Value, 16>>> terminals;
+    for (Value operand : ret.getOperands()) {
+      if (!isa<BaseMemRefType>(operand.getType())) {
+        terminals.push_back(std::nullopt);
+        continue;
+      }
+      terminals.push_back(terminalBuffers(flow, operand));
+      if (!llvm::all_of(*terminals.back(), isAllocation))
+        return llvm::BitVector(func.getNumResults(), false);
+    }
+    llvm::BitVector here(func.getNumResults(), false);
+    for (auto [i, mine] : llvm::enumerate(terminals)) {
+      if (!mine)
+        continue;
+      here[i] = llvm::all_of(llvm::enumerate(terminals), [&](auto other) {
+        return other.index() == i || !other.value() ||
+               llvm::none_of(*mine, [&](Value buffer) {
+                 return other.value()->contains(buffer);
+               });
+      });
+    }
+    if (first)
+      fresh = here;
+    else
+      fresh &= here;
+    first = false;
+  }
+  return fresh;
+}
+
+/// Which results of the functions called so far are fresh.
+class FreshResults {
+public:
+  /// True if `value` is a result that its callee returns fresh.
+  bool isFresh(Value value) {
+    auto call = value.getDefiningOp<func::CallOp>();
+    if (!call)
+      return false;
+    auto callee = SymbolTable::lookupNearestSymbolFrom<func::FuncOp>(
+        call, call.getCalleeAttr());
+    if (!callee)
+      return false;
+    auto it = fresh.find(callee);
+    if (it == fresh.end())
+      it = fresh.try_emplace(callee, freshResults(callee)).first;
+    return it->second.test(cast<OpResult>(value).getResultNumber());
+  }
+
+  /// The fresh call result that `value` views, if any.
+  Value viewedFreshResult(Value value) {
+    while (auto view = value.getDefiningOp<ViewLikeOpInterface>()) {
+      if (value != view.getViewDest())
+        break;
+      value = view.getViewSource();
+    }
+    return isFresh(value) ? value : nullptr;
+  }
+
+private:
+  llvm::DenseMap<Operation *, llvm::BitVector> fresh;
+};
+
+/// Where the buffers of a function come from: BufferViewFlowAnalysis's
+/// dependencies, followed backwards.
+class BufferOrigins {
+public:
+  BufferOrigins(func::FuncOp func) : flow(func) {
+    for (auto &[source, derived] : flow)
+      for (Value value : derived)
+        if (value != source)
+          sources[value].push_back(source);
+  }
+
+  /// True unless `value` provably does not hold `buffer`, a fresh call
+  /// result. Traced backwards, `value` must not reach `buffer`, and every
+  /// buffer it comes from must be an allocation, an argument, a call's
+  /// result (a call's result comes from each of its operands, as far as
+  /// the analysis knows) or a fresh call result (which comes from none: its
+  /// allocation is its own). An op the analysis does not know hides where
+  /// its result comes from.
+  bool mayHold(Value value, Value buffer, FreshResults &fresh) const {
+    SmallVector<Value> worklist = {value};
+    llvm::SmallPtrSet<Value, 16> seen;
+    while (!worklist.empty()) {
+      Value current = worklist.pop_back_val();
+      if (!seen.insert(current).second)
+        continue;
+      if (current == buffer)
+        return true;
+      if (fresh.isFresh(current))
+        continue;
+      if (isa<BaseMemRefType>(current.getType()) &&
+          flow.mayBeTerminalBuffer(current) && !isAllocation(current) &&
+          !isFunctionArgument(current) &&
+          !current.getDefiningOp<CallOpInterface>())
+        return true;
+      auto it = sources.find(current);
+      if (it != sources.end())
+        llvm::append_range(worklist, it->second);
+    }
+    return false;
+  }
+
+private:
+  static bool isFunctionArgument(Value value) {
+    auto arg = dyn_cast<BlockArgument>(value);
+    return arg && arg.getOwner()->isEntryBlock() &&
+           isa<FunctionOpInterface>(arg.getOwner()->getParentOp());
+  }
+
+  BufferViewFlowAnalysis flow;
+  llvm::DenseMap<Value, SmallVector<Value, 2>> sources;
+};
+
+struct DeallocFreshCallResultsPass
+    : momac::impl::DeallocFreshCallResultsBase<DeallocFreshCallResultsPass> {
+  void runOnOperation() override {
+    FreshResults fresh;
+    unsigned split = 0;
+    for (auto func : getOperation().getOps<func::FuncOp>()) {
+      SmallVector<bufferization::DeallocOp> deallocs;
+      func.walk([&](bufferization::DeallocOp op) {
+        if (op.getMemrefs().size() > 1)
+          deallocs.push_back(op);
+      });
+      if (deallocs.empty())
+        continue;
+      BufferOrigins origins(func);
+      for (bufferization::DeallocOp dealloc : deallocs)
+        split += splitFreshCallResults(dealloc, origins, fresh);
+    }
+    numSplit += split;
+  }
+
+  /// Gives each fresh call result that no other buffer of `dealloc` may
+  /// hold a deallocation of its own, with the same retained buffers;
+  /// returns how many.
+  unsigned splitFreshCallResults(bufferization::DeallocOp dealloc,
+                                 const BufferOrigins &origins,
+                                 FreshResults &fresh) {
+    ValueRange memrefs = dealloc.getMemrefs();
+    SmallVector<unsigned> alone, rest;
+    for (auto [i, memref] : llvm::enumerate(memrefs)) {
+      Value result = fresh.viewedFreshResult(memref);
+      bool separate =
+          result && llvm::none_of(llvm::enumerate(memrefs), [&](auto other) {
+            return other.index() != i &&
+                   origins.mayHold(other.value(), result, fresh);
+          });
+      (separate ? alone : rest).push_back(i);
+    }
+    if (alone.empty())
+      return 0;
+
+    OpBuilder builder(dealloc);
+    Location loc = dealloc.getLoc();
+    ValueRange conditions = dealloc.getConditions();
+    ValueRange retained = dealloc.getRetained();
+    // A retained buffer is still owned if any of the deallocations that
+    // replace this one says so.
+    SmallVector<Value> owned(retained.size());
+    auto deallocate = [&](ArrayRef<unsigned> indices) {
+      SmallVector<Value> someMemrefs, someConditions;
+      for (unsigned i : indices) {
+        someMemrefs.push_back(memrefs[i]);
+        someConditions.push_back(conditions[i]);
+      }
+      auto part = bufferization::DeallocOp::create(builder, loc, someMemrefs,
+                                                   someConditions, retained);
+      for (auto [i, updated] : llvm::enumerate(part.getUpdatedConditions()))
+        owned[i] = owned[i]
+                       ? arith::OrIOp::create(builder, loc, owned[i], updated)
+                             .getResult()
+                       : updated;
+    };
+    for (unsigned i : alone)
+      deallocate(i);
+    if (!rest.empty())
+      deallocate(rest);
+    dealloc.replaceAllUsesWith(owned);
+    dealloc.erase();
+    return alone.size();
+  }
+};
+
+} // namespace
