@@ -117,46 +117,61 @@ private:
   llvm::DenseMap<Operation *, llvm::BitVector> fresh;
 };
 
-/// Where the buffers of a function come from: BufferViewFlowAnalysis's
-/// dependencies, followed backwards.
-class BufferOrigins {
+/// How the buffers of a function derive from each other
+/// (BufferViewFlowAnalysis: views, branches, and a call's results from each
+/// of its operands, as far as the analysis knows), except that a fresh call
+/// result derives from nothing: its allocation is its own.
+class BufferFlow {
 public:
-  BufferOrigins(func::FuncOp func) : flow(func) {
-    for (auto &[source, derived] : flow)
-      for (Value value : derived)
-        if (value != source)
-          sources[value].push_back(source);
+  BufferFlow(func::FuncOp func, FreshResults &fresh)
+      : flow(func), fresh(fresh) {
+    // What the analysis cannot trace, and everything derived from it.
+    SmallVector<Value> worklist;
+    auto seed = [&](Value value) {
+      if (isa<BaseMemRefType>(value.getType()) &&
+          flow.mayBeTerminalBuffer(value) && !isAllocation(value) &&
+          !isFunctionArgument(value) &&
+          !value.getDefiningOp<CallOpInterface>() &&
+          opaque.insert(value).second)
+        worklist.push_back(value);
+    };
+    func.walk([&](Block *block) {
+      for (Value argument : block->getArguments())
+        seed(argument);
+      for (Operation &op : *block)
+        for (Value result : op.getResults())
+          seed(result);
+    });
+    while (!worklist.empty()) {
+      auto it = flow.find(worklist.pop_back_val());
+      if (it == flow.end())
+        continue;
+      for (Value value : it->second)
+        if (!fresh.isFresh(value) && opaque.insert(value).second)
+          worklist.push_back(value);
+    }
   }
 
-  /// True unless `value` provably does not hold `buffer`, a fresh call
-  /// result. Traced backwards, `value` must not reach `buffer`, and every
-  /// buffer it comes from must be an allocation, an argument, a call's
-  /// result (a call's result comes from each of its operands, as far as
-  /// the analysis knows) or a fresh call result (which comes from none: its
-  /// allocation is its own). An op the analysis does not know hides where
-  /// its result comes from.
-  bool mayHold(Value value, Value buffer, FreshResults &fresh) const {
-    SmallVector<Value> worklist = {value};
-    llvm::SmallPtrSet<Value, 16> seen;
+  /// The buffers that may be `buffer`, a fresh call result, or a part of
+  /// it: what derives from it.
+  llvm::DenseSet<Value> derivedFrom(Value buffer) const {
+    llvm::DenseSet<Value> derived = {buffer};
+    SmallVector<Value> worklist = {buffer};
     while (!worklist.empty()) {
-      Value current = worklist.pop_back_val();
-      if (!seen.insert(current).second)
+      auto it = flow.find(worklist.pop_back_val());
+      if (it == flow.end())
         continue;
-      if (current == buffer)
-        return true;
-      if (fresh.isFresh(current))
-        continue;
-      if (isa<BaseMemRefType>(current.getType()) &&
-          flow.mayBeTerminalBuffer(current) && !isAllocation(current) &&
-          !isFunctionArgument(current) &&
-          !current.getDefiningOp<CallOpInterface>())
-        return true;
-      auto it = sources.find(current);
-      if (it != sources.end())
-        llvm::append_range(worklist, it->second);
+      for (Value value : it->second)
+        if (!fresh.isFresh(value) && derived.insert(value).second)
+          worklist.push_back(value);
     }
-    return false;
+    return derived;
   }
+
+  /// True if an op the analysis does not know is among where `value`
+  /// comes from: it hides which buffers that op's result may be. The
+  /// known origins are allocations, arguments and calls' results.
+  bool isOpaque(Value value) const { return opaque.contains(value); }
 
 private:
   static bool isFunctionArgument(Value value) {
@@ -166,7 +181,8 @@ private:
   }
 
   BufferViewFlowAnalysis flow;
-  llvm::DenseMap<Value, SmallVector<Value, 2>> sources;
+  FreshResults &fresh;
+  llvm::DenseSet<Value> opaque;
 };
 
 struct DeallocFreshCallResultsPass
@@ -182,9 +198,9 @@ struct DeallocFreshCallResultsPass
       });
       if (deallocs.empty())
         continue;
-      BufferOrigins origins(func);
+      BufferFlow flow(func, fresh);
       for (bufferization::DeallocOp dealloc : deallocs)
-        split += splitFreshCallResults(dealloc, origins, fresh);
+        split += splitFreshCallResults(dealloc, flow, fresh);
     }
     numSplit += split;
   }
@@ -193,17 +209,21 @@ struct DeallocFreshCallResultsPass
   /// hold a deallocation of its own, with the same retained buffers;
   /// returns how many.
   unsigned splitFreshCallResults(bufferization::DeallocOp dealloc,
-                                 const BufferOrigins &origins,
-                                 FreshResults &fresh) {
+                                 const BufferFlow &flow, FreshResults &fresh) {
     ValueRange memrefs = dealloc.getMemrefs();
     SmallVector<unsigned> alone, rest;
     for (auto [i, memref] : llvm::enumerate(memrefs)) {
+      // No other buffer of the deallocation may be it: none derives from
+      // it, and none comes from an op that hides where it comes from.
       Value result = fresh.viewedFreshResult(memref);
-      bool separate =
-          result && llvm::none_of(llvm::enumerate(memrefs), [&](auto other) {
-            return other.index() != i &&
-                   origins.mayHold(other.value(), result, fresh);
-          });
+      bool separate = false;
+      if (result) {
+        llvm::DenseSet<Value> derived = flow.derivedFrom(result);
+        separate = llvm::none_of(llvm::enumerate(memrefs), [&](auto other) {
+          return other.index() != i && (derived.contains(other.value()) ||
+                                        flow.isOpaque(other.value()));
+        });
+      }
       (separate ? alone : rest).push_back(i);
     }
     if (alone.empty())
