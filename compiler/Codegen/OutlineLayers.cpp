@@ -39,17 +39,20 @@ bool isFree(Operation *op) {
   return fill && fill.hasPureTensorSemantics();
 }
 
-/// Scalar arithmetic on what the step computed (AdamW's clip factor and
-/// bias corrections from the gradient norm, a group's token count from its
-/// routing): an outlined function recomputes it from the tensors it comes
-/// from rather than take the scalar. A target that keeps the step's data
-/// on a device (CUDA) would otherwise read each such scalar back to pass
-/// it to the call; recomputed, it stays where it is computed.
+/// Scalar arithmetic on what the step computed, other than on indices
+/// (AdamW's clip factor, its test and its bias corrections from the
+/// gradient norm): an outlined function recomputes it from the tensors it
+/// comes from rather than take the scalar. A target that keeps the step's
+/// data on a device (CUDA) would otherwise read each such scalar back to
+/// pass it to the call; recomputed, it stays where it is computed. Index
+/// arithmetic (token counts) stays shared: the host needs those counts
+/// anyway, to size buffers, and a count one layer computes is passed to the
+/// next as a value, which keeps the layers' functions alike.
 bool isScalarArithmetic(Operation *op) {
   return op->getNumRegions() == 0 && op->getNumResults() > 0 &&
          isMemoryEffectFree(op) &&
          llvm::all_of(op->getResultTypes(),
-                      [](Type type) { return type.isIntOrIndexOrFloat(); });
+                      [](Type type) { return type.isIntOrFloat(); });
 }
 
 /// The values `op` reads: its operands, then what its regions use from
@@ -451,14 +454,58 @@ std::pair<func::FuncOp, func::CallOp> FunctionOutliner::outline(Run &run) {
     b.clone(*write, mapping);
   }
 
-  SmallVector<Value> results;
-  for (Operation *op : run.ops)
+  // What the run computes for the entry point. A scalar computed from the
+  // run's tensors by pure arithmetic (a group's token count, as an index
+  // and as the float a mean divides by) is not returned: the tensors are,
+  // and the entry point recomputes the scalar after the call. A device
+  // target would otherwise read each returned scalar back, even where only
+  // device code uses it.
+  auto usedOutside = [&](Value value) {
+    return llvm::any_of(value.getUsers(), [&](Operation *user) {
+      Operation *top = topLevel(user);
+      return !inRun.contains(top) && !pulledIn.contains(top);
+    });
+  };
+  llvm::DenseSet<Operation *> recomputed;
+  std::function<bool(Operation *, SmallVectorImpl<Operation *> &)>
+      recomputable = [&](Operation *op, SmallVectorImpl<Operation *> &chain) {
+        if (op->getBlock() != &body || !inRun.contains(op) ||
+            op->getNumRegions() != 0 || !isMemoryEffectFree(op) ||
+            !llvm::all_of(op->getResultTypes(),
+                          [](Type type) { return type.isIntOrIndexOrFloat(); }))
+          return false;
+        for (Value operand : op->getOperands()) {
+          Operation *def = operand.getDefiningOp();
+          if (!def || def->getBlock() != &body || !inRun.contains(def) ||
+              isa<ShapedType>(operand.getType()))
+            continue;
+          if (!recomputable(def, chain))
+            return false;
+        }
+        chain.push_back(op);
+        return true;
+      };
+  SetVector<Value> results;
+  for (Operation *op : run.ops) {
+    SmallVector<Operation *> chain;
+    if (llvm::any_of(op->getResults(), usedOutside) &&
+        recomputable(op, chain)) {
+      for (Operation *link : chain) {
+        if (!recomputed.insert(link).second)
+          continue;
+        for (Value operand : link->getOperands()) {
+          Operation *def = operand.getDefiningOp();
+          if (isa<ShapedType>(operand.getType()) && def &&
+              def->getBlock() == &body && inRun.contains(def))
+            results.insert(operand);
+        }
+      }
+      continue;
+    }
     for (Value result : op->getResults())
-      if (llvm::any_of(result.getUsers(), [&](Operation *user) {
-            Operation *top = topLevel(user);
-            return !inRun.contains(top) && !pulledIn.contains(top);
-          }))
-        results.push_back(result);
+      if (usedOutside(result))
+        results.insert(result);
+  }
   SmallVector<Value> returned = llvm::map_to_vector(
       results, [&](Value value) { return mapping.lookup(value); });
   func::ReturnOp::create(b, loc, returned);
@@ -498,8 +545,20 @@ std::pair<func::FuncOp, func::CallOp> FunctionOutliner::outline(Run &run) {
   // stretch that read what it computes move after it.
   caller.setInsertionPointAfter(run.ops.back());
   auto call = func::CallOp::create(caller, loc, callee, operands);
+  IRMapping after;
+  for (auto [result, replacement] : llvm::zip(results, call.getResults()))
+    after.map(result, replacement);
   llvm::DenseSet<Value> computed(results.begin(), results.end());
   Operation *last = call;
+  SmallVector<std::pair<Operation *, Operation *>> copies;
+  for (Operation *op : run.ops) {
+    if (!recomputed.contains(op))
+      continue;
+    caller.setInsertionPointAfter(last);
+    last = caller.clone(*op, after);
+    copies.emplace_back(op, last);
+    computed.insert(op->getResults().begin(), op->getResults().end());
+  }
   for (Operation *op = run.ops.front(); op != call;) {
     Operation *next = op->getNextNode();
     if (isFree(op) && llvm::any_of(op->getOperands(), [&](Value value) {
@@ -512,10 +571,15 @@ std::pair<func::FuncOp, func::CallOp> FunctionOutliner::outline(Run &run) {
     }
     op = next;
   }
+  auto outsideTheRun = [&](OpOperand &use) {
+    return !inRun.contains(topLevel(use.getOwner()));
+  };
   for (auto [result, replacement] : llvm::zip(results, call.getResults()))
-    result.replaceUsesWithIf(replacement, [&](OpOperand &use) {
-      return !inRun.contains(topLevel(use.getOwner()));
-    });
+    Value(result).replaceUsesWithIf(replacement, outsideTheRun);
+  for (auto [op, copy] : copies)
+    for (auto [result, replacement] :
+         llvm::zip(op->getResults(), copy->getResults()))
+      result.replaceUsesWithIf(replacement, outsideTheRun);
   for (auto write : writes)
     write.erase();
   for (Operation *op : llvm::reverse(run.ops)) {

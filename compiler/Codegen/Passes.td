@@ -142,12 +142,15 @@ def OutlineLayers : Pass<"moma-outline-layers", "::mlir::ModuleOp"> {
       stays paired with it (`moma.in_place`), for
       -moma-write-results-in-place.
 
-    - Scalar arithmetic that the run reads from what the entry point
-      computes (AdamW's clip factor from the gradient norm) is recomputed
-      in the function from the tensors it comes from, so that a target
-      keeping the step's data on a device passes tensors, not scalars it
-      would have to read back. A host scalar argument (`moma.host_scalar`,
-      batch_rows) is read in the entry point, as before.
+    - Scalar arithmetic other than on indices that the run reads from
+      what the entry point computes (AdamW's clip factor from the gradient
+      norm) is recomputed in the function from the tensors it comes from;
+      a scalar the run computes from its tensors and the entry point uses
+      (a MoD group's token count) is recomputed after the call from the
+      tensors the function returns. A target keeping the step's data on a
+      device thus passes tensors, not scalars it would have to read back.
+      A host scalar argument (`moma.host_scalar`, batch_rows) is read in
+      the entry point, as before.
 
     Every target runs it (CPU, cuda, cuda-emulated): the layer functions'
     results are freed without run-time alias checks

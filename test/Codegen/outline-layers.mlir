@@ -143,3 +143,42 @@ func.func @optimizer_step(%g: tensor<4xf32> {moma.param = "grad_norm_parts"},
   bufferization.materialize_in_destination %u1 in restrict writable %o1 : (tensor<4xf32>, memref<4xf32>) -> () loc("output")
   return
 }
+
+// -----
+
+// A scalar a layer computes from its tensors by pure arithmetic (a group's
+// token count, as the float a mean divides by) and that the entry point
+// uses is not returned: the tensor is, and the entry point recomputes the
+// scalar after the call, so that a device target need not read it back.
+// CHECK-LABEL: func.func @grad(
+// CHECK: %[[R0:.*]]:2 = call @grad_layers_0_0(
+// CHECK-NEXT: %[[E0:.*]] = tensor.extract %[[R0]]#1[] : tensor<f32>
+// CHECK-NEXT: %[[M0:.*]] = arith.mulf %[[E0]], %{{.*}} : f32
+// CHECK-NEXT: %[[R1:.*]] = call @grad_layers_1_0(%[[R0]]#0,
+// CHECK-NEXT: %[[E1:.*]] = tensor.extract %[[R1]][] : tensor<f32>
+// CHECK-NEXT: %[[M1:.*]] = arith.mulf %[[E1]], %{{.*}} : f32
+// CHECK-NEXT: arith.addf %[[M0]], %[[M1]] : f32
+// CHECK-LABEL: func.func private @grad_layers_0_0(
+// CHECK-SAME: -> (tensor<4xf32>, tensor<f32>)
+func.func @grad(%x: tensor<4xf32> {moma.param = "inputs"},
+                %w0: tensor<4xf32> {moma.param = "layers.0.w"},
+                %w1: tensor<4xf32> {moma.param = "layers.1.w"},
+                %out: memref<f32>) {
+  %two = arith.constant 2.0 : f32
+  %zero = arith.constant 0.0 : f32
+  %empty = tensor.empty() : tensor<f32>
+  %h0 = arith.mulf %x, %w0 : tensor<4xf32> loc("layers.0.ffn")
+  %init0 = linalg.fill ins(%zero : f32) outs(%empty : tensor<f32>) -> tensor<f32> loc("layers.0.ffn")
+  %s0 = linalg.reduce ins(%h0 : tensor<4xf32>) outs(%init0 : tensor<f32>) dimensions = [0] (%a: f32, %b: f32) { %c = arith.addf %a, %b : f32 linalg.yield %c : f32 } loc("layers.0.ffn")
+  %e0 = tensor.extract %s0[] : tensor<f32> loc("layers.0.ffn")
+  %m0 = arith.mulf %e0, %two : f32 loc("layers.0.ffn")
+  %h1 = arith.mulf %h0, %w1 : tensor<4xf32> loc("layers.1.ffn")
+  %init1 = linalg.fill ins(%zero : f32) outs(%empty : tensor<f32>) -> tensor<f32> loc("layers.1.ffn")
+  %s1 = linalg.reduce ins(%h1 : tensor<4xf32>) outs(%init1 : tensor<f32>) dimensions = [0] (%a: f32, %b: f32) { %c = arith.addf %a, %b : f32 linalg.yield %c : f32 } loc("layers.1.ffn")
+  %e1 = tensor.extract %s1[] : tensor<f32> loc("layers.1.ffn")
+  %m1 = arith.mulf %e1, %two : f32 loc("layers.1.ffn")
+  %sum = arith.addf %m0, %m1 : f32 loc("output")
+  %t = tensor.from_elements %sum : tensor<f32> loc("output")
+  bufferization.materialize_in_destination %t in restrict writable %out : (tensor<f32>, memref<f32>) -> () loc("output")
+  return
+}
