@@ -1,5 +1,4 @@
-//===- DeallocFreshCallResults.cpp - Free what a call allocated, unchecked
-//-===//
+//===- DeallocFreshCallResults.cpp - Free fresh call results unchecked ---===//
 //
 // See Passes.td.
 //
@@ -13,6 +12,7 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 #include "mlir/Interfaces/ViewLikeInterface.h"
+#include "llvm/ADT/BitVector.h"
 
 namespace momac {
 #define GEN_PASS_DEF_DEALLOCFRESHCALLRESULTS
@@ -61,8 +61,11 @@ llvm::BitVector freshResults(func::FuncOp func) {
         terminals.push_back(std::nullopt);
         continue;
       }
+      // A buffer traced back to nothing (a region result no terminator
+      // yields) is not known to be an allocation either.
       terminals.push_back(terminalBuffers(flow, operand));
-      if (!llvm::all_of(*terminals.back(), isAllocation))
+      if (terminals.back()->empty() ||
+          !llvm::all_of(*terminals.back(), isAllocation))
         return llvm::BitVector(func.getNumResults(), false);
     }
     llvm::BitVector here(func.getNumResults(), false);
@@ -93,8 +96,8 @@ public:
     auto call = value.getDefiningOp<func::CallOp>();
     if (!call)
       return false;
-    auto callee = SymbolTable::lookupNearestSymbolFrom<func::FuncOp>(
-        call, call.getCalleeAttr());
+    auto callee = symbols.lookupNearestSymbolFrom<func::FuncOp>(
+        call, call.getCalleeAttr().getAttr());
     if (!callee)
       return false;
     auto it = fresh.find(callee);
@@ -114,6 +117,7 @@ public:
   }
 
 private:
+  SymbolTableCollection symbols;
   llvm::DenseMap<Operation *, llvm::BitVector> fresh;
 };
 

@@ -194,7 +194,10 @@ def DeallocFreshCallResults
     and from every buffer allocated while it lives, so it may be freed on
     its own, unless another buffer of the same deallocation is traced back
     to it (a view of it, or a later call's result that took it) or comes
-    from an op the analysis does not know.
+    from an op the analysis does not know. Other calls' results are taken
+    to be their callees' own buffers, as the function-boundary ABI of
+    ownership-based deallocation has it (an external function returning a
+    global buffer would break that ABI for upstream's deallocation too).
 
     Each such buffer gets a `bufferization.dealloc` of its own, with the
     same condition and retained buffers (the retained ownerships are or-ed);
