@@ -146,29 +146,14 @@ public:
         for (Value result : op.getResults())
           seed(result);
     });
-    while (!worklist.empty()) {
-      auto it = flow.find(worklist.pop_back_val());
-      if (it == flow.end())
-        continue;
-      for (Value value : it->second)
-        if (!fresh.isFresh(value) && opaque.insert(value).second)
-          worklist.push_back(value);
-    }
+    addDerived(worklist, opaque);
   }
 
   /// The buffers that may be `buffer`, a fresh call result, or a part of
   /// it: what derives from it.
   llvm::DenseSet<Value> derivedFrom(Value buffer) const {
     llvm::DenseSet<Value> derived = {buffer};
-    SmallVector<Value> worklist = {buffer};
-    while (!worklist.empty()) {
-      auto it = flow.find(worklist.pop_back_val());
-      if (it == flow.end())
-        continue;
-      for (Value value : it->second)
-        if (!fresh.isFresh(value) && derived.insert(value).second)
-          worklist.push_back(value);
-    }
+    addDerived({buffer}, derived);
     return derived;
   }
 
@@ -178,6 +163,20 @@ public:
   bool isOpaque(Value value) const { return opaque.contains(value); }
 
 private:
+  /// Adds to `reached` what derives from `worklist`'s buffers, except
+  /// fresh call results.
+  void addDerived(SmallVector<Value> worklist,
+                  llvm::DenseSet<Value> &reached) const {
+    while (!worklist.empty()) {
+      auto it = flow.find(worklist.pop_back_val());
+      if (it == flow.end())
+        continue;
+      for (Value value : it->second)
+        if (!fresh.isFresh(value) && reached.insert(value).second)
+          worklist.push_back(value);
+    }
+  }
+
   static bool isFunctionArgument(Value value) {
     auto arg = dyn_cast<BlockArgument>(value);
     return arg && arg.getOwner()->isEntryBlock() &&

@@ -39,20 +39,18 @@ bool isFree(Operation *op) {
   return fill && fill.hasPureTensorSemantics();
 }
 
-/// Scalar arithmetic on what the step computed, other than on indices
-/// (AdamW's clip factor, its test and its bias corrections from the
-/// gradient norm): an outlined function recomputes it from the tensors it
-/// comes from rather than take the scalar. A target that keeps the step's
-/// data on a device (CUDA) would otherwise read each such scalar back to
-/// pass it to the call; recomputed, it stays where it is computed. Index
-/// arithmetic (token counts) stays shared: the host needs those counts
-/// anyway, to size buffers, and a count one layer computes is passed to the
-/// next as a value, which keeps the layers' functions alike.
-bool isScalarArithmetic(Operation *op) {
+/// Pure scalar arithmetic (integers and floats, and indices when
+/// `withIndices`), which an outlined function and its caller can each
+/// recompute from the tensors it comes from rather than pass the scalar: a
+/// target that keeps the step's data on a device (CUDA) would otherwise
+/// read each such scalar back to pass it.
+bool isScalarArithmetic(Operation *op, bool withIndices) {
   return op->getNumRegions() == 0 && op->getNumResults() > 0 &&
          isMemoryEffectFree(op) &&
-         llvm::all_of(op->getResultTypes(),
-                      [](Type type) { return type.isIntOrFloat(); });
+         llvm::all_of(op->getResultTypes(), [&](Type type) {
+           return withIndices ? type.isIntOrIndexOrFloat()
+                              : type.isIntOrFloat();
+         });
 }
 
 /// The values `op` reads: its operands, then what its regions use from
@@ -412,8 +410,14 @@ std::pair<func::FuncOp, func::CallOp> FunctionOutliner::outline(Run &run) {
     if (mapping.contains(value))
       return;
     Operation *def = value.getDefiningOp();
+    // What the run reads is recomputed but for index arithmetic (token
+    // counts): the host needs those counts anyway, to size buffers, and a
+    // count one layer computes is passed to the next as a value, which
+    // keeps the layers' functions alike. AdamW's clip factor, its test and
+    // its bias corrections from the gradient norm are recomputed.
     if (def && def->getBlock() == &body &&
-        (isFree(def) || (isScalarArithmetic(def) && !readsHostScalar(def)))) {
+        (isFree(def) || (isScalarArithmetic(def, /*withIndices=*/false) &&
+                         !readsHostScalar(def)))) {
       for (Value operand : def->getOperands())
         require(operand);
       b.clone(*def, mapping);
@@ -470,9 +474,7 @@ std::pair<func::FuncOp, func::CallOp> FunctionOutliner::outline(Run &run) {
   std::function<bool(Operation *, SmallVectorImpl<Operation *> &)>
       recomputable = [&](Operation *op, SmallVectorImpl<Operation *> &chain) {
         if (op->getBlock() != &body || !inRun.contains(op) ||
-            op->getNumRegions() != 0 || !isMemoryEffectFree(op) ||
-            !llvm::all_of(op->getResultTypes(),
-                          [](Type type) { return type.isIntOrIndexOrFloat(); }))
+            !isScalarArithmetic(op, /*withIndices=*/true))
           return false;
         for (Value operand : op->getOperands()) {
           Operation *def = operand.getDefiningOp();
