@@ -63,11 +63,16 @@ def LowerLinalgToCpuLoops
     the output buffer apart from the inputs, so an accumulator in memory
     would keep the loop scalar, and an FP reduction vectorizes only when it
     may be summed in per-lane partial sums (the order of a sum changes in
-    its last bits).
+    its last bits). Its innermost loop carries `llvm.loop.unroll.disable`:
+    LLVM then vectorizes it along the contiguous row, where it would
+    otherwise unroll a row of up to a few hundred elements whole and
+    vectorize across rows with strided loads (slower to compile, no
+    faster to run).
   }];
   let dependentDialects = [
     "::mlir::affine::AffineDialect",
     "::mlir::arith::ArithDialect",
+    "::mlir::LLVM::LLVMDialect",
     "::mlir::memref::MemRefDialect",
     "::mlir::scf::SCFDialect"
   ];

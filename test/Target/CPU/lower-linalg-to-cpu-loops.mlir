@@ -61,7 +61,11 @@ func.func @on_tensors(%a: tensor<4xf32>) -> tensor<4xf32> {
 
 // A row sum inside a tile: the accumulator is loaded once, carried through
 // the reduction loop in a register (iter_args) and stored once, and its add
-// may be reassociated, so that LLVM vectorizes the sum.
+// may be reassociated, so that LLVM vectorizes the sum. The reduction loop
+// carries `llvm.loop.unroll.disable` for its latch: LLVM vectorizes it
+// along the row instead of unrolling it whole and vectorizing across rows.
+// CHECK: #[[UNROLL:.*]] = #llvm.loop_unroll<disable = true>
+// CHECK: #[[ROLLED:.*]] = #llvm.loop_annotation<unroll = #[[UNROLL]]>
 // CHECK-LABEL: func.func @row_sum_in_tile
 // CHECK: scf.forall
 // CHECK: scf.for %[[I:.*]] =
@@ -70,6 +74,7 @@ func.func @on_tensors(%a: tensor<4xf32>) -> tensor<4xf32> {
 // CHECK: %[[X:.*]] = memref.load %{{.*}}[%[[I]], %[[J]]]
 // CHECK: %[[NEXT:.*]] = arith.addf %[[ACC]], %[[X]] fastmath<reassoc> : f32
 // CHECK: scf.yield %[[NEXT]]
+// CHECK-NEXT: } {loop_annotation = #[[ROLLED]]}
 // CHECK: memref.store %[[SUM]], %{{.*}}[%[[I]]]
 func.func @row_sum_in_tile(%a: memref<64x8xf32>, %s: memref<64xf32>) {
   scf.forall (%i) = (0) to (64) step (16) {
