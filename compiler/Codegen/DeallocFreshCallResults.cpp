@@ -214,17 +214,27 @@ struct DeallocFreshCallResultsPass
   unsigned splitFreshCallResults(bufferization::DeallocOp dealloc,
                                  const BufferFlow &flow, FreshResults &fresh) {
     ValueRange memrefs = dealloc.getMemrefs();
+    // How often each buffer is in the deallocation, and how many of them
+    // hide where they come from: each memref is checked against what
+    // derives from it (a few views), not against every other memref, which
+    // was quadratic in an entry point's last deallocation (one per layer).
+    llvm::SmallDenseMap<Value, unsigned> occurrences;
+    unsigned opaqueCount = 0;
+    for (Value memref : memrefs) {
+      ++occurrences[memref];
+      opaqueCount += flow.isOpaque(memref);
+    }
     SmallVector<unsigned> alone, rest;
     for (auto [i, memref] : llvm::enumerate(memrefs)) {
       // No other buffer of the deallocation may be it: none derives from
       // it, and none comes from an op that hides where it comes from.
       Value result = fresh.viewedFreshResult(memref);
       bool separate = false;
-      if (result) {
-        llvm::DenseSet<Value> derived = flow.derivedFrom(result);
-        separate = llvm::none_of(llvm::enumerate(memrefs), [&](auto other) {
-          return other.index() != i && (derived.contains(other.value()) ||
-                                        flow.isOpaque(other.value()));
+      if (result && opaqueCount == unsigned(flow.isOpaque(memref))) {
+        separate = llvm::none_of(flow.derivedFrom(result), [&](Value derived) {
+          auto it = occurrences.find(derived);
+          return it != occurrences.end() &&
+                 it->second > unsigned(derived == memref);
         });
       }
       (separate ? alone : rest).push_back(i);
