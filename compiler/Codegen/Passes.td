@@ -201,8 +201,10 @@ def DeallocFreshCallResults
 
     Each such buffer gets a `bufferization.dealloc` of its own, with the
     same condition and retained buffers (the retained ownerships are or-ed);
-    the rest stay together. Run the upstream simplification afterwards: the
-    callers' own allocations, no longer beside call results, split too.
+    the rest stay together. It runs right after ownership-based
+    deallocation, before the upstream simplification: the callers' own
+    allocations, no longer beside call results, split there too, and the
+    simplification's pairwise alias queries see smaller deallocations.
   }];
   let statistics = [
     Statistic<"numSplit", "split",

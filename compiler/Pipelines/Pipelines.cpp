@@ -131,15 +131,16 @@ void momac::addSharedLoweringPasses(OpPassManager &pm,
   // deallocations are lowered: a call's result may be any of its operands
   // as far as the simplification knows, which would leave the layer
   // functions' results and the buffers passed to them in one deallocation
-  // with a run-time alias check of every pair.
+  // with a run-time alias check of every pair. They are split off before
+  // the simplification, which then sees an entry point's last deallocation
+  // without them: its pairwise alias queries grew with the square of the
+  // depth (0.94 s of a 64-layer compile, 0.08 s so split first).
   memref::ExpandReallocPassOptions expandRealloc;
   expandRealloc.emitDeallocs = false;
   pm.addPass(memref::createExpandReallocPass(expandRealloc));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(bufferization::createOwnershipBasedBufferDeallocationPass());
   pm.addPass(createCanonicalizerPass());
-  pm.nest<func::FuncOp>().addPass(
-      bufferization::createBufferDeallocationSimplificationPass());
   pm.addPass(createDeallocFreshCallResults());
   pm.nest<func::FuncOp>().addPass(
       bufferization::createBufferDeallocationSimplificationPass());
