@@ -20,10 +20,11 @@
 #include "llvm/ADT/ScopeExit.h"
 #include "llvm/Bitcode/BitcodeReader.h"
 #include "llvm/Bitcode/BitcodeWriter.h"
-#include "llvm/IR/LegacyPassManager.h"
 #include "llvm/IR/Instructions.h"
+#include "llvm/IR/LegacyPassManager.h"
 #include "llvm/IR/Module.h"
 #include "llvm/MC/TargetRegistry.h"
+#include "llvm/Passes/PassBuilder.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/JSON.h"
@@ -35,6 +36,8 @@
 #include "llvm/TargetParser/Host.h"
 #include "llvm/TargetParser/SubtargetFeature.h"
 #include "llvm/Transforms/IPO/MergeFunctions.h"
+#include "llvm/Transforms/Scalar/DCE.h"
+#include "llvm/Transforms/Scalar/InstSimplifyPass.h"
 #include "llvm/Transforms/Utils/Cloning.h"
 #include "llvm/Transforms/Utils/SplitModule.h"
 
@@ -152,6 +155,33 @@ std::unique_ptr<llvm::TargetMachine> createHostMachine(unsigned optLevel,
           .value_or(llvm::CodeGenOptLevel::Aggressive)));
 }
 
+/// Folds the unoptimized entry points' memref descriptors away: each
+/// descriptor is built field by field (insertvalue) and taken apart again
+/// (extractvalue) for every call it is passed to, about 1500 instructions
+/// per layer call. Unfolded, they were three quarters of the entry points'
+/// instructions, and FastISel leaves aggregates to SelectionDAG, block by
+/// block: at 64 layers, @grad's code generation took 3.8 s, 2.5 s folded.
+/// InstSimplify and DCE are linear, unlike the O1 pipeline (see
+/// emitHostObjects).
+void foldDescriptorTraffic(llvm::Module &module, llvm::TargetMachine &machine) {
+  llvm::LoopAnalysisManager loops;
+  llvm::FunctionAnalysisManager functions;
+  llvm::CGSCCAnalysisManager sccs;
+  llvm::ModuleAnalysisManager modules;
+  llvm::PassBuilder builder(&machine);
+  builder.registerModuleAnalyses(modules);
+  builder.registerCGSCCAnalyses(sccs);
+  builder.registerFunctionAnalyses(functions);
+  builder.registerLoopAnalyses(loops);
+  builder.crossRegisterProxies(loops, functions, sccs, modules);
+  llvm::FunctionPassManager fold;
+  fold.addPass(llvm::InstSimplifyPass());
+  fold.addPass(llvm::DCEPass());
+  llvm::ModulePassManager pipeline;
+  pipeline.addPass(llvm::createModuleToFunctionPassAdaptor(std::move(fold)));
+  pipeline.run(module, modules);
+}
+
 /// IR optimization at `optLevel` for this host, then machine code for
 /// `module` into `objectPath` (and the optimized IR into `llvmIRPath` when
 /// not empty). Returns an error message, empty on success.
@@ -168,6 +198,8 @@ std::string optimizeAndEmit(llvm::Module &module, unsigned optLevel,
   auto optimize = makeOptimizingTransformer(optLevel, 0, machine.get());
   if (llvm::Error err = optimize(&module))
     return "LLVM optimization failed: " + llvm::toString(std::move(err));
+  if (optLevel == 0)
+    foldDescriptorTraffic(module, *machine);
   std::error_code ec;
   if (!llvmIRPath.empty()) {
     llvm::ToolOutputFile text(llvmIRPath, ec, llvm::sys::fs::OF_Text);
