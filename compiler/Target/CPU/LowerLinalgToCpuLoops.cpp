@@ -42,15 +42,33 @@ bool hasInnerReductions(linalg::GenericOp op) {
          });
 }
 
+/// True when every input that `op`'s innermost loop moves along is read
+/// contiguously by it: the loop's dimension is the last of the input's
+/// indices (a row of d_model or head_dim elements for a norm's statistics
+/// or a softmax's sums; not the token loop of a norm weight's gradient,
+/// which reads a column).
+bool innermostLoopReadsRows(linalg::GenericOp op) {
+  unsigned innermost = op.getNumLoops() - 1;
+  return llvm::all_of(op.getDpsInputOperands(), [&](OpOperand *input) {
+    AffineMap map = op.getMatchingIndexingMap(input);
+    if (!map.isFunctionOfDim(innermost))
+      return true;
+    auto last = dyn_cast<AffineDimExpr>(map.getResults().back());
+    return last && last.getPosition() == innermost &&
+           llvm::count_if(map.getResults(), [&](AffineExpr result) {
+             return result.isFunctionOfDim(innermost);
+           }) == 1;
+  });
+}
+
 /// Asks LLVM not to unroll `loop` (`llvm.loop.unroll.disable` on its latch),
-/// so that its vectorizer takes it as the innermost loop. A reduction's
-/// innermost loop runs along the reduced dimension, which is contiguous
-/// (a row of d_model or head_dim elements). Fully unrolled first, as LLVM
-/// does with any loop of a constant trip count up to a few hundred
-/// iterations, it left the row loop innermost, vectorized across rows with
-/// strided loads: about 1700 instructions in one block, whose
-/// loop-strength reduction and instruction selection were a third of a
-/// tiny model's code generation.
+/// so that its vectorizer takes it as the innermost loop, for a reduction
+/// whose innermost loop reads rows (innermostLoopReadsRows). Fully unrolled
+/// first, as LLVM does with any loop of a constant trip count up to a few
+/// hundred iterations, it left the loop over rows innermost, vectorized
+/// across rows with strided loads: about 1700 instructions in one block,
+/// whose loop-strength reduction and instruction selection were a third of
+/// a tiny model's code generation.
 void keepRolled(scf::ForOp loop) {
   MLIRContext *context = loop.getContext();
   auto unroll = LLVM::LoopUnrollAttr::get(
@@ -137,7 +155,7 @@ void lowerReductionToLoops(IRRewriter &rewriter, linalg::GenericOp op) {
                   accumulators);
               return scf::ValueVector(next.begin(), next.end());
             });
-        if (!reduction.loops.empty())
+        if (!reduction.loops.empty() && innermostLoopReadsRows(op))
           keepRolled(reduction.loops.back());
         for (auto [out, result] :
              llvm::zip(op.getDpsInitsMutable(), reduction.results))

@@ -155,7 +155,8 @@ std::unique_ptr<llvm::TargetMachine> createHostMachine(unsigned optLevel,
           .value_or(llvm::CodeGenOptLevel::Aggressive)));
 }
 
-/// Folds the unoptimized entry points' memref descriptors away: each
+/// Folds the memref descriptors of unoptimized (O0) partitions away: the
+/// entry points, and on the CUDA target all host code. In them each
 /// descriptor is built field by field (insertvalue) and taken apart again
 /// (extractvalue) for every call it is passed to, about 1500 instructions
 /// per layer call. Unfolded, they were three quarters of the entry points'
