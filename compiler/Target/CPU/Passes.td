@@ -63,10 +63,8 @@ def LowerLinalgToCpuLoops
     the output buffer apart from the inputs, so an accumulator in memory
     would keep the loop scalar, and an FP reduction vectorizes only when it
     may be summed in per-lane partial sums (the order of a sum changes in
-    its last bits). When its innermost loop reads rows (that loop's index is
-    the last of every input it moves along), the loop carries
-    `llvm.loop.unroll.disable`: LLVM then vectorizes it along the
-    contiguous row, where it would
+    its last bits). Its innermost loop carries `llvm.loop.unroll.disable`:
+    LLVM then vectorizes it along the contiguous row, where it would
     otherwise unroll a row of up to a few hundred elements whole and
     vectorize across rows with strided loads (slower to compile, no
     faster to run).

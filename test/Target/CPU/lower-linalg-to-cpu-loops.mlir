@@ -89,32 +89,3 @@ func.func @row_sum_in_tile(%a: memref<64x8xf32>, %s: memref<64xf32>) {
   }
   return
 }
-
-// -----
-
-#t = affine_map<(d0, d1) -> (d1, d0)>
-#c = affine_map<(d0, d1) -> (d0)>
-
-// A column sum (a norm weight's gradient: the reduction runs over tokens,
-// down a column) keeps its reduction loop as it was, without the
-// annotation: its loads are strided, and unrolling it lets LLVM vectorize
-// along the contiguous channels instead.
-// CHECK-LABEL: func.func @column_sum_in_tile
-// CHECK: scf.for
-// CHECK: scf.for {{.*}} iter_args
-// CHECK: scf.yield
-// CHECK-NOT: loop_annotation
-// CHECK: return
-func.func @column_sum_in_tile(%a: memref<8x64xf32>, %s: memref<64xf32>) {
-  scf.forall (%i) = (0) to (64) step (16) {
-    %sa = memref.subview %a[0, %i] [8, 16] [1, 1] : memref<8x64xf32> to memref<8x16xf32, strided<[64, 1], offset: ?>>
-    %ss = memref.subview %s[%i] [16] [1] : memref<64xf32> to memref<16xf32, strided<[1], offset: ?>>
-    linalg.generic {indexing_maps = [#t, #c], iterator_types = ["parallel", "reduction"]}
-        ins(%sa : memref<8x16xf32, strided<[64, 1], offset: ?>>) outs(%ss : memref<16xf32, strided<[1], offset: ?>>) {
-    ^bb0(%p: f32, %o: f32):
-      %t = arith.addf %o, %p : f32
-      linalg.yield %t : f32
-    }
-  }
-  return
-}
