@@ -470,18 +470,21 @@ std::pair<func::FuncOp, func::CallOp> FunctionOutliner::outline(Run &run) {
       return !inRun.contains(top) && !pulledIn.contains(top);
     });
   };
+  // The run's ops are ops of `body`: being in the run says where they are.
+  auto computedInRun = [&](Value value) {
+    Operation *def = value.getDefiningOp();
+    return def && inRun.contains(def);
+  };
   llvm::DenseSet<Operation *> recomputed;
   std::function<bool(Operation *, SmallVectorImpl<Operation *> &)>
       recomputable = [&](Operation *op, SmallVectorImpl<Operation *> &chain) {
-        if (op->getBlock() != &body || !inRun.contains(op) ||
+        if (!inRun.contains(op) ||
             !isScalarArithmetic(op, /*withIndices=*/true))
           return false;
         for (Value operand : op->getOperands()) {
-          Operation *def = operand.getDefiningOp();
-          if (!def || def->getBlock() != &body || !inRun.contains(def) ||
-              isa<ShapedType>(operand.getType()))
+          if (!computedInRun(operand) || isa<ShapedType>(operand.getType()))
             continue;
-          if (!recomputable(def, chain))
+          if (!recomputable(operand.getDefiningOp(), chain))
             return false;
         }
         chain.push_back(op);
@@ -495,12 +498,9 @@ std::pair<func::FuncOp, func::CallOp> FunctionOutliner::outline(Run &run) {
       for (Operation *link : chain) {
         if (!recomputed.insert(link).second)
           continue;
-        for (Value operand : link->getOperands()) {
-          Operation *def = operand.getDefiningOp();
-          if (isa<ShapedType>(operand.getType()) && def &&
-              def->getBlock() == &body && inRun.contains(def))
+        for (Value operand : link->getOperands())
+          if (isa<ShapedType>(operand.getType()) && computedInRun(operand))
             results.insert(operand);
-        }
       }
       continue;
     }
