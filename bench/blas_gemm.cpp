@@ -1,7 +1,9 @@
 //===- blas_gemm.cpp - OpenBLAS against oneDNN on a step's GEMMs ----------===//
 //
 // The measurement behind the CPU BLAS choice (DESIGN.md): times
-// cblas_sgemm (OpenBLAS) and dnnl_sgemm (oneDNN) on the GEMM shapes of the
+// cblas_sgemm (OpenBLAS), dnnl_sgemm (oneDNN) and momart_sgemm (what
+// compiled code calls: OpenBLAS or momac's own small kernels) on the GEMM
+// shapes of the
 // benchmark models' training steps (forward, input gradient and weight
 // gradient of projections, experts, attention scores and the output layer),
 // row major, C += op(A) op(B) as the artifact calls them. Threads come from
@@ -10,6 +12,8 @@
 // loops, and with 2.
 //
 //===----------------------------------------------------------------------===//
+
+#include "runtime/device/cpu/GemmF32.h"
 
 #include <cblas.h>
 #include <oneapi/dnnl/dnnl.h>
@@ -43,6 +47,9 @@ const Shape kShapes[] = {
     {"90M   output       x W^T", 256, 16384, 512, false, true},
     {"90M   output dW    dy^T x", 16384, 512, 256, true, false},
     {"90M   scores/head  q k^T", 128, 128, 64, false, true},
+    {"bench-tiny scores tile q k^T", 64, 64, 32, false, true},
+    {"bench-tiny values tile p v", 64, 32, 64, false, false},
+    {"bench-tiny dV tile     p^T do", 64, 32, 64, true, false},
     {"large square", 1024, 1024, 1024, false, false},
 };
 
@@ -52,6 +59,14 @@ void openblas(const Shape &s, const float *a, const float *b, float *c) {
   cblas_sgemm(CblasRowMajor, s.transA ? CblasTrans : CblasNoTrans,
               s.transB ? CblasTrans : CblasNoTrans, s.m, s.n, s.k, 1.0f, a,
               s.transA ? s.m : s.k, b, s.transB ? s.k : s.n, 1.0f, c, s.n);
+}
+
+/// What compiled CPU code calls: OpenBLAS, or momac's few-row and
+/// small-GEMM kernels where they apply.
+void momart(const Shape &s, const float *a, const float *b, float *c) {
+  momart_sgemm(CblasRowMajor, s.transA ? CblasTrans : CblasNoTrans,
+               s.transB ? CblasTrans : CblasNoTrans, s.m, s.n, s.k, 1.0f, a,
+               s.transA ? s.m : s.k, b, s.transB ? s.k : s.n, 1.0f, c, s.n);
 }
 
 void onednn(const Shape &s, const float *a, const float *b, float *c) {
@@ -85,18 +100,20 @@ double measure(Gemm gemm, const Shape &s) {
 } // namespace
 
 int main() {
-  std::printf("%-28s %7s %7s %7s %10s %10s %7s\n", "GEMM", "M", "N", "K",
-              "OpenBLAS", "oneDNN", "ratio");
+  std::printf("%-28s %7s %7s %7s %10s %10s %7s %14s\n", "GEMM", "M", "N", "K",
+              "OpenBLAS", "oneDNN", "ratio", "momart_sgemm");
   double logRatio = 0;
   int count = 0;
   for (const Shape &s : kShapes) {
-    double ours = measure(openblas, s), theirs = measure(onednn, s);
-    std::printf("%-28s %7d %7d %7d %10.1f %10.1f %7.2f\n", s.label, s.m, s.n,
-                s.k, ours, theirs, ours / theirs);
+    double ours = measure(openblas, s), theirs = measure(onednn, s),
+           called = measure(momart, s);
+    std::printf("%-28s %7d %7d %7d %10.1f %10.1f %7.2f %14.1f\n", s.label, s.m,
+                s.n, s.k, ours, theirs, ours / theirs, called);
     logRatio += std::log(ours / theirs);
     ++count;
   }
-  std::printf("GFLOP/s; ratio = OpenBLAS / oneDNN, geometric mean %.2f\n",
+  std::printf("GFLOP/s; ratio = OpenBLAS / oneDNN, geometric mean %.2f; "
+              "momart_sgemm: what compiled CPU code calls\n",
               std::exp(logRatio / count));
   return 0;
 }

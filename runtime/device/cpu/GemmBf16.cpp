@@ -23,6 +23,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "runtime/device/cpu/GemmBf16.h"
+#include "runtime/device/cpu/GemmF32.h"
 
 #include <cblas.h>
 #include <oneapi/dnnl/dnnl.hpp>
@@ -108,9 +109,12 @@ void gemmWidened(bool ta, bool tb, int32_t m, int32_t n, int32_t k,
   thread_local std::vector<float> wideA, wideB;
   widenMatrix(a, ta ? k : m, ta ? m : k, lda, wideA);
   widenMatrix(b, tb ? n : k, tb ? k : n, ldb, wideB);
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
-              tb ? CblasTrans : CblasNoTrans, m, n, k, 1.0f, wideA.data(),
-              ta ? m : k, wideB.data(), tb ? k : n, beta, c, ldc);
+  // The f32 GEMM that compiled code calls (its small and few-row kernels
+  // included), so that a model's f32 GEMMs on bf16-rounded operands compute
+  // what this computes, bit for bit.
+  momart_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
+               tb ? CblasTrans : CblasNoTrans, m, n, k, 1.0f, wideA.data(),
+               ta ? m : k, wideB.data(), tb ? k : n, beta, c, ldc);
 }
 
 void gemmOneDnn(bool ta, bool tb, int32_t m, int32_t n, int32_t k,

@@ -2,10 +2,14 @@
 //
 // Compiled CPU artifacts call momart_sgemm where a GEMM's operands are f32
 // (compiler/Target/CPU/LinalgToBlas.cpp); it takes cblas_sgemm's arguments.
-// Most calls go to OpenBLAS. A GEMM of a few rows against a weight matrix
-// (a decoding step: one token per prompt, fewer per expert) goes to a
-// kernel that streams the weights once: OpenBLAS packs the whole weight
-// operand at every call, which for few rows costs more than the product.
+// Most calls go to OpenBLAS. Two kinds of call go to kernels of this file,
+// where OpenBLAS's fixed costs per call (packing both operands, zeroing C
+// for beta = 0) exceed the product:
+// - a GEMM of a few rows against a weight matrix (a decoding step: one token
+//   per prompt, fewer per expert), which streams the weights once;
+// - a small GEMM (at most 128 x 128, depth at most 512: attention's tiles of
+//   64 query and key rows, thousands per step), which reads A in place, B in
+//   place unless transposed, and keeps a 6 x 16 tile of C in registers.
 //
 //===----------------------------------------------------------------------===//
 
@@ -36,6 +40,20 @@ constexpr int32_t kFewRows = 8;
 bool fewRowsTimesTransposed(int32_t m, int32_t n, int32_t k, float alpha,
                             const float *a, int32_t lda, const float *b,
                             int32_t ldb, float beta, float *c, int32_t ldc);
+
+/// The small-GEMM kernel's bounds: at most kSmallGemmMaxRows rows and
+/// columns of C, a depth (k) of at most kSmallGemmMaxDepth, and at most
+/// kSmallGemmPacked floats of op(B) to copy onto the stack (all of it,
+/// columns padded to 16, where B is transposed; else a last partial block).
+constexpr int32_t kSmallGemmMaxRows = 128;
+constexpr int32_t kSmallGemmMaxDepth = 512;
+constexpr int64_t kSmallGemmPacked = 8192;
+/// The small-GEMM kernel itself (for the unit tests): C = alpha op(A) op(B)
+/// + beta C, row major. False, with nothing computed, outside the bounds or
+/// on a CPU without AVX2 and FMA.
+bool smallGemm(bool transA, bool transB, int32_t m, int32_t n, int32_t k,
+               float alpha, const float *a, int32_t lda, const float *b,
+               int32_t ldb, float beta, float *c, int32_t ldc);
 } // namespace momac::cpu
 
 #endif // MOMAC_RUNTIME_DEVICE_CPU_GEMMF32_H
