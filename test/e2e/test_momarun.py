@@ -94,16 +94,20 @@ def compile_variant(directory, variant, batch_size=2, target_args=None,
 # Compiled artifacts by (description, target, momac binary): many tests
 # compile the same tiny model, and compiling is most of their time. momac is
 # deterministic for one input, so a copy of the first compile stands for the
-# others; a rebuilt momac (another size or mtime) starts a new set.
+# others; a rebuilt momac or a rebuilt runtime archive that momac links into
+# model.so (another size or mtime) starts a new set.
 ARTIFACT_CACHE = os.path.join(BUILD, "e2e-artifact-cache")
+LINKED_INTO_ARTIFACTS = [MOMAC] + [
+    os.path.join(BUILD, "lib", f"libmomart_{part}.a")
+    for part in ("cpu", "cuda", "fsdp")]
 
 
 def compile_cached(description, artifact, target_args):
     with open(description, "rb") as f:
         text = f.read()
-    momac = os.stat(MOMAC)
-    key = hashlib.sha256(text + repr((target_args, momac.st_size,
-                                      momac.st_mtime_ns)).encode()).hexdigest()
+    builds = [(os.stat(path).st_size, os.stat(path).st_mtime_ns)
+              for path in LINKED_INTO_ARTIFACTS if os.path.exists(path)]
+    key = hashlib.sha256(text + repr((target_args, builds)).encode()).hexdigest()
     cached = os.path.join(ARTIFACT_CACHE, key[:32])
     if os.path.isdir(cached):
         shutil.copytree(cached, artifact, dirs_exist_ok=True)
