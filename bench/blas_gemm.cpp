@@ -6,7 +6,8 @@
 // shapes of the
 // benchmark models' training steps (forward, input gradient and weight
 // gradient of projections, experts, attention scores and the output layer),
-// row major, C += op(A) op(B) as the artifact calls them. Threads come from
+// row major, C += op(A) op(B) as the artifact calls them (C = op(A) op(B)
+// where a row says beta 0). Threads come from
 // the environment (OPENBLAS_NUM_THREADS, OMP_NUM_THREADS); bench/run.py runs
 // it with 1 thread, the way the artifact calls BLAS inside its own OpenMP
 // loops, and with 2.
@@ -30,6 +31,7 @@ struct Shape {
   const char *label;
   int m, n, k;
   bool transA, transB;
+  float beta = 1.0f; // 0: C = op(A) op(B), where OpenBLAS first zeroes C
 };
 
 // (M, N, K) of C[M, N] += op(A) op(B); see the file comment.
@@ -47,7 +49,7 @@ const Shape kShapes[] = {
     {"90M   output       x W^T", 256, 16384, 512, false, true},
     {"90M   output dW    dy^T x", 16384, 512, 256, true, false},
     {"90M   scores/head  q k^T", 128, 128, 64, false, true},
-    {"bench-tiny scores tile q k^T", 64, 64, 32, false, true},
+    {"bench-tiny scores tile q k^T", 64, 64, 32, false, true, 0.0f},
     {"bench-tiny values tile p v", 64, 32, 64, false, false},
     {"bench-tiny dV tile     p^T do", 64, 32, 64, true, false},
     {"large square", 1024, 1024, 1024, false, false},
@@ -58,7 +60,7 @@ using Gemm = void (*)(const Shape &, const float *, const float *, float *);
 void openblas(const Shape &s, const float *a, const float *b, float *c) {
   cblas_sgemm(CblasRowMajor, s.transA ? CblasTrans : CblasNoTrans,
               s.transB ? CblasTrans : CblasNoTrans, s.m, s.n, s.k, 1.0f, a,
-              s.transA ? s.m : s.k, b, s.transB ? s.k : s.n, 1.0f, c, s.n);
+              s.transA ? s.m : s.k, b, s.transB ? s.k : s.n, s.beta, c, s.n);
 }
 
 /// What compiled CPU code calls: OpenBLAS, or momac's few-row and
@@ -66,12 +68,12 @@ void openblas(const Shape &s, const float *a, const float *b, float *c) {
 void momart(const Shape &s, const float *a, const float *b, float *c) {
   momart_sgemm(CblasRowMajor, s.transA ? CblasTrans : CblasNoTrans,
                s.transB ? CblasTrans : CblasNoTrans, s.m, s.n, s.k, 1.0f, a,
-               s.transA ? s.m : s.k, b, s.transB ? s.k : s.n, 1.0f, c, s.n);
+               s.transA ? s.m : s.k, b, s.transB ? s.k : s.n, s.beta, c, s.n);
 }
 
 void onednn(const Shape &s, const float *a, const float *b, float *c) {
-  dnnl_sgemm(s.transA ? 'T' : 'N', s.transB ? 'T' : 'N', s.m, s.n, s.k, 1.0f,
-             a, s.transA ? s.m : s.k, b, s.transB ? s.k : s.n, 1.0f, c, s.n);
+  dnnl_sgemm(s.transA ? 'T' : 'N', s.transB ? 'T' : 'N', s.m, s.n, s.k, 1.0f, a,
+             s.transA ? s.m : s.k, b, s.transB ? s.k : s.n, s.beta, c, s.n);
 }
 
 /// GFLOP/s of `gemm` on `s`, from repeated calls over at least 0.2 s.

@@ -184,8 +184,9 @@ struct ContractionToSgemm : OpInterfaceRewritePattern<linalg::LinalgOp> {
     return decl;
   }
 
-  /// The CPU runtime's f32 GEMM (cblas_sgemm's arguments; OpenBLAS, or a
-  /// kernel for a few rows, runtime/device/cpu/GemmF32.h) or its bf16 GEMM
+  /// The CPU runtime's f32 GEMM (cblas_sgemm's arguments; OpenBLAS, or
+  /// kernels for a few rows and for small products,
+  /// runtime/device/cpu/GemmF32.h) or its bf16 GEMM
   /// with the same arguments (GemmBf16.h).
   static func::FuncOp declareGemm(PatternRewriter &rewriter, ModuleOp module,
                                   StringRef name) {

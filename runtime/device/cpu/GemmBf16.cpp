@@ -7,7 +7,8 @@
 //   choice and MoD change from batch to batch, and a primitive per shape
 //   would cost a JIT compile per new shape. It needs AVX-512 (AVX512_BF16 to
 //   be fast); oneDNN refuses it on other CPUs;
-// - the operands widened to f32 and OpenBLAS's sgemm. A bf16 value is an f32
+// - the operands widened to f32 and the f32 GEMM (momart_sgemm: OpenBLAS,
+//   or momac's kernels for few rows and small products). A bf16 value is an f32
 //   value, and the product of two has at most 16 significant bits, so it is
 //   exact in f32: the result is MODEL_SPEC's bf16 GEMM (bf16 operands, f32
 //   accumulation) as well, only summed in another order.

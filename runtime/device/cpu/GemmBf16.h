@@ -20,10 +20,10 @@ extern "C" {
 /// C in f32, accumulated in f32; the arguments are cblas_sgemm's (order must
 /// be CblasRowMajor = 101; trans CblasNoTrans = 111 or CblasTrans = 112),
 /// alpha must be 1 and beta 0 or 1. Runs oneDNN's bf16 matmul where the CPU
-/// has one and it is faster, otherwise OpenBLAS's sgemm on the operands
-/// widened to f32 (GemmBf16.cpp: the same math). Called inside an OpenMP
-/// parallel region it runs on the calling thread only. A misuse or a oneDNN
-/// failure aborts with a message naming the shape.
+/// has one and it is faster, otherwise the f32 GEMM (momart_sgemm) on the
+/// operands widened to f32 (GemmBf16.cpp: the same math). Called inside an
+/// OpenMP parallel region it runs on the calling thread only. A misuse or a
+/// oneDNN failure aborts with a message naming the shape.
 void momart_gemm_bf16(int32_t order, int32_t transA, int32_t transB,
                       int32_t m, int32_t n, int32_t k, float alpha,
                       const uint16_t *a, int32_t lda, const uint16_t *b,

@@ -6,6 +6,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
 
 namespace {
 
@@ -100,7 +101,9 @@ registerTile(int32_t k, const float *a, int64_t rowStride, int64_t depthStride,
     _mm256_store_ps(sums, acc[r][0]);
     _mm256_store_ps(sums + 8, acc[r][1]);
     for (int32_t j = 0; j < cols; ++j)
-      row[j] = beta == 0.0f ? alpha * sums[j] : alpha * sums[j] + beta * row[j];
+      // The full tile's rounding: one fused beta * C + (alpha * sum).
+      row[j] = beta == 0.0f ? alpha * sums[j]
+                            : std::fma(beta, row[j], alpha * sums[j]);
   }
 }
 
@@ -226,12 +229,16 @@ extern "C" void momart_sgemm(int32_t order, int32_t transA, int32_t transB,
                              int32_t m, int32_t n, int32_t k, float alpha,
                              const float *a, int32_t lda, const float *b,
                              int32_t ldb, float beta, float *c, int32_t ldc) {
-  if (order == CblasRowMajor && transA == CblasNoTrans &&
-      transB == CblasTrans &&
+  // The kernels take what compiled code passes: row major, NoTrans or Trans,
+  // alpha != 0 (BLAS reads neither A nor B for alpha = 0; they would).
+  const bool ours = order == CblasRowMajor && alpha != 0.0f &&
+                    (transA == CblasNoTrans || transA == CblasTrans) &&
+                    (transB == CblasNoTrans || transB == CblasTrans);
+  if (ours && transA == CblasNoTrans && transB == CblasTrans &&
       momac::cpu::fewRowsTimesTransposed(m, n, k, alpha, a, lda, b, ldb, beta,
                                          c, ldc))
     return;
-  if (order == CblasRowMajor &&
+  if (ours &&
       momac::cpu::smallGemm(transA == CblasTrans, transB == CblasTrans, m, n, k,
                             alpha, a, lda, b, ldb, beta, c, ldc))
     return;

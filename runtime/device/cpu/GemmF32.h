@@ -21,10 +21,13 @@
 extern "C" {
 
 /// cblas_sgemm: C = alpha op(A) op(B) + beta C, row-major (order 101).
-/// With at most kFewRows rows, A not transposed and B transposed (x W^T
-/// with W [n, k], nn.Linear's layout), on a CPU with AVX2 and FMA: the
-/// few-row kernel, which sums each dot product in another order than
-/// OpenBLAS (f32 rounding differences, no other).
+/// On a CPU with AVX2 and FMA, row major, CblasNoTrans or CblasTrans, and
+/// alpha != 0: with at most kFewRows rows, A not transposed and B transposed
+/// (x W^T with W [n, k], nn.Linear's layout), the few-row kernel; else,
+/// within the small-GEMM kernel's bounds (below), that kernel. Both sum
+/// each dot product in another order than OpenBLAS (f32 rounding
+/// differences, no other), the same order for a given shape whatever the
+/// leading dimensions. Everything else goes to OpenBLAS.
 void momart_sgemm(int32_t order, int32_t transA, int32_t transB, int32_t m,
                   int32_t n, int32_t k, float alpha, const float *a,
                   int32_t lda, const float *b, int32_t ldb, float beta,

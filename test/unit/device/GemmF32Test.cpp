@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -15,9 +16,11 @@ using momac::testing::GemmCase;
 
 /// Runs `gemm` (C = op(A) op(B) + beta C, alpha 1) on case `c` with normal
 /// random operands and checks it against sums in double: within f32
-/// rounding of the sum of |products|.
+/// rounding of the sum of |products|. With `nanWhereNotRead`, C's elements
+/// start as NaN where beta = 0 (a GEMM must not read them).
 template <typename Gemm>
-void expectMatchesDoubleSums(const GemmCase &c, Gemm gemm) {
+void expectMatchesDoubleSums(const GemmCase &c, Gemm gemm,
+                             bool nanWhereNotRead = false) {
   std::mt19937 rng(3);
   std::normal_distribution<float> normal;
   std::vector<float> a(size_t(c.aRows()) * c.lda()),
@@ -28,6 +31,9 @@ void expectMatchesDoubleSums(const GemmCase &c, Gemm gemm) {
     x = normal(rng);
   for (float &x : cMatrix)
     x = normal(rng);
+  if (nanWhereNotRead && c.beta == 0.0f)
+    for (int32_t i = 0; i < c.m; ++i)
+      std::fill_n(cMatrix.begin() + size_t(i) * c.ldc(), c.n, std::nanf(""));
   std::vector<float> before = cMatrix;
   gemm(a.data(), b.data(), cMatrix.data());
   momac::testing::expectDoubleSums(
@@ -88,11 +94,14 @@ TEST_P(SmallGemm, MatchesDoubleSums) {
   if (!hasAvx2Fma())
     GTEST_SKIP() << "no AVX2 and FMA: momart_sgemm never takes this kernel";
   const GemmCase c = GetParam();
-  expectMatchesDoubleSums(c, [&](const float *a, const float *b, float *out) {
-    ASSERT_TRUE(momac::cpu::smallGemm(c.transA, c.transB, c.m, c.n, c.k, 1.0f,
-                                      a, c.lda(), b, c.ldb(), c.beta, out,
-                                      c.ldc()));
-  });
+  expectMatchesDoubleSums(
+      c,
+      [&](const float *a, const float *b, float *out) {
+        ASSERT_TRUE(momac::cpu::smallGemm(c.transA, c.transB, c.m, c.n, c.k,
+                                          1.0f, a, c.lda(), b, c.ldb(), c.beta,
+                                          out, c.ldc()));
+      },
+      /*nanWhereNotRead=*/true);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -103,8 +112,11 @@ INSTANTIATE_TEST_SUITE_P(
         GemmCase{false, false, 1.0f, 64, 32, 64, 0},
         GemmCase{true, false, 1.0f, 64, 32, 64, 0},
         GemmCase{true, true, 0.0f, 64, 64, 32, 0},
-        // Rows 1..5 past whole tiles, columns past whole blocks.
+        // Rows 1..5 past whole tiles (and none), columns past whole blocks
+        // (and none; every column copied).
         GemmCase{false, false, 0.0f, 1, 17, 5, 1},
+        GemmCase{false, false, 0.0f, 5, 7, 9, 0},
+        GemmCase{true, false, 1.0f, 12, 16, 10, 2},
         GemmCase{false, true, 1.0f, 8, 3, 9, 2},
         GemmCase{true, false, 0.0f, 15, 40, 7, 3},
         GemmCase{true, true, 1.0f, 22, 31, 12, 0},
@@ -118,6 +130,21 @@ INSTANTIATE_TEST_SUITE_P(
 TEST(GemmF32, SmallGemmScalesByAlphaAndBeta) {
   if (!hasAvx2Fma())
     GTEST_SKIP() << "no AVX2 and FMA: momart_sgemm never takes this kernel";
+  // C[3, 20] = 0.25 * A[3, 2] B[20, 2]^T, beta 0 (C starts as NaN): B
+  // transposed, a whole block and a partial one.
+  {
+    std::vector<float> a = {1, 2, 3, 4, 5, 6}, b(20 * 2),
+                       c(3 * 20, std::nanf(""));
+    for (size_t i = 0; i < b.size(); ++i)
+      b[i] = float(i % 5);
+    ASSERT_TRUE(momac::cpu::smallGemm(false, true, 3, 20, 2, 0.25f, a.data(), 2,
+                                      b.data(), 2, 0.0f, c.data(), 20));
+    for (int i = 0; i < 3; ++i)
+      for (int j = 0; j < 20; ++j)
+        EXPECT_EQ(c[i * 20 + j],
+                  0.25f * (a[i * 2] * b[j * 2] + a[i * 2 + 1] * b[j * 2 + 1]))
+            << i << ", " << j;
+  }
   // C[2, 18] = 0.5 * A[2, 3] B[3, 18] + 2 C: a whole block and a partial one.
   std::vector<float> a = {1, 2, 3, 4, 5, 6}, b(3 * 18), c(2 * 18, 1.0f);
   for (size_t i = 0; i < b.size(); ++i)
@@ -135,9 +162,12 @@ TEST(GemmF32, SmallGemmScalesByAlphaAndBeta) {
 
 TEST(GemmF32, SmallGemmDeclinesBeyondItsBounds) {
   std::vector<float> a(130 * 600, 1.0f), b(600 * 130, 1.0f), c(130 * 130);
-  // 129 rows; depth 513; B transposed of 128 x 128 (more than 8192 floats).
+  // 129 rows; 129 columns; depth 513; B transposed of 128 x 128 (more
+  // than 8192 floats).
   EXPECT_FALSE(momac::cpu::smallGemm(false, false, 129, 16, 8, 1.0f, a.data(),
                                      8, b.data(), 16, 0.0f, c.data(), 16));
+  EXPECT_FALSE(momac::cpu::smallGemm(false, false, 8, 129, 8, 1.0f, a.data(), 8,
+                                     b.data(), 129, 0.0f, c.data(), 129));
   EXPECT_FALSE(momac::cpu::smallGemm(false, false, 8, 16, 513, 1.0f, a.data(),
                                      513, b.data(), 16, 0.0f, c.data(), 16));
   EXPECT_FALSE(momac::cpu::smallGemm(false, true, 8, 128, 128, 1.0f, a.data(),

@@ -68,7 +68,8 @@ void expectDoubleSums(const GemmCase &c, const std::vector<Element> &a,
   const size_t lda = c.lda(), ldb = c.ldb(), ldc = c.ldc();
   for (int32_t i = 0; i < c.m; ++i)
     for (int32_t j = 0; j < c.n; ++j) {
-      double old = before[i * ldc + j];
+      // beta = 0: C is not read (BLAS), whatever it held (NaN included).
+      double old = c.beta == 0.0f ? 0.0 : before[i * ldc + j];
       double sum = c.beta * old, magnitude = 0;
       for (int32_t p = 0; p < c.k; ++p) {
         double x = value(c.transA ? a[p * lda + i] : a[i * lda + p]);
