@@ -3,13 +3,12 @@
 // The measurement behind the CPU BLAS choice (DESIGN.md): times
 // cblas_sgemm (OpenBLAS), dnnl_sgemm (oneDNN) and momart_sgemm (what
 // compiled code calls: OpenBLAS or momac's own small kernels) on the GEMM
-// shapes of the
-// benchmark models' training steps (forward, input gradient and weight
-// gradient of projections, experts, attention scores and the output layer),
-// row major, C += op(A) op(B) as the artifact calls them (C = op(A) op(B)
-// where a row says beta 0). Threads come from
-// the environment (OPENBLAS_NUM_THREADS, OMP_NUM_THREADS); bench/run.py runs
-// it with 1 thread, the way the artifact calls BLAS inside its own OpenMP
+// shapes of the benchmark models' training steps (forward, input gradient
+// and weight gradient of projections, experts, attention scores and tiles,
+// the output layer), row major, C += op(A) op(B) as the artifact calls them
+// (C = op(A) op(B) where a row says beta 0). Threads come from the
+// environment (OPENBLAS_NUM_THREADS, OMP_NUM_THREADS); bench/run.py runs it
+// with 1 thread, the way the artifact calls BLAS inside its own OpenMP
 // loops, and with 2.
 //
 //===----------------------------------------------------------------------===//

@@ -91,25 +91,26 @@ def compile_variant(directory, variant, batch_size=2, target_args=None,
     return artifact, R.load_config(path)
 
 
-# Compiled artifacts by (description, target, momac and runtime builds): many tests
-# compile the same tiny model, and compiling is most of their time. momac is
+# Compiled artifacts by (description, target, momac and runtime builds): many
+# tests compile the same tiny model, and compiling is most of their time. momac is
 # deterministic for one input, so a copy of the first compile stands for the
 # others; a rebuilt momac or a rebuilt runtime archive that momac links into
 # model.so (another size or mtime) starts a new set.
 ARTIFACT_CACHE = os.path.join(BUILD, "e2e-artifact-cache")
-# libmomart_cuda.a exists only in a build with CUDA.
 LINKED_INTO_ARTIFACTS = [MOMAC] + [
-    os.path.join(BUILD, "lib", f"libmomart_{part}.a")
-    for part in ("cpu", "fsdp", "cuda")]
+    os.path.join(BUILD, "lib", f"libmomart_{part}.a") for part in ("cpu", "fsdp")]
+# Only a build with CUDA has it.
+LINKED_INTO_CUDA_ARTIFACTS = os.path.join(BUILD, "lib", "libmomart_cuda.a")
 
 
 def compile_cached(description, artifact, target_args):
     with open(description, "rb") as f:
         text = f.read()
-    for required in LINKED_INTO_ARTIFACTS[:3]:
+    for required in LINKED_INTO_ARTIFACTS:
         assert os.path.exists(required), f"{required}: not built"
     builds = [(os.stat(path).st_size, os.stat(path).st_mtime_ns)
-              for path in LINKED_INTO_ARTIFACTS if os.path.exists(path)]
+              for path in LINKED_INTO_ARTIFACTS + [LINKED_INTO_CUDA_ARTIFACTS]
+              if os.path.exists(path)]
     key = hashlib.sha256(text + repr((target_args, builds)).encode()).hexdigest()
     cached = os.path.join(ARTIFACT_CACHE, key[:32])
     if os.path.isdir(cached):
